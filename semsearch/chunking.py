@@ -1,0 +1,119 @@
+"""Split document text into token-bounded chunks for the embedding model.
+
+Chunks are cut on the model's own tokenizer so that every chunk fits the model
+without truncation (which would silently drop text from the index).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, Iterator
+
+from tokenizers import Tokenizer
+
+MIN_MAX_TOKENS = 8
+PIECE_CHARS = 65536  # a segment is tokenised in pieces of this size, in parallel
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A slice of a document: ``text == document[start:end]``."""
+
+    text: str
+    start: int  # char offset in the whole document (across all segments)
+    end: int
+    n_tokens: int  # tokens in ``text`` without special tokens
+
+
+def _plain_tokenizer(tokenizer: Tokenizer) -> Tokenizer:
+    """Copy without truncation/padding: tokenizer.json may truncate to 128 and pad."""
+    tok = Tokenizer.from_str(tokenizer.to_str())
+    tok.no_truncation()
+    tok.no_padding()
+    return tok
+
+
+def count_tokens(text: str, tokenizer: Tokenizer) -> int:
+    """Tokens in ``text`` with special tokens, as the model would see it untruncated."""
+    return len(_plain_tokenizer(tokenizer).encode(text).ids)
+
+
+def iter_chunks(
+    segments: Iterable[str], tokenizer: Tokenizer, max_tokens: int, overlap: int
+) -> Iterator[Chunk]:
+    """Yield chunks of at most ``max_tokens`` tokens (special tokens excluded).
+
+    ``segments`` are consecutive pieces of one document; chunks never span two
+    segments, and consecutive chunks within a segment share about ``overlap``
+    tokens. Arguments are checked now, not on first ``next()``.
+    """
+    if not isinstance(max_tokens, int) or max_tokens < MIN_MAX_TOKENS:
+        raise ValueError(f"max_tokens must be an integer >= {MIN_MAX_TOKENS}, got {max_tokens!r}")
+    if not isinstance(overlap, int) or not 0 <= overlap < max_tokens:
+        raise ValueError(f"overlap must be an integer with 0 <= overlap < max_tokens ({max_tokens}), got {overlap!r}")
+    return _iter_chunks(segments, _plain_tokenizer(tokenizer), max_tokens, overlap)
+
+
+def _iter_chunks(segments, tok, max_tokens, overlap):
+    base = 0
+    for seg in segments:
+        if seg and not seg.isspace():
+            yield from _chunk_segment(seg, base, tok, max_tokens, overlap)
+        base += len(seg)
+
+
+def _word_start(words: list, lo: int, k: int) -> int:
+    """Move token index ``k`` back to the first token of its word, not below ``lo``.
+
+    Returns ``k`` unchanged when the word reaches back to ``lo`` (one huge word).
+    """
+    j = k
+    while j > lo and words[j] is not None and words[j] == words[j - 1]:
+        j -= 1
+    return j if j > lo else k
+
+
+def _encode(seg: str, tok: Tokenizer) -> tuple[list, list]:
+    """Token char offsets and word ids of ``seg``.
+
+    One encode() of a 1 MB string runs on one core and is slow; pieces cut after
+    whitespace tokenise the same and encode_batch spreads them over all cores.
+    """
+    pieces, starts, pos = [], [], 0
+    while pos < len(seg):
+        end = min(pos + PIECE_CHARS, len(seg))
+        if end < len(seg):
+            cut = max(seg.rfind(c, pos, end) for c in " \n\t\r")
+            end = cut + 1 if cut > pos else end
+        pieces.append(seg[pos:end])
+        starts.append(pos)
+        pos = end
+    offs, words, word_base = [], [], 0
+    for start, enc in zip(starts, tok.encode_batch(pieces, add_special_tokens=False)):
+        offs.extend((a + start, b + start) for a, b in enc.offsets)
+        ids = enc.word_ids
+        words.extend(None if w is None else w + word_base for w in ids)
+        word_base += 1 + max((w for w in ids if w is not None), default=-1)
+    return offs, words
+
+
+def _chunk_segment(seg: str, base: int, tok: Tokenizer, max_tokens: int, overlap: int):
+    offs, words = _encode(seg, tok)
+    n = len(offs)
+    i = 0
+    while i < n:
+        j = min(i + max_tokens, n)
+        if j < n:  # end between words unless that would halve the chunk
+            j = _word_start(words, i + max_tokens // 2, j)
+        while True:
+            start, end = offs[i][0], offs[j - 1][1]
+            text = seg[start:end]
+            # Re-tokenising the slice can differ at the edges; it is what the model will see.
+            count = len(tok.encode(text, add_special_tokens=False).ids)
+            if count <= max_tokens or j - i <= 1:
+                break
+            j = _word_start(words, i, max(i + 1, j - (count - max_tokens)))
+        yield Chunk(text, base + start, base + end, count)
+        if j >= n:
+            return
+        nxt = max(i + 1, j - overlap)
+        i = _word_start(words, i, nxt)

@@ -1,0 +1,294 @@
+"""HF model folder or hub id -> a validated ONNX model folder with a manifest.
+
+Export-only code: torch, transformers and optimum are imported inside functions so that
+``import semsearch`` and the query path never load them.
+
+The exported graph ends in pooling and (when the model normalises) L2 normalisation, so
+every variant outputs ``sentence_embedding`` (batch, dim): the runtime is the same for
+every model, and on a GPU only the small pooled output leaves the device.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__
+from .errors import ModelError
+from .models import MANIFEST, VARIANT_FILES, exported_folder, sha256_file, source_for
+
+OUTPUT = "sentence_embedding"
+
+# Texts every variant is checked on: short, long, beyond the max length, punctuation
+# only, non-English and emoji, so truncation and odd tokens are covered.
+PROBES = [
+    "hello",
+    "A man is playing a guitar on the street.",
+    "The quick brown fox jumps over the lazy dog while the cat watches from the fence. " * 4,
+    " ".join(f"token{i} of a very long passage about aerodynamics and boundary layers" for i in range(60)),
+    "?!... ;;; --- ***",
+    "Der schnelle braune Fuchs springt über den faulen Hund.",
+    "これは日本語の文です。検索エンジンのテスト。",
+    "Café ☕ and croissants 🥐🥐 in Paris 🇫🇷",
+    "x",
+    "def f(x): return x ** 2  # python code",
+]
+
+# Minimum agreement with the PyTorch model, per variant: (max abs diff, min cosine, mean cosine).
+TOLERANCE = {"fp32": (1e-4, 0.9999, 0.9999), "int8": (None, 0.80, 0.97), "fp16": (1e-2, 0.999, 0.999)}
+
+
+def read_st_config(source: Path) -> dict:
+    """Pooling, normalisation, max length and prompts from sentence-transformers files."""
+    def load(name: str) -> dict:
+        path = source / name
+        return json.loads(path.read_text()) if path.is_file() else {}
+
+    modules = load("modules.json")
+    pooling_dir = next((m["path"] for m in modules if m["type"].endswith("Pooling")), "1_Pooling")
+    pooling_cfg = load(f"{pooling_dir}/config.json")
+    if pooling_cfg.get("pooling_mode_cls_token"):
+        pooling = "cls"
+    elif pooling_cfg.get("pooling_mode_max_tokens"):
+        pooling = "max"
+    else:
+        pooling = "mean"  # sentence-transformers' default for a plain HF model
+    config = load("config.json")
+    st_max = load("sentence_bert_config.json").get("max_seq_length")
+    max_length = st_max or min(config.get("max_position_embeddings", 512), 512)
+    prompts = load("config_sentence_transformers.json").get("prompts", {})
+    return {
+        "pooling": pooling,
+        "normalize": any(m["type"].endswith("Normalize") for m in modules) or not modules,
+        "max_length": int(max_length),
+        "prompts": {
+            "query": prompts.get("query", ""),
+            "passage": prompts.get("passage", prompts.get("document", "")),
+        },
+        "dim": pooling_cfg.get("word_embedding_dimension") or config.get("hidden_size"),
+    }
+
+
+def append_pooling(model, pooling: str, normalize: bool):
+    """Add masked pooling (+ L2 normalisation) after ``last_hidden_state``."""
+    from onnx import TensorProto, helper
+
+    graph = model.graph
+    hidden = next(o for o in graph.output if o.name == "last_hidden_state").name
+    nodes = [
+        helper.make_node("Cast", ["attention_mask"], ["pool_mask"], to=TensorProto.FLOAT),
+        helper.make_node("Unsqueeze", ["pool_mask", "pool_axis_last"], ["pool_mask3"]),
+    ]
+    consts = [
+        helper.make_tensor("pool_axis_last", TensorProto.INT64, [1], [-1]),
+        helper.make_tensor("pool_axis_seq", TensorProto.INT64, [1], [1]),
+        helper.make_tensor("pool_eps", TensorProto.FLOAT, [], [1e-9]),
+    ]
+    pooled = "pooled" if normalize else OUTPUT
+    if pooling == "mean":
+        nodes += [
+            helper.make_node("Mul", [hidden, "pool_mask3"], ["pool_masked"]),
+            helper.make_node("ReduceSum", ["pool_masked", "pool_axis_seq"], ["pool_sum"], keepdims=0),
+            helper.make_node("ReduceSum", ["pool_mask3", "pool_axis_seq"], ["pool_count"], keepdims=0),
+            helper.make_node("Max", ["pool_count", "pool_eps"], ["pool_count_safe"]),
+            helper.make_node("Div", ["pool_sum", "pool_count_safe"], [pooled]),
+        ]
+    elif pooling == "cls":
+        consts.append(helper.make_tensor("pool_zero", TensorProto.INT64, [], [0]))
+        nodes = [helper.make_node("Gather", [hidden, "pool_zero"], [pooled], axis=1)]
+    elif pooling == "max":
+        consts += [helper.make_tensor("pool_neg", TensorProto.FLOAT, [], [-1e9]),
+                   helper.make_tensor("pool_one", TensorProto.FLOAT, [], [1.0])]
+        nodes += [  # padded positions get -1e9 so they never win the max
+            helper.make_node("Sub", ["pool_one", "pool_mask3"], ["pool_pad"]),
+            helper.make_node("Mul", ["pool_pad", "pool_neg"], ["pool_penalty"]),
+            helper.make_node("Add", [hidden, "pool_penalty"], ["pool_shifted"]),
+            helper.make_node("ReduceMax", ["pool_shifted", "pool_axis_seq"], [pooled], keepdims=0),
+        ]
+    else:
+        raise ModelError(f"unsupported pooling mode {pooling!r}")
+    if normalize:
+        nodes.append(helper.make_node("LpNormalization", [pooled], [OUTPUT], axis=-1, p=2))
+    graph.initializer.extend(consts)
+    graph.node.extend(nodes)
+    del graph.output[:]
+    graph.output.append(helper.make_tensor_value_info(OUTPUT, TensorProto.FLOAT, ["batch", "dim"]))
+    return model
+
+
+def reference_embeddings(source: str, texts: list[str], cfg: dict) -> np.ndarray:
+    """The PyTorch model's embeddings, pooled the same way sentence-transformers does."""
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    model = AutoModel.from_pretrained(source).eval()
+    batch = tokenizer(texts, padding=True, truncation=True, max_length=cfg["max_length"], return_tensors="pt")
+    with torch.no_grad():
+        hidden = model(**batch).last_hidden_state
+    mask = batch["attention_mask"].unsqueeze(-1).float()
+    if cfg["pooling"] == "cls":
+        pooled = hidden[:, 0]
+    elif cfg["pooling"] == "max":
+        pooled = (hidden + (1 - mask) * -1e9).max(dim=1).values
+    else:
+        pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+    if cfg["normalize"]:
+        pooled = torch.nn.functional.normalize(pooled, p=2, dim=1)
+    return pooled.numpy()
+
+
+def compare(got: np.ndarray, want: np.ndarray) -> dict:
+    cos = np.sum(got * want, 1) / (np.linalg.norm(got, axis=1) * np.linalg.norm(want, axis=1))
+    return {
+        "max_abs_diff": float(np.max(np.abs(got - want))),
+        "min_cosine": float(cos.min()),
+        "mean_cosine": float(cos.mean()),
+    }
+
+
+def export(
+    model: str | None = None,
+    out: str | Path | None = None,
+    optimize: str = "O2",
+    quantize: str = "int8",
+    fp16: bool = False,
+    force: bool = False,
+    log=lambda msg: print(msg, file=sys.stderr),
+) -> Path:
+    """Export, optimise, quantise and validate ``model``; return the model folder."""
+    try:
+        import onnx
+        from optimum.exporters.onnx import main_export
+    except ImportError:
+        raise ModelError("exporting needs the export extra: pip install 'semsearch[export]'") from None
+
+    name, source = source_for(model)
+    folder = Path(out) if out else exported_folder(model)
+    if (folder / MANIFEST).is_file() and not force:
+        log(f"{name} is already exported in {folder} (use --force to redo it)")
+        return folder
+    if optimize not in ("O1", "O2", "O3", "none"):
+        raise ModelError(f"--optimize must be O1, O2, O3 or none, not {optimize!r}")
+    if quantize not in ("int8", "none"):
+        raise ModelError(f"--quantize must be int8 or none, not {quantize!r}")
+
+    started = time.time()
+    work = Path(tempfile.mkdtemp(prefix=".export-", dir=_ensure_parent(folder)))
+    try:
+        cfg = read_st_config(Path(source)) if Path(source).is_dir() else _hub_st_config(source)
+        log(f"exporting {name} to ONNX (optimize={optimize}) ...")
+        raw = work / "raw"
+        main_export(
+            source, raw, task="feature-extraction", library_name="transformers",
+            optimize=None if optimize == "none" else optimize, do_validation=False,
+        )
+        graph = append_pooling(onnx.load(raw / "model.onnx"), cfg["pooling"], cfg["normalize"])
+        onnx.save(graph, work / VARIANT_FILES["fp32"])
+        variants = ["fp32"]
+        if quantize == "int8":
+            log("quantising to int8 ...")
+            quantize_int8(work / VARIANT_FILES["fp32"], work / VARIANT_FILES["int8"])
+            variants.append("int8")
+        if fp16:
+            log("converting to fp16 ...")
+            convert_fp16(work / VARIANT_FILES["fp32"], work / VARIANT_FILES["fp16"])
+            variants.append("fp16")
+        shutil.copy(raw / "tokenizer.json", work / "tokenizer.json")
+
+        log("validating against the PyTorch model ...")
+        want = reference_embeddings(source, PROBES, cfg)
+        manifest = {
+            "name": name,
+            "source": source,
+            "semsearch_version": __version__,
+            "exported_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "optimize": optimize,
+            "dim": int(want.shape[1]),
+            "max_length": cfg["max_length"],
+            "pooling": cfg["pooling"],
+            "normalize": cfg["normalize"],
+            "pooling_in_graph": True,
+            "output": OUTPUT,
+            "prompts": cfg["prompts"],
+            "inputs": [i.name for i in graph.graph.input],
+            "variants": {},
+        }
+        for variant in variants:
+            entry = {"file": VARIANT_FILES[variant], "sha256": sha256_file(work / VARIANT_FILES[variant])}
+            manifest["variants"][variant] = entry
+            entry.update(validate(work, manifest, variant, want))
+        (work / MANIFEST).write_text(json.dumps(manifest, indent=2))
+        shutil.rmtree(raw)
+        if folder.exists():
+            shutil.rmtree(folder)
+        work.rename(folder)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    log(f"exported {name} to {folder} in {time.time() - started:.0f}s")
+    return folder
+
+
+def quantize_int8(src: Path, dst: Path) -> None:
+    """Dynamic int8 quantisation of the optimised graph's MatMul weights, per channel.
+
+    optimum's ORTQuantizer rejects the fused graph, so ONNX Runtime's own quantiser is
+    used; DefaultTensorType lets it handle the fused ops whose types it cannot infer.
+    Measured here (benchmarks/README.md): per-tensor weights keep a mean cosine of only
+    ~0.95 to fp32; per-channel MatMul weights keep ~0.994 at ~1.3x fp32 speed, while
+    also quantising Attention/Gather or using uint8 weights is slower than fp32 on AVX2.
+    """
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(
+        src, dst, weight_type=QuantType.QInt8, per_channel=True, reduce_range=False,
+        op_types_to_quantize=["MatMul"],
+        extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+    )
+
+
+def convert_fp16(src: Path, dst: Path) -> None:
+    """fp16 weights and activations for the GPU; inputs and output stay as they were."""
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    onnx.save(convert_float_to_float16(onnx.load(src), keep_io_types=True), dst)
+
+
+def validate(folder: Path, manifest: dict, variant: str, want: np.ndarray) -> dict:
+    """Run ``variant`` on the probes; fail the export if it is outside its tolerance."""
+    from .embedder import Embedder
+
+    device = "auto" if variant == "fp16" else "cpu"
+    try:
+        embedder = Embedder.from_folder(folder, variant, device=device, manifest=manifest, verify=False)
+    except Exception as exc:  # fp16 kernels may be missing on the CPU provider
+        if variant == "fp16":
+            return {"validated": False, "note": f"could not run here: {str(exc).splitlines()[0]}"}
+        raise
+    figures = compare(embedder.embed(PROBES), want)
+    figures["validated_on"] = embedder.providers[0]
+    max_abs, min_cos, mean_cos = TOLERANCE[variant]
+    if (max_abs is not None and figures["max_abs_diff"] > max_abs) or (
+        figures["min_cosine"] < min_cos or figures["mean_cosine"] < mean_cos
+    ):
+        raise ModelError(f"{variant} variant fails validation against PyTorch: {figures}")
+    return {"validated": True, **figures}
+
+
+def _ensure_parent(folder: Path) -> Path:
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    return folder.parent
+
+
+def _hub_st_config(model_id: str) -> dict:
+    """Fetch a hub model once (needs a network) and read its sentence-transformers files."""
+    from huggingface_hub import snapshot_download
+
+    return read_st_config(Path(snapshot_download(model_id)))

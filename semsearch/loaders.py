@@ -1,0 +1,400 @@
+"""Find documents on disk and stream their text.
+
+Everything is streamed: a 200 MB text file is hashed block by block and its
+text handed out in ~1 MB segments, so it is never held in memory whole. A bad
+file never stops a run; it comes back as ``Skipped`` with a short reason.
+"""
+from __future__ import annotations
+
+import codecs
+import csv
+import fnmatch
+import hashlib
+import html.parser
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+SUPPORTED = {".txt", ".md", ".rst", ".html", ".htm", ".json", ".jsonl", ".csv", ".pdf"}
+PLAIN = {".txt", ".md", ".rst"}
+TEXT_FIELDS = ("text", "content", "body")
+ID_FIELDS = ("id", "_id")
+SEGMENT_BYTES = 1 << 20  # size of the text pieces handed to the chunker
+BINARY_SNIFF = 8192
+_UTF8_FFFD = "\ufffd".encode()
+
+
+@dataclass
+class Document:
+    key: str  # file path for whole files; f"{path}#{record_id}" for records
+    source: str  # absolute file path
+    metadata: dict  # JSON-serialisable
+    content_hash: str  # sha256 hex of the file bytes or of the canonical record JSON
+    segments: Callable[[], Iterator[str]]  # lazily yields the text in ~1 MB pieces
+    replaced_chars: int = 0  # U+FFFD inserted for undecodable bytes; set while segments are read
+
+
+@dataclass
+class Skipped:
+    source: str
+    reason: str
+
+
+# ---------------------------------------------------------------- walking
+
+
+def iter_documents(paths: Iterable[str | Path], glob: str | None = None) -> Iterator[Document | Skipped]:
+    """Yield a Document or Skipped for every file under ``paths``.
+
+    Folders are walked recursively in sorted order, skipping hidden entries;
+    ``glob`` filters files found in folders (matched against the path relative
+    to the folder, or the bare name). Files named explicitly are always taken.
+    Missing paths raise FileNotFoundError here, before anything is yielded.
+    """
+    roots = [Path(p) for p in paths]
+    for p in roots:
+        if not p.exists():
+            raise FileNotFoundError(f"no such file or directory: {p}")
+    return _iter_documents(roots, glob)
+
+
+def _iter_documents(roots: list[Path], glob: str | None) -> Iterator[Document | Skipped]:
+    seen: set[str] = set()
+    for root in roots:
+        if root.is_dir():
+            files = _walk(root, root, glob)
+        else:
+            files = iter([root])
+        for f in files:
+            if isinstance(f, Skipped):
+                yield f
+                continue
+            path = os.path.abspath(f)
+            if path not in seen:
+                seen.add(path)
+                yield from load_file(path)
+
+
+def _glob_match(rel: str, name: str, glob: str) -> bool:
+    pats = [glob, glob[3:]] if glob.startswith("**/") else [glob]
+    return any(fnmatch.fnmatch(rel, p) or fnmatch.fnmatch(name, p) for p in pats)
+
+
+def _walk(root: Path, folder: Path, glob: str | None) -> Iterator[Path | Skipped]:
+    try:
+        entries = sorted(os.scandir(folder), key=lambda e: e.name)
+    except OSError as e:
+        yield Skipped(str(folder), _os_reason(e))
+        return
+    for e in entries:
+        if e.name.startswith("."):
+            continue
+        p = Path(e.path)
+        if e.is_dir():
+            yield from _walk(root, p, glob)
+        elif e.is_file():
+            if glob is None or _glob_match(p.relative_to(root).as_posix(), e.name, glob):
+                yield p
+
+
+def _os_reason(e: OSError) -> str:
+    if isinstance(e, PermissionError):
+        return "permission denied"
+    return e.strerror or type(e).__name__
+
+
+# ---------------------------------------------------------------- one file
+
+
+def load_file(path: str) -> Iterator[Document | Skipped]:
+    """Documents of one file (several for jsonl/json/csv); never raises for a bad file."""
+    ext = os.path.splitext(path)[1].lower()
+    if ext not in SUPPORTED:
+        yield Skipped(path, f"unsupported type {ext or '(no extension)'}")
+        return
+    try:
+        if ext == ".pdf":
+            yield _load_pdf(path)
+            return
+        with open(path, "rb") as f:
+            head = f.read(BINARY_SNIFF)
+        if b"\0" in head:
+            yield Skipped(path, "binary file")
+        elif ext in PLAIN:
+            yield _load_plain(path, ext)
+        elif ext in (".html", ".htm"):
+            yield _load_html(path, ext)
+        elif ext == ".jsonl":
+            yield from _load_jsonl(path)
+        elif ext == ".json":
+            yield from _load_json(path)
+        else:
+            yield from _load_csv(path)
+    except OSError as e:
+        yield Skipped(path, _os_reason(e))
+    except Exception as e:  # a corrupt file must not stop the run
+        yield Skipped(path, f"unreadable: {type(e).__name__}: {e}")
+
+
+def _file_info(path: str) -> tuple[str, bool]:
+    """sha256 of the file and whether it has any non-whitespace byte, streamed."""
+    h = hashlib.sha256()
+    has_text = False
+    first = True
+    with open(path, "rb") as f:
+        while block := f.read(SEGMENT_BYTES):
+            h.update(block)
+            if not has_text:
+                if first and block.startswith(codecs.BOM_UTF8):
+                    block = block[3:]
+                has_text = bool(block.strip())
+            first = False
+    return h.hexdigest(), has_text
+
+
+def split_text(text: str, size: int = SEGMENT_BYTES) -> Iterator[str]:
+    """Cut an in-memory text into pieces of about ``size`` chars at whitespace."""
+    while len(text) > size:
+        cut = _last_space(text, size) or size
+        yield text[:cut]
+        text = text[cut:]
+    if text:
+        yield text
+
+
+def _last_space(text: str, limit: int) -> int:
+    """Index just past the last whitespace in ``text[:limit]``; 0 if there is none."""
+    return max(text.rfind(c, 0, limit) for c in "\n \t\r") + 1
+
+
+def _read_segments(path: str, doc: Document) -> Iterator[str]:
+    """Decode a file incrementally, yielding ~1 MB pieces cut after whitespace."""
+    dec = codecs.getincrementaldecoder("utf-8-sig")(errors="replace")
+    replaced = 0
+    tail = b""  # last bytes of the previous block: a real U+FFFD may straddle blocks
+    carry = ""
+    doc.replaced_chars = 0
+    with open(path, "rb") as f:
+        while True:
+            block = f.read(SEGMENT_BYTES)
+            text = carry + dec.decode(block, final=not block)
+            replaced += text.count("\ufffd", len(carry)) - (tail + block).count(_UTF8_FFFD)
+            tail = block[-2:]
+            doc.replaced_chars = replaced
+            if not block:
+                if text:
+                    yield text
+                return
+            cut = _last_space(text, len(text))
+            if not cut:
+                if len(text) < 4 * SEGMENT_BYTES:
+                    carry = text  # no whitespace yet: keep reading, up to a hard cut
+                    continue
+                cut = len(text)
+            yield text[:cut]
+            carry = text[cut:]
+
+
+def _load_plain(path: str, ext: str) -> Document | Skipped:
+    digest, has_text = _file_info(path)
+    if not has_text:
+        return Skipped(path, "empty file")
+    doc = Document(path, path, {"path": path, "type": ext[1:]}, digest, lambda: iter(()))
+    doc.segments = lambda: _read_segments(path, doc)
+    return doc
+
+
+def _decode(data: bytes) -> tuple[str, int]:
+    """UTF-8 decode (BOM stripped) and the number of replacement chars it added."""
+    text = data.decode("utf-8-sig", errors="replace")
+    return text, text.count("\ufffd") - data.count(_UTF8_FFFD)
+
+
+# ---------------------------------------------------------------- html
+
+
+class _HTMLText(html.parser.HTMLParser):
+    SKIP = {"script", "style", "noscript", "template"}
+    BLOCK = {"p", "div", "br", "li", "tr", "h1", "h2", "h3", "h4", "h5", "h6", "section", "article", "pre", "table"}
+
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.parts: list[str] = []
+        self.title: list[str] = []
+        self.stack: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        if tag in self.SKIP or tag == "title":
+            self.stack.append(tag)
+        elif tag in self.BLOCK:
+            self.parts.append("\n")
+
+    def handle_endtag(self, tag):
+        if tag in self.stack:
+            while self.stack and self.stack.pop() != tag:
+                pass
+        elif tag in self.BLOCK:
+            self.parts.append("\n")
+
+    def handle_data(self, data):
+        if not self.stack:
+            self.parts.append(data)
+        elif self.stack[-1] == "title":
+            self.title.append(data)
+
+
+def _load_html(path: str, ext: str) -> Document | Skipped:
+    with open(path, "rb") as f:
+        data = f.read()
+    text, replaced = _decode(data)
+    p = _HTMLText()
+    p.feed(text)
+    p.close()
+    body = "".join(p.parts).strip()
+    title = " ".join("".join(p.title).split())
+    if not body and not title:
+        return Skipped(path, "empty file")
+    meta = {"path": path, "type": ext[1:]}
+    if title:
+        meta["title"] = title
+        body = f"{title}\n{body}" if body else title
+    digest = hashlib.sha256(data).hexdigest()
+    return Document(path, path, meta, digest, lambda: split_text(body), replaced)
+
+
+# ---------------------------------------------------------------- records
+
+
+def _canonical(obj) -> bytes:
+    return json.dumps(obj, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def _record_doc(path: str, rec: dict, position: int, replaced: int = 0) -> Document | str:
+    """A Document for one record, or the reason it cannot be one."""
+    lower = {k.lower(): k for k in rec if isinstance(k, str)}
+    field = next((lower[f] for f in TEXT_FIELDS if f in lower), None)
+    if field is None:
+        return "no text field"
+    text = rec[field]
+    if not isinstance(text, str):
+        return f"text field {field!r} is not a string"
+    meta = {k: v for k, v in rec.items() if k != field}
+    title = rec.get(lower["title"]) if "title" in lower else None
+    if isinstance(title, str) and title.strip():
+        text = f"{title}\n{text}"
+    if not text.strip():
+        return "empty text"
+    id_field = next((lower[f] for f in ID_FIELDS if f in lower), None)
+    rid = rec.get(id_field) if id_field else None
+    rid = str(rid) if rid not in (None, "") else str(position)
+    return Document(f"{path}#{rid}", path, meta, hashlib.sha256(_canonical(rec)).hexdigest(),
+                    lambda: split_text(text), replaced)
+
+
+def _records_to_docs(path: str, items: Iterable[tuple[str, int, object, str | None, int]]):
+    """Shared tail of jsonl/json/csv: build Documents, skip bad or duplicate records."""
+    ids: set[str] = set()
+    for where, position, rec, error, replaced in items:
+        if error is None and not isinstance(rec, dict):
+            error = "not a JSON object"
+        if error is not None:
+            yield Skipped(f"{path}:{where}", error)
+            continue
+        doc = _record_doc(path, rec, position, replaced)
+        if isinstance(doc, str):
+            yield Skipped(f"{path}:{where}", doc)
+        elif doc.key in ids:
+            yield Skipped(f"{path}:{where}", f"duplicate id {doc.key.rsplit('#', 1)[1]}")
+        else:
+            ids.add(doc.key)
+            yield doc
+
+
+def _jsonl_lines(path: str):
+    """(lineno, object or None, error or None, replaced chars) for each non-blank line."""
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            if not raw.strip():
+                continue
+            line, replaced = _decode(raw)
+            try:
+                yield lineno, json.loads(line), None, replaced
+            except json.JSONDecodeError:
+                yield lineno, None, "invalid JSON", replaced
+
+
+def read_records(path: str | Path) -> Iterator[dict]:
+    """Yield the objects of a .jsonl file; raise ValueError("line N: ...") at the first bad line."""
+    for lineno, obj, error, _ in _jsonl_lines(str(path)):
+        if error is not None:
+            raise ValueError(f"line {lineno}: {error}")
+        if not isinstance(obj, dict):
+            raise ValueError(f"line {lineno}: expected a JSON object, got {type(obj).__name__}")
+        yield obj
+
+
+def _load_jsonl(path: str):
+    return _records_to_docs(path, ((str(n), n, o, e, r) for n, o, e, r in _jsonl_lines(path)))
+
+
+def _load_json(path: str):
+    with open(path, "rb") as f:
+        text, replaced = _decode(f.read())
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        yield Skipped(path, f"invalid JSON: {e}")
+        return
+    items = data if isinstance(data, list) else [data]
+    # Item positions are 1-based, like line numbers; the replaced count goes to the first record.
+    yield from _records_to_docs(
+        path, ((f"[{i - 1}]", i, o, None, replaced if i == 1 else 0) for i, o in enumerate(items, 1)))
+
+
+def _load_csv(path: str):
+    csv.field_size_limit(max(csv.field_size_limit(), 1 << 30))  # long text cells are the point
+    with open(path, encoding="utf-8-sig", errors="replace", newline="") as f:
+        reader = csv.DictReader(f)
+        fields = [c for c in (reader.fieldnames or []) if c is not None]
+        if not any(c.strip().lower() in TEXT_FIELDS for c in fields):
+            yield Skipped(path, "no text column")
+            return
+
+        def rows():
+            try:
+                for n, row in enumerate(reader, 1):
+                    row.pop(None, None)  # cells beyond the header
+                    rec = {k.strip(): v for k, v in row.items() if k is not None}
+                    replaced = sum(v.count("\ufffd") for v in rec.values() if isinstance(v, str))
+                    yield str(reader.line_num), n, rec, None, replaced
+            except csv.Error as e:
+                yield str(reader.line_num), 0, None, f"CSV error: {e}", 0
+
+        yield from _records_to_docs(path, rows())
+
+
+# ---------------------------------------------------------------- pdf
+
+
+def _load_pdf(path: str) -> Document | Skipped:
+    try:
+        from pypdf import PdfReader
+    except ImportError:
+        return Skipped(path, "PDF support needs `pip install semsearch[pdf]`")
+    digest, _ = _file_info(path)
+    reader = PdfReader(path)
+    if reader.is_encrypted:
+        return Skipped(path, "encrypted PDF")
+    n_pages = len(reader.pages)
+    if not any((page.extract_text() or "").strip() for page in reader.pages):
+        return Skipped(path, "no extractable text (scanned PDF?)")
+
+    def pages() -> Iterator[str]:
+        for page in PdfReader(path).pages:
+            text = page.extract_text() or ""
+            if text:
+                yield from split_text(text + "\n")
+
+    return Document(path, path, {"path": path, "type": "pdf", "pages": n_pages}, digest, pages)

@@ -1,0 +1,135 @@
+"""Retrieval evaluation: load BEIR-format datasets and score runs with trec_eval's measures.
+
+Gain convention: nDCG uses trec_eval's *linear* gain (gain = graded relevance, discount
+log2(rank + 1)), the same as ranx's ``ndcg`` (Järvelin), not the ``2**rel - 1`` gain of
+ranx's ``ndcg_burges``. Relevance 0 judgements count as non-relevant for every measure.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+METRICS = ("ndcg@10", "recall@100", "mrr@10", "map@100")
+
+# our metric family -> trec_eval measure; mrr is recip_rank on a run cut to the top k.
+_TREC = {"ndcg": "ndcg_cut", "recall": "recall", "map": "map_cut", "mrr": "recip_rank"}
+
+
+@dataclass
+class BeirDataset:
+    corpus: dict[str, dict]  # doc id -> {"title": str, "text": str, "metadata": dict}
+    queries: dict[str, str]  # query id -> text
+    qrels: dict[str, dict[str, int]]  # query id -> {doc id: graded relevance}
+
+
+def _jsonl(path: Path):
+    """Yield (line number, object) so errors can point at the offending line."""
+    if not path.is_file():
+        raise ValueError(f"{path}: file not found")
+    with path.open(encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path} line {n}: bad JSON ({e.msg})") from None
+            if not isinstance(obj, dict) or "_id" not in obj or not isinstance(obj.get("text"), str):
+                raise ValueError(f"{path} line {n}: expected an object with '_id' and string 'text'")
+            yield n, obj
+
+
+def load_beir(path: str | Path, split: str = "test") -> BeirDataset:
+    """Load a BEIR folder (corpus.jsonl, queries.jsonl, qrels/<split>.tsv).
+
+    Only queries with qrels are kept, so scores are means over the judged queries.
+    """
+    root = Path(path)
+    corpus = {}
+    for n, d in _jsonl(root / "corpus.jsonl"):
+        meta = d.get("metadata") or {}
+        if not isinstance(meta, dict):
+            raise ValueError(f"{root / 'corpus.jsonl'} line {n}: 'metadata' must be an object")
+        corpus[str(d["_id"])] = {"title": str(d.get("title") or ""), "text": d["text"], "metadata": meta}
+    all_queries = {str(q["_id"]): q["text"] for _, q in _jsonl(root / "queries.jsonl")}
+
+    qpath = root / "qrels" / f"{split}.tsv"
+    if not qpath.is_file():
+        raise ValueError(f"{qpath}: file not found")
+    qrels: dict[str, dict[str, int]] = {}
+    with qpath.open(encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if n == 1 or not line.strip():  # line 1 is the header
+                continue
+            parts = line.rstrip("\r\n").split("\t")
+            try:
+                qid, did, score = parts
+                rel = int(score)
+            except ValueError:
+                raise ValueError(f"{qpath} line {n}: expected query-id<TAB>corpus-id<TAB>integer score") from None
+            if qid not in all_queries:
+                raise ValueError(f"{qpath} line {n}: query id {qid!r} is not in queries.jsonl")
+            qrels.setdefault(qid, {})[did] = rel
+    queries = {q: t for q, t in all_queries.items() if q in qrels}
+    return BeirDataset(corpus=corpus, queries=queries, qrels=qrels)
+
+
+def _parse(metric: str) -> tuple[str, int]:
+    name, _, k = metric.partition("@")
+    if name not in _TREC or not k.isdigit() or int(k) < 1:
+        raise ValueError(f"unknown metric {metric!r}; use one of ndcg@k, recall@k, mrr@k, map@k")
+    return name, int(k)
+
+
+def _ranked(run: dict[str, dict[str, float]], cut: int | None = None) -> dict[str, dict[str, float]]:
+    """Replace scores by strictly decreasing rank scores (n - rank).
+
+    trec_eval breaks score ties by doc id (descending), not by our order; rank scores make
+    its ranking exactly ours. Ties in the input keep their insertion order (stable sort).
+    """
+    out = {}
+    for qid, docs in run.items():
+        order = sorted(docs, key=lambda d: -docs[d])[:cut]
+        out[qid] = {d: float(len(order) - i) for i, d in enumerate(order)}
+    return out
+
+
+def per_query(
+    qrels: dict[str, dict[str, int]], run: dict[str, dict[str, float]], metrics=METRICS
+) -> dict[str, dict[str, float]]:
+    """Per-query metric values for every judged query; a query with no results gets 0.
+
+    Queries in ``run`` but not in ``qrels`` are ignored (they cannot be scored).
+    """
+    try:
+        import pytrec_eval
+    except ImportError:
+        raise ImportError("metrics need `pip install semsearch[eval]`") from None
+    parsed = {m: _parse(m) for m in metrics}
+    out = {qid: {m: 0.0 for m in metrics} for qid in qrels}
+    judged = {q: {d: int(r) for d, r in rels.items()} for q, rels in qrels.items()}
+    run = {q: docs for q, docs in run.items() if q in qrels and docs}
+    # one pass for cut-based measures on the full ranking; one per MRR cut on a truncated run
+    passes: dict[int | None, list[str]] = {}
+    for m, (name, k) in parsed.items():
+        passes.setdefault(k if name == "mrr" else None, []).append(m)
+    for cut, ms in passes.items():
+        measures = {_TREC[parsed[m][0]] + ("" if cut else f".{parsed[m][1]}") for m in ms}
+        evaluator = pytrec_eval.RelevanceEvaluator(judged, measures)
+        for qid, values in evaluator.evaluate(_ranked(run, cut)).items():
+            for m in ms:
+                name, k = parsed[m]
+                out[qid][m] = float(values[_TREC[name] if cut else f"{_TREC[name]}_{k}"])
+    return out
+
+
+def score_run(
+    qrels: dict[str, dict[str, int]], run: dict[str, dict[str, float]], metrics=METRICS
+) -> dict[str, float]:
+    """Mean of each metric over ALL judged queries (missing or empty results count as 0)."""
+    values = per_query(qrels, run, metrics)
+    if not values:
+        raise ValueError("qrels is empty: nothing to score")
+    return {m: sum(v[m] for v in values.values()) / len(values) for m in metrics}

@@ -1,0 +1,241 @@
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from semsearch.loaders import Document, Skipped, iter_documents, read_records
+
+
+def load(*paths, glob=None):
+    return list(iter_documents(paths, glob=glob))
+
+
+def text_of(doc: Document) -> str:
+    return "".join(doc.segments())
+
+
+def one_doc(path) -> Document:
+    (doc,) = load(path)
+    assert isinstance(doc, Document), doc
+    return doc
+
+
+@pytest.mark.parametrize("ext", [".txt", ".md", ".rst"])
+def test_plain_text_file(tmp_path, ext):
+    p = tmp_path / f"notes{ext}"
+    p.write_text("# Title\n\nSome words about search.\n", encoding="utf-8")
+    doc = one_doc(p)
+    assert doc.key == doc.source == str(p)
+    assert doc.metadata == {"path": str(p), "type": ext[1:]}
+    assert doc.content_hash == hashlib.sha256(p.read_bytes()).hexdigest()
+    assert text_of(doc) == "# Title\n\nSome words about search.\n"
+    assert text_of(doc) == text_of(doc)  # segments can be read again
+
+
+def test_utf8_bom_is_stripped(tmp_path):
+    p = tmp_path / "bom.txt"
+    p.write_bytes(b"\xef\xbb\xbfhello world")
+    assert text_of(one_doc(p)) == "hello world"
+
+
+def test_non_utf8_bytes_are_replaced_and_counted(tmp_path):
+    p = tmp_path / "latin1.txt"
+    p.write_bytes("café crème brûlée".encode("latin-1") + " real \ufffd stays".encode())
+    doc = one_doc(p)
+    text = text_of(doc)
+    assert text.startswith("caf\ufffd cr\ufffdme br\ufffdl\ufffde")
+    assert doc.replaced_chars == 4  # the genuine U+FFFD in the file is not counted
+
+
+def test_html_strips_tags_scripts_and_takes_title(tmp_path):
+    p = tmp_path / "page.html"
+    p.write_text(
+        "<html><head><title>My  Page</title><style>body{color:red}</style></head>"
+        "<body><h1>Heading</h1><p>Para &amp; text</p><script>var x = 1;</script></body></html>"
+    )
+    doc = one_doc(p)
+    text = text_of(doc)
+    assert doc.metadata["title"] == "My Page" and doc.metadata["type"] == "html"
+    assert "Heading" in text and "Para & text" in text
+    assert "color" not in text and "var x" not in text and "<" not in text
+
+
+def test_jsonl_records_with_ids_titles_and_metadata(tmp_path):
+    p = tmp_path / "data.jsonl"
+    rows = [
+        {"id": "a1", "title": "First", "text": "alpha body", "tags": ["x"], "meta": {"n": 1}},
+        {"content": "beta body", "lang": "en"},
+        {"_id": 7, "body": "gamma body"},
+    ]
+    p.write_text("\n".join(json.dumps(r) for r in rows) + "\n\n")
+    docs = load(p)
+    assert [d.key for d in docs] == [f"{p}#a1", f"{p}#2", f"{p}#7"]
+    assert text_of(docs[0]) == "First\nalpha body"
+    assert docs[0].metadata == {"id": "a1", "title": "First", "tags": ["x"], "meta": {"n": 1}}
+    assert docs[1].metadata == {"lang": "en"} and text_of(docs[1]) == "beta body"
+    assert all(d.source == str(p) for d in docs)
+    assert len({d.content_hash for d in docs}) == 3
+
+
+def test_jsonl_bad_lines_are_skipped_with_line_number(tmp_path):
+    p = tmp_path / "data.jsonl"
+    p.write_text('{"text": "good"}\n{not json\n{"title": "no text"}\n{"text": "also good"}\n')
+    out = load(p)
+    assert [type(x) for x in out] == [Document, Skipped, Skipped, Document]
+    assert out[1] == Skipped(f"{p}:2", "invalid JSON")
+    assert out[2] == Skipped(f"{p}:3", "no text field")
+
+
+def test_jsonl_duplicate_id_is_skipped(tmp_path):
+    p = tmp_path / "dup.jsonl"
+    p.write_text('{"id": 1, "text": "one"}\n{"id": 1, "text": "again"}\n')
+    out = load(p)
+    assert isinstance(out[0], Document) and out[1] == Skipped(f"{p}:2", "duplicate id 1")
+
+
+def test_read_records_raises_with_line_number(tmp_path):
+    p = tmp_path / "r.jsonl"
+    p.write_text('{"a": 1}\n\n[1, 2]\n')
+    it = read_records(p)
+    assert next(it) == {"a": 1}
+    with pytest.raises(ValueError, match="line 3"):
+        next(it)
+    p.write_text('{"a": 1}\n{oops\n')
+    with pytest.raises(ValueError, match="line 2: invalid JSON"):
+        list(read_records(p))
+
+
+def test_json_list_and_single_object(tmp_path):
+    many = tmp_path / "many.json"
+    many.write_text(json.dumps([{"id": "x", "text": "one"}, {"text": "two"}, 5]))
+    out = load(many)
+    assert [d.key for d in out[:2]] == [f"{many}#x", f"{many}#2"]
+    assert isinstance(out[2], Skipped)
+    single = tmp_path / "single.json"
+    single.write_text(json.dumps({"body": "only one", "author": "me"}))
+    doc = one_doc(single)
+    assert text_of(doc) == "only one" and doc.metadata == {"author": "me"}
+
+
+def test_csv_rows_become_documents(tmp_path):
+    p = tmp_path / "table.csv"
+    p.write_text('id,Text,lang\nr1,"first, row",en\n,second row,de\n')
+    docs = load(p)
+    assert [d.key for d in docs] == [f"{p}#r1", f"{p}#2"]
+    assert text_of(docs[0]) == "first, row" and docs[0].metadata == {"id": "r1", "lang": "en"}
+
+
+def test_csv_without_text_column_is_skipped(tmp_path):
+    p = tmp_path / "numbers.csv"
+    p.write_text("a,b\n1,2\n")
+    assert load(p) == [Skipped(str(p), "no text column")]
+
+
+def _minimal_pdf(text: str) -> bytes:
+    """A one-page PDF with a text object, xref offsets computed properly."""
+    stream = f"BT /F1 24 Tf 72 700 Td ({text}) Tj ET".encode()
+    objs = [
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] "
+        b"/Resources << /Font << /F1 5 0 R >> >> /Contents 4 0 R >>",
+        b"<< /Length %d >>\nstream\n" % len(stream) + stream + b"\nendstream",
+        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
+    ]
+    out = bytearray(b"%PDF-1.4\n")
+    offsets = []
+    for i, body in enumerate(objs, 1):
+        offsets.append(len(out))
+        out += b"%d 0 obj\n" % i + body + b"\nendobj\n"
+    xref = len(out)
+    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objs) + 1)
+    out += b"".join(b"%010d 00000 n \n" % o for o in offsets)
+    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objs) + 1, xref)
+    return bytes(out)
+
+
+def test_pdf_text_is_extracted(tmp_path):
+    pytest.importorskip("pypdf")
+    p = tmp_path / "doc.pdf"
+    p.write_bytes(_minimal_pdf("Hello semantic search"))
+    doc = one_doc(p)
+    assert "Hello semantic search" in text_of(doc)
+    assert doc.metadata == {"path": str(p), "type": "pdf", "pages": 1}
+
+
+def test_binary_file_is_skipped(tmp_path):
+    p = tmp_path / "blob.txt"
+    p.write_bytes(b"looks like text\x00\x01\x02")
+    assert load(p) == [Skipped(str(p), "binary file")]
+
+
+def test_empty_and_whitespace_files_are_skipped(tmp_path):
+    (tmp_path / "empty.txt").write_bytes(b"")
+    (tmp_path / "blank.md").write_bytes(b"\xef\xbb\xbf \n\t\n")
+    assert [s.reason for s in load(tmp_path)] == ["empty file", "empty file"]
+
+
+def test_unsupported_type_is_skipped(tmp_path):
+    p = tmp_path / "tool.exe"
+    p.write_bytes(b"MZ")
+    assert load(p) == [Skipped(str(p), "unsupported type .exe")]
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root can read anything")
+def test_unreadable_file_is_skipped(tmp_path):
+    p = tmp_path / "secret.txt"
+    p.write_text("hidden")
+    p.chmod(0)
+    assert load(p) == [Skipped(str(p), "permission denied")]
+
+
+def test_folders_walk_sorted_recursively_skipping_hidden(tmp_path):
+    for rel in ["b.txt", "a/z.md", "a/c.txt", ".git/config.txt", "a/.hidden.txt"]:
+        f = tmp_path / rel
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_text(f"text of {rel}")
+    keys = [d.key for d in load(tmp_path)]
+    assert keys == [str(tmp_path / r) for r in ["a/c.txt", "a/z.md", "b.txt"]]
+
+
+def test_glob_filters_files_in_folders(tmp_path):
+    for rel in ["top.md", "top.txt", "sub/deep.txt", "sub/deep.md"]:
+        f = tmp_path / rel
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_text("words")
+    assert [Path(d.key).name for d in load(tmp_path, glob="*.md")] == ["deep.md", "top.md"]
+    assert [Path(d.key).name for d in load(tmp_path, glob="**/*.txt")] == ["deep.txt", "top.txt"]
+    assert [Path(d.key).name for d in load(tmp_path, glob="sub/*")] == ["deep.md", "deep.txt"]
+
+
+def test_same_file_given_twice_is_loaded_once(tmp_path):
+    p = tmp_path / "x.txt"
+    p.write_text("once")
+    assert len(load(tmp_path, p)) == 1
+
+
+def test_missing_path_raises_before_anything_is_yielded(tmp_path):
+    (tmp_path / "ok.txt").write_text("fine")
+    with pytest.raises(FileNotFoundError, match="nope"):
+        iter_documents([tmp_path, tmp_path / "nope"])
+
+
+def test_large_text_file_streams_in_segments(tmp_path):
+    p = tmp_path / "big.txt"
+    line = "naïve words stream through the loader in pieces\n"
+    with open(p, "w", encoding="utf-8") as f:
+        for _ in range(30):  # ~30 MB
+            f.write(line * (1_000_000 // len(line)))
+    doc = one_doc(p)
+    n = size = 0
+    h = hashlib.sha256()
+    for seg in doc.segments():
+        n += 1
+        assert len(seg) <= 1_100_000 and seg[-1].isspace()  # ~1 MB, cut after whitespace
+        size += len(seg)
+        h.update(seg.encode())
+    assert n >= 25
+    assert h.hexdigest() == doc.content_hash  # nothing lost, nothing duplicated
+    assert doc.replaced_chars == 0

@@ -1,0 +1,108 @@
+import json
+import random
+from math import log2
+
+import pytest
+
+pytest.importorskip("pytrec_eval")
+from semsearch.metrics import METRICS, load_beir, per_query, score_run  # noqa: E402
+
+# trec_eval's ndcg_cut uses linear gain (gain = relevance), discount log2(rank + 1).
+QRELS = {
+    "q1": {"d1": 2, "d2": 1, "d3": 0, "d4": 1},  # d3 judged non-relevant; d4 never retrieved
+    "q2": {"d7": 1},  # only relevant doc at rank 11
+    "q3": {"d8": 1},  # absent from the run
+    "q4": {"d9": 3},  # empty result list
+}
+RUN = {
+    "q1": {"d3": 0.9, "d1": 0.8, "d5": 0.7, "d2": 0.6},  # ranks: d3=1 d1=2 d5=3 d2=4
+    "q2": {**{f"n{i}": 1.0 - i / 100 for i in range(10)}, "d7": 0.5},  # d7 at rank 11
+    "q4": {},
+    "other": {"d1": 1.0},  # not judged: ignored
+}
+
+
+def test_hand_computed_values():
+    pq = per_query(QRELS, RUN)
+    # q1 DCG@10 = 0 (d3, rel 0) + 2/log2(3) (d1) + 0 (d5) + 1/log2(5) (d2) = 1.692536
+    #    IDCG@10 = 2/log2(2) + 1/log2(3) + 1/log2(4) = 3.130930  (ideal gains 2, 1, 1)
+    ndcg1 = (2 / log2(3) + 1 / log2(5)) / (2 + 1 / log2(3) + 1 / log2(4))
+    assert pq["q1"]["ndcg@10"] == pytest.approx(ndcg1)
+    assert ndcg1 == pytest.approx(1.692536 / 3.130930, abs=1e-6)  # 0.540586
+    assert pq["q1"]["recall@100"] == pytest.approx(2 / 3)  # d1, d2 of d1, d2, d4
+    assert pq["q1"]["mrr@10"] == pytest.approx(1 / 2)  # first relevant (d1) at rank 2
+    assert pq["q1"]["map@100"] == pytest.approx((1 / 2 + 2 / 4) / 3)  # P@2, P@4 over 3 relevant
+    # q2: nothing relevant in the top 10, so nDCG@10 = MRR@10 = 0 (uncut recip_rank would be 1/11)
+    assert pq["q2"] == pytest.approx({"ndcg@10": 0, "recall@100": 1, "mrr@10": 0, "map@100": 1 / 11})
+    assert pq["q3"] == pq["q4"] == {m: 0.0 for m in METRICS}
+    assert "other" not in pq
+
+    mean = score_run(QRELS, RUN)  # denominator is all 4 judged queries
+    assert mean["ndcg@10"] == pytest.approx(ndcg1 / 4)
+    assert mean["recall@100"] == pytest.approx((2 / 3 + 1) / 4)
+    assert mean["mrr@10"] == pytest.approx(0.5 / 4)
+    assert mean["map@100"] == pytest.approx((1 / 3 + 1 / 11) / 4)
+
+
+def test_ties_keep_our_order():
+    # trec_eval alone would put "b" first (doc id descending); we rank by insertion order.
+    assert score_run({"q": {"b": 1}}, {"q": {"a": 1.0, "b": 1.0}}, ["mrr@10"]) == {"mrr@10": 0.5}
+
+
+def test_bad_metric():
+    with pytest.raises(ValueError, match="unknown metric"):
+        score_run(QRELS, RUN, ["p@10"])
+
+
+def test_matches_ranx():
+    ranx = pytest.importorskip("ranx")
+    rng = random.Random(0)
+    docs = [f"d{i}" for i in range(300)]
+    qrels, run = {}, {}
+    for q in range(50):
+        qid = f"q{q}"
+        judged = rng.sample(docs, rng.randint(1, 30))
+        qrels[qid] = {d: rng.randint(0, 3) for d in judged}
+        qrels[qid][judged[0]] = rng.randint(1, 3)  # at least one relevant
+        if q % 10 != 0:  # every tenth query has no results
+            run[qid] = {d: rng.random() for d in rng.sample(docs, rng.randint(1, 150))}
+    ours = score_run(qrels, run)
+    # ranx "ndcg" is Järvelin's linear gain, like trec_eval ("ndcg_burges" is 2**rel - 1)
+    ref = ranx.evaluate(ranx.Qrels.from_dict(qrels), ranx.Run.from_dict(run), list(METRICS), make_comparable=True)
+    for m in METRICS:
+        assert ours[m] == pytest.approx(float(ref[m]), abs=1e-6), m
+
+
+def _write_beir(root, qrels_lines):
+    (root / "qrels").mkdir(parents=True)
+    corpus = [
+        {"_id": "d1", "title": "Cats", "text": "cats purr", "metadata": {"lang": "en"}},
+        {"_id": "d2", "text": "dogs bark"},
+    ]
+    (root / "corpus.jsonl").write_text("".join(json.dumps(d) + "\n" for d in corpus))
+    queries = [{"_id": "q1", "text": "purring"}, {"_id": "q2", "text": "unjudged"}]
+    (root / "queries.jsonl").write_text("".join(json.dumps(q) + "\n" for q in queries))
+    (root / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(qrels_lines))
+
+
+def test_load_beir(tmp_path):
+    _write_beir(tmp_path, ["q1\td1\t2\n", "q1\td2\t0\n"])
+    ds = load_beir(tmp_path)
+    assert ds.corpus == {
+        "d1": {"title": "Cats", "text": "cats purr", "metadata": {"lang": "en"}},
+        "d2": {"title": "", "text": "dogs bark", "metadata": {}},
+    }
+    assert ds.queries == {"q1": "purring"}  # q2 has no qrels
+    assert ds.qrels == {"q1": {"d1": 2, "d2": 0}}
+
+
+def test_load_beir_errors(tmp_path):
+    _write_beir(tmp_path, ["q1\td1\t2\n", "q1\td2\n"])
+    with pytest.raises(ValueError, match=r"test\.tsv line 3"):
+        load_beir(tmp_path)
+    with pytest.raises(ValueError, match=r"dev\.tsv: file not found"):
+        load_beir(tmp_path, split="dev")
+    with open(tmp_path / "corpus.jsonl", "a") as f:
+        f.write("{not json\n")
+    with pytest.raises(ValueError, match=r"corpus\.jsonl line 3"):
+        load_beir(tmp_path)
