@@ -1,0 +1,357 @@
+"""The `semsearch` command: parse, call the library, print. No logic of its own."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sqlite3
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import click
+
+from .errors import SemsearchError
+
+VARIANTS = click.Choice(["fp32", "int8", "fp16"])
+DEVICES = click.Choice(["auto", "cpu", "cuda"])
+MODES = click.Choice(["dense", "lexical", "hybrid"])
+
+
+class Group(click.Group):
+    """Turns expected failures into one line on stderr and a non-zero exit."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+            raise
+        except (SemsearchError, OSError, ValueError, TypeError, sqlite3.Error) as exc:
+            if os.environ.get("SEMSEARCH_DEBUG"):
+                raise
+            message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            click.echo(f"error: {message}", err=True)
+            ctx.exit(1)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            ctx.exit(130)
+
+
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="semsearch")
+@click.option("--home", envvar="SEMSEARCH_HOME", default=None,
+              help="Folder that holds collections (default: ./indexes).")
+@click.pass_context
+def cli(ctx, home):
+    """Embed text and search your documents by meaning."""
+    logging.basicConfig(format="warning: %(message)s", level=logging.WARNING)
+    for noisy in ("filelock",):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+    ctx.obj = {"home": home}
+
+
+def main():
+    cli(prog_name="semsearch")
+
+
+# -- models -----------------------------------------------------------------------------------
+@cli.command()
+@click.argument("source", required=False)
+@click.option("--out", type=click.Path(file_okay=False), help="Write the model folder here instead of the cache.")
+@click.option("--optimize", type=click.Choice(["O1", "O2", "O3", "none"]), default="O2", show_default=True)
+@click.option("--quantize", type=click.Choice(["int8", "none"]), default="int8", show_default=True)
+@click.option("--fp16", is_flag=True, help="Also write an fp16 variant for GPUs.")
+@click.option("--force", is_flag=True, help="Export again even if cached.")
+def export(source, out, optimize, quantize, fp16, force):
+    """Export SOURCE (HF folder or hub id; default: the packaged model) to ONNX."""
+    from .export import export as run_export
+
+    folder = run_export(source, out=out, optimize=optimize, quantize=quantize, fp16=fp16, force=force)
+    click.echo(str(folder))
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True)
+def models(as_json):
+    """List exported models in the cache."""
+    from .models import cache_dir, cached_models
+
+    found = cached_models()
+    if as_json:
+        click.echo(json.dumps(found, indent=2))
+        return
+    if not found:
+        click.echo(f"no exported models in {cache_dir()} (run `semsearch export`)")
+    for m in found:
+        variants = ", ".join(
+            f"{name} (min cos {v['min_cosine']:.4f})" if v.get("validated") else f"{name} (not validated)"
+            for name, v in m["variants"].items())
+        click.echo(f"{m['name']}  dim={m['dim']} max_length={m['max_length']} pooling={m['pooling']}  {variants}")
+        click.echo(f"    {m['folder']}")
+
+
+@cli.command()
+@click.argument("texts", nargs=-1)
+@click.option("--file", "file_", type=click.Path(dir_okay=False, allow_dash=True),
+              help="Read texts from FILE: one per line, or JSONL with a `text` field; - for stdin.")
+@click.option("--format", "fmt", type=click.Choice(["jsonl", "npy"]), default="jsonl", show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False), help="Write here instead of stdout.")
+@click.option("--model", default=None, help="Model name, HF folder, exported folder or hub id.")
+@click.option("--variant", type=VARIANTS, default="fp32", show_default=True)
+@click.option("--device", type=DEVICES, default="auto", show_default=True)
+@click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True)
+@click.option("--kind", type=click.Choice(["query", "passage"]), default=None,
+              help="Apply the model's query/passage prefix.")
+def embed(texts, file_, fmt, out, model, variant, device, batch_size, kind):
+    """Embed TEXTS (or --file, or stdin) and print JSONL or write .npy."""
+    import numpy as np
+
+    from .embedder import Embedder
+
+    items = list(texts) or read_texts(file_)
+    if fmt == "npy" and not out:
+        raise click.UsageError("--format npy needs --out FILE")
+    embedder = Embedder.load(model, variant=variant, device=device)
+    vectors = embedder.embed(items, batch_size=batch_size, kind=kind, progress=len(items) > 256)
+    if embedder.truncated:
+        click.echo(f"note: {embedder.truncated} text(s) cut at {embedder.max_length} tokens", err=True)
+    if fmt == "npy":
+        np.save(out, vectors)
+        click.echo(f"wrote {vectors.shape[0]}x{vectors.shape[1]} embeddings to {out}", err=True)
+        return
+    stream = open(out, "w", encoding="utf-8") if out else sys.stdout
+    try:
+        for text, vector in zip(items, vectors):
+            stream.write(json.dumps({"text": text, "embedding": [round(float(x), 7) for x in vector]}) + "\n")
+    finally:
+        if out:
+            stream.close()
+
+
+def read_texts(file_: str | None) -> list[str]:
+    """Texts from a file (lines or JSONL) or from stdin when it is piped."""
+    if file_ is None:
+        if sys.stdin is None or sys.stdin.isatty():
+            raise click.UsageError("give texts as arguments, with --file, or on stdin")
+        lines = sys.stdin.read().splitlines()
+        is_jsonl = False
+    else:
+        handle = click.open_file(file_, encoding="utf-8", errors="replace")
+        with handle:
+            lines = handle.read().splitlines()
+        is_jsonl = str(file_).endswith(".jsonl")
+    if not is_jsonl:
+        return [line for line in lines if line.strip()]
+    texts = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            texts.append(str(json.loads(line)["text"]))
+        except (ValueError, KeyError, TypeError):
+            raise click.UsageError(f"{file_} line {number}: expected a JSON object with a `text` field")
+    return texts
+
+
+# -- collections ------------------------------------------------------------------------------
+def open_or_create(ctx, name, model=None, variant="fp32", index="auto", chunk_tokens=None, overlap=32):
+    from .collection import STORE_FILE, Collection, collection_path
+
+    home = ctx.obj["home"]
+    if (collection_path(name, home) / STORE_FILE).is_file():
+        coll = Collection.open(name, model=model, home=home)
+        asked = {"index": index, "chunk_tokens": chunk_tokens, "overlap": overlap}
+        defaults = {"index": "auto", "chunk_tokens": None, "overlap": 32}
+        for key, value in asked.items():
+            if value != defaults[key] and value != coll.config[key]:
+                raise SemsearchError(f"collection {name} exists with {key}={coll.config[key]}; "
+                                     f"use a new name or `semsearch rm {name}` first")
+        return coll
+    return Collection.create(name, model=model, variant=variant, index=index,
+                             chunk_tokens=chunk_tokens, overlap=overlap, home=home)
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@click.option("--name", required=True, help="Collection name (under --home) or path.")
+@click.option("--glob", default=None, help="Only files matching this pattern, e.g. '*.md'.")
+@click.option("--model", default=None)
+@click.option("--variant", type=click.Choice(["fp32", "int8"]), default="fp32", show_default=True)
+@click.option("--index", "index_spec", default="auto", show_default=True,
+              help="auto, flat, hnsw, ivf, ivfpq or a faiss factory string.")
+@click.option("--chunk-tokens", type=int, default=None, help="Tokens per chunk (default: model max - 2).")
+@click.option("--overlap", type=click.IntRange(0), default=32, show_default=True)
+@click.option("--keep-missing", is_flag=True, help="Keep documents whose files are gone.")
+@click.pass_context
+def index(ctx, paths, name, glob, model, variant, index_spec, chunk_tokens, overlap, keep_missing):
+    """Index files and folders into collection NAME (only new or changed files are embedded)."""
+    with open_or_create(ctx, name, model, variant, index_spec, chunk_tokens, overlap) as coll:
+        report = coll.add_files(paths, glob=glob, remove_missing=not keep_missing, progress=True)
+        skipped = Counter(reason for _, reason in report.skipped)
+        click.echo(
+            f"{coll.name}: added {report.added}, updated {report.updated}, unchanged {report.unchanged}, "
+            f"removed {report.removed}, skipped {len(report.skipped)}; {report.chunks} chunks in "
+            f"{report.seconds:.1f}s ({coll.count()} documents in the collection)")
+        for reason, count in skipped.most_common():
+            click.echo(f"  skipped {count}: {reason}")
+        if report.replaced_chars:
+            click.echo(f"  {report.replaced_chars} undecodable byte(s) replaced with U+FFFD")
+
+
+@cli.command()
+@click.argument("name")
+@click.argument("query", required=False)
+@click.option("-k", "k", type=int, default=10, show_default=True)
+@click.option("--mode", type=MODES, default="hybrid", show_default=True)
+@click.option("--where", multiple=True, help="key=value metadata filter (repeatable).")
+@click.option("--docs", is_flag=True, help="One hit per document.")
+@click.option("--min-score", type=float, default=None)
+@click.option("--queries", "queries_file", type=click.Path(dir_okay=False, allow_dash=True),
+              help="Answer every line of FILE; prints one JSON line per query.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def search(ctx, name, query, k, mode, where, docs, min_score, queries_file, as_json):
+    """Search collection NAME for QUERY."""
+    from .collection import Collection
+
+    filters = parse_pairs(where, "--where")
+    with Collection.open(name, home=ctx.obj["home"]) as coll:
+        options = dict(k=k, where=filters or None, mode=mode, docs=docs, min_score=min_score)
+        if queries_file:
+            queries = read_texts(queries_file)
+            for text, hits in zip(queries, coll.search(queries, **options) if queries else []):
+                click.echo(json.dumps({"query": text, "hits": [h.to_dict() for h in hits]}, ensure_ascii=False))
+            return
+        if query is None:
+            raise click.UsageError("give a QUERY or --queries FILE")
+        hits = coll.search(query, **options)
+    if as_json:
+        click.echo(json.dumps([h.to_dict() for h in hits], ensure_ascii=False, indent=2))
+        return
+    if not hits:
+        click.echo("no results")
+    for rank, hit in enumerate(hits, 1):
+        label = hit.source if hit.source == hit.id else f"{hit.source or ''} [{hit.id}]".strip()
+        click.echo(f"{rank:2d}. {hit.score:.4f}  {label}  (chunk {hit.chunk})")
+        preview = " ".join(hit.text.split())
+        click.echo(f"    {preview[:200]}{'…' if len(preview) > 200 else ''}")
+
+
+def parse_pairs(pairs, option: str) -> dict:
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise click.UsageError(f"{option} expects key=value, got {pair!r}")
+        out[key] = value
+    return out
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--text", "texts", multiple=True, help="Text to add (repeatable).")
+@click.option("--id", "ids", multiple=True, help="Id for each --text (default: generated).")
+@click.option("--meta", multiple=True, help="key=value metadata for the added texts (repeatable).")
+@click.option("--jsonl", type=click.Path(dir_okay=False, exists=True),
+              help="Import records: `id`, `text` and metadata fields.")
+@click.option("--model", default=None)
+@click.pass_context
+def add(ctx, name, texts, ids, meta, jsonl, model):
+    """Add texts or JSONL records to collection NAME (created if needed)."""
+    from .loaders import read_records
+
+    if not texts and not jsonl:
+        raise click.UsageError("give --text or --jsonl")
+    if ids and len(ids) != len(texts):
+        raise click.UsageError("give one --id per --text")
+    metadata = parse_pairs(meta, "--meta")
+    items = [(i, t, dict(metadata)) for i, t in zip(ids or [None] * len(texts), texts)]
+    if jsonl:
+        for number, record in enumerate(read_records(jsonl), 1):
+            text = record.pop("text", None)
+            if not isinstance(text, str) or not text.strip():
+                raise SemsearchError(f"{jsonl} record {number}: no `text` field")
+            record_id = record.pop("id", record.pop("_id", None))
+            items.append((None if record_id is None else str(record_id), text, {**metadata, **record}))
+    if any(i is None for i, _, _ in items) and any(i is not None for i, _, _ in items):
+        import uuid
+        items = [(i or uuid.uuid4().hex[:16], t, m) for i, t, m in items]
+    with open_or_create(ctx, name, model) as coll:
+        given = [i for i, _, _ in items]
+        added = coll.add_texts([t for _, t, _ in items], ids=None if None in given else given,
+                               metadata=[m for _, _, m in items])
+        click.echo(f"{coll.name}: added {len(added)} document(s); {coll.count()} in the collection")
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--id", "ids", multiple=True, help="Document id to delete (repeatable).")
+@click.option("--path", "paths", multiple=True, type=click.Path(), help="Delete documents read from this file or folder.")
+@click.pass_context
+def delete(ctx, name, ids, paths):
+    """Delete documents from collection NAME."""
+    from .collection import Collection
+
+    if not ids and not paths:
+        raise click.UsageError("give --id or --path")
+    with Collection.open(name, home=ctx.obj["home"]) as coll:
+        removed = coll.delete(ids) if ids else 0
+        for path in paths:
+            removed += coll.delete_path(path)
+        click.echo(f"{coll.name}: deleted {removed} document(s); {coll.count()} left")
+        if removed == 0:
+            ctx.exit(1)
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def info(ctx, name, as_json):
+    """Show a collection's model, index, counts and size."""
+    from .collection import Collection
+
+    with Collection.open(name, home=ctx.obj["home"]) as coll:
+        data = coll.info()
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+        return
+    model = data["model"]
+    click.echo(f"{data['name']}  ({data['path']})")
+    click.echo(f"  model:     {model['name']} ({model['variant']}, {model['dim']}-d, {model['pooling']} pooling)")
+    click.echo(f"  index:     {data['index']['spec']} (asked: {data['index']['requested']}) {data['index']['params']}")
+    click.echo(f"  documents: {data['documents']}   chunks: {data['chunks']}")
+    click.echo(f"  chunking:  {data['chunk_tokens']} tokens, overlap {data['overlap']}")
+    click.echo(f"  size:      {data['size_bytes'] / 1e6:.1f} MB")
+
+
+@cli.command(name="list")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def list_(ctx, as_json):
+    """List collections under --home."""
+    from .collection import home_dir, list_collections
+
+    names = list_collections(ctx.obj["home"])
+    if as_json:
+        click.echo(json.dumps(names))
+    elif not names:
+        click.echo(f"no collections in {home_dir(ctx.obj['home'])}")
+    else:
+        click.echo("\n".join(names))
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--yes", is_flag=True, help="Do not ask.")
+@click.pass_context
+def rm(ctx, name, yes):
+    """Delete collection NAME and its files."""
+    from .collection import Collection, collection_path
+
+    path = collection_path(name, ctx.obj["home"])
+    if not yes:
+        click.confirm(f"delete collection {name} ({path})?", abort=True)
+    Collection.remove(name, home=ctx.obj["home"])
+    click.echo(f"removed {path}")

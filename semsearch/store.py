@@ -1,0 +1,238 @@
+"""The SQLite store: documents, chunks, their vectors and the FTS5 index; the truth.
+
+Every write is one transaction that also bumps ``generation``; chunks remember the
+generation that added them and deleted chunk ids are logged with theirs, so a FAISS file
+built at generation G is brought up to date by replaying what came after G.
+"""
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+
+from .errors import CollectionError
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS documents (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    key TEXT NOT NULL UNIQUE,
+    source TEXT,
+    content_hash TEXT,
+    metadata TEXT NOT NULL DEFAULT '{}',
+    added_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS documents_source ON documents(source);
+CREATE TABLE IF NOT EXISTS chunks (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    doc_id INTEGER NOT NULL REFERENCES documents(id) ON DELETE CASCADE,
+    position INTEGER NOT NULL,
+    start INTEGER NOT NULL,
+    end INTEGER NOT NULL,
+    text TEXT NOT NULL,
+    vector BLOB NOT NULL,
+    gen INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS chunks_doc ON chunks(doc_id);
+CREATE INDEX IF NOT EXISTS chunks_gen ON chunks(gen);
+CREATE TABLE IF NOT EXISTS deleted_chunks (id INTEGER NOT NULL, gen INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS deleted_gen ON deleted_chunks(gen);
+CREATE TABLE IF NOT EXISTS metadata_keys (key TEXT PRIMARY KEY);
+CREATE VIRTUAL TABLE IF NOT EXISTS chunks_fts USING fts5(
+    text, content='chunks', content_rowid='id', tokenize='porter unicode61 remove_diacritics 2'
+);
+CREATE TRIGGER IF NOT EXISTS chunks_ai AFTER INSERT ON chunks BEGIN
+    INSERT INTO chunks_fts(rowid, text) VALUES (new.id, new.text);
+END;
+CREATE TRIGGER IF NOT EXISTS chunks_ad AFTER DELETE ON chunks BEGIN
+    INSERT INTO chunks_fts(chunks_fts, rowid, text) VALUES ('delete', old.id, old.text);
+    INSERT INTO deleted_chunks(id, gen) VALUES (old.id, (SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'generation'));
+END;
+"""
+
+BUILTIN_FILTERS = {"source": "d.source", "id": "d.key"}
+
+
+class Store:
+    """One SQLite database in WAL mode; many readers, one writer (see Collection's lock)."""
+
+    def __init__(self, path: Path, create: bool = False):
+        self.path = path
+        if not create and not path.is_file():
+            raise CollectionError(f"no store at {path}")
+        try:
+            self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")  # WAL: durable across process crashes
+            self.db.execute("PRAGMA foreign_keys=ON")
+            self.db.execute("PRAGMA busy_timeout=10000")
+            if create:
+                self.db.executescript(SCHEMA)
+                self.db.execute("INSERT OR IGNORE INTO meta VALUES ('generation', '0')")
+            self.db.execute("SELECT count(*) FROM meta").fetchone()
+        except sqlite3.DatabaseError as exc:
+            raise CollectionError(f"{path} is not a readable semsearch store ({exc})") from None
+
+    def close(self) -> None:
+        self.db.close()
+
+    # -- meta ---------------------------------------------------------------------------
+    def get_meta(self, key: str, default=None):
+        row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return json.loads(row[0]) if row else default
+
+    def set_meta(self, key: str, value) -> None:
+        self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(value)))
+
+    def generation(self) -> int:
+        return int(self.db.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()[0])
+
+    @contextmanager
+    def transaction(self):
+        """One atomic write; bumps the generation first so triggers log deletes under it."""
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            self.db.execute(
+                "UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'")
+            yield self.generation()
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+
+    @contextmanager
+    def snapshot(self):
+        """A consistent read: everything inside sees one state of the store."""
+        self.db.execute("BEGIN")
+        try:
+            yield
+        finally:
+            self.db.execute("COMMIT")
+
+    # -- writes (inside transaction()) ------------------------------------------------------
+    def put_document(self, key: str, source: str | None, content_hash: str | None,
+                     metadata: dict) -> tuple[int, list[int]]:
+        """Insert or replace a document; returns its row id and the chunk ids it replaced."""
+        old = self.delete_documents([key])
+        cur = self.db.execute(
+            "INSERT INTO documents(key, source, content_hash, metadata, added_at) VALUES (?,?,?,?,?)",
+            (key, source, content_hash, json.dumps(metadata, ensure_ascii=False), time.time()))
+        self.db.executemany("INSERT OR IGNORE INTO metadata_keys VALUES (?)", [(k,) for k in metadata])
+        return cur.lastrowid, old
+
+    def put_chunks(self, doc_id: int, gen: int, rows: Iterable[tuple[int, int, int, str, np.ndarray]]) -> list[int]:
+        """Insert (position, start, end, text, vector) rows; returns the new chunk ids."""
+        ids = []
+        for position, start, end, text, vector in rows:
+            cur = self.db.execute(
+                "INSERT INTO chunks(doc_id, position, start, end, text, vector, gen) VALUES (?,?,?,?,?,?,?)",
+                (doc_id, position, start, end, text, np.asarray(vector, np.float32).tobytes(), gen))
+            ids.append(cur.lastrowid)
+        return ids
+
+    def delete_documents(self, keys: Iterable[str]) -> list[int]:
+        """Delete documents by key; returns the ids of the chunks that went with them."""
+        gone: list[int] = []
+        for key in keys:
+            row = self.db.execute("SELECT id FROM documents WHERE key = ?", (key,)).fetchone()
+            if row:
+                gone += [r[0] for r in self.db.execute("SELECT id FROM chunks WHERE doc_id = ?", row)]
+                self.db.execute("DELETE FROM chunks WHERE doc_id = ?", row)
+                self.db.execute("DELETE FROM documents WHERE id = ?", row)
+        return gone
+
+    def forget_deletions(self, up_to_gen: int) -> None:
+        """Drop the delete log an index saved at ``up_to_gen`` no longer needs."""
+        self.db.execute("DELETE FROM deleted_chunks WHERE gen <= ?", (up_to_gen,))
+
+    # -- reads ------------------------------------------------------------------------------
+    def document_hashes(self) -> dict[str, str]:
+        return dict(self.db.execute("SELECT key, content_hash FROM documents"))
+
+    def documents_under(self, root: str) -> list[tuple[str, str]]:
+        """(key, source) of documents whose source file lies under ``root``."""
+        pattern = root.rstrip("/") + "/%"
+        return list(self.db.execute(
+            "SELECT key, source FROM documents WHERE source = ? OR source LIKE ?", (root, pattern)))
+
+    def keys_for_source(self, source: str) -> list[str]:
+        return [r[0] for r in self.db.execute("SELECT key FROM documents WHERE source = ?", (source,))]
+
+    def counts(self) -> tuple[int, int]:
+        docs = self.db.execute("SELECT count(*) FROM documents").fetchone()[0]
+        chunks = self.db.execute("SELECT count(*) FROM chunks").fetchone()[0]
+        return docs, chunks
+
+    def vectors(self, since_gen: int = 0, batch: int = 50_000) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(ids, vectors) of live chunks added after ``since_gen``, in batches."""
+        cur = self.db.execute("SELECT id, vector FROM chunks WHERE gen > ? ORDER BY id", (since_gen,))
+        while rows := cur.fetchmany(batch):
+            ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+            yield ids, np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), -1)
+
+    def deleted_since(self, gen: int) -> np.ndarray:
+        rows = self.db.execute("SELECT id FROM deleted_chunks WHERE gen > ?", (gen,)).fetchall()
+        return np.array([r[0] for r in rows], dtype=np.int64)
+
+    def chunk_vectors(self, ids: np.ndarray) -> np.ndarray:
+        rows = self._in("SELECT id, vector FROM chunks WHERE id IN ({})", ids)
+        by_id = {r[0]: r[1] for r in rows}
+        return np.frombuffer(b"".join(by_id[i] for i in ids.tolist()), np.float32).reshape(len(ids), -1)
+
+    def chunk_rows(self, ids: Iterable[int]) -> dict[int, dict]:
+        """Chunk id -> everything a search hit shows."""
+        rows = self._in(
+            "SELECT c.id, d.key, c.position, c.start, c.end, c.text, d.source, d.metadata "
+            "FROM chunks c JOIN documents d ON d.id = c.doc_id WHERE c.id IN ({})", list(ids))
+        return {
+            r[0]: {"id": r[1], "chunk": r[2], "start": r[3], "end": r[4], "text": r[5],
+                   "source": r[6], "metadata": json.loads(r[7])}
+            for r in rows
+        }
+
+    def filter_ids(self, where: dict[str, str]) -> np.ndarray:
+        """Chunk ids whose document matches every key=value in ``where``."""
+        known = {r[0] for r in self.db.execute("SELECT key FROM metadata_keys")}
+        clauses, params = [], []
+        for key, value in where.items():
+            if key in BUILTIN_FILTERS:
+                clauses.append(f"{BUILTIN_FILTERS[key]} = ?")
+            elif key in known:
+                clauses.append("CAST(json_extract(d.metadata, ?) AS TEXT) = ?")
+                params.append(f'$."{key}"')
+            else:
+                choices = ", ".join(sorted(known | set(BUILTIN_FILTERS)))
+                raise CollectionError(f"unknown metadata key {key!r} in --where (known: {choices})")
+            params.append(str(value) if not isinstance(value, bool) else str(int(value)))
+        sql = "SELECT c.id FROM chunks c JOIN documents d ON d.id = c.doc_id WHERE " + " AND ".join(clauses)
+        return np.array([r[0] for r in self.db.execute(sql, params)], dtype=np.int64)
+
+    def lexical(self, match: str, k: int, allowed: np.ndarray | None = None) -> list[tuple[int, float]]:
+        """BM25 over chunk text: (chunk id, score) best first; higher is better."""
+        sql = "SELECT rowid, -bm25(chunks_fts) FROM chunks_fts WHERE chunks_fts MATCH ?"
+        params: list = [match]
+        if allowed is not None:
+            if not len(allowed):
+                return []
+            sql += " AND rowid IN (SELECT value FROM json_each(?))"
+            params.append(json.dumps(allowed.tolist()))
+        sql += " ORDER BY bm25(chunks_fts) LIMIT ?"
+        params.append(k)
+        try:
+            return [(r[0], float(r[1])) for r in self.db.execute(sql, params)]
+        except sqlite3.OperationalError as exc:
+            raise CollectionError(f"lexical query failed: {exc}") from None
+
+    def _in(self, sql: str, ids: list) -> list:
+        ids = [int(i) for i in ids]
+        if not ids:
+            return []
+        return self.db.execute(sql.format("SELECT value FROM json_each(?)"), (json.dumps(ids),)).fetchall()
+
+    def size_bytes(self) -> int:
+        return sum(p.stat().st_size for p in self.path.parent.glob(self.path.name + "*") if p.is_file())

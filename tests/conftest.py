@@ -1,0 +1,40 @@
+"""Shared fixtures: the default model is exported once per test session, for real.
+
+The export goes into a temporary cache (SEMSEARCH_CACHE, inherited by subprocesses), so
+the tests never depend on what a developer has cached.
+"""
+import os
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def model_folder(tmp_path_factory):
+    """The default model exported (fp32 + int8) and validated against PyTorch."""
+    cache = tmp_path_factory.mktemp("cache")
+    os.environ["SEMSEARCH_CACHE"] = str(cache)
+    from semsearch.export import export
+
+    return export(None, quantize="int8", log=lambda msg: None)
+
+
+@pytest.fixture(scope="session")
+def embedder(model_folder):
+    from semsearch.embedder import Embedder
+
+    return Embedder.load(None, variant="fp32", device="cpu")
+
+
+@pytest.fixture(scope="session")
+def embedder_int8(model_folder):
+    from semsearch.embedder import Embedder
+
+    return Embedder.load(None, variant="int8", device="cpu")
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch, model_folder):
+    """A fresh collections home for one test."""
+    folder = tmp_path / "indexes"
+    monkeypatch.setenv("SEMSEARCH_HOME", str(folder))
+    return folder
