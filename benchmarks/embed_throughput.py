@@ -243,8 +243,6 @@ def machine_line() -> str:
 
 
 def parent(args) -> None:
-    import numpy as np
-
     engines = args.engines or list(ENGINES)
     sets = args.sets or list(SETS)
     results: dict[tuple[str, str], dict] = {}
@@ -281,7 +279,9 @@ def parent(args) -> None:
     def ratio(a, b):
         return f"{a / b:.2f}x" if a and b else "n/a"
 
-    # agreement with semsearch fp32
+    # agreement with semsearch fp32 (numpy imported only now: children inherit our ru_maxrss)
+    import numpy as np
+
     cosines = {}
     for (engine, which), r in results.items():
         ref, mine = tmp / f"{FP32}-{which}.npy", tmp / f"{engine}-{which}.npy"

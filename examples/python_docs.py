@@ -1,0 +1,49 @@
+"""Write a real corpus that every Python install already has, for the demo.
+
+CPython ships its help topics (``pydoc_data.topics``: the language reference pages
+behind ``help("for")``) and its standard library, whose module docstrings we read with
+``ast`` (importing every module would have side effects). Output: one .txt file per help
+topic and one ``modules.jsonl`` record per documented module, ready for `semsearch index`.
+"""
+import ast
+import json
+import sys
+import sysconfig
+from pathlib import Path
+
+
+def help_topics(out: Path) -> int:
+    from pydoc_data.topics import topics
+
+    folder = out / "topics"
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, text in topics.items():
+        (folder / f"{name}.txt").write_text(text, encoding="utf-8")
+    return len(topics)
+
+
+def module_docstrings(out: Path) -> int:
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    records = []
+    for path in sorted(stdlib.rglob("*.py")):
+        rel = path.relative_to(stdlib)
+        if rel.parts[0] in ("site-packages", "test", "idlelib", "lib2to3") or "tests" in rel.parts:
+            continue
+        try:
+            doc = ast.get_docstring(ast.parse(path.read_text(encoding="utf-8")))
+        except (SyntaxError, UnicodeDecodeError, ValueError):
+            continue
+        if doc and len(doc) >= 80:
+            module = ".".join(rel.with_suffix("").parts).removesuffix(".__init__")
+            records.append({"id": module, "title": module, "text": doc, "kind": "module"})
+    with open(out / "modules.jsonl", "w", encoding="utf-8") as fh:
+        for record in records:
+            fh.write(json.dumps(record) + "\n")
+    return len(records)
+
+
+if __name__ == "__main__":
+    target = Path(sys.argv[1] if len(sys.argv) > 1 else "build/python-docs")
+    target.mkdir(parents=True, exist_ok=True)
+    print(f"wrote {help_topics(target)} help topics and {module_docstrings(target)} module "
+          f"docstrings to {target}")
