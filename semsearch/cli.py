@@ -355,3 +355,31 @@ def rm(ctx, name, yes):
         click.confirm(f"delete collection {name} ({path})?", abort=True)
     Collection.remove(name, home=ctx.obj["home"])
     click.echo(f"removed {path}")
+
+
+@cli.command(name="eval")
+@click.argument("dataset", type=click.Path(exists=True, file_okay=False))
+@click.option("--mode", type=MODES, default="hybrid", show_default=True)
+@click.option("--model", default=None)
+@click.option("--variant", type=click.Choice(["fp32", "int8"]), default="fp32", show_default=True)
+@click.option("--index", "index_name", default=None,
+              help="Reuse (or create) this collection instead of a temporary one.")
+@click.option("--index-type", "index_spec", default="auto", show_default=True,
+              help="Index for a new collection: auto, flat, hnsw, ivf, ivfpq or a faiss string.")
+@click.option("-k", "k", type=click.IntRange(1), default=100, show_default=True, help="Documents ranked per query.")
+@click.option("--split", default="test", show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def eval_(ctx, dataset, mode, model, variant, index_name, index_spec, k, split, as_json):
+    """Score retrieval on a BEIR-format DATASET folder (corpus, queries, qrels)."""
+    from .evaluate import evaluate
+
+    result = evaluate(dataset, mode=mode, model=model, variant=variant, index=index_name,
+                      index_spec=index_spec, k=k, split=split, home=ctx.obj["home"])
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+        return
+    click.echo(f"{result['dataset']}: {result['documents']} documents, {result['queries']} queries; "
+               f"{result['mode']} with {result['model']} ({result['variant']}, index {result['index']})")
+    for name, value in result["metrics"].items():
+        click.echo(f"  {name:<11} {value:.4f}")

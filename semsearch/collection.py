@@ -355,8 +355,6 @@ class Collection:
                 doc.complete = True
                 if doc.doc_id is None and not (buffer and buffer[-1][0] is doc):
                     report.skipped.append((doc.source or doc.key, "no text"))
-                    self._delete([doc.key])  # an update that emptied a document removes it
-                    continue
                 buffer.append((doc, None))  # marks where the document ends
             self._flush(buffer)
         finally:
@@ -374,9 +372,11 @@ class Collection:
                 db.execute("BEGIN IMMEDIATE")
                 db.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'")
                 doc.gen = self.store.generation()
-                doc.doc_id, doc.replaced = self.store.put_document(
-                    doc.key, doc.source, doc.content_hash, doc.metadata)
-                doc.ids, doc.vectors = [], []
+                if chunk is None:  # no text at all: an update that emptied a document removes it
+                    doc.doc_id, doc.replaced = 0, self.store.delete_documents([doc.key])
+                else:
+                    doc.doc_id, doc.replaced = self.store.put_document(
+                        doc.key, doc.source, doc.content_hash, doc.metadata)
             if chunk is not None:
                 vector = next(vectors)
                 doc.ids += self.store.put_chunks(
