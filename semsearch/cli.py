@@ -186,6 +186,9 @@ def open_or_create(ctx, name, model=None, variant="fp32", index="auto", chunk_to
 @click.pass_context
 def index(ctx, paths, name, glob, model, variant, index_spec, chunk_tokens, overlap, keep_missing):
     """Index files and folders into collection NAME (only new or changed files are embedded)."""
+    for path in paths:  # before a collection is created for them
+        if not os.path.exists(path):
+            raise SemsearchError(f"no such file or directory: {path}")
     with open_or_create(ctx, name, model, variant, index_spec, chunk_tokens, overlap) as coll:
         report = coll.add_files(paths, glob=glob, remove_missing=not keep_missing, progress=True)
         skipped = Counter(reason for _, reason in report.skipped)

@@ -422,13 +422,17 @@ class Collection:
         return self.store.counts()[0]
 
     def search(self, query: str | Sequence[str], k: int = 10, where: dict | None = None,
-               mode: str = "dense", docs: bool = False, min_score: float | None = None,
-               rrf_k: int = 60, weights: tuple[float, float] = (1.0, 1.0)):
+               mode: str = "hybrid", docs: bool = False, min_score: float | None = None,
+               rrf_k: int = 60, weights: tuple[float, float] = (1.0, 1.0),
+               feedback_docs: int = 5, feedback_weight: float = 0.6):
         """Ranked hits for one query (a list) or for several (a list of lists).
 
-        ``mode``: dense (vectors), lexical (FTS5 BM25) or hybrid (Reciprocal Rank Fusion
-        with constant ``rrf_k`` and (dense, lexical) ``weights``). ``where`` filters on
-        document metadata before ranking; ``docs`` keeps one hit per document.
+        ``mode``: dense (vectors), lexical (FTS5 BM25) or hybrid: Reciprocal Rank Fusion
+        (constant ``rrf_k``, (dense, lexical) ``weights``) of the lexical ranking with a
+        dense ranking whose query vector is moved towards the ``feedback_docs`` best fused
+        chunks by ``feedback_weight`` (Rocchio pseudo-relevance feedback; 0 turns it off).
+        ``where`` filters on document metadata before ranking, on both sides; ``docs``
+        keeps one hit per document.
         """
         single = isinstance(query, str)
         queries = [query] if single else list(query)
@@ -438,24 +442,45 @@ class Collection:
             raise CollectionError("k must be a positive number")
         if mode not in MODES:
             raise CollectionError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
-        depth = max(k * (5 if docs else 1), 100 if mode == "hybrid" else k)
-        vectors = self.embedder.embed(queries, kind="query") if mode != "lexical" else None
+        fusion = (rrf_k, weights, feedback_docs, feedback_weight)
+        vectors = self.embedder.embed(queries, kind="query") if mode != "lexical" else [None] * len(queries)
         results = []
         with self.store.snapshot():
             allowed = self.store.filter_ids(where) if where else None
             if mode != "lexical":
                 self._sync_index()
-                scores, ids = self._index.search(vectors, depth, allowed_ids=allowed)
-            for qi, text in enumerate(queries):
-                dense = [(int(c), float(s)) for c, s in zip(ids[qi], scores[qi]) if c >= 0] \
-                    if mode != "lexical" else []
-                lexical = self.store.lexical(fts_query(text), depth, allowed) \
-                    if mode != "dense" and fts_query(text) else []
-                ranked = {"dense": dense, "lexical": lexical}.get(mode) or []
-                if mode == "hybrid":
-                    ranked = rrf([dense, lexical], weights, rrf_k)
-                results.append(self._hits(ranked, k, docs, min_score))
+            available = len(allowed) if allowed is not None else self.store.counts()[1]
+            for text, vector in zip(queries, vectors):
+                depth = max(k, 100 if mode == "hybrid" else k)
+                while True:  # with docs=True, dig deeper until k distinct documents are found
+                    hits = self._hits(self._rank(text, vector, mode, depth, allowed, fusion), k, docs, min_score)
+                    if not docs or len(hits) >= k or depth >= available:
+                        break
+                    depth *= 4
+                results.append(hits)
         return results[0] if single else results
+
+    def _rank(self, text: str, vector, mode: str, depth: int, allowed, fusion) -> list[tuple[int, float]]:
+        """(chunk id, score) best first, for one query."""
+        rrf_k, weights, feedback_docs, feedback_weight = fusion
+        match = fts_query(text) if mode != "dense" else ""
+        lexical = self.store.lexical(match, depth, allowed) if match else []
+        if mode == "lexical":
+            return lexical
+        dense = self._dense(vector, depth, allowed)
+        if mode == "dense":
+            return dense
+        fused = rrf([dense, lexical], weights, rrf_k)
+        if feedback_docs > 0 and feedback_weight > 0 and fused:
+            top = np.array([c for c, _ in fused[:feedback_docs]], np.int64)
+            moved = vector + feedback_weight * self.store.chunk_vectors(top).mean(0)
+            dense = self._dense(moved / np.linalg.norm(moved), depth, allowed)
+            fused = rrf([dense, lexical], weights, rrf_k)
+        return fused
+
+    def _dense(self, vector: np.ndarray, depth: int, allowed) -> list[tuple[int, float]]:
+        scores, ids = self._index.search(np.asarray(vector, np.float32)[None], depth, allowed_ids=allowed)
+        return [(int(c), float(s)) for c, s in zip(ids[0], scores[0]) if c >= 0]
 
     def _hits(self, ranked: list[tuple[int, float]], k: int, docs: bool, min_score) -> list[Hit]:
         rows = self.store.chunk_rows(c for c, _ in ranked)

@@ -156,9 +156,10 @@ class Store:
 
     def documents_under(self, root: str) -> list[tuple[str, str]]:
         """(key, source) of documents whose source file lies under ``root``."""
-        pattern = root.rstrip("/") + "/%"
+        prefix = root.rstrip("/") + "/"  # compared literally: LIKE would treat _ and % as wildcards
         return list(self.db.execute(
-            "SELECT key, source FROM documents WHERE source = ? OR source LIKE ?", (root, pattern)))
+            "SELECT key, source FROM documents WHERE source = ? OR substr(source, 1, ?) = ?",
+            (root, len(prefix), prefix)))
 
     def keys_for_source(self, source: str) -> list[str]:
         return [r[0] for r in self.db.execute("SELECT key FROM documents WHERE source = ?", (source,))]

@@ -1,0 +1,200 @@
+"""The `semsearch` command through Click's CliRunner, with the real model and real files."""
+import json
+import shutil
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from semsearch.cli import cli
+from semsearch.collection import STORE_FILE
+
+DOCS = {
+    "cats.txt": "Cats are small furry pets that purr, chase mice and sleep most of the day. " * 3,
+    "rockets.md": "# Launch\n\nThe rocket launch carried a satellite into orbit around the Earth.\n",
+    "bread.txt": "Knead the dough, let it rise overnight, then bake the loaf in a hot oven.\n",
+}
+
+
+def run(*args, input=None, env=None):
+    return CliRunner().invoke(cli, [str(a) for a in args], input=input, env=env)
+
+
+def ok(result):
+    assert result.exit_code == 0, (result.output, result.exception)
+    return result
+
+
+def assert_one_line_error(result, code=1, match=None):
+    assert result.exit_code == code, result.output
+    assert isinstance(result.exception, SystemExit), result.exception
+    assert "Traceback" not in result.output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    if code == 1:
+        assert lines[0].startswith("error: "), lines
+    if match:
+        assert match in lines[0], lines[0]
+    return lines[0]
+
+
+def snapshot(folder):
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+@pytest.fixture
+def docs(tmp_path):
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    for name, text in DOCS.items():
+        (folder / name).write_text(text)
+    return folder
+
+
+@pytest.fixture
+def indexed(home, docs):
+    ok(run("index", docs, "--name", "notes", "--chunk-tokens", 32, "--overlap", 8))
+    return home / "notes"
+
+
+def test_index_then_search_json_lists_hits_with_fields(indexed, docs):
+    result = ok(run("search", "notes", "a spacecraft going to orbit", "--json", "-k", 3))
+    hits = json.loads(result.stdout)
+    assert isinstance(hits, list) and 1 <= len(hits) <= 3
+    for hit in hits:
+        assert {"id", "score", "source", "text", "metadata"} <= set(hit)
+        assert isinstance(hit["score"], float) and isinstance(hit["metadata"], dict)
+    assert hits[0]["source"] == str(docs / "rockets.md")
+    assert "satellite" in hits[0]["text"]
+
+
+def test_index_prints_a_report(home, docs):
+    result = ok(run("index", docs, "--name", "notes"))
+    assert "added 3" in result.stdout and "(3 documents in the collection)" in result.stdout
+    result = ok(run("index", docs, "--name", "notes"))
+    assert "added 0" in result.stdout and "unchanged 3" in result.stdout
+
+
+def test_info_json_has_document_and_chunk_counts(indexed):
+    data = json.loads(ok(run("info", "notes", "--json")).stdout)
+    assert data["documents"] == 3
+    assert data["chunks"] >= 4  # cats.txt is several 32-token chunks
+    assert data["chunk_tokens"] == 32 and data["overlap"] == 8
+
+
+def test_list_names_the_collections(home):
+    assert "no collections" in ok(run("list")).stdout
+    ok(run("add", "one", "--text", "first"))
+    ok(run("add", "two", "--text", "second"))
+    assert ok(run("list")).stdout.split() == ["one", "two"]
+    assert json.loads(ok(run("list", "--json")).stdout) == ["one", "two"]
+
+
+def test_rm_yes_removes_the_collection(indexed):
+    ok(run("rm", "notes", "--yes"))
+    assert not indexed.exists()
+    assert ok(run("list")).stdout.split()[:2] == ["no", "collections"]
+
+
+def test_rm_answered_no_keeps_the_collection(indexed):
+    before = snapshot(indexed)
+    result = run("rm", "notes", input="n\n")
+    assert result.exit_code != 0
+    assert "Traceback" not in result.output
+    assert (indexed / STORE_FILE).is_file() and snapshot(indexed) == before
+
+
+def test_unknown_collection_is_a_one_line_error(home):
+    line = assert_one_line_error(run("search", "nope", "anything"))
+    assert "nope" in line
+    assert_one_line_error(run("info", "nope"))
+    assert_one_line_error(run("rm", "nope", "--yes"))
+
+
+def test_bad_where_format_is_a_usage_error(indexed):
+    result = run("search", "notes", "cats", "--where", "no-equals-sign")
+    assert result.exit_code == 2
+    assert "Traceback" not in result.output and "key=value" in result.stderr
+
+
+def test_search_k_zero_is_an_error(indexed):
+    before = snapshot(indexed)
+    assert_one_line_error(run("search", "notes", "cats", "-k", 0))
+    assert snapshot(indexed) == before
+
+
+def test_embed_texts_prints_jsonl(model_folder):
+    result = ok(run("embed", "hello", "world"))
+    lines = result.stdout.splitlines()
+    assert len(lines) == 2
+    rows = [json.loads(line) for line in lines]
+    assert [r["text"] for r in rows] == ["hello", "world"]
+    for r in rows:
+        assert len(r["embedding"]) == 384
+        assert abs(np.linalg.norm(r["embedding"]) - 1) < 1e-3
+
+
+def test_embed_npy_writes_an_array(model_folder, tmp_path):
+    out = tmp_path / "f.npy"
+    ok(run("embed", "hello", "world", "third text", "--format", "npy", "--out", out))
+    array = np.load(out)
+    assert array.shape == (3, 384) and array.dtype == np.float32
+
+
+def test_embed_with_missing_model_is_a_one_line_error(model_folder, tmp_path):
+    result = run("embed", "hello", "--model", tmp_path / "nonexistent" / "dir",
+                 env={"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
+    assert_one_line_error(result)
+
+
+def test_embed_with_corrupt_model_says_reexport(model_folder, tmp_path):
+    copy = tmp_path / "model"
+    shutil.copytree(model_folder, copy)
+    onnx = copy / "model.onnx"
+    data = bytearray(onnx.read_bytes())
+    for i in range(len(data) // 2, len(data) // 2 + 64):
+        data[i] ^= 0xFF
+    onnx.write_bytes(bytes(data))
+    line = assert_one_line_error(run("embed", "hello", "--model", copy))
+    assert "re-export" in line
+
+
+def test_add_jsonl_imports_records_that_where_finds(home, tmp_path):
+    records = tmp_path / "records.jsonl"
+    records.write_text(
+        '{"id": "r1", "text": "Cats purr and chase mice.", "lang": "en", "year": 2020}\n'
+        '{"id": "r2", "text": "Rockets launch satellites into orbit.", "lang": "en", "year": 2021}\n'
+        '{"id": "r3", "text": "Les chats ronronnent.", "lang": "fr", "year": 2021}\n')
+    result = ok(run("add", "recs", "--jsonl", records, "--meta", "batch=1"))
+    assert "added 3" in result.stdout
+    hits = json.loads(ok(run("search", "recs", "animals", "--where", "lang=fr", "--json")).stdout)
+    assert [h["id"] for h in hits] == ["r3"]
+    assert hits[0]["metadata"] == {"lang": "fr", "year": 2021, "batch": "1"}
+    hits = json.loads(ok(run("search", "recs", "space", "--where", "year=2021",
+                             "--where", "lang=en", "--json")).stdout)
+    assert [h["id"] for h in hits] == ["r2"]
+
+
+def test_search_queries_file_prints_one_json_line_per_query(indexed, tmp_path):
+    queries = tmp_path / "q.txt"
+    queries.write_text("baking bread\n\nspace launch\nkittens\n")
+    result = ok(run("search", "notes", "--queries", queries, "-k", 2))
+    lines = result.stdout.splitlines()
+    assert len(lines) == 3
+    rows = [json.loads(line) for line in lines]
+    assert [r["query"] for r in rows] == ["baking bread", "space launch", "kittens"]
+    assert [r["hits"][0]["source"].rsplit("/", 1)[1] for r in rows] == ["bread.txt", "rockets.md", "cats.txt"]
+    assert all(len(r["hits"]) <= 2 for r in rows)
+
+
+def test_index_nonexistent_path_leaves_collection_untouched(indexed, tmp_path):
+    before = snapshot(indexed)
+    line = assert_one_line_error(run("index", tmp_path / "missing", "--name", "notes"))
+    assert "missing" in line
+    assert snapshot(indexed) == before
+
+
+def test_index_nonexistent_path_creates_no_collection(home, tmp_path):
+    assert_one_line_error(run("index", tmp_path / "missing", "--name", "fresh"))
+    assert not (home / "fresh").exists()
+    assert "no collections" in ok(run("list")).stdout

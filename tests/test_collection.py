@@ -1,0 +1,299 @@
+"""Collection against the real model, ONNX Runtime, FAISS and SQLite, on tiny corpora."""
+import logging
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from collections import Counter
+
+import pytest
+from filelock import FileLock
+
+from semsearch.chunking import iter_chunks
+from semsearch.collection import INDEX_FILE, LOCK_FILE, Collection
+from semsearch.errors import CollectionError, ModelError
+
+TOPICS = {
+    "cats": "Cats are small furry pets that purr, chase mice and sleep most of the day.",
+    "rockets": "The rocket launch carried a satellite into orbit around the Earth.",
+    "bread": "Knead the dough, let it rise overnight, then bake the loaf in a hot oven.",
+    "stocks": "Shares on the stock exchange fell sharply after the interest rate decision.",
+    "guitar": "She tuned the strings of her acoustic guitar before the concert began.",
+}
+
+# Long enough for several 32-token chunks; each sentence names its document.
+LONG = ("Paragraph {n} of document {name}: the committee met on a rainy Tuesday to review "
+        "the budget, the staffing plan and the roadmap for the coming year. Everyone agreed "
+        "that the old servers must be replaced before winter, and that the library needs "
+        "longer opening hours. The meeting of {name} ended late in the evening. ")
+
+
+def small(name="c", **kw):
+    kw.setdefault("chunk_tokens", 32)
+    kw.setdefault("overlap", 8)
+    return Collection.create(name, **kw)
+
+
+def n_chunks(text, coll):
+    cfg = coll.config
+    return sum(1 for _ in iter_chunks([text], coll.embedder.tokenizer, cfg["chunk_tokens"], cfg["overlap"]))
+
+
+def chunks_per_doc(coll) -> dict:
+    return dict(coll.store.db.execute(
+        "SELECT d.key, count(c.id) FROM documents d LEFT JOIN chunks c ON c.doc_id = d.id GROUP BY d.key"))
+
+
+# ---------------------------------------------------------------- adding and searching texts
+def test_dense_search_ranks_paraphrase_matching_doc_first(home):
+    with small() as coll:
+        coll.add_texts(list(TOPICS.values()), ids=list(TOPICS))
+        hits = coll.search("a space vehicle lifted off to put a spacecraft in orbit", k=3)
+        assert hits[0].id == "rockets"
+        assert hits[0].text == TOPICS["rockets"]
+        assert coll.search("baking a loaf at home", k=1)[0].id == "bread"
+
+
+def test_where_filter_returns_exactly_the_matching_docs(home):
+    with small() as coll:
+        texts = [f"Note number {i} about {list(TOPICS.values())[i % 5]}" for i in range(30)]
+        tags = ["x" if i in (4, 17, 28) else "y" for i in range(30)]
+        coll.add_texts(texts, ids=[f"d{i}" for i in range(30)], metadata=[{"tag": t} for t in tags])
+        for mode in ("dense", "lexical", "hybrid"):
+            hits = coll.search("note about cats and rockets", k=3, where={"tag": "x"}, mode=mode)
+            assert sorted(h.id for h in hits) == ["d17", "d28", "d4"], mode
+            assert all(h.metadata == {"tag": "x"} for h in hits)
+
+
+def test_unknown_where_key_raises_collection_error(home):
+    with small() as coll:
+        coll.add_texts(["hello world"], metadata={"tag": "x"})
+        with pytest.raises(CollectionError, match="colour"):
+            coll.search("hello", where={"colour": "red"})
+
+
+def test_delete_removes_doc_from_dense_and_lexical_results(home):
+    with small() as coll:
+        coll.add_texts(list(TOPICS.values()), ids=list(TOPICS))
+        assert coll.delete(["guitar"]) == 1
+        assert coll.count() == 4
+        for mode in ("dense", "lexical", "hybrid"):
+            hits = coll.search("acoustic guitar strings concert", k=10, mode=mode)
+            assert "guitar" not in {h.id for h in hits}, mode
+        assert coll.delete(["guitar"]) == 0
+    with Collection.open("c") as coll:  # and after reopening (index file + store agree)
+        assert "guitar" not in {h.id for h in coll.search("acoustic guitar", k=10, mode="hybrid")}
+
+
+def test_readding_same_id_replaces_the_document(home):
+    with small() as coll:
+        coll.add_texts(list(TOPICS.values()), ids=list(TOPICS))
+        coll.add_texts(["Volcanoes erupt molten lava and ash high into the sky."], ids=["cats"])
+        assert coll.count() == 5
+        hits = coll.search("lava from an erupting volcano", k=1)
+        assert hits[0].id == "cats" and "Volcanoes" in hits[0].text
+        for mode in ("dense", "lexical"):
+            assert all("purr" not in h.text for h in coll.search("furry pets that purr", k=10, mode=mode))
+        assert coll.info()["chunks"] == coll.info()["index"]["vectors"]
+
+
+def test_docs_true_gives_one_hit_per_document(home):
+    with small() as coll:
+        # one document whose many chunks all match the query better than any other document
+        long_text = "".join(LONG.format(n=n, name="alpha") for n in range(8))
+        assert n_chunks(long_text, coll) > 3 * 5  # more chunks than k * 5
+        coll.add_texts([long_text, TOPICS["cats"], TOPICS["bread"], TOPICS["stocks"]],
+                       ids=["alpha", "cats", "bread", "stocks"])
+        hits = coll.search("the committee reviewed the budget and the servers", k=3, docs=True)
+        ids = [h.id for h in hits]
+        assert len(ids) == len(set(ids))
+        assert ids[0] == "alpha"
+        assert len(ids) == 3, f"4 documents exist but docs=True, k=3 returned {ids}"
+
+
+def test_nonpositive_k_and_empty_query_raise_collection_error(home):
+    with small() as coll:
+        coll.add_texts(["hello world"])
+        for k in (0, -1):
+            with pytest.raises(CollectionError):
+                coll.search("hello", k=k)
+        for query in ("", "   ", [], ["ok", ""]):
+            with pytest.raises(CollectionError):
+                coll.search(query)
+
+
+def test_open_with_different_model_raises_model_error(home):
+    small().close()
+    with pytest.raises(ModelError, match="some/other-model"):
+        Collection.open("c", model="some/other-model")
+    Collection.open("c").close()  # its own model still opens it
+
+
+# ---------------------------------------------------------------- files
+def make_folder(root):
+    root.mkdir()
+    (root / "a.txt").write_text("Cats are small furry pets that purr. " * 6)
+    (root / "b.md").write_text("# Rockets\n\nThe rocket launch carried a satellite into orbit.\n")
+    (root / "c.html").write_text("<html><head><title>Bread</title><script>var x=1;</script></head>"
+                                 "<body><p>Knead the dough and bake the loaf.</p></body></html>")
+    (root / "d.jsonl").write_text('{"id": "s1", "text": "Shares fell on the exchange.", "year": 2020}\n'
+                                  '{"id": "s2", "text": "The guitar concert began late.", "year": 2021}\n')
+    (root / "e.bin").write_bytes(bytes(range(256)))
+    (root / "f.txt").write_bytes(b"\0\1\2binary\0" * 10)
+    (root / "g.txt").write_text("")
+    return root
+
+
+def test_add_files_counts_added_and_skipped(home, tmp_path):
+    folder = make_folder(tmp_path / "docs")
+    with small() as coll:
+        report = coll.add_files([folder])
+        assert report.added == 5  # a.txt, b.md, c.html, 2 jsonl records
+        assert coll.count() == 5
+        reasons = {os.path.basename(s): r for s, r in report.skipped}
+        assert set(reasons) == {"e.bin", "f.txt", "g.txt"}
+        assert reasons["f.txt"] == "binary file" and reasons["g.txt"] == "empty file"
+        assert report.chunks == coll.info()["chunks"] > 5  # a.txt has several chunks
+        assert "var x" not in " ".join(h.text for h in coll.search("bread", k=10, mode="lexical"))
+        hits = coll.search("stock market", k=1, where={"year": "2020"})
+        assert hits[0].id.endswith("#s1")
+
+
+def test_rerunning_add_files_embeds_nothing(home, tmp_path):
+    folder = make_folder(tmp_path / "docs")
+    with small() as coll:
+        coll.add_files([folder])
+        gen = coll.store.generation()
+        report = coll.add_files([folder])
+        assert (report.added, report.updated, report.removed, report.chunks) == (0, 0, 0, 0)
+        assert report.unchanged == 5
+        assert coll.store.generation() == gen  # nothing was written
+
+
+def test_modified_file_is_updated(home, tmp_path):
+    folder = make_folder(tmp_path / "docs")
+    with small() as coll:
+        coll.add_files([folder])
+        (folder / "b.md").write_text("Volcanoes erupt molten lava and ash.\n")
+        report = coll.add_files([folder])
+        assert (report.added, report.updated, report.unchanged, report.removed) == (0, 1, 4, 0)
+        assert coll.search("erupting volcano", k=1)[0].source == str(folder / "b.md")
+        assert all("rocket" not in h.text for h in coll.search("rocket satellite", k=10, mode="lexical"))
+
+
+def test_deleted_file_is_removed_with_its_chunks(home, tmp_path):
+    folder = make_folder(tmp_path / "docs")
+    with small() as coll:
+        coll.add_files([folder])
+        before = coll.info()["chunks"]
+        a_chunks = chunks_per_doc(coll)[str(folder / "a.txt")]
+        (folder / "a.txt").unlink()
+        report = coll.add_files([folder])
+        assert report.removed == 1 and report.unchanged == 4
+        assert str(folder / "a.txt") not in coll.store.document_hashes()
+        assert coll.info()["chunks"] == before - a_chunks
+        assert all(h.source != str(folder / "a.txt") for h in coll.search("furry cats purr", k=20))
+
+
+def test_add_files_on_sibling_folder_with_underscore_keeps_other_folder(home, tmp_path):
+    """documents_under() must not treat '_' or '%' in a folder name as LIKE wildcards."""
+    one, two = tmp_path / "my_docs", tmp_path / "myXdocs"
+    one.mkdir()
+    two.mkdir()
+    (one / "a.txt").write_text("Cats are small furry pets that purr.")
+    (two / "b.txt").write_text("The rocket launch carried a satellite into orbit.")
+    with small() as coll:
+        coll.add_files([two])
+        report = coll.add_files([one])
+        assert report.removed == 0
+        assert coll.count() == 2
+
+
+# ---------------------------------------------------------------- index types and index files
+def test_hnsw_collection_is_hnsw_at_once_and_deletes(home):
+    with small(index="hnsw") as coll:
+        coll.add_texts(list(TOPICS.values()), ids=list(TOPICS))
+        assert coll.info()["index"]["spec"].startswith("HNSW")
+        coll.delete(["rockets"])
+        for _ in range(2):
+            ids = {h.id for h in coll.search("rocket launch into orbit", k=10)}
+            assert "rockets" not in ids and len(ids) == 4
+            coll = Collection.open("c")  # again from the saved file
+        coll.close()
+
+
+def test_missing_index_file_is_rebuilt_with_warning(home, caplog):
+    with small() as coll:
+        coll.add_texts(list(TOPICS.values()), ids=list(TOPICS))
+    (home / "c" / INDEX_FILE).unlink()
+    with caplog.at_level(logging.WARNING, logger="semsearch"), Collection.open("c") as coll:
+        ids = {h.id for h in coll.search("anything at all", k=10)}
+    assert ids == set(TOPICS)
+    assert any("missing" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage"])
+def test_corrupt_index_file_is_rebuilt_with_warning(home, caplog, damage):
+    with small() as coll:
+        coll.add_texts(list(TOPICS.values()), ids=list(TOPICS))
+    file = home / "c" / INDEX_FILE
+    data = file.read_bytes()
+    file.write_bytes(data[: len(data) // 2] if damage == "truncate" else os.urandom(len(data)))
+    with caplog.at_level(logging.WARNING, logger="semsearch"), Collection.open("c") as coll:
+        ids = {h.id for h in coll.search("anything at all", k=10)}
+        assert coll.search("guitar concert", k=1)[0].id == "guitar"
+    assert ids == set(TOPICS)
+    assert any("unreadable" in r.getMessage() for r in caplog.records)
+
+
+# ---------------------------------------------------------------- concurrency
+def test_second_writer_while_lock_held_raises(home):
+    with small() as coll:
+        coll.add_texts(["first text"], ids=["a"])
+        lock = FileLock(str(home / "c" / LOCK_FILE))
+        with lock.acquire(timeout=0):
+            with pytest.raises(CollectionError, match="another process"):
+                coll.add_texts(["second text"], ids=["b"])
+        assert set(coll.store.document_hashes()) == {"a"}
+        coll.add_texts(["second text"], ids=["b"])  # free again
+        assert coll.count() == 2
+
+
+WRITER = textwrap.dedent("""
+    import sys
+    from semsearch.collection import Collection
+    template = sys.argv[2]
+    with Collection.open(sys.argv[1]) as coll:
+        for i in range(int(sys.argv[3])):
+            coll.add_texts([template.format(i=i)], ids=[f"w{i}"])
+""")
+
+
+def test_readers_never_see_half_added_documents(home):
+    template = "".join(LONG.format(n=n, name="writer{i}") for n in range(2))
+    with small() as coll:
+        coll.add_texts([template.format(i="seed")], ids=["seed"])
+        per_doc = n_chunks(template.format(i=0), coll)
+        assert per_doc > 2
+        assert all(n_chunks(template.format(i=i), coll) == per_doc for i in range(8))
+    writer = subprocess.Popen([sys.executable, "-c", WRITER, str(home / "c"), template, "8"])
+    try:
+        seen_sizes = set()
+        with Collection.open("c") as reader:
+            while True:
+                done = writer.poll() is not None
+                hits = reader.search("committee budget servers roadmap", k=10_000)
+                counts = Counter(h.id for h in hits)
+                assert counts["seed"] == n_chunks(template.format(i="seed"), reader)
+                partial = {d: n for d, n in counts.items() if d != "seed" and n != per_doc}
+                assert not partial, f"documents seen with some of their chunks: {partial}"
+                seen_sizes.add(len(counts))
+                if done:
+                    break
+        assert writer.returncode == 0
+        assert len(counts) == 9
+        assert len(seen_sizes) > 2, "the reader never ran while the writer was adding"
+    finally:
+        writer.kill()
+        writer.wait()

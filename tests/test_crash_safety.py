@@ -1,0 +1,167 @@
+"""Real SIGKILLs of real writer processes: what was committed survives, nothing is half there.
+
+Children inherit SEMSEARCH_CACHE (set by the model_folder fixture) and SEMSEARCH_HOME.
+"""
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from semsearch.chunking import iter_chunks
+from semsearch.collection import STORE_FILE, Collection
+
+CHUNK_TOKENS, OVERLAP = 32, 8
+
+SENTENCE = ("Record {i} says: the harbour master counted the boats, checked the tide tables and "
+            "wrote the weather into the log before the ferry left at dawn. ")
+
+ADDER = textwrap.dedent("""
+    import sys
+    from semsearch.collection import Collection
+    path, first, last = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    coll = Collection.open(path) if sys.argv[4] == "open" else Collection.create(
+        path, chunk_tokens={ct}, overlap={ov})
+    for i in range(first, last):
+        text = " ".join([{sentence!r}.format(i=f"u{{i}}x")] * 3)
+        coll.add_texts([text], ids=[f"doc{{i}}"])
+        print(f"doc{{i}}", flush=True)
+""").format(ct=CHUNK_TOKENS, ov=OVERLAP, sentence=SENTENCE)
+
+
+def adder_text(i):
+    return " ".join([SENTENCE.format(i=f"u{i}x")] * 3)
+
+
+def expected_chunks(text, tokenizer, chunk_tokens=CHUNK_TOKENS, overlap=OVERLAP):
+    return sum(1 for _ in iter_chunks([text], tokenizer, chunk_tokens, overlap))
+
+
+def chunks_per_doc(coll) -> dict:
+    return dict(coll.store.db.execute(
+        "SELECT d.key, count(c.id) FROM documents d LEFT JOIN chunks c ON c.doc_id = d.id GROUP BY d.key"))
+
+
+def check_consistent(coll, expected: dict):
+    """Every document has all its chunks, and the index holds exactly the store's chunks."""
+    per_doc = chunks_per_doc(coll)
+    for key, n in per_doc.items():
+        assert n == expected[key], f"{key} has {n} of its {expected[key]} chunks"
+    info = coll.info()
+    assert info["index"]["vectors"] == info["chunks"] == sum(per_doc.values())
+    hits = coll.search("harbour master boats tide", k=info["chunks"] + 10)
+    assert len(hits) == info["chunks"]  # every chunk is found, none twice, no stale ids
+    assert len({h.chunk_id for h in hits}) == len(hits)
+    return per_doc
+
+
+def test_kill_during_add_texts_keeps_every_returned_document(home, embedder):
+    path = home / "c"
+    child = subprocess.Popen([sys.executable, "-c", ADDER, str(path), "0", "1000", "create"],
+                             stdout=subprocess.PIPE, text=True)
+    printed = []
+    try:
+        while len(printed) < 8:
+            line = child.stdout.readline()
+            assert line, f"the child exited early ({child.wait()})"
+            printed.append(line.strip())
+        time.sleep(0.05)  # land inside a later add_texts call
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait()
+        printed += [line.strip() for line in child.stdout.read().splitlines() if line.strip()]
+    finally:
+        child.kill()
+        child.wait()
+    assert child.returncode == -signal.SIGKILL
+
+    expected = {f"doc{i}": expected_chunks(adder_text(i), embedder.tokenizer) for i in range(40)}
+    assert min(expected.values()) > 1
+    with Collection.open(path) as coll:
+        keys = set(coll.store.document_hashes())
+        assert set(printed) <= keys
+        assert len(keys) <= len(printed) + 1  # at most the call the kill interrupted
+        check_consistent(coll, expected)
+        for key in printed:  # each document is found by its own unique word
+            i = key[3:]
+            hits = coll.search(f"u{i}x", k=1, mode="lexical")
+            assert hits and hits[0].id == key
+
+    # a new process carries on where the killed one stopped
+    n = len(keys)
+    subprocess.run([sys.executable, "-c", ADDER, str(path), str(n), str(n + 3), "open"],
+                   check=True, stdout=subprocess.DEVNULL)
+    with Collection.open(path) as coll:
+        assert set(coll.store.document_hashes()) == keys | {f"doc{i}" for i in range(n, n + 3)}
+        check_consistent(coll, expected)
+
+
+N_FILES = 60
+# Tiny chunks keep the embedding cheap while the run still spans several flushes of
+# FLUSH_CHUNKS (256) chunks: documents are committed at each flush, so a kill can land
+# between commit points.
+INDEX_CHUNK_TOKENS, INDEX_OVERLAP = 8, 2
+FILE_TEXT = " ".join([SENTENCE] * 2)
+
+
+def write_files(folder):
+    folder.mkdir()
+    for i in range(N_FILES):
+        (folder / f"f{i:02d}.txt").write_text(FILE_TEXT.format(i=f"file{i}"))
+
+
+def index_cmd(folder):
+    return [sys.executable, "-m", "semsearch", "index", str(folder), "--name", "big",
+            "--chunk-tokens", str(INDEX_CHUNK_TOKENS), "--overlap", str(INDEX_OVERLAP)]
+
+
+def stored_documents(store):
+    try:
+        db = sqlite3.connect(f"file:{store}?mode=ro", uri=True, timeout=1)
+        try:
+            return db.execute("SELECT count(*) FROM documents").fetchone()[0]
+        finally:
+            db.close()
+    except sqlite3.Error:
+        return 0
+
+
+def test_kill_during_index_then_reindex_completes(home, tmp_path, embedder):
+    folder = tmp_path / "docs"
+    write_files(folder)
+    expected = {str(folder / f"f{i:02d}.txt"): expected_chunks(
+        FILE_TEXT.format(i=f"file{i}"), embedder.tokenizer, INDEX_CHUNK_TOKENS, INDEX_OVERLAP)
+        for i in range(N_FILES)}
+    assert sum(expected.values()) > 2 * 256  # several flushes, so several commit points
+
+    store = home / "big" / STORE_FILE
+    child = subprocess.Popen(index_cmd(folder), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and child.poll() is None:
+            if store.is_file() and stored_documents(store) > 0:
+                break
+            time.sleep(0.01)
+        assert child.poll() is None, f"index finished before it could be killed: {child.stderr.read()}"
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait()
+    finally:
+        child.kill()
+        child.wait()
+
+    with Collection.open("big") as coll:
+        committed = coll.count()
+        assert 0 < committed < N_FILES
+        check_consistent(coll, expected)
+
+    result = subprocess.run(index_cmd(folder), capture_output=True, text=True, check=True)
+    assert f"added {N_FILES - committed}," in result.stdout, result.stdout
+    assert f"unchanged {committed}," in result.stdout
+    with Collection.open("big") as coll:
+        assert coll.count() == N_FILES
+        assert check_consistent(coll, expected) == expected
+        hits = coll.search("file37", k=1, mode="lexical")
+        assert hits[0].source == str(folder / "f37.txt")
