@@ -99,6 +99,7 @@ class _Pending:
     replaced: list = field(default_factory=list)  # chunk ids of the version it replaces
     ids: list = field(default_factory=list)  # chunk ids and vectors written, not yet indexed
     vectors: list = field(default_factory=list)
+    spans_flushes: bool = False  # too long to keep its vectors in memory until commit
 
 
 class Collection:
@@ -383,12 +384,18 @@ class Collection:
                     doc.doc_id, doc.gen, [(doc.position, chunk.start, chunk.end, chunk.text, vector)])
                 doc.vectors.append(vector)
                 doc.position += 1
+            elif doc.spans_flushes:  # a long document: index it from the store, not from memory
+                db.execute("COMMIT")
+                self._sync_index()
             else:  # end of the document: commit it, then it may enter the index
                 db.execute("COMMIT")
                 added_ids += doc.ids
                 added_vectors += doc.vectors
                 replaced += doc.replaced
                 gen = doc.gen
+        open_doc = buffer[-1][0] if buffer and buffer[-1][1] is not None else None
+        if open_doc is not None:  # continues in the next flush: don't hold its vectors
+            open_doc.spans_flushes, open_doc.ids, open_doc.vectors = True, [], []
         if replaced:
             self._index.remove(np.array(replaced, np.int64))
         if added_ids:

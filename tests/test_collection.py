@@ -297,3 +297,17 @@ def test_readers_never_see_half_added_documents(home):
     finally:
         writer.kill()
         writer.wait()
+
+
+def test_document_longer_than_one_embedding_batch_is_fully_indexed(home):
+    from semsearch.collection import FLUSH_CHUNKS
+
+    coll = small(chunk_tokens=8, overlap=0)
+    long_text = " ".join(f"sentence number {i} talks about topic {i % 7}." for i in range(400))
+    coll.add_texts([long_text, "a short note about gliders"], ids=["long", "short"])
+    docs, chunks = coll.store.counts()
+    assert chunks == n_chunks(long_text, coll) + 1 > FLUSH_CHUNKS
+    assert coll.info()["index"]["vectors"] == chunks
+    reopened = Collection.open(coll.path)
+    assert reopened.info()["index"]["vectors"] == chunks
+    assert {h.id for h in reopened.search("gliders", k=1, mode="dense")} == {"short"}
