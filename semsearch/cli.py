@@ -212,15 +212,24 @@ def index(ctx, paths, name, glob, model, variant, index_spec, chunk_tokens, over
 @click.option("--min-score", type=float, default=None)
 @click.option("--queries", "queries_file", type=click.Path(dir_okay=False, allow_dash=True),
               help="Answer every line of FILE; prints one JSON line per query.")
+@click.option("--rrf-k", type=click.IntRange(1), default=60, show_default=True, help="Hybrid: RRF constant.")
+@click.option("--weights", default="1,1", show_default=True, help="Hybrid: dense,lexical weights.")
+@click.option("--feedback", type=click.FloatRange(0), default=0.6, show_default=True,
+              help="Hybrid: pseudo-relevance feedback weight (0 = plain RRF).")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
-def search(ctx, name, query, k, mode, where, docs, min_score, queries_file, as_json):
+def search(ctx, name, query, k, mode, where, docs, min_score, queries_file, rrf_k, weights, feedback, as_json):
     """Search collection NAME for QUERY."""
     from .collection import Collection
 
     filters = parse_pairs(where, "--where")
+    try:
+        dense_w, lexical_w = (float(w) for w in weights.split(","))
+    except ValueError:
+        raise click.UsageError(f"--weights expects two numbers like 1,0.5, got {weights!r}") from None
     with Collection.open(name, home=ctx.obj["home"]) as coll:
-        options = dict(k=k, where=filters or None, mode=mode, docs=docs, min_score=min_score)
+        options = dict(k=k, where=filters or None, mode=mode, docs=docs, min_score=min_score,
+                       rrf_k=rrf_k, weights=(dense_w, lexical_w), feedback_weight=feedback)
         if queries_file:
             queries = read_texts(queries_file)
             for text, hits in zip(queries, coll.search(queries, **options) if queries else []):
