@@ -20,6 +20,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from .embedder import text_list
 from .errors import CollectionError, ModelError
 from .index import IndexFileError, VectorIndex, choose_spec
 from .store import Store
@@ -283,12 +284,7 @@ class Collection:
     def add_texts(self, texts: Sequence[str], ids: Sequence[str] | None = None,
                   metadata: Sequence[dict] | dict | None = None) -> list[str]:
         """Add (or replace, by id) one document per text; returns the ids."""
-        if isinstance(texts, str):
-            texts = [texts]
-        texts = list(texts)
-        for i, text in enumerate(texts):
-            if not isinstance(text, str):
-                raise TypeError(f"texts[{i}] is {type(text).__name__}, not str")
+        texts = text_list(texts)
         ids = [str(i) for i in ids] if ids is not None else [uuid.uuid4().hex[:16] for _ in texts]
         if len(ids) != len(texts) or len(set(ids)) != len(ids):
             raise CollectionError("ids must be unique and one per text")

@@ -114,12 +114,7 @@ class Embedder:
 
         ``kind`` ("query" or "passage") adds the model's prompt prefix, if it has one.
         """
-        if isinstance(texts, str):
-            texts = [texts]
-        texts = list(texts)
-        for i, text in enumerate(texts):
-            if not isinstance(text, str):
-                raise TypeError(f"texts[{i}] is {type(text).__name__}, not str")
+        texts = text_list(texts)
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
         if kind not in (None, "query", "passage"):
@@ -161,6 +156,15 @@ class Embedder:
         binding.bind_output(self.manifest["output"], "cuda")
         self.session.run_with_iobinding(binding)
         return binding.copy_outputs_to_cpu()[0].astype(np.float32, copy=False)
+
+
+def text_list(texts: Sequence[str] | str) -> list[str]:
+    """A list of str from one str or a sequence; anything else is a TypeError naming it."""
+    texts = [texts] if isinstance(texts, str) else list(texts)
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise TypeError(f"texts[{i}] is {type(text).__name__}, not str")
+    return texts
 
 
 def verified(path: Path, sha256: str) -> bool:
