@@ -244,8 +244,7 @@ def search(ctx, name, query, k, mode, where, docs, min_score, queries_file, rrf_
     if not hits:
         click.echo("no results")
     for rank, hit in enumerate(hits, 1):
-        label = hit.source if hit.source == hit.id else f"{hit.source or ''} [{hit.id}]".strip()
-        click.echo(f"{rank:2d}. {hit.score:.4f}  {label}  (chunk {hit.chunk})")
+        click.echo(f"{rank:2d}. {hit.score:.4f}  {hit.id}  (chunk {hit.chunk})")
         preview = " ".join(hit.text.split())
         click.echo(f"    {preview[:200]}{'…' if len(preview) > 200 else ''}")
 
