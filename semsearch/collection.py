@@ -447,43 +447,49 @@ class Collection:
             raise CollectionError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
         fusion = (rrf_k, weights, feedback_docs, feedback_weight)
         vectors = self.embedder.embed(queries, kind="query") if mode != "lexical" else [None] * len(queries)
+        depth = max(k, 100 if mode == "hybrid" else k)
         results = []
         with self.store.snapshot():
             allowed = self.store.filter_ids(where) if where else None
+            first_dense = [None] * len(queries)
             if mode != "lexical":
                 self._sync_index()
-            available = len(allowed) if allowed is not None else self.store.counts()[1]
-            for text, vector in zip(queries, vectors):
-                depth = max(k, 100 if mode == "hybrid" else k)
-                while True:  # with docs=True, dig deeper until k distinct documents are found
-                    hits = self._hits(self._rank(text, vector, mode, depth, allowed, fusion), k, docs, min_score)
-                    if not docs or len(hits) >= k or depth >= available:
-                        break
-                    depth *= 4
+                first_dense = self._dense(vectors, depth, allowed)  # one FAISS call for all queries
+            for text, vector, dense in zip(queries, vectors, first_dense):
+                hits = self._hits(self._rank(text, vector, mode, depth, allowed, fusion, dense), k, docs, min_score)
+                deeper = depth
+                available = len(allowed) if allowed is not None else self.store.counts()[1] if docs else 0
+                while docs and len(hits) < k and deeper < available:  # dig until k documents
+                    deeper *= 4
+                    hits = self._hits(self._rank(text, vector, mode, deeper, allowed, fusion), k, docs, min_score)
                 results.append(hits)
         return results[0] if single else results
 
-    def _rank(self, text: str, vector, mode: str, depth: int, allowed, fusion) -> list[tuple[int, float]]:
-        """(chunk id, score) best first, for one query."""
+    def _rank(self, text: str, vector, mode: str, depth: int, allowed, fusion,
+              dense: list | None = None) -> list[tuple[int, float]]:
+        """(chunk id, score) best first, for one query (``dense``: its ranking, if known)."""
         rrf_k, weights, feedback_docs, feedback_weight = fusion
         match = fts_query(text) if mode != "dense" else ""
         lexical = self.store.lexical(match, depth, allowed) if match else []
         if mode == "lexical":
             return lexical
-        dense = self._dense(vector, depth, allowed)
+        if dense is None:
+            dense = self._dense(vector[None], depth, allowed)[0]
         if mode == "dense":
             return dense
         fused = rrf([dense, lexical], weights, rrf_k)
         if feedback_docs > 0 and feedback_weight > 0 and fused:
             top = np.array([c for c, _ in fused[:feedback_docs]], np.int64)
             moved = vector + feedback_weight * self.store.chunk_vectors(top).mean(0)
-            dense = self._dense(moved / np.linalg.norm(moved), depth, allowed)
+            dense = self._dense((moved / np.linalg.norm(moved))[None], depth, allowed)[0]
             fused = rrf([dense, lexical], weights, rrf_k)
         return fused
 
-    def _dense(self, vector: np.ndarray, depth: int, allowed) -> list[tuple[int, float]]:
-        scores, ids = self._index.search(np.asarray(vector, np.float32)[None], depth, allowed_ids=allowed)
-        return [(int(c), float(s)) for c, s in zip(ids[0], scores[0]) if c >= 0]
+    def _dense(self, vectors: np.ndarray, depth: int, allowed) -> list[list[tuple[int, float]]]:
+        """A (chunk id, score) ranking per query vector."""
+        scores, ids = self._index.search(np.asarray(vectors, np.float32), depth, allowed_ids=allowed)
+        return [[(int(c), float(s)) for c, s in zip(row_ids, row_scores) if c >= 0]
+                for row_ids, row_scores in zip(ids, scores)]
 
     def _hits(self, ranked: list[tuple[int, float]], k: int, docs: bool, min_score) -> list[Hit]:
         rows = self.store.chunk_rows(c for c, _ in ranked)

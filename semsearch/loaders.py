@@ -179,11 +179,12 @@ def _read_segments(path: str, doc: Document) -> Iterator[str]:
     with open(path, "rb") as f:
         while True:
             block = f.read(SEGMENT_BYTES)
-            text = carry + dec.decode(block, final=not block)
+            last = len(block) < SEGMENT_BYTES  # the end: nothing to carry over
+            text = carry + dec.decode(block, final=last)
             replaced += text.count("\ufffd", len(carry)) - (tail + block).count(_UTF8_FFFD)
             tail = block[-2:]
             doc.replaced_chars = replaced
-            if not block:
+            if last:
                 if text:
                     yield text
                 return

@@ -230,9 +230,12 @@ class Store:
             raise CollectionError(f"lexical query failed: {exc}") from None
 
     def _in(self, sql: str, ids: list) -> list:
+        """Rows for ``ids``: placeholders for the usual few, a JSON array past SQLite's limit."""
         ids = [int(i) for i in ids]
         if not ids:
             return []
+        if len(ids) <= 500:
+            return self.db.execute(sql.format(",".join("?" * len(ids))), ids).fetchall()
         return self.db.execute(sql.format("SELECT value FROM json_each(?)"), (json.dumps(ids),)).fetchall()
 
     def size_bytes(self) -> int:

@@ -239,3 +239,9 @@ def test_large_text_file_streams_in_segments(tmp_path):
     assert n >= 25
     assert h.hexdigest() == doc.content_hash  # nothing lost, nothing duplicated
     assert doc.replaced_chars == 0
+
+
+def test_small_file_without_trailing_whitespace_is_one_segment(tmp_path):
+    path = tmp_path / "a.txt"
+    path.write_text("alpha beta gamma.")
+    assert list(one_doc(path).segments()) == ["alpha beta gamma."]
