@@ -155,13 +155,18 @@ def compare(got: np.ndarray, want: np.ndarray) -> dict:
 def export(
     model: str | None = None,
     out: str | Path | None = None,
-    optimize: str = "O2",
+    optimize: str = "none",
     quantize: str = "int8",
     fp16: bool = False,
     force: bool = False,
     log=lambda msg: print(msg, file=sys.stderr),
 ) -> Path:
-    """Export, optimise, quantise and validate ``model``; return the model folder."""
+    """Export, optimise, quantise and validate ``model``; return the model folder.
+
+    ``optimize`` is optimum's optimisation of the fp32 graph. The default is none: ONNX
+    Runtime fuses the graph itself when it loads it, and measured here that is ~7 %
+    faster on short texts than optimum's O2 graph (equal on long ones).
+    """
     try:
         import onnx
         from optimum.exporters.onnx import main_export
@@ -183,23 +188,29 @@ def export(
     try:
         cfg = read_st_config(Path(source)) if Path(source).is_dir() else _hub_st_config(source)
         log(f"exporting {name} to ONNX (optimize={optimize}) ...")
-        raw = work / "raw"
-        main_export(
-            source, raw, task="feature-extraction", library_name="transformers",
-            optimize=None if optimize == "none" else optimize, do_validation=False,
-        )
-        graph = append_pooling(onnx.load(raw / "model.onnx"), cfg["pooling"], cfg["normalize"])
+
+        def pooled_graph(level: str):
+            """The exported graph at an optimum optimisation level, pooling appended."""
+            out = work / f"raw-{level}"
+            if not out.is_dir():
+                main_export(source, out, task="feature-extraction", library_name="transformers",
+                            optimize=None if level == "none" else level, do_validation=False)
+            return append_pooling(onnx.load(out / "model.onnx"), cfg["pooling"], cfg["normalize"])
+
+        graph = pooled_graph(optimize)
         onnx.save(graph, work / VARIANT_FILES["fp32"])
         variants = ["fp32"]
+        if quantize == "int8" or fp16:  # both start from the fused O2 graph (see quantize_int8)
+            onnx.save(pooled_graph("O2"), work / "fused.onnx")
         if quantize == "int8":
             log("quantising to int8 ...")
-            quantize_int8(work / VARIANT_FILES["fp32"], work / VARIANT_FILES["int8"])
+            quantize_int8(work / "fused.onnx", work / VARIANT_FILES["int8"])
             variants.append("int8")
         if fp16:
             log("converting to fp16 ...")
-            convert_fp16(work / VARIANT_FILES["fp32"], work / VARIANT_FILES["fp16"])
+            convert_fp16(work / "fused.onnx", work / VARIANT_FILES["fp16"])
             variants.append("fp16")
-        shutil.copy(raw / "tokenizer.json", work / "tokenizer.json")
+        shutil.copy(work / f"raw-{optimize}" / "tokenizer.json", work / "tokenizer.json")
 
         log("validating against the PyTorch model ...")
         want = reference_embeddings(source, PROBES, cfg)
@@ -224,7 +235,8 @@ def export(
             manifest["variants"][variant] = entry
             entry.update(validate(work, manifest, variant, want))
         (work / MANIFEST).write_text(json.dumps(manifest, indent=2))
-        shutil.rmtree(raw)
+        for scratch in [*work.glob("raw-*"), work / "fused.onnx"]:
+            shutil.rmtree(scratch) if scratch.is_dir() else scratch.unlink(missing_ok=True)
         if folder.exists():
             shutil.rmtree(folder)
         work.rename(folder)
