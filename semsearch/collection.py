@@ -225,6 +225,7 @@ class Collection:
     def _rebuild(self, spec: str | None = None) -> None:
         ids, vectors = self._all_vectors()
         self._index = VectorIndex.build(spec or self._target_spec(len(ids)), ids, vectors)
+        self._index.params["built_for"] = len(ids)  # a trained index is retrained after 4x growth
         self._index_gen = self.store.generation()
 
     def _all_vectors(self) -> tuple[np.ndarray, np.ndarray]:
@@ -250,7 +251,6 @@ class Collection:
         if (self._index.tombstone_ratio > 0.2 or _family(target) != _family(self._index.spec)
                 or (built_for and n > 4 * built_for)):
             self._rebuild(target)
-            self._index.params["built_for"] = n
 
     def _save_index(self) -> None:
         self._index.save(self.path / INDEX_FILE, generation=self._index_gen)

@@ -513,7 +513,8 @@ class VectorIndex:
             gpu = faiss.index_cpu_to_all_gpus(self._index)
             space = faiss.GpuParameterSpace()
             for knob, value in self.params.items():
-                space.set_index_parameter(gpu, knob, value)
+                if knob in ("efSearch", "nprobe", "k_factor"):  # params also carry bookkeeping
+                    space.set_index_parameter(gpu, knob, value)
         except (RuntimeError, AttributeError):
             return False
         self._gpu = gpu
