@@ -25,10 +25,10 @@ as ``Collection._flush`` writes them) and builds with ``coll._rebuild(spec)``. P
 * raw   = ``faiss_index.search`` on the same faiss object (VectorIndex._index, knobs set
           to the tuned params), one query at a time / all queries in one call;
 * api   = what Collection.search does after embedding: ``VectorIndex.search`` +
-          ``store.chunk_rows`` + ``Hit`` objects (``coll._dense`` + ``coll._hits``);
+          ``store.chunk_rows`` + ``Hit`` objects (``coll.search_vectors``);
 * full  = ``Collection.search(..., mode="dense")`` itself with a stub embedder that
           returns the precomputed query vectors (adds the per-call snapshot, generation
-          check and ``store.counts()``).
+          check).
 
     python benchmarks/search.py --quick                       # n = 20,000
     python benchmarks/search.py --n 200000 > results.md       # default n = 200,000
@@ -268,7 +268,7 @@ def child(args) -> None:
 
     def api_single():
         for i in range(nt):
-            coll._hits(coll._dense(queries[i], K, None), K, False, None)
+            coll.search_vectors(queries[i], K)
 
     def full_single():
         for i in range(nt):

@@ -465,6 +465,18 @@ class Collection:
                 results.append(hits)
         return results[0] if single else results
 
+    def search_vectors(self, vectors: np.ndarray, k: int = 10, where: dict | None = None) -> list[list[Hit]]:
+        """Dense search with query vectors you embedded yourself: a list of hits per row."""
+        vectors = np.atleast_2d(np.asarray(vectors, np.float32))
+        if vectors.shape[1] != self.pinned["dim"]:
+            raise CollectionError(f"query vectors must be {self.pinned['dim']}-d, got {vectors.shape[1]}")
+        if k <= 0:
+            raise CollectionError("k must be a positive number")
+        with self.store.snapshot():
+            allowed = self.store.filter_ids(where) if where else None
+            self._sync_index()
+            return [self._hits(ranked, k, False, None) for ranked in self._dense(vectors, k, allowed)]
+
     def _rank(self, text: str, vector, mode: str, depth: int, allowed, fusion,
               dense: list | None = None) -> list[tuple[int, float]]:
         """(chunk id, score) best first, for one query (``dense``: its ranking, if known)."""

@@ -311,3 +311,14 @@ def test_document_longer_than_one_embedding_batch_is_fully_indexed(home):
     reopened = Collection.open(coll.path)
     assert reopened.info()["index"]["vectors"] == chunks
     assert {h.id for h in reopened.search("gliders", k=1, mode="dense")} == {"short"}
+
+
+def test_search_vectors_matches_dense_search(home):
+    coll = small()
+    coll.add_texts(["gliders soar on thermals", "the soup needs salt", "jet engines burn fuel"],
+                   ids=["glide", "soup", "jet"])
+    vector = coll.embedder.embed(["sailplanes riding rising air"], kind="query")
+    by_vector = [h.id for h in coll.search_vectors(vector, k=3)[0]]
+    assert by_vector == [h.id for h in coll.search("sailplanes riding rising air", k=3, mode="dense")]
+    with pytest.raises(CollectionError):
+        coll.search_vectors(vector[:, :10], k=3)
