@@ -303,7 +303,7 @@ class Collection:
         from .loaders import Skipped, iter_documents
 
         started = time.time()
-        roots = [str(Path(p).resolve()) for p in paths]
+        roots = [str(Path(p).expanduser().resolve()) for p in paths]
         report = IndexReport()
         documents = iter_documents(roots, glob=glob)  # raises for missing paths, before any write
         with self._writing():
@@ -406,7 +406,7 @@ class Collection:
 
     def delete_path(self, path: str | os.PathLike) -> int:
         """Delete every document read from ``path`` (a file, or a folder's files)."""
-        root = str(Path(path).resolve())
+        root = str(Path(path).expanduser().resolve())
         with self._writing():
             return self._delete([key for key, _ in self.store.documents_under(root)])
 
