@@ -24,12 +24,22 @@ class Chunk:
     n_tokens: int  # tokens in ``text`` without special tokens
 
 
+_PLAIN: dict[int, tuple[Tokenizer, Tokenizer]] = {}
+
+
 def _plain_tokenizer(tokenizer: Tokenizer) -> Tokenizer:
-    """Copy without truncation/padding: tokenizer.json may truncate to 128 and pad."""
-    tok = Tokenizer.from_str(tokenizer.to_str())
-    tok.no_truncation()
-    tok.no_padding()
-    return tok
+    """Copy without truncation/padding: tokenizer.json may truncate to 128 and pad.
+
+    Copying costs ~40 ms, more than chunking a document, so one copy per tokenizer is kept
+    (with the original, so its id cannot be reused).
+    """
+    cached = _PLAIN.get(id(tokenizer))
+    if cached is None or cached[0] is not tokenizer:
+        tok = Tokenizer.from_str(tokenizer.to_str())
+        tok.no_truncation()
+        tok.no_padding()
+        cached = _PLAIN[id(tokenizer)] = (tokenizer, tok)
+    return cached[1]
 
 
 def count_tokens(text: str, tokenizer: Tokenizer) -> int:
