@@ -282,7 +282,7 @@ class Collection:
                 lock.release()
 
     def add_texts(self, texts: Sequence[str], ids: Sequence[str] | None = None,
-                  metadata: Sequence[dict] | dict | None = None) -> list[str]:
+                  metadata: Sequence[dict] | dict | None = None, progress: bool = False) -> list[str]:
         """Add (or replace, by id) one document per text; returns the ids."""
         texts = text_list(texts)
         ids = [str(i) for i in ids] if ids is not None else [uuid.uuid4().hex[:16] for _ in texts]
@@ -294,7 +294,7 @@ class Collection:
             raise CollectionError("metadata must be one dict per text")
         docs = [(_Pending(key, None, None, meta), [text]) for key, text, meta in zip(ids, texts, metadata)]
         with self._writing():
-            self._ingest(docs, IndexReport())
+            self._ingest(_progress(docs, progress), IndexReport())
         return ids
 
     def add_files(self, paths: Iterable[str | os.PathLike], glob: str | None = None,

@@ -31,7 +31,7 @@ def evaluate(dataset: str | Path, mode: str = "hybrid", model: str | None = None
             if coll.count() == 0:
                 ids = list(data.corpus)
                 texts = [join_title(data.corpus[i]) for i in ids]
-                coll.add_texts(texts, ids=ids, metadata=[data.corpus[i]["metadata"] for i in ids])
+                coll.add_texts(texts, ids=ids, metadata=[data.corpus[i]["metadata"] for i in ids], progress=True)
             indexed = time.time()
             qids = list(data.queries)
             results = coll.search([data.queries[q] for q in qids], k=k, mode=mode, docs=True,
