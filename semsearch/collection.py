@@ -96,7 +96,6 @@ class _Pending:
     doc_id: int | None = None  # set when its transaction opens
     gen: int = 0
     position: int = 0  # chunks written so far
-    complete: bool = False
     replaced: list = field(default_factory=list)  # chunk ids of the version it replaces
     ids: list = field(default_factory=list)  # chunk ids and vectors written, not yet indexed
     vectors: list = field(default_factory=list)
@@ -349,7 +348,6 @@ class Collection:
                     if len(buffer) >= FLUSH_CHUNKS:
                         self._flush(buffer)
                         buffer = []
-                doc.complete = True
                 if doc.doc_id is None and not (buffer and buffer[-1][0] is doc):
                     report.skipped.append((doc.source or doc.key, "no text"))
                 buffer.append((doc, None))  # marks where the document ends
@@ -366,9 +364,7 @@ class Collection:
         added_ids, added_vectors, replaced, gen = [], [], [], None
         for doc, chunk in buffer:
             if doc.doc_id is None:  # the document's first rows: open its transaction
-                db.execute("BEGIN IMMEDIATE")
-                db.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'")
-                doc.gen = self.store.generation()
+                doc.gen = self.store.begin()
                 if chunk is None:  # no text at all: an update that emptied a document removes it
                     doc.doc_id, doc.replaced = 0, self.store.delete_documents([doc.key])
                 else:

@@ -92,14 +92,19 @@ class Store:
     def generation(self) -> int:
         return int(self.db.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()[0])
 
+    def begin(self) -> int:
+        """Open a write transaction and bump the generation first, so triggers log
+        deletes under it; returns the new generation. The caller COMMITs or ROLLBACKs."""
+        self.db.execute("BEGIN IMMEDIATE")
+        self.db.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'")
+        return self.generation()
+
     @contextmanager
     def transaction(self):
-        """One atomic write; bumps the generation first so triggers log deletes under it."""
-        self.db.execute("BEGIN IMMEDIATE")
+        """One atomic write (see begin)."""
+        gen = self.begin()
         try:
-            self.db.execute(
-                "UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'")
-            yield self.generation()
+            yield gen
             self.db.execute("COMMIT")
         except BaseException:
             self.db.execute("ROLLBACK")
@@ -146,10 +151,6 @@ class Store:
                 self.db.execute("DELETE FROM documents WHERE id = ?", row)
         return gone
 
-    def forget_deletions(self, up_to_gen: int) -> None:
-        """Drop the delete log an index saved at ``up_to_gen`` no longer needs."""
-        self.db.execute("DELETE FROM deleted_chunks WHERE gen <= ?", (up_to_gen,))
-
     # -- reads ------------------------------------------------------------------------------
     def document_hashes(self) -> dict[str, str]:
         return dict(self.db.execute("SELECT key, content_hash FROM documents"))
@@ -160,9 +161,6 @@ class Store:
         return list(self.db.execute(
             "SELECT key, source FROM documents WHERE source = ? OR substr(source, 1, ?) = ?",
             (root, len(prefix), prefix)))
-
-    def keys_for_source(self, source: str) -> list[str]:
-        return [r[0] for r in self.db.execute("SELECT key FROM documents WHERE source = ?", (source,))]
 
     def counts(self) -> tuple[int, int]:
         docs = self.db.execute("SELECT count(*) FROM documents").fetchone()[0]
@@ -237,6 +235,3 @@ class Store:
         if len(ids) <= 500:
             return self.db.execute(sql.format(",".join("?" * len(ids))), ids).fetchall()
         return self.db.execute(sql.format("SELECT value FROM json_each(?)"), (json.dumps(ids),)).fetchall()
-
-    def size_bytes(self) -> int:
-        return sum(p.stat().st_size for p in self.path.parent.glob(self.path.name + "*") if p.is_file())
