@@ -287,12 +287,8 @@ def add(ctx, name, texts, ids, meta, jsonl, model):
                 raise SemsearchError(f"{jsonl} record {number}: no `text` field")
             record_id = record.pop("id", record.pop("_id", None))
             items.append((None if record_id is None else str(record_id), text, {**metadata, **record}))
-    if any(i is None for i, _, _ in items) and any(i is not None for i, _, _ in items):
-        import uuid
-        items = [(i or uuid.uuid4().hex[:16], t, m) for i, t, m in items]
     with open_or_create(ctx, name, model) as coll:
-        given = [i for i, _, _ in items]
-        added = coll.add_texts([t for _, t, _ in items], ids=None if None in given else given,
+        added = coll.add_texts([t for _, t, _ in items], ids=[i for i, _, _ in items],
                                metadata=[m for _, _, m in items])
         click.echo(f"{coll.name}: added {len(added)} document(s); {coll.count()} in the collection")
 

@@ -282,9 +282,12 @@ class Collection:
 
     def add_texts(self, texts: Sequence[str], ids: Sequence[str] | None = None,
                   metadata: Sequence[dict] | dict | None = None, progress: bool = False) -> list[str]:
-        """Add (or replace, by id) one document per text; returns the ids."""
+        """Add (or replace, by id) one document per text; returns the ids.
+
+        An id that is None (or no ``ids`` at all) gets a generated one."""
         texts = text_list(texts)
-        ids = [str(i) for i in ids] if ids is not None else [uuid.uuid4().hex[:16] for _ in texts]
+        ids = [None] * len(texts) if ids is None else list(ids)
+        ids = [uuid.uuid4().hex[:16] if i is None else str(i) for i in ids]
         if len(ids) != len(texts) or len(set(ids)) != len(ids):
             raise CollectionError("ids must be unique and one per text")
         if metadata is None or isinstance(metadata, dict):
@@ -366,7 +369,7 @@ class Collection:
             if doc.doc_id is None:  # the document's first rows: open its transaction
                 doc.gen = self.store.begin()
                 if chunk is None:  # no text at all: an update that emptied a document removes it
-                    doc.doc_id, doc.replaced = 0, self.store.delete_documents([doc.key])
+                    doc.doc_id, doc.replaced = 0, self.store.delete_documents([doc.key])[1]
                 else:
                     doc.doc_id, doc.replaced = self.store.put_document(
                         doc.key, doc.source, doc.content_hash, doc.metadata)
@@ -410,11 +413,10 @@ class Collection:
         if not keys:
             return 0
         with self.store.transaction():
-            existing = set(self.store.document_hashes()) & set(keys)
-            chunk_ids = self.store.delete_documents(keys)
+            found, chunk_ids = self.store.delete_documents(keys)
         self._index.remove(np.array(chunk_ids, np.int64))
         self._index_gen = self.store.generation()
-        return len(existing)
+        return found
 
     # -- reading -----------------------------------------------------------------------------
     def count(self) -> int:

@@ -123,7 +123,7 @@ class Store:
     def put_document(self, key: str, source: str | None, content_hash: str | None,
                      metadata: dict) -> tuple[int, list[int]]:
         """Insert or replace a document; returns its row id and the chunk ids it replaced."""
-        old = self.delete_documents([key])
+        old = self.delete_documents([key])[1]
         cur = self.db.execute(
             "INSERT INTO documents(key, source, content_hash, metadata, added_at) VALUES (?,?,?,?,?)",
             (key, source, content_hash, json.dumps(metadata, ensure_ascii=False), time.time()))
@@ -140,16 +140,17 @@ class Store:
             ids.append(cur.lastrowid)
         return ids
 
-    def delete_documents(self, keys: Iterable[str]) -> list[int]:
-        """Delete documents by key; returns the ids of the chunks that went with them."""
-        gone: list[int] = []
+    def delete_documents(self, keys: Iterable[str]) -> tuple[int, list[int]]:
+        """Delete documents by key; returns how many existed and the ids of their chunks."""
+        found, gone = 0, []
         for key in keys:
             row = self.db.execute("SELECT id FROM documents WHERE key = ?", (key,)).fetchone()
             if row:
+                found += 1
                 gone += [r[0] for r in self.db.execute("SELECT id FROM chunks WHERE doc_id = ?", row)]
                 self.db.execute("DELETE FROM chunks WHERE doc_id = ?", row)
                 self.db.execute("DELETE FROM documents WHERE id = ?", row)
-        return gone
+        return found, gone
 
     # -- reads ------------------------------------------------------------------------------
     def document_hashes(self) -> dict[str, str]:
