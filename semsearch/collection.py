@@ -453,11 +453,12 @@ class Collection:
             if mode != "lexical":
                 self._sync_index()
                 first_dense = self._dense(vectors, depth, allowed)  # one FAISS call for all queries
+            # chunks there are to rank; only --docs needs it, to know when to stop digging
+            available = 0 if not docs else len(allowed) if allowed is not None else self.store.counts()[1]
             for text, vector, dense in zip(queries, vectors, first_dense):
                 hits = self._hits(self._rank(text, vector, mode, depth, allowed, fusion, dense), k, docs, min_score)
                 deeper = depth
-                available = len(allowed) if allowed is not None else self.store.counts()[1] if docs else 0
-                while docs and len(hits) < k and deeper < available:  # dig until k documents
+                while len(hits) < k and deeper < available:  # dig until k documents
                     deeper *= 4
                     hits = self._hits(self._rank(text, vector, mode, deeper, allowed, fusion), k, docs, min_score)
                 results.append(hits)
