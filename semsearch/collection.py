@@ -121,7 +121,7 @@ class Collection:
         self._embedder = None
         self._index: VectorIndex | None = None
         self._index_gen = -1
-        self._lock = None
+        self._index_read = None  # a background read of the index file, see _prefetch_index
 
     # -- opening -------------------------------------------------------------------------
     @classmethod
@@ -209,17 +209,36 @@ class Collection:
                 self._index.add(ids, vectors)
             self._index_gen = gen
 
+    def _prefetch_index(self) -> None:
+        """Start reading the index file while the model loads: a cold search waits for
+        the slower of the two, not for both (faiss and ONNX Runtime release the GIL)."""
+        file = self.path / INDEX_FILE
+        if self._index is None and self._index_read is None and file.is_file():
+            from concurrent.futures import ThreadPoolExecutor
+            pool = ThreadPoolExecutor(1)
+            self._index_read = pool.submit(VectorIndex.load, file)
+            pool.shutdown(wait=False)
+
     def _load_index_file(self) -> None:
         file = self.path / INDEX_FILE
+        read, self._index_read = self._index_read, None
         try:
-            if file.is_file():
-                self._index, self._index_gen = VectorIndex.load(file)
+            if read is not None or file.is_file():
+                self._index, self._index_gen = read.result() if read else VectorIndex.load(file)
                 return
             if self.store.counts()[1]:
                 log.warning("index file of %s is missing; rebuilding it from the store", self.name)
         except IndexFileError as exc:
-            log.warning("index file of %s is unreadable (%s); rebuilding it from the store", self.name, exc)
+            log.warning("%s; rebuilding it from the store", exc)
         self._rebuild()
+        lock = _try_lock(self.path)  # save it unless a writer is at work (it will save its own),
+        if lock is not None:         # so that the next reader need not rebuild it too
+            try:
+                self._save_index()
+            except OSError as exc:
+                log.warning("cannot save the rebuilt index of %s: %s", self.name, exc.strerror)
+            finally:
+                lock.release()
 
     def _rebuild(self, spec: str | None = None) -> None:
         ids, vectors = self._all_vectors()
@@ -258,14 +277,10 @@ class Collection:
     @contextmanager
     def _writing(self):
         """One writer at a time; the index is brought up to date before and saved after."""
-        from filelock import FileLock, Timeout
-
-        lock = FileLock(str(self.path / LOCK_FILE))
-        try:
-            lock.acquire(timeout=0)
-        except Timeout:
+        lock = _try_lock(self.path)
+        if lock is None:
             raise CollectionError(f"collection {self.name} is being written by another process; "
-                                  "try again when it finishes") from None
+                                  "try again when it finishes")
         try:
             with self.store.snapshot():
                 self._sync_index()
@@ -444,6 +459,8 @@ class Collection:
         if mode not in MODES:
             raise CollectionError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
         fusion = (rrf_k, weights, feedback_docs, feedback_weight)
+        if mode != "lexical":
+            self._prefetch_index()
         vectors = self.embedder.embed(queries, kind="query") if mode != "lexical" else [None] * len(queries)
         depth = max(k, 100 if mode == "hybrid" else k)
         results = []
@@ -534,18 +551,25 @@ class Collection:
     @staticmethod
     def remove(name_or_path, home=None) -> Path:
         """Delete a collection's folder, refusing while someone writes to it."""
-        from filelock import FileLock, Timeout
-
         path = collection_path(name_or_path, home)
         if not (path / STORE_FILE).is_file():
             raise CollectionError(f"no collection {name_or_path!r}")
-        lock = FileLock(str(path / LOCK_FILE))
-        try:
-            lock.acquire(timeout=0)
-        except Timeout:
-            raise CollectionError(f"collection {path.name} is being written; not removing it") from None
+        if _try_lock(path) is None:
+            raise CollectionError(f"collection {path.name} is being written; not removing it")
         shutil.rmtree(path)
         return path
+
+
+def _try_lock(path: Path):
+    """The collection's writer lock if it is free right now, else None."""
+    from filelock import FileLock, Timeout
+
+    lock = FileLock(str(path / LOCK_FILE))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        return None
+    return lock
 
 
 def fts_query(text: str) -> str:

@@ -31,7 +31,7 @@ METRIC = faiss.METRIC_INNER_PRODUCT
 EXACT_FILTER_MAX = 20_000   # filters up to this many ids are scored exactly
 TRAIN_MAX = 50_000          # training sample size
 KNOB_MAX = {"efSearch": 4096, "k_factor": 64}
-_MAGIC = b"SEMSIDX\x01"
+_MAGIC = b"SEMSIDX\x02"  # the file's last bytes
 
 
 class IndexFileError(SemsearchError):
@@ -442,20 +442,22 @@ class VectorIndex:
         return best
 
     # ---------------------------------------------------------------- files
+    # Layout: faiss payload | tombstones (int64) | JSON header | header length (u32) | magic.
+    # The payload comes first so faiss reads it straight from the file, without a copy.
     def save(self, path, generation: int = 0) -> None:
         """Write atomically: temp file in the same folder, fsync, rename, fsync folder."""
         path = Path(path)
         payload = faiss.serialize_index(self._index)
         tomb = self._tomb.astype("<i8").tobytes()
-        crc = zlib.crc32(payload, zlib.crc32(tomb))
+        crc = zlib.crc32(tomb, zlib.crc32(payload))
         header = json.dumps({"spec": self.spec, "params": self.params, "dim": self.dim,
                              "generation": int(generation), "ntomb": len(self._tomb),
                              "nbytes": int(payload.nbytes), "crc32": crc}).encode()
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         try:
             with os.fdopen(fd, "wb") as f:
-                f.write(_MAGIC + struct.pack("<I", len(header)) + header + tomb)
                 f.write(memoryview(payload))
+                f.write(tomb + header + struct.pack("<I", len(header)) + _MAGIC)
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, path)
@@ -470,29 +472,44 @@ class VectorIndex:
 
     @classmethod
     def load(cls, path) -> tuple["VectorIndex", int]:
-        """Read a file written by save(); returns (index, generation)."""
+        """Read a file written by save(); returns (index, generation).
+
+        The checksum is verified before faiss parses a byte, so faiss only ever
+        sees what save() wrote."""
         path = Path(path)
+        bad = IndexFileError(f"index file {path} is corrupt or truncated")
+        tail = 4 + len(_MAGIC)
         try:
-            data = path.read_bytes()
+            with open(path, "rb") as f:
+                size = os.fstat(f.fileno()).st_size
+                if size < tail:
+                    raise bad
+                f.seek(size - tail)
+                (hlen,), magic = struct.unpack("<I", f.read(4)), f.read(len(_MAGIC))
+                if magic != _MAGIC or hlen > size - tail:
+                    raise bad
+                f.seek(size - tail - hlen)
+                try:
+                    h = json.loads(f.read(hlen))
+                    spec, dim, gen, params = str(h["spec"]), int(h["dim"]), int(h["generation"]), dict(h["params"])
+                    nbytes, ntomb, crc = int(h["nbytes"]), int(h["ntomb"]), int(h["crc32"])
+                except (ValueError, KeyError, TypeError):
+                    raise bad from None
+                if min(nbytes, ntomb) < 0 or nbytes + 8 * ntomb + hlen + tail != size:
+                    raise bad
+                f.seek(0)
+                check, left = 0, nbytes + 8 * ntomb
+                while left:  # in blocks, during which zlib releases the GIL
+                    block = f.read(min(1 << 22, left))
+                    check, left = zlib.crc32(block, check), left - len(block)
+                if check != crc:
+                    raise bad
+                f.seek(nbytes)
+                tomb = np.frombuffer(f.read(8 * ntomb), "<i8").astype(np.int64)
         except OSError as e:
             raise IndexFileError(f"cannot read index file {path}: {e.strerror}") from None
-        bad = IndexFileError(f"index file {path} is corrupt or truncated: rebuild it")
-        if not data.startswith(_MAGIC) or len(data) < len(_MAGIC) + 4:
-            raise bad
-        (hlen,) = struct.unpack_from("<I", data, len(_MAGIC))
-        start = len(_MAGIC) + 4 + hlen
         try:
-            h = json.loads(data[len(_MAGIC) + 4:start])
-            tend = start + 8 * int(h["ntomb"])
-            spec, dim, gen, params = str(h["spec"]), int(h["dim"]), int(h["generation"]), dict(h["params"])
-            nbytes, crc = int(h["nbytes"]), int(h["crc32"])
-        except (ValueError, KeyError, TypeError):
-            raise bad from None
-        if h["ntomb"] < 0 or len(data) != tend + nbytes or zlib.crc32(memoryview(data)[start:]) != crc:
-            raise bad
-        tomb = np.frombuffer(data, "<i8", int(h["ntomb"]), start).astype(np.int64)
-        try:
-            index = faiss.deserialize_index(np.frombuffer(data, np.uint8, nbytes, tend))
+            index = faiss.read_index(str(path))
         except RuntimeError:
             raise bad from None
         if index.d != dim or not isinstance(index, (faiss.IndexIVF, faiss.IndexIDMap2)):
