@@ -58,7 +58,7 @@ def list_collections(home=None) -> list[str]:
     return sorted(p.name for p in root.iterdir() if (p / STORE_FILE).is_file()) if root.is_dir() else []
 
 
-@dataclass
+@dataclass(slots=True)
 class Hit:
     id: str  # the document's key (what delete --id takes)
     score: float
@@ -516,8 +516,8 @@ class Collection:
     def _dense(self, vectors: np.ndarray, depth: int, allowed) -> list[list[tuple[int, float]]]:
         """A (chunk id, score) ranking per query vector."""
         scores, ids = self._index.search(np.asarray(vectors, np.float32), depth, allowed_ids=allowed)
-        return [[(int(c), float(s)) for c, s in zip(row_ids, row_scores) if c >= 0]
-                for row_ids, row_scores in zip(ids, scores)]
+        return [[(c, s) for c, s in zip(row_ids, row_scores) if c >= 0]
+                for row_ids, row_scores in zip(ids.tolist(), scores.tolist())]
 
     def _hits(self, ranked: list[tuple[int, float]], k: int, docs: bool, min_score) -> list[Hit]:
         rows = self.store.chunk_rows(c for c, _ in ranked)
@@ -526,11 +526,12 @@ class Collection:
             row = rows.get(chunk_id)
             if row is None or (min_score is not None and score < min_score):
                 continue
+            key, position, start, end, text, source, metadata = row
             if docs:
-                if row["id"] in seen:
+                if key in seen:
                     continue
-                seen.add(row["id"])
-            hits.append(Hit(score=score, chunk_id=chunk_id, **row))
+                seen.add(key)
+            hits.append(Hit(key, score, text, source, metadata, position, start, end, chunk_id))
             if len(hits) == k:
                 break
         return hits

@@ -150,6 +150,7 @@ class VectorIndex:
             self.params.setdefault(knob, {"efSearch": 16, "nprobe": 1, "k_factor": 1}[knob])
         self._tomb = np.zeros(0, np.int64) if tombstones is None else np.asarray(tombstones, np.int64)
         self._ids_cache = None
+        self._plain = None  # (knob values, their SearchParameters, objects they point to)
         self._gpu = None
         try:  # HNSW and IndexRefine cannot delete: probe with an empty selection
             sel, _keep = _sel_array(np.zeros(0, np.int64))
@@ -331,12 +332,14 @@ class VectorIndex:
         if int(k) <= 0:
             raise ValueError(f"k must be positive, got {k}")
         k = int(k)
+        if not self.ntotal or not len(q):
+            return np.full((len(q), k), -np.inf, np.float32), np.full((len(q), k), -1, np.int64)
+        if allowed_ids is None and not len(self._tomb) and _knobs is None:  # the common case
+            if self._gpu is not None:
+                return self._gpu.search(q, k)
+            return self._finish(*self._inner.search(q, k, params=self._plain_params()))
         scores = np.full((len(q), k), -np.inf, np.float32)
         labels = np.full((len(q), k), -1, np.int64)
-        if not self.ntotal or not len(q):
-            return scores, labels
-        if self._gpu is not None and allowed_ids is None and not len(self._tomb) and _knobs is None:
-            return self._gpu.search(q, k)
         ids = self._ids()
         mask = self._live_mask()               # over positions (id map only)
         if allowed_ids is not None:
@@ -365,10 +368,23 @@ class VectorIndex:
             sel = faiss.IDSelectorBitmap(len(mask), faiss.swig_ptr(bits))
         scale = max(1.0, self._index.ntotal / n_sel)
         params = self._make_params(self._inner, sel, scale, keep, _knobs)
-        D, I = self._inner.search(q, k, params=params)
+        return self._finish(*self._inner.search(q, k, params=params))
+
+    def _plain_params(self):
+        """Unfiltered search parameters, made once per set of knob values."""
+        key = tuple(sorted(self.params.items()))
+        if self._plain is None or self._plain[0] != key:
+            keep = []
+            self._plain = key, self._make_params(self._inner, None, 1.0, keep), keep
+        return self._plain[1]
+
+    def _finish(self, D, I):
+        """Map faiss positions to ids (id map only) and pad missing hits with -inf."""
+        missing = I < 0
         if not self._native:
-            I = np.where(I >= 0, ids[np.maximum(I, 0)], -1)
-        D = np.where(I >= 0, D, -np.inf).astype(np.float32)
+            I = self._ids()[I]
+        if missing.any():
+            I[missing], D[missing] = -1, -np.inf
         return D, I
 
     def _exact(self, q, k, keys, scores, labels):

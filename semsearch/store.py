@@ -6,6 +6,7 @@ built at generation G is brought up to date by replaying what came after G.
 """
 from __future__ import annotations
 
+import functools
 import json
 import sqlite3
 import time
@@ -71,6 +72,7 @@ class Store:
             self.db.execute("PRAGMA synchronous=NORMAL")  # WAL: durable across process crashes
             self.db.execute("PRAGMA foreign_keys=ON")
             self.db.execute("PRAGMA busy_timeout=10000")
+            self.db.execute("PRAGMA mmap_size=1073741824")  # reads without a syscall per page
             if create:
                 self.db.executescript(SCHEMA)
                 self.db.execute("INSERT OR IGNORE INTO meta VALUES ('generation', '0')")
@@ -184,16 +186,17 @@ class Store:
         by_id = {r[0]: r[1] for r in rows}
         return np.frombuffer(b"".join(by_id[i] for i in ids.tolist()), np.float32).reshape(len(ids), -1)
 
-    def chunk_rows(self, ids: Iterable[int]) -> dict[int, dict]:
-        """Chunk id -> everything a search hit shows."""
+    def chunk_rows(self, ids: Iterable[int]) -> dict[int, tuple]:
+        """Chunk id -> (document key, position, start, end, text, source, metadata):
+        everything a search hit shows, in one query."""
         rows = self._in(
             "SELECT c.id, d.key, c.position, c.start, c.end, c.text, d.source, d.metadata "
-            "FROM chunks c JOIN documents d ON d.id = c.doc_id WHERE c.id IN ({})", list(ids))
-        return {
-            r[0]: {"id": r[1], "chunk": r[2], "start": r[3], "end": r[4], "text": r[5],
-                   "source": r[6], "metadata": json.loads(r[7])}
-            for r in rows
-        }
+            "FROM chunks c JOIN documents d ON d.id = c.doc_id WHERE c.id IN ({})", ids)
+        parsed = {"{}": {}}  # chunks of one document share its metadata: parse it once
+        for r in rows:
+            if r[7] not in parsed:
+                parsed[r[7]] = json.loads(r[7])
+        return {r[0]: r[1:7] + (parsed[r[7]] if r[7] != "{}" else {},) for r in rows}
 
     def filter_ids(self, where: dict[str, str]) -> np.ndarray:
         """Chunk ids whose document matches every key=value in ``where``."""
@@ -228,11 +231,17 @@ class Store:
         except sqlite3.OperationalError as exc:
             raise CollectionError(f"lexical query failed: {exc}") from None
 
-    def _in(self, sql: str, ids: list) -> list:
+    def _in(self, sql: str, ids: Iterable[int]) -> list:
         """Rows for ``ids``: placeholders for the usual few, a JSON array past SQLite's limit."""
         ids = [int(i) for i in ids]
         if not ids:
             return []
         if len(ids) <= 500:
-            return self.db.execute(sql.format(",".join("?" * len(ids))), ids).fetchall()
+            return self.db.execute(_placeholders(sql, len(ids)), ids).fetchall()
         return self.db.execute(sql.format("SELECT value FROM json_each(?)"), (json.dumps(ids),)).fetchall()
+
+
+@functools.lru_cache(maxsize=256)
+def _placeholders(sql: str, n: int) -> str:
+    """``sql`` with n ``?`` in its ``{}``; cached, so SQLite's statement cache hits too."""
+    return sql.format(",".join("?" * n))
