@@ -317,30 +317,31 @@ class Collection:
     def add_files(self, paths: Iterable[str | os.PathLike], glob: str | None = None,
                   remove_missing: bool = True, progress: bool = False) -> IndexReport:
         """Index files and folders: new or changed files are embedded, vanished ones removed."""
-        from .loaders import Skipped, iter_documents
+        from .loaders import Skipped, list_files, load_file
 
         started = time.time()
         roots = [str(Path(p).expanduser().resolve()) for p in paths]
         report = IndexReport()
-        documents = iter_documents(roots, glob=glob)  # raises for missing paths, before any write
+        files = list_files(roots, glob=glob)  # raises for missing paths, before any write
         with self._writing():
             known = self.store.document_hashes()
             seen: set[str] = set()
 
             def pending():
-                for doc in _progress(documents, progress):
-                    if isinstance(doc, Skipped):
-                        report.skipped.append((doc.source, doc.reason))
-                        continue
-                    seen.add(doc.key)
-                    if known.get(doc.key) == doc.content_hash:
-                        report.unchanged += 1
-                        continue
-                    if doc.key in known:
-                        report.updated += 1
-                    else:
-                        report.added += 1
-                    yield _Pending(doc.key, doc.source, doc.content_hash, doc.metadata), _Counted(doc, report)
+                for file in _file_progress(files, progress, report):
+                    for doc in load_file(file) if isinstance(file, str) else [file]:
+                        if isinstance(doc, Skipped):
+                            report.skipped.append((doc.source, doc.reason))
+                            continue
+                        seen.add(doc.key)
+                        if known.get(doc.key) == doc.content_hash:
+                            report.unchanged += 1
+                            continue
+                        if doc.key in known:
+                            report.updated += 1
+                        else:
+                            report.added += 1
+                        yield _Pending(doc.key, doc.source, doc.content_hash, doc.metadata), _Counted(doc, report)
 
             self._ingest(pending(), report)
             if remove_missing:
@@ -624,3 +625,18 @@ def _progress(items, enabled: bool):
         return items
     from tqdm import tqdm
     return tqdm(items, unit="doc", disable=None, leave=False)
+
+
+def _file_progress(files: list, enabled: bool, report: IndexReport):
+    """Files done out of files found (so an ETA), with documents and documents/s alongside."""
+    if not enabled:
+        yield from files
+        return
+    from tqdm import tqdm
+    with tqdm(total=len(files), unit="file", disable=None, leave=False) as bar:
+        for file in files:
+            yield file
+            docs = report.added + report.updated + report.unchanged
+            bar.set_postfix_str(f"{docs} docs, {docs / max(bar.format_dict['elapsed'], 1e-3):.1f} docs/s",
+                                refresh=False)
+            bar.update(1)

@@ -46,35 +46,34 @@ class Skipped:
 
 
 def iter_documents(paths: Iterable[str | Path], glob: str | None = None) -> Iterator[Document | Skipped]:
-    """Yield a Document or Skipped for every file under ``paths``.
+    """Yield a Document or Skipped for every file under ``paths`` (see list_files)."""
+    files = list_files(paths, glob)
+    return (doc for f in files for doc in (load_file(f) if isinstance(f, str) else [f]))
+
+
+def list_files(paths: Iterable[str | Path], glob: str | None = None) -> list[str | Skipped]:
+    """Absolute paths of the files under ``paths``, once each, or Skipped for unreadable folders.
 
     Folders are walked recursively in sorted order, skipping hidden entries;
     ``glob`` filters files found in folders (matched against the path relative
     to the folder, or the bare name). Files named explicitly are always taken.
-    Missing paths raise FileNotFoundError here, before anything is yielded.
+    The walk is done up front, so progress can show an ETA; missing paths
+    raise FileNotFoundError before anything is read.
     """
     roots = [Path(p) for p in paths]
     for p in roots:
         if not p.exists():
             raise FileNotFoundError(f"no such file or directory: {p}")
-    return _iter_documents(roots, glob)
-
-
-def _iter_documents(roots: list[Path], glob: str | None) -> Iterator[Document | Skipped]:
+    out: list[str | Skipped] = []
     seen: set[str] = set()
     for root in roots:
-        if root.is_dir():
-            files = _walk(root, root, glob)
-        else:
-            files = iter([root])
-        for f in files:
+        for f in _walk(root, root, glob) if root.is_dir() else [root]:
             if isinstance(f, Skipped):
-                yield f
-                continue
-            path = os.path.abspath(f)
-            if path not in seen:
+                out.append(f)
+            elif (path := os.path.abspath(f)) not in seen:
                 seen.add(path)
-                yield from load_file(path)
+                out.append(path)
+    return out
 
 
 def _glob_match(rel: str, name: str, glob: str) -> bool:
