@@ -491,13 +491,22 @@ class VectorIndex:
         """Read a file written by save(); returns (index, generation).
 
         The checksum is verified before faiss parses a byte, so faiss only ever
-        sees what save() wrote."""
-        path = Path(path)
+        sees what save() wrote. faiss opens the file by name: if a writer renamed a
+        new file into place meanwhile, the read starts over on the new one."""
+        for _ in range(5):
+            loaded = cls._load_once(Path(path))
+            if loaded is not None:
+                return loaded
+        raise IndexFileError(f"index file {path} keeps being replaced while it is read")
+
+    @classmethod
+    def _load_once(cls, path: Path):
         bad = IndexFileError(f"index file {path} is corrupt or truncated")
         tail = 4 + len(_MAGIC)
         try:
             with open(path, "rb") as f:
-                size = os.fstat(f.fileno()).st_size
+                opened = os.fstat(f.fileno())
+                size = opened.st_size
                 if size < tail:
                     raise bad
                 f.seek(size - tail)
@@ -522,12 +531,16 @@ class VectorIndex:
                     raise bad
                 f.seek(nbytes)
                 tomb = np.frombuffer(f.read(8 * ntomb), "<i8").astype(np.int64)
+                try:
+                    index = faiss.read_index(str(path))
+                except RuntimeError:
+                    index = None
+                if os.stat(path).st_ino != opened.st_ino:  # ours stays open: its inode is not reused
+                    return None
+                if index is None:
+                    raise bad
         except OSError as e:
             raise IndexFileError(f"cannot read index file {path}: {e.strerror}") from None
-        try:
-            index = faiss.read_index(str(path))
-        except RuntimeError:
-            raise bad from None
         if index.d != dim or not isinstance(index, (faiss.IndexIVF, faiss.IndexIDMap2)):
             raise bad
         return cls(index, spec, dim, params, tomb), gen

@@ -1,5 +1,6 @@
 """VectorIndex on realistic vectors: low-rank structure plus noise, so neighbours
 are neither trivial (clusters) nor meaningless (uniform)."""
+import os
 import faiss
 import numpy as np
 import pytest
@@ -210,3 +211,20 @@ def test_filter_through_selector(built, data, kind, monkeypatch):
     _, got = built[kind].search(q[:50], K, allowed_ids=ids[pick])
     assert np.all(got >= 0) and np.isin(got, ids[pick]).all()
     assert recall(got, exact(ids[pick], x[pick], q[:50], K)) >= 0.9
+
+
+def test_load_starts_over_when_a_writer_replaces_the_file_meanwhile(tmp_path, data, monkeypatch):
+    ids, x, _ = data
+    path, newer = tmp_path / "i.faiss", tmp_path / "new.faiss"
+    VectorIndex.build("flat", ids[:100], x[:100]).save(path, generation=1)
+    VectorIndex.build("flat", ids[:300], x[:300]).save(newer, generation=2)
+    read_index = faiss.read_index
+
+    def writer_renames_first(name, *args):  # a writer's atomic save lands mid-load
+        if newer.exists():
+            os.replace(newer, path)
+        return read_index(name, *args)
+
+    monkeypatch.setattr(faiss, "read_index", writer_renames_first)
+    index, generation = VectorIndex.load(path)
+    assert (generation, index.ntotal) == (2, 300)  # never file 1's header with file 2's vectors
