@@ -306,7 +306,7 @@ def test_document_longer_than_one_embedding_batch_is_fully_indexed(home):
     from semsearch.collection import FLUSH_CHUNKS
 
     coll = small(chunk_tokens=8, overlap=0)
-    long_text = " ".join(f"sentence number {i} talks about topic {i % 7}." for i in range(400))
+    long_text = " ".join(f"sentence number {i} talks about topic {i % 7}." for i in range(1000))
     coll.add_texts([long_text, "a short note about gliders"], ids=["long", "short"])
     docs, chunks = coll.store.counts()
     assert chunks == n_chunks(long_text, coll) + 1 > FLUSH_CHUNKS

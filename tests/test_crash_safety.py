@@ -13,7 +13,7 @@ import time
 import pytest
 
 from semsearch.chunking import iter_chunks
-from semsearch.collection import STORE_FILE, Collection
+from semsearch.collection import FLUSH_CHUNKS, STORE_FILE, Collection
 
 CHUNK_TOKENS, OVERLAP = 32, 8
 
@@ -101,10 +101,10 @@ def test_kill_during_add_texts_keeps_every_returned_document(home, embedder):
 
 N_FILES = 60
 # Tiny chunks keep the embedding cheap while the run still spans several flushes of
-# FLUSH_CHUNKS (256) chunks: documents are committed at each flush, so a kill can land
+# FLUSH_CHUNKS chunks: documents are committed at each flush, so a kill can land
 # between commit points.
 INDEX_CHUNK_TOKENS, INDEX_OVERLAP = 8, 2
-FILE_TEXT = " ".join([SENTENCE] * 2)
+FILE_TEXT = " ".join([SENTENCE] * 8)
 
 
 def write_files(folder):
@@ -135,7 +135,7 @@ def test_kill_during_index_then_reindex_completes(home, tmp_path, embedder):
     expected = {str(folder / f"f{i:02d}.txt"): expected_chunks(
         FILE_TEXT.format(i=f"file{i}"), embedder.tokenizer, INDEX_CHUNK_TOKENS, INDEX_OVERLAP)
         for i in range(N_FILES)}
-    assert sum(expected.values()) > 2 * 256  # several flushes, so several commit points
+    assert sum(expected.values()) > 2 * FLUSH_CHUNKS  # several flushes, so several commit points
 
     store = home / "big" / STORE_FILE
     child = subprocess.Popen(index_cmd(folder), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
