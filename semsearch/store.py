@@ -72,7 +72,6 @@ class Store:
             self.db.execute("PRAGMA synchronous=NORMAL")  # WAL: durable across process crashes
             self.db.execute("PRAGMA foreign_keys=ON")
             self.db.execute("PRAGMA busy_timeout=10000")
-            self.db.execute("PRAGMA mmap_size=1073741824")  # reads without a syscall per page
             if create:
                 self.db.executescript(SCHEMA)
                 self.db.execute("INSERT OR IGNORE INTO meta VALUES ('generation', '0')")
