@@ -32,6 +32,7 @@ EXACT_FILTER_MAX = 20_000   # filters up to this many ids are scored exactly
 TRAIN_MAX = 50_000          # training sample size
 KNOB_MAX = {"efSearch": 4096, "k_factor": 64}
 _MAGIC = b"SEMSIDX\x02"  # the file's last bytes
+_OLD_MAGIC = b"SEMSIDX\x01"  # version 1 put its header first
 
 
 class IndexFileError(SemsearchError):
@@ -512,6 +513,9 @@ class VectorIndex:
                 f.seek(size - tail)
                 (hlen,), magic = struct.unpack("<I", f.read(4)), f.read(len(_MAGIC))
                 if magic != _MAGIC or hlen > size - tail:
+                    f.seek(0)
+                    if f.read(len(_MAGIC)) == _OLD_MAGIC:
+                        raise IndexFileError(f"index file {path} is in an older semsearch format")
                     raise bad
                 f.seek(size - tail - hlen)
                 try:

@@ -139,6 +139,9 @@ def test_corrupt_files_raise_index_file_error(tmp_path, data):
             VectorIndex.load(path)
     with pytest.raises(IndexFileError):
         VectorIndex.load(tmp_path / "missing.faiss")
+    path.write_bytes(b"SEMSIDX\x01" + raw)  # what version 1 files start with
+    with pytest.raises(IndexFileError, match="older semsearch format"):
+        VectorIndex.load(path)
 
 
 def test_factory_string_and_invalid_spec(data):
