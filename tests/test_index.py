@@ -139,7 +139,7 @@ def test_corrupt_files_raise_index_file_error(tmp_path, data):
             VectorIndex.load(path)
     with pytest.raises(IndexFileError):
         VectorIndex.load(tmp_path / "missing.faiss")
-    path.write_bytes(b"SEMSIDX\x01" + raw)  # what version 1 files start with
+    path.write_bytes(b"SEMSIDX\x01" + raw[:-12])  # version 1: magic first, none at the end
     with pytest.raises(IndexFileError, match="older semsearch format"):
         VectorIndex.load(path)
 
