@@ -132,6 +132,20 @@ def _exact_store(idx) -> bool:
     return isinstance(idx, (faiss.IndexFlat, faiss.IndexIVFFlat))
 
 
+def _query_like(points: np.ndarray, rng, cosine: float = 0.8) -> np.ndarray:
+    """Unit vectors at ``cosine`` to each of ``points``, in random directions.
+
+    Tuning on the collection's own vectors overstates recall: a stored vector starts
+    next to its neighbours (measured at 1M: efSearch 16 tuned to 0.95 that way gave 0.91
+    for queries from outside). Real queries sit at ~0.7-0.8 cosine from their best match.
+    """
+    noise = rng.standard_normal(points.shape).astype(np.float32)
+    noise -= (noise * points).sum(1, keepdims=True) * points  # orthogonal to each point
+    noise /= np.linalg.norm(noise, axis=1, keepdims=True)
+    q = points + math.sqrt(1 / cosine**2 - 1) * noise
+    return (q / np.linalg.norm(q, axis=1, keepdims=True)).astype(np.float32)
+
+
 def _sel_array(ids: np.ndarray):
     return faiss.IDSelectorArray(len(ids), faiss.swig_ptr(ids)), ids
 
@@ -211,7 +225,7 @@ class VectorIndex:
         self.add(ids, vectors)
         if self.params and n:
             rng = np.random.default_rng(1)
-            queries = vectors[rng.choice(n, min(n, 200), replace=False)]
+            queries = _query_like(vectors[rng.choice(n, min(n, 200), replace=False)], rng)
             self.tune(queries, vectors=vectors, ids=ids)
         return self
 
@@ -420,10 +434,11 @@ class VectorIndex:
         """Raise efSearch / nprobe / k_factor until recall@k vs exact search reaches target.
 
         Ground truth is exact inner product over the index's own live vectors
-        (reconstructed, or ``vectors``/``ids`` when given). Queries are expected
-        to be collection vectors: each query's own hit is left out of both
-        lists, else it makes every index look 1/k better than it is. Greedy:
-        each step doubles the knob that helps most. Returns the recall reached.
+        (reconstructed, or ``vectors``/``ids`` when given). A query that is itself
+        a collection vector has its own hit left out of both lists, else it makes
+        every index look 1/k better than it is (build() tunes on queries near, not
+        at, collection vectors: see _query_like). Greedy: each step doubles the
+        knob that helps most. Returns the recall reached.
         """
         q = self._check_vectors(sample_queries, "sample_queries")
         if vectors is None:
