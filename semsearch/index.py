@@ -132,12 +132,14 @@ def _exact_store(idx) -> bool:
     return isinstance(idx, (faiss.IndexFlat, faiss.IndexIVFFlat))
 
 
-def _query_like(points: np.ndarray, rng, cosine: float = 0.8) -> np.ndarray:
+def _query_like(points: np.ndarray, rng, cosine: float = 0.75) -> np.ndarray:
     """Unit vectors at ``cosine`` to each of ``points``, in random directions.
 
     Tuning on the collection's own vectors overstates recall: a stored vector starts
     next to its neighbours (measured at 1M: efSearch 16 tuned to 0.95 that way gave 0.91
-    for queries from outside). Real queries sit at ~0.7-0.8 cosine from their best match.
+    for queries from outside). Real queries sit at ~0.7-0.8 cosine from their best match;
+    at 0.8 IVF-PQ's tuned knobs still fell short on held-out queries (0.941), at 0.75
+    both HNSW and IVF-PQ reached >= 0.96 (benchmarks/README.md).
     """
     noise = rng.standard_normal(points.shape).astype(np.float32)
     noise -= (noise * points).sum(1, keepdims=True) * points  # orthogonal to each point
@@ -225,7 +227,7 @@ class VectorIndex:
         self.add(ids, vectors)
         if self.params and n:
             rng = np.random.default_rng(1)
-            queries = _query_like(vectors[rng.choice(n, min(n, 200), replace=False)], rng)
+            queries = _query_like(vectors[rng.choice(n, min(n, 500), replace=False)], rng)
             self.tune(queries, vectors=vectors, ids=ids)
         return self
 
