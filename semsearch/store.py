@@ -6,7 +6,6 @@ built at generation G is brought up to date by replaying what came after G.
 """
 from __future__ import annotations
 
-import functools
 import json
 import sqlite3
 import time
@@ -191,11 +190,7 @@ class Store:
         rows = self._in(
             "SELECT c.id, d.key, c.position, c.start, c.end, c.text, d.source, d.metadata "
             "FROM chunks c JOIN documents d ON d.id = c.doc_id WHERE c.id IN ({})", ids)
-        parsed = {"{}": {}}  # chunks of one document share its metadata: parse it once
-        for r in rows:
-            if r[7] not in parsed:
-                parsed[r[7]] = json.loads(r[7])
-        return {r[0]: r[1:7] + (parsed[r[7]] if r[7] != "{}" else {},) for r in rows}
+        return {r[0]: r[1:7] + (json.loads(r[7]) if r[7] != "{}" else {},) for r in rows}
 
     def filter_ids(self, where: dict[str, str]) -> np.ndarray:
         """Chunk ids whose document matches every key=value in ``where``."""
@@ -236,11 +231,5 @@ class Store:
         if not ids:
             return []
         if len(ids) <= 500:
-            return self.db.execute(_placeholders(sql, len(ids)), ids).fetchall()
+            return self.db.execute(sql.format(",".join("?" * len(ids))), ids).fetchall()
         return self.db.execute(sql.format("SELECT value FROM json_each(?)"), (json.dumps(ids),)).fetchall()
-
-
-@functools.lru_cache(maxsize=256)
-def _placeholders(sql: str, n: int) -> str:
-    """``sql`` with n ``?`` in its ``{}``; cached, so SQLite's statement cache hits too."""
-    return sql.format(",".join("?" * n))
