@@ -329,7 +329,9 @@ def info(ctx, name, as_json):
     model = data["model"]
     click.echo(f"{data['name']}  ({data['path']})")
     click.echo(f"  model:     {model['name']} ({model['variant']}, {model['dim']}-d, {model['pooling']} pooling)")
-    click.echo(f"  index:     {data['index']['spec']} (asked: {data['index']['requested']}) {data['index']['params']}")
+    knobs = ", ".join(f"{k}={v}" for k, v in data["index"]["params"].items() if k != "built_for")
+    click.echo(f"  index:     {data['index']['spec']} (asked: {data['index']['requested']})"
+               + (f", {knobs}" if knobs else ""))
     click.echo(f"  documents: {data['documents']}   chunks: {data['chunks']}")
     click.echo(f"  chunking:  {data['chunk_tokens']} tokens, overlap {data['overlap']}")
     click.echo(f"  size:      {data['size_bytes'] / 1e6:.1f} MB")
