@@ -61,7 +61,7 @@ def main():
 @click.option("--out", type=click.Path(file_okay=False), help="Write the model folder here instead of the cache.")
 @click.option("--optimize", type=click.Choice(["O1", "O2", "O3", "none"]), default="none", show_default=True,
               help="optimum graph optimisation of the fp32 graph (ONNX Runtime optimises at load either way; "
-                   "int8/fp16 always start from O2).")
+                   "int8 is quantised from this graph; fp16 always starts from O2).")
 @click.option("--quantize", type=click.Choice(["int8", "none"]), default="int8", show_default=True)
 @click.option("--fp16", is_flag=True, help="Also write an fp16 variant for GPUs.")
 @click.option("--force", is_flag=True, help="Export again even if cached.")
