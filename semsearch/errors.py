@@ -1,13 +1,82 @@
-"""The exceptions semsearch raises on purpose: the CLI prints them as one line."""
+"""The one error taxonomy: every failure semsearch raises on purpose is a SemsearchError.
+
+Each class knows how a front door reports it: ``exit_code`` for the CLI (one line on
+stderr), ``http_status`` and ``error_type`` for the HTTP server (OpenAI's error shape).
+Raise the most specific class; callers catch ``SemsearchError`` and never inspect text.
+"""
+from __future__ import annotations
 
 
 class SemsearchError(Exception):
     """A failure the user can act on; its message says how."""
 
+    exit_code = 1
+    http_status = 500
+    error_type = "server_error"
+
+    def one_line(self) -> str:
+        text = str(self).strip()
+        return text.splitlines()[0] if text else type(self).__name__
+
+
+class InvalidInput(SemsearchError, ValueError):
+    """An argument is malformed, out of range or of the wrong type (the caller's mistake)."""
+
+    exit_code = 2
+    http_status = 400
+    error_type = "invalid_request_error"
+
+
+class TooLarge(InvalidInput):
+    """An input exceeds a size limit (k, text length, document size, request size)."""
+
+    http_status = 413
+
+
+class NotFound(SemsearchError):
+    """A named thing (collection, document, file, model) does not exist."""
+
+    exit_code = 3
+    http_status = 404
+    error_type = "not_found_error"
+
+
+class Conflict(SemsearchError):
+    """The request clashes with the current state: busy writer lock, existing collection,
+    settings that differ from the collection's. Retrying later (or differently) helps."""
+
+    exit_code = 75  # EX_TEMPFAIL
+    http_status = 409
+    error_type = "conflict_error"
+
+
+class Overloaded(SemsearchError):
+    """The server's queue is full: retry after a moment."""
+
+    exit_code = 75
+    http_status = 503
+    error_type = "overloaded_error"
+
 
 class ModelError(SemsearchError):
-    """A model is missing, corrupt, unexported or does not match an index."""
+    """A model is missing, corrupt, unexported, or does not match an index."""
+
+
+class ModelNotFound(ModelError, NotFound):
+    """No such model folder, export or variant."""
 
 
 class CollectionError(SemsearchError):
-    """A collection is missing, locked, or was asked for something it cannot do."""
+    """A collection's files are unreadable or inconsistent in a way the user must fix."""
+
+
+class NoSuchCollection(CollectionError, NotFound):
+    """No collection by that name or path."""
+
+
+class CollectionBusy(CollectionError, Conflict):
+    """Another writer holds the collection's lock."""
+
+
+class CollectionExists(CollectionError, Conflict):
+    """A collection by that name exists (or exists with other settings)."""
