@@ -1,0 +1,1 @@
+"""Scale-out: Ray Data ingest and on-disk IVF indexes. Imports Ray only when used."""

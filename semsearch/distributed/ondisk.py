@@ -1,0 +1,454 @@
+"""IVF indexes bigger than RAM: Parquet shards -> IVF trained on a sample -> one IVF per
+shard (in parallel Ray tasks) -> inverted lists merged on disk -> searched memory-mapped.
+
+The shape autofaiss and clip-retrieval use. No step holds more than one shard's vectors
+(plus the training sample) in memory; the merged lists live in one ``.ivfdata`` file that
+faiss maps (``OnDiskInvertedLists``), so opening is cheap and the page cache decides what
+stays in RAM.
+
+Files of a built index (a folder, ``ondisk-<n>/`` inside a collection):
+``lists.ivfdata`` (the merged lists), ``index.faiss`` (the quantizer and list offsets,
+pointing at ``lists.ivfdata`` in the same folder) and ``meta.json`` (spec, nprobe, count,
+largest id, the store generation it was built from). A folder is written whole and then
+named in ``ondisk.json`` by an atomic rename, so a reader sees the old build or the new one.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+import faiss
+import numpy as np
+
+from ..errors import CollectionError, InvalidInput
+from ..index import TRAIN_MAX, _nlist, _query_like
+
+METRIC = faiss.METRIC_INNER_PRODUCT
+POINTER = "ondisk.json"  # names the current build folder inside its parent
+READ_ROWS = 65_536  # Parquet rows read at a time
+TARGET_RECALL = 0.95
+
+
+# ------------------------------------------------------------------------------ shards
+def write_shard(path, ids, vectors, **columns) -> Path:
+    """One Parquet shard (``id``, ``vector`` as fixed-size float32 lists, and any other
+    columns given, e.g. key / chunk / text / metadata), written atomically."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    ids = np.ascontiguousarray(ids, np.int64)
+    vectors = np.ascontiguousarray(vectors, np.float32)
+    if vectors.ndim != 2 or len(vectors) != len(ids):
+        raise InvalidInput(f"a shard needs one {vectors.shape[-1]}-d vector per id")
+    dim = vectors.shape[1]
+    cols = {"id": pa.array(ids),
+            "vector": pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), dim)}
+    cols.update({name: pa.array(values) for name, values in columns.items()})
+    tmp = path.with_name(f".{path.name}.tmp")
+    pq.write_table(pa.table(cols), tmp, row_group_size=READ_ROWS)
+    os.replace(tmp, path)
+    return path
+
+
+def shard_rows(path) -> int:
+    import pyarrow.parquet as pq
+    return pq.ParquetFile(path).metadata.num_rows
+
+
+def read_shard(path, rows: int = READ_ROWS) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(ids, vectors) of a shard, ``rows`` at a time: never the whole shard at once."""
+    import pyarrow.parquet as pq
+
+    f = pq.ParquetFile(path)
+    for batch in f.iter_batches(batch_size=rows, columns=["id", "vector"]):
+        vec = batch.column("vector")
+        dim = vec.type.list_size
+        flat = vec.flatten().to_numpy(zero_copy_only=False)
+        yield (batch.column("id").to_numpy().astype(np.int64, copy=False),
+               np.ascontiguousarray(flat, np.float32).reshape(-1, dim))
+
+
+def shard_dim(path) -> int:
+    import pyarrow.parquet as pq
+    return pq.ParquetFile(path).schema_arrow.field("vector").type.list_size
+
+
+# ------------------------------------------------------------------------------ choice
+def choose_spec(n: int, dim: int, memory_budget_mb: float | None = None) -> str:
+    """IVF-Flat (exact codes, 4*dim bytes a vector on disk) unless the lists' hot part would
+    not fit the budget: then IVF-PQ (dim/4 bytes a vector) whose candidates are re-ranked
+    exactly from the store's vectors (``refine``). The budget is for the page cache the
+    probed lists need: IVF-Flat wants about the whole list file there to be fast."""
+    nlist = _nlist(n)
+    if memory_budget_mb is None or n * dim * 4 <= memory_budget_mb * 2**20:
+        return f"IVF{nlist},Flat"
+    m = dim // 4 if dim % 4 == 0 else dim // 2 if dim % 2 == 0 else dim
+    return f"IVF{nlist},PQ{m}"
+
+
+def _new(spec: str, dim: int):
+    try:
+        idx = faiss.index_factory(int(dim), spec, METRIC)
+    except RuntimeError as e:
+        raise InvalidInput(f"invalid on-disk index spec {spec!r}: {str(e).splitlines()[0]}") from None
+    if not isinstance(idx, faiss.IndexIVF) or isinstance(idx, faiss.IndexIVFPQR):
+        raise InvalidInput(f"on-disk indexes are IVF (IVF<n>,Flat or IVF<n>,PQ<m>), not {spec!r}")
+    return idx
+
+
+# ------------------------------------------------------------------------------ steps
+def sample(shards: Sequence, n_total: int, size: int = TRAIN_MAX, seed: int = 0) -> np.ndarray:
+    """About ``size`` vectors drawn uniformly from all shards, read one batch at a time."""
+    rng = np.random.default_rng(seed)
+    p = min(1.0, size / max(n_total, 1))
+    parts = []
+    for shard in shards:
+        for _ids, vecs in read_shard(shard):
+            parts.append(vecs[rng.random(len(vecs)) < p] if p < 1 else vecs)
+    return np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
+
+
+def train(spec: str, vectors: np.ndarray) -> bytes:
+    """An empty IVF trained on ``vectors``, serialised (what every shard task starts from)."""
+    idx = _new(spec, vectors.shape[1])
+    nlist = faiss.extract_index_ivf(idx).nlist
+    if len(vectors) < nlist:
+        raise InvalidInput(f"{spec!r} needs at least {nlist} training vectors, got {len(vectors)}")
+    idx.train(vectors)
+    return faiss.serialize_index(idx).tobytes()
+
+
+def fill_shard(trained: bytes, shard, out) -> int:
+    """Add one shard's vectors to a copy of the trained index and write it to ``out``."""
+    idx = faiss.deserialize_index(np.frombuffer(trained, np.uint8))
+    for ids, vecs in read_shard(shard):
+        idx.add_with_ids(vecs, ids)
+    tmp = f"{out}.tmp"
+    faiss.write_index(idx, tmp)
+    os.replace(tmp, out)
+    return int(idx.ntotal)
+
+
+def fill_shards(trained: bytes, shards: Sequence, out_dir: Path, use_ray: bool) -> list[str]:
+    """One IVF per shard: parallel Ray tasks (one CPU each) when Ray is up, else in turn."""
+    outs = [str(out_dir / f"shard-{i:05d}.faiss") for i in range(len(shards))]
+    if use_ray:
+        import ray
+        ref = ray.put(trained)
+        task = ray.remote(num_cpus=1, max_retries=3)(fill_shard)
+        ray.get([task.remote(ref, str(s), o) for s, o in zip(shards, outs)])
+    else:
+        for s, o in zip(shards, outs):
+            fill_shard(trained, str(s), o)
+    return outs
+
+
+def ground_truth(shards: Sequence, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-k inner product over every shard, streamed (faiss's knn_ground_truth)."""
+    from faiss.contrib.exhaustive_search import knn_ground_truth
+
+    ids = []
+
+    def batches():
+        for shard in shards:
+            for i, v in read_shard(shard):
+                ids.append(i)
+                yield v
+
+    D, I = knn_ground_truth(queries, batches(), k, metric_type=METRIC)
+    all_ids = np.concatenate(ids)
+    return D, np.where(I >= 0, all_ids[np.maximum(I, 0)], -1)
+
+
+def build(shards: Sequence, out_dir, spec: str = "auto", memory_budget_mb: float | None = None,
+          generation: int = 0, use_ray: bool | None = None, log=lambda msg: None) -> Path:
+    """Build the on-disk index of ``shards`` into the folder ``out_dir``; returns it.
+
+    Train on a sample, fill one IVF per shard (Ray tasks when Ray is initialised),
+    merge the lists on disk, tune nprobe on query-like vectors against exact search.
+    """
+    from faiss.contrib.ondisk import merge_ondisk
+
+    shards = [str(s) for s in shards]
+    if not shards:
+        raise InvalidInput("no shards to build from")
+    if use_ray is None:
+        use_ray = _ray_up()
+    out_dir = Path(out_dir)
+    t0 = time.perf_counter()
+    n = sum(shard_rows(s) for s in shards)
+    dim = shard_dim(shards[0])
+    if spec == "auto":
+        spec = choose_spec(n, dim, memory_budget_mb)
+    train_set = sample(shards, n)
+    log(f"training {spec} on {len(train_set):,} of {n:,} vectors")
+    trained = train(spec, train_set)
+    t_train = time.perf_counter()
+    tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=out_dir.parent))
+    try:
+        log(f"filling {len(shards)} shard indexes" + (" in Ray tasks" if use_ray else ""))
+        parts = fill_shards(trained, shards, tmp, use_ray)
+        t_fill = time.perf_counter()
+        log("merging the inverted lists on disk")
+        index = faiss.deserialize_index(np.frombuffer(trained, np.uint8))
+        merge_ondisk(index, parts, str(tmp / "lists.ivfdata"))
+        faiss.write_index(index, str(tmp / "index.faiss"))
+        del index
+        for p in parts:
+            os.unlink(p)
+        t_merge = time.perf_counter()
+        mmap = MmapIndex(tmp, {"spec": spec, "dim": dim, "ntotal": n, "nprobe": 1, "max_id": -1,
+                               "generation": int(generation)})
+        max_id = max(int(pq_max(s)) for s in shards)
+        rng = np.random.default_rng(1)
+        queries = _query_like(train_set[rng.choice(len(train_set), min(500, len(train_set)), replace=False)], rng)
+        _, truth = ground_truth(shards, queries, 10)
+        nprobe, recall = mmap.tune(queries, truth)
+        meta = {"spec": spec, "dim": dim, "ntotal": n, "nprobe": nprobe, "max_id": max_id,
+                "generation": int(generation), "recall_at_10": round(recall, 4),
+                "seconds": {"train": round(t_train - t0, 2), "fill": round(t_fill - t_train, 2),
+                            "merge": round(t_merge - t_fill, 2),
+                            "tune": round(time.perf_counter() - t_merge, 2)}}
+        mmap.close()
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
+        _fsync_dir(tmp)
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        os.replace(tmp, out_dir)
+        _pin_lists_path(out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    log(f"built {n:,} vectors: nprobe {nprobe}, recall@10 {recall:.3f} against exact search")
+    return out_dir
+
+
+def pq_max(shard) -> int:
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+    return pc.max(pq.read_table(shard, columns=["id"]).column("id")).as_py()
+
+
+def _ray_up() -> bool:
+    import sys
+    ray = sys.modules.get("ray")
+    return bool(ray and ray.is_initialized())
+
+
+def _fsync_dir(path: Path) -> None:
+    for f in path.iterdir():
+        with open(f, "rb") as fh:
+            os.fsync(fh.fileno())
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+# ------------------------------------------------------------------------------ searching
+class MmapIndex:
+    """A merged on-disk IVF, memory-mapped read-only, plus what changed since it was built.
+
+    Deletes of built vectors are tombstones (excluded inside faiss by an IDSelector);
+    vectors added since the build live in a small exact in-memory index searched
+    alongside. Both are folded into the lists by the next build.
+    """
+
+    kind = "ondisk"
+
+    def __init__(self, folder, meta: dict):
+        folder = Path(folder)
+        self.folder = folder
+        self.meta = meta
+        self.dim = int(meta["dim"])
+        self.spec = meta["spec"]
+        self.params = {"nprobe": int(meta["nprobe"])}
+        self._index = _read_lists(folder)
+        self._ivf = faiss.extract_index_ivf(self._index)
+        self._tomb = np.zeros(0, np.int64)
+        self._delta = faiss.IndexIDMap2(faiss.IndexFlatIP(self.dim))
+
+    @classmethod
+    def open(cls, folder) -> "MmapIndex":
+        folder = Path(folder)
+        try:
+            meta = json.loads((folder / "meta.json").read_text())
+        except (OSError, ValueError) as e:
+            raise CollectionError(f"no on-disk index in {folder} ({e})") from None
+        return cls(folder, meta)
+
+    def close(self) -> None:
+        self._index = self._ivf = None
+
+    # -- contents
+    @property
+    def ntotal(self) -> int:
+        return int(self._index.ntotal) - len(self._tomb) + int(self._delta.ntotal)
+
+    @property
+    def tombstone_ratio(self) -> float:
+        return len(self._tomb) / self._index.ntotal if self._index.ntotal else 0.0
+
+    def add(self, ids, vectors) -> None:
+        """New vectors go to the in-memory delta (ids newer than the build)."""
+        ids = np.ascontiguousarray(ids, np.int64)
+        vectors = np.ascontiguousarray(vectors, np.float32)
+        if len(ids):
+            self._delta.add_with_ids(vectors, ids)
+
+    def remove(self, ids) -> None:
+        ids = np.unique(np.ascontiguousarray(ids, np.int64))
+        if not len(ids):
+            return
+        self._delta.remove_ids(faiss.IDSelectorBatch(len(ids), faiss.swig_ptr(ids)))
+        built = ids[ids <= int(self.meta["max_id"])]  # newer ids were never in the lists
+        self._tomb = np.union1d(self._tomb, built)
+
+    # -- search
+    def search(self, queries, k: int, allowed_ids=None, nprobe: int | None = None):
+        """Top-k (scores, ids) over lists + delta; -inf / -1 pad missing hits."""
+        q = np.ascontiguousarray(np.atleast_2d(queries), np.float32)
+        if q.shape[1] != self.dim:
+            raise InvalidInput(f"queries must have shape (n, {self.dim}), got {q.shape}")
+        k = int(k)
+        nprobe = int(nprobe or self.params["nprobe"])
+        keep = []  # selectors and the arrays they point into must outlive the search
+        sel = None
+        n_sel = self._index.ntotal - len(self._tomb)
+        if allowed_ids is not None:
+            allowed = np.unique(np.ascontiguousarray(allowed_ids, np.int64))
+            allowed = np.setdiff1d(allowed, self._tomb, assume_unique=True)
+            sel = faiss.IDSelectorBatch(len(allowed), faiss.swig_ptr(allowed))
+            keep.append(allowed)
+            n_sel = len(allowed)
+        elif len(self._tomb):
+            inner = faiss.IDSelectorBatch(len(self._tomb), faiss.swig_ptr(self._tomb))
+            sel = faiss.IDSelectorNot(inner)
+            keep += [inner, self._tomb]
+        scale = max(1.0, self._index.ntotal / max(n_sel, 1)) if sel is not None else 1.0
+        params = faiss.SearchParametersIVF(sel=sel, nprobe=int(min(self._ivf.nlist, math.ceil(nprobe * scale))))
+        D, I = self._index.search(q, k, params=params)
+        if self._delta.ntotal:
+            dsel = None if allowed_ids is None else faiss.IDSelectorBatch(len(keep[0]), faiss.swig_ptr(keep[0]))
+            D2, I2 = self._delta.search(q, k, params=faiss.SearchParameters(sel=dsel) if dsel else None)
+            D, I = _merge(D, I, D2, I2, k)
+        missing = I < 0
+        D[missing] = -np.inf
+        return D, I
+
+    def tune(self, queries, truth, target: float = TARGET_RECALL) -> tuple[int, float]:
+        """Smallest power-of-two nprobe whose recall@k against ``truth`` reaches target."""
+        k = truth.shape[1]
+        nprobe, recall = 1, 0.0
+        while True:
+            _, got = self.search(queries, k, nprobe=nprobe)
+            recall = np.mean([len(set(g) & set(t)) / k for g, t in zip(got.tolist(), truth.tolist())])
+            if recall >= target or nprobe >= self._ivf.nlist:
+                break
+            nprobe = min(self._ivf.nlist, nprobe * 2)
+        self.params["nprobe"] = nprobe
+        return nprobe, float(recall)
+
+    # -- the changes since the build
+    def save_changes(self, path, generation: int) -> None:
+        """Tombstones and delta, atomically, with the store generation they reflect."""
+        path = Path(path)
+        delta_ids = faiss.vector_to_array(self._delta.id_map).astype(np.int64)
+        delta_vecs = self._delta.index.reconstruct_n(0, self._delta.ntotal) if len(delta_ids) \
+            else np.zeros((0, self.dim), np.float32)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, generation=np.int64(generation), build=np.str_(self.folder.name),
+                     tomb=self._tomb, delta_ids=delta_ids, delta_vecs=delta_vecs)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+
+    def load_changes(self, path) -> int | None:
+        """Apply saved changes that belong to this build; their generation, else None."""
+        try:
+            z = np.load(path, allow_pickle=False)
+            if str(z["build"]) != self.folder.name:
+                return None
+            self._tomb = z["tomb"].astype(np.int64)
+            self.add(z["delta_ids"], z["delta_vecs"])
+            return int(z["generation"])
+        except (OSError, ValueError, KeyError):
+            return None
+
+
+def _read_lists(folder: Path, flags: int = faiss.IO_FLAG_READ_ONLY):
+    """The index with its lists mapped from ``folder/lists.ivfdata``.
+
+    faiss stores the absolute path of the lists file; a folder that was renamed or
+    copied is re-read with IO_FLAG_ONDISK_SAME_DIR (which prints a line on stdout, so it
+    is not the everyday path: build() rewrites the path once the folder has its name)."""
+    want = str((folder / "lists.ivfdata").resolve())
+    try:
+        idx = faiss.read_index(str(folder / "index.faiss"), flags)
+        lists = faiss.downcast_InvertedLists(faiss.extract_index_ivf(idx).invlists)
+        if lists.filename == want:
+            return idx
+    except RuntimeError:
+        pass
+    try:
+        return faiss.read_index(str(folder / "index.faiss"), flags | faiss.IO_FLAG_ONDISK_SAME_DIR)
+    except RuntimeError as e:
+        raise CollectionError(f"on-disk index in {folder} is unreadable: {str(e).splitlines()[0]}") from None
+
+
+def _pin_lists_path(folder: Path) -> None:
+    """Rewrite index.faiss so that it names its lists file by the folder's final path."""
+    idx = _read_lists(folder, 0)
+    tmp = folder / ".index.faiss.tmp"
+    faiss.write_index(idx, str(tmp))
+    del idx
+    os.replace(tmp, folder / "index.faiss")
+
+
+def _merge(D1, I1, D2, I2, k):
+    """Row-wise top-k of two (scores, ids) result sets, best first."""
+    D = np.concatenate([D1, D2], axis=1)
+    I = np.concatenate([I1, I2], axis=1)
+    D = np.where(I < 0, -np.inf, D)
+    order = np.argsort(-D, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(D, order, 1), np.take_along_axis(I, order, 1)
+
+
+# ------------------------------------------------------------------------------ a build's home
+def current(parent) -> Path | None:
+    """The build folder ``ondisk.json`` in ``parent`` names, if any."""
+    try:
+        name = json.loads((Path(parent) / POINTER).read_text())["current"]
+    except (OSError, ValueError, KeyError):
+        return None
+    return Path(parent) / name
+
+
+def publish(parent, folder: Path) -> None:
+    """Make ``folder`` the current build (atomic rename of the pointer), drop older ones.
+    Readers that still map an older build keep their mapping until they close it."""
+    parent = Path(parent)
+    old = current(parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{POINTER}.", dir=parent)
+    with os.fdopen(fd, "w") as f:
+        json.dump({"current": folder.name}, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, parent / POINTER)
+    if old is not None and old != folder and old.exists():
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def next_folder(parent) -> Path:
+    old = current(parent)
+    n = int(old.name.rsplit("-", 1)[1]) + 1 if old is not None else 1
+    return Path(parent) / f"ondisk-{n}"
