@@ -1,0 +1,161 @@
+"""The FastAPI app: routes over one shared Embedder, its batcher and the served collections.
+
+Blocking library calls (search, writes, info) run in the threadpool; embedding goes through
+the batcher, so the event loop never waits on ONNX Runtime or SQLite.
+"""
+from __future__ import annotations
+
+import base64
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import numpy as np
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from starlette.concurrency import run_in_threadpool
+
+from .. import __version__
+from ..errors import InvalidInput, NoSuchCollection, NotFound, TooLarge
+from ..validation import positive_int
+from .batcher import MicroBatcher, Unbatched
+from .errors import HANDLERS
+from .metrics import CONTENT_TYPE_LATEST, Metrics, RequestMetrics
+from .schemas import AddRequest, EmbeddingsRequest, SearchRequest
+from .security import BodyLimit, require_key
+from .settings import Settings
+
+STATIC = Path(__file__).parent / "static"  # package data (pyproject.toml)
+
+
+def create_app(embedder, collections: dict, settings: Settings = Settings()) -> FastAPI:
+    """An app serving ``embedder`` and ``collections`` (name -> open Collection sharing it).
+    The app starts the batcher and, on shutdown, drains it and closes the collections."""
+    metrics = Metrics()
+    batcher = (MicroBatcher if settings.batching else Unbatched)(embedder, settings, metrics)
+    model_id = embedder.manifest["name"]
+
+    @asynccontextmanager
+    async def lifespan(app):
+        batcher.start()
+        app.state.ready = True
+        try:
+            yield
+        finally:
+            app.state.ready = False
+            await run_in_threadpool(batcher.close)
+            for collection in collections.values():
+                collection.close()
+
+    app = FastAPI(title="semsearch", version=__version__, lifespan=lifespan,
+                  exception_handlers=HANDLERS)
+    app.state.settings, app.state.metrics, app.state.ready = settings, metrics, False
+    api = APIRouter(dependencies=[Depends(require_key)])
+
+    def collection(name: str):
+        if name not in collections:
+            raise NoSuchCollection(f"no collection {name!r} is served here "
+                                   f"(served: {', '.join(collections) or 'none'})")
+        return collections[name]
+
+    # -- open: liveness and the page (static files, no data) ------------------------------------
+    @app.get("/healthz", include_in_schema=False)
+    def healthz():
+        return {"status": "ok"}
+
+    @app.get("/", include_in_schema=False)
+    def page():
+        return FileResponse(STATIC / "index.html")
+
+    app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
+
+    # -- protected --------------------------------------------------------------------------
+    @api.get("/readyz")
+    def readyz():
+        ready = app.state.ready and batcher.alive
+        body = {"status": "ready" if ready else "not ready", "model": model_id,
+                "collections": list(collections)}
+        return JSONResponse(body, status_code=200 if ready else 503)
+
+    @api.get("/metrics")
+    def metrics_text():
+        return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+
+    @api.get("/v1/models")
+    def list_models():
+        return {"object": "list", "data": [{"id": model_id, "object": "model", "created": 0,
+                                            "owned_by": "semsearch", "dimensions": embedder.dim}]}
+
+    @api.post("/v1/embeddings")
+    async def embeddings(body: EmbeddingsRequest):
+        if body.model not in (model_id, model_id.rsplit("/", 1)[-1]):
+            raise NotFound(f"model {body.model!r} is not served here; this server serves {model_id}")
+        if body.dimensions is not None and body.dimensions != embedder.dim:
+            raise InvalidInput(f"dimensions must be {embedder.dim} (the model's own) for {model_id}")
+        texts = [body.input] if isinstance(body.input, str) else body.input
+        check_texts(texts, settings, "input")
+        vectors, used = await batcher.embed(texts, body.input_type)
+        if body.encoding_format == "base64":
+            rows = [base64.b64encode(v.astype("<f4").tobytes()).decode() for v in vectors]
+        else:
+            rows = vectors.tolist()
+        return {"object": "list", "model": model_id,
+                "data": [{"object": "embedding", "index": i, "embedding": row} for i, row in enumerate(rows)],
+                "usage": {"prompt_tokens": used, "total_tokens": used}}
+
+    @api.get("/v1/collections")
+    async def list_collections():
+        infos = [await run_in_threadpool(c.info) for c in collections.values()]
+        return {"object": "list", "data": infos}
+
+    @api.get("/v1/collections/{name}")
+    async def collection_info(name: str):
+        return await run_in_threadpool(collection(name).info)
+
+    @api.post("/v1/collections/{name}/search")
+    async def search(name: str, body: SearchRequest):
+        target = collection(name)
+        if (body.query is None) == (body.queries is None):
+            raise InvalidInput("give either query (one string) or queries (a list of strings)")
+        positive_int(body.k, "k", settings.max_k)
+        if body.queries is not None:
+            positive_int(len(body.queries), "the number of queries", settings.max_inputs)
+        found = await run_in_threadpool(
+            target.search, body.query if body.query is not None else body.queries,
+            k=body.k, mode=body.mode, where=body.where, docs=body.docs)
+        if body.query is not None:
+            return {"object": "list", "data": [h.to_dict() for h in found]}
+        return {"object": "list", "results": [{"data": [h.to_dict() for h in hits]} for hits in found]}
+
+    @api.post("/v1/collections/{name}/documents")
+    async def add_documents(name: str, body: AddRequest):
+        target = collection(name)
+        positive_int(len(body.documents), "the number of documents", settings.max_inputs)
+        ids = await run_in_threadpool(
+            target.add_texts, [d.text for d in body.documents], ids=[d.id for d in body.documents],
+            metadata=[d.metadata or {} for d in body.documents])
+        return {"object": "list", "ids": ids}
+
+    @api.delete("/v1/collections/{name}/documents/{doc_id}")
+    async def delete_document(name: str, doc_id: str):
+        deleted = await run_in_threadpool(collection(name).delete, [doc_id])
+        if not deleted:
+            raise NotFound(f"collection {name} has no document {doc_id!r}")
+        return {"id": doc_id, "deleted": True}
+
+    app.include_router(api)
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    app.add_middleware(RequestMetrics, metrics=metrics)
+    return app
+
+
+def check_texts(texts: list[str], settings: Settings, name: str) -> None:
+    """The server's own limits on what one request may ask the model to embed."""
+    if not texts:
+        raise InvalidInput(f"{name} is empty")
+    positive_int(len(texts), f"the number of {name} texts", settings.max_inputs)
+    for i, text in enumerate(texts):
+        if not text:
+            raise InvalidInput(f"{name}[{i}] is an empty string")
+        if len(text) > settings.max_chars:
+            raise TooLarge(f"{name}[{i}] has {len(text):,} characters; the limit is {settings.max_chars:,}")

@@ -1,0 +1,175 @@
+"""Dynamic micro-batching: concurrent embedding requests share model runs.
+
+A request tokenises its texts in a threadpool thread and queues them. One worker thread
+takes everything queued once the first text has waited ``max_wait_ms`` (sooner when a run's
+worth of tokens or texts is waiting), plans length-sorted runs under the token budget
+(``plan_batches``), runs them, and hands each request its own rows as soon as all of them
+are done. The event loop only queues and awaits; ONNX Runtime runs in the worker. The
+queue is bounded in texts: past the bound a request gets Overloaded (503 + Retry-After)
+instead of memory growing without limit.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+
+import numpy as np
+from starlette.concurrency import run_in_threadpool
+
+from ..embedder import Tokens, bucket, plan_batches
+from ..errors import Overloaded
+
+log = logging.getLogger("semsearch.server")
+
+
+class _Request:
+    __slots__ = ("tokens", "future", "loop", "out", "left", "arrived")
+
+    def __init__(self, tokens, future, loop, dim):
+        self.tokens, self.future, self.loop = tokens, future, loop
+        self.out = np.empty((len(tokens), dim), np.float32)
+        self.left = len(tokens)
+        self.arrived = time.monotonic()
+
+    def settle(self, result=None, error=None) -> None:
+        try:
+            self.loop.call_soon_threadsafe(_settle, self.future, result, error)
+        except RuntimeError:  # the loop is gone: nobody is waiting any more
+            pass
+
+
+def _settle(future: asyncio.Future, result, error) -> None:
+    if not future.done():  # a client that went away cancelled it
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
+
+
+class MicroBatcher:
+    def __init__(self, embedder, settings, metrics):
+        self.embedder, self.settings, self.metrics = embedder, settings, metrics
+        self.budget = settings.max_batch_tokens or embedder.max_batch_tokens
+        self.rows_cap = settings.max_batch_size or embedder.max_batch_size
+        self._cond = threading.Condition()
+        self._pending: list[_Request] = []
+        self._pending_tokens = self._pending_texts = 0
+        self._queued = 0  # texts waiting or running
+        self._closed = False
+        self._thread = threading.Thread(target=self._work, name="semsearch-batcher", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def close(self) -> None:
+        """Refuse new work, finish what is queued, stop the worker."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive() and not self._closed
+
+    async def embed(self, texts: list[str], kind: str | None = None) -> tuple[np.ndarray, int]:
+        """(vectors, tokens embedded) for ``texts``, their rows computed in shared model runs."""
+        tokens = await run_in_threadpool(self.embedder.tokenize, texts, kind)
+        loop = asyncio.get_running_loop()
+        request = _Request(tokens, loop.create_future(), loop, self.embedder.dim)
+        with self._cond:
+            if self._closed:
+                raise Overloaded("the server is shutting down")
+            if self._queued + len(tokens) > self.settings.max_queue:
+                raise Overloaded(f"the embedding queue is full ({self._queued:,} texts); retry in a moment")
+            self._pending.append(request)
+            self._pending_tokens += int(tokens.lengths.sum())
+            self._pending_texts += len(tokens)
+            self._queued += len(tokens)
+            self.metrics.queue.set(self._queued)
+            self._cond.notify()
+        return await request.future, int(tokens.lengths.sum())
+
+    # -- the worker thread ---------------------------------------------------------------------
+    def _work(self) -> None:
+        while True:
+            with self._cond:
+                while not self._pending and not self._closed:
+                    self._cond.wait()
+                if not self._pending:
+                    return  # closed and drained
+                deadline = self._pending[0].arrived + self.settings.max_wait_ms / 1000
+                while not self._closed and not self._full() and (left := deadline - time.monotonic()) > 0:
+                    self._cond.wait(left)
+                taken, self._pending = self._pending, []
+                self._pending_tokens = self._pending_texts = 0
+            try:
+                self._run(taken)
+            except BaseException as exc:  # never strand a request; log what was not a model error
+                log.exception("embedding batch failed")
+                for request in taken:
+                    if request.left:
+                        request.settle(error=exc)
+            finally:
+                with self._cond:
+                    self._queued -= sum(len(r.tokens) for r in taken)
+                    self.metrics.queue.set(self._queued)
+
+    def _full(self) -> bool:
+        return self._pending_tokens >= self.budget or self._pending_texts >= self.rows_cap
+
+    def _run(self, taken: list[_Request]) -> None:
+        taken = [r for r in taken if not r.future.done()]  # clients that left cost no model time
+        if not taken:
+            return
+        tokens = Tokens.concat([r.tokens for r in taken])
+        owner = np.repeat(np.arange(len(taken)), [len(r.tokens) for r in taken])
+        row = np.concatenate([np.arange(len(r.tokens)) for r in taken])
+        for rows in plan_batches(tokens.lengths, self.budget, self.rows_cap, self.embedder.widths):
+            batch = tokens.select(rows)
+            try:
+                vectors = self.embedder.run(batch)
+            except Exception as exc:  # e.g. ModelError on non-finite output: fail these requests only
+                for i in np.unique(owner[rows]):
+                    if taken[i].left:
+                        taken[i].left = 0
+                        taken[i].settle(error=exc)
+                continue
+            self.metrics.ran(len(rows), len(rows) * bucket(int(batch.lengths.max()), self.embedder.widths))
+            for i in np.unique(owner[rows]):
+                request = taken[i]
+                if not request.left:
+                    continue  # failed in an earlier run
+                mine = owner[rows] == i
+                request.out[row[rows[mine]]] = vectors[mine]
+                request.left -= int(mine.sum())
+                if not request.left:
+                    self.metrics.embedded(len(request.tokens), int(request.tokens.lengths.sum()),
+                                          request.tokens.truncated)
+                    request.settle(request.out)
+
+
+class Unbatched:
+    """The same interface without merging: each request embeds its own texts in a
+    threadpool thread, as a plain FastAPI app would (the benchmark's baseline)."""
+
+    def __init__(self, embedder, settings, metrics):
+        self.embedder, self.settings, self.metrics = embedder, settings, metrics
+        self.alive = True
+
+    def start(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self.alive = False
+
+    async def embed(self, texts: list[str], kind: str | None = None) -> tuple[np.ndarray, int]:
+        s = self.settings
+        vectors, tokens, truncated = await run_in_threadpool(
+            self.embedder.embed_counted, texts, kind=kind, batch_size=s.max_batch_size,
+            max_batch_tokens=s.max_batch_tokens)
+        self.metrics.embedded(len(texts), tokens, truncated)
+        return vectors, tokens

@@ -1,0 +1,56 @@
+"""The `semsearch serve` command (click only: FastAPI loads when it runs, not when listed)."""
+from __future__ import annotations
+
+import click
+
+from .settings import Settings, read_keys
+
+
+def _default(name):
+    return Settings.__dataclass_fields__[name].default
+
+
+@click.command()
+@click.argument("collections", nargs=-1)
+@click.option("--home", default=None, help="Folder that holds collections (default: the group's --home, ./indexes).")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on; anything but loopback needs an API key (or --insecure).")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
+@click.option("--model", default=None, help="Model name, HF folder, exported folder or hub id (default model).")
+@click.option("--variant", type=click.Choice(["fp32", "int8", "fp16"]), default="fp32", show_default=True)
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--threads", type=click.IntRange(1), default=None, help="ONNX Runtime threads (default: all cores).")
+@click.option("--api-key-file", type=click.Path(dir_okay=False),
+              help="File with API keys, one per line (SEMSEARCH_API_KEY adds one).")
+@click.option("--insecure", is_flag=True, help="Allow a non-loopback address without an API key.")
+@click.option("--batching/--no-batching", default=True, show_default=True,
+              help="Merge concurrent embedding requests into shared model runs.")
+@click.option("--max-batch-tokens", type=int, default=None,
+              help="Padded tokens per model run (default: the Embedder's for the device, 8192 on a CPU).")
+@click.option("--max-batch-size", type=int, default=None,
+              help="Texts per model run (default: the Embedder's for the device, 32 on a CPU).")
+@click.option("--max-wait-ms", type=float, default=_default("max_wait_ms"), show_default=True,
+              help="How long a queued text waits for others to share its run.")
+@click.option("--max-queue", type=int, default=_default("max_queue"), show_default=True,
+              help="Texts queued or running; beyond it requests get 503 + Retry-After.")
+@click.option("--max-inputs", type=int, default=_default("max_inputs"), show_default=True,
+              help="Texts per embeddings request, documents per add, queries per search.")
+@click.option("--max-chars", type=int, default=_default("max_chars"), show_default=True,
+              help="Characters per text to embed.")
+@click.option("--max-k", type=int, default=_default("max_k"), show_default=True, help="Hits per query.")
+@click.option("--max-body-bytes", type=int, default=_default("max_body_bytes"), show_default=True)
+@click.option("--access-log", is_flag=True, help="Log every request (method, path, status; never headers).")
+@click.pass_context
+def serve(ctx, collections, home, host, port, model, variant, device, threads, api_key_file, insecure,
+          batching, max_batch_tokens, max_batch_size, max_wait_ms, max_queue, max_inputs, max_chars,
+          max_k, max_body_bytes, access_log):
+    """Serve embeddings (OpenAI-compatible) and COLLECTIONS (default: all) over HTTP."""
+    from .run import serve as run_server
+
+    settings = Settings(batching=batching, max_batch_tokens=max_batch_tokens, max_batch_size=max_batch_size,
+                        max_wait_ms=max_wait_ms, max_queue=max_queue, max_inputs=max_inputs,
+                        max_chars=max_chars, max_k=max_k, max_body_bytes=max_body_bytes,
+                        api_keys=read_keys(api_key_file))
+    home = home or (ctx.obj or {}).get("home")
+    run_server(collections, home=home, host=host, port=port, model=model, variant=variant, device=device,
+               threads=threads, settings=settings, insecure=insecure, access_log=access_log)

@@ -1,0 +1,90 @@
+"""Every error response in OpenAI's shape: {"error": {"message", "type", "param", "code"}}.
+
+One mapping: library errors carry their status and type (semsearch.errors), request
+validation becomes 400 with one line naming the field, anything unexpected is a 500 whose
+body says nothing about internals (the traceback goes to the server log).
+"""
+from __future__ import annotations
+
+import logging
+import re
+
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException
+from starlette.responses import JSONResponse
+
+from ..errors import Overloaded, SemsearchError
+
+log = logging.getLogger("semsearch.server")
+STATUS_TYPES = {401: "authentication_error", 404: "not_found_error", 405: "invalid_request_error",
+                413: "invalid_request_error"}
+
+
+def error_response(status: int, message: str, type_: str, param: str | None = None,
+                   code: str | None = None, headers: dict | None = None) -> JSONResponse:
+    body = {"error": {"message": message, "type": type_, "param": param, "code": code}}
+    response = JSONResponse(body, status_code=status, headers=headers)
+    response.error_type = type_
+    return response
+
+
+def snake(name: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+
+
+class Unauthorized(SemsearchError):
+    """No API key, or not one of the server's (which of the two is not said)."""
+
+    http_status = 401
+    error_type = "authentication_error"
+
+
+def counted(handler):
+    """Every error response is counted by its type in semsearch_errors_total."""
+    def handle(request, exc):
+        response = handler(request, exc)
+        metrics = getattr(request.app.state, "metrics", None)
+        if metrics is not None:
+            metrics.errors.labels(response.error_type).inc()
+        return response
+    return handle
+
+
+def library_error(request, exc: SemsearchError) -> JSONResponse:
+    headers = {"Retry-After": "1"} if isinstance(exc, Overloaded) else None
+    code = "invalid_api_key" if isinstance(exc, Unauthorized) else snake(type(exc).__name__)
+    return error_response(exc.http_status, exc.one_line(), exc.error_type, getattr(exc, "param", None),
+                          code, headers)
+
+
+def validation_error(request, exc: RequestValidationError) -> JSONResponse:
+    first = exc.errors()[0]
+    if first.get("type") == "json_invalid":
+        return error_response(400, f"the body is not valid JSON ({first.get('msg', '')})".replace(" ()", ""),
+                              "invalid_request_error", code="json_invalid")
+    if tuple(first.get("loc", ())) == ("body",):  # not JSON at all, or not an object
+        return error_response(400, "the body must be a JSON object (Content-Type: application/json)",
+                              "invalid_request_error", code=first.get("type"))
+    loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "path", "query")]
+    # pydantic names the type tried in a union ("str", "list[str]"): not the caller's field
+    loc = [p for p in loc if not re.fullmatch(r"[a-z]+\[.*\]|str|int|float|bool|function-.*", p)]
+    param = ".".join(loc) or None
+    message = first.get("msg", "invalid request").splitlines()[0]
+    if first.get("type") == "extra_forbidden":
+        message = "unknown field"
+    return error_response(400, f"{param}: {message}" if param else message, "invalid_request_error",
+                          param=param, code=first.get("type"))
+
+
+def http_error(request, exc: HTTPException) -> JSONResponse:
+    return error_response(exc.status_code, str(exc.detail), STATUS_TYPES.get(exc.status_code, "invalid_request_error"),
+                          headers=getattr(exc, "headers", None))
+
+
+def unexpected_error(request, exc: Exception) -> JSONResponse:
+    log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
+    return error_response(500, "internal server error (the server log has the details)", "server_error")
+
+
+HANDLERS = {SemsearchError: counted(library_error), RequestValidationError: counted(validation_error),
+            HTTPException: counted(http_error), Exception: counted(unexpected_error)}

@@ -1,0 +1,77 @@
+"""What a server is allowed to do: batching knobs, request limits, keys, where it listens.
+
+Kept free of FastAPI so the CLI can validate a command line (and refuse an insecure one)
+before anything heavy is imported or loaded.
+"""
+from __future__ import annotations
+
+import ipaddress
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import InvalidInput
+
+KEY_ENV = "SEMSEARCH_API_KEY"
+
+
+@dataclass(frozen=True)
+class Settings:
+    # micro-batching (see batcher.py)
+    batching: bool = True
+    max_batch_tokens: int | None = None  # padded tokens per model run (None: the Embedder's,
+    max_batch_size: int | None = None    # texts per model run            measured per device)
+    max_wait_ms: float = 2.0        # how long the first queued text waits for company
+    max_queue: int = 8_192          # texts waiting or running; past it: 503 + Retry-After
+    # request limits
+    max_body_bytes: int = 8 * 2**20
+    max_inputs: int = 2_048         # texts per embeddings request, documents per add
+    max_chars: int = 100_000        # characters per embedded text (longer ones are truncated anyway)
+    max_k: int = 1_000
+    # bearer keys; repr=False keeps them out of logs and tracebacks
+    api_keys: tuple[bytes, ...] = field(default=(), repr=False)
+
+    def __post_init__(self):
+        for name in ("max_batch_tokens", "max_batch_size", "max_queue", "max_body_bytes",
+                     "max_inputs", "max_chars", "max_k"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise InvalidInput(f"{name.replace('_', '-')} must be at least 1")
+        if self.max_wait_ms < 0:
+            raise InvalidInput("max-wait-ms must be at least 0")
+        if self.max_inputs > self.max_queue:
+            raise InvalidInput("max-inputs must not exceed max-queue (one request must fit the queue)")
+
+
+def read_keys(key_file: str | os.PathLike | None) -> tuple[bytes, ...]:
+    """Keys from SEMSEARCH_API_KEY and from a file (one per line, '#' comments), so a key
+    can be rotated by listing the old and the new one for a while."""
+    keys = [os.environ.get(KEY_ENV, "").strip()]
+    if key_file is not None:
+        try:
+            lines = Path(key_file).read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InvalidInput(f"cannot read the API key file {key_file}: {exc.__class__.__name__}") from None
+        keys += [line.strip() for line in lines if not line.lstrip().startswith("#")]
+        if not any(k for k in keys[1:]):
+            raise InvalidInput(f"the API key file {key_file} holds no key")
+    keys = [k for k in keys if k]
+    if any(len(k) < 16 or any(c.isspace() for c in k) for k in keys):
+        raise InvalidInput("API keys must be at least 16 characters, without spaces")
+    return tuple(dict.fromkeys(k.encode() for k in keys))
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to anything
+
+
+def check_exposure(host: str, keys: tuple, insecure: bool) -> None:
+    """Listening beyond this machine without a key serves anyone who can reach it."""
+    if not is_loopback(host) and not keys and not insecure:
+        raise InvalidInput(
+            f"refusing to listen on {host} without an API key: set {KEY_ENV} or --api-key-file, "
+            "or pass --insecure if every client that can reach it may use it")

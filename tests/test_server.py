@@ -1,0 +1,461 @@
+"""`semsearch serve` for real: one server process on a free loopback port for the session,
+the real model and collections this module builds, driven over HTTP by httpx, OpenAI's own
+client and Debian's chromium (through Playwright)."""
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+DOCS = {  # id -> (text, topic)
+    "volcano": ("Volcanoes erupt when magma rises through the crust and escapes as lava and ash.", "geology"),
+    "bread": ("To bake bread, knead flour, water, yeast and salt, let the dough rise, then bake it in a hot oven.",
+              "cooking"),
+    "python-exc": ("In Python, a try statement with except and finally clauses handles exceptions and runs "
+                   "clean-up code.", "programming"),
+    "tides": ("Ocean tides are caused by the gravitational pull of the moon and the sun.", "science"),
+    "bicycle": ("Fix a flat bicycle tyre by removing the inner tube, patching the puncture and pumping it up.",
+                "repair"),
+    "violin": ("The violin is a string instrument played with a bow; it has four strings tuned in fifths.", "music"),
+}
+LIMITS = {"max_inputs": 64, "max_chars": 2_000, "max_k": 50, "max_body_bytes": 64 * 1024, "max_queue": 128}
+DEADLINE = 120  # seconds any wait in this module may take
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def server_env() -> dict:
+    env = dict(os.environ)  # SEMSEARCH_CACHE: the session's exported model (conftest.py)
+    env.pop("SEMSEARCH_API_KEY", None)
+    return env
+
+
+def start_server(args: list[str], log: Path) -> tuple[subprocess.Popen, str]:
+    """`python -m semsearch.server ARGS` on a free loopback port, once /healthz answers."""
+    port = free_port()
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "semsearch.server", *args, "--port", str(port)],
+                                stdout=out, stderr=subprocess.STDOUT, env=server_env())
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + DEADLINE
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"the server exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+                return proc, url
+        except httpx.TransportError:
+            time.sleep(0.1)
+    proc.kill()
+    pytest.fail(f"the server did not answer within {DEADLINE} s:\n{log.read_text()[-3000:]}")
+
+
+class Server:
+    def __init__(self, url, key, home, proc):
+        self.url, self.key, self.home, self.proc = url, key, home, proc
+        self.auth = {"Authorization": f"Bearer {key}"}
+
+    def client(self, **kw) -> httpx.Client:
+        return httpx.Client(base_url=self.url, headers=self.auth, timeout=60, **kw)
+
+    def metrics(self) -> dict:
+        """sample name + sorted labels -> value"""
+        text = httpx.get(self.url + "/metrics", headers=self.auth, timeout=30).text
+        return {(s.name, tuple(sorted(s.labels.items()))): s.value
+                for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory, model_folder):
+    from semsearch.collection import Collection
+
+    home = tmp_path_factory.mktemp("serve-home")
+    with Collection.create(home / "docs") as docs:
+        docs.add_texts([t for t, _ in DOCS.values()], ids=list(DOCS),
+                       metadata=[{"topic": topic} for _, topic in DOCS.values()])
+    with Collection.create(home / "scratch", chunk_tokens=16, overlap=0) as scratch:
+        scratch.add_texts(["a first note about gardening"], ids=["seed"])
+    key = secrets.token_urlsafe(24)
+    key_file = home / "keys.txt"
+    key_file.write_text(f"# the test session's key\n{key}\n")
+    limits = [arg for name, value in LIMITS.items() for arg in (f"--{name.replace('_', '-')}", str(value))]
+    log = home / "server.log"
+    proc, url = start_server(["docs", "scratch", "--home", str(home), "--api-key-file", str(key_file),
+                              "--access-log", *limits], log)
+    yield Server(url, key, home, proc)
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(DEADLINE)
+    assert key not in log.read_text(), "the API key reached the server's log"
+
+
+@pytest.fixture(scope="session")
+def http(server):
+    with server.client() as client:
+        yield client
+
+
+def error_of(response, status: int) -> dict:
+    """The OpenAI error object of a response that must have ``status``; one line, no traceback."""
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    assert "\n" not in error["message"] and "Traceback" not in response.text
+    return error
+
+
+# -- embeddings ---------------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def openai_client(server):
+    openai = pytest.importorskip("openai")  # a dev dependency: present wherever `make test` ran
+    return openai.OpenAI(base_url=server.url + "/v1", api_key=server.key, max_retries=0, timeout=60)
+
+
+TEXTS = ["The quick brown fox jumps over the lazy dog.", "Cosine similarity of unit vectors",
+         "semsearch " * 150]  # the last one is cut at the model's max length
+
+
+def test_openai_client_float_vectors_equal_embed(openai_client, embedder):
+    result = openai_client.embeddings.create(model=MODEL, input=TEXTS, encoding_format="float")
+    got = np.array([d.embedding for d in result.data], np.float32)
+    assert [d.index for d in result.data] == [0, 1, 2]
+    np.testing.assert_allclose(got, embedder.embed(TEXTS), atol=1e-6)
+    assert result.usage.prompt_tokens == result.usage.total_tokens == int(embedder.tokenize(TEXTS).lengths.sum())
+    assert result.model == MODEL
+
+
+def test_openai_client_base64_vectors_equal_embed(openai_client, embedder):
+    # the client asks for base64 when no format is given and decodes it itself
+    for kwargs in ({}, {"encoding_format": "base64"}):
+        result = openai_client.embeddings.create(model="all-MiniLM-L6-v2", input=TEXTS[0], **kwargs)
+        got = result.data[0].embedding
+        if isinstance(got, str):
+            got = np.frombuffer(base64.b64decode(got), "<f4")
+        np.testing.assert_allclose(np.asarray(got, np.float32), embedder.embed([TEXTS[0]])[0], atol=1e-6)
+
+
+def test_input_type_query_adds_the_models_query_prompt(http, embedder):
+    body = {"model": MODEL, "input": ["tides"], "input_type": "query"}
+    got = np.array(http.post("/v1/embeddings", json=body).json()["data"][0]["embedding"], np.float32)
+    np.testing.assert_allclose(got, embedder.embed(["tides"], kind="query")[0], atol=1e-6)
+
+
+def test_models_lists_the_served_model(http, embedder):
+    data = http.get("/v1/models").json()["data"]
+    assert [(m["id"], m["dimensions"]) for m in data] == [(MODEL, embedder.dim)]
+
+
+def test_concurrent_requests_each_get_their_own_rows(server, embedder):
+    texts = [f"request {i}: " + " ".join(f"word{(i * 7 + j) % 97}" for j in range(i % 23 + 1)) for i in range(96)]
+    expected = embedder.embed(texts)
+    before = server.metrics()
+
+    async def one(client, i):
+        # every third request sends its text twice, so rows from one request are also checked
+        inputs = [texts[i]] * (2 if i % 3 == 0 else 1)
+        r = await client.post("/v1/embeddings", json={"model": MODEL, "input": inputs})
+        assert r.status_code == 200, r.text
+        return i, r.json()["data"]
+
+    async def main():
+        limits = httpx.Limits(max_connections=64)
+        async with httpx.AsyncClient(base_url=server.url, headers=server.auth, timeout=60, limits=limits) as c:
+            return await asyncio.wait_for(asyncio.gather(*(one(c, i) for i in range(len(texts)))), DEADLINE)
+
+    for i, data in asyncio.run(main()):
+        for row in data:
+            np.testing.assert_allclose(np.array(row["embedding"], np.float32), expected[i], atol=1e-6)
+    after = server.metrics()
+    runs = after[("semsearch_batch_texts_count", ())] - before[("semsearch_batch_texts_count", ())]
+    texts_run = after[("semsearch_batch_texts_sum", ())] - before[("semsearch_batch_texts_sum", ())]
+    assert texts_run == len(texts) + len(texts[::3])
+    assert runs < len(texts), "concurrent requests were not merged into shared model runs"
+
+
+def test_full_queue_answers_503_with_retry_after(server, embedder):
+    long_texts = [f"{i} " + "a long sentence about nothing in particular, " * 10 for i in range(64)]
+
+    async def main():
+        async with httpx.AsyncClient(base_url=server.url, headers=server.auth, timeout=DEADLINE,
+                                     limits=httpx.Limits(max_connections=16)) as c:
+            body = {"model": MODEL, "input": long_texts, "encoding_format": "base64"}
+            return await asyncio.gather(*(c.post("/v1/embeddings", json=body) for _ in range(12)))
+
+    responses = asyncio.run(main())
+    statuses = sorted(r.status_code for r in responses)
+    assert set(statuses) <= {200, 503} and 503 in statuses and 200 in statuses, statuses
+    for r in responses:
+        if r.status_code == 503:
+            assert r.headers["retry-after"] == "1"
+            assert error_of(r, 503)["type"] == "overloaded_error"
+        else:
+            got = np.frombuffer(base64.b64decode(r.json()["data"][5]["embedding"]), "<f4")
+            np.testing.assert_allclose(got, embedder.embed([long_texts[5]])[0], atol=1e-6)
+
+
+# -- auth ------------------------------------------------------------------------------------
+def test_health_is_open_everything_else_needs_the_key(server):
+    assert httpx.get(server.url + "/healthz").json() == {"status": "ok"}
+    body = {"model": MODEL, "input": "x"}
+    for headers in ({}, {"Authorization": "Bearer " + "w" * 32}, {"Authorization": f"Basic {server.key}"},
+                    {"Authorization": server.key}):
+        for method, path in (("GET", "/readyz"), ("GET", "/metrics"), ("GET", "/v1/models"),
+                             ("GET", "/v1/collections"), ("POST", "/v1/embeddings")):
+            r = httpx.request(method, server.url + path, headers=headers, json=body if method == "POST" else None)
+            error = error_of(r, 401)
+            assert error["type"] == "authentication_error" and server.key not in r.text
+    r = httpx.get(server.url + "/readyz", headers=server.auth)
+    assert r.status_code == 200 and r.json()["collections"] == ["docs", "scratch"]
+
+
+# -- limits and malformed requests --------------------------------------------------------------
+@pytest.mark.parametrize("body, status, param_or_words", [
+    ({"model": MODEL, "input": ["x"] * 65}, 413, "at most 64"),
+    ({"model": MODEL, "input": "y" * 2001}, 413, "limit is 2,000"),
+    ({"model": MODEL, "input": []}, 400, "empty"),
+    ({"model": MODEL, "input": ["ok", ""]}, 400, "input[1]"),
+    ({"model": MODEL, "input": [1, 2, 3]}, 400, "input"),
+    ({"model": MODEL, "input": "x", "temperature": 0.2}, 400, "unknown field"),
+    ({"input": "x"}, 400, "model"),
+    ({"model": MODEL, "input": "x", "dimensions": 256}, 400, "dimensions must be 384"),
+    ({"model": MODEL, "input": "x", "encoding_format": "int8"}, 400, "encoding_format"),
+    ({"model": "text-embedding-3-small", "input": "x"}, 404, "not served here"),
+])
+def test_embeddings_refuses_bad_requests_with_one_line(http, body, status, param_or_words):
+    error = error_of(http.post("/v1/embeddings", json=body), status)
+    assert param_or_words in error["message"]
+
+
+def test_malformed_json_is_400(http):
+    for raw in (b'{"model": "m", "input": ', b"not json", b"\xff\xfe"):
+        r = http.post("/v1/embeddings", content=raw, headers={"Content-Type": "application/json"})
+        assert error_of(r, 400)["code"] == "json_invalid"
+
+
+def test_body_over_the_limit_is_413_declared_or_streamed(http):
+    big = b'{"model": "%s", "input": "%s"}' % (MODEL.encode(), b"z" * (70 * 1024))
+    error = error_of(http.post("/v1/embeddings", content=big, headers={"Content-Type": "application/json"}), 413)
+    assert "64" in error["message"] or "65,536" in error["message"]
+
+    def chunks():  # no Content-Length: the server counts as it reads
+        for i in range(0, len(big), 8192):
+            yield big[i:i + 8192]
+    r = http.post("/v1/embeddings", content=chunks(), headers={"Content-Type": "application/json"})
+    error_of(r, 413)
+
+
+def test_unknown_routes_and_methods_use_the_error_shape(http):
+    assert error_of(http.get("/v2/nothing"), 404)["type"] == "not_found_error"
+    error_of(http.get("/v1/embeddings"), 405)
+
+
+# -- collections ---------------------------------------------------------------------------------
+def test_collections_list_and_info(http):
+    data = http.get("/v1/collections").json()["data"]
+    assert [(c["name"], c["documents"]) for c in data][0] == ("docs", len(DOCS))
+    info = http.get("/v1/collections/docs").json()
+    assert info["documents"] == len(DOCS) and info["model"]["name"] == MODEL
+    assert error_of(http.get("/v1/collections/nope"), 404)["type"] == "not_found_error"
+
+
+@pytest.mark.parametrize("mode", ["hybrid", "dense", "lexical"])
+def test_search_finds_the_document_that_answers(http, mode):
+    query = "exceptions in python: clean-up with finally" if mode == "lexical" else \
+        "how do I handle errors and clean up afterwards in python"
+    r = http.post("/v1/collections/docs/search", json={"query": query, "k": 3, "mode": mode})
+    hits = r.json()["data"]
+    assert hits[0]["id"] == "python-exc" and hits[0]["text"] == DOCS["python-exc"][0]
+    assert {"id", "score", "source", "chunk", "text", "metadata"} <= set(hits[0])
+    assert hits[0]["metadata"] == {"topic": "programming"}
+
+
+def test_search_several_queries_with_a_filter_and_docs(http):
+    body = {"queries": ["what makes lava come out of a mountain", "the moon pulls the sea"], "k": 2,
+            "where": {"topic": "science"}, "docs": True}
+    results = http.post("/v1/collections/docs/search", json=body).json()["results"]
+    assert [[h["id"] for h in r["data"]] for r in results] == [["tides"], ["tides"]]
+
+
+@pytest.mark.parametrize("body, status, words", [
+    ({"query": "x", "k": 51}, 413, "k must be at most 50"),
+    ({"query": "x", "k": 0}, 400, "k must be at least 1"),
+    ({"query": "x", "k": "5"}, 400, "k"),
+    ({"query": "x", "mode": "fuzzy"}, 400, "mode"),
+    ({"query": "   "}, 400, "empty"),
+    ({"k": 3}, 400, "either query"),
+    ({"query": "x", "queries": ["y"]}, 400, "either query"),
+    ({"queries": ["q"] * 65}, 413, "at most 64"),
+    ({"query": "x", "where": {"topic": {"$in": ["a"]}}}, 400, "where"),
+    ({"query": "x", "limit": 3}, 400, "unknown field"),
+])
+def test_search_refuses_bad_requests(http, body, status, words):
+    assert words in error_of(http.post("/v1/collections/docs/search", json=body), status)["message"]
+
+
+def test_add_search_delete_through_http(http):
+    docs = [{"id": "note-1", "text": "The staff meeting moved to Thursday at ten.", "metadata": {"team": "ops"}},
+            {"text": "Quarterly budget review for the finance team.", "metadata": {"team": "finance"}}]
+    ids = http.post("/v1/collections/scratch/documents", json={"documents": docs}).json()["ids"]
+    assert ids[0] == "note-1" and len(ids) == 2 and ids[1]
+    hits = http.post("/v1/collections/scratch/search", json={"query": "when is the meeting", "k": 1}).json()["data"]
+    assert hits[0]["id"] == "note-1" and hits[0]["metadata"] == {"team": "ops"}
+    assert http.delete("/v1/collections/scratch/documents/note-1").json() == {"id": "note-1", "deleted": True}
+    hits = http.post("/v1/collections/scratch/search", json={"query": "when is the meeting", "k": 5}).json()["data"]
+    assert "note-1" not in [h["id"] for h in hits]
+    assert error_of(http.delete("/v1/collections/scratch/documents/note-1"), 404)["type"] == "not_found_error"
+    error_of(http.post("/v1/collections/scratch/documents", json={"documents": [{"text": " "}]}), 400)
+    error_of(http.post("/v1/collections/scratch/documents", json={"documents": [{"text": "a", "tags": []}]}), 400)
+    error_of(http.post("/v1/collections/scratch/documents", json={"documents": [{"text": "a"}] * 65}), 413)
+
+
+def test_search_during_writes_sees_whole_documents(server):
+    """A writer replaces one multi-chunk document again and again (version a, version b) while
+    readers search for it: every answer holds all chunks of exactly one version."""
+    sentence = "zebraquartz marker sentence number {} of version {} here. "
+    versions = {v: "".join(sentence.format(i, v) for i in range(8)) for v in ("alpha", "beta")}
+    stop = threading.Event()
+    seen, failures = [], []
+
+    def write():
+        with server.client() as c:
+            for n in range(12):
+                v = "alpha" if n % 2 else "beta"
+                r = c.post("/v1/collections/scratch/documents", json={"documents": [{"id": "flip", "text": versions[v]}]})
+                if r.status_code != 200:
+                    failures.append(r.text)
+        stop.set()
+
+    def read():
+        with server.client() as c:
+            deadline = time.monotonic() + DEADLINE
+            while not stop.is_set() and time.monotonic() < deadline:
+                r = c.post("/v1/collections/scratch/search", json={"query": "zebraquartz", "k": 50, "mode": "lexical"})
+                hits = [h for h in r.json()["data"] if h["id"] == "flip"]
+                seen.append(tuple(sorted((h["chunk"], "alpha" in h["text"]) for h in hits)))
+
+    threads = [threading.Thread(target=write)] + [threading.Thread(target=read) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(DEADLINE)
+    assert not failures
+    chunks = {len(s) for s in seen if s}
+    assert len(chunks) == 1 and next(iter(chunks)) > 1, "the document changed its chunk count mid-write"
+    for answer in seen:
+        assert len({alpha for _, alpha in answer}) <= 1, f"a search saw two versions at once: {answer}"
+    assert len(seen) > 3
+
+
+# -- metrics -------------------------------------------------------------------------------------
+def test_metrics_count_requests_errors_texts_and_tokens(server, http):
+    before = server.metrics()
+    http.post("/v1/embeddings", json={"model": MODEL, "input": ["one", "two words"]})
+    http.post("/v1/embeddings", json={"model": MODEL, "input": "x", "nonsense": 1})
+    after = server.metrics()
+
+    def grew(name, **labels):
+        key = (name, tuple(sorted(labels.items())))
+        return after.get(key, 0) - before.get(key, 0)
+
+    assert grew("semsearch_http_request_duration_seconds_count", method="POST", route="/v1/embeddings",
+                status="200") == 1
+    assert grew("semsearch_http_request_duration_seconds_count", method="POST", route="/v1/embeddings",
+                status="400") == 1
+    assert grew("semsearch_errors_total", type="invalid_request_error") == 1
+    assert grew("semsearch_embedded_texts_total") == 2
+    assert grew("semsearch_embedded_tokens_total") == 3 + 4  # [CLS] one [SEP], [CLS] two words [SEP]
+    assert ("semsearch_queue_texts", ()) in after
+
+
+# -- the search page, in a real browser --------------------------------------------------------------
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+def test_search_page_finds_a_document_in_chromium(server):
+    """`make test` installs Debian's chromium; this test is never skipped for want of it."""
+    from playwright.sync_api import sync_playwright
+
+    assert Path(CHROMIUM).is_file(), "Debian's chromium is missing: `apt-get install -y chromium` (make test does)"
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS, headless=True)
+        try:
+            page = browser.new_page()
+            page.set_default_timeout(30_000)
+            requests = []
+            page.on("request", lambda req: requests.append(req.url))
+            page.goto(server.url + "/")
+            page.fill("#key", server.key)  # the server has a key: the page asks for it
+            page.click("#key-form button")
+            page.wait_for_selector("#collection option[value=docs]", state="attached")
+            page.select_option("#collection", "docs")
+            page.fill("#query", "making a loaf at home with yeast and an oven")
+            page.select_option("#mode", "dense")
+            page.click("#search button")
+            first = page.wait_for_selector("#hits li.hit")
+            assert first.query_selector(".text").inner_text() == DOCS["bread"][0]
+            assert "id bread" in first.query_selector(".meta").inner_text()
+            assert float(first.query_selector(".score").inner_text()) > 0
+            assert all(url.startswith(server.url) for url in requests), "the page reached beyond the server"
+        finally:
+            browser.close()
+
+
+# -- starting and stopping -------------------------------------------------------------------------
+def test_non_loopback_without_a_key_is_refused(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "semsearch.server", "--host", "0.0.0.0", "--port", str(free_port())],
+                       capture_output=True, text=True, env=server_env(), timeout=DEADLINE)
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.startswith("error: refusing to listen on 0.0.0.0 without an API key")
+    assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_sigterm_drains_in_flight_requests_and_closes_collections(tmp_path, model_folder, embedder):
+    from semsearch.collection import Collection
+
+    with Collection.create(tmp_path / "c") as c:
+        c.add_texts(["seed text"], ids=["s"])
+    proc, url = start_server([str(tmp_path / "c"), "--max-wait-ms", "50"], tmp_path / "log")
+    texts = [f"{i} " + "drain me " * 30 for i in range(64)]
+    result = {}
+
+    def slow():
+        result["r"] = httpx.post(url + "/v1/embeddings", json={"model": MODEL, "input": texts}, timeout=DEADLINE)
+
+    try:
+        httpx.post(url + "/v1/collections/c/documents", json={"documents": [{"text": "written"}]}, timeout=60)
+        thread = threading.Thread(target=slow)
+        thread.start()
+        deadline = time.monotonic() + DEADLINE
+        while "semsearch_queue_texts 64.0" not in httpx.get(url + "/metrics").text:
+            assert time.monotonic() < deadline and thread.is_alive()
+            time.sleep(0.005)
+        proc.send_signal(signal.SIGTERM)
+        thread.join(DEADLINE)
+        assert proc.wait(DEADLINE) in (0, -signal.SIGTERM)
+    finally:
+        proc.kill()
+    r = result["r"]
+    assert r.status_code == 200 and len(r.json()["data"]) == 64
+    np.testing.assert_allclose(r.json()["data"][7]["embedding"], embedder.embed([texts[7]])[0], atol=1e-6)
+    assert not (tmp_path / "c" / "store.sqlite-wal").exists(), "the collection was not closed"
+    with pytest.raises(httpx.TransportError):
+        httpx.get(url + "/healthz", timeout=2)
