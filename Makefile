@@ -28,7 +28,9 @@ demo: setup
 	$(BIN)/semsearch search python-docs "compress files into a zip archive" -k 3 --docs
 	$(BIN)/semsearch info python-docs
 
+# tests/test_server.py drives the search page in Debian's chromium (CI runs as root)
 test: setup
+	command -v chromium >/dev/null || apt-get install -y chromium || (apt-get update && apt-get install -y chromium)
 	$(BIN)/python -m pytest -q
 
 bench: setup
