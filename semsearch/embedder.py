@@ -1,32 +1,50 @@
 """Embedder: text -> L2-normalised float32 vectors with ONNX Runtime.
 
-Texts are tokenised once, sorted by token length and batched so each batch pads only to
-its own longest text; results come back in input order. Pooling and normalisation are
-inside the exported graph (see export.py), so a run returns ``(batch, dim)`` directly.
+Texts are tokenised in windows, sorted by token length inside a window and cut into
+batches by a token budget, so a batch pads little; results come back in input order.
+On a GPU the padded width is rounded up to a few bucket widths (and a short last batch's
+rows to a power of two), so the set of shapes stays small, and tokenising, padding and the
+model run overlap in three threads. Pooling and normalisation are inside the exported
+graph (see export.py), so a run returns ``(batch, dim)`` directly. How a graph is run
+(providers, IO binding, padding) lives in runtime.py.
 """
 from __future__ import annotations
 
 import logging
 import os
+import queue
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
-from .errors import ModelError
-from .models import exported_folder, read_manifest, sha256_file
+from .errors import InvalidInput, ModelError
+from .models import (MANIFEST, PROBES, check_variant, read_manifest, sha256_file, variant_file,
+                     variant_state, write_manifest)
+from .runtime import DEVICES, Session, Tokens, encode, load_tokenizer, single_types_are_zero
 
 log = logging.getLogger("semsearch")
 
-DEVICES = ("auto", "cpu", "cuda")
-CUDA = "CUDAExecutionProvider"
-CPU = "CPUExecutionProvider"
+__all__ = ["Embedder", "Tokens", "plan_batches", "text_list", "DEVICES"]
+
+# Batching defaults per device (measured: benchmarks/README.md). On the 2-core CPU, 32 rows
+# was the best batch and padding is paid in FLOPs, so widths are exact; on the GPU, large
+# batches fill it and every new (rows, width) shape costs a slow first run.
+CPU_BATCH = {"max_batch_tokens": 8192, "max_batch_size": 32, "widths": None, "overlap": False}
+GPU_BATCH = {"max_batch_tokens": 65536, "max_batch_size": 1024, "widths": "buckets", "overlap": True}
+# Bucket widths for padded batches (each at most 50 % wider than the one before).
+WIDTH_LADDER = (8, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024)
+WINDOW = 4096  # texts tokenised (and length-sorted) together
 
 
 class Embedder:
-    """An exported model loaded into an ONNX Runtime session."""
+    """An exported model loaded into an ONNX Runtime session. Thread-safe: nothing is
+    mutated by ``embed``, so one Embedder may serve many threads."""
 
-    def __init__(self, folder: Path, manifest: dict, variant: str, session, tokenizer):
+    def __init__(self, folder: Path, manifest: dict, variant: str, session: Session, tokenizer):
         self.folder = folder
         self.manifest = manifest
         self.variant = variant
@@ -34,9 +52,15 @@ class Embedder:
         self.tokenizer = tokenizer
         self.dim: int = manifest["dim"]
         self.max_length: int = manifest["max_length"]
-        self.truncated = 0  # texts cut at max_length so far, for callers to report
-        self.providers: list[str] = session.get_providers()
-        self._input_names = {i.name for i in session.get_inputs()}
+        self.providers: list[str] = session.providers
+        self._types = not single_types_are_zero(tokenizer)
+        defaults = GPU_BATCH if session.on_gpu else CPU_BATCH
+        self.max_batch_tokens: int = defaults["max_batch_tokens"]
+        self.max_batch_size: int = defaults["max_batch_size"]
+        self.widths: tuple[int, ...] | None = (
+            bucket_widths(self.max_length) if defaults["widths"] == "buckets" else None)
+        self.overlap: bool = defaults["overlap"]
+        self.window: int = WINDOW
 
     @classmethod
     def load(cls, model: str | os.PathLike | None = None, variant: str = "fp32",
@@ -46,116 +70,222 @@ class Embedder:
         A model that has not been exported yet is exported once into the cache, which
         needs the ``export`` extra (torch, optimum).
         """
-        folder = exported_folder(model)
-        if not (folder / "manifest.json").is_file():
-            try:
-                from .export import export
-                folder = export(model, out=folder)
-            except ModelError as exc:
-                raise ModelError(f"model {model or 'default'} is not exported yet and {exc}") from None
-        return cls.from_folder(folder, variant, device=device, threads=threads)
+        from .export import ensure_exported  # the one place the query path reaches export
+
+        return cls.from_folder(ensure_exported(model), variant, device=device, threads=threads)
 
     @classmethod
     def from_folder(cls, folder: str | Path, variant: str = "fp32", device: str = "auto",
                     threads: int | None = None, manifest: dict | None = None,
                     verify: bool = True) -> "Embedder":
-        import onnxruntime as ort
-        from tokenizers import Tokenizer
-
+        """Load an exported folder (no export extra needed). The ONNX file is hashed on a
+        thread while ONNX Runtime loads it, so the check costs no wall time on 2+ cores."""
         folder = Path(folder)
         manifest = manifest or read_manifest(folder)
-        if device not in DEVICES:
-            raise ModelError(f"device must be one of {', '.join(DEVICES)}, not {device!r}")
-        info = manifest.get("variants", {}).get(variant)
-        if info is None:
-            have = ", ".join(manifest.get("variants", {})) or "none"
-            raise ModelError(
-                f"{folder.name} has no {variant} variant (it has: {have}); "
-                f"re-export with `semsearch export` (add --fp16 for fp16)")
-        onnx_path = folder / info["file"]
-        if not onnx_path.is_file():
-            raise ModelError(f"{onnx_path} is missing; re-export with `semsearch export --force`")
-        if verify and not verified(onnx_path, info["sha256"]):
-            raise ModelError(
-                f"{onnx_path} does not match its manifest (corrupt or replaced); "
-                f"re-export with `semsearch export --force`")
-        try:
-            tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
-        except Exception as exc:
-            raise ModelError(f"{folder / 'tokenizer.json'} is unreadable ({exc}); re-export the model") from None
-        # tokenizer.json may ship fixed padding/truncation (128 for the default model);
-        # use the model's real max length and pad per batch ourselves.
-        tokenizer.no_padding()
-        tokenizer.enable_truncation(manifest["max_length"])
+        onnx_path = variant_file(folder, manifest, variant)
+        with ThreadPoolExecutor(1) as pool:
+            digest = pool.submit(sha256_file, onnx_path) if verify else None
+            tokenizer = load_tokenizer(folder, manifest["max_length"])
+            session = Session(onnx_path, device, variant, threads, manifest.get("output", "sentence_embedding"))
+            if digest is not None and digest.result() != manifest["variants"][variant]["sha256"]:
+                raise ModelError(f"{onnx_path} does not match its manifest (corrupt or replaced); "
+                                 "re-export with `semsearch export --force`")
+        embedder = cls(folder, manifest, variant, session, tokenizer)
+        if session.on_gpu and not manifest["variants"][variant].get("validated"):
+            embedder.validate()
+        return embedder
 
-        options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = threads
-            options.inter_op_num_threads = 1
-        try:
-            session = ort.InferenceSession(str(onnx_path), options, providers=choose_providers(device))
-        except Exception as exc:
-            raise ModelError(
-                f"ONNX Runtime cannot load {onnx_path} ({str(exc).splitlines()[0]}); "
-                f"re-export with `semsearch export --force`") from None
-        active = session.get_providers()[0]
-        if device == "cuda" and active != CUDA:
-            raise ModelError("device='cuda' was asked for but the CUDA provider did not attach "
-                             f"(ONNX Runtime runs on {active}); install semsearch[gpu] and check CUDA")
-        if device == "auto" and CUDA in ort.get_available_providers() and active != CUDA:
-            log.warning("CUDA is installed but did not attach; embedding on %s", active)
-        if variant == "fp16" and active != CUDA:
-            raise ModelError("the fp16 variant is for GPUs; on the CPU use fp32 or int8")
-        return cls(folder, manifest, variant, session, tokenizer)
+    @property
+    def name(self) -> str:
+        return self.manifest.get("name", self.folder.name)
 
-    def embed(self, texts: Sequence[str] | str, batch_size: int = 32, kind: str | None = None,
-              progress: bool = False) -> np.ndarray:
+    # -- the steps ----------------------------------------------------------------------------
+    def tokenize(self, texts: Sequence[str] | str, kind: str | None = None) -> Tokens:
+        """Token ids of ``texts`` (with the model's query/passage prefix for ``kind``)."""
+        texts = text_list(texts)
+        prefix = self._prefix(kind)
+        return encode(self.tokenizer, [prefix + t for t in texts] if prefix else texts, self._types)
+
+    def run(self, tokens: Tokens) -> np.ndarray:
+        """ONE model run over ``tokens`` (the caller chose the batch): ``(len, dim)`` float32."""
+        if not len(tokens):
+            return np.empty((0, self.dim), dtype=np.float32)
+        width = bucket(int(tokens.lengths.max()), self.widths)
+        return self._checked(self.session.run(tokens.arrays(width)), len(tokens))
+
+    def embed(self, texts: Sequence[str] | str, batch_size: int | None = None, kind: str | None = None,
+              progress: bool = False, max_batch_tokens: int | None = None) -> np.ndarray:
         """Embed ``texts``; returns ``(len(texts), dim)`` float32 rows in input order.
 
         ``kind`` ("query" or "passage") adds the model's prompt prefix, if it has one.
+        ``batch_size`` caps the rows of a batch (alone, it also lifts the token budget);
+        ``max_batch_tokens`` caps rows x padded width. Defaults suit the device.
         """
+        return self.embed_counted(texts, kind=kind, batch_size=batch_size, progress=progress,
+                                  max_batch_tokens=max_batch_tokens)[0]
+
+    def embed_counted(self, texts: Sequence[str] | str, kind: str | None = None,
+                      batch_size: int | None = None, progress: bool = False,
+                      max_batch_tokens: int | None = None) -> tuple[np.ndarray, int, int]:
+        """``embed``, plus the tokens embedded and how many texts were cut at max_length."""
         texts = text_list(texts)
-        if batch_size < 1:
-            raise ValueError("batch_size must be at least 1")
-        if kind not in (None, "query", "passage"):
-            raise ValueError(f"kind must be 'query', 'passage' or None, not {kind!r}")
+        self._prefix(kind)  # validates kind before any work
+        rows_cap, budget = self._limits(batch_size, max_batch_tokens)
         out = np.empty((len(texts), self.dim), dtype=np.float32)
-        if not texts:
-            return out
-        prefix = self.manifest.get("prompts", {}).get(kind, "") if kind else ""
-        encodings = self.tokenizer.encode_batch([prefix + t for t in texts])
-        self.truncated += sum(1 for e in encodings if e.overflowing)
-        lengths = np.fromiter((len(e.ids) for e in encodings), dtype=np.int64, count=len(encodings))
-        order = np.argsort(-lengths, kind="stable")
-        batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
-        for rows in progress_bar(batches, progress, total_items=len(texts)):
-            out[rows] = self._run([encodings[r] for r in rows])
-        return out
+        counts = [0, 0]  # tokens, truncated: local to this call
 
-    def _run(self, encodings) -> np.ndarray:
-        width = max(len(e.ids) for e in encodings)
-        ids = np.zeros((len(encodings), width), dtype=np.int64)
-        mask = np.zeros_like(ids)
-        types = np.zeros_like(ids)
-        for row, enc in enumerate(encodings):
-            n = len(enc.ids)
-            ids[row, :n] = enc.ids
-            mask[row, :n] = 1
-            types[row, :n] = enc.type_ids
-        feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
-        feeds = {k: v for k, v in feeds.items() if k in self._input_names}
-        if self.providers[0] == CUDA:
-            return self._run_on_gpu(feeds)
-        return self.session.run([self.manifest["output"]], feeds)[0]
+        def windows() -> Iterator[tuple[int, Tokens]]:
+            for start in range(0, len(texts), self.window):
+                yield start, self.tokenize(texts[start:start + self.window], kind)
 
-    def _run_on_gpu(self, feeds: dict) -> np.ndarray:
-        """IO binding: inputs go to the device once, only the pooled output comes back."""
-        binding = self.session.io_binding()
-        for name, array in feeds.items():
-            binding.bind_cpu_input(name, array)
-        binding.bind_output(self.manifest["output"], "cuda")
-        self.session.run_with_iobinding(binding)
-        return binding.copy_outputs_to_cpu()[0].astype(np.float32, copy=False)
+        def batches(tokenized: Iterable[tuple[int, Tokens]]):
+            for start, tokens in tokenized:
+                counts[0] += int(tokens.lengths.sum())
+                counts[1] += tokens.truncated
+                for rows in plan_batches(tokens.lengths, budget, rows_cap, self.widths):
+                    part = tokens.select(rows)
+                    width = bucket(int(part.lengths.max()), self.widths)
+                    yield start + rows, part.arrays(width, self._rows(len(rows), width, budget, rows_cap))
+
+        overlap = self.overlap and len(texts) > rows_cap
+        stream = batches(background(windows()) if overlap else windows())
+        stream = background(stream) if overlap else stream
+        for rows, feeds in progress_bar(stream, progress and len(texts) > rows_cap, len(texts)):
+            out[rows] = self._checked(self.session.run(feeds), len(rows))
+        return out, counts[0], counts[1]
+
+    # -- helpers ------------------------------------------------------------------------------
+    def _prefix(self, kind: str | None) -> str:
+        if kind not in (None, "query", "passage"):
+            raise InvalidInput(f"kind must be 'query', 'passage' or None, not {kind!r}")
+        return self.manifest.get("prompts", {}).get(kind, "") if kind else ""
+
+    def _limits(self, batch_size: int | None, max_batch_tokens: int | None) -> tuple[int, int]:
+        for name, value in (("batch_size", batch_size), ("max_batch_tokens", max_batch_tokens)):
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+                raise InvalidInput(f"{name} must be a positive integer, not {value!r}")
+        rows_cap = batch_size or self.max_batch_size
+        if max_batch_tokens is None:
+            max_batch_tokens = self.max_batch_tokens if batch_size is None else rows_cap * self.max_length
+        return rows_cap, max_batch_tokens
+
+    def _rows(self, rows: int, width: int, budget: int, rows_cap: int) -> int:
+        """Rows to pad a batch to: with buckets on, a power of two up to the full batch of
+        that width, so a short last batch does not make a new shape."""
+        if self.widths is None:
+            return rows
+        full = max(1, min(rows_cap, budget // width))
+        return min(full, 1 << (rows - 1).bit_length())
+
+    def _checked(self, vectors: np.ndarray, rows: int) -> np.ndarray:
+        """The first ``rows`` vectors; NaN or inf never leaves the Embedder."""
+        vectors = vectors[:rows]
+        if not np.isfinite(vectors).all():
+            raise ModelError(f"model {self.name} ({self.variant}) produced NaN/inf embeddings: its files "
+                             f"in {self.folder} are corrupt; re-export with `semsearch export --force`")
+        return vectors
+
+    def validate(self) -> dict:
+        """Check this variant against the fp32 graph on the CPU on the export's probe texts,
+        record the figures in the manifest (or warn when the folder is read-only) and raise
+        if it is outside its tolerance. Runs by itself on the first GPU load of a variant
+        that was never validated (fp16 exported on a machine without a GPU)."""
+        info = self.manifest["variants"][self.variant]
+        if "fp32" not in self.manifest["variants"]:
+            log.warning("%s %s is not validated and there is no fp32 graph to check it against",
+                        self.name, self.variant)
+            return info
+        reference = Session(variant_file(self.folder, self.manifest, "fp32"), "cpu", "fp32",
+                            output=self.session.output)
+        tokens = self.tokenize(PROBES)
+        figures = check_variant(self.variant, self.session.run(tokens.arrays()),
+                                reference.run(tokens.arrays()))
+        import onnxruntime as ort
+
+        figures.update(validated_on=self.providers[0], reference="fp32 graph on the CPU",
+                       validated_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                       onnxruntime=ort.__version__)
+        info.pop("note", None)
+        info.update(figures)
+        try:
+            write_manifest(self.folder, self.manifest)
+        except OSError as exc:
+            log.warning("%s %s: %s; could not record it in %s (%s)", self.name, self.variant,
+                        variant_state(info), self.folder / MANIFEST, exc.strerror or exc)
+        else:
+            log.info("%s %s %s", self.name, self.variant, variant_state(info))
+        if not figures["validated"]:
+            raise ModelError(f"{self.name} {self.variant} fails validation on {self.providers[0]}: "
+                             f"{variant_state(info)}; use fp32, or re-export")
+        return info
+
+
+def plan_batches(lengths, max_batch_tokens: int, max_batch_size: int,
+                 widths: Sequence[int] | None = None) -> list[np.ndarray]:
+    """Row indices of each batch: longest rows first, each batch as many rows as fit in
+    ``max_batch_tokens`` at its padded width (its longest row, rounded up to ``widths``),
+    at most ``max_batch_size`` and at least one."""
+    lengths = np.asarray(lengths, dtype=np.int64)
+    order = np.argsort(-lengths, kind="stable")
+    batches, i = [], 0
+    while i < len(order):
+        width = bucket(int(lengths[order[i]]), widths)
+        take = max(1, min(max_batch_size, max_batch_tokens // max(width, 1)))
+        batches.append(order[i:i + take])
+        i += take
+    return batches
+
+
+def bucket_widths(max_length: int) -> tuple[int, ...]:
+    return tuple(w for w in WIDTH_LADDER if w < max_length) + (max_length,)
+
+
+def bucket(width: int, widths: Sequence[int] | None) -> int:
+    """The smallest bucket width that holds ``width`` (``width`` itself without buckets)."""
+    if not widths:
+        return width
+    return next((w for w in widths if w >= width), width)
+
+
+def background(items: Iterator, depth: int = 2) -> Iterator:
+    """Yield ``items`` computed on a worker thread, at most ``depth`` ahead. ONNX Runtime,
+    tokenizers and most numpy calls release the GIL, so the stages really overlap. An
+    exception in the worker is raised here; stopping early stops the worker."""
+    q: queue.Queue = queue.Queue(depth)
+    stop = threading.Event()
+    end = object()
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def work():
+        try:
+            for item in items:
+                if not put((item, None)):
+                    return
+            put((end, None))
+        except BaseException as exc:  # handed to the consumer, which re-raises it
+            put((end, exc))
+
+    worker = threading.Thread(target=work, name="semsearch-embed", daemon=True)
+    worker.start()
+    try:
+        while True:
+            item, exc = q.get()
+            if item is end:
+                if exc is not None:
+                    raise exc
+                return
+            yield item
+    finally:
+        stop.set()
+        worker.join()
 
 
 def text_list(texts: Sequence[str] | str) -> list[str]:
@@ -167,42 +297,9 @@ def text_list(texts: Sequence[str] | str) -> list[str]:
     return texts
 
 
-def verified(path: Path, sha256: str) -> bool:
-    """Does ``path`` hash to ``sha256``? Hashing 90 MB costs ~0.3 s of every cold start, so
-    a match is remembered against the file's size and mtime, and redone when they change."""
-    stamp = path.with_name(path.name + ".verified")
-    stat = path.stat()
-    mark = f"{stat.st_size} {stat.st_mtime_ns} {sha256}"
-    try:
-        if stamp.read_text() == mark:
-            return True
-    except OSError:
-        pass
-    if sha256_file(path) != sha256:
-        return False
-    try:
-        stamp.write_text(mark)
-    except OSError:
-        pass  # a read-only model folder: verify every time
-    return True
-
-
-def choose_providers(device: str) -> list[str]:
-    import onnxruntime as ort
-
-    if device == "cpu":
-        return [CPU]
-    if CUDA in ort.get_available_providers():
-        return [CUDA, CPU]
-    if device == "cuda":
-        raise ModelError("device='cuda' but this ONNX Runtime has no CUDA provider "
-                         "(pip uninstall onnxruntime && pip install 'semsearch[gpu]')")
-    return [CPU]
-
-
-def progress_bar(items: list, enabled: bool, total_items: int):
-    """tqdm over batches, counting texts; silent unless asked for and on a terminal."""
-    if not enabled or len(items) < 2:
+def progress_bar(items: Iterable, enabled: bool, total_items: int):
+    """tqdm over batches of (rows, ...), counting texts; silent unless asked for and on a terminal."""
+    if not enabled:
         return items
     from tqdm import tqdm
 
@@ -213,4 +310,4 @@ def _counting(bar, items: Iterable):
     with bar:
         for item in items:
             yield item
-            bar.update(len(item))
+            bar.update(len(item[0]))

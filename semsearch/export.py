@@ -20,28 +20,9 @@ import numpy as np
 
 from . import __version__
 from .errors import ModelError
-from .models import MANIFEST, VARIANT_FILES, exported_folder, sha256_file, source_for
+from .models import MANIFEST, PROBES, VARIANT_FILES, check_variant, exported_folder, sha256_file, source_for
 
 OUTPUT = "sentence_embedding"
-
-# Texts every variant is checked on: short, long, beyond the max length, punctuation
-# only, non-English and emoji, so truncation and odd tokens are covered.
-PROBES = [
-    "hello",
-    "A man is playing a guitar on the street.",
-    "The quick brown fox jumps over the lazy dog while the cat watches from the fence. " * 4,
-    " ".join(f"token{i} of a very long passage about aerodynamics and boundary layers" for i in range(60)),
-    "?!... ;;; --- ***",
-    "Der schnelle braune Fuchs springt über den faulen Hund.",
-    "これは日本語の文です。検索エンジンのテスト。",
-    "Café ☕ and croissants 🥐🥐 in Paris 🇫🇷",
-    "x",
-    "def f(x): return x ** 2  # python code",
-]
-
-# Minimum agreement with the PyTorch model, per variant: (max abs diff, min cosine, mean cosine).
-TOLERANCE = {"fp32": (1e-4, 0.9999, 0.9999), "int8": (None, 0.80, 0.97), "fp16": (1e-2, 0.999, 0.999)}
-
 
 def read_st_config(source: Path) -> dict:
     """Pooling, normalisation, max length and prompts from sentence-transformers files."""
@@ -143,13 +124,15 @@ def reference_embeddings(source: str, texts: list[str], cfg: dict) -> np.ndarray
     return pooled.numpy()
 
 
-def compare(got: np.ndarray, want: np.ndarray) -> dict:
-    cos = np.sum(got * want, 1) / (np.linalg.norm(got, axis=1) * np.linalg.norm(want, axis=1))
-    return {
-        "max_abs_diff": float(np.max(np.abs(got - want))),
-        "min_cosine": float(cos.min()),
-        "mean_cosine": float(cos.mean()),
-    }
+def ensure_exported(model: str | None = None, log=lambda msg: print(msg, file=sys.stderr)) -> Path:
+    """The exported folder of ``model``, exporting it once (into the cache) if it is missing."""
+    folder = exported_folder(model)
+    if (folder / MANIFEST).is_file():
+        return folder
+    try:
+        return export(model, out=folder, log=log)
+    except ModelError as exc:
+        raise ModelError(f"model {model or 'default'} is not exported yet and {exc}") from None
 
 
 def export(
@@ -274,24 +257,26 @@ def convert_fp16(src: Path, dst: Path) -> None:
 
 
 def validate(folder: Path, manifest: dict, variant: str, want: np.ndarray) -> dict:
-    """Run ``variant`` on the probes; fail the export if it is outside its tolerance."""
-    from .embedder import Embedder
+    """Run ``variant`` on the probes; fail the export if it is outside its tolerance.
 
-    device = "auto" if variant == "fp16" else "cpu"
+    fp16 needs a GPU: without one it is left unvalidated and checked on its first load
+    on a GPU (Embedder.from_folder records the figures then).
+    """
+    from .runtime import Session, encode, load_tokenizer
+
     try:
-        embedder = Embedder.from_folder(folder, variant, device=device, manifest=manifest, verify=False)
-    except Exception as exc:  # fp16 kernels may be missing on the CPU provider
+        session = Session(folder / manifest["variants"][variant]["file"],
+                          "auto" if variant == "fp16" else "cpu", variant, output=OUTPUT)
+    except ModelError as exc:
         if variant == "fp16":
-            return {"validated": False, "note": f"could not run here: {str(exc).splitlines()[0]}"}
+            return {"validated": False, "note": f"could not run here: {exc.one_line()}"}
         raise
-    figures = compare(embedder.embed(PROBES), want)
-    figures["validated_on"] = embedder.providers[0]
-    max_abs, min_cos, mean_cos = TOLERANCE[variant]
-    if (max_abs is not None and figures["max_abs_diff"] > max_abs) or (
-        figures["min_cosine"] < min_cos or figures["mean_cosine"] < mean_cos
-    ):
+    tokens = encode(load_tokenizer(folder, manifest["max_length"]), PROBES)
+    figures = check_variant(variant, session.run(tokens.arrays()), want)
+    figures["validated_on"] = session.providers[0]
+    if not figures["validated"]:
         raise ModelError(f"{variant} variant fails validation against PyTorch: {figures}")
-    return {"validated": True, **figures}
+    return figures
 
 
 def _ensure_parent(folder: Path) -> Path:

@@ -1,16 +1,19 @@
 """The Embedder against the PyTorch model it was exported from, and its edge cases."""
 import json
+import os
 import shutil
 import subprocess
 import sys
+import threading
+import time
 
 import numpy as np
 import pytest
 
-from semsearch.embedder import Embedder
-from semsearch.errors import ModelError
+from semsearch.embedder import Embedder, background, bucket, bucket_widths, plan_batches
+from semsearch.errors import InvalidInput, ModelError
 from semsearch.export import PROBES
-from semsearch.models import packaged_model_path
+from semsearch.models import packaged_model_path, read_manifest, sha256_file, variant_state
 
 
 @pytest.fixture(scope="session")
@@ -69,18 +72,228 @@ def test_length_sorting_restores_input_order(embedder):
 def test_truncates_at_model_max_256_not_tokenizer_json_128(embedder, reference):
     text = " ".join(f"word{i}" for i in range(100))  # ~200 word pieces: between 128 and 256
     assert 128 < len(embedder.tokenizer.encode(text).ids) < 256
-    before = embedder.truncated
-    got = embedder.embed([text])
-    assert embedder.truncated == before
+    got, tokens, truncated = embedder.embed_counted([text])
+    assert truncated == 0 and tokens == len(embedder.tokenizer.encode(text).ids)
     assert cosines(got, reference.encode([text]))[0] >= 0.9999
     long_text = " ".join(f"word{i}" for i in range(400))
-    embedder.embed([long_text])
-    assert embedder.truncated == before + 1
+    _, tokens, truncated = embedder.embed_counted([long_text, text])
+    assert truncated == 1 and tokens == 256 + len(embedder.tokenizer.encode(text).ids)
     assert len(embedder.tokenizer.encode(long_text).ids) == 256
 
 
 def test_empty_input_gives_empty_array(embedder):
     assert embedder.embed([]).shape == (0, 384)
+
+
+def test_counts_are_per_call_not_shared(embedder):
+    """Concurrent calls each get their own truncation count (no counter on the Embedder)."""
+    long_text = "word " * 400
+    results = {}
+
+    def work(i):
+        results[i] = embedder.embed_counted([long_text] * i + ["short"])[2]
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(1, 5)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == {1: 1, 2: 2, 3: 3, 4: 4}
+    assert not hasattr(embedder, "truncated")
+
+
+def test_concurrent_embeds_match_sequential_ones(embedder):
+    groups = [[f"text {i} about topic {j}" * (1 + j % 5) for j in range(40)] for i in range(4)]
+    want = [embedder.embed(g) for g in groups]
+    got = [None] * 4
+
+    def work(i):
+        got[i] = embedder.embed(groups[i])
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for a, b in zip(got, want):
+        assert np.max(np.abs(a - b)) <= 1e-5
+
+
+def test_run_is_one_batch_in_token_order(embedder):
+    texts = ["a longer text with several words in it", "short", "mid sized text"]
+    tokens = embedder.tokenize(texts)
+    assert list(tokens.lengths) == [len(embedder.tokenizer.encode(t).ids) for t in texts]
+    assert np.max(np.abs(embedder.run(tokens) - embedder.embed(texts))) <= 1e-5
+    picked = tokens.select([2, 0])
+    assert np.max(np.abs(embedder.run(picked) - embedder.embed([texts[2], texts[0]]))) <= 1e-5
+
+
+def test_token_budget_does_not_change_results(embedder):
+    texts = PROBES * 3
+    want = embedder.embed(texts)
+    for budget in (1, 64, 300, 100_000):
+        assert np.max(np.abs(embedder.embed(texts, max_batch_tokens=budget) - want)) <= 1e-5
+
+
+def test_plan_batches_covers_every_row_once_within_budget():
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(1, 300, size=500)
+    widths = bucket_widths(256)
+    for budget, cap, ws in ((1024, 32, None), (4096, 1024, widths), (10, 8, widths), (10**6, 7, None)):
+        batches = plan_batches(lengths, budget, cap, ws)
+        rows = np.concatenate(batches)
+        assert sorted(rows.tolist()) == list(range(500))
+        for b in batches:
+            width = bucket(int(lengths[b].max()), ws)
+            assert len(b) <= cap and (len(b) == 1 or len(b) * width <= budget)
+        firsts = [int(lengths[b[0]]) for b in batches]
+        assert firsts == sorted(firsts, reverse=True)  # longest first
+    assert plan_batches([], 100, 10) == []
+
+
+def test_bucket_widths_bound_the_shapes():
+    widths = bucket_widths(256)
+    assert widths[-1] == 256 and all(a < b <= a * 2 for a, b in zip(widths, widths[1:]))
+    assert [bucket(n, widths) for n in (1, 8, 9, 33, 200, 256)] == [8, 8, 16, 48, 256, 256]
+    assert bucket(77, None) == 77
+
+
+@pytest.fixture(scope="module")
+def gpu_style(model_folder):
+    """A CPU Embedder batched the way the GPU is: bucketed widths, padded rows, the
+    three-thread pipeline, and small windows so several are in flight."""
+    e = Embedder.from_folder(model_folder, "fp32", device="cpu", threads=2)
+    e.widths, e.overlap, e.window = bucket_widths(e.max_length), True, 16
+    e.max_batch_size, e.max_batch_tokens = 8, 512
+    return e
+
+
+def test_buckets_and_pipeline_give_the_same_vectors(gpu_style, embedder):
+    texts = [f"{'word ' * (i % 37)} number {i}" for i in range(100)] + PROBES
+    want = embedder.embed(texts)
+    got, tokens, truncated = gpu_style.embed_counted(texts)
+    assert np.max(np.abs(got - want)) <= 1e-5
+    assert tokens == int(embedder.tokenize(texts).lengths.sum()) and truncated == 1
+
+
+def test_pipeline_passes_errors_through_and_stops(gpu_style):
+    with pytest.raises(TypeError, match="texts\\[3\\]"):
+        gpu_style.embed(["a", "b", "c", 4])
+    before = threading.active_count()
+    for _ in range(3):
+        gpu_style.embed([f"text {i}" for i in range(60)])
+    assert threading.active_count() == before  # every worker thread ended
+
+
+def test_background_raises_the_workers_error_and_stops_early():
+    def items():
+        yield 1
+        yield 2
+        raise RuntimeError("stage failed")
+
+    with pytest.raises(RuntimeError, match="stage failed"):
+        list(background(items()))
+    produced = []
+
+    def endless():
+        i = 0
+        while True:
+            produced.append(i)
+            yield i
+            i += 1
+
+    stream = background(endless(), depth=2)
+    assert [next(stream) for _ in range(3)] == [0, 1, 2]
+    stream.close()  # the consumer stops: the worker must stop too
+    count = len(produced)
+    time.sleep(0.3)
+    assert len(produced) == count <= 6
+
+
+def test_bad_batch_settings_are_invalid_input(embedder):
+    for kwargs in ({"batch_size": 0}, {"max_batch_tokens": 0}, {"max_batch_tokens": 2.5}):
+        with pytest.raises(InvalidInput):
+            embedder.embed(["x"], **kwargs)
+
+
+def test_nan_output_is_a_model_error_naming_the_model(model_folder, tmp_path):
+    """A graph whose weights went NaN (the hash re-recorded, so only the output shows it)
+    must never hand NaN vectors to a collection."""
+    import onnx
+    from onnx import numpy_helper
+
+    copy = shutil.copytree(model_folder, tmp_path / "model")
+    graph = onnx.load(copy / "model.onnx")
+    init = next(i for i in graph.graph.initializer if i.data_type == onnx.TensorProto.FLOAT and i.dims)
+    init.CopyFrom(numpy_helper.from_array(np.full_like(numpy_helper.to_array(init), np.nan), init.name))
+    onnx.save(graph, copy / "model.onnx")
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["variants"]["fp32"]["sha256"] = sha256_file(copy / "model.onnx")
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    broken = Embedder.from_folder(copy, "fp32", device="cpu")
+    with pytest.raises(ModelError, match="all-MiniLM-L6-v2.*NaN.*corrupt"):
+        broken.embed(["hello", "world"])
+
+
+def test_same_size_corruption_with_old_mtime_is_refused(model_folder, tmp_path):
+    """Bit rot keeps size and mtime: the file is hashed on every load, nothing is trusted."""
+    copy = shutil.copytree(model_folder, tmp_path / "model")
+    onnx_file = copy / "model.onnx"
+    Embedder.from_folder(copy, "fp32", device="cpu")  # a clean load first
+    stat = onnx_file.stat()
+    with open(onnx_file, "r+b") as fh:
+        fh.seek(stat.st_size // 2)
+        byte = fh.read(1)
+        fh.seek(stat.st_size // 2)
+        fh.write(bytes([byte[0] ^ 0xFF]))
+    os.utime(onnx_file, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert onnx_file.stat().st_size == stat.st_size
+    with pytest.raises(ModelError, match="does not match its manifest"):
+        Embedder.from_folder(copy, "fp32", device="cpu")
+    assert not list(copy.glob("*.verified"))  # loading writes nothing beside the model
+
+
+def test_validate_records_figures_in_the_manifest(model_folder, tmp_path, caplog):
+    """The bookkeeping of the first GPU load of an fp16 export, exercised with int8 on
+    the CPU: figures against the fp32 graph go into the manifest, or a warning when the
+    folder is read-only."""
+    copy = shutil.copytree(model_folder, tmp_path / "model")
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["variants"]["int8"] = {k: manifest["variants"]["int8"][k] for k in ("file", "sha256")}
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    assert "not validated" in variant_state(read_manifest(copy)["variants"]["int8"])
+    e = Embedder.from_folder(copy, "int8", device="cpu")
+    info = e.validate()
+    recorded = read_manifest(copy)["variants"]["int8"]
+    assert recorded["validated"] is True and recorded == info
+    assert recorded["validated_on"] == "CPUExecutionProvider" and 0.95 < recorded["min_cosine"] <= 1
+    assert variant_state(recorded).startswith("validated on CPU")
+
+    (copy / "manifest.json").write_text(json.dumps(manifest))  # unvalidated again, read-only
+    copy.chmod(0o555)
+    try:
+        if os.access(copy, os.W_OK):
+            pytest.skip("running as root: a read-only folder stays writable")
+        with caplog.at_level("WARNING", logger="semsearch"):
+            Embedder.from_folder(copy, "int8", device="cpu").validate()
+        assert "could not record it" in caplog.text
+        assert "validated" not in read_manifest(copy)["variants"]["int8"]
+    finally:
+        copy.chmod(0o755)
+
+
+def test_from_folder_needs_no_export_extra(model_folder):
+    """A serving box without torch/optimum loads an exported folder and embeds."""
+    code = (
+        "import sys\n"
+        "for m in ('torch', 'optimum', 'transformers', 'onnx', 'semsearch.export'): sys.modules[m] = None\n"
+        "from semsearch.embedder import Embedder\n"
+        f"e = Embedder.from_folder({str(model_folder)!r}, device='cpu')\n"
+        "print(e.embed(['hello']).shape)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "(1, 384)"
 
 
 def test_non_string_is_a_type_error(embedder):
@@ -127,9 +340,11 @@ def test_cuda_request_without_cuda_is_a_clear_error(model_folder):
     "CUDAExecutionProvider" not in __import__("onnxruntime").get_available_providers(),
     reason="needs onnxruntime-gpu and a GPU")
 def test_cuda_runs_when_present(model_folder, embedder):
+    """fp32 on CUDA is exact (TF32 off): within 1e-5 of the CPU, bucketed and pipelined."""
     gpu = Embedder.from_folder(model_folder, "fp32", device="cuda")
-    assert gpu.providers[0] == "CUDAExecutionProvider"
-    assert cosines(gpu.embed(PROBES), embedder.embed(PROBES)).min() >= 0.999
+    assert gpu.providers[0] == "CUDAExecutionProvider" and gpu.overlap and gpu.widths
+    texts = PROBES * 50
+    assert np.max(np.abs(gpu.embed(texts) - embedder.embed(texts))) <= 1e-5
 
 
 def test_auto_device_reports_the_provider_it_uses(embedder):

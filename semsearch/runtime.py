@@ -1,0 +1,263 @@
+"""How an exported graph is run: ONNX Runtime sessions and the padded arrays they take.
+
+One home for provider choice, session options (TF32 off for exact fp32 on CUDA), IO binding,
+tokenisation into flat token arrays and padding them into a batch. ``Embedder`` decides what
+goes into a batch; ``export`` validates a fresh export through this same path.
+"""
+from __future__ import annotations
+
+import base64
+import itertools
+import json
+import logging
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import InvalidInput, ModelError
+
+log = logging.getLogger("semsearch")
+
+DEVICES = ("auto", "cpu", "cuda")
+CUDA = "CUDAExecutionProvider"
+CPU = "CPUExecutionProvider"
+GPU_INSTALL = "pip uninstall -y onnxruntime onnxruntime-gpu && pip install 'semsearch[gpu]'"
+
+# y = x + x on a float vector: the smallest graph that shows whether CUDA attaches and runs
+# (made with onnx.helper: one Add node, opset 13, IR version 8), so `doctor` needs no model.
+_PROBE_GRAPH = base64.b64decode(
+    "CAg6NQoOCgF4CgF4EgF5IgNBZGQSBXByb2JlWg0KAXgSCAoGCAESAgoAYg0KAXkSCAoGCAESAgoAQgQKABAN")
+
+
+# -- tokens -------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Tokens:
+    """Tokenised texts as flat arrays (no Python object per token), padded only when run.
+
+    ``ids`` holds every row's token ids one row after another; ``types`` likewise, or None
+    when every token type id is 0 (single-sequence BERT inputs). ``cut`` marks rows that
+    were truncated at the model's max length.
+    """
+
+    ids: np.ndarray
+    lengths: np.ndarray
+    cut: np.ndarray
+    types: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    @property
+    def truncated(self) -> int:
+        return int(self.cut.sum())
+
+    def select(self, rows) -> "Tokens":
+        """The given rows, in the given order."""
+        rows = np.asarray(rows, dtype=np.int64)
+        lengths = self.lengths[rows]
+        starts = np.concatenate(([0], np.cumsum(self.lengths)[:-1]))[rows]
+        # flat position of every selected token: its row's start + its offset in the row
+        offsets = np.arange(int(lengths.sum())) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+        flat = np.repeat(starts, lengths) + offsets
+        return Tokens(self.ids[flat], lengths, self.cut[rows],
+                      None if self.types is None else self.types[flat])
+
+    @staticmethod
+    def concat(parts: list["Tokens"]) -> "Tokens":
+        types = None
+        if any(p.types is not None for p in parts):
+            types = np.concatenate([np.zeros_like(p.ids) if p.types is None else p.types for p in parts])
+        return Tokens(np.concatenate([p.ids for p in parts]), np.concatenate([p.lengths for p in parts]),
+                      np.concatenate([p.cut for p in parts]), types)
+
+    def arrays(self, width: int | None = None, rows: int | None = None) -> dict[str, np.ndarray]:
+        """``input_ids``, ``attention_mask`` and ``token_type_ids`` padded to ``width``
+        columns (at least the longest row) and ``rows`` rows (extra rows are a lone pad
+        token, so a fixed batch shape never divides by an empty mask)."""
+        n = len(self)
+        width = max(width or 0, int(self.lengths.max()) if n else 1)
+        rows = max(rows or 0, n)
+        mask = np.zeros((rows, width), dtype=bool)
+        mask[:n] = np.arange(width) < self.lengths[:, None]
+        ids = np.zeros((rows, width), dtype=np.int64)
+        ids[:n][mask[:n]] = self.ids  # row-major boolean assignment fills row after row
+        types = np.zeros_like(ids)
+        if self.types is not None:
+            types[:n][mask[:n]] = self.types
+        mask[n:, 0] = True
+        return {"input_ids": ids, "attention_mask": mask.astype(np.int64), "token_type_ids": types}
+
+
+def load_tokenizer(folder: Path, max_length: int):
+    """The model's ``tokenizer.json`` truncating at ``max_length`` and never padding.
+
+    tokenizer.json may ship fixed padding/truncation (128 for the default model); we use the
+    model's real max length and pad per batch ourselves.
+    """
+    from tokenizers import Tokenizer
+
+    try:
+        tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    except Exception as exc:
+        raise ModelError(f"{folder / 'tokenizer.json'} is unreadable ({exc}); re-export the model") from None
+    tokenizer.no_padding()
+    tokenizer.enable_truncation(max_length)
+    return tokenizer
+
+
+def single_types_are_zero(tokenizer) -> bool:
+    """Does one text always get token type 0? Then type ids need not be gathered."""
+    post = json.loads(tokenizer.to_str()).get("post_processor") or {"type": "BertProcessing"}
+    if post.get("type") in ("BertProcessing", "RobertaProcessing", "ByteLevel"):
+        return True
+    if post.get("type") == "TemplateProcessing":
+        return all(next(iter(item.values())).get("type_id", 0) == 0 for item in post.get("single", []))
+    return False
+
+
+def encode(tokenizer, texts: list[str], types: bool = True) -> Tokens:
+    """Tokenise ``texts`` (in parallel, in Rust) into flat arrays.
+
+    ``encode_batch_fast`` (tokenizers >= 0.21) skips character offsets we never use.
+    """
+    batch = getattr(tokenizer, "encode_batch_fast", tokenizer.encode_batch)
+    encodings = batch(texts)
+    n = len(encodings)
+    lengths = np.fromiter(map(len, encodings), dtype=np.int64, count=n)
+    total = int(lengths.sum())
+    ids = np.fromiter(itertools.chain.from_iterable(e.ids for e in encodings), dtype=np.int64, count=total)
+    cut = np.fromiter((bool(e.overflowing) for e in encodings), dtype=bool, count=n)
+    type_ids = None
+    if types:
+        type_ids = np.fromiter(itertools.chain.from_iterable(e.type_ids for e in encodings),
+                               dtype=np.int64, count=total)
+    return Tokens(ids, lengths, cut, type_ids)
+
+
+# -- sessions -----------------------------------------------------------------------------------
+def available_providers() -> list[str]:
+    import onnxruntime as ort
+
+    return ort.get_available_providers()
+
+
+def providers_for(device: str, variant: str = "fp32") -> list:
+    """Execution providers for ``device``. On CUDA, TF32 is off except for fp16: ONNX
+    Runtime's default (use_tf32=1) put fp32 2e-4 away from PyTorch; fp32 must mean fp32."""
+    if device not in DEVICES:
+        raise InvalidInput(f"device must be one of {', '.join(DEVICES)}, not {device!r}")
+    if device == "cpu":
+        return [CPU]
+    if CUDA in available_providers():
+        _preload_cuda_libraries()
+        return [(CUDA, {} if variant == "fp16" else {"use_tf32": "0"}), CPU]
+    if device == "cuda":
+        raise ModelError(f"device='cuda' but this ONNX Runtime has no CUDA provider ({GPU_INSTALL}; "
+                         "`semsearch doctor` shows what is installed)")
+    return [CPU]
+
+
+def _preload_cuda_libraries() -> None:
+    """Load CUDA/cuDNN from the nvidia-* pip packages (onnxruntime-gpu[cuda,cudnn]) when
+    they are installed; a system CUDA is found by the loader without this."""
+    import importlib.util
+
+    import onnxruntime as ort
+
+    if hasattr(ort, "preload_dlls") and importlib.util.find_spec("nvidia") is not None:
+        try:
+            ort.preload_dlls(directory="")
+        except Exception as exc:  # the provider then reports what is missing when it loads
+            log.debug("preload_dlls: %s", exc)
+
+
+class Session:
+    """One ONNX Runtime session of one graph. ``run`` is safe to call from many threads."""
+
+    def __init__(self, path: Path | bytes, device: str = "auto", variant: str = "fp32",
+                 threads: int | None = None, output: str = "sentence_embedding"):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
+        providers = providers_for(device, variant)
+        name = path if isinstance(path, Path) else "the probe graph"
+        try:
+            self._session = ort.InferenceSession(path if isinstance(path, bytes) else str(path),
+                                                 options, providers=providers)
+        except Exception as exc:
+            raise ModelError(f"ONNX Runtime cannot load {name} ({str(exc).splitlines()[0]}); "
+                             "re-export with `semsearch export --force`") from None
+        self.providers: list[str] = self._session.get_providers()
+        self.on_gpu = self.providers[0] == CUDA
+        self.output = output
+        self.input_names = {i.name for i in self._session.get_inputs()}
+        if device == "cuda" and not self.on_gpu:
+            raise ModelError("device='cuda' was asked for but the CUDA provider did not attach "
+                             f"(ONNX Runtime runs on {self.providers[0]}); `semsearch doctor` says why")
+        if device == "auto" and CUDA in available_providers() and not self.on_gpu:
+            log.warning("CUDA is installed but did not attach; embedding on %s", self.providers[0])
+        if variant == "fp16" and not self.on_gpu:
+            raise ModelError("the fp16 variant is for GPUs; on the CPU use fp32 or int8")
+
+    def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        """One model run; on a GPU through IO binding, so only the pooled output comes back."""
+        feeds = {k: v for k, v in feeds.items() if k in self.input_names}
+        if not self.on_gpu:
+            return self._session.run([self.output], feeds)[0]
+        binding = self._session.io_binding()
+        for name, array in feeds.items():
+            binding.bind_cpu_input(name, array)
+        binding.bind_output(self.output, "cuda")
+        self._session.run_with_iobinding(binding)
+        return binding.copy_outputs_to_cpu()[0].astype(np.float32, copy=False)
+
+
+# -- doctor -------------------------------------------------------------------------------------
+def describe() -> dict:
+    """What is installed and what attaches: the facts behind `semsearch doctor`."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    def installed(dist: str) -> str | None:
+        try:
+            return version(dist)
+        except PackageNotFoundError:
+            return None
+
+    dists = ("onnxruntime", "onnxruntime-gpu", "tokenizers", "numpy", "faiss-cpu", "faiss-gpu-cu12",
+             "nvidia-cuda-runtime", "nvidia-cudnn-cu13", "nvidia-cudnn-cu12", "torch")
+    report: dict = {"python": sys.version.split()[0],
+                    "packages": {d: v for d in dists if (v := installed(d))}, "problems": []}
+    problems = report["problems"]
+    if installed("onnxruntime") and installed("onnxruntime-gpu"):
+        problems.append("onnxruntime and onnxruntime-gpu are both installed and share one module, "
+                        f"so one shadows the other: {GPU_INSTALL}")
+    try:
+        import onnxruntime as ort
+    except ImportError as exc:
+        problems.append(f"ONNX Runtime does not import ({exc}): pip install 'semsearch[cpu]' or 'semsearch[gpu]'")
+        return report
+    report["onnxruntime"] = {"version": ort.__version__, "module": str(Path(ort.__file__).parent),
+                             "device": ort.get_device(), "available_providers": available_providers()}
+    report["cuda"] = _try_cuda()
+    if installed("onnxruntime-gpu") and CUDA not in available_providers():
+        problems.append(f"onnxruntime-gpu is installed but its CUDA provider is missing: {GPU_INSTALL}")
+    return report
+
+
+def _try_cuda() -> dict:
+    """Does the CUDA provider attach and run a graph? (It falls back to the CPU silently
+    when CUDA or cuDNN libraries are missing, so only a real session tells.)"""
+    if CUDA not in available_providers():
+        return {"attached": False, "why": "this ONNX Runtime build has no CUDA provider"}
+    try:
+        session = Session(_PROBE_GRAPH, device="cuda", output="y")
+        got = session.run({"x": np.arange(4, dtype=np.float32)})
+    except ModelError as exc:
+        return {"attached": False, "why": exc.one_line()}
+    return {"attached": True, "providers": session.providers,
+            "ran": bool(np.array_equal(got, np.arange(4, dtype=np.float32) * 2))}

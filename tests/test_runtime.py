@@ -1,0 +1,147 @@
+"""runtime.py (tokens, padding, sessions, doctor) and the manifest checks in models.py."""
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from semsearch.errors import InvalidInput, ModelError
+from semsearch.runtime import (CPU, CUDA, Tokens, available_providers, describe, encode,
+                               load_tokenizer, providers_for, single_types_are_zero)
+
+HAS_CUDA = CUDA in available_providers()
+TEXTS = ["hello", "a somewhat longer sentence about wings and lift", "", "word " * 300, "Café ☕ 日本語"]
+
+
+@pytest.fixture(scope="module")
+def tokenizer(model_folder):
+    return load_tokenizer(model_folder, 256)
+
+
+def test_encode_matches_the_tokenizer_row_by_row(tokenizer):
+    tokens = encode(tokenizer, TEXTS)
+    want = [tokenizer.encode(t) for t in TEXTS]
+    assert list(tokens.lengths) == [len(e.ids) for e in want]
+    assert tokens.ids.tolist() == [i for e in want for i in e.ids]
+    assert list(tokens.cut) == [False, False, False, True, False] and tokens.truncated == 1
+    assert not tokens.types.any() and single_types_are_zero(tokenizer)
+    assert encode(tokenizer, TEXTS, types=False).types is None
+
+
+def test_arrays_pad_rows_with_a_mask(tokenizer):
+    tokens = encode(tokenizer, TEXTS[:3])
+    arrays = tokens.arrays(width=16, rows=4)
+    ids, mask = arrays["input_ids"], arrays["attention_mask"]
+    assert ids.shape == mask.shape == arrays["token_type_ids"].shape == (4, 16)
+    for row, text in enumerate(TEXTS[:3]):
+        enc = tokenizer.encode(text).ids
+        assert ids[row, :len(enc)].tolist() == enc and not ids[row, len(enc):].any()
+        assert mask[row].tolist() == [1] * len(enc) + [0] * (16 - len(enc))
+    assert mask[3].tolist() == [1] + [0] * 15  # a padding row: one pad token, never an empty mask
+    assert tokens.arrays()["input_ids"].shape == (3, int(tokens.lengths.max()))
+
+
+def test_select_and_concat_keep_rows_intact(tokenizer):
+    tokens = encode(tokenizer, TEXTS)
+    picked = tokens.select([4, 1, 3])
+    again = encode(tokenizer, [TEXTS[4], TEXTS[1], TEXTS[3]])
+    assert picked.ids.tolist() == again.ids.tolist() and list(picked.lengths) == list(again.lengths)
+    assert list(picked.cut) == [False, False, True]
+    joined = Tokens.concat([encode(tokenizer, TEXTS[:2]), encode(tokenizer, TEXTS[2:], types=False)])
+    assert joined.ids.tolist() == tokens.ids.tolist() and len(joined) == 5 and joined.truncated == 1
+    assert joined.types.tolist() == tokens.types.tolist()
+    assert len(tokens.select([])) == 0
+
+
+def test_device_names_are_checked():
+    with pytest.raises(InvalidInput, match="device"):
+        providers_for("gpu")
+    assert providers_for("cpu") == [CPU]
+
+
+@pytest.mark.skipif(HAS_CUDA, reason="a GPU is present")
+def test_cuda_without_a_cuda_build_points_to_doctor():
+    with pytest.raises(ModelError, match="doctor"):
+        providers_for("cuda")
+    assert providers_for("auto") == [CPU]
+
+
+@pytest.mark.skipif(not HAS_CUDA, reason="needs onnxruntime-gpu and a GPU")
+def test_cuda_fp32_runs_with_tf32_off():
+    (name, options), cpu = providers_for("cuda", "fp32")
+    assert name == CUDA and options == {"use_tf32": "0"} and cpu == CPU
+    assert providers_for("cuda", "fp16")[0] == (CUDA, {})
+
+
+def test_describe_reports_installed_runtime_and_providers():
+    report = describe()
+    assert report["packages"]["onnxruntime" if "onnxruntime" in report["packages"] else "onnxruntime-gpu"]
+    assert CPU in report["onnxruntime"]["available_providers"]
+    assert report["cuda"]["attached"] is HAS_CUDA
+    if not HAS_CUDA:
+        assert "no CUDA provider" in report["cuda"]["why"]
+    both = {"onnxruntime", "onnxruntime-gpu"} <= set(report["packages"])
+    assert any("shadows" in p for p in report["problems"]) is both
+    json.dumps(report)  # the doctor command prints it as JSON too
+
+
+# -- manifests (issue 10.9, 10.12) ----------------------------------------------------------------
+def _with_manifest(model_folder, tmp_path, change):
+    copy = shutil.copytree(model_folder, tmp_path / "model")
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest = change(manifest)
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    return copy
+
+
+def _drop(key):
+    def change(m):
+        del m[key]
+        return m
+    return change
+
+
+def _variant(**fields):
+    def change(m):
+        m["variants"]["fp32"].update(fields)
+        return m
+    return change
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda m: [], "a JSON list, not an object"),
+    (_drop("max_length"), "max_length must be a positive integer"),
+    (_drop("dim"), "dim must be a positive integer"),
+    (lambda m: {**m, "max_length": "256"}, "max_length must be a positive integer"),
+    (lambda m: {**m, "variants": {}}, "no variants"),
+    (_variant(sha256=None), "has no sha256"),
+    (_variant(file=None), "has no file"),
+    (_variant(file="/etc/hostname"), "outside the model folder"),
+    (_variant(file="../../../../etc/hostname"), "outside the model folder"),
+    (_variant(file="sub/../model.onnx"), "outside the model folder"),
+])
+def test_bad_manifest_is_a_one_line_model_error(model_folder, tmp_path, change, message):
+    from semsearch.embedder import Embedder
+
+    folder = _with_manifest(model_folder, tmp_path, change)
+    with pytest.raises(ModelError) as info:
+        Embedder.from_folder(folder, "fp32", device="cpu")
+    assert message in str(info.value) and "\n" not in str(info.value)
+    assert sorted(p.name for p in folder.iterdir()) == sorted(p.name for p in model_folder.iterdir())
+
+
+def test_bad_manifest_through_the_cli_is_one_line_no_traceback(model_folder, tmp_path):
+    folder = _with_manifest(model_folder, tmp_path, lambda m: [])
+    out = subprocess.run([sys.executable, "-m", "semsearch", "embed", "hello", "--model", str(folder)],
+                         capture_output=True, text=True)
+    assert out.returncode != 0 and "Traceback" not in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1 and "manifest.json is invalid" in out.stderr
+
+
+def test_embedder_module_does_not_import_export():
+    code = ("import sys, semsearch.embedder, semsearch.runtime, semsearch.models\n"
+            "print([m for m in ('semsearch.export', 'torch', 'onnx') if m in sys.modules])\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
