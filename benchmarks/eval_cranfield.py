@@ -9,7 +9,7 @@ import argparse
 import json
 from pathlib import Path
 
-from semsearch.evaluate import evaluate
+from semsearch.evaluation import evaluate
 
 HERE = Path(__file__).resolve().parent
 RUNS = [  # (label, variant, index type, mode)

@@ -4,38 +4,48 @@ from __future__ import annotations
 import json
 import logging
 import os
-import sqlite3
 import sys
-import time
 from collections import Counter
-from pathlib import Path
 
 import click
 
 from .errors import SemsearchError
+from .models import VARIANT_FILES
+from .validation import MODES as MODE_NAMES
 
-VARIANTS = click.Choice(["fp32", "int8", "fp16"])
+VARIANTS = click.Choice(list(VARIANT_FILES))
 DEVICES = click.Choice(["auto", "cpu", "cuda"])
-MODES = click.Choice(["dense", "lexical", "hybrid"])
+MODES = click.Choice(list(MODE_NAMES))
 
 
 class Group(click.Group):
-    """Turns expected failures into one line on stderr and a non-zero exit."""
+    """Every failure becomes one line on stderr and the exit code its error class names
+    (errors.py); anything unexpected is one line too, with a hint to see the traceback."""
 
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
             raise
-        except (SemsearchError, OSError, ValueError, TypeError, sqlite3.Error) as exc:
-            if os.environ.get("SEMSEARCH_DEBUG"):
-                raise
-            message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            click.echo(f"error: {message}", err=True)
-            ctx.exit(1)
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             ctx.exit(130)
+        except Exception as exc:  # noqa: BLE001 - the last place to keep a traceback off the screen
+            if os.environ.get("SEMSEARCH_DEBUG"):
+                raise
+            click.echo(f"error: {describe(exc)}", err=True)
+            ctx.exit(getattr(exc, "exit_code", 1) if isinstance(exc, SemsearchError) else 1)
+
+
+def describe(exc: BaseException) -> str:
+    """One line for any error: ours say what to do; an OSError names its file."""
+    if isinstance(exc, SemsearchError):
+        return exc.one_line()
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{exc.strerror}: {exc.filename}" if exc.filename else exc.strerror
+    text = str(exc).strip().splitlines()
+    name = type(exc).__name__
+    return f"unexpected {name}: {text[0] if text else ''} (SEMSEARCH_DEBUG=1 shows where)"
 
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -115,9 +125,10 @@ def embed(texts, file_, fmt, out, model, variant, device, batch_size, kind):
     if fmt == "npy" and not out:
         raise click.UsageError("--format npy needs --out FILE")
     embedder = Embedder.load(model, variant=variant, device=device)
-    vectors = embedder.embed(items, batch_size=batch_size, kind=kind, progress=len(items) > 256)
-    if embedder.truncated:
-        click.echo(f"note: {embedder.truncated} text(s) cut at {embedder.max_length} tokens", err=True)
+    vectors, _, truncated = embedder.embed_counted(items, batch_size=batch_size, kind=kind,
+                                                   progress=len(items) > 256)
+    if truncated:
+        click.echo(f"note: {truncated} text(s) cut at {embedder.max_length} tokens", err=True)
     if fmt == "npy":
         np.save(out, vectors)
         click.echo(f"wrote {vectors.shape[0]}x{vectors.shape[1]} embeddings to {out}", err=True)
@@ -132,91 +143,82 @@ def embed(texts, file_, fmt, out, model, variant, device, batch_size, kind):
 
 
 def read_texts(file_: str | None) -> list[str]:
-    """Texts from a file (lines or JSONL) or from stdin when it is piped."""
+    """Texts from a file (lines, or records of a .jsonl by the one record rule) or from
+    stdin when it is piped."""
+    from .loaders import read_records
+
     if file_ is None:
         if sys.stdin is None or sys.stdin.isatty():
             raise click.UsageError("give texts as arguments, with --file, or on stdin")
         lines = sys.stdin.read().splitlines()
-        is_jsonl = False
+    elif str(file_).endswith(".jsonl"):
+        return [record_of(rec, file_, n).text for n, rec in enumerate(read_records(file_), 1)]
     else:
-        handle = click.open_file(file_, encoding="utf-8", errors="replace")
-        with handle:
+        with click.open_file(file_, encoding="utf-8", errors="replace") as handle:
             lines = handle.read().splitlines()
-        is_jsonl = str(file_).endswith(".jsonl")
-    if not is_jsonl:
-        return [line for line in lines if line.strip()]
-    texts = []
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            texts.append(str(json.loads(line)["text"]))
-        except (ValueError, KeyError, TypeError):
-            raise click.UsageError(f"{file_} line {number}: expected a JSON object with a `text` field")
-    return texts
+    return [line for line in lines if line.strip()]
+
+
+def record_of(rec: dict, file_, number: int):
+    """A JSONL record read by the one record rule (loaders.parse_record), or an error."""
+    from .errors import InvalidInput
+    from .loaders import parse_record
+
+    parsed = parse_record(rec)
+    if isinstance(parsed, str):
+        raise InvalidInput(f"{file_} record {number}: {parsed}")
+    return parsed
 
 
 # -- collections ------------------------------------------------------------------------------
-def open_or_create(ctx, name, model=None, variant="fp32", index="auto", chunk_tokens=None, overlap=32):
-    from .collection import STORE_FILE, Collection, collection_path
-
-    home = ctx.obj["home"]
-    if (collection_path(name, home) / STORE_FILE).is_file():
-        coll = Collection.open(name, model=model, home=home)
-        asked = {"index": index, "chunk_tokens": chunk_tokens, "overlap": overlap}
-        defaults = {"index": "auto", "chunk_tokens": None, "overlap": 32}
-        for key, value in asked.items():
-            if value != defaults[key] and value != coll.config[key]:
-                raise SemsearchError(f"collection {name} exists with {key}={coll.config[key]}; "
-                                     f"use a new name or `semsearch rm {name}` first")
-        return coll
-    return Collection.create(name, model=model, variant=variant, index=index,
-                             chunk_tokens=chunk_tokens, overlap=overlap, home=home)
-
-
 @cli.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
 @click.option("--name", required=True, help="Collection name (under --home) or path.")
-@click.option("--glob", default=None, help="Only files matching this pattern, e.g. '*.md'.")
-@click.option("--model", default=None)
-@click.option("--variant", type=click.Choice(["fp32", "int8"]), default="fp32", show_default=True)
-@click.option("--index", "index_spec", default="auto", show_default=True,
-              help="auto, flat, hnsw, ivf, ivfpq or a faiss factory string.")
+@click.option("--glob", default=None, help="Only files matching this pattern, e.g. '*.md'; "
+              "documents it does not select are neither added nor removed.")
+@click.option("--model", default=None, help="Model for a new collection (default: all-MiniLM-L6-v2).")
+@click.option("--variant", type=click.Choice(["fp32", "int8"]), default=None,
+              help="Model variant for a new collection [default: fp32].")
+@click.option("--index", "index_spec", default=None,
+              help="Index for a new collection: auto, flat, hnsw, ivf, ivfpq or a faiss factory "
+                   "string [default: auto].")
 @click.option("--chunk-tokens", type=int, default=None, help="Tokens per chunk (default: model max - 2).")
-@click.option("--overlap", type=click.IntRange(0), default=32, show_default=True)
+@click.option("--overlap", type=int, default=None, help="Tokens shared by neighbouring chunks [default: 32].")
 @click.option("--keep-missing", is_flag=True, help="Keep documents whose files are gone.")
 @click.pass_context
 def index(ctx, paths, name, glob, model, variant, index_spec, chunk_tokens, overlap, keep_missing):
-    """Index files and folders into collection NAME (only new or changed files are embedded)."""
-    for path in paths:  # before a collection is created for them
-        if not os.path.exists(path):
-            raise SemsearchError(f"no such file or directory: {path}")
-    with open_or_create(ctx, name, model, variant, index_spec, chunk_tokens, overlap) as coll:
-        report = coll.add_files(paths, glob=glob, remove_missing=not keep_missing, progress=True)
-        skipped = Counter(reason for _, reason in report.skipped)
-        click.echo(
-            f"{coll.name}: added {report.added}, updated {report.updated}, unchanged {report.unchanged}, "
-            f"removed {report.removed}, skipped {len(report.skipped)}; {report.chunks} chunks in "
-            f"{report.seconds:.1f}s ({coll.count()} documents in the collection)")
-        for reason, count in skipped.most_common():
-            click.echo(f"  skipped {count}: {reason}")
-        if report.replaced_chars:
-            click.echo(f"  {report.replaced_chars} undecodable byte(s) replaced with U+FFFD")
+    """Index files and folders into collection NAME (only new or changed files are embedded).
+
+    An existing collection keeps its settings: giving different ones is an error."""
+    from .collection import index_files
+
+    coll, report = index_files(name, paths, glob=glob, remove_missing=not keep_missing, progress=True,
+                               model=model, variant=variant, index=index_spec, chunk_tokens=chunk_tokens,
+                               overlap=overlap, home=ctx.obj["home"])
+    skipped = Counter(reason for _, reason in report.skipped)
+    click.echo(
+        f"{coll['name']}: added {report.added}, updated {report.updated}, unchanged {report.unchanged}, "
+        f"removed {report.removed}, skipped {len(report.skipped)}; {report.chunks} chunks in "
+        f"{report.seconds:.1f}s ({coll['documents']} documents in the collection)")
+    for reason, count in skipped.most_common():
+        click.echo(f"  skipped {count}: {reason}")
+    if report.replaced_chars:
+        click.echo(f"  {report.replaced_chars} undecodable byte(s) replaced with U+FFFD")
 
 
 @cli.command()
 @click.argument("name")
 @click.argument("query", required=False)
-@click.option("-k", "k", type=int, default=10, show_default=True)
+@click.option("-k", "k", type=int, default=10, show_default=True, help="Hits per query (1 to 10,000).")
 @click.option("--mode", type=MODES, default="hybrid", show_default=True)
 @click.option("--where", multiple=True, help="key=value metadata filter (repeatable).")
 @click.option("--docs", is_flag=True, help="One hit per document.")
 @click.option("--min-score", type=float, default=None)
 @click.option("--queries", "queries_file", type=click.Path(dir_okay=False, allow_dash=True),
               help="Answer every line of FILE; prints one JSON line per query.")
-@click.option("--rrf-k", type=click.IntRange(1), default=60, show_default=True, help="Hybrid: RRF constant.")
+@click.option("--rrf-k", type=int, default=60, show_default=True, help="Hybrid: RRF constant.")
 @click.option("--weights", default="1,1", show_default=True, help="Hybrid: dense,lexical weights.")
-@click.option("--feedback", type=click.FloatRange(0), default=0.6, show_default=True,
+@click.option("--feedback", type=float, default=0.6, show_default=True,
               help="Hybrid: pseudo-relevance feedback weight (0 = plain RRF).")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
@@ -230,7 +232,7 @@ def search(ctx, name, query, k, mode, where, docs, min_score, queries_file, rrf_
     except ValueError:
         raise click.UsageError(f"--weights expects two numbers like 1,0.5, got {weights!r}") from None
     with Collection.open(name, home=ctx.obj["home"]) as coll:
-        options = dict(k=k, where=filters or None, mode=mode, docs=docs, min_score=min_score,
+        options = dict(k=k, where=filters, mode=mode, docs=docs, min_score=min_score,
                        rrf_k=rrf_k, weights=(dense_w, lexical_w), feedback_weight=feedback)
         if queries_file:
             queries = read_texts(queries_file)
@@ -246,9 +248,14 @@ def search(ctx, name, query, k, mode, where, docs, min_score, queries_file, rrf_
     if not hits:
         click.echo("no results")
     for rank, hit in enumerate(hits, 1):
-        click.echo(f"{rank:2d}. {hit.score:.4f}  {hit.id}  (chunk {hit.chunk})")
-        preview = " ".join(hit.text.split())
+        click.echo(f"{rank:2d}. {hit.score:.4f}  {printable(hit.id)}  (chunk {hit.chunk})")
+        preview = printable(" ".join(hit.text.split()))
         click.echo(f"    {preview[:200]}{'…' if len(preview) > 200 else ''}")
+
+
+def printable(text: str) -> str:
+    """Text safe for a terminal: control characters (escape sequences) shown as \\x.. codes."""
+    return "".join(c if c.isprintable() or c in "\t" else repr(c)[1:-1] for c in text)
 
 
 def parse_pairs(pairs, option: str) -> dict:
@@ -272,6 +279,7 @@ def parse_pairs(pairs, option: str) -> dict:
 @click.pass_context
 def add(ctx, name, texts, ids, meta, jsonl, model):
     """Add texts or JSONL records to collection NAME (created if needed)."""
+    from .collection import Collection
     from .loaders import read_records
 
     if not texts and not jsonl:
@@ -281,13 +289,10 @@ def add(ctx, name, texts, ids, meta, jsonl, model):
     metadata = parse_pairs(meta, "--meta")
     items = [(i, t, dict(metadata)) for i, t in zip(ids or [None] * len(texts), texts)]
     if jsonl:
-        for number, record in enumerate(read_records(jsonl), 1):
-            text = record.pop("text", None)
-            if not isinstance(text, str) or not text.strip():
-                raise SemsearchError(f"{jsonl} record {number}: no `text` field")
-            record_id = record.pop("id", record.pop("_id", None))
-            items.append((None if record_id is None else str(record_id), text, {**metadata, **record}))
-    with open_or_create(ctx, name, model) as coll:
+        for number, rec in enumerate(read_records(jsonl), 1):
+            record = record_of(rec, jsonl, number)
+            items.append((record.id, record.text, {**metadata, **record.metadata}))
+    with Collection.open_or_create(name, model=model, home=ctx.obj["home"]) as coll:
         added = coll.add_texts([t for _, t, _ in items], ids=[i for i, _, _ in items],
                                metadata=[m for _, _, m in items])
         click.echo(f"{coll.name}: added {len(added)} document(s); {coll.count()} in the collection")
@@ -359,34 +364,36 @@ def list_(ctx, as_json):
 @click.pass_context
 def rm(ctx, name, yes):
     """Delete collection NAME and its files."""
-    from .collection import Collection, collection_path
+    from .collection import collection_path, delete_collection
 
     path = collection_path(name, ctx.obj["home"])
     if not yes:
         click.confirm(f"delete collection {name} ({path})?", abort=True)
-    Collection.remove(name, home=ctx.obj["home"])
-    click.echo(f"removed {path}")
+    delete_collection(name, home=ctx.obj["home"])
+    click.echo(f"removed collection {name} ({path})")
 
 
 @cli.command(name="eval")
 @click.argument("dataset", type=click.Path(exists=True, file_okay=False))
 @click.option("--mode", type=MODES, default="hybrid", show_default=True)
 @click.option("--model", default=None)
-@click.option("--variant", type=click.Choice(["fp32", "int8"]), default="fp32", show_default=True)
-@click.option("--index", "index_name", default=None,
+@click.option("--variant", type=click.Choice(["fp32", "int8"]), default=None,
+              help="Model variant for a new collection [default: fp32].")
+@click.option("--collection", "collection", default=None,
               help="Reuse (or create) this collection instead of a temporary one.")
-@click.option("--index-type", "index_spec", default="auto", show_default=True,
-              help="Index for a new collection: auto, flat, hnsw, ivf, ivfpq or a faiss string.")
+@click.option("--index", "index_spec", default=None,
+              help="Index for a new collection: auto, flat, hnsw, ivf, ivfpq or a faiss string "
+                   "[default: auto].")
 @click.option("-k", "k", type=click.IntRange(1), default=100, show_default=True, help="Documents ranked per query.")
 @click.option("--split", default="test", show_default=True)
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
-def eval_(ctx, dataset, mode, model, variant, index_name, index_spec, k, split, as_json):
+def eval_(ctx, dataset, mode, model, variant, collection, index_spec, k, split, as_json):
     """Score retrieval on a BEIR-format DATASET folder (corpus, queries, qrels)."""
-    from .evaluate import evaluate
+    from .evaluation import evaluate
 
-    result = evaluate(dataset, mode=mode, model=model, variant=variant, index=index_name,
-                      index_spec=index_spec, k=k, split=split, home=ctx.obj["home"])
+    result = evaluate(dataset, mode=mode, model=model, variant=variant, collection=collection,
+                      index=index_spec, k=k, split=split, home=ctx.obj["home"])
     if as_json:
         click.echo(json.dumps(result, indent=2))
         return

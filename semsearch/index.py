@@ -25,7 +25,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from .errors import SemsearchError
+from .errors import InvalidInput, SemsearchError
 
 METRIC = faiss.METRIC_INNER_PRODUCT
 EXACT_FILTER_MAX = 20_000   # filters up to this many ids are scored exactly
@@ -182,7 +182,7 @@ class VectorIndex:
         try:
             idx = faiss.index_factory(int(dim), factory, METRIC)
         except RuntimeError as e:
-            raise ValueError(f"invalid index spec {factory!r}: {_faiss_msg(e)}") from None
+            raise InvalidInput(f"invalid index spec {factory!r}: {_faiss_msg(e)}") from None
         if isinstance(idx, faiss.IndexIVF):
             try:  # native ids; a hashtable direct map lets us reconstruct by id
                 idx.set_direct_map_type(faiss.DirectMap.Hashtable)
@@ -192,7 +192,7 @@ class VectorIndex:
             except RuntimeError:
                 pass  # e.g. fast-scan lists: use positions through an id map instead
         if isinstance(idx, (faiss.IndexIDMap, faiss.IndexIDMap2)):
-            raise ValueError(f"invalid index spec {factory!r}: ids are mapped already, drop 'IDMap'")
+            raise InvalidInput(f"invalid index spec {factory!r}: ids are mapped already, drop 'IDMap'")
         wrapped = faiss.IndexIDMap2(idx)
         wrapped.own_fields = True
         idx.this.disown()
@@ -204,7 +204,7 @@ class VectorIndex:
         factory = _resolve(spec, 0, dim)
         index = cls._create(factory, dim)
         if not index.is_trained:
-            raise ValueError(f"index spec {factory!r} needs training vectors: use build()")
+            raise InvalidInput(f"index spec {factory!r} needs training vectors: use build()")
         return cls(index, factory, int(dim))
 
     @classmethod
@@ -212,7 +212,7 @@ class VectorIndex:
         """Create, train (on <= 50k sampled vectors), add everything, then tune knobs."""
         vectors = np.asarray(vectors)
         if vectors.ndim != 2:
-            raise ValueError(f"vectors must be 2-D (n, dim), got shape {vectors.shape}")
+            raise InvalidInput(f"vectors must be 2-D (n, dim), got shape {vectors.shape}")
         n, dim = vectors.shape
         factory = _resolve(spec, n, dim, memory_budget_mb)
         self = cls(cls._create(factory, dim), factory, dim)
@@ -223,7 +223,7 @@ class VectorIndex:
             try:
                 self._index.train(sample)
             except RuntimeError as e:
-                raise ValueError(f"cannot train index {factory!r} on {n} vectors: {_faiss_msg(e)}") from None
+                raise InvalidInput(f"cannot train index {factory!r} on {n} vectors: {_faiss_msg(e)}") from None
         self.add(ids, vectors)
         if self.params and n:
             rng = np.random.default_rng(1)
@@ -235,23 +235,23 @@ class VectorIndex:
     def _check_vectors(self, x, name="vectors") -> np.ndarray:
         x = np.asarray(x)
         if x.ndim != 2 or x.shape[1] != self.dim:
-            raise ValueError(f"{name} must have shape (n, {self.dim}), got {x.shape}")
+            raise InvalidInput(f"{name} must have shape (n, {self.dim}), got {x.shape}")
         if not np.issubdtype(x.dtype, np.floating):
-            raise ValueError(f"{name} must be float32, got {x.dtype}")
+            raise InvalidInput(f"{name} must be float32, got {x.dtype}")
         return np.ascontiguousarray(x, dtype=np.float32)
 
     def _check_ids_vectors(self, ids, vectors):
         vectors = self._check_vectors(vectors)
         ids = self._check_ids(ids)
         if len(ids) != len(vectors):
-            raise ValueError(f"got {len(ids)} ids for {len(vectors)} vectors")
+            raise InvalidInput(f"got {len(ids)} ids for {len(vectors)} vectors")
         return ids, vectors
 
     @staticmethod
     def _check_ids(ids) -> np.ndarray:
         ids = np.asarray(ids)
         if ids.ndim != 1 or (ids.size and not np.issubdtype(ids.dtype, np.integer)):
-            raise ValueError(f"ids must be a 1-D int64 array, got {ids.dtype} shape {ids.shape}")
+            raise InvalidInput(f"ids must be a 1-D int64 array, got {ids.dtype} shape {ids.shape}")
         return np.ascontiguousarray(ids, dtype=np.int64)
 
     # ---------------------------------------------------------------- contents
@@ -288,14 +288,14 @@ class VectorIndex:
         if not len(ids):
             return
         if len(np.unique(ids)) != len(ids):
-            raise ValueError("ids contain duplicates")
+            raise InvalidInput("ids contain duplicates")
         live = self._ids()
         mask = self._live_mask()
         if mask is not None:
             live = live[mask]
         dup = ids[np.isin(ids, live)]
         if len(dup):
-            raise ValueError(f"{len(dup)} ids are already in the index, e.g. {int(dup[0])}: remove them first")
+            raise InvalidInput(f"{len(dup)} ids are already in the index, e.g. {int(dup[0])}: remove them first")
         self._index.add_with_ids(vectors, ids)
         self._ids_cache = None
         self._gpu = None
@@ -347,7 +347,7 @@ class VectorIndex:
         """
         q = self._check_vectors(queries, "queries")
         if int(k) <= 0:
-            raise ValueError(f"k must be positive, got {k}")
+            raise InvalidInput(f"k must be positive, got {k}")
         k = int(k)
         if not self.ntotal or not len(q):
             return np.full((len(q), k), -np.inf, np.float32), np.full((len(q), k), -1, np.int64)
@@ -421,7 +421,7 @@ class VectorIndex:
     def _live_vectors(self):
         """(ids, vectors) of every live vector, for exact ground truth."""
         if not _exact_store(self._inner):
-            raise ValueError(f"index {self.spec!r} keeps no exact vectors: pass vectors= and ids= to tune()")
+            raise InvalidInput(f"index {self.spec!r} keeps no exact vectors: pass vectors= and ids= to tune()")
         ids = self._ids()
         if self._native:
             return ids, self._index.reconstruct_batch(ids)

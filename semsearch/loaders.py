@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
+from .errors import InvalidInput, NotFound
+
 SUPPORTED = {".txt", ".md", ".rst", ".html", ".htm", ".json", ".jsonl", ".csv", ".pdf"}
 PLAIN = {".txt", ".md", ".rst"}
 TEXT_FIELDS = ("text", "content", "body")
@@ -58,12 +60,12 @@ def list_files(paths: Iterable[str | Path], glob: str | None = None) -> list[str
     ``glob`` filters files found in folders (matched against the path relative
     to the folder, or the bare name). Files named explicitly are always taken.
     The walk is done up front, so progress can show an ETA; missing paths
-    raise FileNotFoundError before anything is read.
+    raise NotFound before anything is read.
     """
     roots = [Path(p) for p in paths]
     for p in roots:
         if not p.exists():
-            raise FileNotFoundError(f"no such file or directory: {p}")
+            raise NotFound(f"no such file or directory: {p}")
     out: list[str | Skipped] = []
     seen: set[str] = set()
     for root in roots:
@@ -76,7 +78,15 @@ def list_files(paths: Iterable[str | Path], glob: str | None = None) -> list[str
     return out
 
 
-def _glob_match(rel: str, name: str, glob: str) -> bool:
+def glob_selects(path: str | Path, root: str | Path, glob: str) -> bool:
+    """THE glob rule: does ``glob`` select the file ``path`` found under folder ``root``?
+
+    Matched against the path relative to the folder, or the bare file name; a leading
+    ``**/`` also matches at the top. Walking a folder and removing vanished documents
+    both ask this, so re-indexing with a narrower glob removes only what it selects.
+    """
+    rel = Path(os.path.relpath(path, root)).as_posix()
+    name = os.path.basename(path)
     pats = [glob, glob[3:]] if glob.startswith("**/") else [glob]
     return any(fnmatch.fnmatch(rel, p) or fnmatch.fnmatch(name, p) for p in pats)
 
@@ -94,7 +104,7 @@ def _walk(root: Path, folder: Path, glob: str | None) -> Iterator[Path | Skipped
         if e.is_dir():
             yield from _walk(root, p, glob)
         elif e.is_file():
-            if glob is None or _glob_match(p.relative_to(root).as_posix(), e.name, glob):
+            if glob is None or glob_selects(p, root, glob):
                 yield p
 
 
@@ -271,8 +281,18 @@ def _canonical(obj) -> bytes:
     return json.dumps(obj, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode()
 
 
-def _record_doc(path: str, rec: dict, position: int, replaced: int = 0) -> Document | str:
-    """A Document for one record, or the reason it cannot be one."""
+@dataclass
+class Record:
+    id: str | None  # None: the record names no id
+    text: str  # the title, if any, then the text
+    metadata: dict  # every field but the text
+
+
+def parse_record(rec: dict) -> Record | str:
+    """THE record rule (files and `add --jsonl`): the text is the first of text/content/body
+    (any case), a title goes before it, the id is id or _id; or the reason it is no record."""
+    if not isinstance(rec, dict):
+        return "not a JSON object"
     lower = {k.lower(): k for k in rec if isinstance(k, str)}
     field = next((lower[f] for f in TEXT_FIELDS if f in lower), None)
     if field is None:
@@ -280,7 +300,6 @@ def _record_doc(path: str, rec: dict, position: int, replaced: int = 0) -> Docum
     text = rec[field]
     if not isinstance(text, str):
         return f"text field {field!r} is not a string"
-    meta = {k: v for k, v in rec.items() if k != field}
     title = rec.get(lower["title"]) if "title" in lower else None
     if isinstance(title, str) and title.strip():
         text = f"{title}\n{text}"
@@ -288,17 +307,23 @@ def _record_doc(path: str, rec: dict, position: int, replaced: int = 0) -> Docum
         return "empty text"
     id_field = next((lower[f] for f in ID_FIELDS if f in lower), None)
     rid = rec.get(id_field) if id_field else None
-    rid = str(rid) if rid not in (None, "") else str(position)
-    return Document(f"{path}#{rid}", path, meta, hashlib.sha256(_canonical(rec)).hexdigest(),
-                    lambda: split_text(text), replaced)
+    return Record(None if rid in (None, "") else str(rid), text, {k: v for k, v in rec.items() if k != field})
+
+
+def _record_doc(path: str, rec: dict, position: int, replaced: int = 0) -> Document | str:
+    """A Document for one record of a file, or the reason it cannot be one."""
+    parsed = parse_record(rec)
+    if isinstance(parsed, str):
+        return parsed
+    rid = parsed.id if parsed.id is not None else str(position)
+    return Document(f"{path}#{rid}", path, parsed.metadata, hashlib.sha256(_canonical(rec)).hexdigest(),
+                    lambda: split_text(parsed.text), replaced)
 
 
 def _records_to_docs(path: str, items: Iterable[tuple[str, int, object, str | None, int]]):
     """Shared tail of jsonl/json/csv: build Documents, skip bad or duplicate records."""
     ids: set[str] = set()
     for where, position, rec, error, replaced in items:
-        if error is None and not isinstance(rec, dict):
-            error = "not a JSON object"
         if error is not None:
             yield Skipped(f"{path}:{where}", error)
             continue
@@ -323,15 +348,20 @@ def _jsonl_lines(path: str):
                 yield lineno, json.loads(line), None, replaced
             except json.JSONDecodeError:
                 yield lineno, None, "invalid JSON", replaced
+            except RecursionError:
+                yield lineno, None, "invalid JSON (nested too deeply)", replaced
 
 
 def read_records(path: str | Path) -> Iterator[dict]:
-    """Yield the objects of a .jsonl file; raise ValueError("line N: ...") at the first bad line."""
+    """THE JSONL reader: the objects of a .jsonl file; InvalidInput naming the file and line
+    at the first bad line (NotFound if there is no file)."""
+    if not os.path.isfile(path):
+        raise NotFound(f"no such file: {path}")
     for lineno, obj, error, _ in _jsonl_lines(str(path)):
         if error is not None:
-            raise ValueError(f"line {lineno}: {error}")
+            raise InvalidInput(f"{path} line {lineno}: {error}")
         if not isinstance(obj, dict):
-            raise ValueError(f"line {lineno}: expected a JSON object, got {type(obj).__name__}")
+            raise InvalidInput(f"{path} line {lineno}: expected a JSON object, got {type(obj).__name__}")
         yield obj
 
 
@@ -344,6 +374,9 @@ def _load_json(path: str):
         text, replaced = _decode(f.read())
     try:
         data = json.loads(text)
+    except RecursionError:
+        yield Skipped(path, "invalid JSON: nested too deeply")
+        return
     except json.JSONDecodeError as e:
         yield Skipped(path, f"invalid JSON: {e}")
         return

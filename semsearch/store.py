@@ -9,13 +9,14 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from contextlib import contextmanager
+import threading
+from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Iterable, Iterator
 
 import numpy as np
 
-from .errors import CollectionError
+from .errors import CollectionError, InvalidInput, NoSuchCollection
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -59,27 +60,58 @@ BUILTIN_FILTERS = {"source": "d.source", "id": "d.key"}
 
 
 class Store:
-    """One SQLite database in WAL mode; many readers, one writer (see Collection's lock)."""
+    """One SQLite database in WAL mode; many readers, one writer (the collection's lock).
+
+    Each thread gets its own connection, so threads may read concurrently and a
+    snapshot in one thread never sees another thread's transaction half done.
+    Every write goes through write(); nothing outside this class runs BEGIN/COMMIT.
+    """
 
     def __init__(self, path: Path, create: bool = False):
         self.path = path
         if not create and not path.is_file():
-            raise CollectionError(f"no store at {path}")
+            raise NoSuchCollection(f"no store at {path}")
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+        self._guard = threading.Lock()
+        if create:
+            try:
+                with closing(sqlite3.connect(path, isolation_level=None)) as db:
+                    db.execute("PRAGMA journal_mode=WAL")  # kept in the file: readers need not set it
+                    db.executescript(SCHEMA)
+                    db.execute("INSERT OR IGNORE INTO meta VALUES ('generation', '0')")
+            except sqlite3.DatabaseError as exc:
+                raise CollectionError(f"cannot create a store at {path} ({exc})") from None
+        self.db  # open (and check) this thread's connection now, so a bad file fails here
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        """This thread's connection, opened on first use."""
+        db = getattr(self._local, "db", None)
+        if db is None:
+            db = self._connect()
+            self._local.db = db
+        return db
+
+    def _connect(self) -> sqlite3.Connection:
         try:
-            self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-            self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.execute("PRAGMA synchronous=NORMAL")  # WAL: durable across process crashes
-            self.db.execute("PRAGMA foreign_keys=ON")
-            self.db.execute("PRAGMA busy_timeout=10000")
-            if create:
-                self.db.executescript(SCHEMA)
-                self.db.execute("INSERT OR IGNORE INTO meta VALUES ('generation', '0')")
-            self.db.execute("SELECT count(*) FROM meta").fetchone()
+            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            db.execute("PRAGMA synchronous=NORMAL")  # WAL: durable across process crashes
+            db.execute("PRAGMA foreign_keys=ON")
+            db.execute("PRAGMA busy_timeout=10000")
+            db.execute("SELECT count(*) FROM meta").fetchone()
         except sqlite3.DatabaseError as exc:
-            raise CollectionError(f"{path} is not a readable semsearch store ({exc})") from None
+            raise CollectionError(f"{self.path} is not a readable semsearch store ({exc})") from None
+        with self._guard:
+            self._connections.append(db)
+        return db
 
     def close(self) -> None:
-        self.db.close()
+        with self._guard:
+            for db in self._connections:
+                db.close()
+            self._connections.clear()
+        self._local = threading.local()
 
     # -- meta ---------------------------------------------------------------------------
     def get_meta(self, key: str, default=None):
@@ -92,34 +124,37 @@ class Store:
     def generation(self) -> int:
         return int(self.db.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()[0])
 
-    def begin(self) -> int:
-        """Open a write transaction and bump the generation first, so triggers log
-        deletes under it; returns the new generation. The caller COMMITs or ROLLBACKs."""
-        self.db.execute("BEGIN IMMEDIATE")
-        self.db.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'")
-        return self.generation()
-
     @contextmanager
-    def transaction(self):
-        """One atomic write (see begin)."""
-        gen = self.begin()
+    def write(self):
+        """One atomic write: everything inside commits together or not at all.
+
+        The generation is bumped first, so triggers log deletes under it; yields the new
+        generation."""
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")
         try:
-            yield gen
-            self.db.execute("COMMIT")
+            db.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'")
+            yield self.generation()
+            db.execute("COMMIT")
         except BaseException:
-            self.db.execute("ROLLBACK")
+            if db.in_transaction:
+                db.execute("ROLLBACK")
             raise
 
     @contextmanager
     def snapshot(self):
-        """A consistent read: everything inside sees one state of the store."""
-        self.db.execute("BEGIN")
+        """A consistent read: everything inside sees one state of the store (re-entrant)."""
+        db = self.db
+        if db.in_transaction:
+            yield
+            return
+        db.execute("BEGIN")
         try:
             yield
         finally:
-            self.db.execute("COMMIT")
+            db.execute("COMMIT")
 
-    # -- writes (inside transaction()) ------------------------------------------------------
+    # -- writes (inside write()) ------------------------------------------------------
     def put_document(self, key: str, source: str | None, content_hash: str | None,
                      metadata: dict) -> tuple[int, list[int]]:
         """Insert or replace a document; returns its row id and the chunk ids it replaced."""
@@ -163,6 +198,11 @@ class Store:
             "SELECT key, source FROM documents WHERE source = ? OR substr(source, 1, ?) = ?",
             (root, len(prefix), prefix)))
 
+    def chunks_per_document(self) -> dict[str, int]:
+        """Document key -> number of chunks (0 for none): for checks and tests."""
+        return dict(self.db.execute(
+            "SELECT d.key, count(c.id) FROM documents d LEFT JOIN chunks c ON c.doc_id = d.id GROUP BY d.key"))
+
     def counts(self) -> tuple[int, int]:
         docs = self.db.execute("SELECT count(*) FROM documents").fetchone()[0]
         chunks = self.db.execute("SELECT count(*) FROM chunks").fetchone()[0]
@@ -198,14 +238,16 @@ class Store:
         clauses, params = [], []
         for key, value in where.items():
             if key in BUILTIN_FILTERS:
-                clauses.append(f"{BUILTIN_FILTERS[key]} = ?")
-            elif key in known:
-                clauses.append("CAST(json_extract(d.metadata, ?) AS TEXT) = ?")
+                clauses.append(f"{BUILTIN_FILTERS[key]} = ?{len(params) + 1}")
+            elif key in known:  # compared as JSON text: true/false, numbers, strings as-is
+                path, value_ = f"?{len(params) + 1}", f"?{len(params) + 2}"
+                clauses.append(f"CASE json_type(d.metadata, {path}) WHEN 'true' THEN 'true' WHEN 'false' "
+                               f"THEN 'false' ELSE CAST(json_extract(d.metadata, {path}) AS TEXT) END = {value_}")
                 params.append(f'$."{key}"')
             else:
                 choices = ", ".join(sorted(known | set(BUILTIN_FILTERS)))
-                raise CollectionError(f"unknown metadata key {key!r} in --where (known: {choices})")
-            params.append(str(value) if not isinstance(value, bool) else str(int(value)))
+                raise InvalidInput(f"unknown metadata key {key!r} in where (known: {choices})")
+            params.append(_as_text(value))
         sql = "SELECT c.id FROM chunks c JOIN documents d ON d.id = c.doc_id WHERE " + " AND ".join(clauses)
         return np.array([r[0] for r in self.db.execute(sql, params)], dtype=np.int64)
 
@@ -233,3 +275,10 @@ class Store:
         if len(ids) <= 500:
             return self.db.execute(sql.format(",".join("?" * len(ids))), ids).fetchall()
         return self.db.execute(sql.format("SELECT value FROM json_each(?)"), (json.dumps(ids),)).fetchall()
+
+
+def _as_text(value) -> str:
+    """A filter value as the text its JSON form has: True -> 'true', 5 -> '5'."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)

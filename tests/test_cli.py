@@ -26,13 +26,14 @@ def ok(result):
 
 
 def assert_one_line_error(result, code=1, match=None):
+    """One `error:` line and the exit code errors.py gives the failure (1 general,
+    2 invalid input, 3 not found, 75 busy)."""
     assert result.exit_code == code, result.output
     assert isinstance(result.exception, SystemExit), result.exception
     assert "Traceback" not in result.output
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, result.stderr
-    if code == 1:
-        assert lines[0].startswith("error: "), lines
+    assert lines[0].startswith("error: "), lines
     if match:
         assert match in lines[0], lines[0]
     return lines[0]
@@ -105,10 +106,10 @@ def test_rm_answered_no_keeps_the_collection(indexed):
 
 
 def test_unknown_collection_is_a_one_line_error(home):
-    line = assert_one_line_error(run("search", "nope", "anything"))
+    line = assert_one_line_error(run("search", "nope", "anything"), code=3)
     assert "nope" in line
-    assert_one_line_error(run("info", "nope"))
-    assert_one_line_error(run("rm", "nope", "--yes"))
+    assert_one_line_error(run("info", "nope"), code=3)
+    assert_one_line_error(run("rm", "nope", "--yes"), code=3)
 
 
 def test_bad_where_format_is_a_usage_error(indexed):
@@ -119,7 +120,7 @@ def test_bad_where_format_is_a_usage_error(indexed):
 
 def test_search_k_zero_is_an_error(indexed):
     before = snapshot(indexed)
-    assert_one_line_error(run("search", "notes", "cats", "-k", 0))
+    assert_one_line_error(run("search", "notes", "cats", "-k", 0), code=2)
     assert snapshot(indexed) == before
 
 
@@ -169,7 +170,7 @@ def test_add_jsonl_imports_records_that_where_finds(home, tmp_path):
     assert "added 3" in result.stdout
     hits = json.loads(ok(run("search", "recs", "animals", "--where", "lang=fr", "--json")).stdout)
     assert [h["id"] for h in hits] == ["r3"]
-    assert hits[0]["metadata"] == {"lang": "fr", "year": 2021, "batch": "1"}
+    assert hits[0]["metadata"] == {"id": "r3", "lang": "fr", "year": 2021, "batch": "1"}
     hits = json.loads(ok(run("search", "recs", "space", "--where", "year=2021",
                              "--where", "lang=en", "--json")).stdout)
     assert [h["id"] for h in hits] == ["r2"]
@@ -189,12 +190,12 @@ def test_search_queries_file_prints_one_json_line_per_query(indexed, tmp_path):
 
 def test_index_nonexistent_path_leaves_collection_untouched(indexed, tmp_path):
     before = snapshot(indexed)
-    line = assert_one_line_error(run("index", tmp_path / "missing", "--name", "notes"))
+    line = assert_one_line_error(run("index", tmp_path / "missing", "--name", "notes"), code=3)
     assert "missing" in line
     assert snapshot(indexed) == before
 
 
 def test_index_nonexistent_path_creates_no_collection(home, tmp_path):
-    assert_one_line_error(run("index", tmp_path / "missing", "--name", "fresh"))
+    assert_one_line_error(run("index", tmp_path / "missing", "--name", "fresh"), code=3)
     assert not (home / "fresh").exists()
     assert "no collections" in ok(run("list")).stdout

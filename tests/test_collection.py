@@ -12,7 +12,7 @@ from filelock import FileLock
 
 from semsearch.chunking import iter_chunks
 from semsearch.collection import INDEX_FILE, LOCK_FILE, Collection
-from semsearch.errors import CollectionError, ModelError
+from semsearch.errors import CollectionBusy, CollectionExists, InvalidInput, ModelError
 from semsearch.index import VectorIndex
 
 TOPICS = {
@@ -41,11 +41,6 @@ def n_chunks(text, coll):
     return sum(1 for _ in iter_chunks([text], coll.embedder.tokenizer, cfg["chunk_tokens"], cfg["overlap"]))
 
 
-def chunks_per_doc(coll) -> dict:
-    return dict(coll.store.db.execute(
-        "SELECT d.key, count(c.id) FROM documents d LEFT JOIN chunks c ON c.doc_id = d.id GROUP BY d.key"))
-
-
 # ---------------------------------------------------------------- adding and searching texts
 def test_dense_search_ranks_paraphrase_matching_doc_first(home):
     with small() as coll:
@@ -70,7 +65,7 @@ def test_where_filter_returns_exactly_the_matching_docs(home):
 def test_unknown_where_key_raises_collection_error(home):
     with small() as coll:
         coll.add_texts(["hello world"], metadata={"tag": "x"})
-        with pytest.raises(CollectionError, match="colour"):
+        with pytest.raises(InvalidInput, match="colour"):
             coll.search("hello", where={"colour": "red"})
 
 
@@ -113,14 +108,14 @@ def test_docs_true_gives_one_hit_per_document(home):
         assert len(ids) == 3, f"4 documents exist but docs=True, k=3 returned {ids}"
 
 
-def test_nonpositive_k_and_empty_query_raise_collection_error(home):
+def test_nonpositive_k_and_empty_query_raise_invalid_input(home):
     with small() as coll:
         coll.add_texts(["hello world"])
         for k in (0, -1):
-            with pytest.raises(CollectionError):
+            with pytest.raises(InvalidInput):
                 coll.search("hello", k=k)
         for query in ("", "   ", [], ["ok", ""]):
-            with pytest.raises(CollectionError):
+            with pytest.raises(InvalidInput):
                 coll.search(query)
 
 
@@ -188,7 +183,7 @@ def test_deleted_file_is_removed_with_its_chunks(home, tmp_path):
     with small() as coll:
         coll.add_files([folder])
         before = coll.info()["chunks"]
-        a_chunks = chunks_per_doc(coll)[str(folder / "a.txt")]
+        a_chunks = coll.store.chunks_per_document()[str(folder / "a.txt")]
         (folder / "a.txt").unlink()
         report = coll.add_files([folder])
         assert report.removed == 1 and report.unchanged == 4
@@ -256,7 +251,7 @@ def test_second_writer_while_lock_held_raises(home):
         coll.add_texts(["first text"], ids=["a"])
         lock = FileLock(str(home / "c" / LOCK_FILE))
         with lock.acquire(timeout=0):
-            with pytest.raises(CollectionError, match="another process"):
+            with pytest.raises(CollectionBusy, match="another process"):
                 coll.add_texts(["second text"], ids=["b"])
         assert set(coll.store.document_hashes()) == {"a"}
         coll.add_texts(["second text"], ids=["b"])  # free again
@@ -303,7 +298,7 @@ def test_readers_never_see_half_added_documents(home):
 
 
 def test_document_longer_than_one_embedding_batch_is_fully_indexed(home):
-    from semsearch.collection import FLUSH_CHUNKS
+    from semsearch.ingest import FLUSH_CHUNKS
 
     coll = small(chunk_tokens=8, overlap=0)
     long_text = " ".join(f"sentence number {i} talks about topic {i % 7}." for i in range(1000))
@@ -323,5 +318,81 @@ def test_search_vectors_matches_dense_search(home):
     vector = coll.embedder.embed(["sailplanes riding rising air"], kind="query")
     by_vector = [h.id for h in coll.search_vectors(vector, k=3)[0]]
     assert by_vector == [h.id for h in coll.search("sailplanes riding rising air", k=3, mode="dense")]
-    with pytest.raises(CollectionError):
+    with pytest.raises(InvalidInput):
         coll.search_vectors(vector[:, :10], k=3)
+
+
+# ---------------------------------------------------------------- one rule, one home (issue 9)
+def test_reindex_with_a_glob_removes_nothing_outside_its_selection(home, tmp_path):
+    folder = tmp_path / "data" / "notes"  # the 'a' in 'data' once made 'a*.md' select sub/b.md
+    (folder / "sub").mkdir(parents=True)
+    (folder / "a1.md").write_text("Apples grow in orchards and ripen in autumn.")
+    (folder / "sub" / "b.md").write_text("Bananas grow in bunches in the tropics.")
+    (folder / "c.txt").write_text("Cherries are small red stone fruits.")
+    with small() as coll:
+        coll.add_files([folder])
+        everything = set(coll.store.chunks_per_document())
+        assert len(everything) == 3
+        report = coll.add_files([folder], glob="a*.md")
+        assert (report.removed, report.unchanged) == (0, 1)
+        assert set(coll.store.chunks_per_document()) == everything
+        (folder / "a1.md").unlink()
+        (folder / "sub" / "b.md").unlink()  # vanished, but outside the glob: stays
+        report = coll.add_files([folder], glob="a*.md")
+        assert report.removed == 1
+        assert set(coll.store.chunks_per_document()) == everything - {str(folder / "a1.md")}
+
+
+def test_delete_with_a_string_deletes_that_one_id(home):
+    with small() as coll:
+        coll.add_texts(["one", "two", "twelve"], ids=["1", "2", "12"])
+        assert coll.delete("12") == 1
+        assert set(coll.store.chunks_per_document()) == {"1", "2"}
+
+
+def test_blank_text_is_refused_and_keeps_the_existing_document(home):
+    with small() as coll:
+        coll.add_texts(["the original note"], ids=["n1"])
+        with pytest.raises(InvalidInput, match="empty"):
+            coll.add_texts(["   "], ids=["n1"])
+        assert coll.search("original note", k=1)[0].id == "n1"
+
+
+@pytest.mark.parametrize("k", ["5", 2.5, True, 10**9])
+def test_k_of_the_wrong_type_or_size_is_invalid_input(home, k):
+    with small() as coll:
+        coll.add_texts(["hello world"])
+        with pytest.raises(InvalidInput):
+            coll.search("hello", k=k)
+
+
+def test_open_or_create_refuses_settings_that_differ(home):
+    small().close()
+    with pytest.raises(CollectionExists, match="overlap"):
+        Collection.open_or_create("c", overlap=4)
+    with Collection.open_or_create("c", overlap=8, chunk_tokens=32) as coll:
+        assert coll.config["overlap"] == 8
+
+
+def test_add_vectors_stores_precomputed_vectors_that_dense_search_finds(home):
+    with small() as coll:
+        vectors = coll.embedder.embed(["gliders soar on thermals", "the soup needs salt"])
+        coll.add_vectors(["glide", "soup"], vectors, ["gliders soar on thermals", "the soup needs salt"])
+        query = coll.embedder.embed(["sailplanes"], kind="query")
+        assert coll.search_vectors(query, k=1)[0][0].id == "glide"
+        assert coll.search("soup salt", k=1, mode="lexical")[0].id == "soup"
+
+
+def test_threads_share_one_collection_for_searches_while_it_is_written(home):
+    from concurrent.futures import ThreadPoolExecutor
+    with small() as coll:
+        coll.add_texts(list(TOPICS.values()), ids=list(TOPICS))
+
+        def search(i):
+            return coll.search("a rocket put a satellite in orbit", k=1)[0].id
+
+        with ThreadPoolExecutor(4) as pool:
+            found = pool.map(search, range(24))
+            coll.add_texts([f"extra note number {i}" for i in range(20)])
+            assert set(found) == {"rockets"}
+        assert coll.info()["index"]["vectors"] == coll.info()["chunks"]

@@ -13,7 +13,8 @@ import time
 import pytest
 
 from semsearch.chunking import iter_chunks
-from semsearch.collection import FLUSH_CHUNKS, STORE_FILE, Collection
+from semsearch.collection import STORE_FILE, Collection
+from semsearch.ingest import FLUSH_CHUNKS
 
 CHUNK_TOKENS, OVERLAP = 32, 8
 
@@ -41,14 +42,9 @@ def expected_chunks(text, tokenizer, chunk_tokens=CHUNK_TOKENS, overlap=OVERLAP)
     return sum(1 for _ in iter_chunks([text], tokenizer, chunk_tokens, overlap))
 
 
-def chunks_per_doc(coll) -> dict:
-    return dict(coll.store.db.execute(
-        "SELECT d.key, count(c.id) FROM documents d LEFT JOIN chunks c ON c.doc_id = d.id GROUP BY d.key"))
-
-
 def check_consistent(coll, expected: dict):
     """Every document has all its chunks, and the index holds exactly the store's chunks."""
-    per_doc = chunks_per_doc(coll)
+    per_doc = coll.store.chunks_per_document()
     for key, n in per_doc.items():
         assert n == expected[key], f"{key} has {n} of its {expected[key]} chunks"
     info = coll.info()

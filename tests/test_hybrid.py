@@ -6,7 +6,7 @@ from click.testing import CliRunner
 
 from semsearch.cli import cli
 from semsearch.collection import Collection
-from semsearch.evaluate import evaluate
+from semsearch.evaluation import evaluate
 
 CORPUS = {
     "rare-id": "Part XJ4471 ships in the blue box together with the spare hinges.",
@@ -54,7 +54,7 @@ def test_filters_apply_to_both_sides_of_hybrid(tmp_path, model_folder):
 
 
 def test_feedback_weight_zero_is_plain_rrf_of_both_rankings(coll):
-    from semsearch.collection import rrf
+    from semsearch.search import rrf
 
     query = "error code firmware"
     dense = [(h.chunk_id, h.score) for h in coll.search(query, k=100, mode="dense")]

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from semsearch.errors import NotFound
 from semsearch.loaders import Document, Skipped, iter_documents, read_records
 
 
@@ -218,7 +219,7 @@ def test_same_file_given_twice_is_loaded_once(tmp_path):
 
 def test_missing_path_raises_before_anything_is_yielded(tmp_path):
     (tmp_path / "ok.txt").write_text("fine")
-    with pytest.raises(FileNotFoundError, match="nope"):
+    with pytest.raises(NotFound, match="nope"):
         iter_documents([tmp_path, tmp_path / "nope"])
 
 

@@ -12,21 +12,20 @@ DEPTH = 100  # documents ranked per query: enough for recall@100 and map@100
 
 
 def evaluate(dataset: str | Path, mode: str = "hybrid", model: str | None = None,
-             variant: str = "fp32", index: str | None = None, index_spec: str = "auto",
-             k: int = DEPTH, split: str = "test", home=None,
-             **search_options) -> dict:
+             variant: str | None = None, collection: str | None = None, index: str | None = None,
+             k: int = DEPTH, split: str = "test", home=None, **search_options) -> dict:
     """Score ``mode`` on a BEIR folder; returns {"metrics": {...}, ...details}.
 
     Documents are indexed as title + text, ranked at document level (a document's best
-    chunk). ``index`` reuses (or fills, when new) a named collection instead of a
-    temporary one, so several modes can be compared without embedding twice.
+    chunk). ``collection`` reuses (or fills, when new) a named collection instead of a
+    temporary one, so several modes can be compared without embedding twice; settings
+    that differ from an existing collection's are refused, as everywhere.
     """
     data = load_beir(dataset, split)
     started = time.time()
     with tempfile.TemporaryDirectory(prefix="semsearch-eval-") as tmp:
-        target = index or str(Path(tmp) / "eval")
-        coll = Collection.create(target, model=model, variant=variant, index=index_spec,
-                                 home=home, exist_ok=True)
+        target = collection or str(Path(tmp) / "eval")
+        coll = Collection.open_or_create(target, model=model, variant=variant, index=index, home=home)
         with coll:
             if coll.count() == 0:
                 ids = list(data.corpus)

@@ -1,0 +1,162 @@
+"""Documents in: chunk -> embed -> write, one transaction per document.
+
+A document is prepared whole (chunks and vectors, at most MAX_DOCUMENT_CHARS of text)
+before its transaction opens, so every transaction is short and a document is either
+all there or not there. The vector index is never written here: after each batch the
+collection replays the store's new generations into it (the store is the truth).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Iterable, Iterator
+
+import numpy as np
+
+from .chunking import Chunk, iter_chunks
+from .errors import InvalidInput, TooLarge
+from .loaders import Document, Skipped, glob_selects
+from .validation import MAX_DOCUMENT_CHARS, vectors as checked_vectors
+
+FLUSH_CHUNKS = 1024  # chunks embedded together: length-sorting 1024 is within 2 % of sorting all
+
+
+@dataclass
+class IndexReport:
+    added: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    removed: int = 0
+    chunks: int = 0
+    replaced_chars: int = 0
+    seconds: float = 0.0
+    skipped: list = field(default_factory=list)  # (source, reason)
+
+
+@dataclass
+class DocumentInfo:
+    """What is stored about a document besides its chunks."""
+    key: str
+    source: str | None = None
+    content_hash: str | None = None
+    metadata: dict = field(default_factory=dict)
+
+
+@dataclass
+class PreparedDocument(DocumentInfo):
+    """A document ready to write: its chunks and one vector per chunk (no chunks: it is
+    empty, and writing it removes any earlier version)."""
+    chunks: list[Chunk] = field(default_factory=list)
+    vectors: np.ndarray | None = None
+
+
+def chunk_text(segments: Iterable[str], tokenizer, chunk_tokens: int, overlap: int) -> list[Chunk]:
+    """A document's chunks; TooLarge past MAX_DOCUMENT_CHARS, before it costs an hour."""
+    def bounded():
+        total = 0
+        for segment in segments:
+            total += len(segment)
+            if total > MAX_DOCUMENT_CHARS:
+                raise TooLarge(f"document too large (over {MAX_DOCUMENT_CHARS // 1_000_000} million "
+                               "characters): split it into several files")
+            yield segment
+    return list(iter_chunks(bounded(), tokenizer, chunk_tokens, overlap))
+
+
+def prepare(doc: Document, embedder, chunk_tokens: int, overlap: int) -> PreparedDocument | Skipped:
+    """One loaded document chunked and embedded exactly as the local pipeline does it."""
+    batch = next(embed_documents([(info_of(doc), doc.segments())], embedder, chunk_tokens, overlap,
+                                 IndexReport()), [])
+    return batch[0] if batch else Skipped(doc.source, "no text")
+
+
+def info_of(doc: Document) -> DocumentInfo:
+    return DocumentInfo(doc.key, doc.source, doc.content_hash, doc.metadata)
+
+
+def embed_documents(docs: Iterable[tuple[DocumentInfo, Iterable[str]]], embedder, chunk_tokens: int,
+                    overlap: int, report: IndexReport) -> Iterator[list[PreparedDocument]]:
+    """Batches of prepared documents, embedding ~FLUSH_CHUNKS chunks at a time.
+
+    A document that cannot be read or is too large is skipped (reported), never fatal."""
+    batch: list[PreparedDocument] = []
+    pending = 0
+    for info, segments in docs:
+        try:
+            chunks = chunk_text(segments, embedder.tokenizer, chunk_tokens, overlap)
+        except (TooLarge, OSError) as exc:
+            report.skipped.append((info.source or info.key, getattr(exc, "strerror", None) or str(exc)))
+            continue
+        if not chunks:
+            report.skipped.append((info.source or info.key, "no text"))
+        report.chunks += len(chunks)
+        batch.append(PreparedDocument(info.key, info.source, info.content_hash, info.metadata, chunks))
+        pending += len(chunks)
+        if pending >= FLUSH_CHUNKS:
+            yield _embedded(batch, embedder)
+            batch, pending = [], 0
+    if batch:
+        yield _embedded(batch, embedder)
+
+
+def _embedded(batch: list[PreparedDocument], embedder) -> list[PreparedDocument]:
+    texts = [c.text for doc in batch for c in doc.chunks]
+    vectors = embedder.embed(texts, kind="passage") if texts else np.zeros((0, embedder.dim), np.float32)
+    start = 0
+    for doc in batch:
+        doc.vectors, start = vectors[start:start + len(doc.chunks)], start + len(doc.chunks)
+    return batch
+
+
+class Writer:
+    """A write session on one collection, under its writer lock (see Collection.writer).
+
+    Each put() is one store transaction; flush() brings the vector index up to the store.
+    This is the public way in for any ingest engine (local, Ray) and for precomputed
+    vectors."""
+
+    def __init__(self, collection):
+        self.collection = collection
+        self.store = collection.store
+        self.dim = collection.pinned["dim"]
+
+    def known_hashes(self) -> dict[str, str]:
+        return self.store.document_hashes()
+
+    def put(self, doc: PreparedDocument) -> None:
+        """Insert or replace one document (with no chunks: remove it), atomically."""
+        vectors = checked_vectors(doc.vectors if doc.chunks else np.zeros((0, self.dim)), self.dim)
+        if len(vectors) != len(doc.chunks):
+            raise InvalidInput(f"{doc.key}: {len(doc.chunks)} chunks but {len(vectors)} vectors")
+        with self.store.write() as gen:
+            if not doc.chunks:
+                self.store.delete_documents([doc.key])
+                return
+            doc_id, _ = self.store.put_document(doc.key, doc.source, doc.content_hash, doc.metadata)
+            self.store.put_chunks(doc_id, gen, ((i, c.start, c.end, c.text, v)
+                                                for i, (c, v) in enumerate(zip(doc.chunks, vectors))))
+
+    def put_all(self, batches: Iterable[list[PreparedDocument]]) -> None:
+        for batch in batches:
+            for doc in batch:
+                self.put(doc)
+            self.flush()
+
+    def delete(self, keys: list[str]) -> int:
+        """Delete documents by key; returns how many existed."""
+        if not keys:
+            return 0
+        with self.store.write():
+            found, _ = self.store.delete_documents(keys)
+        return found
+
+    def remove_missing(self, roots: list[str], seen: set[str], glob: str | None) -> int:
+        """Delete documents under ``roots`` that this run did not see, limited to what the
+        glob selects (the same rule that walked the folders)."""
+        gone = sorted({key for root in roots for key, source in self.store.documents_under(root)
+                       if key not in seen and (glob is None or not os.path.isdir(root)
+                                               or glob_selects(source, root, glob))})
+        return self.delete(gone)
+
+    def flush(self) -> None:
+        self.collection.sync_index()

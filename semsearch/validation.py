@@ -1,0 +1,178 @@
+"""Checks on everything a caller passes in, at the library boundary.
+
+The CLI, the HTTP server and Python callers all reach the library through these, so a
+mistake gets the same InvalidInput (or TooLarge) whichever door it came through, before
+anything is read or written.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from .errors import InvalidInput, TooLarge
+
+MAX_K = 10_000                 # hits per query: beyond this a ranking is an export, not a search
+MAX_QUERIES = 10_000           # queries per search call
+MAX_ID_CHARS = 1_000
+MAX_DOCUMENT_CHARS = 10_000_000  # ~8 min of embedding here; larger documents must be split
+MAX_METADATA_DEPTH = 20
+MODES = ("dense", "lexical", "hybrid")
+
+
+def positive_int(value, name: str, limit: int) -> int:
+    """An int in 1..limit; bools, floats and strings are refused rather than coerced."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise InvalidInput(f"{name} must be a whole number, not {type(value).__name__} {value!r}")
+    if value < 1:
+        raise InvalidInput(f"{name} must be at least 1, got {value}")
+    if value > limit:
+        raise TooLarge(f"{name} must be at most {limit:,}, got {value:,}")
+    return int(value)
+
+
+def check_k(k) -> int:
+    return positive_int(k, "k", MAX_K)
+
+
+def finite(value, name: str, minimum: float | None = None) -> float:
+    """A finite real number (nan and inf are refused), optionally >= minimum."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+        raise InvalidInput(f"{name} must be a finite number, got {value!r}")
+    if minimum is not None and value < minimum:
+        raise InvalidInput(f"{name} must be at least {minimum}, got {value}")
+    return float(value)
+
+
+def choice(value, name: str, allowed: Sequence[str]) -> str:
+    if value not in allowed:
+        raise InvalidInput(f"{name} must be one of {', '.join(allowed)}, not {value!r}")
+    return value
+
+
+def text_list(texts, name: str = "texts") -> list[str]:
+    """A list of str from one str or a sequence of str; anything else is InvalidInput."""
+    if isinstance(texts, str):
+        return [texts]
+    if isinstance(texts, (bytes, dict)) or not isinstance(texts, Iterable):
+        raise InvalidInput(f"{name} must be a string or a list of strings, not {type(texts).__name__}")
+    texts = list(texts)
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise InvalidInput(f"{name}[{i}] is {type(text).__name__}, not str")
+    return texts
+
+
+def queries(query) -> tuple[list[str], bool]:
+    """(queries, whether one was given as a bare string); none may be blank."""
+    items = text_list(query, "query")
+    if not items or any(not q.strip() for q in items):
+        raise InvalidInput("the query is empty")
+    if len(items) > MAX_QUERIES:
+        raise TooLarge(f"at most {MAX_QUERIES:,} queries per call, got {len(items):,}")
+    return items, isinstance(query, str)
+
+
+def document_texts(texts) -> list[str]:
+    """Texts to store as documents: none blank (a blank text would store nothing)."""
+    items = text_list(texts)
+    for i, text in enumerate(items):
+        if not text.strip():
+            raise InvalidInput(f"texts[{i}] is empty or only whitespace")
+        if len(text) > MAX_DOCUMENT_CHARS:
+            raise TooLarge(f"texts[{i}] has {len(text):,} characters; the limit is "
+                           f"{MAX_DOCUMENT_CHARS:,}: split it into several documents")
+    return items
+
+
+def id_list(ids, name: str = "ids") -> list[str]:
+    """Document ids as a list of str. A bare string is one id, never its characters."""
+    if isinstance(ids, (str, int)) and not isinstance(ids, bool):
+        ids = [ids]
+    if isinstance(ids, (bytes, dict)) or not isinstance(ids, Iterable):
+        raise InvalidInput(f"{name} must be a list of ids, not {type(ids).__name__}")
+    out = []
+    for i, value in enumerate(ids):
+        if isinstance(value, bool) or not isinstance(value, (str, numbers.Integral)):
+            raise InvalidInput(f"{name}[{i}] must be a string, not {type(value).__name__}")
+        text = str(value)
+        if not text.strip() or len(text) > MAX_ID_CHARS:
+            raise InvalidInput(f"{name}[{i}] must be 1 to {MAX_ID_CHARS} characters, not blank")
+        out.append(text)
+    return out
+
+
+def new_ids(ids, n: int) -> list[str | None]:
+    """Ids for n new documents: None entries (or no ids at all) are generated later."""
+    if ids is None:
+        return [None] * n
+    given = list([ids] if isinstance(ids, str) else ids)
+    if len(given) != n:
+        raise InvalidInput(f"got {len(given)} ids for {n} texts")
+    out = [None if i is None else id_list([i], "ids")[0] for i in given]
+    named = [i for i in out if i is not None]
+    if len(set(named)) != len(named):
+        raise InvalidInput("ids must be unique")
+    return out
+
+
+def metadata_list(metadata, n: int) -> list[dict]:
+    """One JSON-safe dict per document (a single dict applies to all)."""
+    if metadata is None or isinstance(metadata, dict):
+        metadata = [dict(metadata or {}) for _ in range(n)]
+    else:
+        metadata = list(metadata)
+    if len(metadata) != n:
+        raise InvalidInput(f"got {len(metadata)} metadata entries for {n} texts")
+    for i, meta in enumerate(metadata):
+        if not isinstance(meta, dict):
+            raise InvalidInput(f"metadata[{i}] must be a dict, not {type(meta).__name__}")
+        json_value(meta, f"metadata[{i}]")
+    return [dict(m) for m in metadata]
+
+
+def json_value(value, name: str, depth: int = 0) -> None:
+    """Plain JSON (str keys, finite numbers), at most MAX_METADATA_DEPTH levels deep."""
+    if depth > MAX_METADATA_DEPTH:
+        raise InvalidInput(f"{name} is nested more than {MAX_METADATA_DEPTH} levels deep")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise InvalidInput(f"{name} has a non-string key {key!r}")
+            json_value(item, name, depth + 1)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            json_value(item, name, depth + 1)
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise InvalidInput(f"{name} holds {value}, which JSON cannot store")
+    elif value is not None and not isinstance(value, (str, int, float, bool)):
+        raise InvalidInput(f"{name} holds a {type(value).__name__}, which JSON cannot store")
+
+
+def where_filter(where) -> dict | None:
+    """key -> scalar value; the store compares them as their JSON text."""
+    if where is None or where == {}:
+        return None
+    if not isinstance(where, dict):
+        raise InvalidInput(f"where must be a dict of key -> value, not {type(where).__name__}")
+    for key, value in where.items():
+        if not isinstance(key, str) or not key:
+            raise InvalidInput(f"where keys must be non-empty strings, got {key!r}")
+        if value is not None and not isinstance(value, (str, int, float, bool)):
+            raise InvalidInput(f"where[{key!r}] must be a string, number or boolean")
+    return dict(where)
+
+
+def vectors(array, dim: int, name: str = "vectors") -> np.ndarray:
+    """A finite (n, dim) float32 array."""
+    try:
+        array = np.atleast_2d(np.asarray(array, dtype=np.float32))
+    except (TypeError, ValueError):
+        raise InvalidInput(f"{name} must be an array of numbers") from None
+    if array.ndim != 2 or array.shape[1] != dim:
+        raise InvalidInput(f"{name} must be {dim}-d rows, got shape {array.shape}")
+    if not np.isfinite(array).all():
+        raise InvalidInput(f"{name} contain nan or inf")
+    return np.ascontiguousarray(array)
