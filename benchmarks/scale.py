@@ -1,0 +1,342 @@
+"""Scale-out benchmark: `index --ray` against the single-process `index`, and the on-disk
+IVF build against the in-memory one.
+
+Ingest (Cranfield abstracts, split into jsonl files of 25 records so Ray has files to
+spread): a fresh collection indexed by ``Collection.add_files`` and by
+``semsearch.distributed.index_paths`` on a local one-node Ray (started once, outside the
+timing; its start-up is reported apart), same variant, alternating, medians.
+
+Build (``--n`` vectors in ``--shards`` Parquet shards): vectors as in
+``benchmarks/search.py`` (real sentence embeddings grown by sampling around them; queries:
+held-out synthetics + the real Cranfield queries), exact top-10 by streaming the shards.
+Each build runs in its own process:
+* in-memory: every shard read into one array, the same IVF spec trained on the same
+  sample size, ``add_with_ids`` everything, index written with ``faiss.write_index``;
+* on-disk: ``semsearch.distributed.ondisk.build`` on a local Ray (2 CPUs): sample ->
+  train -> one IVF per shard in Ray tasks -> ``merge_ondisk`` -> nprobe tuned.
+Peak memory is sampled every 50 ms over the process and all its descendants (Ray
+workers included): resident (RSS) and its anonymous part (RssAnon: the part that is not
+page cache; the merge writes the lists through a file mapping, counted in RSS as file
+pages). Search: both at the on-disk build's tuned nprobe; QPS of 1,000 queries in one
+call (median of 3) and of 200 one at a time. Cold open: a fresh process with the index
+files evicted from the page cache (posix_fadvise DONTNEED) until its first result.
+
+    python benchmarks/scale.py --n 2000000 --shards 8           # the issue's size
+    python benchmarks/scale.py --n 200000 --shards 8 --skip-ingest
+    python benchmarks/scale.py --skip-build --variant int8      # ingest only
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "benchmarks"))
+DEFAULT_DATA = REPO.parent / "shared" / "data" / "cranfield"
+K = 10
+
+
+# ------------------------------------------------------------------------------ memory
+def _tree_mem() -> tuple[int, int]:
+    """(RSS, RssAnon) in bytes summed over this process and its descendants."""
+    import psutil
+    me = psutil.Process()
+    rss = anon = 0
+    for p in [me] + me.children(recursive=True):
+        try:
+            with open(f"/proc/{p.pid}/status") as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        rss += int(line.split()[1]) * 1024
+                    elif line.startswith("RssAnon:"):
+                        anon += int(line.split()[1]) * 1024
+        except OSError:
+            pass
+    return rss, anon
+
+
+class PeakMemory:
+    """Samples _tree_mem every 50 ms in a thread; .peak is (RSS, RssAnon) in MiB."""
+
+    def __enter__(self):
+        self.peak = [0, 0]
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._run, daemon=True)
+        self._t.start()
+        return self
+
+    def _run(self):
+        while not self._stop.is_set():
+            rss, anon = _tree_mem()
+            self.peak = [max(self.peak[0], rss / 2**20), max(self.peak[1], anon / 2**20)]
+            self._stop.wait(0.05)
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._t.join()
+
+
+def evict(paths) -> None:
+    """Drop files from the page cache (no root needed for clean pages)."""
+    for p in paths:
+        fd = os.open(p, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+
+
+# ------------------------------------------------------------------------------ build: data
+def prepare(work: Path, n: int, shards: int, data: Path, cap: int) -> None:
+    """Shards, queries and exact ground truth in ``work``; one shard in memory at a time."""
+    from search import N_QUERIES, real_vectors, synthesize
+    from semsearch.distributed import ondisk
+
+    _, real, real_q = real_vectors(data, cap, False)
+    per = -(-n // shards)
+    start = 0
+    for s in range(shards):
+        m = min(per, n - start)
+        part = real[:m] if s == 0 and m <= len(real) else synthesize(real, m, seed=100 + s)[0]
+        ondisk.write_shard(work / f"part-{s:03d}.parquet", np.arange(start, start + m) + 1, part)
+        start += m
+        print(f"  shard {s + 1}/{shards}: {m:,} vectors", file=sys.stderr)
+    qs, _ = synthesize(real, N_QUERIES - len(real_q), seed=2)
+    queries = np.concatenate([qs, real_q]).astype(np.float32)
+    np.save(work / "queries.npy", queries)
+    _, gt = ondisk.ground_truth(sorted(work.glob("part-*.parquet")), queries, K)
+    np.save(work / "gt.npy", gt)
+
+
+def recall(I, gt) -> float:
+    return float(np.mean([len(set(a) & set(b)) / K for a, b in zip(I.tolist(), gt.tolist())]))
+
+
+def qps(search, queries) -> tuple[float, float]:
+    """(queries/s for all in one call (median of 3), queries/s one at a time (200))."""
+    batch = []
+    for _ in range(3):
+        t = time.perf_counter()
+        search(queries)
+        batch.append(len(queries) / (time.perf_counter() - t))
+    t = time.perf_counter()
+    for q in queries[:200]:
+        search(q[None])
+    return statistics.median(batch), 200 / (time.perf_counter() - t)
+
+
+# ------------------------------------------------------------------------------ build: children
+def child_ondisk(work: Path) -> dict:
+    from semsearch.distributed import ondisk
+    from semsearch.distributed.cluster import connected
+    shards = sorted(work.glob("part-*.parquet"))
+    t = time.perf_counter()
+    with connected(None, num_cpus=2):
+        ray_start = time.perf_counter() - t
+        base = [x / 2**20 for x in _tree_mem()]
+        with PeakMemory() as mem:
+            t = time.perf_counter()
+            folder = ondisk.build(shards, work / "ondisk-1", spec=os.environ.get("SCALE_SPEC", "auto"))
+            build = time.perf_counter() - t
+    mm = ondisk.MmapIndex.open(folder)
+    queries, gt = np.load(work / "queries.npy"), np.load(work / "gt.npy")
+    _, I = mm.search(queries, K)
+    b, one = qps(lambda q: mm.search(q, K), queries)
+    return {"kind": "on-disk (mmap)", "build_s": build, "ray_start_s": ray_start, "steps": mm.meta["seconds"],
+            "peak_rss_mb": mem.peak[0], "peak_anon_mb": mem.peak[1], "idle_rss_mb": base[0],
+            "idle_anon_mb": base[1], "nprobe": mm.params["nprobe"], "spec": mm.spec,
+            "recall": recall(I, gt), "qps_batch": b, "qps_one": one,
+            "disk_mb": sum(f.stat().st_size for f in folder.iterdir()) / 2**20}
+
+
+def child_memory(work: Path, nprobe: int, spec: str) -> dict:
+    import faiss
+    from semsearch.distributed import ondisk
+    from semsearch.index import TRAIN_MAX
+    shards = sorted(work.glob("part-*.parquet"))
+    with PeakMemory() as mem:
+        t = time.perf_counter()
+        n = sum(ondisk.shard_rows(s) for s in shards)
+        ids, x = np.empty(n, np.int64), np.empty((n, ondisk.shard_dim(shards[0])), np.float32)
+        at = 0
+        for s in shards:  # straight into one array: no second copy at the peak
+            for i, v in ondisk.read_shard(s):
+                ids[at:at + len(i)], x[at:at + len(i)] = i, v
+                at += len(i)
+        read = time.perf_counter() - t
+        t = time.perf_counter()
+        index = faiss.index_factory(x.shape[1], spec, faiss.METRIC_INNER_PRODUCT)
+        rng = np.random.default_rng(0)
+        index.train(x[rng.choice(len(x), min(len(x), TRAIN_MAX), replace=False)])
+        index.add_with_ids(x, ids)
+        build = time.perf_counter() - t
+    del x
+    faiss.write_index(index, str(work / "memory.faiss"))
+    faiss.extract_index_ivf(index).nprobe = nprobe
+    queries, gt = np.load(work / "queries.npy"), np.load(work / "gt.npy")
+    _, I = index.search(queries, K)
+    b, one = qps(lambda q: index.search(q, K), queries)
+    return {"kind": "in memory", "build_s": build, "read_s": read, "peak_rss_mb": mem.peak[0],
+            "peak_anon_mb": mem.peak[1], "nprobe": nprobe, "spec": spec, "recall": recall(I, gt),
+            "qps_batch": b, "qps_one": one, "disk_mb": (work / "memory.faiss").stat().st_size / 2**20}
+
+
+def child_cold(work: Path, kind: str) -> dict:
+    """Open the index with its files out of the page cache, until the first result."""
+    import faiss
+    from semsearch.distributed import ondisk
+    q = np.load(work / "queries.npy")[:1]
+    if kind == "ondisk":
+        folder = work / "ondisk-1"
+        evict(folder.iterdir())
+        t = time.perf_counter()
+        mm = ondisk.MmapIndex.open(folder)
+        opened = time.perf_counter() - t
+        mm.search(q, K)
+    else:
+        evict([work / "memory.faiss"])
+        t = time.perf_counter()
+        index = faiss.read_index(str(work / "memory.faiss"))
+        opened = time.perf_counter() - t
+        index.search(q, K)
+    return {"open_s": opened, "first_result_s": time.perf_counter() - t}
+
+
+def run_child(work: Path, *args) -> dict:
+    out = subprocess.run([sys.executable, __file__, "--work", str(work), "--child", *args],
+                         check=True, stdout=subprocess.PIPE, text=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def bench_build(args) -> None:
+    work = Path(tempfile.mkdtemp(prefix="scale-", dir=args.tmp))
+    try:
+        t = time.perf_counter()
+        prepare(work, args.n, args.shards, args.data, args.cap)
+        print(f"data: {args.n:,} vectors in {args.shards} shards, "
+              f"{sum(f.stat().st_size for f in work.glob('part-*')) / 2**20:,.0f} MiB of Parquet, "
+              f"prepared in {time.perf_counter() - t:.0f} s", file=sys.stderr)
+        disk = run_child(work, "ondisk")
+        mem = run_child(work, "memory", str(disk["nprobe"]), disk["spec"])
+        cold = {kind: statistics.median(run_child(work, "cold", kind)["first_result_s"] for _ in range(3))
+                for kind in ("ondisk", "memory")}
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    print(f"\n### On-disk vs in-memory IVF build: {args.n:,} vectors x 384, {args.shards} shards, "
+          f"{disk['spec']}, nprobe {disk['nprobe']}\n")
+    print("| build | time s | peak RSS MiB | peak anon MiB | recall@10 | QPS (1000 in one call) "
+          "| QPS (one at a time) | cold open to first result s | on disk MiB |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r, c in ((mem, cold["memory"]), (disk, cold["ondisk"])):
+        print(f"| {r['kind']} | {r['build_s']:.1f} | {r['peak_rss_mb']:,.0f} | {r['peak_anon_mb']:,.0f} | "
+              f"{r['recall']:.3f} | {r['qps_batch']:,.0f} | {r['qps_one']:,.0f} | {c:.3f} | {r['disk_mb']:,.0f} |")
+    own = disk['peak_anon_mb'] - disk['idle_anon_mb']
+    print(f"\nratios on-disk / in-memory: build time {disk['build_s'] / mem['build_s']:.2f}, peak RSS "
+          f"{disk['peak_rss_mb'] / mem['peak_rss_mb']:.2f}, peak anon {disk['peak_anon_mb'] / mem['peak_anon_mb']:.2f} "
+          f"(above the idle Ray: {own:,.0f} MiB, {own / mem['peak_anon_mb']:.2f}), "
+          f"QPS {disk['qps_batch'] / mem['qps_batch']:.2f} (batch) / {disk['qps_one'] / mem['qps_one']:.2f} "
+          f"(one at a time), cold open {cold['ondisk'] / cold['memory']:.3f}")
+    print(f"\non-disk steps (s): {disk['steps']}; Ray start-up {disk['ray_start_s']:.1f} s (not in the build "
+          f"time), an idle local Ray holds {disk['idle_rss_mb']:,.0f} MiB RSS / {disk['idle_anon_mb']:,.0f} "
+          f"MiB anon (in the peak); the in-memory build read its shards in {mem['read_s']:.1f} s (not in "
+          "the build time, in the peak)")
+
+
+# ------------------------------------------------------------------------------ ingest
+def split_corpus(data: Path, out: Path, per_file: int = 25) -> int:
+    records = [json.loads(line) for line in open(data / "corpus.jsonl", encoding="utf-8")]
+    for i in range(0, len(records), per_file):
+        with open(out / f"part-{i // per_file:04d}.jsonl", "w", encoding="utf-8") as f:
+            for r in records[i:i + per_file]:
+                f.write(json.dumps({"id": r["_id"], "text": f"{r['title']}\n{r['text']}".strip()}) + "\n")
+    return len(records)
+
+
+def bench_ingest(args) -> None:
+    from semsearch.collection import Collection
+    from semsearch.distributed import index_paths
+    from semsearch.distributed.cluster import connected
+    work = Path(tempfile.mkdtemp(prefix="scale-ingest-", dir=args.tmp))
+    try:
+        corpus = work / "corpus"
+        corpus.mkdir()
+        n_docs = split_corpus(args.data, corpus)
+        times = {"local": [], "ray": []}
+        t = time.perf_counter()
+        with connected(None, num_cpus=os.cpu_count()) as ray:
+            ray_start = time.perf_counter() - t
+            for run in range(args.runs):
+                for kind in ("local", "ray") if run % 2 == 0 else ("ray", "local"):
+                    path = work / f"{kind}-{run}"
+                    t = time.perf_counter()
+                    with Collection.create(path, variant=args.variant) as coll:
+                        report = coll.add_files([corpus]) if kind == "local" else index_paths(coll, [corpus])
+                    times[kind].append(time.perf_counter() - t)
+                    print(f"  {kind} run {run + 1}: {times[kind][-1]:.1f} s, {report.added} docs, "
+                          f"{report.chunks} chunks", file=sys.stderr)
+            diff = _max_vector_diff(work / "local-0", work / "ray-0")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    local, ray_ = statistics.median(times["local"]), statistics.median(times["ray"])
+    print(f"\n### `index --ray` (local one-node Ray, {os.cpu_count()} CPUs) vs `index`: Cranfield, "
+          f"{n_docs} abstracts in {-(-n_docs // 25)} files, {args.variant}, median of {args.runs}\n")
+    print("| path | seconds | docs/s | vs local |\n|---|---|---|---|")
+    print(f"| local `index` | {local:.1f} | {n_docs / local:.0f} | 1.00 |")
+    print(f"| `index --ray` | {ray_:.1f} | {n_docs / ray_:.0f} | {ray_ / local:.2f} |")
+    print(f"\nRay start-up (not in the times above): {ray_start:.1f} s. Same documents and chunks; "
+          f"largest vector difference between the two collections: {diff:.1e}")
+
+
+def _max_vector_diff(a: Path, b: Path) -> float:
+    from semsearch.store import Store
+    sa, sb = Store(a / "store.sqlite"), Store(b / "store.sqlite")
+    va = {k: v for ids, vs in sa.vectors() for k, v in zip(ids.tolist(), vs)}
+    vb = {k: v for ids, vs in sb.vectors() for k, v in zip(ids.tolist(), vs)}
+    assert va.keys() == vb.keys(), "the two paths stored different chunks"
+    return float(max(np.abs(va[k] - vb[k]).max() for k in va))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=2_000_000)
+    ap.add_argument("--shards", type=int, default=8)
+    ap.add_argument("--variant", default="fp32")
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--cap", type=int, default=15_000, help="real sentences to embed (search.py's cache)")
+    ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    ap.add_argument("--tmp", default=None, help="folder for the shards and indexes (default: the system's)")
+    ap.add_argument("--skip-build", action="store_true")
+    ap.add_argument("--skip-ingest", action="store_true")
+    ap.add_argument("--work", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--child", nargs="*", default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child is not None:
+        work, (what, *rest) = Path(args.work), args.child
+        if what == "ondisk":
+            out = child_ondisk(work)
+        elif what == "memory":
+            out = child_memory(work, int(rest[0]), rest[1])
+        else:
+            out = child_cold(work, rest[0])
+        print(json.dumps(out))
+        return
+    if not args.skip_ingest:
+        bench_ingest(args)
+    if not args.skip_build:
+        bench_build(args)
+
+
+if __name__ == "__main__":
+    main()

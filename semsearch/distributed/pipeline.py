@@ -1,0 +1,210 @@
+"""`index --ray`: load, chunk and embed inside Ray Data; commit on the driver.
+
+Files go through ``map_batches`` with an actor pool: each actor loads the collection's
+pinned model once (one ONNX Runtime session; ``num_gpus=1`` an actor when the cluster has
+GPUs, else intra-op threads = the actor's CPUs) and turns a few files into prepared
+documents with the local path's own functions (``loaders.load_file``,
+``ingest.embed_documents``). The driver is the single writer: it consumes the results as
+they stream back, in file order, and commits each document in its own transaction
+(``coll.writer()``), so a killed driver loses nothing committed and a re-run skips it
+by content hash before any embedding. Ray retries a killed worker's task; a document
+that came back twice would replace itself by key, never duplicate.
+"""
+from __future__ import annotations
+
+import bisect
+import json
+import logging
+import pickle
+import time
+from pathlib import Path
+from typing import Callable, Iterable
+
+from .cluster import connected, resources
+
+FILES_PER_CALL = 4  # files one actor call loads and embeds together (the unit of retry)
+log = logging.getLogger("semsearch")
+
+
+class PrepareFiles:
+    """Ray Data actor: files in, pickled per-document records out (see _records)."""
+
+    def __init__(self, pin: dict, device: str, threads: int | None, chunk_tokens: int, overlap: int):
+        self.pin, self.device, self.threads = pin, device, threads
+        self.chunk_tokens, self.overlap = chunk_tokens, overlap
+        self._embedder = None
+
+    @property
+    def embedder(self):
+        """Loaded on first use: a re-run that finds nothing changed never loads the model."""
+        if self._embedder is None:
+            self._embedder = load_pinned(self.pin, self.device, self.threads)
+        return self._embedder
+
+    def __call__(self, batch: dict) -> dict:
+        known = {}
+        for hashes in batch["known"]:
+            known.update(json.loads(hashes))
+        records = self._records(batch["path"], known)
+        return {"record": [pickle.dumps(r, protocol=5) for r in records]}
+
+    def _records(self, paths, known: dict) -> list[tuple]:
+        """("skipped", source, reason) for unreadable files, ("unchanged", key) for documents
+        whose hash is known, ("doc", key, PreparedDocument | None) for the rest (None: it
+        could not be chunked; its reason follows as a "skipped" record), then
+        ("done", files, replaced characters)."""
+        from ..ingest import DocumentInfo, IndexReport, embed_documents
+        from ..loaders import Skipped, load_file
+
+        records, todo = [], []
+        for path in paths:
+            for doc in load_file(str(path)):
+                if isinstance(doc, Skipped):
+                    records.append(("skipped", doc.source, doc.reason))
+                elif known.get(doc.key) == doc.content_hash:
+                    records.append(("unchanged", doc.key))
+                else:
+                    todo.append(doc)
+        report = IndexReport()
+        infos = ((DocumentInfo(d.key, d.source, d.content_hash, d.metadata), d.segments()) for d in todo)
+        prepared = {p.key: p for batch in embed_documents(infos, self.embedder, self.chunk_tokens,
+                                                          self.overlap, report) for p in batch} if todo else {}
+        records += [("doc", d.key, prepared.get(d.key)) for d in todo]
+        records += [("skipped", source, reason) for source, reason in report.skipped]
+        records.append(("done", len(paths), sum(d.replaced_chars for d in todo)))
+        return records
+
+
+def load_pinned(pin: dict, device: str, threads: int | None):
+    """The collection's pinned model with ``threads`` intra-op threads.
+    (collection._load_pinned without the threads argument; see the note in issue 14.)"""
+    from ..embedder import Embedder
+    from ..models import DEFAULT_MODEL, MANIFEST
+    folder = pin.get("folder")
+    if folder and (Path(folder) / MANIFEST).is_file():
+        return Embedder.from_folder(folder, pin["variant"], device=device, threads=threads)
+    source = None if pin["name"] == DEFAULT_MODEL else pin["source"]
+    return Embedder.load(source, variant=pin["variant"], device=device, threads=threads)
+
+
+def plan(cpus: float, gpus: float, actors: int | None = None) -> dict:
+    """Actor pool shape for a cluster: one actor per GPU, else one per CPU (1 thread each:
+    on a CPU actors scale better than threads, and file loading overlaps embedding)."""
+    if gpus >= 1:
+        n = actors or int(gpus)
+        return {"actors": n, "num_gpus": 1, "num_cpus": max(1, int(cpus // n) - 1) if cpus > n else 1,
+                "device": "cuda", "threads": None}
+    n = actors or max(1, int(cpus))
+    per = max(1, int(cpus // n))
+    return {"actors": n, "num_gpus": None, "num_cpus": per, "device": "cpu", "threads": per}
+
+
+def known_by_file(files: list[str], known: dict[str, str]) -> list[str]:
+    """For each file, the known hashes of its documents (key = the path, or path#record)
+    as JSON: each row carries its own, nothing collection-wide is sent to every actor."""
+    keys = sorted(known)
+    out = []
+    for f in files:
+        i = bisect.bisect_left(keys, f)
+        mine = {}
+        while i < len(keys) and keys[i].startswith(f):
+            if keys[i] == f or keys[i].startswith(f + "#"):
+                mine[keys[i]] = known[keys[i]]
+            i += 1
+        out.append(json.dumps(mine))
+    return out
+
+
+def prepared_stream(ray, files: list[str], coll, known: dict, actors: int | None = None) -> Iterable[list[tuple]]:
+    """Lists of records, one per actor call, in file order, as they finish."""
+    import ray.data
+
+    shape = plan(*resources(ray), actors)
+    logging.getLogger("ray.data").setLevel(logging.ERROR)  # our own bar and report instead
+    ctx = ray.data.DataContext.get_current()
+    ctx.execution_options.preserve_order = True  # commit in file order: same chunk ids as local
+    ctx.print_on_execution_start = False
+    rows = [{"path": f, "known": k} for f, k in zip(files, known_by_file(files, known))]
+    ds = ray.data.from_items(rows).map_batches(
+        PrepareFiles, batch_size=FILES_PER_CALL, batch_format="numpy",
+        compute=ray.data.ActorPoolStrategy(size=shape["actors"]),
+        num_cpus=shape["num_cpus"], num_gpus=shape["num_gpus"],
+        fn_constructor_kwargs=dict(pin=coll.pinned, device=shape["device"], threads=shape["threads"],
+                                   chunk_tokens=coll.config["chunk_tokens"], overlap=coll.config["overlap"]))
+    log.info("ray: %d actor(s), %s CPU(s)%s each", shape["actors"], shape["num_cpus"],
+             " and 1 GPU" if shape["num_gpus"] else "")
+    for batch in ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=2):
+        yield [pickle.loads(r) for r in batch["record"]]
+
+
+def index_paths(coll, paths: Iterable, address: str | None = None, glob: str | None = None,
+                remove_missing: bool = True, progress: bool = False, actors: int | None = None,
+                on_commit: Callable[[str], None] | None = None):
+    """``coll.add_files`` with loading, chunking and embedding on Ray: same documents,
+    chunks, vectors, report and incremental behaviour. ``on_commit(key)`` runs after each
+    document is committed."""
+    from ..ingest import IndexReport
+    from ..loaders import list_files
+    from ..progress import bar
+
+    started = time.time()
+    roots = [str(Path(p).expanduser().resolve()) for p in paths]
+    listed = list_files(roots, glob=glob)  # NotFound for a missing path, before any write
+    report = IndexReport()
+    report.skipped += [(s.source, s.reason) for s in listed if not isinstance(s, str)]
+    files = [f for f in listed if isinstance(f, str)]
+    with connected(address) as ray, coll.writer() as w:
+        known = w.known_hashes()
+        seen: set[str] = set()
+        with bar(prepared_stream(ray, files, coll, known, actors) if files else [], progress,
+                 unit="file", total=len(files), weight=_files_done) as batches:
+            for records in batches:
+                for record in records:
+                    _apply(record, w, known, seen, report, on_commit)
+                w.flush()
+                docs = report.added + report.updated + report.unchanged
+                batches.note(f"{docs} docs, {report.chunks / batches.elapsed():.0f} chunks/s")
+        if remove_missing:
+            report.removed = w.remove_missing(roots, seen, glob)
+    report.seconds = time.time() - started
+    return report
+
+
+def _files_done(records: list[tuple]) -> int:
+    return sum(r[1] for r in records if r[0] == "done")
+
+
+def _apply(record: tuple, w, known: dict, seen: set, report, on_commit) -> None:
+    """One record from an actor, written or counted as add_files would."""
+    kind = record[0]
+    if kind == "skipped":
+        report.skipped.append(record[1:])
+    elif kind == "unchanged":
+        seen.add(record[1])
+        report.unchanged += 1
+    elif kind == "done":
+        report.replaced_chars += record[2]
+    else:
+        _, key, doc = record
+        seen.add(key)
+        if key in known:
+            report.updated += 1
+        else:
+            report.added += 1
+        if doc is not None:
+            report.chunks += len(doc.chunks)
+            w.put(doc)
+            if on_commit is not None:
+                on_commit(key)
+
+
+def index_files(name_or_path, paths: Iterable, address: str | None = None, glob: str | None = None,
+                remove_missing: bool = True, progress: bool = False, **settings):
+    """``collection.index_files`` on Ray: (collection name and document count, report)."""
+    from ..collection import Collection
+    from ..loaders import list_files
+    paths = list(paths)
+    list_files(paths, glob=glob)  # NotFound now, not after an empty collection is made
+    with Collection.open_or_create(name_or_path, **settings) as coll:
+        report = index_paths(coll, paths, address, glob, remove_missing, progress)
+        return {"name": coll.name, "documents": coll.count()}, report
