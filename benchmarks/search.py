@@ -19,16 +19,16 @@ then renormalised. Queries: 775 held-out synthetics drawn the same way + the 225
 Cranfield queries. A sanity line prints the mean cosine of the exact top-1 / top-10 and
 the fraction of a query's top-10 that share its base vector.
 
-Each index is built and measured in its own subprocess (RSS delta = that build alone):
-the Collection opens a store holding the N vectors (bulk-inserted with store.py's schema,
-as ``Collection._flush`` writes them) and builds with ``coll._rebuild(spec)``. Per index:
-* raw   = ``faiss_index.search`` on the same faiss object (VectorIndex._index, knobs set
-          to the tuned params), one query at a time / all queries in one call;
+Each index is built and measured in its own subprocess (RSS delta = that build alone),
+through the public API only: the collection holds the N vectors (``Collection.add_vectors``)
+and each index type is built with ``Collection.rebuild_index(spec)``. Per index:
+* raw   = ``faiss_index.search`` on the same faiss object (``VectorIndex.faiss_index`` of
+          the saved file, knobs set to the tuned params), one query at a time / all at once;
 * api   = what Collection.search does after embedding: ``VectorIndex.search`` +
           ``store.chunk_rows`` + ``Hit`` objects (``coll.search_vectors``);
-* full  = ``Collection.search(..., mode="dense")`` itself with a stub embedder that
-          returns the precomputed query vectors (adds the per-call snapshot, generation
-          check).
+* full  = ``Collection.search(..., mode="dense", query_vectors=...)`` itself, given the
+          precomputed query vectors (adds validation, the per-call snapshot and the
+          generation check).
 
     python benchmarks/search.py --quick                       # n = 20,000
     python benchmarks/search.py --n 200000 > results.md       # default n = 200,000
@@ -180,45 +180,23 @@ def sanity(vectors, bases, queries, qbases, gt_pos, gt_scores) -> str:
 
 
 # ------------------------------------------------------------------------------ collections
-def bulk_collection(path: Path, texts, vectors, index: str = "auto", variant: str = "fp32",
-                    per_doc: int = 5):
-    """A collection holding the vectors, written with store.py's schema in one transaction."""
+def bulk_collection(path: Path, texts, vectors, index: str = "auto", variant: str = "fp32"):
+    """A collection holding the vectors as one-chunk documents (``add_vectors``)."""
     from semsearch.collection import Collection
     if path.exists():
         shutil.rmtree(path)
-    coll = Collection.create(path, index=index, variant=variant)
-    coll._embedder = None  # free the model
-    db = coll.store.db
-    n = len(vectors)
-    with coll.store.transaction() as gen:
-        now = time.time()
-        db.executemany(
-            "INSERT INTO documents(id, key, source, content_hash, metadata, added_at) VALUES (?,?,?,?,?,?)",
-            ((d + 1, f"doc{d}", f"/bench/doc{d}.txt", None, json.dumps({"part": d % 7}), now)
-             for d in range((n + per_doc - 1) // per_doc)))
-        db.execute("INSERT OR IGNORE INTO metadata_keys VALUES ('part')")
-        db.executemany(
-            "INSERT INTO chunks(id, doc_id, position, start, end, text, vector, gen) VALUES (?,?,?,?,?,?,?,?)",
-            ((i + 1, i // per_doc + 1, i % per_doc, 0, len(texts[i]), texts[i], vectors[i].tobytes(), gen)
-             for i in range(n)))
-    coll.close()
-
-
-class StubEmbedder:
-    """Returns precomputed vectors for query strings "q<i>" (skips the model)."""
-
-    def __init__(self, vectors):
-        self.vectors = vectors
-
-    def embed(self, texts, kind=None, **_):
-        return self.vectors[[int(t[1:]) for t in texts]]
+    with Collection.create(path, index=index, variant=variant) as coll:
+        coll.add_vectors([f"doc{i}" for i in range(len(vectors))], vectors, list(texts),
+                         [{"part": i % 7} for i in range(len(vectors))])
 
 
 def set_raw_knobs(vi):
     """Put the VectorIndex's tuned knobs on the faiss objects themselves."""
     import faiss
     from semsearch.index import _children
-    idx = vi._inner
+    idx = vi.faiss_index
+    if isinstance(idx, faiss.IndexIDMap2):
+        idx = faiss.downcast_index(idx.index)
     while idx is not None:
         if isinstance(idx, faiss.IndexRefine):
             idx.k_factor = float(vi.params["k_factor"])
@@ -241,24 +219,22 @@ def child(args) -> None:
     gc.collect()
     rss0 = rss_mb()
     t = time.perf_counter()
-    with coll.store.snapshot():
-        coll._rebuild(args.child)
+    coll.rebuild_index(args.child)  # rebuilds from the store and saves the file
     build = time.perf_counter() - t
     gc.collect()
     rss1 = rss_mb()
-    vi = coll._index
-    size = faiss.serialize_index(vi._index).nbytes
-    if args.save:
-        coll._save_index()
-    raw = vi._index
+    from semsearch.index import VectorIndex
+    vi, _ = VectorIndex.load(work / "coll" / "index.faiss")
+    size = faiss.serialize_index(vi.faiss_index).nbytes
+    raw = vi.faiss_index
     set_raw_knobs(vi)
-    coll._embedder = StubEmbedder(queries)
+    coll.search_vectors(queries[:1], K)  # the collection's own copy, loaded outside the timing
     names = [f"q{i}" for i in range(len(queries))]
 
     # recall, and the raw and API rankings agree
     D, I = raw.search(queries, K)
     recall = np.mean([len(set(a) & set(b)) / K for a, b in zip(I, gt)])
-    api = coll.search(names, k=K, mode="dense")
+    api = coll.search(names, k=K, mode="dense", query_vectors=queries)
     api_ids = np.array([[h.chunk_id for h in hits] + [-1] * (K - len(hits)) for hits in api])
     agree = float((api_ids == I).mean())
 
@@ -272,13 +248,13 @@ def child(args) -> None:
 
     def full_single():
         for i in range(nt):
-            coll.search(names[i], k=K, mode="dense")
+            coll.search(names[i], k=K, mode="dense", query_vectors=queries[i:i + 1])
 
     def raw_batch():
         raw.search(queries, K)
 
     def full_batch():
-        coll.search(names, k=K, mode="dense")
+        coll.search(names, k=K, mode="dense", query_vectors=queries)
 
     runs = {name: [] for name in ("raw1", "api1", "full1", "rawB", "fullB")}
     threads = faiss.omp_get_max_threads()
@@ -328,11 +304,11 @@ def search_section(args, texts, vectors, bases, queries, qbases, work: Path) -> 
     np.save(work / "gt_ids.npy", gt_pos + 1)  # chunk ids are positions + 1
     auto = choose_spec(len(vectors), DIM)
     only = args.only.split(",") if args.only else ["auto", "flat", "hnsw", "ivfpq"]
-    from semsearch.index import _resolve
+    from semsearch.index import resolve_spec
     rows, done = [], {}
     for name in only:
         spec = auto if name == "auto" else SPECS.get(name, name)
-        key = _resolve(spec, len(vectors), DIM)
+        key = resolve_spec(spec, len(vectors), DIM)
         label = f"auto ({key})" if name == "auto" else name
         if key in done:
             r = done[key]
@@ -402,7 +378,7 @@ def cold_section(args, texts, vectors, work: Path) -> list[str]:
         f"c=Collection.open({str(home / 'cold')!r}); c.embedder; t3=time.perf_counter();\n"
         "from semsearch.models import sha256_file; f=c.embedder.folder/c.embedder.manifest['variants'][c.pinned['variant']]['file'];"
         " ts=time.perf_counter(); sha256_file(f); tsha=time.perf_counter()-ts;\n"
-        "with c.store.snapshot(): c._sync_index()\n"
+        "c.sync_index()\n"
         "t4=time.perf_counter(); c.search('lift of a wing in a propeller slipstream', mode='dense'); t5=time.perf_counter();\n"
         "c.search('lift of a wing in a propeller slipstream', mode='hybrid'); t6=time.perf_counter();\n"
         "print(f'{t1-t0:.2f} {t2-t1:.2f} {t3-t2:.2f} {tsha:.2f} {t4-t3:.2f} {t5-t4:.3f} {t6-t5:.3f}')")

@@ -24,7 +24,7 @@ import numpy as np
 from . import validation
 from .errors import (CollectionBusy, CollectionError, CollectionExists, InvalidInput, ModelError,
                      NoSuchCollection)
-from .index import IndexFileError, VectorIndex, choose_spec
+from .index import IndexFileError, VectorIndex, choose_spec, resolve_spec
 from .ingest import DocumentInfo, IndexReport, PreparedDocument, Writer, embed_documents
 from .search import Fusion, Hit, Ranker
 from .store import Store
@@ -273,9 +273,25 @@ class Collection:
             n = self._index.ntotal
             target = self._target_spec(n)
             built_for = self._index.params.get("built_for", 0)
-            if (self._index.tombstone_ratio > 0.2 or _family(target) != _family(self._index.spec)
+            # compare resolved factory strings: the shortcut "ivfpq" is an "IVF..." index
+            target_family = _family(resolve_spec(target, n, self.pinned["dim"]))
+            if (self._index.tombstone_ratio > 0.2 or target_family != _family(self._index.spec)
                     or (built_for and n > 4 * built_for)):
                 self._rebuild(target)
+
+    def rebuild_index(self, spec: str | None = None) -> dict:
+        """Rebuild the vector index from the store (``spec``: change the collection's index
+        type, e.g. "hnsw" or a faiss factory string) and save it; returns info()["index"]."""
+        with self.writer():
+            if spec is not None and spec != self.config["index"]:
+                if spec != "auto":
+                    _needs_no_training(spec, self.pinned["dim"])  # InvalidInput for a bad spec
+                with self.store.write():
+                    self.config = {**self.config, "index": spec}
+                    self.store.set_meta("config", self.config)
+            with self.store.snapshot(), self._index_lock.writing():
+                self._rebuild()
+        return self.info()["index"]
 
     def _save_index(self) -> None:
         """Save the index file. The store already holds everything, so a failure here is a
@@ -339,7 +355,9 @@ class Collection:
         docs = [PreparedDocument(key, None, None, meta, [Chunk(text, 0, len(text), 0)], vectors[i:i + 1])
                 for i, (key, text, meta) in enumerate(zip(ids, texts, metadata))]
         with self.writer() as w:
-            w.put_all(docs[i:i + 10_000] for i in range(0, len(docs), 10_000))
+            for i in range(0, len(docs), 10_000):  # a transaction per 10,000: all or none each
+                w.put_many(docs[i:i + 10_000])
+                w.flush()
 
     def add_files(self, paths: Iterable[str | os.PathLike], glob: str | None = None,
                   remove_missing: bool = True, progress: bool = False) -> IndexReport:
@@ -397,7 +415,7 @@ class Collection:
     def search(self, query: str | Sequence[str], k: int = 10, where: dict | None = None,
                mode: str = "hybrid", docs: bool = False, min_score: float | None = None,
                rrf_k: int = 60, weights: tuple[float, float] = (1.0, 1.0),
-               feedback_docs: int = 5, feedback_weight: float = 0.6):
+               feedback_docs: int = 5, feedback_weight: float = 0.6, query_vectors=None):
         """Ranked hits for one query (a list) or for several (a list of lists).
 
         ``mode``: dense (vectors), lexical (FTS5 BM25) or hybrid: Reciprocal Rank Fusion
@@ -405,7 +423,8 @@ class Collection:
         dense ranking whose query vector is moved towards the ``feedback_docs`` best fused
         chunks by ``feedback_weight`` (Rocchio pseudo-relevance feedback; 0 turns it off).
         ``where`` filters on document metadata before ranking, on both sides; ``docs``
-        keeps one hit per document.
+        keeps one hit per document. ``query_vectors``: the queries already embedded (one
+        row each, with the pinned model and its query prompt), e.g. by a server's batcher.
         """
         queries, single = validation.queries(query)
         k = validation.check_k(k)
@@ -417,7 +436,12 @@ class Collection:
         vectors = None
         if mode != "lexical":
             self._prefetch_index()
-            vectors = self.embedder.embed(queries, kind="query")
+            if query_vectors is None:
+                vectors = self.embedder.embed(queries, kind="query")
+            else:
+                vectors = validation.vectors(query_vectors, self.pinned["dim"], "query_vectors")
+                if len(vectors) != len(queries):
+                    raise InvalidInput(f"got {len(vectors)} query vectors for {len(queries)} queries")
         with self.store.snapshot():
             if mode != "lexical":
                 self._sync_index()

@@ -74,7 +74,7 @@ def choose_spec(n: int, dim: int, memory_budget_mb: float | None = None) -> str:
     return f"IVF{_nlist(n)},{_pq(dim)},Refine(SQ8)"
 
 
-def _resolve(spec: str, n: int, dim: int, memory_budget_mb=None) -> str:
+def resolve_spec(spec: str, n: int, dim: int, memory_budget_mb=None) -> str:
     """Turn a shortcut name into a factory string; other strings pass unchanged."""
     s = spec.strip().lower()
     if s == "auto":
@@ -176,6 +176,12 @@ class VectorIndex:
         except RuntimeError:
             self._removable = False
 
+    @property
+    def faiss_index(self):
+        """The faiss object itself (ids native or through an IndexIDMap2), e.g. to compare
+        raw faiss against this class on the same index."""
+        return self._index
+
     # ---------------------------------------------------------------- creation
     @classmethod
     def _create(cls, factory: str, dim: int):
@@ -201,7 +207,7 @@ class VectorIndex:
     @classmethod
     def empty(cls, dim: int, spec: str = "flat") -> "VectorIndex":
         """An empty index for a new collection: only specs that need no training."""
-        factory = _resolve(spec, 0, dim)
+        factory = resolve_spec(spec, 0, dim)
         index = cls._create(factory, dim)
         if not index.is_trained:
             raise InvalidInput(f"index spec {factory!r} needs training vectors: use build()")
@@ -214,7 +220,7 @@ class VectorIndex:
         if vectors.ndim != 2:
             raise InvalidInput(f"vectors must be 2-D (n, dim), got shape {vectors.shape}")
         n, dim = vectors.shape
-        factory = _resolve(spec, n, dim, memory_budget_mb)
+        factory = resolve_spec(spec, n, dim, memory_budget_mb)
         self = cls(cls._create(factory, dim), factory, dim)
         ids, vectors = self._check_ids_vectors(ids, vectors)
         if not self._index.is_trained:

@@ -125,18 +125,26 @@ class Writer:
 
     def put(self, doc: PreparedDocument) -> None:
         """Insert or replace one document (with no chunks: remove it), atomically."""
-        vectors = checked_vectors(doc.vectors if doc.chunks else np.zeros((0, self.dim)), self.dim)
-        if len(vectors) != len(doc.chunks):
-            raise InvalidInput(f"{doc.key}: {len(doc.chunks)} chunks but {len(vectors)} vectors")
+        self.put_many([doc])
+
+    def put_many(self, docs: list[PreparedDocument]) -> None:
+        """Insert or replace several documents in ONE transaction: all or none."""
+        rows = [(doc, checked_vectors(doc.vectors if doc.chunks else np.zeros((0, self.dim)), self.dim))
+                for doc in docs]
+        for doc, vectors in rows:
+            if len(vectors) != len(doc.chunks):
+                raise InvalidInput(f"{doc.key}: {len(doc.chunks)} chunks but {len(vectors)} vectors")
         with self.store.write() as gen:
-            if not doc.chunks:
-                self.store.delete_documents([doc.key])
-                return
-            doc_id, _ = self.store.put_document(doc.key, doc.source, doc.content_hash, doc.metadata)
-            self.store.put_chunks(doc_id, gen, ((i, c.start, c.end, c.text, v)
-                                                for i, (c, v) in enumerate(zip(doc.chunks, vectors))))
+            for doc, vectors in rows:
+                if not doc.chunks:
+                    self.store.delete_documents([doc.key])
+                    continue
+                doc_id, _ = self.store.put_document(doc.key, doc.source, doc.content_hash, doc.metadata)
+                self.store.put_chunks(doc_id, gen, ((i, c.start, c.end, c.text, v)
+                                                    for i, (c, v) in enumerate(zip(doc.chunks, vectors))))
 
     def put_all(self, batches: Iterable[list[PreparedDocument]]) -> None:
+        """Each document its own transaction, the index brought up to date after each batch."""
         for batch in batches:
             for doc in batch:
                 self.put(doc)

@@ -355,6 +355,11 @@ def _jsonl_lines(path: str):
 def read_records(path: str | Path) -> Iterator[dict]:
     """THE JSONL reader: the objects of a .jsonl file; InvalidInput naming the file and line
     at the first bad line (NotFound if there is no file)."""
+    return (obj for _, obj in numbered_records(path))
+
+
+def numbered_records(path: str | Path) -> Iterator[tuple[int, dict]]:
+    """(line number, object) for each record of a .jsonl file, checked as read_records does."""
     if not os.path.isfile(path):
         raise NotFound(f"no such file: {path}")
     for lineno, obj, error, _ in _jsonl_lines(str(path)):
@@ -362,7 +367,7 @@ def read_records(path: str | Path) -> Iterator[dict]:
             raise InvalidInput(f"{path} line {lineno}: {error}")
         if not isinstance(obj, dict):
             raise InvalidInput(f"{path} line {lineno}: expected a JSON object, got {type(obj).__name__}")
-        yield obj
+        yield lineno, obj
 
 
 def _load_jsonl(path: str):

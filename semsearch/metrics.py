@@ -7,9 +7,10 @@ ranx's ``ndcg_burges``. Relevance 0 judgements count as non-relevant for every m
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
+
+from .errors import InvalidInput
 
 METRICS = ("ndcg@10", "recall@100", "mrr@10", "map@100")
 
@@ -25,20 +26,12 @@ class BeirDataset:
 
 
 def _jsonl(path: Path):
-    """Yield (line number, object) so errors can point at the offending line."""
-    if not path.is_file():
-        raise ValueError(f"{path}: file not found")
-    with path.open(encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path} line {n}: bad JSON ({e.msg})") from None
-            if not isinstance(obj, dict) or "_id" not in obj or not isinstance(obj.get("text"), str):
-                raise ValueError(f"{path} line {n}: expected an object with '_id' and string 'text'")
-            yield n, obj
+    """(line number, record) of a BEIR file, each with an '_id' and a string 'text'."""
+    from .loaders import numbered_records
+    for n, obj in numbered_records(path):
+        if "_id" not in obj or not isinstance(obj.get("text"), str):
+            raise InvalidInput(f"{path} line {n}: expected an object with '_id' and string 'text'")
+        yield n, obj
 
 
 def load_beir(path: str | Path, split: str = "test") -> BeirDataset:
@@ -51,13 +44,13 @@ def load_beir(path: str | Path, split: str = "test") -> BeirDataset:
     for n, d in _jsonl(root / "corpus.jsonl"):
         meta = d.get("metadata") or {}
         if not isinstance(meta, dict):
-            raise ValueError(f"{root / 'corpus.jsonl'} line {n}: 'metadata' must be an object")
+            raise InvalidInput(f"{root / 'corpus.jsonl'} line {n}: 'metadata' must be an object")
         corpus[str(d["_id"])] = {"title": str(d.get("title") or ""), "text": d["text"], "metadata": meta}
     all_queries = {str(q["_id"]): q["text"] for _, q in _jsonl(root / "queries.jsonl")}
 
     qpath = root / "qrels" / f"{split}.tsv"
     if not qpath.is_file():
-        raise ValueError(f"{qpath}: file not found")
+        raise InvalidInput(f"{qpath}: file not found")
     qrels: dict[str, dict[str, int]] = {}
     with qpath.open(encoding="utf-8") as f:
         for n, line in enumerate(f, 1):
@@ -68,10 +61,12 @@ def load_beir(path: str | Path, split: str = "test") -> BeirDataset:
                 qid, did, score = parts
                 rel = int(score)
             except ValueError:
-                raise ValueError(f"{qpath} line {n}: expected query-id<TAB>corpus-id<TAB>integer score") from None
+                raise InvalidInput(f"{qpath} line {n}: expected query-id<TAB>corpus-id<TAB>integer score") from None
             if qid not in all_queries:
-                raise ValueError(f"{qpath} line {n}: query id {qid!r} is not in queries.jsonl")
+                raise InvalidInput(f"{qpath} line {n}: query id {qid!r} is not in queries.jsonl")
             qrels.setdefault(qid, {})[did] = rel
+    if not qrels:
+        raise InvalidInput(f"{qpath} has no judgments (only a header?): nothing to score")
     queries = {q: t for q, t in all_queries.items() if q in qrels}
     return BeirDataset(corpus=corpus, queries=queries, qrels=qrels)
 
@@ -79,7 +74,7 @@ def load_beir(path: str | Path, split: str = "test") -> BeirDataset:
 def _parse(metric: str) -> tuple[str, int]:
     name, _, k = metric.partition("@")
     if name not in _TREC or not k.isdigit() or int(k) < 1:
-        raise ValueError(f"unknown metric {metric!r}; use one of ndcg@k, recall@k, mrr@k, map@k")
+        raise InvalidInput(f"unknown metric {metric!r}; use one of ndcg@k, recall@k, mrr@k, map@k")
     return name, int(k)
 
 
@@ -131,5 +126,5 @@ def score_run(
     """Mean of each metric over ALL judged queries (missing or empty results count as 0)."""
     values = per_query(qrels, run, metrics)
     if not values:
-        raise ValueError("qrels is empty: nothing to score")
+        raise InvalidInput("qrels is empty: nothing to score")
     return {m: sum(v[m] for v in values.values()) / len(values) for m in metrics}
