@@ -346,7 +346,7 @@ def test_search_during_writes_sees_whole_documents(server):
         with server.client() as c:
             deadline = time.monotonic() + DEADLINE
             while not stop.is_set() and time.monotonic() < deadline:
-                r = c.post("/v1/collections/scratch/search", json={"query": "zebraquartz", "k": 50, "mode": "lexical"})
+                r = c.post("/v1/collections/scratch/search", json={"query": "zebraquartz", "k": 50, "mode": "dense"})
                 hits = [h for h in r.json()["data"] if h["id"] == "flip"]
                 seen.append(tuple(sorted((h["chunk"], "alpha" in h["text"]) for h in hits)))
 
@@ -360,7 +360,7 @@ def test_search_during_writes_sees_whole_documents(server):
     assert len(chunks) == 1 and next(iter(chunks)) > 1, "the document changed its chunk count mid-write"
     for answer in seen:
         assert len({alpha for _, alpha in answer}) <= 1, f"a search saw two versions at once: {answer}"
-    assert len(seen) > 3
+    assert sum(1 for s in seen if s) > 3, "the readers saw nothing"
 
 
 # -- metrics -------------------------------------------------------------------------------------

