@@ -401,3 +401,10 @@ def eval_(ctx, dataset, mode, model, variant, collection, index_spec, k, split, 
                f"{result['mode']} with {result['model']} ({result['variant']}, index {result['index']})")
     for name, value in result["metrics"].items():
         click.echo(f"  {name:<11} {value:.4f}")
+
+
+# `semsearch serve`: defined with the server, whose settings its options are; FastAPI and
+# uvicorn load only when it runs.
+from .server.command import serve  # noqa: E402
+
+cli.add_command(serve)
