@@ -11,6 +11,7 @@ import click
 
 from .errors import SemsearchError
 from .models import VARIANT_FILES
+from .search import FEEDBACK_WEIGHT
 from .validation import MODES as MODE_NAMES
 
 VARIANTS = click.Choice(list(VARIANT_FILES))
@@ -185,16 +186,23 @@ def record_of(rec: dict, file_, number: int):
 @click.option("--chunk-tokens", type=int, default=None, help="Tokens per chunk (default: model max - 2).")
 @click.option("--overlap", type=int, default=None, help="Tokens shared by neighbouring chunks [default: 32].")
 @click.option("--keep-missing", is_flag=True, help="Keep documents whose files are gone.")
+@click.option("--ray", "ray_address", is_flag=False, flag_value="local", default=None, metavar="[ADDRESS]",
+              help="Load, chunk and embed on Ray (the ray extra): ADDRESS auto, ray://host:port, or "
+                   "none for a local Ray started for the run. Put it after PATHS.")
 @click.pass_context
-def index(ctx, paths, name, glob, model, variant, index_spec, chunk_tokens, overlap, keep_missing):
+def index(ctx, paths, name, glob, model, variant, index_spec, chunk_tokens, overlap, keep_missing, ray_address):
     """Index files and folders into collection NAME (only new or changed files are embedded).
 
     An existing collection keeps its settings: giving different ones is an error."""
     from .collection import index_files
 
+    kwargs = {}
+    if ray_address is not None:
+        from .distributed import index_files
+        kwargs["address"] = None if ray_address == "local" else ray_address
     coll, report = index_files(name, paths, glob=glob, remove_missing=not keep_missing, progress=True,
                                model=model, variant=variant, index=index_spec, chunk_tokens=chunk_tokens,
-                               overlap=overlap, home=ctx.obj["home"])
+                               overlap=overlap, home=ctx.obj["home"], **kwargs)
     skipped = Counter(reason for _, reason in report.skipped)
     click.echo(
         f"{coll['name']}: added {report.added}, updated {report.updated}, unchanged {report.unchanged}, "
@@ -204,6 +212,8 @@ def index(ctx, paths, name, glob, model, variant, index_spec, chunk_tokens, over
         click.echo(f"  skipped {count}: {reason}")
     if report.replaced_chars:
         click.echo(f"  {report.replaced_chars} undecodable byte(s) replaced with U+FFFD")
+    if coll.get("notice"):
+        click.echo(f"note: {coll['notice']}")
 
 
 @cli.command()
@@ -218,7 +228,7 @@ def index(ctx, paths, name, glob, model, variant, index_spec, chunk_tokens, over
               help="Answer every line of FILE; prints one JSON line per query.")
 @click.option("--rrf-k", type=int, default=60, show_default=True, help="Hybrid: RRF constant.")
 @click.option("--weights", default="1,1", show_default=True, help="Hybrid: dense,lexical weights.")
-@click.option("--feedback", type=float, default=0.6, show_default=True,
+@click.option("--feedback", type=float, default=FEEDBACK_WEIGHT, show_default=True,
               help="Hybrid: pseudo-relevance feedback weight (0 = plain RRF).")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
@@ -248,7 +258,10 @@ def search(ctx, name, query, k, mode, where, docs, min_score, queries_file, rrf_
     if not hits:
         click.echo("no results")
     for rank, hit in enumerate(hits, 1):
-        click.echo(f"{rank:2d}. {hit.score:.4f}  {printable(hit.id)}  (chunk {hit.chunk})")
+        sides = ", ".join(f"{name} {value:.4f}" for name, value in (("cosine", hit.cosine), ("bm25", hit.bm25))
+                          if value is not None and mode == "hybrid")
+        click.echo(f"{rank:2d}. {hit.score:.4f}  {printable(hit.id)}  (chunk {hit.chunk}"
+                   + (f"; {sides})" if sides else ")"))
         preview = printable(" ".join(hit.text.split()))
         click.echo(f"    {preview[:200]}{'…' if len(preview) > 200 else ''}")
 
@@ -340,6 +353,8 @@ def info(ctx, name, as_json):
     click.echo(f"  documents: {data['documents']}   chunks: {data['chunks']}")
     click.echo(f"  chunking:  {data['chunk_tokens']} tokens, overlap {data['overlap']}")
     click.echo(f"  size:      {data['size_bytes'] / 1e6:.1f} MB")
+    if data.get("notice"):
+        click.echo(f"note: {data['notice']}")
 
 
 @cli.command(name="list")

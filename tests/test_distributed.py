@@ -98,3 +98,129 @@ def test_mmap_index_reopened_keeps_deletes_and_adds(tmp_path):
     D, I = again.search(x[:5], 3, allowed_ids=np.array([1, 2, 100, 5001]), nprobe=8)
     assert set(I.ravel()) - {-1} <= {100, 5001}
     assert again.tombstone_ratio == pytest.approx(5 / 2000)
+
+
+# ------------------------------------------------------------------------------ index --ray
+WORDS = ("wing flow pressure boundary layer heat transfer shock wave laminar turbulent "
+         "supersonic nozzle compressor blade vortex drag lift stall panel buckling").split()
+
+
+def write_corpus(folder, n_files=12, words=60, seed=0):
+    """Text files of varied length, records, and the bad input the loaders skip."""
+    import json
+    import random
+    rng = random.Random(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(n_files):
+        (folder / f"doc{i:02d}.txt").write_text(" ".join(rng.choice(WORDS) for _ in range(words + 37 * i)))
+    (folder / "notes.md").write_text("# Notes\n\nThe boundary layer separates near the trailing edge.")
+    (folder / "records.jsonl").write_text(
+        json.dumps({"id": "r1", "text": "shock wave in a nozzle", "team": "aero"}) + "\n"
+        + json.dumps({"id": "r2", "text": "panel buckling under load", "team": "structures"}) + "\n"
+        + "{not json\n")
+    (folder / "junk.txt").write_bytes(bytes(range(256)) * 64)        # binary: skipped
+    (folder / "latin1.txt").write_bytes("caf\xe9 na\xefve wing".encode("latin-1"))  # undecodable bytes
+    (folder / "empty.txt").write_text("")                              # no text
+    (folder / "table.xyz").write_text("unsupported")
+    return folder
+
+
+def contents(coll):
+    """Every document and chunk with its vector, keyed by document key."""
+    db = coll.store.db
+    docs = {k: (s, h, m) for k, s, h, m in db.execute("SELECT key, source, content_hash, metadata FROM documents")}
+    chunks = {}
+    for key, pos, start, end, text, vec in db.execute(
+            "SELECT d.key, c.position, c.start, c.end, c.text, c.vector FROM chunks c "
+            "JOIN documents d ON d.id = c.doc_id ORDER BY d.key, c.position"):
+        chunks.setdefault(key, []).append((pos, start, end, text, np.frombuffer(vec, np.float32)))
+    return docs, chunks
+
+
+def assert_same_collection(a, b):
+    docs_a, chunks_a = contents(a)
+    docs_b, chunks_b = contents(b)
+    assert docs_a == docs_b
+    assert chunks_a.keys() == chunks_b.keys()
+    for key in chunks_a:
+        assert [c[:4] for c in chunks_a[key]] == [c[:4] for c in chunks_b[key]]
+        for x, y in zip(chunks_a[key], chunks_b[key]):
+            assert np.abs(x[4] - y[4]).max() <= 1e-5
+    for q in ("shock wave nozzle", "trailing edge separation", "panel buckling"):
+        assert [h.id for h in a.search(q, k=5)] == [h.id for h in b.search(q, k=5)]
+
+
+def same_report(r1, r2):
+    keep = ("added", "updated", "unchanged", "removed", "chunks", "replaced_chars")
+    return ({k: getattr(r1, k) for k in keep}, sorted(r1.skipped)) == \
+        ({k: getattr(r2, k) for k in keep}, sorted(r2.skipped))
+
+
+def test_index_on_ray_equals_single_process_then_incremental(tmp_path, home, ray_local):
+    from semsearch.collection import Collection
+    from semsearch.distributed import index_paths
+    corpus = write_corpus(tmp_path / "corpus")
+    with Collection.create("local") as local, Collection.create("onray") as onray:
+        r_local, r_ray = local.add_files([corpus]), index_paths(onray, [corpus])
+        assert same_report(r_local, r_ray), (r_local, r_ray)
+        assert {reason for _, reason in r_ray.skipped} >= {"binary file", "invalid JSON", "unsupported type .xyz"}
+        assert r_ray.replaced_chars > 0
+        assert_same_collection(local, onray)
+
+        (corpus / "doc03.txt").write_text("a changed document about vortex drag")
+        (corpus / "doc05.txt").unlink()
+        (corpus / "new.txt").write_text("a new document about compressor stall")
+        r_local, r_ray = local.add_files([corpus]), index_paths(onray, [corpus])
+        assert (r_ray.added, r_ray.updated, r_ray.removed) == (1, 1, 1)
+        assert r_ray.unchanged == r_local.unchanged > 0 and same_report(r_local, r_ray)
+        assert_same_collection(local, onray)
+
+
+def test_cli_index_ray_reports_like_index(tmp_path, home, ray_local):
+    from click.testing import CliRunner
+    from semsearch.cli import cli
+    corpus = write_corpus(tmp_path / "corpus", n_files=3)
+    plain = CliRunner().invoke(cli, ["index", str(corpus), "--name", "plain"])
+    onray = CliRunner().invoke(cli, ["index", str(corpus), "--name", "onray", "--ray"])
+    assert plain.exit_code == 0 and onray.exit_code == 0, onray.output
+    strip = lambda out: [l.split(";")[0].replace("plain", "X").replace("onray", "X") for l in out.splitlines()]
+    assert strip(plain.output) == strip(onray.output)
+    missing = CliRunner().invoke(cli, ["index", str(tmp_path / "nope"), "--name", "x", "--ray"])
+    assert missing.exit_code != 0 and "Traceback" not in missing.output
+
+
+def _map_workers():
+    import psutil
+    return [p for p in psutil.process_iter(["cmdline"])
+            if any("PrepareFiles" in part for part in (p.info["cmdline"] or []))]
+
+
+def test_worker_killed_mid_job_every_document_once(tmp_path, home, ray_local):
+    import signal
+
+    from semsearch.collection import Collection
+    from semsearch.distributed import index_paths
+    corpus = write_corpus(tmp_path / "corpus", n_files=16, words=400)
+    killed, later = [], set()
+
+    def kill_a_worker(key):
+        if killed:  # the actors that did the rest of the job
+            later.update(p.pid for p in _map_workers())
+            return
+        workers = _map_workers()
+        assert len(workers) == 1, "expected the one Ray Data actor process"
+        workers[0].send_signal(signal.SIGKILL)
+        workers[0].wait(10)
+        killed.append(workers[0].pid)
+
+    with Collection.create("killed") as coll:
+        report = index_paths(coll, [corpus], actors=1, on_commit=kill_a_worker)
+        assert killed and later and killed[0] not in later  # Ray restarted the actor mid-job
+        keys = [k for (k,) in coll.store.db.execute("SELECT key FROM documents")]
+        assert len(keys) == len(set(keys)) == report.added
+        positions = coll.store.db.execute(
+            "SELECT count(*), count(DISTINCT doc_id || ':' || position) FROM chunks").fetchone()
+        assert positions[0] == positions[1] == report.chunks
+    with Collection.create("reference") as ref, Collection.open("killed") as coll:
+        ref.add_files([corpus])
+        assert_same_collection(ref, coll)
