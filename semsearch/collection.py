@@ -26,7 +26,7 @@ from .errors import (CollectionBusy, CollectionError, CollectionExists, InvalidI
                      NoSuchCollection)
 from .index import IndexFileError, VectorIndex, choose_spec, resolve_spec
 from .ingest import DocumentInfo, IndexReport, PreparedDocument, Writer, embed_documents
-from .search import Fusion, Hit, Ranker
+from .search import FEEDBACK_DOCS, FEEDBACK_WEIGHT, Fusion, Hit, Ranker
 from .store import Store
 
 __all__ = ["Collection", "Hit", "IndexReport", "list_collections", "delete_collection", "collection_path"]
@@ -415,16 +415,19 @@ class Collection:
     def search(self, query: str | Sequence[str], k: int = 10, where: dict | None = None,
                mode: str = "hybrid", docs: bool = False, min_score: float | None = None,
                rrf_k: int = 60, weights: tuple[float, float] = (1.0, 1.0),
-               feedback_docs: int = 5, feedback_weight: float = 0.6, query_vectors=None):
+               feedback_docs: int = FEEDBACK_DOCS, feedback_weight: float = FEEDBACK_WEIGHT,
+               query_vectors=None):
         """Ranked hits for one query (a list) or for several (a list of lists).
 
-        ``mode``: dense (vectors), lexical (FTS5 BM25) or hybrid: Reciprocal Rank Fusion
-        (constant ``rrf_k``, (dense, lexical) ``weights``) of the lexical ranking with a
-        dense ranking whose query vector is moved towards the ``feedback_docs`` best fused
-        chunks by ``feedback_weight`` (Rocchio pseudo-relevance feedback; 0 turns it off).
-        ``where`` filters on document metadata before ranking, on both sides; ``docs``
-        keeps one hit per document. ``query_vectors``: the queries already embedded (one
-        row each, with the pinned model and its query prompt), e.g. by a server's batcher.
+        ``mode``: dense (vectors; chunks), lexical (FTS5 BM25 over whole documents) or
+        hybrid: Reciprocal Rank Fusion (constant ``rrf_k``, (dense, lexical) ``weights``) of
+        the lexical document ranking with a dense one whose query vector is moved towards
+        the best chunks of the ``feedback_docs`` best fused documents by ``feedback_weight``
+        (Rocchio pseudo-relevance feedback; 0 turns it off). Lexical and hybrid give one hit
+        per document; ``docs`` does so for dense. ``where`` filters on document metadata
+        before ranking, on both sides. What each mode's score means: search.Hit.
+        ``query_vectors``: the queries already embedded (one row each, with the pinned model
+        and its query prompt), e.g. by a server's batcher.
         """
         queries, single = validation.queries(query)
         k = validation.check_k(k)
@@ -481,7 +484,13 @@ class Collection:
             "chunk_tokens": self.config["chunk_tokens"], "overlap": self.config["overlap"],
             "documents": docs, "chunks": chunks, "generation": generation,
             "size_bytes": sum(p.stat().st_size for p in self.path.iterdir() if p.is_file()),
+            "notice": self.notice(),
         }
+
+    def notice(self) -> str | None:
+        """What to do when most of the text is in a script the model was not trained on."""
+        from .lang import script_notice
+        return script_notice(self.store.sample_texts(), self.pinned["name"])
 
 
 def index_files(name_or_path, paths: Iterable[str | os.PathLike], glob: str | None = None,
@@ -493,7 +502,7 @@ def index_files(name_or_path, paths: Iterable[str | os.PathLike], glob: str | No
     list_files(paths, glob=glob)  # NotFound now, not after an empty collection is made
     with Collection.open_or_create(name_or_path, **settings) as coll:
         report = coll.add_files(paths, glob=glob, remove_missing=remove_missing, progress=progress)
-        return {"name": coll.name, "documents": coll.count()}, report
+        return {"name": coll.name, "documents": coll.count(), "notice": coll.notice()}, report
 
 
 def delete_collection(name_or_path, home=None) -> Path:

@@ -11,6 +11,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from .lang import fts_terms
 from .store import Store
 
 # (chunk id, score) best first; one list per query vector
@@ -18,14 +19,26 @@ Ranking = list[tuple[int, float]]
 DenseSearch = Callable[[np.ndarray, int, "np.ndarray | None"], list[Ranking]]
 
 HYBRID_DEPTH = 100  # candidates each side contributes to the fusion
+# Rocchio feedback: the query vector moves towards the mean of the best chunks of the top
+# fused documents (settings that held on every development collection: benchmarks/README.md)
+FEEDBACK_DOCS = 3
+FEEDBACK_WEIGHT = 1.0
+# Query words left out of the lexical query (all kept when nothing else is left): measured
+# +0.6 / +0.7 / +0.1 nDCG@10 on Cranfield / MED / NPL over keeping them.
 STOPWORDS = frozenset(
     "a an and are as at be by for from has have how in is it its of on or that the this to "
     "was were what when where which who why will with do does did can could should would "
     "there their they them these those than then into about any been being".split())
+WORD = re.compile(r"\w+")
 
 
 @dataclass(slots=True)
 class Hit:
+    """One ranked passage. ``score`` means, by mode: dense, the cosine similarity of this
+    chunk to the query (-1..1); lexical, the BM25 score of the whole document (0 up,
+    comparable within one query); hybrid, the fused score as a share of the best possible
+    (1.0 = first in both the dense and the lexical ranking). ``cosine`` and ``bm25`` show
+    both sides whenever they were computed, so a hybrid hit can be read and thresholded."""
     id: str  # the document's key (what delete --id takes)
     score: float
     text: str
@@ -35,6 +48,8 @@ class Hit:
     start: int
     end: int
     chunk_id: int
+    cosine: float | None = None  # this chunk's cosine similarity to the query (dense, hybrid)
+    bm25: float | None = None  # the document's BM25 for the query (lexical, hybrid; None: no word matched)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -45,27 +60,58 @@ class Fusion:
     """Hybrid settings: RRF constant, (dense, lexical) weights, and Rocchio feedback."""
     rrf_k: int = 60
     weights: tuple[float, float] = (1.0, 1.0)
-    feedback_docs: int = 5
-    feedback_weight: float = 0.6
+    feedback_docs: int = FEEDBACK_DOCS
+    feedback_weight: float = FEEDBACK_WEIGHT
 
 
 def fts_query(text: str) -> str:
-    """An OR of the query's distinct words, each quoted so FTS5 syntax cannot break it."""
-    words = dict.fromkeys(w for w in re.findall(r"\w+", text.lower()) if w not in STOPWORDS)
-    return " OR ".join(f'"{w}"' for w in words)
+    """An OR of the query's words less STOPWORDS, repeats kept (a word asked twice counts
+    twice, as BM25's query term frequency); CJK words as lang.fts_terms writes them."""
+    words = WORD.findall(text.lower())
+    return " OR ".join(fts_terms(" ".join([w for w in words if w not in STOPWORDS] or words)))
 
 
-def rrf(rankings: list[Ranking], weights: Sequence[float], k: int = 60) -> Ranking:
+def rrf(rankings: list[list], weights: Sequence[float], k: int = 60) -> list[tuple]:
     """Reciprocal Rank Fusion: sum of weight / (k + rank) over the rankings."""
-    fused: dict[int, float] = {}
+    fused: dict = {}
     for ranking, weight in zip(rankings, weights):
         for rank, (item, _) in enumerate(ranking, start=1):
             fused[item] = fused.get(item, 0.0) + weight / (k + rank)
     return sorted(fused.items(), key=lambda kv: -kv[1])
 
 
+def zscore_fusion(rankings: list[list], weights: Sequence[float]) -> list[tuple]:
+    """Sum of each ranking's scores as z-scores over its own list (an item absent from a
+    list gets that list's lowest), by weight. It picks the feedback documents: at the top,
+    how far a score stands out says more than its rank (benchmarks/README.md)."""
+    fused: dict = {}
+    for ranking, weight in zip(rankings, weights):
+        if not ranking:
+            continue
+        scores = np.array([s for _, s in ranking], np.float64)
+        z = (scores - scores.mean()) / (scores.std() or 1.0)
+        for item, value in zip((i for i, _ in ranking), z):
+            fused[item] = fused.get(item, 0.0) + weight * (value - z.min())
+    return sorted(fused.items(), key=lambda kv: -kv[1])
+
+
+@dataclass(slots=True)
+class _Doc:
+    """A ranked document: its score and, when known, its chunk with that chunk's cosine."""
+    doc_id: int
+    score: float
+    chunk_id: int | None = None
+    cosine: float | None = None
+    bm25: float | None = None
+
+
 class Ranker:
-    """Ranks chunks for queries against one store snapshot and one dense search."""
+    """Ranks for queries against one store snapshot and one dense search.
+
+    Dense ranks chunks (``docs`` keeps each document's best). Lexical and hybrid rank
+    documents, BM25 over a document's whole text (see store.documents_fts), and show each
+    document's best chunk: for the query vector in hybrid, the best BM25 chunk in lexical.
+    """
 
     def __init__(self, store: Store, dense: DenseSearch, allowed: np.ndarray | None):
         self.store, self.dense, self.allowed = store, dense, allowed
@@ -77,39 +123,98 @@ class Ranker:
             vectors = first_dense = [None] * len(queries)
         else:
             first_dense = self.dense(vectors, depth, self.allowed)  # one FAISS call for all queries
-        # chunks there are to rank; only docs=True needs it, to know when to stop digging
-        available = 0 if not docs else (len(self.allowed) if self.allowed is not None
-                                         else self.store.counts()[1])
+        # chunks there are to rank: to know when to stop digging for k documents
+        digs = (docs and mode == "dense") or mode == "hybrid"
+        available = 0 if not digs else (len(self.allowed) if self.allowed is not None
+                                        else self.store.counts()[1])
         results = []
         for text, vector, dense in zip(queries, vectors, first_dense):
-            hits = self.hits(self.rank(text, vector, mode, depth, fusion, dense), k, docs, min_score)
+            if mode == "dense":
+                hits = self.chunk_hits(dense, k, docs, min_score)
+            else:
+                hits = self.document_hits(text, vector, self.rank(text, vector, mode, depth, fusion, dense),
+                                          k, min_score)
             deeper = depth
             while len(hits) < k and deeper < available:  # dig until k documents
                 deeper *= 4
-                hits = self.hits(self.rank(text, vector, mode, deeper, fusion), k, docs, min_score)
+                if mode == "dense":
+                    hits = self.chunk_hits(self.dense(vector[None], deeper, self.allowed)[0], k, docs, min_score)
+                else:
+                    hits = self.document_hits(text, vector, self.rank(text, vector, mode, deeper, fusion),
+                                              k, min_score)
             results.append(hits)
         return results
 
     def rank(self, text: str, vector, mode: str, depth: int, fusion: Fusion,
-             dense: Ranking | None = None) -> Ranking:
-        """(chunk id, score) best first, for one query (``dense``: its ranking, if known)."""
-        match = fts_query(text) if mode != "dense" else ""
-        lexical = self.store.lexical(match, depth, self.allowed) if match else []
+             dense: Ranking | None = None) -> list[_Doc]:
+        """Documents best first, for lexical or hybrid (``dense``: the query's chunk ranking)."""
+        match = fts_query(text)
+        lexical = self.store.lexical_documents(match, depth, self.allowed) if match else []
         if mode == "lexical":
-            return lexical
+            return [_Doc(d, s, bm25=s) for d, s in lexical]
         if dense is None:
             dense = self.dense(vector[None], depth, self.allowed)[0]
-        if mode == "dense":
-            return dense
-        fused = rrf([dense, lexical], fusion.weights, fusion.rrf_k)
+        best = self.by_document(dense)
+        dense_docs = [(d, score) for d, (_, score) in best.items()]
+        fused = rrf([dense_docs, lexical], fusion.weights, fusion.rrf_k)
         if fusion.feedback_docs > 0 and fusion.feedback_weight > 0 and fused:
-            top = np.array([c for c, _ in fused[:fusion.feedback_docs]], np.int64)
-            moved = vector + fusion.feedback_weight * self.store.chunk_vectors(top).mean(0)
-            dense = self.dense((moved / np.linalg.norm(moved))[None], depth, self.allowed)[0]
-            fused = rrf([dense, lexical], fusion.weights, fusion.rrf_k)
-        return fused
+            top = [d for d, _ in zscore_fusion([dense_docs, lexical], fusion.weights)[:fusion.feedback_docs]]
+            best.update(self.best_chunks([d for d in top if d not in best], vector))
+            feedback = self.store.chunk_vectors(np.array([best[d][0] for d in top], np.int64)).mean(0)
+            moved = vector + fusion.feedback_weight * feedback
+            moved_best = self.by_document(self.dense((moved / np.linalg.norm(moved))[None], depth, self.allowed)[0])
+            fused = rrf([list(moved_best.items()), lexical], fusion.weights, fusion.rrf_k)
+        top_score = sum(fusion.weights) / (fusion.rrf_k + 1)
+        bm25 = dict(lexical)
+        return [_Doc(d, s / top_score, *best.get(d, (None, None)), bm25=bm25.get(d)) for d, s in fused]
 
-    def hits(self, ranked: Ranking, k: int, docs: bool, min_score) -> list[Hit]:
+    def by_document(self, ranking: Ranking) -> dict[int, tuple[int, float]]:
+        """A chunk ranking as document -> (its best chunk, that chunk's score), best first."""
+        doc_of = self.store.chunk_documents(c for c, _ in ranking)
+        best: dict[int, tuple[int, float]] = {}
+        for chunk, score in ranking:
+            best.setdefault(doc_of[chunk], (chunk, score))
+        return best
+
+    def best_chunks(self, doc_ids: list[int], vector: np.ndarray) -> dict[int, tuple[int, float]]:
+        """Each document's chunk nearest ``vector``, with its cosine (filters select whole
+        documents, so every chunk of a ranked document is allowed)."""
+        out = {}
+        for doc, ids in self.store.document_chunks(doc_ids).items():
+            cosines = self.store.chunk_vectors(np.array(ids, np.int64)) @ vector
+            out[doc] = (ids[int(np.argmax(cosines))], float(cosines.max()))
+        return out
+
+    def document_hits(self, text: str, vector, ranked: list[_Doc], k: int, min_score) -> list[Hit]:
+        """The first k documents (score >= min_score) as hits on their best chunks."""
+        ranked = [d for d in ranked if min_score is None or d.score >= min_score][:k]
+        missing = [d.doc_id for d in ranked if d.chunk_id is None]
+        if vector is not None:
+            found = self.best_chunks(missing, vector)
+        else:
+            found = self.best_lexical_chunks(fts_query(text), missing)
+        for d in ranked:
+            if d.chunk_id is None and d.doc_id in found:
+                d.chunk_id, d.cosine = found[d.doc_id]
+        rows = self.store.chunk_rows(d.chunk_id for d in ranked if d.chunk_id is not None)
+        hits = []
+        for d in ranked:
+            row = rows.get(d.chunk_id)
+            if row is not None:
+                key, position, start, end, chunk_text, source, metadata = row
+                hits.append(Hit(key, d.score, chunk_text, source, metadata, position, start, end, d.chunk_id,
+                                cosine=d.cosine, bm25=d.bm25))
+        return hits
+
+    def best_lexical_chunks(self, match: str, doc_ids: list[int]) -> dict[int, tuple[int, None]]:
+        """Each document's best BM25 chunk (its first chunk when none matches alone, e.g.
+        words that only meet across a chunk boundary, or CJK text)."""
+        chunks = self.store.document_chunks(doc_ids)
+        scores = self.store.best_lexical_chunks(match, [c for ids in chunks.values() for c in ids]) if match else {}
+        return {d: (max(ids, key=lambda c: scores.get(c, float("-inf"))), None) for d, ids in chunks.items()}
+
+    def chunk_hits(self, ranked: Ranking, k: int, docs: bool, min_score) -> list[Hit]:
+        """Dense hits: chunks best first (one per document with ``docs``)."""
         rows = self.store.chunk_rows(c for c, _ in ranked)
         hits, seen = [], set()
         for chunk_id, score in ranked:
@@ -121,7 +226,7 @@ class Ranker:
                 if key in seen:
                     continue
                 seen.add(key)
-            hits.append(Hit(key, score, text, source, metadata, position, start, end, chunk_id))
+            hits.append(Hit(key, score, text, source, metadata, position, start, end, chunk_id, cosine=score))
             if len(hits) == k:
                 break
         return hits

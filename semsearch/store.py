@@ -7,6 +7,7 @@ built at generation G is brought up to date by replaying what came after G.
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import time
 import threading
@@ -17,6 +18,7 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from .errors import CollectionError, InvalidInput, NoSuchCollection
+from .lang import fts_text
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -57,6 +59,18 @@ END;
 """
 
 BUILTIN_FILTERS = {"source": "d.source", "id": "d.key"}
+log = logging.getLogger("semsearch")
+
+# Lexical search ranks whole documents (BM25 over a document, not over its overlapping
+# chunks: benchmarks/README.md, "Retrieval quality"). The table is contentless: its text is
+# rebuilt from the chunks by document_text(), the same way on insert and on delete. A store
+# whose table is missing or of another LEXICAL_VERSION gets it (re)built when opened.
+LEXICAL_VERSION = 1
+LEXICAL_SCHEMA = """
+CREATE VIRTUAL TABLE documents_fts USING fts5(
+    text, content='', tokenize='porter unicode61 remove_diacritics 2'
+);
+"""
 
 
 class Store:
@@ -83,6 +97,7 @@ class Store:
             except sqlite3.DatabaseError as exc:
                 raise CollectionError(f"cannot create a store at {path} ({exc})") from None
         self.db  # open (and check) this thread's connection now, so a bad file fails here
+        self._upgrade_lexical()
 
     @property
     def db(self) -> sqlite3.Connection:
@@ -166,13 +181,17 @@ class Store:
         return cur.lastrowid, old
 
     def put_chunks(self, doc_id: int, gen: int, rows: Iterable[tuple[int, int, int, str, np.ndarray]]) -> list[int]:
-        """Insert (position, start, end, text, vector) rows; returns the new chunk ids."""
-        ids = []
+        """Insert ALL of a new document's (position, start, end, text, vector) rows, in
+        order, and its lexical index entry; returns the new chunk ids."""
+        ids, spans = [], []
         for position, start, end, text, vector in rows:
             cur = self.db.execute(
                 "INSERT INTO chunks(doc_id, position, start, end, text, vector, gen) VALUES (?,?,?,?,?,?,?)",
                 (doc_id, position, start, end, text, np.asarray(vector, np.float32).tobytes(), gen))
             ids.append(cur.lastrowid)
+            spans.append((start, end, text))
+        if spans:
+            self.db.execute("INSERT INTO documents_fts(rowid, text) VALUES (?, ?)", (doc_id, document_text(spans)))
         return ids
 
     def delete_documents(self, keys: Iterable[str]) -> tuple[int, list[int]]:
@@ -183,6 +202,7 @@ class Store:
             if row:
                 found += 1
                 gone += [r[0] for r in self.db.execute("SELECT id FROM chunks WHERE doc_id = ?", row)]
+                self._unindex_text(row[0])
                 self.db.execute("DELETE FROM chunks WHERE doc_id = ?", row)
                 self.db.execute("DELETE FROM documents WHERE id = ?", row)
         return found, gone
@@ -267,14 +287,103 @@ class Store:
         except sqlite3.OperationalError as exc:
             raise CollectionError(f"lexical query failed: {exc}") from None
 
-    def _in(self, sql: str, ids: Iterable[int]) -> list:
-        """Rows for ``ids``: placeholders for the usual few, a JSON array past SQLite's limit."""
+    def lexical_documents(self, match: str, k: int, allowed: np.ndarray | None = None) -> list[tuple[int, float]]:
+        """BM25 over whole documents: (document row id, score) best first; higher is better.
+        ``allowed`` (chunk ids) keeps the documents those chunks belong to."""
+        sql = "SELECT rowid, -bm25(documents_fts) FROM documents_fts WHERE documents_fts MATCH ?"
+        params: list = [match]
+        if allowed is not None:
+            if not len(allowed):
+                return []
+            sql += " AND rowid IN (SELECT doc_id FROM chunks WHERE id IN (SELECT value FROM json_each(?)))"
+            params.append(json.dumps(allowed.tolist()))
+        sql += " ORDER BY bm25(documents_fts) LIMIT ?"
+        params.append(k)
+        try:
+            return [(r[0], float(r[1])) for r in self.db.execute(sql, params)]
+        except sqlite3.OperationalError as exc:
+            raise CollectionError(f"lexical query failed: {exc}") from None
+
+    def sample_texts(self, n: int = 100) -> list[str]:
+        """Up to n chunk texts spread evenly over the store (for lang.script_notice)."""
+        lo, hi = self.db.execute("SELECT min(id), max(id) FROM chunks").fetchone()
+        if lo is None:
+            return []
+        ids = sorted({int(i) for i in np.linspace(lo, hi, n)})
+        return [r[0] for r in self._in("SELECT text FROM chunks WHERE id IN ({})", ids)]
+
+    def chunk_documents(self, chunk_ids: Iterable[int]) -> dict[int, int]:
+        """Chunk id -> its document's row id."""
+        return dict(self._in("SELECT id, doc_id FROM chunks WHERE id IN ({})", chunk_ids))
+
+    def document_chunks(self, doc_ids: Iterable[int]) -> dict[int, list[int]]:
+        """Document row id -> its chunk ids in order."""
+        out: dict[int, list[int]] = {}
+        for doc_id, chunk_id in self._in(
+                "SELECT doc_id, id FROM chunks WHERE doc_id IN ({}) ORDER BY doc_id, position", doc_ids):
+            out.setdefault(doc_id, []).append(chunk_id)
+        return out
+
+    def best_lexical_chunks(self, match: str, chunk_ids: Iterable[int]) -> dict[int, float]:
+        """Chunk-level BM25 of the given chunks that match: which part of a document matched."""
+        rows = self._in("SELECT rowid, -bm25(chunks_fts) FROM chunks_fts WHERE chunks_fts MATCH ? "
+                        "AND rowid IN ({})", chunk_ids, first=(match,))
+        return dict(rows)
+
+    # -- the lexical index ------------------------------------------------------------------
+    def _unindex_text(self, doc_id: int) -> None:
+        """Remove a document from documents_fts (before its chunks go)."""
+        spans = self.db.execute("SELECT start, end, text FROM chunks WHERE doc_id = ? ORDER BY position",
+                                (doc_id,)).fetchall()
+        if spans:
+            self.db.execute("INSERT INTO documents_fts(documents_fts, rowid, text) VALUES ('delete', ?, ?)",
+                            (doc_id, document_text(spans)))
+
+    def _upgrade_lexical(self) -> None:
+        """Build documents_fts from the chunks when this store predates it (or its version)."""
+        if self.get_meta("lexical_version") == LEXICAL_VERSION:
+            return
+        try:
+            with self.write():
+                if self.get_meta("lexical_version") == LEXICAL_VERSION:  # another process did it
+                    return
+                self.db.execute("DROP TABLE IF EXISTS documents_fts")
+                self.db.execute(LEXICAL_SCHEMA)
+                doc_id, spans = None, []
+                for row in self.db.execute("SELECT doc_id, start, end, text FROM chunks ORDER BY doc_id, position"):
+                    if row[0] != doc_id and spans:
+                        self.db.execute("INSERT INTO documents_fts(rowid, text) VALUES (?, ?)",
+                                        (doc_id, document_text(spans)))
+                        spans = []
+                    doc_id = row[0]
+                    spans.append(row[1:])
+                if spans:
+                    self.db.execute("INSERT INTO documents_fts(rowid, text) VALUES (?, ?)",
+                                    (doc_id, document_text(spans)))
+                self.set_meta("lexical_version", LEXICAL_VERSION)
+        except sqlite3.OperationalError as exc:  # a read-only store: lexical search says so
+            log.warning("cannot build the document-level lexical index of %s (%s); lexical and "
+                        "hybrid search need it: open the collection once with write access", self.path, exc)
+
+    def _in(self, sql: str, ids: Iterable[int], first: tuple = ()) -> list:
+        """Rows for ``ids``: placeholders for the usual few, a JSON array past SQLite's limit
+        (``first``: parameters that come before them)."""
         ids = [int(i) for i in ids]
         if not ids:
             return []
         if len(ids) <= 500:
-            return self.db.execute(sql.format(",".join("?" * len(ids))), ids).fetchall()
-        return self.db.execute(sql.format("SELECT value FROM json_each(?)"), (json.dumps(ids),)).fetchall()
+            return self.db.execute(sql.format(",".join("?" * len(ids))), (*first, *ids)).fetchall()
+        return self.db.execute(sql.format("SELECT value FROM json_each(?)"), (*first, json.dumps(ids))).fetchall()
+
+
+def document_text(spans: Iterable[tuple[int, int, str]]) -> str:
+    """A document's text as documents_fts indexes it, from its chunks' (start, end, text) in
+    order: each chunk less what it shares with the one before, CJK as lang.fts_text writes it."""
+    parts, reached = [], 0
+    for start, end, text in spans:
+        parts.append(text[max(0, reached - start):])
+        reached = max(reached, end)
+    return fts_text(" ".join(parts))
 
 
 def _as_text(value) -> str:
