@@ -224,3 +224,40 @@ def test_worker_killed_mid_job_every_document_once(tmp_path, home, ray_local):
     with Collection.create("reference") as ref, Collection.open("killed") as coll:
         ref.add_files([corpus])
         assert_same_collection(ref, coll)
+
+
+def test_driver_killed_rerun_embeds_only_what_was_not_committed(tmp_path, home, ray_local):
+    import os
+    import sqlite3
+    import subprocess
+    import sys
+    import time
+
+    from semsearch.collection import Collection
+    from semsearch.distributed import index_paths
+    corpus = write_corpus(tmp_path / "corpus", n_files=16, words=400)
+    address = ray_local.get_runtime_context().gcs_address
+    driver = subprocess.Popen([sys.executable, "-m", "semsearch", "index", str(corpus), "--name", "crash",
+                               "--ray", address], env=dict(os.environ), stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE)
+    store, committed, deadline = home / "crash" / "store.sqlite", 0, time.monotonic() + 180
+    while not committed and driver.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+        if store.is_file():
+            with sqlite3.connect(f"file:{store}?mode=ro", uri=True) as db:
+                try:
+                    committed = db.execute("SELECT count(*) FROM documents").fetchone()[0]
+                except sqlite3.OperationalError:  # schema not there yet
+                    pass
+    driver.kill()
+    err = driver.communicate()[1].decode()
+    assert committed, f"the driver committed nothing before it ended: {err[-500:]}"
+    with Collection.open("crash") as coll:
+        before = coll.count()
+        report = index_paths(coll, [corpus])
+    with Collection.create("whole") as ref, Collection.open("crash") as coll:
+        whole = ref.add_files([corpus])
+        assert 0 < before < coll.count()  # killed mid-job
+        # what was committed is skipped by hash, not embedded again; the rest is added
+        assert (report.unchanged, report.added + report.unchanged, report.updated) == (before, whole.added, 0)
+        assert_same_collection(ref, coll)
