@@ -218,6 +218,29 @@ def index(ctx, paths, name, glob, model, variant, index_spec, chunk_tokens, over
 
 @cli.command()
 @click.argument("name")
+@click.option("--shards", type=click.Path(file_okay=False), default=None,
+              help="Folder for the Parquet shards (a shared filesystem on a cluster) [default: NAME/shards].")
+@click.option("--memory-budget", type=click.FloatRange(min=1), default=None,
+              help="MiB of page cache for the lists: IVF-Flat if they fit, else IVF-PQ.")
+@click.option("--spec", default="auto", show_default=True, help="IVF<n>,Flat or IVF<n>,PQ<m>.")
+@click.option("--ray", "ray_address", default=None, metavar="ADDRESS",
+              help="auto, ray://host:port, or none for a local Ray started for the run.")
+@click.pass_context
+def build(ctx, name, shards, memory_budget, spec, ray_address):
+    """Build NAME's on-disk IVF index for collections beyond RAM (the ray extra).
+
+    Vectors are exported as Parquet shards, an IVF is trained on a sample, filled per shard
+    in Ray tasks and merged on disk; searches map it. Re-run to fold in later changes."""
+    from .distributed.build import build_collection
+
+    out = build_collection(name, home=ctx.obj["home"], shards_dir=shards, address=ray_address,
+                           memory_budget_mb=memory_budget, spec=spec, log=lambda m: click.echo(m, err=True))
+    click.echo(f"{name}: {out['ntotal']:,} vectors in an on-disk {out['spec']} ({out['folder']}), nprobe "
+               f"{out['nprobe']}: recall@10 {out['recall_at_10']:.3f} against exact search")
+
+
+@cli.command()
+@click.argument("name")
 @click.argument("query", required=False)
 @click.option("-k", "k", type=int, default=10, show_default=True, help="Hits per query (1 to 10,000).")
 @click.option("--mode", type=MODES, default="hybrid", show_default=True)
@@ -423,3 +446,19 @@ def eval_(ctx, dataset, mode, model, variant, collection, index_spec, k, split, 
 from .server.command import serve  # noqa: E402
 
 cli.add_command(serve)
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def doctor(ctx, as_json):
+    """What is installed, whether CUDA attaches, and each exported model's validation state."""
+    from .models import cached_models
+    from .runtime import describe, doctor_lines
+
+    report, found = describe(), cached_models()
+    if as_json:
+        click.echo(json.dumps({**report, "models": found}, indent=2))
+    else:
+        click.echo("\n".join(doctor_lines(report, found)))
+    ctx.exit(1 if report["problems"] else 0)

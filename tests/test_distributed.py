@@ -261,3 +261,56 @@ def test_driver_killed_rerun_embeds_only_what_was_not_committed(tmp_path, home, 
         # what was committed is skipped by hash, not embedded again; the rest is added
         assert (report.unchanged, report.added + report.unchanged, report.updated) == (before, whole.added, 0)
         assert_same_collection(ref, coll)
+
+
+# ------------------------------------------------------------------------------ build
+def replay(index, gen, store):
+    """What Collection._sync_index does with any index it holds: the store's changes since."""
+    index.remove(store.deleted_since(gen))
+    for ids, vectors in store.vectors(since_gen=gen):
+        index.remove(ids)
+        index.add(ids, vectors)
+
+
+def test_build_exports_shards_and_searches_them_memory_mapped(tmp_path, home, ray_local):
+    import random
+
+    import pyarrow.parquet as pq
+    from click.testing import CliRunner
+
+    from semsearch.cli import cli
+    from semsearch.collection import Collection
+    rng = random.Random(1)
+    texts = [" ".join(rng.choice(WORDS) for _ in range(8)) for _ in range(120)]
+    with Collection.create("big", index="flat") as coll:
+        coll.add_texts(texts, ids=[f"t{i}" for i in range(len(texts))], metadata={"team": "aero"})
+    result = CliRunner().invoke(cli, ["build", "big", "--spec", "IVF4,Flat"])
+    assert result.exit_code == 0, result.output
+    assert "120 vectors in an on-disk IVF4,Flat" in result.output
+
+    with Collection.open("big") as coll:
+        table = pq.read_table(coll.path / "shards")
+        assert table.num_rows == 120 and {"id", "key", "chunk", "text", "metadata", "vector"} <= set(table.column_names)
+        index, gen = ondisk.attach(coll.path)
+        assert gen == coll.store.generation()
+        q = coll.embedder.embed(["shock wave", "panel buckling", "laminar flow"], kind="query")
+
+        def same_as_exact():
+            ids, vectors = map(np.concatenate, zip(*coll.store.vectors()))
+            exact = faiss.IndexIDMap(faiss.IndexFlatIP(vectors.shape[1]))
+            exact.add_with_ids(vectors, ids)
+            _, got = index.search(q, 5, nprobe=4)  # every list: exact
+            assert got.tolist() == exact.search(q, 5)[1].tolist()
+
+        same_as_exact()
+        coll.delete(["t0", "t1", "t2"])
+        coll.add_texts(["a new text about vortex drag and stall"], ids=["n1"])
+        replay(index, gen, coll.store)
+        same_as_exact()
+        index.save(coll.path / "unused", generation=coll.store.generation())
+        again, gen2 = ondisk.attach(coll.path)
+        assert gen2 == coll.store.generation() and again.ntotal == index.ntotal == 118
+        index = again
+        same_as_exact()
+    missing = CliRunner().invoke(cli, ["build", "nope"])
+    assert missing.exit_code != 0 and "Traceback" not in missing.output

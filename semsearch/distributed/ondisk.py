@@ -31,6 +31,7 @@ from ..index import TRAIN_MAX, _nlist, _query_like
 
 METRIC = faiss.METRIC_INNER_PRODUCT
 POINTER = "ondisk.json"  # names the current build folder inside its parent
+CHANGES = "ondisk-changes.npz"  # tombstones + delta since that build, beside the pointer
 READ_ROWS = 65_536  # Parquet rows read at a time
 TARGET_RECALL = 0.95
 
@@ -107,12 +108,13 @@ def _new(spec: str, dim: int):
 def sample(shards: Sequence, n_total: int, size: int = TRAIN_MAX, seed: int = 0) -> np.ndarray:
     """About ``size`` vectors drawn uniformly from all shards, read one batch at a time."""
     rng = np.random.default_rng(seed)
-    p = min(1.0, size / max(n_total, 1))
+    p = min(1.0, 1.02 * size / max(n_total, 1))  # a little over, then cut: never short of size
     parts = []
     for shard in shards:
         for _ids, vecs in read_shard(shard):
             parts.append(vecs[rng.random(len(vecs)) < p] if p < 1 else vecs)
-    return np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
+    out = np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
+    return out[np.sort(rng.permutation(len(out))[:size])] if len(out) > size else out
 
 
 def train(spec: str, vectors: np.ndarray) -> bytes:
@@ -361,6 +363,11 @@ class MmapIndex:
         return nprobe, float(recall)
 
     # -- the changes since the build
+    def save(self, path, generation: int = 0) -> None:
+        """What Collection._save_index calls: the changes, beside the build (``path``, the
+        in-memory index's file name, is not used)."""
+        self.save_changes(self.folder.parent / CHANGES, generation)
+
     def save_changes(self, path, generation: int) -> None:
         """Tombstones and delta, atomically, with the store generation they reflect."""
         path = Path(path)
@@ -449,6 +456,18 @@ def publish(parent, folder: Path) -> None:
     os.replace(tmp, parent / POINTER)
     if old is not None and old != folder and old.exists():
         shutil.rmtree(old, ignore_errors=True)
+
+
+def attach(parent) -> tuple[MmapIndex, int] | None:
+    """The current on-disk build of the collection in ``parent`` with its saved changes,
+    and the store generation it reflects (replay the store from there); None if the
+    collection has no build. What Collection._load_index_file calls (see issue 14)."""
+    folder = current(parent)
+    if folder is None:
+        return None
+    index = MmapIndex.open(folder)
+    gen = index.load_changes(Path(parent) / CHANGES)
+    return index, int(index.meta["generation"]) if gen is None else gen
 
 
 def next_folder(parent) -> Path:

@@ -1,0 +1,80 @@
+"""`semsearch build`: a collection's vectors -> Parquet shards -> on-disk IVF, published
+beside the store and searched memory-mapped from then on.
+
+The store stays the truth: the shards are exported from it (streamed, one batch of
+rows at a time), and the build records the store generation it reflects, so deletes
+and adds made after it are replayed on open (tombstones and a small in-memory delta,
+see ondisk.MmapIndex) until the next build folds them into new lists.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from . import ondisk
+
+SHARD_ROWS = 1_000_000  # vectors per Parquet shard (1.5 GB at 384-d): one fill task's memory
+SHARDS_DIR = "shards"
+
+
+def export_shards(coll, folder: Path, rows_per_shard: int = SHARD_ROWS) -> tuple[list[Path], int]:
+    """Write every live chunk (id, key, chunk, text, metadata, vector) as Parquet shards;
+    returns (shards, store generation they reflect). One consistent snapshot."""
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    shards: list[Path] = []
+    pending: list[tuple] = []
+    rows = 0
+
+    def flush():
+        nonlocal pending, rows
+        if not pending:
+            return
+        cols = [np.concatenate(c) if i in (0, 5) else [x for part in c for x in part]
+                for i, c in enumerate(zip(*pending))]
+        shards.append(ondisk.write_shard(folder / f"part-{len(shards):05d}.parquet", cols[0], cols[5],
+                                         key=cols[1], chunk=cols[2], text=cols[3], metadata=cols[4]))
+        pending, rows = [], 0
+
+    store = coll.store
+    with store.snapshot():
+        generation = store.generation()
+        for ids, vectors in store.vectors():
+            info = store.chunk_rows(ids.tolist())
+            got = [info[i] for i in ids.tolist()]
+            pending.append((ids, [r[0] for r in got], [r[1] for r in got], [r[4] for r in got],
+                            [json.dumps(r[6]) for r in got], vectors))
+            rows += len(ids)
+            if rows >= rows_per_shard:
+                flush()
+        flush()
+    return shards, generation
+
+
+def build_collection(name_or_path, home=None, shards_dir=None, address: str | None = None,
+                     memory_budget_mb: float | None = None, spec: str = "auto",
+                     rows_per_shard: int = SHARD_ROWS, log: Callable[[str], None] = lambda m: None) -> dict:
+    """Build (or rebuild) a collection's on-disk index; returns what ``info`` would add."""
+    from ..collection import Collection
+    from ..errors import InvalidInput
+    from .cluster import connected
+
+    with Collection.open(name_or_path, home=home) as coll, coll.writer():
+        folder = Path(shards_dir) if shards_dir else coll.path / SHARDS_DIR
+        log(f"exporting the vectors of {coll.name} to {folder}")
+        shards, generation = export_shards(coll, folder, rows_per_shard)
+        if not shards:
+            raise InvalidInput(f"collection {coll.name} has no vectors to build an index from")
+        with connected(address):
+            built = ondisk.build(shards, ondisk.next_folder(coll.path), spec=spec,
+                                 memory_budget_mb=memory_budget_mb, generation=generation,
+                                 use_ray=True, log=log)
+        ondisk.publish(coll.path, built)
+        (coll.path / ondisk.CHANGES).unlink(missing_ok=True)  # they belonged to the old build
+        return {"kind": ondisk.MmapIndex.kind, "folder": str(built),
+                **json.loads((built / "meta.json").read_text())}
