@@ -271,22 +271,6 @@ class Store:
         sql = "SELECT c.id FROM chunks c JOIN documents d ON d.id = c.doc_id WHERE " + " AND ".join(clauses)
         return np.array([r[0] for r in self.db.execute(sql, params)], dtype=np.int64)
 
-    def lexical(self, match: str, k: int, allowed: np.ndarray | None = None) -> list[tuple[int, float]]:
-        """BM25 over chunk text: (chunk id, score) best first; higher is better."""
-        sql = "SELECT rowid, -bm25(chunks_fts) FROM chunks_fts WHERE chunks_fts MATCH ?"
-        params: list = [match]
-        if allowed is not None:
-            if not len(allowed):
-                return []
-            sql += " AND rowid IN (SELECT value FROM json_each(?))"
-            params.append(json.dumps(allowed.tolist()))
-        sql += " ORDER BY bm25(chunks_fts) LIMIT ?"
-        params.append(k)
-        try:
-            return [(r[0], float(r[1])) for r in self.db.execute(sql, params)]
-        except sqlite3.OperationalError as exc:
-            raise CollectionError(f"lexical query failed: {exc}") from None
-
     def lexical_documents(self, match: str, k: int, allowed: np.ndarray | None = None) -> list[tuple[int, float]]:
         """BM25 over whole documents: (document row id, score) best first; higher is better.
         ``allowed`` (chunk ids) keeps the documents those chunks belong to."""
