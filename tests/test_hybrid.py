@@ -94,5 +94,5 @@ def test_eval_cli_prints_metrics_json(tmp_path, model_folder):
 
 def test_eval_cli_on_a_folder_without_beir_files_is_one_line_error(tmp_path):
     out = CliRunner().invoke(cli, ["eval", str(tmp_path)])
-    assert out.exit_code == 1
+    assert out.exit_code == 3  # NotFound (errors.py): there is no corpus.jsonl
     assert out.output.strip().startswith("error:") and "Traceback" not in out.output
