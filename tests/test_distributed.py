@@ -314,3 +314,20 @@ def test_build_exports_shards_and_searches_them_memory_mapped(tmp_path, home, ra
         same_as_exact()
     missing = CliRunner().invoke(cli, ["build", "nope"])
     assert missing.exit_code != 0 and "Traceback" not in missing.output
+
+
+def test_ivfpq_build_refines_with_exact_vectors(tmp_path):
+    x = clustered(3000, 32, seed=4)
+    ids = np.arange(3000, dtype=np.int64)[::-1].copy()  # ids in no particular order
+    folder = ondisk.build(write_shards(tmp_path, ids, x), tmp_path / "ondisk-1", spec="IVF16,PQ8",
+                          use_ray=False)
+    mm = ondisk.MmapIndex.open(folder)
+    q = clustered(40, 32, seed=5)
+    exact = faiss.IndexIDMap(faiss.IndexFlatIP(32))
+    exact.add_with_ids(x, ids)
+    D_true, I_true = exact.search(q, 10)
+    D, I = mm.search(q, 10, nprobe=16)
+    hits = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(I.tolist(), I_true.tolist())])
+    assert hits >= 0.95 and mm.meta["recall_at_10"] >= 0.95
+    same = I == I_true  # re-ranked scores are the exact inner products
+    assert np.allclose(D[same], D_true[same], atol=1e-5)
