@@ -12,6 +12,7 @@ semsearch fp32 (cosine), so the engines are compared on the same work.
 
     python benchmarks/embed_throughput.py                 # full run (several minutes)
     python benchmarks/embed_throughput.py --quick         # smoke test on a subset
+    python benchmarks/embed_throughput.py --device cuda   # the GPU table, sentence-transformers in the same run
 
 Needs the ``bench`` extra (fastembed) and the ``export`` extra (sentence-transformers);
 an engine whose package is missing is reported as skipped.
@@ -330,6 +331,201 @@ def parent(args) -> None:
     shutil.rmtree(tmp, ignore_errors=True)
 
 
+# ---------------------------------------------------------------------------------------
+# --device cuda: one process, semsearch against sentence-transformers on the same GPU
+
+def gpu_texts(data: Path, n_short: int, n_long: int) -> dict[str, list[str]]:
+    """short: Cranfield titles + queries, long: Cranfield + MED abstracts (MED beside
+    Cranfield when present), each cycled to the asked-for count."""
+    short, long = load_texts(data, "short", False), load_texts(data, "long", False)
+    med = data.parent / "med" / "corpus.jsonl"
+    if med.is_file():
+        long += [json.loads(line)["text"] for line in med.open(encoding="utf-8") if line.strip()]
+    return {"short": (short * (n_short // len(short) + 1))[:n_short],
+            "long": (long * (n_long // len(long) + 1))[:n_long]}
+
+
+class GpuBusy:
+    """Samples nvidia-smi's utilisation every 100 ms while a block runs (None without it)."""
+
+    def __init__(self):
+        import threading
+
+        self.samples, self._stop, self._threading = [], None, threading
+
+    def __enter__(self):
+        self.samples = []
+        self._stop = self._threading.Event()
+
+        def sample():
+            while not self._stop.is_set():
+                try:
+                    out = subprocess.run(["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits"],
+                                         capture_output=True, text=True, timeout=2)
+                    self.samples.append(float(out.stdout.split()[0]))
+                except (OSError, ValueError, IndexError, subprocess.TimeoutExpired):
+                    return
+                self._stop.wait(0.1)
+
+        self._thread = self._threading.Thread(target=sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+    def median(self):
+        return statistics.median(self.samples) if self.samples else None
+
+
+def timed(fn, texts, runs: int) -> tuple[float, float, float | None]:
+    """(median texts/s over ``runs`` passes after one warm-up, warm-up seconds, GPU busy %)."""
+    t = time.perf_counter()
+    fn(texts)
+    warm = time.perf_counter() - t
+    rates = []
+    with GpuBusy() as busy:
+        for _ in range(runs):
+            t = time.perf_counter()
+            fn(texts)
+            rates.append(len(texts) / (time.perf_counter() - t))
+    return statistics.median(rates), warm, busy.median()
+
+
+def where_time_goes(e, texts) -> dict:
+    """Each stage alone, in series, on the same batches the pipeline would make."""
+    t = time.perf_counter()
+    windows = [e.tokenize(texts[i:i + e.window]) for i in range(0, len(texts), e.window)]
+    tok = time.perf_counter() - t
+    t = time.perf_counter()
+    plans = [list(e.prepare(tokens)) for tokens in windows]
+    feeds = [f for plan in plans for _, f in plan]
+    build = time.perf_counter() - t
+    for f in feeds:  # warm every shape first
+        e.session.run(f)
+    t = time.perf_counter()
+    for f in feeds:
+        e.session.run(f)
+    run = time.perf_counter() - t
+    real = sum(int(w.lengths.sum()) for w in windows)
+    padded = sum(f["input_ids"].size for f in feeds)
+    exact = sum(int(w.lengths[rows].max()) * len(rows) for w, plan in zip(windows, plans) for rows, _ in plan)
+    shapes = len({f["input_ids"].shape for f in feeds})
+    return {"tokenise_s": tok, "build_s": build, "gpu_s": run, "batches": len(feeds), "shapes": shapes,
+            "padding_vs_exact": padded / exact - 1, "padding_vs_real": padded / real - 1}
+
+
+def gpu_main(args) -> None:
+    import numpy as np
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    from semsearch.embedder import Embedder
+    from semsearch.models import PROBES, read_manifest
+    from semsearch.runtime import Session, providers_for
+
+    print(f"# {machine_line()}; GPU: {torch.cuda.get_device_name(0)}", flush=True)
+    texts = gpu_texts(args.data, args.gpu_short, args.gpu_long)
+    folder = args.model_folder
+    lines = [f"texts: short = {len(texts['short'])} (Cranfield titles + queries, cycled), long = "
+             f"{len(texts['long'])} (Cranfield + MED abstracts, cycled); 1 warm-up + {args.runs} timed "
+             "passes, median texts/s; GPU busy = median of nvidia-smi samples (100 ms) during the timed passes",
+             "", "| texts | precision | engine | batch | texts/s | warm-up s | GPU busy % |", "|---|---|---|---|---:|---:|---:|"]
+
+    def row(which, variant, engine, batch, result):
+        rate, warm, busy = result
+        line = f"| {which} | {variant} | {engine} | {batch} | {rate:,.0f} | {warm:.2f} | {'' if busy is None else f'{busy:.0f}'} |"
+        lines.append(line)
+        print(line, flush=True)
+
+    # fp16 validation on first GPU load (a writable copy of the folder)
+    work = Path(tempfile.mkdtemp(prefix="semsearch-gpu-")) / "model"
+    shutil.copytree(folder, work)
+    t = time.perf_counter()
+    try:
+        e16 = Embedder.from_folder(work, "fp16", device="cuda")
+    except Exception as exc:  # report it and measure the rest
+        e16 = None
+        print(f"fp16 load failed: {exc}", flush=True)
+    print(f"fp16 first load {time.perf_counter() - t:.2f}s, manifest now: "
+          f"{json.dumps(read_manifest(work)['variants']['fp16'])}", flush=True)
+    t = time.perf_counter()
+    e32 = Embedder.from_folder(folder, "fp32", device="cuda")
+    print(f"fp32 load {time.perf_counter() - t:.2f}s, providers {e32.providers}", flush=True)
+
+    # fp32 parity against PyTorch on the GPU (TF32 off in PyTorch too), and with ORT's TF32 on
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    st = SentenceTransformer(str(args.hf_model), device="cuda").eval()
+    st16 = SentenceTransformer(str(args.hf_model), device="cuda").eval().half()
+    sample = PROBES + texts["short"][:500] + texts["long"][:500]
+    parity = "parity: not measured"
+    try:
+        want = st.encode(sample, batch_size=64, normalize_embeddings=True, convert_to_numpy=True)
+        got = e32.embed(sample)
+        tf32 = Session(folder / "model.onnx", "cuda", "fp16")  # fp16's provider options = ORT defaults (TF32 on)
+        got_tf32 = Embedder(folder, read_manifest(folder), "fp32", tf32, e32.tokenizer).embed(sample)
+        cos = lambda a, b: float(np.min(np.sum(a * b, 1)))  # noqa: E731
+        parity = (f"parity on {len(sample)} texts vs sentence-transformers fp32 on the GPU: semsearch fp32 (TF32 "
+                  f"off) max abs diff {np.max(np.abs(got - want)):.2e}, min cos {cos(got, want):.7f}; with ORT's "
+                  f"default TF32 on {np.max(np.abs(got_tf32 - want)):.2e}")
+        if e16 is not None:
+            got16 = e16.embed(sample)
+            parity += f"; fp16 {np.max(np.abs(got16 - want)):.2e}, min cos {cos(got16, want):.5f}"
+    except Exception as exc:
+        parity += f" ({exc!r})"
+    print(parity, flush=True)
+    assert providers_for("cuda", "fp32")[0][1] == {"use_tf32": "0"}
+    # which fp32 nodes ONNX Runtime leaves on the CPU (the Memcpy warning, issue 12.7)
+    code = ("import onnxruntime as o, sys; so = o.SessionOptions(); so.log_severity_level = 1; "
+            "o.InferenceSession(sys.argv[1], so, providers=[('CUDAExecutionProvider', {'use_tf32': '0'}), "
+            "'CPUExecutionProvider'])")
+    for name in ("model.onnx", "model_fp16.onnx"):
+        out = subprocess.run([sys.executable, "-c", code, str(folder / name)], capture_output=True, text=True)
+        placed = [line for line in (out.stdout + out.stderr).splitlines()
+                  if "Memcpy" in line or "CPUExecutionProvider" in line or "placed" in line.lower()]
+        print(f"{name}: node placement (log level 1):", *placed[:40], sep="\n  ", flush=True)
+
+    breakdown = ["", "| texts | precision | tokenise s | build inputs s | GPU run s | sum s | pipelined s "
+                 "| batches | shapes | padding vs exact widths | padding vs real tokens |", "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    ceilings = []
+    for which in args.sets or SETS:
+        ts = texts[which]
+        for variant, e in (("fp32", e32), ("fp16", e16)):
+            if e is None:
+                continue
+            default = (e.max_batch_size, e.max_batch_tokens)
+            for rows in args.gpu_batches:
+                e.max_batch_size, e.max_batch_tokens = rows, rows * e.max_length
+                row(which, variant, "semsearch", rows, timed(e.embed, ts, args.runs))
+            e.max_batch_size, e.max_batch_tokens = default
+            result = timed(e.embed, ts, args.runs)
+            row(which, variant, "semsearch", f"default ({default[1]} tokens, ≤{default[0]} rows)", result)
+            e.overlap = False
+            row(which, variant, "semsearch, no overlap", "default", timed(e.embed, ts, args.runs))
+            e.overlap = True
+            b = where_time_goes(e, ts)
+            n = len(ts)
+            breakdown.append(
+                f"| {which} | {variant} | {b['tokenise_s']:.3f} | {b['build_s']:.3f} | {b['gpu_s']:.3f} "
+                f"| {b['tokenise_s'] + b['build_s'] + b['gpu_s']:.3f} | {n / result[0]:.3f} | {b['batches']} "
+                f"| {b['shapes']} | {b['padding_vs_exact']:+.1%} | {b['padding_vs_real']:+.1%} |")
+            ceilings.append(f"- {which} {variant}: tokeniser alone {n / b['tokenise_s']:,.0f} texts/s, GPU alone "
+                            f"(inputs built) {n / b['gpu_s']:,.0f}, pipeline {result[0]:,.0f}")
+            print(breakdown[-1], ceilings[-1], sep="\n", flush=True)
+            if not args.no_st:
+                model = st16 if variant == "fp16" else st
+                for bs in args.st_batches:
+                    fn = lambda x, bs=bs: model.encode(x, batch_size=bs, normalize_embeddings=True,
+                                                       convert_to_numpy=True, show_progress_bar=False)
+                    row(which, variant, "sentence-transformers", bs, timed(fn, ts, max(1, args.runs - 1)))
+    text = "\n".join(lines + breakdown + ["", parity, ""] + ceilings)
+    print("\n" + text)
+    if args.json:
+        Path(args.json).write_text(text)
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--engine", choices=ENGINES, help="(internal) run one engine in this process")
@@ -345,7 +541,22 @@ def main(argv=None) -> None:
     p.add_argument("--quick", action="store_true", help=f"{QUICK_N} texts per set, for smoke tests")
     p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="Cranfield folder")
     p.add_argument("--json", help="also write the raw results here")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                   help="cuda: the GPU table (batch sizes, texts/s, where the time goes), one process")
+    p.add_argument("--model-folder", type=Path, help="(cuda) exported folder with fp32 + fp16 (default: the cache's)")
+    p.add_argument("--hf-model", type=Path, help="(cuda) HF folder for sentence-transformers (default: the packaged one)")
+    p.add_argument("--gpu-short", type=int, default=20000, help="(cuda) short texts (default 20000)")
+    p.add_argument("--gpu-long", type=int, default=7000, help="(cuda) long texts (default 7000)")
+    p.add_argument("--gpu-batches", type=int, nargs="+", default=[32, 256, 1024], help="(cuda) row caps")
+    p.add_argument("--st-batches", type=int, nargs="+", default=[32, 256], help="(cuda) sentence-transformers batches")
+    p.add_argument("--no-st", action="store_true", help="(cuda) skip sentence-transformers")
     args = p.parse_args(argv)
+    if args.device == "cuda":
+        from semsearch.models import exported_folder
+
+        args.model_folder = args.model_folder or exported_folder(None)
+        args.hf_model = args.hf_model or _default_model_dir()
+        return gpu_main(args)
     if args.runs < 1:
         p.error("--runs must be at least 1")
     if args.engine:

@@ -24,7 +24,8 @@ import numpy as np
 from .errors import InvalidInput, ModelError
 from .models import (MANIFEST, PROBES, check_variant, read_manifest, sha256_file, variant_file,
                      variant_state, write_manifest)
-from .runtime import DEVICES, Session, Tokens, encode, load_tokenizer, single_types_are_zero
+from .progress import bar
+from .runtime import DEVICES, Session, Tokens, encode, load_tokenizer, onnxruntime, single_types_are_zero
 
 log = logging.getLogger("semsearch")
 
@@ -142,17 +143,26 @@ class Embedder:
             for start, tokens in tokenized:
                 counts[0] += int(tokens.lengths.sum())
                 counts[1] += tokens.truncated
-                for rows in plan_batches(tokens.lengths, budget, rows_cap, self.widths):
-                    part = tokens.select(rows)
-                    width = bucket(int(part.lengths.max()), self.widths)
-                    yield start + rows, part.arrays(width, self._rows(len(rows), width, budget, rows_cap))
+                for rows, feeds in self.prepare(tokens, rows_cap, budget):
+                    yield start + rows, feeds
 
         overlap = self.overlap and len(texts) > rows_cap
         stream = batches(background(windows()) if overlap else windows())
         stream = background(stream) if overlap else stream
-        for rows, feeds in progress_bar(stream, progress and len(texts) > rows_cap, len(texts)):
+        shown = bar(stream, progress and len(texts) > rows_cap, unit="text", total=len(texts),
+                    weight=lambda item: len(item[0]))
+        for rows, feeds in shown:
             out[rows] = self._checked(self.session.run(feeds), len(rows))
         return out, counts[0], counts[1]
+
+    def prepare(self, tokens: Tokens, max_batch_size: int | None = None,
+                max_batch_tokens: int | None = None) -> Iterator[tuple[np.ndarray, dict]]:
+        """The batches ``embed`` runs for ``tokens``: (row indices, padded input arrays)."""
+        rows_cap, budget = self._limits(max_batch_size, max_batch_tokens)
+        for rows in plan_batches(tokens.lengths, budget, rows_cap, self.widths):
+            part = tokens.select(rows)
+            width = bucket(int(part.lengths.max()), self.widths)
+            yield rows, part.arrays(width, self._rows(len(rows), width, budget, rows_cap))
 
     # -- helpers ------------------------------------------------------------------------------
     def _prefix(self, kind: str | None) -> str:
@@ -200,11 +210,9 @@ class Embedder:
         tokens = self.tokenize(PROBES)
         figures = check_variant(self.variant, self.session.run(tokens.arrays()),
                                 reference.run(tokens.arrays()))
-        import onnxruntime as ort
-
         figures.update(validated_on=self.providers[0], reference="fp32 graph on the CPU",
                        validated_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                       onnxruntime=ort.__version__)
+                       onnxruntime=onnxruntime().__version__)
         info.pop("note", None)
         info.update(figures)
         try:
@@ -295,19 +303,3 @@ def text_list(texts: Sequence[str] | str) -> list[str]:
         if not isinstance(text, str):
             raise TypeError(f"texts[{i}] is {type(text).__name__}, not str")
     return texts
-
-
-def progress_bar(items: Iterable, enabled: bool, total_items: int):
-    """tqdm over batches of (rows, ...), counting texts; silent unless asked for and on a terminal."""
-    if not enabled:
-        return items
-    from tqdm import tqdm
-
-    return _counting(tqdm(total=total_items, unit="text", disable=None, leave=False), items)
-
-
-def _counting(bar, items: Iterable):
-    with bar:
-        for item in items:
-            yield item
-            bar.update(len(item[0]))

@@ -137,10 +137,18 @@ def encode(tokenizer, texts: list[str], types: bool = True) -> Tokens:
 
 
 # -- sessions -----------------------------------------------------------------------------------
-def available_providers() -> list[str]:
-    import onnxruntime as ort
+def onnxruntime():
+    """The onnxruntime module, or a ModelError saying which extra installs it."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise ModelError("ONNX Runtime is not installed: pip install 'semsearch[cpu]' "
+                         "(or 'semsearch[gpu]' on an NVIDIA GPU)") from None
+    return ort
 
-    return ort.get_available_providers()
+
+def available_providers() -> list[str]:
+    return onnxruntime().get_available_providers()
 
 
 def providers_for(device: str, variant: str = "fp32") -> list:
@@ -164,8 +172,7 @@ def _preload_cuda_libraries() -> None:
     they are installed; a system CUDA is found by the loader without this."""
     import importlib.util
 
-    import onnxruntime as ort
-
+    ort = onnxruntime()
     if hasattr(ort, "preload_dlls") and importlib.util.find_spec("nvidia") is not None:
         try:
             ort.preload_dlls(directory="")
@@ -178,8 +185,7 @@ class Session:
 
     def __init__(self, path: Path | bytes, device: str = "auto", variant: str = "fp32",
                  threads: int | None = None, output: str = "sentence_embedding"):
-        import onnxruntime as ort
-
+        ort = onnxruntime()
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
@@ -237,9 +243,9 @@ def describe() -> dict:
         problems.append("onnxruntime and onnxruntime-gpu are both installed and share one module, "
                         f"so one shadows the other: {GPU_INSTALL}")
     try:
-        import onnxruntime as ort
-    except ImportError as exc:
-        problems.append(f"ONNX Runtime does not import ({exc}): pip install 'semsearch[cpu]' or 'semsearch[gpu]'")
+        ort = onnxruntime()
+    except ModelError as exc:
+        problems.append(exc.one_line())
         return report
     report["onnxruntime"] = {"version": ort.__version__, "module": str(Path(ort.__file__).parent),
                              "device": ort.get_device(), "available_providers": available_providers()}
@@ -261,3 +267,22 @@ def _try_cuda() -> dict:
         return {"attached": False, "why": exc.one_line()}
     return {"attached": True, "providers": session.providers,
             "ran": bool(np.array_equal(got, np.arange(4, dtype=np.float32) * 2))}
+
+
+def doctor_lines(report: dict, models: list[dict]) -> list[str]:
+    """``describe()`` and the cached models' validation state, as `semsearch doctor` prints them."""
+    from .models import variant_state
+
+    lines = [f"python {report['python']}; " + ", ".join(f"{k} {v}" for k, v in report["packages"].items())]
+    if "onnxruntime" in report:
+        ort = report["onnxruntime"]
+        lines.append(f"onnxruntime {ort['version']} ({ort['device']} build) in {ort['module']}; "
+                     f"providers: {', '.join(ort['available_providers'])}")
+        cuda = report["cuda"]
+        lines.append("CUDA: attached and ran a graph" if cuda["attached"] and cuda.get("ran")
+                     else f"CUDA: not attached ({cuda.get('why', 'attached but the probe graph gave a wrong result')})")
+    for m in models:
+        states = "; ".join(f"{name}: {variant_state(info)}" for name, info in m["variants"].items())
+        lines.append(f"model {m['name']} in {m['folder']}: {states}")
+    lines += [f"problem: {p}" for p in report["problems"]]
+    return lines

@@ -145,3 +145,16 @@ def test_embedder_module_does_not_import_export():
             "print([m for m in ('semsearch.export', 'torch', 'onnx') if m in sys.modules])\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_doctor_prints_runtime_cuda_and_model_state(model_folder):
+    from click.testing import CliRunner
+
+    from semsearch.cli import cli
+
+    result = CliRunner().invoke(cli, ["doctor"])
+    assert result.exit_code == (1 if describe()["problems"] else 0), result.output
+    assert "onnxruntime" in result.output and "CUDA: " in result.output
+    assert f"in {model_folder}: fp32: validated on CPU" in result.output
+    data = json.loads(CliRunner().invoke(cli, ["doctor", "--json"]).output)
+    assert data["cuda"]["attached"] is HAS_CUDA and data["models"][0]["folder"] == str(model_folder)
