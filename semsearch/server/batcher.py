@@ -1,12 +1,13 @@
 """Dynamic micro-batching: concurrent embedding requests share model runs.
 
-A request tokenises its texts in a threadpool thread and queues them. One worker thread
-takes everything queued once the first text has waited ``max_wait_ms`` (sooner when a run's
-worth of tokens or texts is waiting), plans length-sorted runs under the token budget
-(``plan_batches``), runs them, and hands each request its own rows as soon as all of them
-are done. The event loop only queues and awaits; ONNX Runtime runs in the worker. The
-queue is bounded in texts: past the bound a request gets Overloaded (503 + Retry-After)
-instead of memory growing without limit.
+A request tokenises its texts (on the loop when they are few, else in a threadpool thread)
+and queues them. One worker thread takes everything queued and plans length-sorted runs
+under the token budget (``plan_batches``), runs them, and hands each request its own rows
+as soon as all of them are done. Before taking, it waits up to ``max_wait_ms`` for requests
+still being tokenised, and only for those: a timed sleep costs a scheduler time slice on a
+busy machine, and texts that arrive during a run form the next one anyway. The event loop
+only queues and awaits; ONNX Runtime runs in the worker. The queue is bounded in texts:
+past the bound a request gets Overloaded (503 + Retry-After), never unbounded memory.
 """
 from __future__ import annotations
 
@@ -58,6 +59,7 @@ class MicroBatcher:
         self._pending: list[_Request] = []
         self._pending_tokens = self._pending_texts = 0
         self._queued = 0  # texts waiting or running
+        self._arriving = 0  # requests being tokenised: the only company worth waiting for
         self._closed = False
         self._thread = threading.Thread(target=self._work, name="semsearch-batcher", daemon=True)
 
@@ -78,10 +80,17 @@ class MicroBatcher:
 
     async def embed(self, texts: list[str], kind: str | None = None) -> tuple[np.ndarray, int]:
         """(vectors, tokens embedded) for ``texts``, their rows computed in shared model runs."""
-        if sum(map(len, texts)) <= INLINE_CHARS:  # microseconds: cheaper than a thread hop
-            tokens = self.embedder.tokenize(texts, kind)
-        else:
-            tokens = await run_in_threadpool(self.embedder.tokenize, texts, kind)
+        with self._cond:
+            self._arriving += 1
+        try:
+            if sum(map(len, texts)) <= INLINE_CHARS:  # microseconds: cheaper than a thread hop
+                tokens = self.embedder.tokenize(texts, kind)
+            else:
+                tokens = await run_in_threadpool(self.embedder.tokenize, texts, kind)
+        finally:
+            with self._cond:
+                self._arriving -= 1
+                self._cond.notify()
         loop = asyncio.get_running_loop()
         request = _Request(tokens, loop.create_future(), loop, self.embedder.dim)
         with self._cond:
@@ -106,7 +115,8 @@ class MicroBatcher:
                 if not self._pending:
                     return  # closed and drained
                 deadline = self._pending[0].arrived + self.settings.max_wait_ms / 1000
-                while not self._closed and not self._full() and (left := deadline - time.monotonic()) > 0:
+                while (self._arriving and not self._closed and not self._full()
+                       and (left := deadline - time.monotonic()) > 0):
                     self._cond.wait(left)
                 taken, self._pending = self._pending, []
                 self._pending_tokens = self._pending_texts = 0
@@ -133,6 +143,8 @@ class MicroBatcher:
         owner = np.repeat(np.arange(len(taken)), [len(r.tokens) for r in taken])
         row = np.concatenate([np.arange(len(r.tokens)) for r in taken])
         for rows in plan_batches(tokens.lengths, self.budget, self.rows_cap, self.embedder.widths):
+            if all(taken[i].future.done() for i in np.unique(owner[rows])):
+                continue  # everyone waiting for these rows left (or failed) meanwhile
             batch = tokens.select(rows)
             try:
                 vectors = self.embedder.run(batch)
