@@ -22,6 +22,7 @@ call (median of 3) and of 200 one at a time. Cold open: a fresh process with the
 files evicted from the page cache (posix_fadvise DONTNEED) until its first result.
 
     python benchmarks/scale.py --n 2000000 --shards 8           # the issue's size
+    python benchmarks/scale.py --skip-ingest --data-dir /tmp/scale-2m   # keep the shards for re-runs
     python benchmarks/scale.py --n 200000 --shards 8 --skip-ingest
     python benchmarks/scale.py --skip-build --variant int8      # ingest only
 """
@@ -221,19 +222,26 @@ def run_child(work: Path, *args) -> dict:
 
 
 def bench_build(args) -> None:
-    work = Path(tempfile.mkdtemp(prefix="scale-", dir=args.tmp))
+    keep = args.data_dir is not None
+    work = Path(args.data_dir) if keep else Path(tempfile.mkdtemp(prefix="scale-", dir=args.tmp))
     try:
-        t = time.perf_counter()
-        prepare(work, args.n, args.shards, args.data, args.cap)
-        print(f"data: {args.n:,} vectors in {args.shards} shards, "
-              f"{sum(f.stat().st_size for f in work.glob('part-*')) / 2**20:,.0f} MiB of Parquet, "
-              f"prepared in {time.perf_counter() - t:.0f} s", file=sys.stderr)
+        if not (work / "gt.npy").is_file() or len(list(work.glob("part-*.parquet"))) != args.shards:
+            work.mkdir(parents=True, exist_ok=True)
+            t = time.perf_counter()
+            prepare(work, args.n, args.shards, args.data, args.cap)
+            print(f"data: {args.n:,} vectors in {args.shards} shards, "
+                  f"{sum(f.stat().st_size for f in work.glob('part-*')) / 2**20:,.0f} MiB of Parquet, "
+                  f"prepared in {time.perf_counter() - t:.0f} s", file=sys.stderr)
         disk = run_child(work, "ondisk")
         mem = run_child(work, "memory", str(disk["nprobe"]), disk["spec"])
         cold = {kind: statistics.median(run_child(work, "cold", kind)["first_result_s"] for _ in range(3))
                 for kind in ("ondisk", "memory")}
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        if keep:
+            shutil.rmtree(work / "ondisk-1", ignore_errors=True)
+            (work / "memory.faiss").unlink(missing_ok=True)
+        else:
+            shutil.rmtree(work, ignore_errors=True)
     print(f"\n### On-disk vs in-memory IVF build: {args.n:,} vectors x 384, {args.shards} shards, "
           f"{disk['spec']}, nprobe {disk['nprobe']}\n")
     print("| build | time s | peak RSS MiB | peak anon MiB | recall@10 | QPS (1000 in one call) "
@@ -299,6 +307,32 @@ def bench_ingest(args) -> None:
           f"largest vector difference between the two collections: {diff:.1e}")
 
 
+def bench_writer(args) -> None:
+    """The single writer's ceiling: one-chunk documents with precomputed vectors committed
+    one transaction each (Collection.add_vectors -> Writer.put, the same call the Ray driver
+    makes per document), text, FTS and vectors included."""
+    from semsearch.collection import Collection
+    from semsearch.store import Store
+    work = Path(tempfile.mkdtemp(prefix="scale-writer-", dir=args.tmp))
+    try:
+        rng = np.random.default_rng(0)
+        n = args.writer_n
+        v = rng.standard_normal((n, 384)).astype(np.float32)
+        v /= np.linalg.norm(v, axis=1, keepdims=True)
+        words = np.array("wing flow pressure boundary layer heat transfer shock wave laminar".split())
+        texts = [" ".join(words[rng.integers(0, len(words), 150)]) for _ in range(n)]  # ~1 KB, a chunk's size
+        with Collection.create(work / "w", index="flat") as coll:
+            t = time.perf_counter()
+            coll.add_vectors([f"d{i}" for i in range(n)], v, texts)
+            dt = time.perf_counter() - t
+        size = (work / "w" / "store.sqlite").stat().st_size
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    print(f"\n### The single writer: {n:,} one-chunk documents (~1 KB of text + a 384-d vector each)\n")
+    print(f"{n / dt:,.0f} documents/s committed, one transaction each ({dt:.1f} s); "
+          f"{size / n:,.0f} bytes of store per chunk")
+
+
 def _max_vector_diff(a: Path, b: Path) -> float:
     from semsearch.store import Store
     sa, sb = Store(a / "store.sqlite"), Store(b / "store.sqlite")
@@ -317,8 +351,11 @@ def main() -> None:
     ap.add_argument("--cap", type=int, default=15_000, help="real sentences to embed (search.py's cache)")
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
     ap.add_argument("--tmp", default=None, help="folder for the shards and indexes (default: the system's)")
+    ap.add_argument("--data-dir", default=None, help="keep the shards, queries and ground truth here "
+                    "and reuse them on the next run with the same --n / --shards")
     ap.add_argument("--skip-build", action="store_true")
     ap.add_argument("--skip-ingest", action="store_true")
+    ap.add_argument("--writer-n", type=int, default=20_000, help="documents for the single-writer run")
     ap.add_argument("--work", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--child", nargs="*", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -334,6 +371,7 @@ def main() -> None:
         return
     if not args.skip_ingest:
         bench_ingest(args)
+        bench_writer(args)
     if not args.skip_build:
         bench_build(args)
 

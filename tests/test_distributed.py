@@ -48,7 +48,7 @@ def test_shard_build_merged_on_disk_equals_in_memory_ivf(tmp_path, ray_local):
     x = clustered(3000, 32)
     ids = np.arange(3000, dtype=np.int64) * 7 + 11  # sparse ids, as store chunk ids are
     shards = write_shards(tmp_path, ids, x)
-    folder = ondisk.build(shards, tmp_path / "ondisk-1", spec="IVF16,Flat", use_ray=True)
+    folder = ondisk.build(shards, tmp_path / "ondisk-1", spec="IVF16,Flat", use_ray=True, part_rows=700)
     mm = ondisk.MmapIndex.open(folder)
     assert type(faiss.extract_index_ivf(mm._index).invlists) is not faiss.ArrayInvertedLists
     assert isinstance(faiss.downcast_InvertedLists(mm._ivf.invlists), faiss.OnDiskInvertedLists)
@@ -200,7 +200,7 @@ def test_worker_killed_mid_job_every_document_once(tmp_path, home, ray_local):
 
     from semsearch.collection import Collection
     from semsearch.distributed import index_paths
-    corpus = write_corpus(tmp_path / "corpus", n_files=16, words=400)
+    corpus = write_corpus(tmp_path / "corpus", n_files=12, words=300)
     killed, later = [], set()
 
     def kill_a_worker(key):
@@ -235,7 +235,7 @@ def test_driver_killed_rerun_embeds_only_what_was_not_committed(tmp_path, home, 
 
     from semsearch.collection import Collection
     from semsearch.distributed import index_paths
-    corpus = write_corpus(tmp_path / "corpus", n_files=16, words=400)
+    corpus = write_corpus(tmp_path / "corpus", n_files=12, words=300)
     address = ray_local.get_runtime_context().gcs_address
     driver = subprocess.Popen([sys.executable, "-m", "semsearch", "index", str(corpus), "--name", "crash",
                                "--ray", address], env=dict(os.environ), stdout=subprocess.DEVNULL,

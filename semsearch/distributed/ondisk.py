@@ -33,6 +33,7 @@ METRIC = faiss.METRIC_INNER_PRODUCT
 POINTER = "ondisk.json"  # names the current build folder inside its parent
 CHANGES = "ondisk-changes.npz"  # tombstones + delta since that build, beside the pointer
 READ_ROWS = 65_536  # Parquet rows read at a time
+PART_ROWS = 131_072  # vectors a fill task holds before writing a part (200 MB at 384-d)
 TARGET_RECALL = 0.95
 K_FACTOR = 8  # IVF-PQ: candidates per hit re-ranked with exact vectors
 
@@ -128,29 +129,41 @@ def train(spec: str, vectors: np.ndarray) -> bytes:
     return faiss.serialize_index(idx).tobytes()
 
 
-def fill_shard(trained: bytes, shard, out) -> int:
-    """Add one shard's vectors to a copy of the trained index and write it to ``out``."""
-    idx = faiss.deserialize_index(np.frombuffer(trained, np.uint8))
-    for ids, vecs in read_shard(shard):
+def fill_shard(trained: bytes, shard, out_prefix, part_rows: int = PART_ROWS) -> list[str]:
+    """Add one shard's vectors to copies of the trained index, writing a part file every
+    ``part_rows`` vectors: a task's memory is bounded by part_rows, not by the shard."""
+    outs, idx = [], None
+    for ids, vecs in read_shard(shard, min(READ_ROWS, part_rows)):
+        if idx is None:
+            idx = faiss.deserialize_index(np.frombuffer(trained, np.uint8))
         idx.add_with_ids(vecs, ids)
-    tmp = f"{out}.tmp"
-    faiss.write_index(idx, tmp)
-    os.replace(tmp, out)
-    return int(idx.ntotal)
+        if idx.ntotal >= part_rows:
+            outs.append(_write_part(idx, f"{out_prefix}-{len(outs):04d}.faiss"))
+            idx = None
+    if idx is not None:
+        outs.append(_write_part(idx, f"{out_prefix}-{len(outs):04d}.faiss"))
+    return outs
 
 
-def fill_shards(trained: bytes, shards: Sequence, out_dir: Path, use_ray: bool) -> list[str]:
-    """One IVF per shard: parallel Ray tasks (one CPU each) when Ray is up, else in turn."""
-    outs = [str(out_dir / f"shard-{i:05d}.faiss") for i in range(len(shards))]
+def _write_part(idx, out: str) -> str:
+    faiss.write_index(idx, f"{out}.tmp")
+    os.replace(f"{out}.tmp", out)
+    return out
+
+
+def fill_shards(trained: bytes, shards: Sequence, out_dir: Path, use_ray: bool,
+                part_rows: int = PART_ROWS) -> list[str]:
+    """Part indexes of every shard, in shard order: one Ray task (one CPU) per shard when
+    Ray is up, else one shard after the other."""
+    prefixes = [str(out_dir / f"shard-{i:05d}") for i in range(len(shards))]
     if use_ray:
         import ray
         ref = ray.put(trained)
         task = ray.remote(num_cpus=1, max_retries=3)(fill_shard)
-        ray.get([task.remote(ref, str(s), o) for s, o in zip(shards, outs)])
+        parts = ray.get([task.remote(ref, str(s), o, part_rows) for s, o in zip(shards, prefixes)])
     else:
-        for s, o in zip(shards, outs):
-            fill_shard(trained, str(s), o)
-    return outs
+        parts = [fill_shard(trained, str(s), o, part_rows) for s, o in zip(shards, prefixes)]
+    return [p for shard_parts in parts for p in shard_parts]
 
 
 def ground_truth(shards: Sequence, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -171,7 +184,8 @@ def ground_truth(shards: Sequence, queries: np.ndarray, k: int) -> tuple[np.ndar
 
 
 def build(shards: Sequence, out_dir, spec: str = "auto", memory_budget_mb: float | None = None,
-          generation: int = 0, use_ray: bool | None = None, log=lambda msg: None) -> Path:
+          generation: int = 0, use_ray: bool | None = None, log=lambda msg: None,
+          part_rows: int = PART_ROWS) -> Path:
     """Build the on-disk index of ``shards`` into the folder ``out_dir``; returns it.
 
     Train on a sample, fill one IVF per shard (Ray tasks when Ray is initialised),
@@ -197,7 +211,7 @@ def build(shards: Sequence, out_dir, spec: str = "auto", memory_budget_mb: float
     tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=out_dir.parent))
     try:
         log(f"filling {len(shards)} shard indexes" + (" in Ray tasks" if use_ray else ""))
-        parts = fill_shards(trained, shards, tmp, use_ray)
+        parts = fill_shards(trained, shards, tmp, use_ray, part_rows)
         t_fill = time.perf_counter()
         log("merging the inverted lists on disk")
         index = faiss.deserialize_index(np.frombuffer(trained, np.uint8))
