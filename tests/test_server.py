@@ -213,6 +213,9 @@ def test_full_queue_answers_503_with_retry_after(server, embedder):
 # -- auth ------------------------------------------------------------------------------------
 def test_health_is_open_everything_else_needs_the_key(server):
     assert httpx.get(server.url + "/healthz").json() == {"status": "ok"}
+    # open too, holding no data: the page's static files and the API description
+    assert "<title>semsearch</title>" in httpx.get(server.url + "/").text
+    assert "/v1/embeddings" in httpx.get(server.url + "/openapi.json").json()["paths"]
     body = {"model": MODEL, "input": "x"}
     for headers in ({}, {"Authorization": "Bearer " + "w" * 32}, {"Authorization": f"Basic {server.key}"},
                     {"Authorization": server.key}):
@@ -434,7 +437,7 @@ def test_sigterm_drains_in_flight_requests_and_closes_collections(tmp_path, mode
     with Collection.create(tmp_path / "c") as c:
         c.add_texts(["seed text"], ids=["s"])
     proc, url = start_server([str(tmp_path / "c"), "--max-wait-ms", "50"], tmp_path / "log")
-    texts = [f"{i} " + "drain me " * 30 for i in range(64)]
+    texts = [f"{i} " + "drain me " * 30 for i in range(192)]
     result = {}
 
     def slow():
@@ -445,7 +448,7 @@ def test_sigterm_drains_in_flight_requests_and_closes_collections(tmp_path, mode
         thread = threading.Thread(target=slow)
         thread.start()
         deadline = time.monotonic() + DEADLINE
-        while "semsearch_queue_texts 64.0" not in httpx.get(url + "/metrics").text:
+        while "semsearch_queue_texts 192.0" not in httpx.get(url + "/metrics").text:  # it is in the batcher
             assert time.monotonic() < deadline and thread.is_alive()
             time.sleep(0.005)
         proc.send_signal(signal.SIGTERM)
@@ -454,7 +457,7 @@ def test_sigterm_drains_in_flight_requests_and_closes_collections(tmp_path, mode
     finally:
         proc.kill()
     r = result["r"]
-    assert r.status_code == 200 and len(r.json()["data"]) == 64
+    assert r.status_code == 200 and len(r.json()["data"]) == 192
     np.testing.assert_allclose(r.json()["data"][7]["embedding"], embedder.embed([texts[7]])[0], atol=1e-6)
     assert not (tmp_path / "c" / "store.sqlite-wal").exists(), "the collection was not closed"
     with pytest.raises(httpx.TransportError):
