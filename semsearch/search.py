@@ -96,21 +96,22 @@ def zscore_fusion(rankings: list[list], weights: Sequence[float]) -> list[tuple]
 
 
 @dataclass(slots=True)
-class _Doc:
-    """A ranked document: its score and, when known, its chunk with that chunk's cosine."""
+class _Ranked:
+    """A ranked chunk (None until chosen, for a document found by lexical search only)."""
     doc_id: int
     score: float
     chunk_id: int | None = None
-    cosine: float | None = None
     bm25: float | None = None
 
 
 class Ranker:
     """Ranks for queries against one store snapshot and one dense search.
 
-    Dense ranks chunks (``docs`` keeps each document's best). Lexical and hybrid rank
-    documents, BM25 over a document's whole text (see store.documents_fts), and show each
-    document's best chunk: for the query vector in hybrid, the best BM25 chunk in lexical.
+    Dense ranks chunks. Lexical ranks documents, BM25 over a document's whole text (see
+    store.documents_fts), each shown on its best BM25 chunk. Hybrid ranks chunks by RRF of
+    the chunk's dense rank and its document's lexical rank; a document found by lexical
+    search alone enters on its chunk nearest the query. ``docs`` keeps one hit per document
+    (lexical always does).
     """
 
     def __init__(self, store: Store, dense: DenseSearch, allowed: np.ndarray | None):
@@ -124,57 +125,61 @@ class Ranker:
         else:
             first_dense = self.dense(vectors, depth, self.allowed)  # one FAISS call for all queries
         # chunks there are to rank: to know when to stop digging for k documents
-        digs = (docs and mode == "dense") or mode == "hybrid"
-        available = 0 if not digs else (len(self.allowed) if self.allowed is not None
-                                        else self.store.counts()[1])
+        available = 0 if not docs or mode == "lexical" else (
+            len(self.allowed) if self.allowed is not None else self.store.counts()[1])
         results = []
         for text, vector, dense in zip(queries, vectors, first_dense):
-            if mode == "dense":
-                hits = self.chunk_hits(dense, k, docs, min_score)
-            else:
-                hits = self.document_hits(text, vector, self.rank(text, vector, mode, depth, fusion, dense),
-                                          k, min_score)
+            hits = self._hits(text, vector, self.rank(text, vector, mode, depth, fusion, dense), k,
+                              docs or mode == "lexical", min_score, mode)
             deeper = depth
             while len(hits) < k and deeper < available:  # dig until k documents
                 deeper *= 4
-                if mode == "dense":
-                    hits = self.chunk_hits(self.dense(vector[None], deeper, self.allowed)[0], k, docs, min_score)
-                else:
-                    hits = self.document_hits(text, vector, self.rank(text, vector, mode, deeper, fusion),
-                                              k, min_score)
+                hits = self._hits(text, vector, self.rank(text, vector, mode, deeper, fusion), k, docs,
+                                  min_score, mode)
             results.append(hits)
         return results
 
     def rank(self, text: str, vector, mode: str, depth: int, fusion: Fusion,
-             dense: Ranking | None = None) -> list[_Doc]:
-        """Documents best first, for lexical or hybrid (``dense``: the query's chunk ranking)."""
+             dense: Ranking | None = None) -> list[_Ranked]:
+        """Best first, for one query (``dense``: its chunk ranking, if known)."""
+        if mode != "lexical" and dense is None:
+            dense = self.dense(vector[None], depth, self.allowed)[0]
+        if mode == "dense":
+            return self.chunks(dense)
         match = fts_query(text)
         lexical = self.store.lexical_documents(match, depth, self.allowed) if match else []
         if mode == "lexical":
-            return [_Doc(d, s, bm25=s) for d, s in lexical]
-        if dense is None:
-            dense = self.dense(vector[None], depth, self.allowed)[0]
-        best = self.by_document(dense)
-        dense_docs = [(d, score) for d, (_, score) in best.items()]
-        fused = rrf([dense_docs, lexical], fusion.weights, fusion.rrf_k)
-        if fusion.feedback_docs > 0 and fusion.feedback_weight > 0 and fused:
+            return [_Ranked(d, s, bm25=s) for d, s in lexical]
+        dense = self.chunks(dense)
+        if fusion.feedback_docs > 0 and fusion.feedback_weight > 0 and (dense or lexical):
+            best: dict[int, tuple[int, float]] = {}
+            for r in dense:
+                best.setdefault(r.doc_id, (r.chunk_id, r.score))
+            dense_docs = [(d, score) for d, (_, score) in best.items()]
             top = [d for d, _ in zscore_fusion([dense_docs, lexical], fusion.weights)[:fusion.feedback_docs]]
             best.update(self.best_chunks([d for d in top if d not in best], vector))
             feedback = self.store.chunk_vectors(np.array([best[d][0] for d in top], np.int64)).mean(0)
             moved = vector + fusion.feedback_weight * feedback
-            moved_best = self.by_document(self.dense((moved / np.linalg.norm(moved))[None], depth, self.allowed)[0])
-            fused = rrf([list(moved_best.items()), lexical], fusion.weights, fusion.rrf_k)
-        top_score = sum(fusion.weights) / (fusion.rrf_k + 1)
+            dense = self.chunks(self.dense((moved / np.linalg.norm(moved))[None], depth, self.allowed)[0])
+        (w_dense, w_lexical), k = fusion.weights, fusion.rrf_k
+        lexical_rank = {d: rank for rank, (d, _) in enumerate(lexical, start=1)}
         bm25 = dict(lexical)
-        return [_Doc(d, s / top_score, *best.get(d, (None, None)), bm25=bm25.get(d)) for d, s in fused]
+        top_score = (w_dense + w_lexical) / (k + 1)
+        ranked = []
+        for rank, r in enumerate(dense, start=1):
+            doc = r.doc_id
+            fused = w_dense / (k + rank) + (w_lexical / (k + lexical_rank[doc]) if doc in bm25 else 0.0)
+            ranked.append(_Ranked(doc, fused / top_score, r.chunk_id, bm25.get(doc)))
+        in_dense = {r.doc_id for r in dense}
+        ranked += [_Ranked(d, w_lexical / (k + r) / top_score, None, bm25[d])
+                   for d, r in lexical_rank.items() if d not in in_dense]
+        return sorted(ranked, key=lambda r: -r.score)
 
-    def by_document(self, ranking: Ranking) -> dict[int, tuple[int, float]]:
-        """A chunk ranking as document -> (its best chunk, that chunk's score), best first."""
+    def chunks(self, ranking: Ranking) -> list[_Ranked]:
+        """A dense chunk ranking with each chunk's document (a chunk this snapshot of the
+        store does not hold, deleted since the index saw it, is left out)."""
         doc_of = self.store.chunk_documents(c for c, _ in ranking)
-        best: dict[int, tuple[int, float]] = {}
-        for chunk, score in ranking:
-            best.setdefault(doc_of[chunk], (chunk, score))
-        return best
+        return [_Ranked(doc_of[c], s, c) for c, s in ranking if c in doc_of]
 
     def best_chunks(self, doc_ids: list[int], vector: np.ndarray) -> dict[int, tuple[int, float]]:
         """Each document's chunk nearest ``vector``, with its cosine (filters select whole
@@ -185,48 +190,47 @@ class Ranker:
             out[doc] = (ids[int(np.argmax(cosines))], float(cosines.max()))
         return out
 
-    def document_hits(self, text: str, vector, ranked: list[_Doc], k: int, min_score) -> list[Hit]:
-        """The first k documents (score >= min_score) as hits on their best chunks."""
-        ranked = [d for d in ranked if min_score is None or d.score >= min_score][:k]
-        missing = [d.doc_id for d in ranked if d.chunk_id is None]
-        if vector is not None:
-            found = self.best_chunks(missing, vector)
-        else:
-            found = self.best_lexical_chunks(fts_query(text), missing)
-        for d in ranked:
-            if d.chunk_id is None and d.doc_id in found:
-                d.chunk_id, d.cosine = found[d.doc_id]
-        rows = self.store.chunk_rows(d.chunk_id for d in ranked if d.chunk_id is not None)
-        hits = []
-        for d in ranked:
-            row = rows.get(d.chunk_id)
-            if row is not None:
-                key, position, start, end, chunk_text, source, metadata = row
-                hits.append(Hit(key, d.score, chunk_text, source, metadata, position, start, end, d.chunk_id,
-                                cosine=d.cosine, bm25=d.bm25))
-        return hits
-
-    def best_lexical_chunks(self, match: str, doc_ids: list[int]) -> dict[int, tuple[int, None]]:
+    def best_lexical_chunks(self, match: str, doc_ids: list[int]) -> dict[int, int]:
         """Each document's best BM25 chunk (its first chunk when none matches alone, e.g.
         words that only meet across a chunk boundary, or CJK text)."""
         chunks = self.store.document_chunks(doc_ids)
         scores = self.store.best_lexical_chunks(match, [c for ids in chunks.values() for c in ids]) if match else {}
-        return {d: (max(ids, key=lambda c: scores.get(c, float("-inf"))), None) for d, ids in chunks.items()}
+        return {d: max(ids, key=lambda c: scores.get(c, float("-inf"))) for d, ids in chunks.items()}
 
-    def chunk_hits(self, ranked: Ranking, k: int, docs: bool, min_score) -> list[Hit]:
-        """Dense hits: chunks best first (one per document with ``docs``)."""
-        rows = self.store.chunk_rows(c for c, _ in ranked)
-        hits, seen = [], set()
-        for chunk_id, score in ranked:
-            row = rows.get(chunk_id)
-            if row is None or (min_score is not None and score < min_score):
+    def hits(self, ranking: Ranking, k: int, docs: bool, min_score) -> list[Hit]:
+        """Hits for a dense chunk ranking (vectors the caller embedded)."""
+        return self._hits("", None, self.chunks(ranking), k, docs, min_score, "dense")
+
+    def _hits(self, text: str, vector, ranked: list[_Ranked], k: int, per_document: bool, min_score,
+              mode: str) -> list[Hit]:
+        """The first k (one per document with ``per_document``, score >= min_score) as Hits,
+        with each chunk's cosine to the query when there is a query vector."""
+        chosen, seen = [], set()
+        for r in ranked:
+            if (min_score is not None and r.score < min_score) or (per_document and r.doc_id in seen):
                 continue
-            key, position, start, end, text, source, metadata = row
-            if docs:
-                if key in seen:
-                    continue
-                seen.add(key)
-            hits.append(Hit(key, score, text, source, metadata, position, start, end, chunk_id, cosine=score))
-            if len(hits) == k:
+            seen.add(r.doc_id)
+            chosen.append(r)
+            if len(chosen) == k:
                 break
+        missing = [r.doc_id for r in chosen if r.chunk_id is None]
+        if missing and vector is None:
+            found = self.best_lexical_chunks(fts_query(text), missing)
+        else:
+            found = {d: c for d, (c, _) in self.best_chunks(missing, vector).items()}
+        for r in chosen:
+            if r.chunk_id is None:
+                r.chunk_id = found.get(r.doc_id)
+        chosen = [r for r in chosen if r.chunk_id is not None]
+        ids = np.array([r.chunk_id for r in chosen], np.int64)
+        cosines = (self.store.chunk_vectors(ids) @ vector).tolist() if vector is not None and len(ids) else None
+        rows = self.store.chunk_rows(ids.tolist())
+        hits = []
+        for i, r in enumerate(chosen):
+            row = rows.get(r.chunk_id)
+            if row is not None:
+                key, position, start, end, chunk_text, source, metadata = row
+                cosine = r.score if mode == "dense" else cosines[i] if cosines is not None else None
+                hits.append(Hit(key, r.score, chunk_text, source, metadata, position, start, end, r.chunk_id,
+                                cosine=cosine, bm25=r.bm25))
         return hits
