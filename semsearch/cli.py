@@ -9,7 +9,7 @@ from collections import Counter
 
 import click
 
-from .errors import SemsearchError
+from .errors import NotFound, SemsearchError
 from .models import VARIANT_FILES
 from .search import FEEDBACK_WEIGHT
 from .validation import MODES as MODE_NAMES
@@ -23,10 +23,18 @@ class Group(click.Group):
     """Every failure becomes one line on stderr and the exit code its error class names
     (errors.py); anything unexpected is one line too, with a hint to see the traceback."""
 
+    def make_context(self, info_name, args, parent=None, **extra):
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except click.ClickException as exc:
+            raise OneLineError.of(exc) from None
+
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
-        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+        except click.ClickException as exc:
+            raise OneLineError.of(exc) from None
+        except (click.exceptions.Exit, click.exceptions.Abort):
             raise
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
@@ -36,6 +44,23 @@ class Group(click.Group):
                 raise
             click.echo(f"error: {describe(exc)}", err=True)
             ctx.exit(getattr(exc, "exit_code", 1) if isinstance(exc, SemsearchError) else 1)
+
+
+class OneLineError(click.ClickException):
+    """A click usage error shown as one ``error:`` line (click prints a usage block);
+    ``--help`` still shows the usage."""
+
+    @classmethod
+    def of(cls, exc: click.ClickException) -> click.ClickException:
+        if isinstance(exc, (cls, getattr(click.exceptions, "NoArgsIsHelpError", ()))):
+            return exc  # bare `semsearch`: the help is the answer
+        one = cls(exc.format_message())
+        one.exit_code = exc.exit_code
+        return one
+
+    def show(self, file=None) -> None:
+        lines = self.format_message().strip().splitlines()
+        click.echo(f"error: {lines[0] if lines else 'invalid usage'}", err=True)
 
 
 def describe(exc: BaseException) -> str:
@@ -349,9 +374,10 @@ def delete(ctx, name, ids, paths):
         removed = coll.delete(ids) if ids else 0
         for path in paths:
             removed += coll.delete_path(path)
-        click.echo(f"{coll.name}: deleted {removed} document(s); {coll.count()} left")
         if removed == 0:
-            ctx.exit(1)
+            raise NotFound(f"no document with {'id ' + ', '.join(ids) if ids else 'a path under ' + ', '.join(paths)} "
+                           f"in {coll.name}")
+        click.echo(f"{coll.name}: deleted {removed} document(s); {coll.count()} left")
 
 
 @cli.command()

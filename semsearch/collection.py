@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import stat
 import threading
 import time
 import uuid
@@ -27,7 +28,7 @@ from .errors import (CollectionBusy, CollectionError, CollectionExists, InvalidI
 from .index import IndexFileError, VectorIndex, choose_spec, resolve_spec
 from .ingest import DocumentInfo, IndexReport, PreparedDocument, Writer, embed_documents
 from .search import FEEDBACK_DOCS, FEEDBACK_WEIGHT, Fusion, Hit, Ranker
-from .store import Store
+from .store import Store, is_store
 
 __all__ = ["Collection", "Hit", "IndexReport", "list_collections", "delete_collection", "collection_path"]
 
@@ -74,6 +75,7 @@ class Collection:
         self.pinned = store.get_meta("model")
         if self.config is None or self.pinned is None:
             raise CollectionError(f"{path / STORE_FILE} is not a complete semsearch store")
+        self.id = store.get_meta("collection_id")  # ties the index file to this store
         if model is not None:
             from .models import source_for
             _check_model(self, source_for(model)[0])
@@ -208,7 +210,8 @@ class Collection:
         if self._index is not None and self._index_gen >= gen:
             return
         with self._index_lock.writing():
-            if self._index is None:
+            from_file = self._index is None
+            if from_file:
                 self._load_index_file()
             if self._index_gen < gen:
                 self._index.remove(self.store.deleted_since(self._index_gen))
@@ -216,6 +219,9 @@ class Collection:
                     self._index.remove(ids)  # replay is idempotent
                     self._index.add(ids, vectors)
                 self._index_gen = gen
+            if from_file and self._index.ntotal != self.store.counts()[1]:  # a last check, once per open
+                log.warning("index file of %s does not match its store; rebuilding it from the store", self.name)
+                self._rebuild()
 
     def _prefetch_index(self) -> None:
         """Start reading the index file while the model loads: a cold search waits for
@@ -224,7 +230,7 @@ class Collection:
         if self._index is None and self._index_read is None and file.is_file():
             from concurrent.futures import ThreadPoolExecutor
             pool = ThreadPoolExecutor(1)
-            self._index_read = pool.submit(VectorIndex.load, file)
+            self._index_read = pool.submit(VectorIndex.load, file, self.id)
             pool.shutdown(wait=False)
 
     def _load_index_file(self) -> None:
@@ -232,15 +238,21 @@ class Collection:
         read, self._index_read = self._index_read, None
         try:
             if read is not None or file.is_file():
-                self._index, self._index_gen = read.result() if read else VectorIndex.load(file)
+                index, gen = read.result() if read else VectorIndex.load(file, self.id)
+                if gen > self.store.generation():
+                    raise IndexFileError(f"index file {file} is newer than its store "
+                                         "(was the store restored from a backup?)")
+                self._index, self._index_gen = index, gen
                 return
             if self.store.counts()[1]:
                 log.warning("index file of %s is missing; rebuilding it from the store", self.name)
         except IndexFileError as exc:
             log.warning("%s; rebuilding it from the store", exc)
         self._rebuild()
-        lock = _try_lock(self.path)  # save it unless a writer is at work (it will save its own),
-        if lock is not None:         # so that the next reader need not rebuild it too
+        # save it unless a writer is at work (it will save its own), so that the next
+        # reader need not rebuild it too
+        lock = None if self.store.read_only else _try_lock(self.path)
+        if lock is not None:
             try:
                 self._save_index()
             finally:
@@ -297,7 +309,8 @@ class Collection:
         """Save the index file. The store already holds everything, so a failure here is a
         warning: the next open replays or rebuilds, and the caller's write stands."""
         try:
-            self._index.save(self.path / INDEX_FILE, generation=self._index_gen)
+            self._index.save(self.path / INDEX_FILE, generation=self._index_gen, owner=self.id,
+                             mode=stat.S_IMODE(os.stat(self.store.path).st_mode))  # as open as the store
         except OSError as exc:
             log.warning("cannot save the index file of %s (%s); it will be brought up to date "
                         "from the store when next opened", self.name, exc.strerror or exc)
@@ -307,6 +320,9 @@ class Collection:
     def writer(self):
         """A write session (ingest.Writer): one writer at a time, the index brought up to
         date before and saved after."""
+        if self.store.read_only:
+            raise CollectionError(f"collection {self.name} is read-only here ({self.path} cannot be "
+                                  "written); it can be searched")
         with self._write_lock:
             lock = _try_lock(self.path)
             if lock is None:
@@ -382,15 +398,20 @@ class Collection:
                         if known.get(doc.key) == doc.content_hash:
                             report.unchanged += 1
                             continue
-                        if doc.key in known:
-                            report.updated += 1
-                        else:
-                            report.added += 1
                         yield DocumentInfo(doc.key, doc.source, doc.content_hash, doc.metadata), \
                             _Counted(doc, report)
 
-            w.put_all(embed_documents(pending(), self.embedder, self.config["chunk_tokens"],
-                                      self.config["overlap"], report))
+            def counted(batches):  # a document skipped while embedding (too large) is neither
+                for batch in batches:
+                    for doc in batch:
+                        if doc.key in known:
+                            report.updated += 1
+                        elif doc.chunks:
+                            report.added += 1
+                    yield batch
+
+            w.put_all(counted(embed_documents(pending(), self.embedder, self.config["chunk_tokens"],
+                                              self.config["overlap"], report)))
             if remove_missing:
                 report.removed = w.remove_missing(roots, seen, glob)
         report.seconds = time.time() - started
@@ -511,6 +532,9 @@ def delete_collection(name_or_path, home=None) -> Path:
     path = collection_path(name_or_path, home)
     if not (path / STORE_FILE).is_file():
         raise NoSuchCollection(f"no collection {str(name_or_path)!r}")
+    if not is_store(path / STORE_FILE):
+        raise NoSuchCollection(f"{path} holds a {STORE_FILE} that is not a semsearch store; "
+                               "not removing anything")
     lock = _try_lock(path)
     if lock is None:
         raise CollectionBusy(f"collection {path.name} is being written; not removing it")

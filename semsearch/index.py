@@ -484,17 +484,22 @@ class VectorIndex:
     # ---------------------------------------------------------------- files
     # Layout: faiss payload | tombstones (int64) | JSON header | header length (u32) | magic.
     # The payload comes first so faiss reads it straight from the file, without a copy.
-    def save(self, path, generation: int = 0) -> None:
-        """Write atomically: temp file in the same folder, fsync, rename, fsync folder."""
+    def save(self, path, generation: int = 0, owner: str | None = None, mode: int | None = None) -> None:
+        """Write atomically: temp file in the same folder, fsync, rename, fsync folder.
+
+        ``owner`` (a collection's id) and ``generation`` tie the file to the store it was
+        built from; ``mode``: the file's permissions (mkstemp makes it 0600)."""
         path = Path(path)
         payload = faiss.serialize_index(self._index)
         tomb = self._tomb.astype("<i8").tobytes()
         crc = zlib.crc32(tomb, zlib.crc32(payload))
         header = json.dumps({"spec": self.spec, "params": self.params, "dim": self.dim,
-                             "generation": int(generation), "ntomb": len(self._tomb),
+                             "generation": int(generation), "owner": owner, "ntomb": len(self._tomb),
                              "nbytes": int(payload.nbytes), "crc32": crc}).encode()
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         try:
+            if mode is not None:
+                os.fchmod(fd, mode)
             with os.fdopen(fd, "wb") as f:
                 f.write(memoryview(payload))
                 f.write(tomb + header + struct.pack("<I", len(header)) + _MAGIC)
@@ -511,16 +516,20 @@ class VectorIndex:
             os.close(dfd)
 
     @classmethod
-    def load(cls, path) -> tuple["VectorIndex", int]:
+    def load(cls, path, owner: str | None = None) -> tuple["VectorIndex", int]:
         """Read a file written by save(); returns (index, generation).
 
         The checksum is verified before faiss parses a byte, so faiss only ever
         sees what save() wrote. faiss opens the file by name: if a writer renamed a
-        new file into place meanwhile, the read starts over on the new one."""
+        new file into place meanwhile, the read starts over on the new one. A file
+        saved for another ``owner`` (another collection's index copied in) is refused."""
         for _ in range(5):
             loaded = cls._load_once(Path(path))
             if loaded is not None:
-                return loaded
+                index, gen, saved_for = loaded
+                if owner is not None and saved_for != owner:
+                    raise IndexFileError(f"index file {path} belongs to another collection")
+                return index, gen
         raise IndexFileError(f"index file {path} keeps being replaced while it is read")
 
     @classmethod
@@ -570,7 +579,7 @@ class VectorIndex:
             raise IndexFileError(f"cannot read index file {path}: {e.strerror}") from None
         if index.d != dim or not isinstance(index, (faiss.IndexIVF, faiss.IndexIDMap2)):
             raise bad
-        return cls(index, spec, dim, params, tomb), gen
+        return cls(index, spec, dim, params, tomb), gen, h.get("owner")
 
     # ---------------------------------------------------------------- gpu
     def to_gpu(self) -> bool:

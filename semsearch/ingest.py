@@ -51,16 +51,18 @@ class PreparedDocument(DocumentInfo):
 
 
 def chunk_text(segments: Iterable[str], tokenizer, chunk_tokens: int, overlap: int) -> list[Chunk]:
-    """A document's chunks; TooLarge past MAX_DOCUMENT_CHARS, before it costs an hour."""
-    def bounded():
-        total = 0
-        for segment in segments:
-            total += len(segment)
-            if total > MAX_DOCUMENT_CHARS:
-                raise TooLarge(f"document too large (over {MAX_DOCUMENT_CHARS // 1_000_000} million "
-                               "characters): split it into several files")
-            yield segment
-    return list(iter_chunks(bounded(), tokenizer, chunk_tokens, overlap))
+    """A document's chunks; TooLarge past MAX_DOCUMENT_CHARS, before it costs an hour.
+
+    The text is read (it is held whole anyway) and measured before any of it is
+    tokenised, so refusing a document costs a read, not minutes of tokenising."""
+    text, total = [], 0
+    for segment in segments:
+        total += len(segment)
+        if total > MAX_DOCUMENT_CHARS:
+            raise TooLarge(f"document too large (over {MAX_DOCUMENT_CHARS // 1_000_000} million "
+                           "characters): split it into several files")
+        text.append(segment)
+    return list(iter_chunks(text, tokenizer, chunk_tokens, overlap))
 
 
 def prepare(doc: Document, embedder, chunk_tokens: int, overlap: int) -> PreparedDocument | Skipped:

@@ -13,6 +13,7 @@ import hashlib
 import html.parser
 import json
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
@@ -91,8 +92,16 @@ def glob_selects(path: str | Path, root: str | Path, glob: str) -> bool:
     return any(fnmatch.fnmatch(rel, p) or fnmatch.fnmatch(name, p) for p in pats)
 
 
-def _walk(root: Path, folder: Path, glob: str | None) -> Iterator[Path | Skipped]:
+def _walk(root: Path, folder: Path, glob: str | None, walked: set | None = None) -> Iterator[Path | Skipped]:
+    """Files under ``folder``. Symlinks are followed, but no folder is walked twice
+    (``walked``: their device and inode), so a link back up ends instead of looping."""
+    walked = set() if walked is None else walked
     try:
+        st = os.stat(folder)
+        if (st.st_dev, st.st_ino) in walked:
+            yield Skipped(str(folder), "folder already walked (a symlink loop?)")
+            return
+        walked.add((st.st_dev, st.st_ino))
         entries = sorted(os.scandir(folder), key=lambda e: e.name)
     except OSError as e:
         yield Skipped(str(folder), _os_reason(e))
@@ -101,9 +110,14 @@ def _walk(root: Path, folder: Path, glob: str | None) -> Iterator[Path | Skipped
         if e.name.startswith("."):
             continue
         p = Path(e.path)
-        if e.is_dir():
-            yield from _walk(root, p, glob)
-        elif e.is_file():
+        try:
+            is_dir, is_file = e.is_dir(), e.is_file()
+        except OSError as err:  # e.g. a symlink to itself
+            yield Skipped(str(p), _os_reason(err))
+            continue
+        if is_dir:
+            yield from _walk(root, p, glob, walked)
+        elif is_file:
             if glob is None or glob_selects(p, root, glob):
                 yield p
 
@@ -124,6 +138,9 @@ def load_file(path: str) -> Iterator[Document | Skipped]:
         yield Skipped(path, f"unsupported type {ext or '(no extension)'}")
         return
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):  # opening a FIFO would wait forever
+            yield Skipped(path, "not a regular file")
+            return
         if ext == ".pdf":
             yield _load_pdf(path)
             return

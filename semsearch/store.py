@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sqlite3
 import time
 import threading
 from contextlib import closing, contextmanager
 from pathlib import Path
+from urllib.parse import quote
 from typing import Iterable, Iterator
 
 import numpy as np
@@ -73,6 +75,36 @@ CREATE VIRTUAL TABLE documents_fts USING fts5(
 """
 
 
+def _read_only(path: Path) -> sqlite3.Connection:
+    """A connection that never writes. ``mode=ro`` reads a WAL store whose ``-shm`` file
+    exists or can be made; in a read-only folder without one, nobody can be writing the
+    store, so SQLite may read it as immutable."""
+    uri = "file:" + quote(str(path.resolve()))
+    db = sqlite3.connect(uri + "?mode=ro", uri=True, isolation_level=None, check_same_thread=False)
+    try:
+        db.execute("SELECT count(*) FROM meta").fetchone()
+        return db
+    except sqlite3.OperationalError as exc:
+        db.close()
+        if "unable to open" not in str(exc):
+            raise
+    return sqlite3.connect(uri + "?immutable=1", uri=True, isolation_level=None, check_same_thread=False)
+
+
+def is_store(path: Path) -> bool:
+    """Whether ``path`` is a semsearch store (a SQLite file with our meta), read without
+    writing a byte: what `rm` checks before deleting anything."""
+    try:
+        with open(path, "rb") as f:
+            if f.read(16) != b"SQLite format 3\0":
+                return False
+        with closing(_read_only(path)) as db:
+            keys = {row[0] for row in db.execute("SELECT key FROM meta")}
+    except (OSError, sqlite3.Error):
+        return False
+    return {"generation", "model", "config"} <= keys
+
+
 class Store:
     """One SQLite database in WAL mode; many readers, one writer (the collection's lock).
 
@@ -85,6 +117,8 @@ class Store:
         self.path = path
         if not create and not path.is_file():
             raise NoSuchCollection(f"no store at {path}")
+        # a store we may not write (a read-only mount, another user's files) is still searchable
+        self.read_only = not create and not (os.access(path, os.W_OK) and os.access(path.parent, os.W_OK))
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
         self._guard = threading.Lock()
@@ -110,11 +144,18 @@ class Store:
 
     def _connect(self) -> sqlite3.Connection:
         try:
-            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            db.execute("PRAGMA synchronous=NORMAL")  # WAL: durable across process crashes
+            if self.read_only:
+                db = _read_only(self.path)
+            else:
+                db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+                db.execute("PRAGMA synchronous=NORMAL")  # WAL: durable across process crashes
             db.execute("PRAGMA foreign_keys=ON")
             db.execute("PRAGMA busy_timeout=10000")
             db.execute("SELECT count(*) FROM meta").fetchone()
+        except sqlite3.OperationalError as exc:
+            if "unable to open" in str(exc):
+                raise CollectionError(f"cannot open {self.path} ({exc}): check its permissions") from None
+            raise CollectionError(f"{self.path} is not a readable semsearch store ({exc})") from None
         except sqlite3.DatabaseError as exc:
             raise CollectionError(f"{self.path} is not a readable semsearch store ({exc})") from None
         with self._guard:
