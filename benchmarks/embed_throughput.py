@@ -416,12 +416,15 @@ def where_time_goes(e, texts) -> dict:
             "padding_vs_exact": padded / exact - 1, "padding_vs_real": padded / real - 1}
 
 
+COARSE = (8, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)  # the first ladder tried
+
+
 def gpu_main(args) -> None:
     import numpy as np
     import torch
     from sentence_transformers import SentenceTransformer
 
-    from semsearch.embedder import Embedder
+    from semsearch.embedder import WINDOW, Embedder, bucket_widths
     from semsearch.models import PROBES, read_manifest
     from semsearch.runtime import Session, providers_for
 
@@ -505,6 +508,18 @@ def gpu_main(args) -> None:
             e.overlap = False
             row(which, variant, "semsearch, no overlap", "default", timed(e.embed, ts, args.runs))
             e.overlap = True
+            if args.sweep:  # what each choice is worth, on the default budget
+                for window in args.gpu_windows:
+                    e.window = window
+                    row(which, variant, f"semsearch, window {window}", "default", timed(e.embed, ts, args.runs))
+                e.window = WINDOW
+                for label, widths in (("exact widths", None), ("coarse buckets 8,16,24,32,48,64,96,..", COARSE)):
+                    e.widths = widths and tuple(w for w in widths if w < e.max_length) + (e.max_length,)
+                    row(which, variant, f"semsearch, {label}", "default", timed(e.embed, ts, args.runs))
+                e.widths = bucket_widths(e.max_length)
+                spin = Embedder.from_folder(work, variant, device="cuda", threads=16)
+                row(which, variant, "semsearch, ORT 16 CPU threads (spinning)", "default", timed(spin.embed, ts, args.runs))
+                del spin
             b = where_time_goes(e, ts)
             n = len(ts)
             breakdown.append(
@@ -550,6 +565,8 @@ def main(argv=None) -> None:
     p.add_argument("--gpu-batches", type=int, nargs="+", default=[32, 256, 1024], help="(cuda) row caps")
     p.add_argument("--st-batches", type=int, nargs="+", default=[32, 256], help="(cuda) sentence-transformers batches")
     p.add_argument("--no-st", action="store_true", help="(cuda) skip sentence-transformers")
+    p.add_argument("--sweep", action="store_true", help="(cuda) also: windows, bucket ladders, ORT threads")
+    p.add_argument("--gpu-windows", type=int, nargs="+", default=[1024, 2048, 8192], help="(cuda) with --sweep")
     args = p.parse_args(argv)
     if args.device == "cuda":
         from semsearch.models import exported_folder

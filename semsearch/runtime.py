@@ -187,10 +187,14 @@ class Session:
                  threads: int | None = None, output: str = "sentence_embedding"):
         ort = onnxruntime()
         options = ort.SessionOptions()
+        providers = providers_for(device, variant)
+        if threads is None and providers[0] != CPU:
+            # On the GPU only shape arithmetic runs on the CPU: one thread, so no spinning
+            # thread pool competes with the tokeniser for the cores.
+            threads = 1
         if threads:
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
-        providers = providers_for(device, variant)
         name = path if isinstance(path, Path) else "the probe graph"
         try:
             self._session = ort.InferenceSession(path if isinstance(path, bytes) else str(path),

@@ -154,7 +154,7 @@ def test_plan_batches_covers_every_row_once_within_budget():
 def test_bucket_widths_bound_the_shapes():
     widths = bucket_widths(256)
     assert widths[-1] == 256 and all(a < b <= a * 2 for a, b in zip(widths, widths[1:]))
-    assert [bucket(n, widths) for n in (1, 8, 9, 33, 200, 256)] == [8, 8, 16, 48, 256, 256]
+    assert [bucket(n, widths) for n in (1, 8, 9, 33, 200, 256)] == [8, 8, 16, 40, 208, 256]
     assert bucket(77, None) == 77
 
 
