@@ -3,11 +3,12 @@
 A request tokenises its texts (on the loop when they are few, else in a threadpool thread)
 and queues them. One worker thread takes everything queued and plans length-sorted runs
 under the token budget (``plan_batches``), runs them, and hands each request its own rows
-as soon as all of them are done. Before taking, it waits up to ``max_wait_ms`` for requests
-still being tokenised, and only for those: a timed sleep costs a scheduler time slice on a
-busy machine, and texts that arrive during a run form the next one anyway. The event loop
-only queues and awaits; ONNX Runtime runs in the worker. The queue is bounded in texts:
-past the bound a request gets Overloaded (503 + Retry-After), never unbounded memory.
+as soon as all of them are done. Before taking, it waits up to ``max_wait_ms`` after the
+oldest queued text, but only while company is due (requests being tokenised, or fewer
+queued than recent runs held) and a run's budget is not yet waiting: a lone client pays no
+wait, and on a loaded machine a timed sleep costs a whole scheduler time slice. The event
+loop only queues and awaits; ONNX Runtime runs in the worker. The queue is bounded in
+texts: past the bound a request gets Overloaded (503 + Retry-After), never unbounded memory.
 """
 from __future__ import annotations
 
@@ -59,7 +60,8 @@ class MicroBatcher:
         self._pending: list[_Request] = []
         self._pending_tokens = self._pending_texts = 0
         self._queued = 0  # texts waiting or running
-        self._arriving = 0  # requests being tokenised: the only company worth waiting for
+        self._arriving = 0  # requests being tokenised
+        self._peers = 1  # requests per run lately (a max that decays by one a run)
         self._closed = False
         self._thread = threading.Thread(target=self._work, name="semsearch-batcher", daemon=True)
 
@@ -115,10 +117,11 @@ class MicroBatcher:
                 if not self._pending:
                     return  # closed and drained
                 deadline = self._pending[0].arrived + self.settings.max_wait_ms / 1000
-                while (self._arriving and not self._closed and not self._full()
+                while (self._company_due() and not self._closed and not self._full()
                        and (left := deadline - time.monotonic()) > 0):
                     self._cond.wait(left)
                 taken, self._pending = self._pending, []
+                self._peers = max(len(taken), self._peers - 1)
                 self._pending_tokens = self._pending_texts = 0
             try:
                 self._run(taken)
@@ -131,6 +134,12 @@ class MicroBatcher:
                 with self._cond:
                     self._queued -= sum(len(r.tokens) for r in taken)
                     self.metrics.queue.set(self._queued)
+
+    def _company_due(self) -> bool:
+        """Requests still being tokenised, or fewer queued than recent runs held: clients
+        whose answers just went out tend to ask again within a moment, and one run for all
+        of them beats two half runs taking turns."""
+        return bool(self._arriving) or len(self._pending) < self._peers
 
     def _full(self) -> bool:
         return self._pending_tokens >= self.budget or self._pending_texts >= self.rows_cap
