@@ -24,7 +24,7 @@ HYBRID_DEPTH = 100  # candidates each side contributes to the fusion
 FEEDBACK_DOCS = 3
 FEEDBACK_WEIGHT = 1.0
 # Query words left out of the lexical query (all kept when nothing else is left): measured
-# +0.6 / +0.7 / +0.1 nDCG@10 on Cranfield / MED / NPL over keeping them.
+# +0.8 / +0.6 / +0.1 nDCG@10 on Cranfield / MED / NPL over keeping them (words once each).
 STOPWORDS = frozenset(
     "a an and are as at be by for from has have how in is it its of on or that the this to "
     "was were what when where which who why will with do does did can could should would "
@@ -65,10 +65,11 @@ class Fusion:
 
 
 def fts_query(text: str) -> str:
-    """An OR of the query's words less STOPWORDS, repeats kept (a word asked twice counts
-    twice, as BM25's query term frequency); CJK words as lang.fts_terms writes them."""
+    """An OR of the query's distinct words less STOPWORDS (each once: measured better than
+    counting repeats on all three development collections); CJK words as lang.fts_terms
+    writes them."""
     words = WORD.findall(text.lower())
-    return " OR ".join(fts_terms(" ".join([w for w in words if w not in STOPWORDS] or words)))
+    return " OR ".join(fts_terms(" ".join(dict.fromkeys([w for w in words if w not in STOPWORDS] or words))))
 
 
 def rrf(rankings: list[list], weights: Sequence[float], k: int = 60) -> list[tuple]:
@@ -129,19 +130,20 @@ class Ranker:
             len(self.allowed) if self.allowed is not None else self.store.counts()[1])
         results = []
         for text, vector, dense in zip(queries, vectors, first_dense):
-            hits = self._hits(text, vector, self.rank(text, vector, mode, depth, fusion, dense), k,
+            hits = self._hits(text, vector, self.rank(text, vector, mode, depth, fusion, dense, docs), k,
                               docs or mode == "lexical", min_score, mode)
             deeper = depth
             while len(hits) < k and deeper < available:  # dig until k documents
                 deeper *= 4
-                hits = self._hits(text, vector, self.rank(text, vector, mode, deeper, fusion), k, docs,
-                                  min_score, mode)
+                hits = self._hits(text, vector, self.rank(text, vector, mode, deeper, fusion, None, docs), k,
+                                  docs, min_score, mode)
             results.append(hits)
         return results
 
     def rank(self, text: str, vector, mode: str, depth: int, fusion: Fusion,
-             dense: Ranking | None = None) -> list[_Ranked]:
-        """Best first, for one query (``dense``: its chunk ranking, if known)."""
+             dense: Ranking | None = None, docs: bool = False) -> list[_Ranked]:
+        """Best first, for one query (``dense``: its chunk ranking, if known). With ``docs``
+        hybrid fuses documents: a document's dense rank is its best chunk's among documents."""
         if mode != "lexical" and dense is None:
             dense = self.dense(vector[None], depth, self.allowed)[0]
         if mode == "dense":
@@ -166,6 +168,11 @@ class Ranker:
         bm25 = dict(lexical)
         top_score = (w_dense + w_lexical) / (k + 1)
         ranked = []
+        if docs:  # each document's best chunk only
+            firsts: dict[int, _Ranked] = {}
+            for r in dense:
+                firsts.setdefault(r.doc_id, r)
+            dense = list(firsts.values())
         for rank, r in enumerate(dense, start=1):
             doc = r.doc_id
             fused = w_dense / (k + rank) + (w_lexical / (k + lexical_rank[doc]) if doc in bm25 else 0.0)
