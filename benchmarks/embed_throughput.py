@@ -516,7 +516,7 @@ def gpu_main(args) -> None:
                 for label, widths in (("exact widths", None), ("coarse buckets 8,16,24,32,48,64,96,..", COARSE)):
                     e.widths = widths and tuple(w for w in widths if w < e.max_length) + (e.max_length,)
                     row(which, variant, f"semsearch, {label}", "default", timed(e.embed, ts, args.runs))
-                e.widths = bucket_widths(e.max_length)
+                e.widths = bucket_widths(e.max_length) if variant == "fp16" else None
                 spin = Embedder.from_folder(work, variant, device="cuda", threads=16)
                 row(which, variant, "semsearch, ORT 16 CPU threads (spinning)", "default", timed(spin.embed, ts, args.runs))
                 del spin

@@ -2,9 +2,9 @@
 
 Texts are tokenised in windows, sorted by token length inside a window and cut into
 batches by a token budget, so a batch pads little; results come back in input order.
-On a GPU the padded width is rounded up to a few bucket widths (and a short last batch's
-rows to a power of two), so the set of shapes stays small, and tokenising, padding and the
-model run overlap in three threads. Pooling and normalisation are inside the exported
+On a GPU, tokenising, padding and the model run overlap in three threads, and for fp16 the
+padded width is rounded up to bucket widths (and a short last batch's rows to a power of
+two), so the set of shapes stays small. Pooling and normalisation are inside the exported
 graph (see export.py), so a run returns ``(batch, dim)`` directly. How a graph is run
 (providers, IO binding, padding) lives in runtime.py.
 """
@@ -32,10 +32,11 @@ log = logging.getLogger("semsearch")
 __all__ = ["Embedder", "Tokens", "plan_batches", "text_list", "DEVICES"]
 
 # Batching defaults per device (measured: benchmarks/README.md). On the 2-core CPU, 32 rows
-# was the best batch and padding is paid in FLOPs, so widths are exact; on the GPU, large
-# batches fill it and every new (rows, width) shape costs a slow first run.
-CPU_BATCH = {"max_batch_tokens": 8192, "max_batch_size": 32, "widths": None, "overlap": False}
-GPU_BATCH = {"max_batch_tokens": 65536, "max_batch_size": 1024, "widths": "buckets", "overlap": True}
+# was the best batch and padding is paid in FLOPs; on the GPU, large batches fill it. Only
+# fp16 on the GPU pads to bucket widths: its kernels pay 40-115 ms the first time they meet
+# a (rows, width) shape, while exact fp32 is GPU-bound and ran 5-10 % faster at exact widths.
+CPU_BATCH = {"max_batch_tokens": 8192, "max_batch_size": 32, "overlap": False}
+GPU_BATCH = {"max_batch_tokens": 65536, "max_batch_size": 1024, "overlap": True}
 # Bucket widths for padded batches: steps of 8 tokens up to 64, then at most 1/8 wider than
 # the one before (measured on an H200: a coarser ladder padded 9-13 % more tokens than exact
 # widths and cost fp32, which is GPU-bound, as much).
@@ -62,7 +63,7 @@ class Embedder:
         self.max_batch_tokens: int = defaults["max_batch_tokens"]
         self.max_batch_size: int = defaults["max_batch_size"]
         self.widths: tuple[int, ...] | None = (
-            bucket_widths(self.max_length) if defaults["widths"] == "buckets" else None)
+            bucket_widths(self.max_length) if session.on_gpu and variant == "fp16" else None)
         self.overlap: bool = defaults["overlap"]
         self.window: int = WINDOW
 
