@@ -342,7 +342,7 @@ class Collection:
 
     def add_texts(self, texts: Sequence[str], ids: Sequence[str] | None = None,
                   metadata: Sequence[dict] | dict | None = None, progress: bool = False) -> list[str]:
-        """Add (or replace, by id) one document per text; returns the ids.
+        """Add (or replace, by id) one document per text, all or none; returns the ids.
 
         An id that is None (or no ``ids`` at all) gets a generated one."""
         texts = validation.document_texts(texts)
@@ -351,8 +351,11 @@ class Collection:
         docs = [(DocumentInfo(key, None, None, meta), [text]) for key, text, meta in zip(ids, texts, metadata)]
         report = IndexReport()
         with self.writer() as w:
-            w.put_all(embed_documents(_progress(docs, progress, "doc"), self.embedder,
-                                      self.config["chunk_tokens"], self.config["overlap"], report))
+            # ONE transaction for the call: a failure or a kill part-way leaves none of the
+            # documents, so a retry (with generated ids) cannot duplicate any
+            batches = embed_documents(_progress(docs, progress, "doc"), self.embedder,
+                                      self.config["chunk_tokens"], self.config["overlap"], report)
+            w.put_many([doc for batch in batches for doc in batch])
         return ids
 
     def add_vectors(self, ids: Sequence[str], vectors, texts: Sequence[str],

@@ -183,9 +183,11 @@ class Fleet:
 
 
 def writer_outcomes(fleet: Fleet, names: list[str]):
-    """Per collection: keys reported added, reported deleted, tried to add, and whose
-    delete is in doubt (a killed writer's last call may or may not have been committed)."""
+    """Per collection: keys reported added, reported deleted, tried to add, whose delete
+    is in doubt (a killed writer's last call may or may not have been committed), and the
+    groups of keys added by one call (all or none of each must be there)."""
     added, deleted, tried, doubtful = (defaultdict(set) for _ in range(4))
+    calls = defaultdict(list)
     for name in names:
         pending = None
         for words in fleet.lines(name):
@@ -194,6 +196,7 @@ def writer_outcomes(fleet: Fleet, names: list[str]):
                 pending = (kind, int(rest[0]), set(rest[1:]))
                 if kind == "try":
                     tried[pending[1]] |= pending[2]
+                    calls[pending[1]].append(pending[2])
             elif kind in ("added", "deleted"):
                 (added if kind == "added" else deleted)[int(rest[0])] |= set(rest[1:])
                 pending = None
@@ -203,7 +206,7 @@ def writer_outcomes(fleet: Fleet, names: list[str]):
             assert name in fleet.killed, f"{name} stopped inside a call without being killed"
             if pending[0] == "trydel":
                 doubtful[pending[1]] |= pending[2]
-    return added, deleted, tried, doubtful
+    return added, deleted, tried, doubtful, calls
 
 
 FTS_ROWS = {"chunks_fts": "chunk", "documents_fts": "document"}  # what each full-text index's rowids are
@@ -222,7 +225,7 @@ def fts_rowids(db: sqlite3.Connection) -> dict[str, set[int]]:
     return out
 
 
-def check_collection(path: Path, must: set, may: set, never: set) -> int:
+def check_collection(path: Path, must: set, may: set, never: set, calls: list[set], doubtful: set) -> int:
     """The invariants for one collection; returns its document count."""
     db = sqlite3.connect(path / "store.sqlite")
     try:
@@ -236,6 +239,9 @@ def check_collection(path: Path, must: set, may: set, never: set) -> int:
     assert must <= keys, f"{path.name}: reported added but missing: {sorted(must - keys)}"
     assert not keys & never, f"{path.name}: reported deleted but present: {sorted(keys & never)}"
     assert keys <= must | may, f"{path.name}: present but never tried: {sorted(keys - must - may)}"
+    for call in calls:  # one add_texts call is one transaction: all of it or none
+        live = call - never - doubtful  # less what was deleted one by one afterwards
+        assert live & keys in (set(), live), f"{path.name}: part of one call: {sorted(live & keys)} of {sorted(live)}"
 
     by_doc = defaultdict(list)
     for row in rows:
@@ -296,7 +302,7 @@ def test_random_kills_and_races_keep_every_collection_whole(tmp_path, model_fold
             assert code == 0 and "Traceback" not in err, f"{name} exited {code}: {err[-3000:]} ({context})"
 
     names = sorted(p.stem for p in logs.glob("w*.log"))
-    added, deleted, tried, doubtful = writer_outcomes(fleet, names)
+    added, deleted, tried, doubtful, calls = writer_outcomes(fleet, names)
     assert sum(len(v) for v in added.values()) >= 20, f"too little got written to judge ({context})"
     caplog.set_level(logging.WARNING, logger="semsearch")
     total = 0
@@ -305,7 +311,8 @@ def test_random_kills_and_races_keep_every_collection_whole(tmp_path, model_fold
             assert not tried[c], f"{path.name} was written to but does not exist ({context})"
             continue
         total += check_collection(path, must=added[c] - deleted[c] - doubtful[c],
-                                  may=tried[c] - deleted[c], never=deleted[c])
+                                  may=tried[c] - deleted[c], never=deleted[c], calls=calls[c],
+                                  doubtful=doubtful[c])
     assert total > 0
     troubles = [r.getMessage() for r in caplog.records if "corrupt" in r.getMessage() or "rebuild" in r.getMessage()]
     assert not troubles, f"{troubles} ({context})"
