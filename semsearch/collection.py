@@ -101,6 +101,8 @@ class Collection:
         path = collection_path(name_or_path, home)
         if (path / STORE_FILE).is_file():
             return cls._existing(path, exist_ok, settings, device, embedder)
+        if path.exists() and not path.is_dir():
+            raise InvalidInput(f"{path} is a file; a collection is a folder")
         index, variant = index or DEFAULTS["index"], variant or DEFAULTS["variant"]
         overlap = DEFAULTS["overlap"] if overlap is None else overlap
         from .models import VARIANT_FILES

@@ -444,6 +444,10 @@ def beir_header_only_qrels(ctx: Ctx) -> None:
     write(folder / "qrels" / "test.tsv", "query-id\tcorpus-id\tscore\n")
 
 
+def check_note_kept(ctx: Ctx, result: Result) -> None:
+    assert (ctx.T / "note.txt").read_text() == "mine"
+
+
 def check_not_created(ctx: Ctx, result: Result) -> None:
     assert not (ctx.T / "new" / STORE).exists()
 
@@ -534,6 +538,16 @@ CASES = [
     Case("index-unknown-index-type", ("index", "{T}", "--name", "{T}/new", "--index", "IVFnonsense"),
          check=check_not_created),
     Case("collection-name-dotdot", ("info", "..")),
+    Case("collection-path-is-a-file", ("add", "{T}/note.txt", "--text", "x"),
+         setup=lambda ctx: write(ctx.T / "note.txt", "mine"), check=check_note_kept),
+    Case("k-just-over-the-limit", (*SEARCH, "-k", "10001"), match="k"),
+    Case("add-blank-id", ("add", C, "--id", " ", "--text", "x"), match="id"),
+    Case("jsonl-duplicate-ids", ("add", C, "--jsonl", "{T}/dup.jsonl"), match="unique",
+         setup=jsonl("dup.jsonl", '{"id": "a", "text": "one"}', '{"id": "a", "text": "two"}')),
+    Case("jsonl-id-too-long", ("add", C, "--jsonl", "{T}/long.jsonl"), match="id",
+         setup=jsonl("long.jsonl", json.dumps({"id": "x" * 5000, "text": "one"}))),
+    Case("jsonl-metadata-nested-too-deep", ("add", C, "--jsonl", "{T}/meta.jsonl"), match="deep",
+         setup=jsonl("meta.jsonl", json.dumps({"text": "one", "m": json.loads("[" * 30 + "]" * 30)}))),
     Case("eval-header-only-qrels", ("eval", "{T}/beir"), match="qrels", setup=beir_header_only_qrels),
     # -- not found (3) -----------------------------------------------------------------------
     Case("search-no-such-collection", ("search", "{T}/nope", "cats"), code=3, match="nope"),
@@ -622,6 +636,9 @@ CASES = [
     Case("api-add-vectors-wrong-dim", api=lambda c: c.add_vectors(["v"], unit(c, 7), ["a text"])),
     Case("api-delete-a-bare-string-is-one-id", api=lambda c: c.delete("12"), code=0,
          check=lambda ctx, r: r.value == 0 or pytest.fail(f"delete('12') said {r.value}")),  # item 6
+    Case("api-delete-none", api=lambda c: c.delete(None)),
+    Case("api-where-empty-key", api=lambda c: c.search("cats", where={"": "pets"})),
+    Case("api-add-files-missing-path", api=lambda c: c.add_files(["/no/such/folder"]), code=3),
     Case("api-open-no-such-collection", api=lambda c: Collection.open(c.path / "nope"), code=3),
     Case("api-create-existing", api=lambda c: Collection.create(c.path), code=75),
 ]
