@@ -13,7 +13,9 @@ For each BEIR folder this script
 
     python benchmarks/quality.py                      # references + our modes, 3 collections
     python benchmarks/quality.py --grid               # + the prototype grid
+    python benchmarks/quality.py --sweep              # + our hybrid at several feedback settings
     python benchmarks/quality.py --data ../shared/data/med --json out.json
+    python benchmarks/quality.py --cjk                # unicode61 vs trigram vs bigrams on CJK words
 """
 from __future__ import annotations
 
@@ -31,6 +33,7 @@ import semsearch
 from semsearch import evaluate
 from semsearch.evaluation import DEPTH, join_title
 from semsearch.metrics import load_beir, score_run
+from semsearch.search import FEEDBACK_DOCS, FEEDBACK_WEIGHT
 
 HERE = Path(__file__).resolve().parent
 CACHE = HERE / ".cache"
@@ -82,6 +85,7 @@ class Bench:
                 np.save(self.docvec_file, coll.embedder.embed(texts, kind="passage"))
         self.docvecs = np.load(self.docvec_file)
         self.fts = self._doc_fts()
+        self.doc_words, self.df = None, None  # for expansion(), made on first use
 
     def _doc_fts(self) -> sqlite3.Connection:
         """Document-level FTS5 tables (one per tokenizer), in a cache file of their own."""
@@ -129,9 +133,11 @@ class Bench:
 
     # -- lexical ---------------------------------------------------------------------------
     def lexical_docs(self, query: str, table: str = "porter", stop: bool = False, dedup: bool = False,
-                     depth: int = DEPTH) -> list[tuple[str, float]]:
-        """FTS5 BM25 over whole documents."""
+                     depth: int = DEPTH, extra: list[str] = ()) -> list[tuple[str, float]]:
+        """FTS5 BM25 over whole documents (``extra``: feedback words; the query's count twice)."""
         match = fts_or(query, stop, dedup)
+        if extra and match:
+            match = " OR ".join([match, match] + [f'"{w}"' for w in extra])
         if not match:
             return []
         rows = self.fts.execute(
@@ -218,6 +224,17 @@ def references(b: Bench) -> dict[str, dict]:
     return out
 
 
+# (feedback documents, feedback weight) tried through the package itself (--sweep)
+SWEEP = [(n, w) for n in (2, 3, 5) for w in (0.6, 1.0, 1.5, 2.0)] + [(3, 1.25), (3, 3.0), (3, 5.0)]
+
+
+def sweep(b: Bench) -> dict[str, dict]:
+    """semsearch hybrid (as `eval` runs it) at each feedback setting in SWEEP."""
+    return {f"semsearch hybrid, feedback n={n} b={w}": evaluate(
+        b.folder, mode="hybrid", collection=str(b.path), index="flat", feedback_docs=n,
+        feedback_weight=w)["metrics"] for n, w in SWEEP}
+
+
 def ours(b: Bench, modes=MODES) -> dict[str, dict]:
     out = {}
     for mode in modes:
@@ -255,19 +272,55 @@ def grid(b: Bench) -> dict[str, dict]:
     for how in ("minmax", "zscore", "max"):
         for alpha in (0.3, 0.4, 0.5, 0.6, 0.7):
             runs[f"combsum {how} a={alpha}"] = [combsum([d, l], alpha, how) for d, l in zip(dense, lexical)]
-    # pseudo-relevance feedback on the dense side (Rocchio): query += beta * mean(top-n fused docs' best chunks)
-    base = {"rrf60": runs["rrf k=60"], "minmax.5": runs["combsum minmax a=0.5"]}
+    # pseudo-relevance feedback on the dense side (Rocchio): the query vector += b * the mean of
+    # the best chunks of the top-n documents of a first fusion; then RRF k=60 again
+    base = {"rrf60": runs["rrf k=60"], "minmax.5": runs["combsum minmax a=0.5"],
+            "max.6": runs["combsum max a=0.6"], "zscore.5": runs["combsum zscore a=0.5"]}
     for base_name, fused in base.items():
-        for n in (3, 5, 10):
-            for beta in (0.3, 0.6, 1.0):
-                moved = rocchio(b, fused, n, beta)
-                dense2 = b.dense_docs(moved)
-                runs[f"prf dense n={n} b={beta} on {base_name} -> dense"] = dense2
-                runs[f"prf dense n={n} b={beta} on {base_name} -> rrf60"] = [
+        for n in (2, 3, 5):
+            for beta in (0.6, 1.0, 1.5):
+                dense2 = b.dense_docs(rocchio(b, fused, n, beta), depth=1000)
+                runs[f"prf n={n} b={beta} on {base_name} -> rrf60"] = [
                     rrf([d, l], 60) for d, l in zip(dense2, lexical)]
-                runs[f"prf dense n={n} b={beta} on {base_name} -> minmax.5"] = [
-                    combsum([d, l], 0.5) for d, l in zip(dense2, lexical)]
+                runs[f"prf n={n} b={beta} on {base_name} -> rrf60 depth 1000"] = [
+                    rrf([d, l], 60, depth=1000) for d, l in zip(dense2, lexical_deep)]
+                if base_name == "minmax.5":
+                    runs[f"prf n={n} b={beta} on {base_name} -> dense alone"] = dense2
+    # what the package ships: the same feedback, the lexical side without STOPWORDS, words once
+    lexical_stop = runs["lex doc porter stop=on dedup=on"]
+    first = [combsum([d, l], 0.5, "zscore") for d, l in zip(dense, lexical_stop)]
+    moved = b.dense_docs(rocchio(b, first, FEEDBACK_DOCS, FEEDBACK_WEIGHT), depth=1000)
+    runs["shipped: prf n=3 b=2.0 on zscore.5 -> rrf60, shipped lexical"] = shipped = [
+        rrf([d, l], 60) for d, l in zip(moved, lexical_stop)]
+    # lexical feedback (RM3-like): add the top-m terms (tf/len x idf) of the top fb documents
+    # of the shipped ranking to the query (its own words counted twice), then RRF again
+    for fb in (3, 5):
+        for m in (5, 10, 20):
+            expanded = [b.lexical_docs(t, stop=True, dedup=True, extra=expansion(b, t, ranked[:fb], m))
+                        for t, ranked in zip(q, shipped)]
+            runs[f"+ lexical feedback fb={fb} m={m} -> lexical alone"] = expanded
+            runs[f"+ lexical feedback fb={fb} m={m} -> rrf60"] = [
+                rrf([d, l], 60) for d, l in zip(moved, expanded)]
     return {name: b.score(dict(zip(b.qids, run))) for name, run in runs.items()}
+
+
+def expansion(b: Bench, query: str, feedback, m: int) -> list[str]:
+    """The m best new words of the feedback documents by sum of tf/len x idf (unstemmed)."""
+    if b.doc_words is None:
+        b.doc_words = {k: [w for w in WORD.findall(join_title(b.data.corpus[k]).lower())
+                           if w not in STOPWORDS and not w.isdigit() and len(w) > 2] for k in b.doc_keys}
+        b.df = defaultdict(int)
+        for words in b.doc_words.values():
+            for w in set(words):
+                b.df[w] += 1
+    asked = set(WORD.findall(query.lower()))
+    weight: dict[str, float] = defaultdict(float)
+    for key, _ in feedback:
+        words = b.doc_words[key]
+        for w in words:
+            if w not in asked:
+                weight[w] += np.log(len(b.doc_keys) / b.df[w]) / len(words)
+    return sorted(weight, key=weight.get, reverse=True)[:m]
 
 
 def rocchio(b: Bench, fused, n: int, beta: float) -> np.ndarray:
@@ -285,6 +338,47 @@ def rocchio(b: Bench, fused, n: int, beta: float) -> np.ndarray:
         if rows:
             moved[i] += beta * b.vectors[rows].mean(0)
     return moved / np.linalg.norm(moved, axis=1, keepdims=True)
+
+
+# Korean, Chinese and Japanese sentences, and query words with the documents that contain them
+CJK_DOCS = [
+    "임베딩은 문장의 의미를 벡터로 나타낸다. 트랜스포머 모델이 임베딩을 만든다.",
+    "검색 시스템은 임베딩으로 문서를 찾는다. 모델의 크기가 중요하다.",
+    "변환기는 주의 메커니즘을 사용한다.",
+    "向量检索使用嵌入表示文本的含义。模型把句子变成向量。",
+    "猫在桌子上睡觉。",
+    "埋め込みは文の意味をベクトルで表す。モデルが埋め込みを作る。",
+    "検索システムは埋め込みを使って文書を探す。",
+    "Transformers turn sentences into embeddings for semantic search.",
+]
+CJK_QUERIES = {"임베딩": {0, 1}, "모델": {0, 1}, "검색": {1}, "向量": {3}, "嵌入": {3}, "猫": {4},
+               "埋め込み": {5, 6}, "モデル": {5}, "検索": {6}, "embedding": {7}, "search": {7}}
+
+
+def cjk_check() -> str:
+    """Which FTS5 set-up finds each CJK word inside the sentences that contain it."""
+    from semsearch.lang import fts_terms, fts_text
+
+    db = sqlite3.connect(":memory:")
+    setups = {  # name: (tokenizer, document text, query)
+        "unicode61 (before)": ("porter unicode61 remove_diacritics 2", str, lambda w: f'"{w}"'),
+        "trigram": ("trigram", str, lambda w: f'"{w}"'),
+        "bigrams (shipped)": ("porter unicode61 remove_diacritics 2", fts_text, lambda w: " ".join(fts_terms(w))),
+    }
+    lines = ["| query word | " + " | ".join(setups) + " |", "|---|" + "---|" * len(setups)]
+    found = dict.fromkeys(setups, 0)
+    for i, (name, (tokenize, doc, _)) in enumerate(setups.items()):
+        db.execute(f"CREATE VIRTUAL TABLE t{i} USING fts5(text, tokenize='{tokenize}')")
+        db.executemany(f"INSERT INTO t{i}(rowid, text) VALUES (?, ?)", [(j, doc(d)) for j, d in enumerate(CJK_DOCS)])
+    for word, want in CJK_QUERIES.items():
+        cells = []
+        for i, (name, (_, _, query)) in enumerate(setups.items()):
+            got = {r[0] for r in db.execute(f"SELECT rowid FROM t{i} WHERE t{i} MATCH ?", (query(word),))}
+            found[name] += got == want
+            cells.append("found" if got == want else f"got {sorted(got)}, want {sorted(want)}")
+        lines.append(f"| {word} | " + " | ".join(cells) + " |")
+    lines.append("| **right** | " + " | ".join(f"{n} of {len(CJK_QUERIES)}" for n in found.values()) + " |")
+    return "\n".join(lines)
 
 
 def table(results: dict[str, dict[str, dict]]) -> str:
@@ -309,7 +403,12 @@ def main():
     parser.add_argument("--grid", action="store_true", help="also run the prototype grid")
     parser.add_argument("--no-ours", action="store_true", help="skip semsearch's own modes")
     parser.add_argument("--json", help="also write every figure here")
+    parser.add_argument("--cjk", action="store_true", help="only the CJK tokenizer check")
+    parser.add_argument("--sweep", action="store_true", help="also our hybrid at each feedback setting")
     args = parser.parse_args()
+    if args.cjk:
+        print(cjk_check())
+        return
     CACHE.mkdir(exist_ok=True)
     results: dict[str, dict[str, dict]] = {}
     for folder in args.data:
@@ -321,6 +420,8 @@ def main():
             results[b.name].update(ours(b))
         if args.grid:
             results[b.name].update(grid(b))
+        if args.sweep:
+            results[b.name].update(sweep(b))
     print(table(results))
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))

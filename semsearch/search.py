@@ -22,7 +22,7 @@ HYBRID_DEPTH = 100  # candidates each side contributes to the fusion
 # Rocchio feedback: the query vector moves towards the mean of the best chunks of the top
 # fused documents (settings that held on every development collection: benchmarks/README.md)
 FEEDBACK_DOCS = 3
-FEEDBACK_WEIGHT = 1.0
+FEEDBACK_WEIGHT = 2.0
 # Query words left out of the lexical query (all kept when nothing else is left): measured
 # +0.8 / +0.6 / +0.1 nDCG@10 on Cranfield / MED / NPL over keeping them (words once each).
 STOPWORDS = frozenset(
