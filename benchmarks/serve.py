@@ -90,16 +90,17 @@ def stop(proc: subprocess.Popen) -> None:
 
 async def load(url: str, path: str, bodies, clients: int, seconds: float, max_requests: int) -> dict:
     """``clients`` tasks posting back to back until ``seconds`` or ``max_requests`` are used up."""
-    latencies, errors = [], 0
+    latencies, errors, sent = [], 0, 0  # sent: warm-up included (the server's CPU time is)
     counter = itertools.count()
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
     async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as client:
         async def worker(deadline):
-            nonlocal errors
+            nonlocal errors, sent
             while time.perf_counter() < deadline:
                 i = next(counter)
                 if i >= max_requests:
                     return
+                sent += 1
                 started = time.perf_counter()
                 try:
                     r = await client.post(path, json=bodies(i))
@@ -119,13 +120,19 @@ async def load(url: str, path: str, bodies, clients: int, seconds: float, max_re
         wall = time.perf_counter() - started
         cpu = time.process_time() - cpu
     lat = np.array(latencies) * 1000 if latencies else np.array([np.nan])
-    return {"requests": len(latencies), "errors": errors, "rps": len(latencies) / wall,
+    return {"requests": len(latencies), "sent": sent, "errors": errors, "rps": len(latencies) / wall,
             "p50": float(np.percentile(lat, 50)), "p95": float(np.percentile(lat, 95)),
             "p99": float(np.percentile(lat, 99)), "client_cpu": cpu / wall}
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process, all its threads (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def median_runs(runs: list[dict]) -> dict:
-    keys = ("rps", "texts_per_s", "of_direct", "p50", "p95", "p99", "client_cpu", "load")
+    keys = ("rps", "texts_per_s", "of_direct", "p50", "p95", "p99", "client_cpu", "cpu_ms_per_text", "load")
     out = {k: statistics.median(r[k] for r in runs) for k in keys if k in runs[0]}
     out["errors"] = sum(r["errors"] for r in runs)
     out["requests"] = sum(r["requests"] for r in runs)
@@ -142,10 +149,12 @@ class Direct:
         self.texts = texts[:count]
         self.embedder.embed(self.texts[:64])
 
-    def rate(self) -> float:
-        started = time.perf_counter()
+    def rate(self) -> tuple[float, float]:
+        """(texts per second, CPU milliseconds per text)."""
+        started, cpu = time.perf_counter(), time.process_time()
         self.embedder.embed(self.texts)
-        return len(self.texts) / (time.perf_counter() - started)
+        return (len(self.texts) / (time.perf_counter() - started),
+                (time.process_time() - cpu) * 1000 / len(self.texts))
 
 
 def main() -> None:
@@ -208,30 +217,34 @@ def main() -> None:
     # every server runs at once, idle but for the one under load; each round runs the direct
     # ceiling and then each server on the same cell, so a ratio compares like with like on a
     # machine whose other load comes and goes
-    procs, urls = [], {}
+    procs, urls, pids = [], {}, {}
     try:
         for name, command, health, embed_path, supports in servers:
             port = free_port()
             urls[name] = f"http://127.0.0.1:{port}"
             procs.append(start(command(port), urls[name], home / f"{name}.log", health))
+            pids[name] = procs[-1].pid
         for scenario in scenarios:
             for n in clients:
                 runs = {}
                 for _ in range(args.repeats):
-                    ceiling = direct.rate() if scenario != "search" else None
+                    ceiling, cpu_ms = direct.rate() if scenario != "search" else (None, None)
                     if ceiling:
                         runs.setdefault("direct", []).append(
                             {"rps": ceiling, "texts_per_s": ceiling, "of_direct": 1.0, "p50": 0, "p95": 0, "p99": 0,
-                             "client_cpu": 0, "load": os.getloadavg()[0], "errors": 0, "requests": 0})
+                             "client_cpu": 0, "cpu_ms_per_text": cpu_ms, "load": os.getloadavg()[0], "errors": 0,
+                             "requests": 0})
                     for name, _, _, embed_path, supports in servers:
                         if scenario not in supports:
                             continue
                         path = "/v1/collections/cranfield/search" if scenario == "search" else embed_path
-                        load_before = os.getloadavg()[0]
+                        load_before, cpu = os.getloadavg()[0], cpu_seconds(pids[name])
                         run = asyncio.run(load(urls[name], path, bodies(scenario, MODEL), n, args.seconds,
                                                args.max_requests))
                         run["load"] = load_before
                         if ceiling:
+                            sent_texts = run["sent"] * (32 if scenario == "batch32" else 1)
+                            run["cpu_ms_per_text"] = (cpu_seconds(pids[name]) - cpu) * 1000 / max(sent_texts, 1)
                             run["texts_per_s"] = run["rps"] * (32 if scenario == "batch32" else 1)
                             run["of_direct"] = run["texts_per_s"] / ceiling
                         runs.setdefault(name, []).append(run)
@@ -249,17 +262,18 @@ def main() -> None:
 
 
 def table(results: dict) -> str:
-    lines = ["| scenario | clients | server | req/s | texts/s | of direct | p50 ms | p95 ms | p99 ms | errors | load |",
-             "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    lines = ["| scenario | clients | server | req/s | texts/s | of direct | CPU ms/text | p50 ms | p95 ms | p99 ms "
+             "| errors | load |",
+             "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in results["rows"]:
         if r["server"] == "direct":
             lines.append(f"| {r['scenario']} | {r['clients']} | direct `embed` | | {r['texts_per_s']:.0f} | 100% "
-                         f"| | | | | {r['load']:.1f} |")
+                         f"| {r['cpu_ms_per_text']:.1f} | | | | | {r['load']:.1f} |")
             continue
         embeds = "texts_per_s" in r
         lines.append(f"| {r['scenario']} | {r['clients']} | {r['server']} | {r['rps']:.1f} "
-                     f"| {r['texts_per_s']:.0f} | {r['of_direct']:.0%} " if embeds else
-                     f"| {r['scenario']} | {r['clients']} | {r['server']} | {r['rps']:.1f} | | ")
+                     f"| {r['texts_per_s']:.0f} | {r['of_direct']:.0%} | {r['cpu_ms_per_text']:.1f} " if embeds else
+                     f"| {r['scenario']} | {r['clients']} | {r['server']} | {r['rps']:.1f} | | | ")
         lines[-1] += (f"| {r['p50']:.0f} | {r['p95']:.0f} | {r['p99']:.0f} | {r['errors']} | {r['load']:.1f} |")
     return "\n".join(lines)
 
