@@ -449,8 +449,8 @@ class Collection:
         hybrid: Reciprocal Rank Fusion (constant ``rrf_k``, (dense, lexical) ``weights``) of
         the lexical document ranking with a dense one whose query vector is moved towards
         the best chunks of the ``feedback_docs`` best fused documents by ``feedback_weight``
-        (Rocchio pseudo-relevance feedback; 0 turns it off). Lexical and hybrid give one hit
-        per document; ``docs`` does so for dense. ``where`` filters on document metadata
+        (Rocchio pseudo-relevance feedback; 0 turns it off). ``docs`` keeps one hit per
+        document (lexical always gives one). ``where`` filters on document metadata
         before ranking, on both sides. What each mode's score means: search.Hit.
         ``query_vectors``: the queries already embedded (one row each, with the pinned model
         and its query prompt), e.g. by a server's batcher.
