@@ -448,7 +448,7 @@ class Collection:
         ``mode``: dense (vectors; chunks), lexical (FTS5 BM25 over whole documents) or
         hybrid: Reciprocal Rank Fusion (constant ``rrf_k``, (dense, lexical) ``weights``) of
         the lexical document ranking with a dense one whose query vector is moved towards
-        the best chunks of the ``feedback_docs`` best fused documents by ``feedback_weight``
+        the best chunks of the ``feedback_docs`` documents a z-score fusion puts first, by ``feedback_weight``
         (Rocchio pseudo-relevance feedback; 0 turns it off). ``docs`` keeps one hit per
         document (lexical always gives one). ``where`` filters on document metadata
         before ranking, on both sides. What each mode's score means: search.Hit.
