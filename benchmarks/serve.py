@@ -91,6 +91,7 @@ def stop(proc: subprocess.Popen) -> None:
 async def load(url: str, path: str, bodies, clients: int, seconds: float, max_requests: int) -> dict:
     """``clients`` tasks posting back to back until ``seconds`` or ``max_requests`` are used up."""
     latencies, errors, sent = [], 0, 0  # sent: warm-up included (the server's CPU time is)
+    kinds: dict[str, int] = {}  # what the errors were
     counter = itertools.count()
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
     async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as client:
@@ -104,23 +105,26 @@ async def load(url: str, path: str, bodies, clients: int, seconds: float, max_re
                 started = time.perf_counter()
                 try:
                     r = await client.post(path, json=bodies(i))
-                    ok = r.status_code == 200
-                except httpx.HTTPError:
-                    ok = False
-                if ok:
+                    kind = None if r.status_code == 200 else str(r.status_code)
+                except httpx.HTTPError as exc:
+                    kind = type(exc).__name__
+                if kind is None:
                     latencies.append(time.perf_counter() - started)
                 else:
                     errors += 1
+                    kinds[kind] = kinds.get(kind, 0) + 1
 
         await asyncio.gather(*(worker(time.perf_counter() + 0.5) for _ in range(clients)))  # warm-up
         latencies.clear()
+        kinds.clear()
         errors, counter = 0, itertools.count()
         cpu, started = time.process_time(), time.perf_counter()
         await asyncio.gather(*(worker(started + seconds) for _ in range(clients)))
         wall = time.perf_counter() - started
         cpu = time.process_time() - cpu
     lat = np.array(latencies) * 1000 if latencies else np.array([np.nan])
-    return {"requests": len(latencies), "sent": sent, "errors": errors, "rps": len(latencies) / wall,
+    return {"requests": len(latencies), "sent": sent, "errors": errors, "error_kinds": kinds,
+            "rps": len(latencies) / wall,
             "p50": float(np.percentile(lat, 50)), "p95": float(np.percentile(lat, 95)),
             "p99": float(np.percentile(lat, 99)), "client_cpu": cpu / wall}
 
@@ -135,6 +139,8 @@ def median_runs(runs: list[dict]) -> dict:
     keys = ("rps", "texts_per_s", "of_direct", "p50", "p95", "p99", "client_cpu", "cpu_ms_per_text", "load")
     out = {k: statistics.median(r[k] for r in runs) for k in keys if k in runs[0]}
     out["errors"] = sum(r["errors"] for r in runs)
+    out["error_kinds"] = {k: sum(r.get("error_kinds", {}).get(k, 0) for r in runs)
+                          for k in {k for r in runs for k in r.get("error_kinds", {})}}
     out["requests"] = sum(r["requests"] for r in runs)
     return out
 

@@ -61,5 +61,7 @@ def serve(collections=(), home=None, host: str = "127.0.0.1", port: int = 8000, 
     print(f"serving {embedder.manifest['name']} ({variant}, {embedder.providers[0]}) and "
           f"{len(opened)} collection(s) [{', '.join(opened)}] on http://{host}:{port}"
           f"{'' if settings.api_keys else ' without an API key'}", file=sys.stderr, flush=True)
+    # keep-alive 30 s, not uvicorn's 5: a client pool reusing a connection the server is
+    # closing gets a reset (the benchmark's one error at 64 clients)
     uvicorn.run(app, host=host, port=port, access_log=access_log, log_level="info",
-                timeout_graceful_shutdown=drain_seconds, server_header=False)
+                timeout_graceful_shutdown=drain_seconds, timeout_keep_alive=30, server_header=False)
