@@ -36,19 +36,27 @@ class _Request:
         self.left = len(tokens)
         self.arrived = time.monotonic()
 
-    def settle(self, result=None, error=None) -> None:
+
+def _hand_over(settled: list[tuple[_Request, object, BaseException | None]]) -> None:
+    """Wake each event loop once for all the requests a run finished (one wake-up per
+    request cost a context switch each on the loaded machine)."""
+    by_loop: dict = {}
+    for item in settled:
+        by_loop.setdefault(item[0].loop, []).append(item)
+    for loop, items in by_loop.items():
         try:
-            self.loop.call_soon_threadsafe(_settle, self.future, result, error)
+            loop.call_soon_threadsafe(_settle, items)
         except RuntimeError:  # the loop is gone: nobody is waiting any more
             pass
 
 
-def _settle(future: asyncio.Future, result, error) -> None:
-    if not future.done():  # a client that went away cancelled it
-        if error is not None:
-            future.set_exception(error)
-        else:
-            future.set_result(result)
+def _settle(items) -> None:
+    for request, result, error in items:
+        if not request.future.done():  # a client that went away cancelled it
+            if error is not None:
+                request.future.set_exception(error)
+            else:
+                request.future.set_result(result)
 
 
 class MicroBatcher:
@@ -82,20 +90,23 @@ class MicroBatcher:
 
     async def embed(self, texts: list[str], kind: str | None = None) -> tuple[np.ndarray, int]:
         """(vectors, tokens embedded) for ``texts``, their rows computed in shared model runs."""
-        with self._cond:
-            self._arriving += 1
-        try:
-            if sum(map(len, texts)) <= INLINE_CHARS:  # microseconds: cheaper than a thread hop
-                tokens = self.embedder.tokenize(texts, kind)
-            else:
-                tokens = await run_in_threadpool(self.embedder.tokenize, texts, kind)
-        finally:
+        inline = sum(map(len, texts)) <= INLINE_CHARS  # microseconds: cheaper than a thread hop
+        if inline:
+            tokens = self.embedder.tokenize(texts, kind)
+        else:
             with self._cond:
-                self._arriving -= 1
-                self._cond.notify()
+                self._arriving += 1
+            try:
+                tokens = await run_in_threadpool(self.embedder.tokenize, texts, kind)
+            except BaseException:
+                with self._cond:
+                    self._arriving -= 1
+                raise
         loop = asyncio.get_running_loop()
         request = _Request(tokens, loop.create_future(), loop, self.embedder.dim)
-        with self._cond:
+        with self._cond:  # one lock and one notify per request
+            if not inline:
+                self._arriving -= 1
             if self._closed:
                 raise Overloaded("the server is shutting down")
             if self._queued + len(tokens) > self.settings.max_queue:
@@ -127,9 +138,7 @@ class MicroBatcher:
                 self._run(taken)
             except BaseException as exc:  # never strand a request; log what was not a model error
                 log.exception("embedding batch failed")
-                for request in taken:
-                    if request.left:
-                        request.settle(error=exc)
+                _hand_over([(request, None, exc) for request in taken if request.left])
             finally:
                 with self._cond:
                     self._queued -= sum(len(r.tokens) for r in taken)
@@ -155,13 +164,15 @@ class MicroBatcher:
             if all(taken[i].future.done() for i in np.unique(owner[rows])):
                 continue  # everyone waiting for these rows left (or failed) meanwhile
             batch = tokens.select(rows)
+            settled = []
             try:
                 vectors = self.embedder.run(batch)
             except Exception as exc:  # e.g. ModelError on non-finite output: fail these requests only
                 for i in np.unique(owner[rows]):
                     if taken[i].left:
                         taken[i].left = 0
-                        taken[i].settle(error=exc)
+                        settled.append((taken[i], None, exc))
+                _hand_over(settled)
                 continue
             self.metrics.ran(len(rows), len(rows) * bucket(int(batch.lengths.max()), self.embedder.widths))
             for i in np.unique(owner[rows]):
@@ -174,7 +185,8 @@ class MicroBatcher:
                 if not request.left:
                     self.metrics.embedded(len(request.tokens), int(request.tokens.lengths.sum()),
                                           request.tokens.truncated)
-                    request.settle(request.out)
+                    settled.append((request, request.out, None))
+            _hand_over(settled)
 
 
 class Unbatched:
