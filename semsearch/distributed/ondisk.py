@@ -32,8 +32,8 @@ from ..index import TRAIN_MAX, _nlist, _query_like
 METRIC = faiss.METRIC_INNER_PRODUCT
 POINTER = "ondisk.json"  # names the current build folder inside its parent
 CHANGES = "ondisk-changes.npz"  # tombstones + delta since that build, beside the pointer
-READ_ROWS = 65_536  # Parquet rows read at a time
-PART_ROWS = 131_072  # vectors a fill task holds before writing a part (200 MB at 384-d)
+READ_ROWS = 16_384  # Parquet rows read at a time (25 MB at 384-d)
+PART_ROWS = 65_536  # vectors a fill task holds before writing a part (100 MB at 384-d)
 TARGET_RECALL = 0.95
 K_FACTOR = 8  # IVF-PQ: candidates per hit re-ranked with exact vectors
 
@@ -159,7 +159,8 @@ def fill_shards(trained: bytes, shards: Sequence, out_dir: Path, use_ray: bool,
     if use_ray:
         import ray
         ref = ray.put(trained)
-        task = ray.remote(num_cpus=1, max_retries=3)(fill_shard)
+        # a fresh worker per shard: the allocator of a reused one keeps what a shard took
+        task = ray.remote(num_cpus=1, max_retries=3, max_calls=1)(fill_shard)
         parts = ray.get([task.remote(ref, str(s), o, part_rows) for s, o in zip(shards, prefixes)])
     else:
         parts = [fill_shard(trained, str(s), o, part_rows) for s, o in zip(shards, prefixes)]
