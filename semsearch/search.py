@@ -221,16 +221,19 @@ class Ranker:
             if len(chosen) == k:
                 break
         missing = [r.doc_id for r in chosen if r.chunk_id is None]
-        if missing and vector is None:
-            found = self.best_lexical_chunks(fts_query(text), missing)
-        else:
-            found = {d: c for d, (c, _) in self.best_chunks(missing, vector).items()}
-        for r in chosen:
-            if r.chunk_id is None:
-                r.chunk_id = found.get(r.doc_id)
-        chosen = [r for r in chosen if r.chunk_id is not None]
+        if missing:
+            if vector is None:
+                found = self.best_lexical_chunks(fts_query(text), missing)
+            else:
+                found = {d: c for d, (c, _) in self.best_chunks(missing, vector).items()}
+            for r in chosen:
+                if r.chunk_id is None:
+                    r.chunk_id = found.get(r.doc_id)
+            chosen = [r for r in chosen if r.chunk_id is not None]
         ids = np.array([r.chunk_id for r in chosen], np.int64)
-        cosines = (self.store.chunk_vectors(ids) @ vector).tolist() if vector is not None and len(ids) else None
+        # dense scores are the cosines already; other modes read them from the stored vectors
+        cosines = (self.store.chunk_vectors(ids) @ vector).tolist() \
+            if vector is not None and mode != "dense" and len(ids) else None
         rows = self.store.chunk_rows(ids.tolist())
         hits = []
         for i, r in enumerate(chosen):
