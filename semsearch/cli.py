@@ -138,7 +138,8 @@ def models(as_json):
 @click.option("--model", default=None, help="Model name, HF folder, exported folder or hub id.")
 @click.option("--variant", type=VARIANTS, default="fp32", show_default=True)
 @click.option("--device", type=DEVICES, default="auto", show_default=True)
-@click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True)
+@click.option("--batch-size", type=click.IntRange(1, 100_000), default=None,
+              help="Texts per model run [default: the device's token budget; 32 on the CPU].")
 @click.option("--kind", type=click.Choice(["query", "passage"]), default=None,
               help="Apply the model's query/passage prefix.")
 def embed(texts, file_, fmt, out, model, variant, device, batch_size, kind):

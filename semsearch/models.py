@@ -45,7 +45,7 @@ def source_for(model: str | os.PathLike | None) -> tuple[str, str]:
     if path.exists():
         raise ModelError(f"{model} is a file; a model is a folder or a hub id")
     if str(model).startswith(("/", "./", "../", "~")) or str(model).count("/") > 1:
-        raise ModelError(f"no model folder at {model}")
+        raise ModelNotFound(f"no model folder at {model}")
     return str(model), str(model)
 
 

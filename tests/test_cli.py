@@ -145,7 +145,7 @@ def test_embed_npy_writes_an_array(model_folder, tmp_path):
 def test_embed_with_missing_model_is_a_one_line_error(model_folder, tmp_path):
     result = run("embed", "hello", "--model", tmp_path / "nonexistent" / "dir",
                  env={"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
-    assert_one_line_error(result)
+    assert_one_line_error(result, code=3)
 
 
 def test_embed_with_corrupt_model_says_reexport(model_folder, tmp_path):
