@@ -200,7 +200,7 @@ def test_worker_killed_mid_job_every_document_once(tmp_path, home, ray_local):
 
     from semsearch.collection import Collection
     from semsearch.distributed import index_paths
-    corpus = write_corpus(tmp_path / "corpus", n_files=12, words=300)
+    corpus = write_corpus(tmp_path / "corpus", n_files=24, words=300)  # 6 calls on one actor
     killed, later = [], set()
 
     def kill_a_worker(key):
@@ -235,7 +235,7 @@ def test_driver_killed_rerun_embeds_only_what_was_not_committed(tmp_path, home, 
 
     from semsearch.collection import Collection
     from semsearch.distributed import index_paths
-    corpus = write_corpus(tmp_path / "corpus", n_files=12, words=300)
+    corpus = write_corpus(tmp_path / "corpus", n_files=40, words=200)  # 10 calls: commits keep coming
     address = ray_local.get_runtime_context().gcs_address
     driver = subprocess.Popen([sys.executable, "-m", "semsearch", "index", str(corpus), "--name", "crash",
                                "--ray", address], env=dict(os.environ), stdout=subprocess.DEVNULL,
