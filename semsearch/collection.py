@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import shutil
 import stat
 import threading
 import time
@@ -37,6 +38,10 @@ log = logging.getLogger("semsearch")
 STORE_FILE = "store.sqlite"
 INDEX_FILE = "index.faiss"
 LOCK_FILE = "write.lock"
+ONDISK_POINTER = "ondisk.json"  # names the current `semsearch build` folder (distributed/ondisk.py)
+ONDISK_CHANGES = "ondisk-changes.npz"  # tombstones + delta since that build, beside the pointer
+ONDISK_BUILDS = "ondisk-*"  # the build folders themselves
+ONDISK_SHARDS = "shards"  # the Parquet shards a build wrote inside the collection (the default)
 # every file a collection folder may hold: delete_collection removes these and nothing else
 OWN_FILES = (STORE_FILE, STORE_FILE + "-wal", STORE_FILE + "-shm", INDEX_FILE, LOCK_FILE)
 MIN_TRAIN = 2_000  # below this, indexes that need training wait as exact search
@@ -192,7 +197,7 @@ class Collection:
         """The collection's own model, loaded on first use and checked against the pin."""
         with self._embedder_lock:
             if self._embedder is None:
-                self._embedder = _check_pin(self, _load_pinned(self.pinned, self._device))
+                self._embedder = _check_pin(self, load_pinned(self.pinned, self._device))
             return self._embedder
 
     def use_embedder(self, embedder) -> None:
@@ -229,13 +234,20 @@ class Collection:
         """Start reading the index file while the model loads: a cold search waits for
         the slower of the two, not for both (faiss and ONNX Runtime release the GIL)."""
         file = self.path / INDEX_FILE
-        if self._index is None and self._index_read is None and file.is_file():
+        if self._index is None and self._index_read is None and file.is_file() \
+                and not (self.path / ONDISK_POINTER).is_file():
             from concurrent.futures import ThreadPoolExecutor
             pool = ThreadPoolExecutor(1)
             self._index_read = pool.submit(VectorIndex.load, file, self.id)
             pool.shutdown(wait=False)
 
     def _load_index_file(self) -> None:
+        if (self.path / ONDISK_POINTER).is_file():  # `semsearch build` made an on-disk index: map it
+            from .distributed.ondisk import attach  # faiss + numpy only, no Ray
+            built = attach(self.path)
+            if built is not None:
+                self._index, self._index_gen = built
+                return
         file = self.path / INDEX_FILE
         read, self._index_read = self._index_read, None
         try:
@@ -283,6 +295,8 @@ class Collection:
 
     def _maintain_index(self) -> None:
         """Compact tombstones, or move to the index type the collection's size calls for."""
+        if getattr(self._index, "kind", "memory") == "ondisk":
+            return  # tombstones and an in-memory delta until the next `semsearch build` folds them in
         with self.store.snapshot(), self._index_lock.writing():
             n = self._index.ntotal
             target = self._target_spec(n)
@@ -505,7 +519,8 @@ class Collection:
             self._sync_index()
         return {
             "name": self.name, "path": str(self.path.resolve()), "model": self.pinned,
-            "index": {"requested": self.config["index"], "spec": self._index.spec,
+            "index": {"kind": getattr(self._index, "kind", "memory"),
+                      "requested": self.config["index"], "spec": self._index.spec,
                       "params": self._index.params, "vectors": self._index.ntotal},
             "chunk_tokens": self.config["chunk_tokens"], "overlap": self.config["overlap"],
             "documents": docs, "chunks": chunks, "generation": generation,
@@ -544,10 +559,13 @@ def delete_collection(name_or_path, home=None) -> Path:
     if lock is None:
         raise CollectionBusy(f"collection {path.name} is being written; not removing it")
     try:
-        for name in OWN_FILES[:-1]:
+        for name in OWN_FILES[:-1] + (ONDISK_POINTER, ONDISK_CHANGES):
             (path / name).unlink(missing_ok=True)
         for scratch in path.glob(f".{INDEX_FILE}.*.tmp"):
             scratch.unlink(missing_ok=True)
+        for build in [*path.glob(ONDISK_BUILDS), path / ONDISK_SHARDS]:
+            if build.is_dir():
+                shutil.rmtree(build)
     finally:
         lock.release()
     (path / LOCK_FILE).unlink(missing_ok=True)
@@ -561,16 +579,16 @@ def delete_collection(name_or_path, home=None) -> Path:
 
 
 # ------------------------------------------------------------------------------ helpers
-def _load_pinned(pin: dict, device: str):
+def load_pinned(pin: dict, device: str = "auto", threads: int | None = None):
     """The pinned model: from the folder it was exported to if that is still there (no
     export extra needed), else resolved by name as when the collection was made."""
     from .embedder import Embedder
     from .models import DEFAULT_MODEL, MANIFEST
     folder = pin.get("folder")
     if folder and (Path(folder) / MANIFEST).is_file():
-        return Embedder.from_folder(folder, pin["variant"], device=device)
+        return Embedder.from_folder(folder, pin["variant"], device=device, threads=threads)
     source = None if pin["name"] == DEFAULT_MODEL else pin["source"]
-    return Embedder.load(source, variant=pin["variant"], device=device)
+    return Embedder.load(source, variant=pin["variant"], device=device, threads=threads)
 
 
 def _check_model(coll: Collection, name: str) -> None:

@@ -312,6 +312,15 @@ def test_build_exports_shards_and_searches_them_memory_mapped(tmp_path, home, ra
         assert gen2 == coll.store.generation() and again.ntotal == index.ntotal == 118
         index = again
         same_as_exact()
+    with Collection.open("big") as coll:  # the collection maps its build and replays later writes
+        info = coll.info()
+        assert info["index"]["kind"] == "ondisk" and info["index"]["vectors"] == info["chunks"] == 118
+        assert coll.search(texts[5], k=1, mode="dense")[0].id == "t5"
+        assert coll.search("a new text about vortex drag and stall", k=1, mode="dense")[0].id == "n1"
+        assert "t0" not in {h.id for h in coll.search(texts[0], k=5, mode="dense")}
+        path = coll.path
+    assert CliRunner().invoke(cli, ["rm", "big", "--yes"]).exit_code == 0
+    assert not path.exists()  # the build folders, shards and changes went with it
     missing = CliRunner().invoke(cli, ["build", "nope"])
     assert missing.exit_code != 0 and "Traceback" not in missing.output
 

@@ -15,10 +15,10 @@ from typing import Callable
 
 import numpy as np
 
+from ..collection import ONDISK_SHARDS as SHARDS_DIR
 from . import ondisk
 
 SHARD_ROWS = 1_000_000  # vectors per Parquet shard (1.5 GB at 384-d): one fill task's memory
-SHARDS_DIR = "shards"
 
 
 def export_shards(coll, folder: Path, rows_per_shard: int = SHARD_ROWS) -> tuple[list[Path], int]:

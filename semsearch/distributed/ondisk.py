@@ -26,12 +26,11 @@ from typing import Iterable, Iterator, Sequence
 import faiss
 import numpy as np
 
+from ..collection import ONDISK_CHANGES as CHANGES, ONDISK_POINTER as POINTER
 from ..errors import CollectionError, InvalidInput
 from ..index import TRAIN_MAX, _nlist, _query_like
 
 METRIC = faiss.METRIC_INNER_PRODUCT
-POINTER = "ondisk.json"  # names the current build folder inside its parent
-CHANGES = "ondisk-changes.npz"  # tombstones + delta since that build, beside the pointer
 READ_ROWS = 16_384  # Parquet rows read at a time (25 MB at 384-d)
 PART_ROWS = 65_536  # vectors a fill task holds before writing a part (100 MB at 384-d)
 TARGET_RECALL = 0.95
@@ -420,9 +419,10 @@ class MmapIndex:
         return nprobe, float(recall)
 
     # -- the changes since the build
-    def save(self, path, generation: int = 0) -> None:
-        """What Collection._save_index calls: the changes, beside the build (``path``, the
-        in-memory index's file name, is not used)."""
+    def save(self, path, generation: int = 0, owner: str | None = None, mode: int | None = None) -> None:
+        """What Collection._save_index calls: the changes, beside the build (``path``,
+        ``owner`` and ``mode`` are the in-memory index file's; the build folder lives in its
+        own collection, so its place is its identity)."""
         self.save_changes(self.folder.parent / CHANGES, generation)
 
     def save_changes(self, path, generation: int) -> None:

@@ -38,6 +38,7 @@ class PrepareFiles:
     def embedder(self):
         """Loaded on first use: a re-run that finds nothing changed never loads the model."""
         if self._embedder is None:
+            from ..collection import load_pinned
             self._embedder = load_pinned(self.pin, self.device, self.threads)
         return self._embedder
 
@@ -73,18 +74,6 @@ class PrepareFiles:
         records += [("skipped", source, reason) for source, reason in report.skipped]
         records.append(("done", len(paths), sum(d.replaced_chars for d in todo)))
         return records
-
-
-def load_pinned(pin: dict, device: str, threads: int | None):
-    """The collection's pinned model with ``threads`` intra-op threads.
-    (collection._load_pinned without the threads argument; see the note in issue 14.)"""
-    from ..embedder import Embedder
-    from ..models import DEFAULT_MODEL, MANIFEST
-    folder = pin.get("folder")
-    if folder and (Path(folder) / MANIFEST).is_file():
-        return Embedder.from_folder(folder, pin["variant"], device=device, threads=threads)
-    source = None if pin["name"] == DEFAULT_MODEL else pin["source"]
-    return Embedder.load(source, variant=pin["variant"], device=device, threads=threads)
 
 
 def plan(cpus: float, gpus: float, actors: int | None = None) -> dict:
