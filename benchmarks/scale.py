@@ -312,7 +312,6 @@ def bench_writer(args) -> None:
     one transaction each (Collection.add_vectors -> Writer.put, the same call the Ray driver
     makes per document), text, FTS and vectors included."""
     from semsearch.collection import Collection
-    from semsearch.store import Store
     work = Path(tempfile.mkdtemp(prefix="scale-writer-", dir=args.tmp))
     try:
         rng = np.random.default_rng(0)

@@ -38,3 +38,21 @@ def home(tmp_path, monkeypatch, model_folder):
     folder = tmp_path / "indexes"
     monkeypatch.setenv("SEMSEARCH_HOME", str(folder))
     return folder
+
+
+@pytest.fixture(scope="module")
+def collection_of(tmp_path_factory, model_folder):
+    """A test module's small collection: one document per id -> text of ``docs``."""
+    from semsearch.collection import Collection
+
+    made = []
+
+    def make(docs: dict, **settings):
+        coll = Collection.create(tmp_path_factory.mktemp("coll") / "c", **settings)
+        coll.add_texts(list(docs.values()), ids=list(docs))
+        made.append(coll)
+        return coll
+
+    yield make
+    for coll in made:
+        coll.close()

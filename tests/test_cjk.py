@@ -7,7 +7,6 @@ import pytest
 from click.testing import CliRunner
 
 from semsearch.cli import cli
-from semsearch.collection import Collection
 from semsearch.lang import fts_text, main_script, script_notice
 
 DOCS = {
@@ -28,10 +27,8 @@ DOCS = {
 
 
 @pytest.fixture(scope="module")
-def coll(tmp_path_factory, model_folder):
-    with Collection.create(tmp_path_factory.mktemp("cjk") / "c") as c:
-        c.add_texts(list(DOCS.values()), ids=list(DOCS))
-        yield c
+def coll(collection_of):
+    return collection_of(DOCS)
 
 
 def lexical_ids(coll, query):

@@ -10,7 +10,6 @@ import sys
 import textwrap
 import time
 
-import pytest
 
 from semsearch.chunking import iter_chunks
 from semsearch.collection import STORE_FILE, Collection

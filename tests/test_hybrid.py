@@ -21,10 +21,8 @@ CORPUS = {
 
 
 @pytest.fixture(scope="module")
-def coll(tmp_path_factory, model_folder):
-    with Collection.create(tmp_path_factory.mktemp("hybrid") / "c") as c:
-        c.add_texts(list(CORPUS.values()), ids=list(CORPUS))
-        yield c
+def coll(collection_of):
+    return collection_of(CORPUS)
 
 
 def ranked_ids(coll, query, mode, k=8):

@@ -25,10 +25,8 @@ DOCS = {
 
 
 @pytest.fixture(scope="module")
-def coll(tmp_path_factory, model_folder):
-    with Collection.create(tmp_path_factory.mktemp("quality") / "c", chunk_tokens=12, overlap=2) as c:
-        c.add_texts(list(DOCS.values()), ids=list(DOCS))
-        yield c
+def coll(collection_of):
+    return collection_of(DOCS, chunk_tokens=12, overlap=2)
 
 
 def test_a_long_document_is_split_into_several_chunks(coll):
