@@ -398,7 +398,8 @@ def info(ctx, name, as_json):
     click.echo(f"{data['name']}  ({data['path']})")
     click.echo(f"  model:     {model['name']} ({model['variant']}, {model['dim']}-d, {model['pooling']} pooling)")
     knobs = ", ".join(f"{k}={v}" for k, v in data["index"]["params"].items() if k != "built_for")
-    click.echo(f"  index:     {data['index']['spec']} (asked: {data['index']['requested']})"
+    where = "on disk, memory-mapped" if data["index"]["kind"] == "ondisk" else "in memory"
+    click.echo(f"  index:     {data['index']['spec']} ({where}; asked: {data['index']['requested']})"
                + (f", {knobs}" if knobs else ""))
     click.echo(f"  documents: {data['documents']}   chunks: {data['chunks']}")
     click.echo(f"  chunking:  {data['chunk_tokens']} tokens, overlap {data['overlap']}")
