@@ -31,7 +31,7 @@ demo: setup
 # tests/test_server.py drives the search page in Debian's chromium (CI runs as root)
 test: setup
 	$(BIN)/pip install --quiet -e '.[ray]'
-	command -v chromium >/dev/null || apt-get install -y chromium || (apt-get update && apt-get install -y chromium)
+	command -v chromium >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y chromium || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium)
 	$(BIN)/python -m pytest -q
 
 bench: setup
