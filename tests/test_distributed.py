@@ -202,13 +202,14 @@ def test_worker_killed_mid_job_every_document_once(tmp_path, home, ray_local):
     from semsearch.distributed import index_paths
     corpus = write_corpus(tmp_path / "corpus", n_files=24, words=300)  # 6 calls on one actor
     killed, later = [], set()
+    earlier = {p.pid for p in _map_workers()}  # idle actors of earlier tests' jobs, not yet reaped
 
     def kill_a_worker(key):
+        workers = [p for p in _map_workers() if p.pid not in earlier]
         if killed:  # the actors that did the rest of the job
-            later.update(p.pid for p in _map_workers())
+            later.update(p.pid for p in workers)
             return
-        workers = _map_workers()
-        assert len(workers) == 1, "expected the one Ray Data actor process"
+        assert len(workers) == 1, "expected the one Ray Data actor process of this job"
         workers[0].send_signal(signal.SIGKILL)
         workers[0].wait(10)
         killed.append(workers[0].pid)
