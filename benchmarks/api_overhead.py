@@ -8,7 +8,7 @@ same machine load; compare medians (benchmarks/README.md, "Architecture before/a
     PYTHONPATH=/tmp/before python benchmarks/api_overhead.py /tmp/c_old 300 QUERIES.npy
     python benchmarks/api_overhead.py /tmp/c_new 300 QUERIES.npy
 """
-import sys, time, numpy as np, statistics, logging
+import sys, time, numpy as np, logging
 logging.disable(logging.WARNING)
 from semsearch.collection import Collection
 path, n = sys.argv[1], int(sys.argv[2])

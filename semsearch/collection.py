@@ -26,8 +26,8 @@ import numpy as np
 from . import validation
 from .errors import (CollectionBusy, CollectionError, CollectionExists, InvalidInput, ModelError,
                      NoSuchCollection)
-from .index import IndexFileError, VectorIndex, choose_spec, resolve_spec
-from .ingest import DocumentInfo, IndexReport, PreparedDocument, Writer, embed_documents
+from .index import IndexFileError, VectorIndex, choose_spec, fsync_dir, resolve_spec
+from .ingest import DocumentInfo, IndexReport, PreparedDocument, Writer, embed_documents, info_of
 from .search import FEEDBACK_DOCS, FEEDBACK_WEIGHT, Fusion, Hit, Ranker
 from .store import Store, is_store
 
@@ -140,7 +140,7 @@ class Collection:
                 store.set_meta("collection_id", uuid.uuid4().hex)
                 store.close()
                 os.replace(tmp, path / STORE_FILE)  # the collection exists once its store is complete
-                _fsync_dir(path)
+                fsync_dir(path)
             finally:
                 for leftover in path.glob(tmp.name + "*"):
                     leftover.unlink(missing_ok=True)
@@ -417,8 +417,7 @@ class Collection:
                         if known.get(doc.key) == doc.content_hash:
                             report.unchanged += 1
                             continue
-                        yield DocumentInfo(doc.key, doc.source, doc.content_hash, doc.metadata), \
-                            _Counted(doc, report)
+                        yield info_of(doc), _Counted(doc, report)
 
             def counted(batches):  # a document skipped while embedding (too large) is neither
                 for batch in batches:
@@ -683,14 +682,6 @@ def _acquire(path: Path, wait: float):
     except Timeout:
         return None
     return lock
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _family(spec: str) -> str:

@@ -25,11 +25,12 @@ from .errors import InvalidInput, ModelError
 from .models import (MANIFEST, PROBES, check_variant, read_manifest, sha256_file, variant_file,
                      variant_state, write_manifest)
 from .progress import bar
+from .validation import text_list
 from .runtime import DEVICES, Session, Tokens, encode, load_tokenizer, onnxruntime, single_types_are_zero
 
 log = logging.getLogger("semsearch")
 
-__all__ = ["Embedder", "Tokens", "plan_batches", "text_list", "DEVICES"]
+__all__ = ["Embedder", "Tokens", "plan_batches", "DEVICES"]
 
 # Batching defaults per device (measured: benchmarks/README.md). On the 2-core CPU, 32 rows
 # was the best batch and padding is paid in FLOPs; on the GPU, large batches fill it. Only
@@ -298,12 +299,3 @@ def background(items: Iterator, depth: int = 2) -> Iterator:
     finally:
         stop.set()
         worker.join()
-
-
-def text_list(texts: Sequence[str] | str) -> list[str]:
-    """A list of str from one str or a sequence; anything else is a TypeError naming it."""
-    texts = [texts] if isinstance(texts, str) else list(texts)
-    for i, text in enumerate(texts):
-        if not isinstance(text, str):
-            raise TypeError(f"texts[{i}] is {type(text).__name__}, not str")
-    return texts

@@ -27,6 +27,10 @@ class InvalidInput(SemsearchError, ValueError):
     error_type = "invalid_request_error"
 
 
+class WrongType(InvalidInput, TypeError):
+    """An argument of the wrong type (also a TypeError, as Python callers expect)."""
+
+
 class TooLarge(InvalidInput):
     """An input exceeds a size limit (k, text length, document size, request size)."""
 

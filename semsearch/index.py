@@ -152,6 +152,15 @@ def _sel_array(ids: np.ndarray):
     return faiss.IDSelectorArray(len(ids), faiss.swig_ptr(ids)), ids
 
 
+def fsync_dir(path) -> None:
+    """Make a rename inside ``path`` durable (the last step of every atomic file write)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 class VectorIndex:
     """A FAISS index over int64 chunk ids with deletes, filters, tuning and atomic files."""
 
@@ -509,11 +518,7 @@ class VectorIndex:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
-        dfd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+        fsync_dir(path.parent)
 
     @classmethod
     def load(cls, path, owner: str | None = None) -> tuple["VectorIndex", int]:

@@ -15,7 +15,7 @@ import numpy as np
 
 from .chunking import Chunk, iter_chunks
 from .errors import InvalidInput, TooLarge
-from .loaders import Document, Skipped, glob_selects
+from .loaders import Document, glob_selects
 from .validation import MAX_DOCUMENT_CHARS, vectors as checked_vectors
 
 FLUSH_CHUNKS = 1024  # chunks embedded together: length-sorting 1024 is within 2 % of sorting all
@@ -63,13 +63,6 @@ def chunk_text(segments: Iterable[str], tokenizer, chunk_tokens: int, overlap: i
                            "characters): split it into several files")
         text.append(segment)
     return list(iter_chunks(text, tokenizer, chunk_tokens, overlap))
-
-
-def prepare(doc: Document, embedder, chunk_tokens: int, overlap: int) -> PreparedDocument | Skipped:
-    """One loaded document chunked and embedded exactly as the local pipeline does it."""
-    batch = next(embed_documents([(info_of(doc), doc.segments())], embedder, chunk_tokens, overlap,
-                                 IndexReport()), [])
-    return batch[0] if batch else Skipped(doc.source, "no text")
 
 
 def info_of(doc: Document) -> DocumentInfo:

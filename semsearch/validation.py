@@ -12,7 +12,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from .errors import InvalidInput, TooLarge
+from .errors import InvalidInput, TooLarge, WrongType
 
 MAX_K = 10_000                 # hits per query: beyond this a ranking is an export, not a search
 MAX_QUERIES = 10_000           # queries per search call
@@ -57,11 +57,11 @@ def text_list(texts, name: str = "texts") -> list[str]:
     if isinstance(texts, str):
         return [texts]
     if isinstance(texts, (bytes, dict)) or not isinstance(texts, Iterable):
-        raise InvalidInput(f"{name} must be a string or a list of strings, not {type(texts).__name__}")
+        raise WrongType(f"{name} must be a string or a list of strings, not {type(texts).__name__}")
     texts = list(texts)
     for i, text in enumerate(texts):
         if not isinstance(text, str):
-            raise InvalidInput(f"{name}[{i}] is {type(text).__name__}, not str")
+            raise WrongType(f"{name}[{i}] is {type(text).__name__}, not str")
     return texts
 
 

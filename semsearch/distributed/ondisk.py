@@ -28,7 +28,7 @@ import numpy as np
 
 from ..collection import ONDISK_CHANGES as CHANGES, ONDISK_POINTER as POINTER
 from ..errors import CollectionError, InvalidInput
-from ..index import TRAIN_MAX, _nlist, _query_like
+from ..index import TRAIN_MAX, _nlist, _query_like, fsync_dir
 
 METRIC = faiss.METRIC_INNER_PRODUCT
 READ_ROWS = 16_384  # Parquet rows read at a time (25 MB at 384-d)
@@ -237,7 +237,7 @@ def build(shards: Sequence, out_dir, spec: str = "auto", memory_budget_mb: float
                             "tune": round(time.perf_counter() - t_merge, 2)}}
         mmap.close()
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
-        _fsync_dir(tmp)
+        _fsync_files(tmp)
         if out_dir.exists():
             shutil.rmtree(out_dir)
         os.replace(tmp, out_dir)
@@ -261,15 +261,12 @@ def _ray_up() -> bool:
     return bool(ray and ray.is_initialized())
 
 
-def _fsync_dir(path: Path) -> None:
+def _fsync_files(path: Path) -> None:
+    """Every file in ``path``, then the folder itself, made durable."""
     for f in path.iterdir():
         with open(f, "rb") as fh:
             os.fsync(fh.fileno())
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_dir(path)
 
 
 # ------------------------------------------------------------------------------ searching

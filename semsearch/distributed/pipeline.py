@@ -54,7 +54,7 @@ class PrepareFiles:
         whose hash is known, ("doc", key, PreparedDocument | None) for the rest (None: it
         could not be chunked; its reason follows as a "skipped" record), then
         ("done", files, replaced characters)."""
-        from ..ingest import DocumentInfo, IndexReport, embed_documents
+        from ..ingest import IndexReport, embed_documents, info_of
         from ..loaders import Skipped, load_file
 
         records, todo = [], []
@@ -67,7 +67,7 @@ class PrepareFiles:
                 else:
                     todo.append(doc)
         report = IndexReport()
-        infos = ((DocumentInfo(d.key, d.source, d.content_hash, d.metadata), d.segments()) for d in todo)
+        infos = ((info_of(d), d.segments()) for d in todo)
         prepared = {p.key: p for batch in embed_documents(infos, self.embedder, self.chunk_tokens,
                                                           self.overlap, report) for p in batch} if todo else {}
         records += [("doc", d.key, prepared.get(d.key)) for d in todo]
