@@ -283,7 +283,7 @@ def bench_ingest(args) -> None:
         n_docs = split_corpus(args.data, corpus)
         times = {"local": [], "ray": []}
         t = time.perf_counter()
-        with connected(None, num_cpus=os.cpu_count()) as ray:
+        with connected(None, num_cpus=os.cpu_count()):
             ray_start = time.perf_counter() - t
             for run in range(args.runs):
                 for kind in ("local", "ray") if run % 2 == 0 else ("ray", "local"):

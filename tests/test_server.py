@@ -307,6 +307,7 @@ def test_search_several_queries_with_a_filter_and_docs(http):
     ({"queries": ["q"] * 65}, 413, "at most 64"),
     ({"query": "x", "where": {"topic": {"$in": ["a"]}}}, 400, "where"),
     ({"query": "x", "limit": 3}, 400, "unknown field"),
+    ({"query": "x" * 2_001}, 413, "the limit is 2,000"),
 ])
 def test_search_refuses_bad_requests(http, body, status, words):
     assert words in error_of(http.post("/v1/collections/docs/search", json=body), status)["message"]
@@ -385,6 +386,15 @@ def test_metrics_count_requests_errors_texts_and_tokens(server, http):
     assert grew("semsearch_embedded_texts_total") == 2
     assert grew("semsearch_embedded_tokens_total") == 3 + 4  # [CLS] one [SEP], [CLS] two words [SEP]
     assert ("semsearch_queue_texts", ()) in after
+
+
+@pytest.mark.parametrize("mode, embedded", [("hybrid", 2), ("dense", 2), ("lexical", 0)])
+def test_search_queries_are_embedded_by_the_batcher(server, http, mode, embedded):
+    before = server.metrics()
+    body = {"queries": ["volcanoes and lava", "tides and the moon"], "k": 1, "mode": mode}
+    assert len(http.post("/v1/collections/docs/search", json=body).json()["results"]) == 2
+    after = server.metrics()
+    assert after[("semsearch_embedded_texts_total", ())] - before[("semsearch_embedded_texts_total", ())] == embedded
 
 
 # -- the search page, in a real browser --------------------------------------------------------------

@@ -1,7 +1,8 @@
 """The FastAPI app: routes over one shared Embedder, its batcher and the served collections.
 
-Blocking library calls (search, writes, info) run in the threadpool; embedding goes through
-the batcher, so the event loop never waits on ONNX Runtime or SQLite.
+Blocking library calls (search, writes, info) run in the threadpool; embedding, search
+queries' included, goes through the batcher, so the event loop never waits on ONNX Runtime
+or SQLite.
 """
 from __future__ import annotations
 
@@ -14,9 +15,8 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
-from .. import __version__
+from .. import __version__, validation
 from ..errors import InvalidInput, NoSuchCollection, NotFound, TooLarge
-from ..validation import positive_int
 from .batcher import MicroBatcher, Unbatched
 from .errors import HANDLERS
 from .metrics import CONTENT_TYPE_LATEST, Metrics, RequestMetrics
@@ -118,12 +118,16 @@ def create_app(embedder, collections: dict, settings: Settings = Settings()) -> 
         target = collection(name)
         if (body.query is None) == (body.queries is None):
             raise InvalidInput("give either query (one string) or queries (a list of strings)")
-        positive_int(body.k, "k", settings.max_k)
-        if body.queries is not None:
-            positive_int(len(body.queries), "the number of queries", settings.max_inputs)
+        validation.positive_int(body.k, "k", settings.max_k)
+        queries, _ = validation.queries(body.query if body.query is not None else body.queries)
+        check_texts(queries, settings, "query" if body.query is not None else "queries")
+        validation.choice(body.mode, "mode", validation.MODES)
+        vectors = None
+        if body.mode != "lexical":  # queries share model runs with embedding requests
+            vectors, _ = await batcher.embed(queries, "query")
         found = await run_in_threadpool(
             target.search, body.query if body.query is not None else body.queries,
-            k=body.k, mode=body.mode, where=body.where, docs=body.docs)
+            k=body.k, mode=body.mode, where=body.where, docs=body.docs, query_vectors=vectors)
         if body.query is not None:
             return JSONResponse({"object": "list", "data": [h.to_dict() for h in found]})
         return JSONResponse({"object": "list", "results": [{"data": [h.to_dict() for h in hits]} for hits in found]})
@@ -131,7 +135,7 @@ def create_app(embedder, collections: dict, settings: Settings = Settings()) -> 
     @api.post("/v1/collections/{name}/documents")
     async def add_documents(name: str, body: AddRequest):
         target = collection(name)
-        positive_int(len(body.documents), "the number of documents", settings.max_inputs)
+        validation.positive_int(len(body.documents), "the number of documents", settings.max_inputs)
         ids = await run_in_threadpool(
             target.add_texts, [d.text for d in body.documents], ids=[d.id for d in body.documents],
             metadata=[d.metadata or {} for d in body.documents])
@@ -154,7 +158,7 @@ def check_texts(texts: list[str], settings: Settings, name: str) -> None:
     """The server's own limits on what one request may ask the model to embed."""
     if not texts:
         raise InvalidInput(f"{name} is empty")
-    positive_int(len(texts), f"the number of {name} texts", settings.max_inputs)
+    validation.positive_int(len(texts), f"the number of {name} texts", settings.max_inputs)
     for i, text in enumerate(texts):
         if not text:
             raise InvalidInput(f"{name}[{i}] is an empty string")

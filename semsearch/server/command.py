@@ -19,7 +19,7 @@ def _default(name):
 @click.option("--model", default=None, help="Model name, HF folder, exported folder or hub id (default model).")
 @click.option("--variant", type=click.Choice(["fp32", "int8", "fp16"]), default="fp32", show_default=True)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
-@click.option("--threads", type=click.IntRange(1), default=None, help="ONNX Runtime threads (default: all cores but one, which serves HTTP).")
+@click.option("--threads", type=click.IntRange(1), default=None, help="ONNX Runtime threads per model run (default: all cores; one worker runs the batches).")
 @click.option("--api-key-file", type=click.Path(dir_okay=False),
               help="File with API keys, one per line (SEMSEARCH_API_KEY adds one).")
 @click.option("--insecure", is_flag=True, help="Allow a non-loopback address without an API key.")

@@ -7,26 +7,12 @@ batcher and closes the collections.
 from __future__ import annotations
 
 import logging
-import os
 import sys
 
 from ..errors import ModelError
 from .settings import Settings, check_exposure
 
 log = logging.getLogger("semsearch.server")
-
-
-def model_threads(device: str) -> int | None:
-    """On the CPU, all cores but one: the event loop (HTTP, JSON, tokenising) needs one, and
-    an ONNX Runtime thread that finds its core taken spins instead of working (on the loaded
-    2-core machine `--threads 1` halved CPU per text: benchmarks/README.md). On a GPU, the
-    runtime's own choice."""
-    from ..runtime import CUDA, available_providers
-
-    if device != "cpu" and CUDA in available_providers():
-        return None
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 2
-    return max(1, cores - 1)
 
 
 def serve(collections=(), home=None, host: str = "127.0.0.1", port: int = 8000, model=None,
@@ -41,7 +27,7 @@ def serve(collections=(), home=None, host: str = "127.0.0.1", port: int = 8000, 
     from ..embedder import Embedder
     from .app import create_app
 
-    embedder = Embedder.load(model, variant=variant, device=device, threads=threads or model_threads(device))
+    embedder = Embedder.load(model, variant=variant, device=device, threads=threads)
     opened = {}
     try:
         for name in collections or list_collections(home):
