@@ -432,6 +432,25 @@ def test_search_page_finds_a_document_in_chromium(server):
             browser.close()
 
 
+def test_api_docs_render_offline_in_chromium(server):
+    """/docs is Swagger UI with its files served by the server itself, not a CDN."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS, headless=True)
+        try:
+            page = browser.new_page()
+            page.set_default_timeout(30_000)
+            requests = []
+            page.on("request", lambda req: requests.append(req.url))
+            page.goto(server.url + "/docs")
+            page.wait_for_selector(".opblock-summary-path[data-path=\"/v1/embeddings\"]")
+            assert page.query_selector(".opblock-summary-path[data-path=\"/v1/collections/{name}/search\"]") is not None
+            assert all(url.startswith(server.url) for url in requests), "the docs reached beyond the server"
+        finally:
+            browser.close()
+
+
 # -- starting and stopping -------------------------------------------------------------------------
 def test_non_loopback_without_a_key_is_refused(tmp_path):
     r = subprocess.run([sys.executable, "-m", "semsearch.server", "--host", "0.0.0.0", "--port", str(free_port())],

@@ -10,7 +10,9 @@ import base64
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import fastapi_swagger
 from fastapi import APIRouter, Depends, FastAPI
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
@@ -25,6 +27,7 @@ from .security import BodyLimit, require_key
 from .settings import Settings
 
 STATIC = Path(__file__).parent / "static"  # package data (pyproject.toml)
+SWAGGER_UI = Path(fastapi_swagger.__file__).parent / "resources"  # Swagger UI's own files
 
 
 def create_app(embedder, collections: dict, settings: Settings = Settings()) -> FastAPI:
@@ -47,7 +50,7 @@ def create_app(embedder, collections: dict, settings: Settings = Settings()) -> 
                 collection.close()
 
     app = FastAPI(title="semsearch", version=__version__, lifespan=lifespan,
-                  exception_handlers=HANDLERS)
+                  exception_handlers=HANDLERS, docs_url=None)
     app.state.settings, app.state.metrics, app.state.ready = settings, metrics, False
     api = APIRouter(dependencies=[Depends(require_key)])
 
@@ -67,6 +70,15 @@ def create_app(embedder, collections: dict, settings: Settings = Settings()) -> 
         return FileResponse(STATIC / "index.html")
 
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
+    app.mount("/docs-assets", StaticFiles(directory=str(SWAGGER_UI)), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    def docs():
+        """FastAPI's Swagger UI page with its files served from here: it works offline."""
+        return get_swagger_ui_html(openapi_url=app.openapi_url, title="semsearch API",
+                                   swagger_js_url="/docs-assets/swagger-ui-bundle.js",
+                                   swagger_css_url="/docs-assets/swagger-ui.css",
+                                   swagger_favicon_url="/docs-assets/favicon-32x32.png")
 
     # -- protected --------------------------------------------------------------------------
     @api.get("/readyz")
