@@ -207,8 +207,9 @@ def record_of(rec: dict, file_, number: int):
 @click.option("--variant", type=click.Choice(["fp32", "int8"]), default=None,
               help="Model variant for a new collection [default: fp32].")
 @click.option("--index", "index_spec", default=None,
-              help="Index for a new collection: auto, flat, hnsw, ivf, ivfpq or a faiss factory "
-                   "string [default: auto].")
+              help="Index for a new collection: auto, flat, hnsw, ivf, ivfpq, a faiss factory "
+                   "string, or ondisk for corpora beyond RAM (no index in memory: searched by an exact "
+                   "scan of the store until `semsearch build NAME` makes its on-disk IVF) [default: auto].")
 @click.option("--chunk-tokens", type=int, default=None, help="Tokens per chunk (default: model max - 2).")
 @click.option("--overlap", type=int, default=None, help="Tokens shared by neighbouring chunks [default: 32].")
 @click.option("--keep-missing", is_flag=True, help="Keep documents whose files are gone.")
@@ -256,7 +257,8 @@ def build(ctx, name, shards, memory_budget, spec, ray_address):
     """Build NAME's on-disk IVF index for collections beyond RAM (the ray extra).
 
     Vectors are exported as Parquet shards, an IVF is trained on a sample, filled per shard
-    in Ray tasks and merged on disk; searches map it. Re-run to fold in later changes."""
+    in Ray tasks and merged on disk; searches map it. Re-run to fold in later changes. A
+    collection created with `index --index ondisk` is searched by an exact scan until then."""
     from .distributed.build import build_collection
 
     out = build_collection(name, home=ctx.obj["home"], shards_dir=shards, address=ray_address,
@@ -398,7 +400,12 @@ def info(ctx, name, as_json):
     click.echo(f"{data['name']}  ({data['path']})")
     click.echo(f"  model:     {model['name']} ({model['variant']}, {model['dim']}-d, {model['pooling']} pooling)")
     knobs = ", ".join(f"{k}={v}" for k, v in data["index"]["params"].items() if k != "built_for")
-    where = "on disk, memory-mapped" if data["index"]["kind"] == "ondisk" else "in memory"
+    where = "in memory"
+    if data["index"]["kind"] == "ondisk":
+        where = (f"on disk, memory-mapped, {data['index']['waiting']} added since the build"
+                 if data["index"]["built"] else
+                 f"on disk, not built: {data['index']['waiting']} vectors scanned exactly; "
+                 f"`semsearch build {name}` makes search fast")
     click.echo(f"  index:     {data['index']['spec']} ({where}; asked: {data['index']['requested']})"
                + (f", {knobs}" if knobs else ""))
     click.echo(f"  documents: {data['documents']}   chunks: {data['chunks']}")

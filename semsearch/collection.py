@@ -3,7 +3,8 @@ model that made it.
 
 It opens and creates collections (creation under the same lock as writes), pins the
 model, holds the writer lock, and keeps the in-memory index in step with the store by
-replaying the store's generations. Ingest lives in ingest.py, ranking in search.py, every
+replaying the store's generations (a collection created with index="ondisk" has none:
+distributed/ondisk.py's exact scan, then its memory-mapped build). Ingest lives in ingest.py, ranking in search.py, every
 transaction in store.py. One Collection may be shared by threads: searches run
 concurrently; writes are serialised by a thread lock and, across processes, the lock file.
 """
@@ -38,6 +39,7 @@ log = logging.getLogger("semsearch")
 STORE_FILE = "store.sqlite"
 INDEX_FILE = "index.faiss"
 LOCK_FILE = "write.lock"
+ONDISK = "ondisk"  # the index type of a collection with no in-memory index (distributed/ondisk.py)
 ONDISK_POINTER = "ondisk.json"  # names the current `semsearch build` folder (distributed/ondisk.py)
 ONDISK_CHANGES = "ondisk-changes.npz"  # tombstones + delta since that build, beside the pointer
 ONDISK_BUILDS = "ondisk-*"  # the build folders themselves
@@ -121,7 +123,7 @@ class Collection:
             raise InvalidInput(f"chunk_tokens must be between 8 and {embedder.max_length - 2}")
         if isinstance(overlap, bool) or not isinstance(overlap, int) or not 0 <= overlap < chunk_tokens:
             raise InvalidInput("overlap must be at least 0 and less than chunk_tokens")
-        if index != "auto":
+        if index not in ("auto", ONDISK):
             _needs_no_training(index, embedder.dim)  # an invalid spec fails here, before any file
         path.mkdir(parents=True, exist_ok=True)
         with _locked(path, wait=LOCK_WAIT):
@@ -214,12 +216,17 @@ class Collection:
     def _sync_index(self) -> None:
         """Replay into the index what the store holds beyond it (call inside a snapshot)."""
         gen = self.store.generation()
-        if self._index is not None and self._index_gen >= gen:
+        # an unbuilt on-disk collection switches to its build once `semsearch build` publishes one
+        stale = not getattr(self._index, "built", True) and (self.path / ONDISK_POINTER).is_file()
+        if self._index is not None and self._index_gen >= gen and not stale:
             return
         with self._index_lock.writing():
-            from_file = self._index is None
+            from_file = self._index is None or stale
             if from_file:
                 self._load_index_file()
+            if getattr(self._index, "reads_store", False):  # an exact scan: nothing to replay
+                self._index_gen = gen
+                return
             if self._index_gen < gen:
                 self._index.remove(self.store.deleted_since(self._index_gen))
                 for ids, vectors in self.store.vectors(since_gen=self._index_gen):
@@ -242,11 +249,19 @@ class Collection:
             pool.shutdown(wait=False)
 
     def _load_index_file(self) -> None:
-        if (self.path / ONDISK_POINTER).is_file():  # `semsearch build` made an on-disk index: map it
-            from .distributed.ondisk import attach  # faiss + numpy only, no Ray
+        ondisk = self.config["index"] == ONDISK
+        if ondisk or (self.path / ONDISK_POINTER).is_file():  # `semsearch build` made an on-disk index: map it
+            from .distributed.ondisk import SCAN_WARN, attach  # faiss + numpy only, no Ray
             built = attach(self.path)
             if built is not None:
                 self._index, self._index_gen = built
+                return
+            if ondisk:
+                self._rebuild()
+                n = self._index.ntotal
+                log.log(logging.WARNING if n >= SCAN_WARN else logging.INFO,
+                        "%s is on disk and not built yet: its %d vectors are searched by an exact scan "
+                        "of the store; `semsearch build %s` makes search fast", self.name, n, self.name)
                 return
         file = self.path / INDEX_FILE
         read, self._index_read = self._index_read, None
@@ -273,6 +288,10 @@ class Collection:
                 lock.release()
 
     def _rebuild(self, spec: str | None = None) -> None:
+        if self.config["index"] == ONDISK:  # never every vector in memory: scan until `semsearch build`
+            from .distributed.ondisk import StoreScan
+            self._index, self._index_gen = StoreScan(self.store, self.pinned["dim"]), self.store.generation()
+            return
         ids, vectors = self._all_vectors()
         self._index = VectorIndex.build(spec or self._target_spec(len(ids)), ids, vectors)
         self._index.params["built_for"] = len(ids)  # a trained index is retrained after 4x growth
@@ -310,6 +329,9 @@ class Collection:
     def rebuild_index(self, spec: str | None = None) -> dict:
         """Rebuild the vector index from the store (``spec``: change the collection's index
         type, e.g. "hnsw" or a faiss factory string) and save it; returns info()["index"]."""
+        if ONDISK in (spec, self.config["index"]):
+            raise InvalidInput(f"an on-disk collection is chosen at creation (index={ONDISK!r}) and its "
+                               f"index is made by `semsearch build {self.name}`")
         with self.writer():
             if spec is not None and spec != self.config["index"]:
                 if spec != "auto":
@@ -516,11 +538,14 @@ class Collection:
             docs, chunks = self.store.counts()
             generation = self.store.generation()
             self._sync_index()
+            index = {"kind": getattr(self._index, "kind", "memory"),
+                     "requested": self.config["index"], "spec": self._index.spec,
+                     "params": self._index.params, "vectors": self._index.ntotal}
+            if index["kind"] == ONDISK:  # vectors outside the built lists (all of them before a build)
+                index.update(built=self._index.built, waiting=self._index.waiting)
         return {
             "name": self.name, "path": str(self.path.resolve()), "model": self.pinned,
-            "index": {"kind": getattr(self._index, "kind", "memory"),
-                      "requested": self.config["index"], "spec": self._index.spec,
-                      "params": self._index.params, "vectors": self._index.ntotal},
+            "index": index,
             "chunk_tokens": self.config["chunk_tokens"], "overlap": self.config["overlap"],
             "documents": docs, "chunks": chunks, "generation": generation,
             "size_bytes": sum(p.stat().st_size for p in self.path.iterdir() if p.is_file()),

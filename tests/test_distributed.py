@@ -341,3 +341,48 @@ def test_ivfpq_build_refines_with_exact_vectors(tmp_path):
     assert hits >= 0.95 and mm.meta["recall_at_10"] >= 0.95
     same = I == I_true  # re-ranked scores are the exact inner products
     assert np.allclose(D[same], D_true[same], atol=1e-5)
+
+
+def test_collection_created_ondisk_builds_and_then_searches_its_build(tmp_path, home, ray_local, embedder,
+                                                                       monkeypatch, caplog):
+    import logging
+    import random
+
+    from click.testing import CliRunner
+
+    from semsearch.cli import cli
+    from semsearch.collection import INDEX_FILE, Collection
+    rng = random.Random(2)
+    texts = [" ".join(rng.choice(WORDS) for _ in range(8)) + f" item {i}" for i in range(120)]
+    ids = [f"t{i}" for i in range(len(texts))]
+    vectors = embedder.embed(texts)
+    meta = [{"team": "aero" if i % 2 else "structures"} for i in range(len(texts))]
+    q = embedder.embed(["shock wave", "panel buckling", "laminar flow"], kind="query")
+
+    def hits(coll, **kw):
+        return [[(h.id, round(h.score, 5)) for h in r] for r in coll.search_vectors(q, k=8, **kw)]
+
+    with Collection.create("flat", index="flat", embedder=embedder) as flat, \
+            Collection.create("big", index="ondisk", embedder=embedder) as early:
+        for coll in (flat, early):
+            coll.add_vectors(ids, vectors, texts, meta)
+        assert hits(early) == hits(flat) and early.info()["index"]["built"] is False
+        # one list: the build's search is exact, so it must equal the flat collection's
+        result = CliRunner().invoke(cli, ["build", "big", "--spec", "IVF1,Flat"])
+        assert result.exit_code == 0, result.output
+        # a collection opened before the build switches to it on its next search
+        assert hits(early) == hits(flat) and hits(early, where={"team": "aero"}) == hits(flat, where={"team": "aero"})
+        info = early.info()["index"]
+        assert (info["kind"], info["built"], info["waiting"], info["spec"]) == ("ondisk", True, 0, "IVF1,Flat")
+
+        monkeypatch.setattr(ondisk, "DELTA_WARN", 2)
+        with caplog.at_level(logging.WARNING, logger="semsearch"):
+            for coll in (flat, early):  # adds after the build go to the delta, deletes are tombstones
+                coll.add_vectors(["n1", "n2", "n3"], vectors[:3] * -1, ["new one", "new two", "new three"])
+                coll.delete(["t1", "t2"])
+        assert any("semsearch build big" in r.getMessage() for r in caplog.records)
+        assert hits(early) == hits(flat) and early.info()["index"]["waiting"] == 3
+        assert not (early.path / INDEX_FILE).exists()
+    with Collection.open("big", embedder=embedder) as again, Collection.open("flat", embedder=embedder) as flat:
+        assert hits(again) == hits(flat) and again.info()["index"]["vectors"] == flat.count() == 121
+        assert not (again.path / INDEX_FILE).exists()

@@ -11,10 +11,14 @@ Files of a built index (a folder, ``ondisk-<n>/`` inside a collection):
 pointing at ``lists.ivfdata`` in the same folder) and ``meta.json`` (spec, nprobe, count,
 largest id, the store generation it was built from). A folder is written whole and then
 named in ``ondisk.json`` by an atomic rename, so a reader sees the old build or the new one.
+
+A collection created on-disk (``index="ondisk"``) has no index in memory before its first
+build: ``StoreScan`` searches it exactly by streaming the store's vectors a batch at a time.
 """
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import shutil
@@ -35,6 +39,11 @@ READ_ROWS = 16_384  # Parquet rows read at a time (25 MB at 384-d)
 PART_ROWS = 65_536  # vectors a fill task holds before writing a part (100 MB at 384-d)
 TARGET_RECALL = 0.95
 K_FACTOR = 8  # IVF-PQ: candidates per hit re-ranked with exact vectors
+SCAN_ROWS = 16_384  # store vectors an exact scan holds at a time (25 MB at 384-d)
+SCAN_WARN = 50_000  # an unbuilt collection this large is slow to scan: say so at open
+DELTA_WARN = 1_000_000  # vectors added since a build held in RAM (1.5 GB at 384-d): advise a build
+
+log = logging.getLogger("semsearch")
 
 
 # ------------------------------------------------------------------------------ shards
@@ -166,21 +175,27 @@ def fill_shards(trained: bytes, shards: Sequence, out_dir: Path, use_ray: bool,
     return [p for shard_parts in parts for p in shard_parts]
 
 
+def exact_search(batches, queries: np.ndarray, k: int, allowed_ids=None) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-k inner product over (ids, vectors) batches, holding one batch at a time
+    (a running faiss ResultHeap); ``allowed_ids`` (sorted, unique): only those ids.
+    -inf / -1 pad missing hits, as VectorIndex.search does."""
+    q = np.ascontiguousarray(np.atleast_2d(queries), np.float32)
+    heap = faiss.ResultHeap(len(q), k, keep_max=True)
+    for ids, vectors in batches:
+        if allowed_ids is not None:
+            keep = np.isin(ids, allowed_ids, assume_unique=True)
+            ids, vectors = ids[keep], vectors[keep]
+        if len(ids):
+            D, I = faiss.knn(q, np.ascontiguousarray(vectors, np.float32), min(k, len(ids)), metric=METRIC)
+            heap.add_result(D, np.where(I >= 0, ids[np.maximum(I, 0)], -1))
+    heap.finalize()
+    heap.D[heap.I < 0] = -np.inf
+    return heap.D, heap.I
+
+
 def ground_truth(shards: Sequence, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Exact top-k inner product over every shard, streamed (faiss's knn_ground_truth)."""
-    from faiss.contrib.exhaustive_search import knn_ground_truth
-
-    ids = []
-
-    def batches():
-        for shard in shards:
-            for i, v in read_shard(shard):
-                ids.append(i)
-                yield v
-
-    D, I = knn_ground_truth(queries, batches(), k, metric_type=METRIC)
-    all_ids = np.concatenate(ids)
-    return D, np.where(I >= 0, all_ids[np.maximum(I, 0)], -1)
+    """Exact top-k inner product over every shard, streamed."""
+    return exact_search((batch for shard in shards for batch in read_shard(shard)), queries, k)
 
 
 def build(shards: Sequence, out_dir, spec: str = "auto", memory_budget_mb: float | None = None,
@@ -298,6 +313,7 @@ class MmapIndex:
     """
 
     kind = "ondisk"
+    built = True
 
     def __init__(self, folder, meta: dict):
         folder = Path(folder)
@@ -341,12 +357,22 @@ class MmapIndex:
     def tombstone_ratio(self) -> float:
         return len(self._tomb) / self._index.ntotal if self._index.ntotal else 0.0
 
+    @property
+    def waiting(self) -> int:
+        """Vectors not in the built lists (the in-memory delta)."""
+        return int(self._delta.ntotal)
+
     def add(self, ids, vectors) -> None:
         """New vectors go to the in-memory delta (ids newer than the build)."""
         ids = np.ascontiguousarray(ids, np.int64)
         vectors = np.ascontiguousarray(vectors, np.float32)
         if len(ids):
+            before = self._delta.ntotal
             self._delta.add_with_ids(vectors, ids)
+            if before < DELTA_WARN <= self._delta.ntotal:
+                log.warning("%s: %d vectors added since its on-disk build are held in memory; "
+                            "`semsearch build %s` folds them into the lists", self.folder.parent.name,
+                            self._delta.ntotal, self.folder.parent.name)
 
     def remove(self, ids) -> None:
         ids = np.unique(np.ascontiguousarray(ids, np.int64))
@@ -447,6 +473,44 @@ class MmapIndex:
             return int(z["generation"])
         except (OSError, ValueError, KeyError):
             return None
+
+
+class StoreScan:
+    """An on-disk collection before its first build: no vector index in memory at all.
+    Every search streams the store's vectors (SCAN_ROWS at a time, in the caller's
+    snapshot) and keeps an exact top-k, so memory stays one batch whatever the size;
+    `semsearch build` replaces it with the memory-mapped IVF."""
+
+    kind = "ondisk"
+    built = False
+    reads_store = True  # nothing to replay into it and nothing to save: the store is the index
+    spec = "exact scan"
+
+    def __init__(self, store, dim: int):
+        self.store, self.dim, self.params = store, int(dim), {}
+
+    @property
+    def ntotal(self) -> int:
+        return self.store.counts()[1]
+
+    waiting = ntotal
+    tombstone_ratio = 0.0
+
+    def add(self, ids, vectors) -> None:
+        pass
+
+    def remove(self, ids) -> None:
+        pass
+
+    def save(self, *args, **kwargs) -> None:
+        pass
+
+    def search(self, queries, k: int, allowed_ids=None):
+        q = np.ascontiguousarray(np.atleast_2d(queries), np.float32)
+        if q.shape[1] != self.dim:
+            raise InvalidInput(f"queries must have shape (n, {self.dim}), got {q.shape}")
+        allowed = None if allowed_ids is None else np.unique(np.asarray(allowed_ids, np.int64))
+        return exact_search(self.store.vectors(batch=SCAN_ROWS), q, int(k), allowed)
 
 
 def _read_lists(folder: Path, flags: int = faiss.IO_FLAG_READ_ONLY):
