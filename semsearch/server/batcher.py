@@ -1,9 +1,13 @@
 """Dynamic micro-batching: concurrent embedding requests share model runs.
 
 A request tokenises its texts (on the loop when they are few, else in a threadpool thread)
-and queues them. One worker thread takes everything queued and plans length-sorted runs
-under the token budget (``plan_batches``), runs them, and hands each request its own rows
-as soon as all of them are done. Before taking, it waits up to ``max_wait_ms`` after the
+and queues them. A worker thread takes what is queued and plans length-sorted runs under
+the token budget (``plan_batches``), runs them, and hands each request its own rows as soon
+as all of them are done. Sorting many requests' texts together is what saves most on a
+CPU, where a run costs its padded tokens. With several workers (on a CPU, one per core,
+each run on one thread: no intra-op hand-offs, which stall a whole run when another process
+takes a core), a worker takes its fair share of the queue: all of it when the others are
+busy, a half when one other is idle, and so on. Before taking, it waits up to ``max_wait_ms`` after the
 oldest queued text, but only while company is due (requests being tokenised, or fewer
 queued than recent runs held) and a run's budget is not yet waiting: a lone client pays no
 wait, and on a loaded machine a timed sleep costs a whole scheduler time slice. The event
@@ -14,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import threading
 import time
 
@@ -71,22 +76,26 @@ class MicroBatcher:
         self._arriving = 0  # requests being tokenised
         self._peers = 1  # requests per run lately (a max that decays by one a run)
         self._closed = False
-        self._thread = threading.Thread(target=self._work, name="semsearch-batcher", daemon=True)
+        self._idle = 0  # workers waiting for work
+        self._threads = [threading.Thread(target=self._work, name=f"semsearch-batcher-{i}", daemon=True)
+                         for i in range(settings.workers or 1)]
 
     def start(self) -> None:
-        self._thread.start()
+        for thread in self._threads:
+            thread.start()
 
     def close(self) -> None:
-        """Refuse new work, finish what is queued, stop the worker."""
+        """Refuse new work, finish what is queued, stop the workers."""
         with self._cond:
             self._closed = True
             self._cond.notify_all()
-        if self._thread.is_alive():
-            self._thread.join()
+        for thread in self._threads:
+            if thread.is_alive():
+                thread.join()
 
     @property
     def alive(self) -> bool:
-        return self._thread.is_alive() and not self._closed
+        return all(t.is_alive() for t in self._threads) and not self._closed
 
     async def embed(self, texts: list[str], kind: str | None = None) -> tuple[np.ndarray, int]:
         """(vectors, tokens embedded) for ``texts``, their rows computed in shared model runs."""
@@ -119,21 +128,25 @@ class MicroBatcher:
             self._cond.notify()
         return await request.future, int(tokens.lengths.sum())
 
-    # -- the worker thread ---------------------------------------------------------------------
+    # -- the worker threads --------------------------------------------------------------------
     def _work(self) -> None:
         while True:
             with self._cond:
+                self._idle += 1
                 while not self._pending and not self._closed:
                     self._cond.wait()
                 if not self._pending:
+                    self._idle -= 1
                     return  # closed and drained
                 deadline = self._pending[0].arrived + self.settings.max_wait_ms / 1000
                 while (self._company_due() and not self._closed and not self._full()
                        and (left := deadline - time.monotonic()) > 0):
                     self._cond.wait(left)
-                taken, self._pending = self._pending, []
+                self._idle -= 1
+                taken = self._take(math.ceil(self._pending_texts / (self._idle + 1)))
                 self._peers = max(len(taken), self._peers - 1)
-                self._pending_tokens = self._pending_texts = 0
+                if self._pending:
+                    self._cond.notify()  # an idle worker takes the rest
             try:
                 self._run(taken)
             except BaseException as exc:  # never strand a request; log what was not a model error
@@ -143,6 +156,18 @@ class MicroBatcher:
                 with self._cond:
                     self._queued -= sum(len(r.tokens) for r in taken)
                     self.metrics.queue.set(self._queued)
+
+    def _take(self, share: int) -> list[_Request]:
+        """Whole requests from the front of the queue, about ``share`` texts (at least one)."""
+        n = texts = tokens = 0
+        while n < len(self._pending) and (n == 0 or texts < share):
+            texts += len(self._pending[n].tokens)
+            tokens += int(self._pending[n].tokens.lengths.sum())
+            n += 1
+        taken, self._pending = self._pending[:n], self._pending[n:]
+        self._pending_texts -= texts
+        self._pending_tokens -= tokens
+        return taken
 
     def _company_due(self) -> bool:
         """Requests still being tokenised, or fewer queued than recent runs held: clients

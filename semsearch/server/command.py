@@ -19,7 +19,7 @@ def _default(name):
 @click.option("--model", default=None, help="Model name, HF folder, exported folder or hub id (default model).")
 @click.option("--variant", type=click.Choice(["fp32", "int8", "fp16"]), default="fp32", show_default=True)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
-@click.option("--threads", type=click.IntRange(1), default=None, help="ONNX Runtime threads per model run (default: all cores; one worker runs the batches).")
+@click.option("--threads", type=click.IntRange(1), default=None, help="ONNX Runtime threads a model run (default: 1 on a CPU, with --workers one per core).")
 @click.option("--api-key-file", type=click.Path(dir_okay=False),
               help="File with API keys, one per line (SEMSEARCH_API_KEY adds one).")
 @click.option("--insecure", is_flag=True, help="Allow a non-loopback address without an API key.")
@@ -29,6 +29,8 @@ def _default(name):
               help="Padded tokens per model run (default: the Embedder's for the device, 8192 on a CPU).")
 @click.option("--max-batch-size", type=int, default=None,
               help="Texts per model run (default: the Embedder's for the device, 32 on a CPU).")
+@click.option("--workers", type=int, default=None,
+              help="Model runs side by side (default: on a CPU cores / threads, on a GPU 1).")
 @click.option("--max-wait-ms", type=float, default=_default("max_wait_ms"), show_default=True,
               help="How long a queued text waits for others to share its run.")
 @click.option("--max-queue", type=int, default=_default("max_queue"), show_default=True,
@@ -42,13 +44,13 @@ def _default(name):
 @click.option("--access-log", is_flag=True, help="Log every request (method, path, status; never headers).")
 @click.pass_context
 def serve(ctx, collections, home, host, port, model, variant, device, threads, api_key_file, insecure,
-          batching, max_batch_tokens, max_batch_size, max_wait_ms, max_queue, max_inputs, max_chars,
+          batching, max_batch_tokens, max_batch_size, workers, max_wait_ms, max_queue, max_inputs, max_chars,
           max_k, max_body_bytes, access_log):
     """Serve embeddings (OpenAI-compatible) and COLLECTIONS (default: all) over HTTP."""
     from .run import serve as run_server
 
     settings = Settings(batching=batching, max_batch_tokens=max_batch_tokens, max_batch_size=max_batch_size,
-                        max_wait_ms=max_wait_ms, max_queue=max_queue, max_inputs=max_inputs,
+                        workers=workers, max_wait_ms=max_wait_ms, max_queue=max_queue, max_inputs=max_inputs,
                         max_chars=max_chars, max_k=max_k, max_body_bytes=max_body_bytes,
                         api_keys=read_keys(api_key_file))
     home = home or (ctx.obj or {}).get("home")

@@ -6,13 +6,30 @@ batcher and closes the collections.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
+import os
 import sys
 
 from ..errors import ModelError
 from .settings import Settings, check_exposure
 
 log = logging.getLogger("semsearch.server")
+
+
+def model_plan(device: str, threads: int | None, workers: int | None) -> tuple[int | None, int]:
+    """(ONNX Runtime threads a run, runs side by side). On a CPU, one single-threaded run
+    per core: runs over all cores stall whenever another process takes one of them (on the
+    shared 2-core machine, a third of the single-threaded runs' throughput:
+    benchmarks/README.md). On a GPU, one run at a time with the runtime's own threads."""
+    from ..runtime import CUDA, available_providers
+
+    if device != "cpu" and CUDA in available_providers():
+        return threads, workers or 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    if threads is None:
+        threads = max(1, cores // workers) if workers else 1
+    return threads, workers or max(1, cores // threads)
 
 
 def serve(collections=(), home=None, host: str = "127.0.0.1", port: int = 8000, model=None,
@@ -27,6 +44,8 @@ def serve(collections=(), home=None, host: str = "127.0.0.1", port: int = 8000, 
     from ..embedder import Embedder
     from .app import create_app
 
+    threads, workers = model_plan(device, threads, settings.workers)
+    settings = dataclasses.replace(settings, workers=workers)
     embedder = Embedder.load(model, variant=variant, device=device, threads=threads)
     opened = {}
     try:

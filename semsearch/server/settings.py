@@ -21,6 +21,7 @@ class Settings:
     batching: bool = True
     max_batch_tokens: int | None = None  # padded tokens per model run (None: the Embedder's,
     max_batch_size: int | None = None    # texts per model run            measured per device)
+    workers: int | None = None      # model runs side by side (None: one per core on a CPU)
     max_wait_ms: float = 2.0        # how long the first queued text waits for company
     max_queue: int = 8_192          # texts waiting or running; past it: 503 + Retry-After
     # request limits
@@ -32,7 +33,7 @@ class Settings:
     api_keys: tuple[bytes, ...] = field(default=(), repr=False)
 
     def __post_init__(self):
-        for name in ("max_batch_tokens", "max_batch_size", "max_queue", "max_body_bytes",
+        for name in ("max_batch_tokens", "max_batch_size", "workers", "max_queue", "max_body_bytes",
                      "max_inputs", "max_chars", "max_k"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise InvalidInput(f"{name.replace('_', '-')} must be at least 1")
