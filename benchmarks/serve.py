@@ -265,11 +265,12 @@ def main() -> None:
                 "--port", str(port), "--device", "cpu", "--engine", "torch", "--log-level", "warning"],
                 "/health", "/embeddings", ("one", "batch32")))
         else:
-            flag = "--batching" if name == "batching" else "--no-batching"
-            supports = ("one", "batch32", "search") if name == "batching" else ("one", "batch32")  # search: no batcher
-            servers.append((name, lambda port, flag=flag: [
+            # without batching, one ONNX Runtime thread a run (many requests run at once):
+            # its best setting here, ahead of the default all-cores-a-run
+            flags = ["--batching"] if name == "batching" else ["--no-batching", "--threads", "1"]
+            servers.append((name, lambda port, flags=flags: [
                 sys.executable, "-m", "semsearch.server", "cranfield", "--home", str(home), "--port", str(port),
-                "--variant", args.variant, flag], "/healthz", "/v1/embeddings", supports))
+                "--variant", args.variant, *flags], "/healthz", "/v1/embeddings", ("one", "batch32", "search")))
 
     # every server runs at once, idle but for the one under load; each round runs the direct
     # ceiling and then each server on the same cell, so a ratio compares like with like on a
