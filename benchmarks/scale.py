@@ -25,6 +25,15 @@ files evicted from the page cache (posix_fadvise DONTNEED) until its first resul
     python benchmarks/scale.py --skip-ingest --data-dir /tmp/scale-2m   # keep the shards for re-runs
     python benchmarks/scale.py --n 200000 --shards 8 --skip-ingest
     python benchmarks/scale.py --skip-build --variant int8      # ingest only
+
+Created on-disk (``--create-n N``): N synthetic 384-d vectors (one-chunk documents, short
+texts) ingested by ``Collection.add_vectors`` in calls of 50,000, each collection in its own
+process: an in-memory one (``--create-index``, default flat: the least an in-memory index
+holds) and one created with ``index="ondisk"`` (no index in memory until ``build``). Peak
+RSS is the process's own high-water mark (``ru_maxrss``), the model loaded in both; then one
+dense query is timed (the on-disk one scans the store).
+
+    python benchmarks/scale.py --create-n 300000 --skip-ingest --skip-build
 """
 from __future__ import annotations
 
@@ -332,6 +341,57 @@ def bench_writer(args) -> None:
           f"{size / n:,.0f} bytes of store per chunk")
 
 
+def child_create(work: Path, index: str, n: int) -> dict:
+    """Ingest n synthetic vectors into a new collection; this process's peak RSS."""
+    import resource
+
+    from semsearch.collection import INDEX_FILE, Collection
+    step, dim = 50_000, 384
+    with Collection.create(work / index, index=index) as coll:
+        coll.embedder  # the model in memory in both, before the baseline
+        base = _tree_mem()[0] / 2**20
+        t = time.perf_counter()
+        for start in range(0, n, step):  # the vectors are made a call at a time, never all at once
+            rng = np.random.default_rng(start)
+            v = rng.standard_normal((min(step, n - start), dim)).astype(np.float32)
+            v /= np.linalg.norm(v, axis=1, keepdims=True)
+            coll.add_vectors([f"d{i}" for i in range(start, start + len(v))], v,
+                             [f"document {i} about wing flow" for i in range(start, start + len(v))])
+        ingest = time.perf_counter() - t
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        q = v[:1] + 0.1
+        coll.search_vectors(q / np.linalg.norm(q), k=K)  # the first search loads / scans once
+        t = time.perf_counter()
+        hit = coll.search_vectors(q / np.linalg.norm(q), k=K)[0][0].id
+        search = time.perf_counter() - t
+        info = coll.info()["index"]
+        index_mb = (work / index / INDEX_FILE).stat().st_size / 2**20 if (work / index / INDEX_FILE).exists() else 0
+    return {"index": index, "spec": info["spec"], "kind": info["kind"], "ingest_s": ingest, "base_mb": base,
+            "peak_mb": peak, "search_s": search, "top": hit, "index_file_mb": index_mb,
+            "after_search_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def bench_create(args) -> None:
+    work = Path(tempfile.mkdtemp(prefix="scale-create-", dir=args.tmp))
+    try:
+        runs = [run_child(work, "create", kind, str(args.create_n)) for kind in (args.create_index, "ondisk")]
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    mem, disk = runs
+    print(f"\n### Ingest into a new collection: {args.create_n:,} vectors x 384 by add_vectors, in memory "
+          f"vs created on-disk\n")
+    print("| collection | index | ingest s | RSS before ingest MiB | peak RSS MiB | growth MiB "
+          "| index.faiss MiB | one dense query s |\n|---|---|---|---|---|---|---|---|")
+    for r in runs:
+        print(f"| {r['kind']} ({r['index']}) | {r['spec']} | {r['ingest_s']:.1f} | {r['base_mb']:,.0f} | "
+              f"{r['peak_mb']:,.0f} | {r['peak_mb'] - r['base_mb']:,.0f} | {r['index_file_mb']:,.0f} | "
+              f"{r['search_s']:.3f} |")
+    print(f"\nratios on-disk / in-memory: peak RSS {disk['peak_mb'] / mem['peak_mb']:.2f}, growth over the "
+          f"loaded model {(disk['peak_mb'] - disk['base_mb']) / (mem['peak_mb'] - mem['base_mb']):.2f}, ingest "
+          f"time {disk['ingest_s'] / mem['ingest_s']:.2f}; same top hit: {disk['top'] == mem['top']}; the "
+          f"vectors themselves: {args.create_n * 384 * 4 / 2**20:,.0f} MiB")
+
+
 def _max_vector_diff(a: Path, b: Path) -> float:
     from semsearch.store import Store
     sa, sb = Store(a / "store.sqlite"), Store(b / "store.sqlite")
@@ -355,6 +415,9 @@ def main() -> None:
     ap.add_argument("--skip-build", action="store_true")
     ap.add_argument("--skip-ingest", action="store_true")
     ap.add_argument("--writer-n", type=int, default=20_000, help="documents for the single-writer run")
+    ap.add_argument("--create-n", type=int, default=0, help="vectors for the created-on-disk ingest run "
+                    "(0: skip it)")
+    ap.add_argument("--create-index", default="flat", help="the in-memory collection's index for that run")
     ap.add_argument("--work", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--child", nargs="*", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -364,6 +427,8 @@ def main() -> None:
             out = child_ondisk(work)
         elif what == "memory":
             out = child_memory(work, int(rest[0]), rest[1])
+        elif what == "create":
+            out = child_create(work, rest[0], int(rest[1]))
         else:
             out = child_cold(work, rest[0])
         print(json.dumps(out))
@@ -371,6 +436,8 @@ def main() -> None:
     if not args.skip_ingest:
         bench_ingest(args)
         bench_writer(args)
+    if args.create_n:
+        bench_create(args)
     if not args.skip_build:
         bench_build(args)
 
