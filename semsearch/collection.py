@@ -4,8 +4,8 @@ model that made it.
 It opens and creates collections (creation under the same lock as writes), pins the
 model, holds the writer lock, and keeps the in-memory index in step with the store by
 replaying the store's generations (a collection created with index="ondisk" has none:
-distributed/ondisk.py's exact scan, then its memory-mapped build). Ingest lives in ingest.py, ranking in search.py, every
-transaction in store.py. One Collection may be shared by threads: searches run
+distributed/ondisk.py's exact scan, then its memory-mapped build). Ingest lives in
+ingest.py, ranking in search.py, every transaction in store.py. One Collection may be shared by threads: searches run
 concurrently; writes are serialised by a thread lock and, across processes, the lock file.
 """
 from __future__ import annotations
@@ -250,7 +250,7 @@ class Collection:
 
     def _load_index_file(self) -> None:
         ondisk = self.config["index"] == ONDISK
-        if ondisk or (self.path / ONDISK_POINTER).is_file():  # `semsearch build` made an on-disk index: map it
+        if ondisk or (self.path / ONDISK_POINTER).is_file():  # map what `semsearch build` made, if any
             from .distributed.ondisk import SCAN_WARN, attach  # faiss + numpy only, no Ray
             built = attach(self.path)
             if built is not None:
