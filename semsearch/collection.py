@@ -26,7 +26,7 @@ import numpy as np
 
 from . import validation
 from .errors import (CollectionBusy, CollectionError, CollectionExists, InvalidInput, ModelError,
-                     NoSuchCollection)
+                     NoSuchCollection, ReadOnly)
 from .index import IndexFileError, VectorIndex, choose_spec, fsync_dir, resolve_spec
 from .ingest import DocumentInfo, IndexReport, PreparedDocument, Writer, embed_documents, info_of
 from .search import FEEDBACK_DOCS, FEEDBACK_WEIGHT, Fusion, Hit, Ranker
@@ -359,8 +359,8 @@ class Collection:
         """A write session (ingest.Writer): one writer at a time, the index brought up to
         date before and saved after."""
         if self.store.read_only:
-            raise CollectionError(f"collection {self.name} is read-only here ({self.path} cannot be "
-                                  "written); it can be searched")
+            raise ReadOnly(f"collection {self.name} is read-only here ({self.path} cannot be "
+                           "written); it can be searched")
         with self._write_lock:
             lock = _try_lock(self.path)
             if lock is None:

@@ -84,3 +84,11 @@ class CollectionBusy(CollectionError, Conflict):
 
 class CollectionExists(CollectionError, Conflict):
     """A collection by that name exists (or exists with other settings)."""
+
+
+class ReadOnly(CollectionError):
+    """A write to a collection this process may only read (its folder is not writable):
+    the caller's permissions, not a fault of the collection."""
+    exit_code = 77  # EX_NOPERM
+    http_status = 403
+    error_type = "permission_error"

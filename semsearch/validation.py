@@ -16,6 +16,7 @@ from .errors import InvalidInput, TooLarge, WrongType
 
 MAX_K = 10_000                 # hits per query: beyond this a ranking is an export, not a search
 MAX_QUERIES = 10_000           # queries per search call
+MAX_QUERY_CHARS = 20_000       # a query past a few pages is a document (lexical cost grows with its terms)
 MAX_ID_CHARS = 1_000
 MAX_DOCUMENT_CHARS = 10_000_000  # ~8 min of embedding here; larger documents must be split
 MAX_METADATA_DEPTH = 20
@@ -72,6 +73,9 @@ def queries(query) -> tuple[list[str], bool]:
         raise InvalidInput("the query is empty")
     if len(items) > MAX_QUERIES:
         raise TooLarge(f"at most {MAX_QUERIES:,} queries per call, got {len(items):,}")
+    for i, q in enumerate(items):
+        if len(q) > MAX_QUERY_CHARS:
+            raise TooLarge(f"query {i} has {len(q):,} characters; the limit is {MAX_QUERY_CHARS:,}")
     return items, isinstance(query, str)
 
 

@@ -517,6 +517,7 @@ CASES = [
     Case("min-score-nan", (*SEARCH, "--min-score", "nan"), match="score"),
     Case("query-empty", ("search", C, ""), match="query"),
     Case("query-blank", ("search", C, "  \t "), match="query"),
+    Case("query-over-the-limit", ("search", C, "lava " * 4_001), match="the limit is 20,000"),
     Case("where-unknown-key", (*SEARCH, "--where", "colour=red"), match="colour"),
     Case("add-blank-text-keeps-the-document", ("add", C, "--id", "n1", "--text", "   "), match="text"),  # item 3
     Case("add-empty-text", ("add", C, "--text", ""), match="text"),
@@ -567,11 +568,12 @@ CASES = [
     Case("rm-while-another-writes", ("rm", C, "--yes"), code=75, setup=hold_lock, proc=True),
     Case("index-existing-with-other-settings", ("index", "{T}", "--name", C, "--chunk-tokens", "40"),
          code=75, match="chunk"),
+    # -- not permitted (77) ---------------------------------------------------------------------
+    Case("add-to-read-only-collection", ("add", C, "--text", "x"), code=77, match="read-only",
+         readonly=True, unchanged="bytes"),
     # -- other failures (1) ------------------------------------------------------------------
     Case("store-is-garbage", SEARCH, code=1, setup=replace_store(b"\x13" * 8192), unchanged="bytes"),
     Case("store-is-empty", SEARCH, code=1, setup=replace_store(b""), unchanged="bytes"),
-    Case("add-to-read-only-collection", ("add", C, "--text", "x"), code=1, match="read-only",
-         readonly=True, unchanged="bytes"),
     Case("model-bit-rot", ("add", C, "--text", "a new note"), code=1, match="corrupt", setup=bit_rotten_model),  # item 7
     Case("manifest-is-a-list", ("embed", "hi", "--model", "{T}/model"), code=1, setup=model_copy(lambda m: [])),
     Case("manifest-without-max-length", ("embed", "hi", "--model", "{T}/model"), code=1,
