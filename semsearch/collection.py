@@ -110,7 +110,8 @@ class Collection:
             return cls._existing(path, exist_ok, settings, device, embedder)
         if path.exists() and not path.is_dir():
             raise InvalidInput(f"{path} is a file; a collection is a folder")
-        index, variant = index or DEFAULTS["index"], variant or DEFAULTS["variant"]
+        index = DEFAULTS["index"] if index is None else validation.string(index, "index")
+        variant = variant or DEFAULTS["variant"]
         overlap = DEFAULTS["overlap"] if overlap is None else overlap
         from .models import VARIANT_FILES
         validation.choice(variant, "variant", tuple(VARIANT_FILES))
@@ -329,6 +330,8 @@ class Collection:
     def rebuild_index(self, spec: str | None = None) -> dict:
         """Rebuild the vector index from the store (``spec``: change the collection's index
         type, e.g. "hnsw" or a faiss factory string) and save it; returns info()["index"]."""
+        if spec is not None:
+            validation.string(spec, "index")
         if ONDISK in (spec, self.config["index"]):
             raise InvalidInput(f"an on-disk collection is chosen at creation (index={ONDISK!r}) and its "
                                f"index is made by `semsearch build {self.name}`")

@@ -47,6 +47,15 @@ def finite(value, name: str, minimum: float | None = None) -> float:
     return float(value)
 
 
+def string(value, name: str) -> str:
+    """A non-empty str (an index spec, a model name): anything else is WrongType / InvalidInput."""
+    if not isinstance(value, str):
+        raise WrongType(f"{name} must be a string, not {type(value).__name__}")
+    if not value.strip():
+        raise InvalidInput(f"{name} is empty")
+    return value
+
+
 def choice(value, name: str, allowed: Sequence[str]) -> str:
     if value not in allowed:
         raise InvalidInput(f"{name} must be one of {', '.join(allowed)}, not {value!r}")

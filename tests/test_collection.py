@@ -365,6 +365,15 @@ def test_k_of_the_wrong_type_or_size_is_invalid_input(home, k):
             coll.search("hello", k=k)
 
 
+@pytest.mark.parametrize("index", [5, ["flat"], " "])
+def test_an_index_type_that_is_not_a_name_is_invalid_input_and_creates_nothing(home, index):
+    with pytest.raises(InvalidInput, match="index"):
+        Collection.create("typo", index=index)
+    assert not (home / "typo").exists()
+    with small() as coll, pytest.raises(InvalidInput, match="index"):
+        coll.rebuild_index(index)
+
+
 def test_open_or_create_refuses_settings_that_differ(home):
     small().close()
     with pytest.raises(CollectionExists, match="overlap"):
