@@ -214,6 +214,26 @@ class Direct:
                 (time.process_time() - cpu) * 1000 / len(self.texts))
 
 
+def batching_gain(texts: list[str], variant: str, repeats: int) -> dict:
+    """What merging single texts into runs can save at most on this machine: CPU time a
+    text, one ONNX Runtime thread, embedded one run each vs in length-sorted runs of 32."""
+    from semsearch.embedder import Embedder
+
+    embedder = Embedder.load(None, variant=variant, device="cpu", threads=1)
+    embedder.embed(texts[:64])
+    single, merged = [], []
+    for _ in range(repeats):
+        cpu = time.process_time()
+        for text in texts:
+            embedder.embed([text])
+        single.append((time.process_time() - cpu) * 1000 / len(texts))
+        cpu = time.process_time()
+        embedder.embed(texts, batch_size=32)
+        merged.append((time.process_time() - cpu) * 1000 / len(texts))
+    one, runs = statistics.median(single), statistics.median(merged)
+    return {"single_ms": one, "batched_ms": runs, "ratio": one / runs}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "cranfield")
@@ -238,7 +258,9 @@ def main() -> None:
     home = collection_home(args.data, args.home)
     direct = Direct(texts, args.variant)
     results = {"machine": f"{os.cpu_count()} cores", "texts": len(texts), "seconds": args.seconds,
-               "repeats": args.repeats, "rows": []}
+               "repeats": args.repeats, "rows": [],
+               "batching_gain": batching_gain(texts[:256], args.variant, args.repeats)}
+    print(json.dumps({"batching_gain": results["batching_gain"]}), flush=True)
 
     def bodies(scenario: str, model: str):
         if scenario == "one":
@@ -315,6 +337,9 @@ def main() -> None:
             stop(proc)
 
     print(table(results))
+    gain = results["batching_gain"]
+    print(f"\nmodel CPU a text, one thread: {gain['single_ms']:.2f} ms one text a run, {gain['batched_ms']:.2f} ms "
+          f"in sorted runs of 32: merging can save at most {gain['ratio']:.2f}x here")
     if args.out:
         args.out.write_text(json.dumps(results, indent=1))
 
