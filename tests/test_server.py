@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -403,8 +404,11 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-back
                   "--disable-component-update", "--disable-sync", "--no-first-run"]
 
 
-def test_search_page_finds_a_document_in_chromium(server):
-    """`make test` installs Debian's chromium; this test is never skipped for want of it."""
+@contextmanager
+def chromium_page(server, path: str):
+    """A page of Debian's chromium at ``path``; on leaving, checks that everything it
+    loaded came from the server (no CDN: the page and the docs must work offline).
+    `make test` installs chromium; these tests are never skipped for want of it."""
     from playwright.sync_api import sync_playwright
 
     assert Path(CHROMIUM).is_file(), "Debian's chromium is missing: `apt-get install -y chromium` (make test does)"
@@ -415,40 +419,33 @@ def test_search_page_finds_a_document_in_chromium(server):
             page.set_default_timeout(30_000)
             requests = []
             page.on("request", lambda req: requests.append(req.url))
-            page.goto(server.url + "/")
-            page.fill("#key", server.key)  # the server has a key: the page asks for it
-            page.click("#key-form button")
-            page.wait_for_selector("#collection option[value=docs]", state="attached")
-            page.select_option("#collection", "docs")
-            page.fill("#query", "making a loaf at home with yeast and an oven")
-            page.select_option("#mode", "dense")
-            page.click("#search button")
-            first = page.wait_for_selector("#hits li.hit")
-            assert first.query_selector(".text").inner_text() == DOCS["bread"][0]
-            assert "id bread" in first.query_selector(".meta").inner_text()
-            assert float(first.query_selector(".score").inner_text()) > 0
-            assert all(url.startswith(server.url) for url in requests), "the page reached beyond the server"
+            page.goto(server.url + path)
+            yield page
+            assert all(url.startswith(server.url) for url in requests), f"{path} reached beyond the server"
         finally:
             browser.close()
+
+
+def test_search_page_finds_a_document_in_chromium(server):
+    with chromium_page(server, "/") as page:
+        page.fill("#key", server.key)  # the server has a key: the page asks for it
+        page.click("#key-form button")
+        page.wait_for_selector("#collection option[value=docs]", state="attached")
+        page.select_option("#collection", "docs")
+        page.fill("#query", "making a loaf at home with yeast and an oven")
+        page.select_option("#mode", "dense")
+        page.click("#search button")
+        first = page.wait_for_selector("#hits li.hit")
+        assert first.query_selector(".text").inner_text() == DOCS["bread"][0]
+        assert "id bread" in first.query_selector(".meta").inner_text()
+        assert float(first.query_selector(".score").inner_text()) > 0
 
 
 def test_api_docs_render_offline_in_chromium(server):
-    """/docs is Swagger UI with its files served by the server itself, not a CDN."""
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS, headless=True)
-        try:
-            page = browser.new_page()
-            page.set_default_timeout(30_000)
-            requests = []
-            page.on("request", lambda req: requests.append(req.url))
-            page.goto(server.url + "/docs")
-            page.wait_for_selector(".opblock-summary-path[data-path=\"/v1/embeddings\"]")
-            assert page.query_selector(".opblock-summary-path[data-path=\"/v1/collections/{name}/search\"]") is not None
-            assert all(url.startswith(server.url) for url in requests), "the docs reached beyond the server"
-        finally:
-            browser.close()
+    """/docs is Swagger UI with its files served by the server itself."""
+    with chromium_page(server, "/docs") as page:
+        page.wait_for_selector('.opblock-summary-path[data-path="/v1/embeddings"]')
+        assert page.query_selector('.opblock-summary-path[data-path="/v1/collections/{name}/search"]') is not None
 
 
 # -- starting and stopping -------------------------------------------------------------------------

@@ -2,7 +2,8 @@
 
 Blocking library calls (search, writes, info) run in the threadpool; embedding, search
 queries' included, goes through the batcher, so the event loop never waits on ONNX Runtime
-or SQLite.
+or SQLite. Everything else is ``async def``: FastAPI runs a plain ``def`` route or
+dependency in its threadpool, a thread hop per request.
 """
 from __future__ import annotations
 
@@ -62,18 +63,18 @@ def create_app(embedder, collections: dict, settings: Settings = Settings()) -> 
 
     # -- open: liveness and the page (static files, no data) ------------------------------------
     @app.get("/healthz", include_in_schema=False)
-    def healthz():
+    async def healthz():
         return {"status": "ok"}
 
     @app.get("/", include_in_schema=False)
-    def page():
+    async def page():
         return FileResponse(STATIC / "index.html")
 
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
     app.mount("/docs-assets", StaticFiles(directory=str(SWAGGER_UI)), name="docs-assets")
 
     @app.get("/docs", include_in_schema=False)
-    def docs():
+    async def docs():
         """FastAPI's Swagger UI page with its files served from here: it works offline."""
         return get_swagger_ui_html(openapi_url=app.openapi_url, title="semsearch API",
                                    swagger_js_url="/docs-assets/swagger-ui-bundle.js",
@@ -82,7 +83,7 @@ def create_app(embedder, collections: dict, settings: Settings = Settings()) -> 
 
     # -- protected --------------------------------------------------------------------------
     @api.get("/readyz")
-    def readyz():
+    async def readyz():
         ready = app.state.ready and batcher.alive
         body = {"status": "ready" if ready else "not ready", "model": model_id,
                 "collections": list(collections)}
@@ -93,7 +94,7 @@ def create_app(embedder, collections: dict, settings: Settings = Settings()) -> 
         return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
     @api.get("/v1/models")
-    def list_models():
+    async def list_models():
         return {"object": "list", "data": [{"id": model_id, "object": "model", "created": 0,
                                             "owned_by": "semsearch", "dimensions": embedder.dim}]}
 

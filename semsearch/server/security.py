@@ -13,8 +13,10 @@ from starlette.exceptions import HTTPException
 from .errors import Unauthorized
 
 
-def require_key(request: Request) -> None:
-    """A FastAPI dependency on every protected route; a no-op when no key is set."""
+async def require_key(request: Request) -> None:
+    """A FastAPI dependency on every protected route; a no-op when no key is set. Async
+    though it never awaits: FastAPI runs a plain ``def`` dependency in its threadpool, a
+    thread hop on every request."""
     keys = request.app.state.settings.api_keys
     if not keys:
         return
