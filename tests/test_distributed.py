@@ -189,6 +189,29 @@ def test_cli_index_ray_reports_like_index(tmp_path, home, ray_local):
     assert missing.exit_code != 0 and "Traceback" not in missing.output
 
 
+def test_a_model_that_fails_in_the_actors_stops_the_job_with_the_local_paths_error(tmp_path, home, ray_local,
+                                                                                   model_folder):
+    """A semsearch error inside an actor reaches the caller as itself (one line), not
+    wrapped in Ray's task traceback."""
+    import shutil
+
+    from semsearch.collection import Collection
+    from semsearch.distributed import index_paths
+    from semsearch.errors import ModelError
+    model = shutil.copytree(model_folder, tmp_path / "model")
+    corpus = write_corpus(tmp_path / "corpus", n_files=3)
+    Collection.create("damaged", model=str(model)).close()
+    with open(model / "model.onnx", "r+b") as f:  # bit rot after the collection was made
+        f.seek((model / "model.onnx").stat().st_size // 2)
+        f.write(b"\xff" * 65536)
+    with Collection.open("damaged") as coll:
+        with pytest.raises(ModelError) as local:
+            coll.add_files([corpus])
+        with pytest.raises(ModelError) as onray:
+            index_paths(coll, [corpus])
+    assert str(onray.value) == str(local.value) and "does not match its manifest" in str(onray.value)
+
+
 def _map_workers():
     import psutil
     return [p for p in psutil.process_iter(["cmdline"])

@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 from typing import Callable, Iterable
 
+from ..errors import SemsearchError
 from .cluster import connected, resources
 
 FILES_PER_CALL = 4  # files one actor call loads and embeds together (the unit of retry)
@@ -46,14 +47,18 @@ class PrepareFiles:
         known = {}
         for hashes in batch["known"]:
             known.update(json.loads(hashes))
-        records = self._records(batch["path"], known)
+        try:
+            records = self._records(batch["path"], known)
+        except SemsearchError as exc:  # e.g. the pinned model does not load here: the driver stops
+            records = [("error", exc)]  # with it; as an exception it would reach the driver wrapped
         return {"record": [pickle.dumps(r, protocol=5) for r in records]}
 
     def _records(self, paths, known: dict) -> list[tuple]:
         """("skipped", source, reason) for unreadable files, ("unchanged", key) for documents
         whose hash is known, ("doc", key, PreparedDocument | None) for the rest (None: it
         could not be chunked; its reason follows as a "skipped" record), then
-        ("done", files, replaced characters)."""
+        ("done", files, replaced characters). A semsearch error comes back as the one
+        record ("error", exception) (see __call__)."""
         from ..ingest import IndexReport, embed_documents, info_of
         from ..loaders import Skipped, load_file
 
@@ -123,7 +128,10 @@ def prepared_stream(ray, files: list[str], coll, known: dict, actors: int | None
     log.info("ray: %d actor(s), %s CPU(s)%s each", shape["actors"], shape["num_cpus"],
              " and 1 GPU" if shape["num_gpus"] else "")
     for batch in ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=2):
-        yield [pickle.loads(r) for r in batch["record"]]
+        records = [pickle.loads(r) for r in batch["record"]]
+        if records and records[0][0] == "error":
+            raise records[0][1]  # one line, as the local path gives it, not Ray's task traceback
+        yield records
 
 
 def index_paths(coll, paths: Iterable, address: str | None = None, glob: str | None = None,
