@@ -7,8 +7,8 @@ as all of them are done. Sorting many requests' texts together is what saves mos
 CPU, where a run costs its padded tokens. With several workers (on a CPU, one per core,
 each run on one thread: no intra-op hand-offs, which stall a whole run when another process
 takes a core), a worker takes its fair share of the queue: all of it when the others are
-busy, a half when one other is idle, and so on. Before taking, it waits up to ``max_wait_ms`` after the
-oldest queued text, but only while company is due (requests being tokenised, or fewer
+busy, a half when one other is idle, and so on. Before taking, it waits up to
+``max_wait_ms`` after the oldest queued text, but only while company is due (requests being tokenised, or fewer
 queued than recent runs held) and a run's budget is not yet waiting: a lone client pays no
 wait, and on a loaded machine a timed sleep costs a whole scheduler time slice. The event
 loop only queues and awaits; ONNX Runtime runs in the worker. The queue is bounded in
