@@ -8,11 +8,12 @@ CPU, where a run costs its padded tokens. With several workers (on a CPU, one pe
 each run on one thread: no intra-op hand-offs, which stall a whole run when another process
 takes a core), a worker takes its fair share of the queue: all of it when the others are
 busy, a half when one other is idle, and so on. Before taking, it waits up to
-``max_wait_ms`` after the oldest queued text, but only while company is due (requests being tokenised, or fewer
-queued than recent runs held) and a run's budget is not yet waiting: a lone client pays no
-wait, and on a loaded machine a timed sleep costs a whole scheduler time slice. The event
-loop only queues and awaits; ONNX Runtime runs in the worker. The queue is bounded in
-texts: past the bound a request gets Overloaded (503 + Retry-After), never unbounded memory.
+``max_wait_ms`` after the oldest queued text, but only while company is due (requests being
+tokenised, or fewer queued than recent runs held) and a run's budget is not yet waiting: a
+lone client pays no wait, and on a loaded machine a timed sleep costs a whole scheduler
+time slice. The event loop only queues and awaits; ONNX Runtime runs in the workers. The
+queue is bounded in texts: past the bound a request gets Overloaded (503 + Retry-After),
+never unbounded memory.
 """
 from __future__ import annotations
 
