@@ -5,8 +5,9 @@ It opens and creates collections (creation under the same lock as writes), pins 
 model, holds the writer lock, and keeps the in-memory index in step with the store by
 replaying the store's generations (a collection created with index="ondisk" has none:
 distributed/ondisk.py's exact scan, then its memory-mapped build). Ingest lives in
-ingest.py, ranking in search.py, every transaction in store.py. One Collection may be shared by threads: searches run
-concurrently; writes are serialised by a thread lock and, across processes, the lock file.
+ingest.py, ranking in search.py, every transaction in store.py. One Collection may be
+shared by threads: searches run concurrently; writes are serialised by a thread lock and,
+across processes, the lock file.
 """
 from __future__ import annotations
 
@@ -562,14 +563,18 @@ class Collection:
 
 
 def index_files(name_or_path, paths: Iterable[str | os.PathLike], glob: str | None = None,
-                remove_missing: bool = True, progress: bool = False, **settings) -> tuple[dict, IndexReport]:
+                remove_missing: bool = True, progress: bool = False, ingest=None,
+                **settings) -> tuple[dict, IndexReport]:
     """Index files into a collection, creating it if needed; missing paths fail before a
-    collection is created. Returns (collection name and document count, report)."""
+    collection is created. Returns (collection name, document count and notice, report).
+    ``ingest(coll, paths, glob=, remove_missing=, progress=)`` replaces
+    ``Collection.add_files`` (`index --ray`: distributed.pipeline.index_paths)."""
     from .loaders import list_files
     paths = list(paths)
     list_files(paths, glob=glob)  # NotFound now, not after an empty collection is made
     with Collection.open_or_create(name_or_path, **settings) as coll:
-        report = coll.add_files(paths, glob=glob, remove_missing=remove_missing, progress=progress)
+        ingest = ingest or Collection.add_files
+        report = ingest(coll, paths, glob=glob, remove_missing=remove_missing, progress=progress)
         return {"name": coll.name, "documents": coll.count(), "notice": coll.notice()}, report
 
 

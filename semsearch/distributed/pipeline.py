@@ -13,6 +13,7 @@ that came back twice would replace itself by key, never duplicate.
 from __future__ import annotations
 
 import bisect
+import functools
 import json
 import logging
 import pickle
@@ -195,13 +196,8 @@ def _apply(record: tuple, w, known: dict, seen: set, report, on_commit) -> None:
                 on_commit(key)
 
 
-def index_files(name_or_path, paths: Iterable, address: str | None = None, glob: str | None = None,
-                remove_missing: bool = True, progress: bool = False, **settings):
-    """``collection.index_files`` on Ray: (collection name and document count, report)."""
-    from ..collection import Collection
-    from ..loaders import list_files
-    paths = list(paths)
-    list_files(paths, glob=glob)  # NotFound now, not after an empty collection is made
-    with Collection.open_or_create(name_or_path, **settings) as coll:
-        report = index_paths(coll, paths, address, glob, remove_missing, progress)
-        return {"name": coll.name, "documents": coll.count()}, report
+def index_files(name_or_path, paths: Iterable, address: str | None = None, **kwargs):
+    """``collection.index_files`` with ingest on Ray (``index_paths``)."""
+    from ..collection import index_files
+
+    return index_files(name_or_path, paths, ingest=functools.partial(index_paths, address=address), **kwargs)
