@@ -132,16 +132,16 @@ def create_app(embedder, collections: dict, settings: Settings = Settings()) -> 
         if (body.query is None) == (body.queries is None):
             raise InvalidInput("give either query (one string) or queries (a list of strings)")
         validation.positive_int(body.k, "k", settings.max_k)
-        queries, _ = validation.queries(body.query if body.query is not None else body.queries)
-        check_texts(queries, settings, "query" if body.query is not None else "queries")
-        validation.choice(body.mode, "mode", validation.MODES)
+        asked = body.query if body.query is not None else body.queries
+        queries, single = validation.queries(asked)
+        check_texts(queries, settings, "query" if single else "queries")
+        validation.choice(body.mode, "mode", validation.MODES)  # before embedding for nothing
         vectors = None
         if body.mode != "lexical":  # queries share model runs with embedding requests
             vectors, _ = await batcher.embed(queries, "query")
-        found = await run_in_threadpool(
-            target.search, body.query if body.query is not None else body.queries,
-            k=body.k, mode=body.mode, where=body.where, docs=body.docs, query_vectors=vectors)
-        if body.query is not None:
+        found = await run_in_threadpool(target.search, asked, k=body.k, mode=body.mode, where=body.where,
+                                        docs=body.docs, query_vectors=vectors)
+        if single:
             return JSONResponse({"object": "list", "data": [h.to_dict() for h in found]})
         return JSONResponse({"object": "list", "results": [{"data": [h.to_dict() for h in hits]} for hits in found]})
 
