@@ -6,6 +6,7 @@ built at generation G is brought up to date by replaying what came after G.
 """
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
@@ -232,7 +233,7 @@ class Store:
             ids.append(cur.lastrowid)
             spans.append((start, end, text))
         if spans:
-            self.db.execute("INSERT INTO documents_fts(rowid, text) VALUES (?, ?)", (doc_id, document_text(spans)))
+            self._index_text(doc_id, spans)
         return ids
 
     def delete_documents(self, keys: Iterable[str]) -> tuple[int, list[int]]:
@@ -356,6 +357,10 @@ class Store:
         return dict(rows)
 
     # -- the lexical index ------------------------------------------------------------------
+    def _index_text(self, doc_id: int, spans: list[tuple[int, int, str]]) -> None:
+        """Add a document to documents_fts from its chunks' (start, end, text) in order."""
+        self.db.execute("INSERT INTO documents_fts(rowid, text) VALUES (?, ?)", (doc_id, document_text(spans)))
+
     def _unindex_text(self, doc_id: int) -> None:
         """Remove a document from documents_fts (before its chunks go)."""
         spans = self.db.execute("SELECT start, end, text FROM chunks WHERE doc_id = ? ORDER BY position",
@@ -374,17 +379,9 @@ class Store:
                     return
                 self.db.execute("DROP TABLE IF EXISTS documents_fts")
                 self.db.execute(LEXICAL_SCHEMA)
-                doc_id, spans = None, []
-                for row in self.db.execute("SELECT doc_id, start, end, text FROM chunks ORDER BY doc_id, position"):
-                    if row[0] != doc_id and spans:
-                        self.db.execute("INSERT INTO documents_fts(rowid, text) VALUES (?, ?)",
-                                        (doc_id, document_text(spans)))
-                        spans = []
-                    doc_id = row[0]
-                    spans.append(row[1:])
-                if spans:
-                    self.db.execute("INSERT INTO documents_fts(rowid, text) VALUES (?, ?)",
-                                    (doc_id, document_text(spans)))
+                rows = self.db.execute("SELECT doc_id, start, end, text FROM chunks ORDER BY doc_id, position")
+                for doc_id, group in itertools.groupby(rows, key=lambda row: row[0]):
+                    self._index_text(doc_id, [row[1:] for row in group])
                 self.set_meta("lexical_version", LEXICAL_VERSION)
         except sqlite3.OperationalError as exc:  # a read-only store: lexical search says so
             log.warning("cannot build the document-level lexical index of %s (%s); lexical and "
