@@ -504,10 +504,16 @@ def gpu_main(args) -> None:
                 row(which, variant, "semsearch", rows, timed(e.embed, ts, args.runs))
             e.max_batch_size, e.max_batch_tokens = default
             result = timed(e.embed, ts, args.runs)
-            row(which, variant, "semsearch", f"default ({default[1]} tokens, ≤{default[0]} rows)", result)
+            row(which, variant, "semsearch", f"default ({default[1]} tokens, ≤{default[0]} rows, "
+                f"{e.tokenizing.processes} tokenizer processes × {e.tokenizing.threads} threads)", result)
             e.overlap = False
             row(which, variant, "semsearch, no overlap", "default", timed(e.embed, ts, args.runs))
             e.overlap = True
+            processes = e.tokenizing.processes
+            e.tokenizing.processes = 0
+            row(which, variant, "semsearch, tokenising in this process (threads only)", "default",
+                timed(e.embed, ts, args.runs))
+            e.tokenizing.processes = processes
             if args.sweep:  # what each choice is worth, on the default budget
                 for window in args.gpu_windows:
                     e.window = window

@@ -26,7 +26,8 @@ from .models import (MANIFEST, PROBES, check_variant, read_manifest, sha256_file
                      variant_state, write_manifest)
 from .progress import bar
 from .validation import text_list
-from .runtime import DEVICES, Session, Tokens, encode, load_tokenizer, onnxruntime, single_types_are_zero
+from .runtime import (DEVICES, Session, TokenizerProcesses, Tokens, cpu_cores, encode, load_tokenizer, onnxruntime,
+                      single_types_are_zero)
 
 log = logging.getLogger("semsearch")
 
@@ -44,6 +45,16 @@ GPU_BATCH = {"max_batch_tokens": 65536, "max_batch_size": 1024, "overlap": True}
 WIDTH_LADDER = (*range(8, 65, 8), 80, 96, 112, 128, 144, 160, 176, 192, 208, 224, 240, 256,
                 288, 320, 352, 384, 416, 448, 480, 512)
 WINDOW = 4096  # texts tokenised (and length-sorted) together
+
+
+def tokenizer_processes(cores: int) -> tuple[int, int]:
+    """(worker processes, tokeniser threads in each) for the GPU pipeline: a process per 4
+    cores, two cores left to the process that feeds the GPU; none below 8 cores, where the
+    pipeline's threads have no cores to spare for them."""
+    if cores < 8:
+        return 0, 1
+    processes = cores // 4
+    return processes, max(1, (cores - 2) // processes)
 
 
 class Embedder:
@@ -67,6 +78,9 @@ class Embedder:
             bucket_widths(self.max_length) if session.on_gpu and variant == "fp16" else None)
         self.overlap: bool = defaults["overlap"]
         self.window: int = WINDOW
+        # where the pipeline tokenises (GPU, 8+ cores: in worker processes; see TokenizerProcesses)
+        self.tokenizing = TokenizerProcesses(
+            tokenizer, self._types, *(tokenizer_processes(cpu_cores()) if session.on_gpu else (0, 1)))
 
     @classmethod
     def load(cls, model: str | os.PathLike | None = None, variant: str = "fp32",
@@ -108,9 +122,7 @@ class Embedder:
     # -- the steps ----------------------------------------------------------------------------
     def tokenize(self, texts: Sequence[str] | str, kind: str | None = None) -> Tokens:
         """Token ids of ``texts`` (with the model's query/passage prefix for ``kind``)."""
-        texts = text_list(texts)
-        prefix = self._prefix(kind)
-        return encode(self.tokenizer, [prefix + t for t in texts] if prefix else texts, self._types)
+        return encode(self.tokenizer, self._prefixed(text_list(texts), kind), self._types)
 
     def run(self, tokens: Tokens) -> np.ndarray:
         """ONE model run over ``tokens`` (the caller chose the batch): ``(len, dim)`` float32."""
@@ -139,10 +151,13 @@ class Embedder:
         rows_cap, budget = self._limits(batch_size, max_batch_tokens)
         out = np.empty((len(texts), self.dim), dtype=np.float32)
         counts = [0, 0]  # tokens, truncated: local to this call
+        overlap = self.overlap and len(texts) > rows_cap
+        starts = range(0, len(texts), self.window)
 
         def windows() -> Iterator[tuple[int, Tokens]]:
-            for start in range(0, len(texts), self.window):
-                yield start, self.tokenize(texts[start:start + self.window], kind)
+            parts = (self._prefixed(texts[s:s + self.window], kind) for s in starts)
+            yield from zip(starts, self.tokenizing.map(parts) if overlap else
+                           (encode(self.tokenizer, part, self._types) for part in parts))
 
         def batches(tokenized: Iterable[tuple[int, Tokens]]):
             for start, tokens in tokenized:
@@ -151,7 +166,6 @@ class Embedder:
                 for rows, feeds in self.prepare(tokens, rows_cap, budget):
                     yield start + rows, feeds
 
-        overlap = self.overlap and len(texts) > rows_cap
         stream = batches(background(windows()) if overlap else windows())
         stream = background(stream) if overlap else stream
         shown = bar(stream, progress and len(texts) > rows_cap, unit="text", total=len(texts),
@@ -174,6 +188,10 @@ class Embedder:
         if kind not in (None, "query", "passage"):
             raise InvalidInput(f"kind must be 'query', 'passage' or None, not {kind!r}")
         return self.manifest.get("prompts", {}).get(kind, "") if kind else ""
+
+    def _prefixed(self, texts: list[str], kind: str | None) -> list[str]:
+        prefix = self._prefix(kind)
+        return [prefix + t for t in texts] if prefix else texts
 
     def _limits(self, batch_size: int | None, max_batch_tokens: int | None) -> tuple[int, int]:
         for name, value in (("batch_size", batch_size), ("max_batch_tokens", max_batch_tokens)):

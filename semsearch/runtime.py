@@ -10,8 +10,14 @@ import base64
 import itertools
 import json
 import logging
+import os
+import pickle
+import subprocess
 import sys
+import threading
+from collections import deque
 from dataclasses import dataclass
+from typing import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -134,6 +140,158 @@ def encode(tokenizer, texts: list[str], types: bool = True) -> Tokens:
         type_ids = np.fromiter(itertools.chain.from_iterable(e.type_ids for e in encodings),
                                dtype=np.int64, count=total)
     return Tokens(ids, lengths, cut, type_ids)
+
+
+def cpu_cores() -> int:
+    """The cores this process may run on (its affinity, not the machine's count)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+class TokenizerProcesses:
+    """Tokenising in worker processes, for the GPU pipeline.
+
+    Half of tokenising holds the GIL: building a Python ``Encoding`` per text, reading its
+    ids and freeing it (3 µs a short text, 11 µs a long one, measured here), against a
+    parallel half the tokeniser spreads over the cores. In the process that feeds the GPU
+    that half is serial, and the thread that starts each model run waits for the GIL
+    behind it (up to Python's 5 ms switch interval, as long as a fast fp16 run). Worker
+    processes do both halves and send back flat arrays. They are plain ``python -c``
+    children that read requests on stdin, so nothing of the caller's ``__main__`` runs in
+    them, and they exit when their stdin closes, also when this process is killed.
+
+    One call uses the workers at a time; a call that finds them busy tokenises in this
+    process. If a worker dies, its windows and all later ones are tokenised here, with a
+    warning. Windows come back in order.
+    """
+
+    def __init__(self, tokenizer, types: bool, processes: int, threads: int = 4):
+        self.tokenizer, self.types = tokenizer, types
+        self.processes, self.threads = processes, threads
+        self._workers: list[subprocess.Popen] = []
+        self._lock = threading.Lock()
+
+    def map(self, windows: Iterable[list[str]]) -> Iterator[Tokens]:
+        """``Tokens`` of each window of texts, in order."""
+        windows = iter(windows)
+        if not self.processes or not self._lock.acquire(blocking=False):
+            yield from self._here(windows)
+            return
+        try:
+            yield from self._map(windows)
+        finally:
+            self._lock.release()
+
+    def _here(self, windows: Iterable[list[str]]) -> Iterator[Tokens]:
+        return (encode(self.tokenizer, texts, self.types) for texts in windows)
+
+    def _map(self, windows: Iterator[list[str]]) -> Iterator[Tokens]:
+        due: deque = deque()  # (worker, texts) in the order their results are due
+        try:
+            self._start()
+            free = deque(self._workers)
+            while True:
+                while free and (texts := next(windows, None)) is not None:
+                    worker = free.popleft()
+                    due.append((worker, texts))
+                    _send(worker, texts)
+                if not due:
+                    return
+                tokens = _receive(due[0][0])
+                free.append(due.popleft()[0])
+                yield tokens
+        except _WorkerFailed as exc:
+            log.warning("a tokenizer process failed (%s; exit codes %s); tokenising in this process "
+                        "from now on", exc, [w.poll() for w in self._workers])
+            self.close()
+            self.processes = 0
+            retry = [texts for _, texts in due]
+            due.clear()
+            yield from self._here(retry)
+            yield from self._here(windows)
+        finally:  # the consumer stopped early: read what is still due, so the next call starts clean
+            try:
+                for worker, _ in due:
+                    _receive(worker)
+            except _WorkerFailed:
+                self.close()
+
+    def _start(self) -> None:
+        if len(self._workers) == self.processes and all(w.poll() is None for w in self._workers):
+            return
+        self.close()
+        package_root = str(Path(__file__).resolve().parent.parent)
+        env = {**os.environ, "RAYON_NUM_THREADS": str(self.threads),
+               "PYTHONPATH": os.pathsep.join(filter(None, (package_root, os.environ.get("PYTHONPATH"))))}
+        command = [sys.executable, "-c", "from semsearch.runtime import tokenizer_process; tokenizer_process()"]
+        try:
+            self._workers = [subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
+                             for _ in range(self.processes)]
+        except OSError as exc:
+            raise _WorkerFailed(exc) from None
+        setup = (self.tokenizer.to_str(), self.types)
+        for worker in self._workers:  # after every start, so they boot side by side
+            _send(worker, setup)
+
+    def close(self) -> None:
+        """End the workers (they also end by themselves when this process exits)."""
+        workers, self._workers = self._workers, []
+        for worker in workers:
+            for pipe in (worker.stdin, worker.stdout):
+                try:
+                    pipe.close()
+                except OSError:
+                    pass
+            try:
+                worker.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+                worker.wait()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:  # at interpreter exit; the workers end when their stdin closes anyway
+            pass
+
+
+class _WorkerFailed(Exception):
+    """A tokenizer process could not be started, written to or read from."""
+
+
+def _send(worker: subprocess.Popen, message) -> None:
+    try:
+        pickle.dump(message, worker.stdin, pickle.HIGHEST_PROTOCOL)
+        worker.stdin.flush()
+    except (OSError, ValueError) as exc:  # ValueError: the pipe was closed
+        raise _WorkerFailed(exc.__class__.__name__) from None
+
+
+def _receive(worker: subprocess.Popen) -> Tokens:
+    try:
+        return pickle.load(worker.stdout)
+    except (OSError, ValueError, EOFError, pickle.UnpicklingError) as exc:
+        raise _WorkerFailed(exc.__class__.__name__) from None
+
+
+def tokenizer_process() -> None:
+    """A TokenizerProcesses worker: a tokenizer and a types flag, then windows of texts
+    on stdin; their Tokens on stdout, until stdin closes. Ctrl-C is the caller's to handle."""
+    import signal
+
+    from tokenizers import Tokenizer
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    requests = sys.stdin.buffer
+    replies = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)  # a stray print goes to stderr, never into the replies
+    try:
+        spec, types = pickle.load(requests)
+        tokenizer = Tokenizer.from_str(spec)
+        while True:
+            pickle.dump(encode(tokenizer, pickle.load(requests), types), replies, pickle.HIGHEST_PROTOCOL)
+            replies.flush()
+    except (EOFError, BrokenPipeError):  # the caller closed the pipes or exited
+        return
 
 
 # -- sessions -----------------------------------------------------------------------------------

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import sys
 
 from ..errors import ModelError
@@ -22,11 +21,11 @@ def model_plan(device: str, threads: int | None, workers: int | None) -> tuple[i
     per core: runs over all cores stall whenever another process takes one of them (on the
     shared 2-core machine, a third of the single-threaded runs' throughput:
     benchmarks/README.md). On a GPU, one run at a time with the runtime's own threads."""
-    from ..runtime import CUDA, available_providers
+    from ..runtime import CUDA, available_providers, cpu_cores
 
     if device != "cpu" and CUDA in available_providers():
         return threads, workers or 1
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    cores = cpu_cores()
     if threads is None:
         threads = max(1, cores // workers) if workers else 1
     return threads, workers or max(1, cores // threads)
