@@ -27,7 +27,7 @@ from .models import (MANIFEST, PROBES, check_variant, read_manifest, sha256_file
 from .progress import bar
 from .validation import text_list
 from .runtime import (DEVICES, Session, TokenizerProcesses, Tokens, cpu_cores, encode, load_tokenizer, onnxruntime,
-                      single_types_are_zero)
+                      single_types_are_zero, tokenizer_processes)
 
 log = logging.getLogger("semsearch")
 
@@ -45,16 +45,6 @@ GPU_BATCH = {"max_batch_tokens": 65536, "max_batch_size": 1024, "overlap": True}
 WIDTH_LADDER = (*range(8, 65, 8), 80, 96, 112, 128, 144, 160, 176, 192, 208, 224, 240, 256,
                 288, 320, 352, 384, 416, 448, 480, 512)
 WINDOW = 4096  # texts tokenised (and length-sorted) together
-
-
-def tokenizer_processes(cores: int) -> tuple[int, int]:
-    """(worker processes, tokeniser threads in each) for the GPU pipeline: a process per 4
-    cores, two cores left to the process that feeds the GPU; none below 8 cores, where the
-    pipeline's threads have no cores to spare for them."""
-    if cores < 8:
-        return 0, 1
-    processes = cores // 4
-    return processes, max(1, (cores - 2) // processes)
 
 
 class Embedder:

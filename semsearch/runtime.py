@@ -147,6 +147,16 @@ def cpu_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
+def tokenizer_processes(cores: int) -> tuple[int, int]:
+    """(worker processes, tokeniser threads in each) for the GPU pipeline: a process per 4
+    cores, two cores left to the process that feeds the GPU; none below 8 cores, where the
+    pipeline's threads have no cores to spare for them."""
+    if cores < 8:
+        return 0, 1
+    processes = cores // 4
+    return processes, max(1, (cores - 2) // processes)
+
+
 class TokenizerProcesses:
     """Tokenising in worker processes, for the GPU pipeline.
 
@@ -398,7 +408,7 @@ def describe() -> dict:
 
     dists = ("onnxruntime", "onnxruntime-gpu", "tokenizers", "numpy", "faiss-cpu", "faiss-gpu-cu12",
              "nvidia-cuda-runtime", "nvidia-cudnn-cu13", "nvidia-cudnn-cu12", "torch")
-    report: dict = {"python": sys.version.split()[0],
+    report: dict = {"python": sys.version.split()[0], "cores": cpu_cores(),
                     "packages": {d: v for d in dists if (v := installed(d))}, "problems": []}
     problems = report["problems"]
     if installed("onnxruntime") and installed("onnxruntime-gpu"):
@@ -436,6 +446,9 @@ def doctor_lines(report: dict, models: list[dict]) -> list[str]:
     from .models import variant_state
 
     lines = [f"python {report['python']}; " + ", ".join(f"{k} {v}" for k, v in report["packages"].items())]
+    processes, threads = tokenizer_processes(report["cores"])
+    lines.append(f"{report['cores']} CPU cores: on a GPU, tokenising runs " + (
+        f"in {processes} worker processes x {threads} threads" if processes else "in the feeding process (workers from 8 cores)"))
     if "onnxruntime" in report:
         ort = report["onnxruntime"]
         lines.append(f"onnxruntime {ort['version']} ({ort['device']} build) in {ort['module']}; "

@@ -10,11 +10,11 @@ import time
 import numpy as np
 import pytest
 
-from semsearch.embedder import Embedder, background, bucket, bucket_widths, plan_batches, tokenizer_processes
+from semsearch.embedder import Embedder, background, bucket, bucket_widths, plan_batches
 from semsearch.errors import InvalidInput, ModelError
 from semsearch.export import PROBES
 from semsearch.models import packaged_model_path, read_manifest, sha256_file, variant_state
-from semsearch.runtime import TokenizerProcesses, encode
+from semsearch.runtime import TokenizerProcesses
 
 
 @pytest.fixture(scope="session")
@@ -186,80 +186,17 @@ def test_pipeline_passes_errors_through_and_stops(gpu_style):
     assert threading.active_count() == before  # every worker thread ended
 
 
-WINDOWS = [[f"{'word ' * (i % 37)} window {w} text {i}" for i in range(40)] for w in range(7)] + [PROBES]
-
-
-def same_tokens(a, b):
-    return all(np.array_equal(x, y) for x, y in zip((a.ids, a.lengths, a.cut), (b.ids, b.lengths, b.cut)))
-
-
-@pytest.fixture(scope="module")
-def tokenizer_pool(embedder):
-    pool = TokenizerProcesses(embedder.tokenizer, False, processes=2, threads=1)
-    yield pool
-    pool.close()
-
-
-def test_tokenizer_processes_give_the_tokens_of_this_process_in_order(tokenizer_pool, embedder):
-    got = list(tokenizer_pool.map(WINDOWS))
-    assert len(got) == len(WINDOWS) and len(tokenizer_pool._workers) == 2
-    assert all(same_tokens(g, encode(embedder.tokenizer, w, False)) for g, w in zip(got, WINDOWS))
-    assert got[-1].truncated == 1
-
-
-def test_pipeline_with_tokenizer_processes_gives_the_same_vectors(gpu_style, tokenizer_pool, embedder):
-    texts = [t for w in WINDOWS for t in w]
-    gpu_style.tokenizing = tokenizer_pool
+def test_pipeline_with_tokenizer_processes_gives_the_same_vectors(gpu_style, embedder):
+    texts = [f"{'word ' * (i % 37)} text {i}" for i in range(100)] + PROBES
+    pool = gpu_style.tokenizing = TokenizerProcesses(gpu_style.tokenizer, False, processes=2, threads=1)
     try:
         got, tokens, truncated = gpu_style.embed_counted(texts)
+        assert len(pool._workers) == 2 and all(w.poll() is None for w in pool._workers)
     finally:
         gpu_style.tokenizing = TokenizerProcesses(gpu_style.tokenizer, False, 0)
+        pool.close()
     assert np.max(np.abs(got - embedder.embed(texts))) <= 1e-5
     assert tokens == int(embedder.tokenize(texts).lengths.sum()) and truncated == 1
-    assert all(w.poll() is None for w in tokenizer_pool._workers)
-
-
-def test_a_consumer_that_stops_early_leaves_no_stale_tokens(tokenizer_pool, embedder):
-    first = tokenizer_pool.map(WINDOWS)
-    next(first)
-    first.close()  # two windows were still due in the workers
-    again = list(tokenizer_pool.map(WINDOWS[3:]))
-    assert all(same_tokens(g, encode(embedder.tokenizer, w, False)) for g, w in zip(again, WINDOWS[3:]))
-
-
-def test_a_second_caller_tokenises_in_its_own_process_meanwhile(tokenizer_pool, embedder):
-    first = tokenizer_pool.map(WINDOWS)
-    head = next(first)  # the first call holds the workers
-    second = list(tokenizer_pool.map(WINDOWS[::-1]))
-    rest = list(first)
-    assert all(same_tokens(g, encode(embedder.tokenizer, w, False)) for g, w in zip(second, WINDOWS[::-1]))
-    assert all(same_tokens(g, encode(embedder.tokenizer, w, False)) for g, w in zip([head, *rest], WINDOWS))
-
-
-def test_a_tokenizer_process_that_dies_mid_call_is_replaced_by_this_process(embedder, caplog):
-    pool = TokenizerProcesses(embedder.tokenizer, False, processes=2, threads=1)
-    stream = pool.map(WINDOWS)
-    got = [next(stream)]
-    workers = list(pool._workers)
-    for worker in workers:
-        worker.kill()
-    got += list(stream)  # the windows due in the dead workers, then the rest, in order
-    assert all(same_tokens(g, encode(embedder.tokenizer, w, False)) for g, w in zip(got, WINDOWS))
-    assert len(got) == len(WINDOWS) and "tokenising in this process" in caplog.text
-    assert pool.processes == 0 and pool._workers == [] and all(w.poll() is not None for w in workers)
-
-
-def test_tokenizer_workers_end_when_closed(embedder):
-    pool = TokenizerProcesses(embedder.tokenizer, False, processes=2, threads=1)
-    list(pool.map(WINDOWS[:2]))
-    workers = list(pool._workers)
-    pool.close()
-    assert all(w.poll() is not None for w in workers)
-
-
-def test_tokenizer_processes_only_where_cores_are_to_spare():
-    assert tokenizer_processes(2) == tokenizer_processes(4) == (0, 1)
-    assert tokenizer_processes(8) == (2, 3) and tokenizer_processes(16) == (4, 3)
 
 
 def test_background_raises_the_workers_error_and_stops_early():

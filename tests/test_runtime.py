@@ -4,11 +4,13 @@ import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from semsearch.errors import InvalidInput, ModelError
-from semsearch.runtime import (CPU, CUDA, Tokens, available_providers, describe, encode,
-                               load_tokenizer, providers_for, single_types_are_zero)
+from semsearch.models import PROBES
+from semsearch.runtime import (CPU, CUDA, TokenizerProcesses, Tokens, available_providers, describe, encode,
+                               load_tokenizer, providers_for, single_types_are_zero, tokenizer_processes)
 
 HAS_CUDA = CUDA in available_providers()
 TEXTS = ["hello", "a somewhat longer sentence about wings and lift", "", "word " * 300, "Café ☕ 日本語"]
@@ -157,3 +159,67 @@ def test_doctor_prints_runtime_cuda_and_model_state(model_folder):
     assert f"in {model_folder}: fp32: validated on CPU" in result.output
     data = json.loads(CliRunner().invoke(cli, ["doctor", "--json"]).output)
     assert data["cuda"]["attached"] is HAS_CUDA and data["models"][0]["folder"] == str(model_folder)
+
+
+WINDOWS = [[f"{'word ' * (i % 37)} window {w} text {i}" for i in range(40)] for w in range(7)] + [PROBES]
+
+
+def same_tokens(a, b):
+    return all(np.array_equal(x, y) for x, y in zip((a.ids, a.lengths, a.cut), (b.ids, b.lengths, b.cut)))
+
+
+@pytest.fixture(scope="module")
+def tokenizer_pool(tokenizer):
+    pool = TokenizerProcesses(tokenizer, False, processes=2, threads=1)
+    yield pool
+    pool.close()
+
+
+def test_tokenizer_processes_give_the_tokens_of_this_process_in_order(tokenizer_pool, tokenizer):
+    got = list(tokenizer_pool.map(WINDOWS))
+    assert len(got) == len(WINDOWS) and len(tokenizer_pool._workers) == 2
+    assert all(same_tokens(g, encode(tokenizer, w, False)) for g, w in zip(got, WINDOWS))
+    assert got[-1].truncated == 1
+
+
+def test_a_consumer_that_stops_early_leaves_no_stale_tokens(tokenizer_pool, tokenizer):
+    first = tokenizer_pool.map(WINDOWS)
+    next(first)
+    first.close()  # two windows were still due in the workers
+    again = list(tokenizer_pool.map(WINDOWS[3:]))
+    assert all(same_tokens(g, encode(tokenizer, w, False)) for g, w in zip(again, WINDOWS[3:]))
+
+
+def test_a_second_caller_tokenises_in_its_own_process_meanwhile(tokenizer_pool, tokenizer):
+    first = tokenizer_pool.map(WINDOWS)
+    head = next(first)  # the first call holds the workers
+    second = list(tokenizer_pool.map(WINDOWS[::-1]))
+    rest = list(first)
+    assert all(same_tokens(g, encode(tokenizer, w, False)) for g, w in zip(second, WINDOWS[::-1]))
+    assert all(same_tokens(g, encode(tokenizer, w, False)) for g, w in zip([head, *rest], WINDOWS))
+
+
+def test_a_tokenizer_process_that_dies_mid_call_is_replaced_by_this_process(tokenizer, caplog):
+    pool = TokenizerProcesses(tokenizer, False, processes=2, threads=1)
+    stream = pool.map(WINDOWS)
+    got = [next(stream)]
+    workers = list(pool._workers)
+    for worker in workers:
+        worker.kill()
+    got += list(stream)  # the windows due in the dead workers, then the rest, in order
+    assert all(same_tokens(g, encode(tokenizer, w, False)) for g, w in zip(got, WINDOWS))
+    assert len(got) == len(WINDOWS) and "tokenising in this process" in caplog.text
+    assert pool.processes == 0 and pool._workers == [] and all(w.poll() is not None for w in workers)
+
+
+def test_tokenizer_workers_end_when_closed(tokenizer):
+    pool = TokenizerProcesses(tokenizer, False, processes=2, threads=1)
+    list(pool.map(WINDOWS[:2]))
+    workers = list(pool._workers)
+    pool.close()
+    assert all(w.poll() is not None for w in workers)
+
+
+def test_tokenizer_processes_only_where_cores_are_to_spare():
+    assert tokenizer_processes(2) == tokenizer_processes(4) == (0, 1)
+    assert tokenizer_processes(8) == (2, 3) and tokenizer_processes(16) == (4, 3)
