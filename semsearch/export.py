@@ -102,6 +102,76 @@ def append_pooling(model, pooling: str, normalize: bool):
     return model
 
 
+def fold_static_shapes(model):
+    """Fold float values computed from static dims of a dynamic shape into initializers.
+
+    optimum's SDPA export computes each layer's attention scale as
+    ``Sqrt(Cast(Slice(Shape(q))))`` although the head dim is static. ONNX Runtime keeps
+    shape arithmetic on the CPU, so on CUDA every layer's scale needs a Memcpy to the
+    device, and the graph cannot be captured as a CUDA graph. A ``Shape`` output is read
+    as a vector of known dims (None where dynamic); Slice, Cast, Sqrt, Div and Mul are
+    evaluated with numpy where their inputs are known (numpy's float32 sqrt and division
+    are correctly rounded, like ONNX Runtime's: the folded values are bit-identical). Only
+    float values are replaced; int shape arithmetic (Reshape targets) stays as it was.
+    Graphs with subgraphs (If, Loop) are left alone: the dead-node walk does not see them.
+    """
+    import onnx
+    from onnx import helper, numpy_helper
+
+    if any(a.type == onnx.AttributeProto.GRAPH for node in model.graph.node for a in node.attribute):
+        return model
+
+    def known_dims(v):
+        return [d.dim_value if d.HasField("dim_value") else None for d in v.type.tensor_type.shape.dim]
+
+    inferred = onnx.shape_inference.infer_shapes(model, data_prop=True).graph
+    dims = {v.name: known_dims(v) for v in [*inferred.input, *inferred.value_info]
+            if v.type.tensor_type.HasField("shape")}
+    graph = model.graph
+    values = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    folded = set()
+    for node in graph.node:  # nodes are in topological order
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        args = [values.get(name) for name in node.input]
+        if node.op_type == "Constant" and "value" in attrs:
+            values[node.output[0]] = numpy_helper.to_array(attrs["value"])
+            continue
+        if node.op_type == "Shape" and node.input[0] in dims:
+            out = np.array(dims[node.input[0]][attrs.get("start", 0):attrs.get("end")], dtype=object)
+        elif any(a is None for a in args) or (node.op_type != "Slice" and any(a.dtype == object for a in args)):
+            continue
+        elif node.op_type == "Slice":
+            data, starts, ends, axes, steps = args + [None] * (5 - len(args))
+            index = [slice(None)] * data.ndim
+            for i, axis in enumerate(range(len(starts)) if axes is None else axes):
+                index[axis] = slice(int(starts[i]), int(ends[i]), 1 if steps is None else int(steps[i]))
+            out = data[tuple(index)]
+            if out.dtype == object and None not in out:
+                out = out.astype(np.int64)
+        elif node.op_type == "Cast":
+            out = args[0].astype(helper.tensor_dtype_to_np_dtype(attrs["to"]))
+        elif node.op_type in ("Sqrt", "Div", "Mul") and all(a.dtype.kind == "f" for a in args):
+            out = {"Sqrt": np.sqrt, "Div": np.divide, "Mul": np.multiply}[node.op_type](*args)
+        else:
+            continue
+        values[node.output[0]] = out
+        folded.add(node.output[0])
+    wanted = {name for node in graph.node if node.output[0] not in folded for name in node.input}
+    replaced = {name for name in folded & wanted if values[name].dtype.kind == "f"}
+    graph.initializer.extend(numpy_helper.from_array(values[name], name) for name in sorted(replaced))
+    producer = {out: node for node in graph.node for out in node.output if out not in replaced}
+    needed, todo = set(), [o.name for o in graph.output]
+    while todo:
+        name = todo.pop()
+        if name in producer and name not in needed:
+            needed.add(name)
+            todo.extend(producer[name].input)
+    keep = [node for node in graph.node if any(out in needed for out in node.output)]
+    del graph.node[:]
+    graph.node.extend(keep)
+    return model
+
+
 def reference_embeddings(source: str, texts: list[str], cfg: dict) -> np.ndarray:
     """The PyTorch model's embeddings, pooled the same way sentence-transformers does."""
     import torch
@@ -178,7 +248,8 @@ def export(
             if not out.is_dir():
                 main_export(source, out, task="feature-extraction", library_name="transformers",
                             optimize=None if level == "none" else level, do_validation=False)
-            return append_pooling(onnx.load(out / "model.onnx"), cfg["pooling"], cfg["normalize"])
+            graph = append_pooling(onnx.load(out / "model.onnx"), cfg["pooling"], cfg["normalize"])
+            return fold_static_shapes(graph)
 
         graph = pooled_graph(optimize)
         onnx.save(graph, work / VARIANT_FILES["fp32"])

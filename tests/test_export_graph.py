@@ -1,0 +1,78 @@
+"""The exported graphs keep no float arithmetic on shapes (export.fold_static_shapes).
+
+A float computed from a Shape node runs on the CPU under every execution provider, so on
+CUDA it costs a Memcpy per use and blocks CUDA graph capture.
+"""
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from semsearch.export import fold_static_shapes
+
+
+def shape_only_floats(model) -> list[str]:
+    """Float values computed only from Shape outputs and small constants (not weight
+    tables: a position embedding gathered by sequence length is real data)."""
+    graph = onnx.shape_inference.infer_shapes(model).graph
+    types = {v.name: v.type.tensor_type.elem_type for v in [*graph.value_info, *graph.output]}
+    const = {t.name for t in graph.initializer if np.prod(t.dims) <= 64}
+    shapey: set[str] = set()
+    for node in graph.node:
+        if node.op_type == "Constant":
+            const.update(node.output)
+        elif node.op_type == "Shape" or (
+                node.input and set(node.input) <= const | shapey and shapey & set(node.input)):
+            shapey.update(node.output)
+    return sorted(name for name in shapey if types.get(name) == TensorProto.FLOAT)
+
+
+@pytest.mark.parametrize("file", ["model.onnx", "model_int8.onnx"])
+def test_exported_graph_has_no_float_shape_arithmetic(model_folder, file):
+    model = onnx.load(model_folder / file)
+    assert shape_only_floats(model) == []
+    assert [n.name for n in model.graph.node if n.op_type == "Sqrt"] == []  # the attention scales
+
+
+def synthetic():
+    """y = x * (1 / sqrt(x.shape[-1])) * sqrt(x.shape[0]): one static chain, one dynamic."""
+    def chain(tag, start, end):
+        return [
+            helper.make_node("Shape", ["x"], [f"{tag}_shape"]),
+            helper.make_node("Slice", [f"{tag}_shape", f"{tag}_start", f"{tag}_end"], [f"{tag}_dim"]),
+            helper.make_node("Cast", [f"{tag}_dim"], [f"{tag}_float"], to=TensorProto.FLOAT),
+            helper.make_node("Sqrt", [f"{tag}_float"], [f"{tag}_sqrt"]),
+        ], [helper.make_tensor(f"{tag}_start", TensorProto.INT64, [1], [start]),
+            helper.make_tensor(f"{tag}_end", TensorProto.INT64, [1], [end])]
+
+    static, static_init = chain("last", -1, 2**63 - 1)
+    dynamic, dynamic_init = chain("batch", 0, 1)
+    nodes = static + dynamic + [
+        helper.make_node("Constant", [], ["one"], value=helper.make_tensor("v", TensorProto.FLOAT, [1], [1.0])),
+        helper.make_node("Div", ["one", "last_sqrt"], ["scale"]),
+        helper.make_node("Mul", ["x", "scale"], ["scaled"]),
+        helper.make_node("Mul", ["scaled", "batch_sqrt"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes, "scale", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])], static_init + dynamic_init)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=8)
+
+
+def run(model, x):
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return session.run(None, {"x": x})[0]
+
+
+def test_fold_replaces_the_static_chain_and_keeps_the_dynamic_one():
+    folded = fold_static_shapes(synthetic())
+    onnx.checker.check_model(folded)
+    assert shape_only_floats(folded) == ["batch_float", "batch_sqrt"]  # the batch dim is not static
+    assert sorted(n.op_type for n in folded.graph.node) == ["Cast", "Mul", "Mul", "Shape", "Slice", "Sqrt"]
+    scale = {t.name: numpy_helper.to_array(t) for t in folded.graph.initializer}["scale"]
+    assert scale.dtype == np.float32 and scale.tolist() == [np.float32(1) / np.sqrt(np.float32(4))]
+    x = np.random.default_rng(0).standard_normal((3, 4)).astype(np.float32) * 7
+    want = run(synthetic(), x)
+    assert np.array_equal(run(folded, x), want)
+    assert np.array_equal(want, x * np.float32(0.5) * np.sqrt(np.float32(3)))
