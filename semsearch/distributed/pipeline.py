@@ -31,8 +31,9 @@ log = logging.getLogger("semsearch")
 class PrepareFiles:
     """Ray Data actor: files in, pickled per-document records out (see _records)."""
 
-    def __init__(self, pin: dict, device: str, threads: int | None, chunk_tokens: int, overlap: int):
-        self.pin, self.device, self.threads = pin, device, threads
+    def __init__(self, pin: dict, device: str, threads: int | None, chunk_tokens: int, overlap: int,
+                 cpus: int = 1):
+        self.pin, self.device, self.threads, self.cpus = pin, device, threads, cpus
         self.chunk_tokens, self.overlap = chunk_tokens, overlap
         self._embedder = None
 
@@ -41,7 +42,11 @@ class PrepareFiles:
         """Loaded on first use: a re-run that finds nothing changed never loads the model."""
         if self._embedder is None:
             from ..collection import load_pinned
+            from ..runtime import tokenizer_processes
             self._embedder = load_pinned(self.pin, self.device, self.threads)
+            if self._embedder.session.on_gpu:  # the actor's share of the node, not all its cores
+                tokenizing = self._embedder.tokenizing
+                tokenizing.processes, tokenizing.threads = tokenizer_processes(self.cpus)
         return self._embedder
 
     def __call__(self, batch: dict) -> dict:
@@ -125,7 +130,8 @@ def prepared_stream(ray, files: list[str], coll, known: dict, actors: int | None
         compute=ray.data.ActorPoolStrategy(size=shape["actors"]),
         num_cpus=shape["num_cpus"], num_gpus=shape["num_gpus"],
         fn_constructor_kwargs=dict(pin=coll.pinned, device=shape["device"], threads=shape["threads"],
-                                   chunk_tokens=coll.config["chunk_tokens"], overlap=coll.config["overlap"]))
+                                   chunk_tokens=coll.config["chunk_tokens"], overlap=coll.config["overlap"],
+                                   cpus=shape["num_cpus"]))
     log.info("ray: %d actor(s), %s CPU(s)%s each", shape["actors"], shape["num_cpus"],
              " and 1 GPU" if shape["num_gpus"] else "")
     for batch in ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=2):
