@@ -2,9 +2,10 @@
 
 Texts are tokenised in windows, sorted by token length inside a window and cut into
 batches by a token budget, so a batch pads little; results come back in input order.
-On a GPU, tokenising, padding and the model run overlap in three threads, and for fp16 the
-padded width is rounded up to bucket widths (and a short last batch's rows to a power of
-two), so the set of shapes stays small. Pooling and normalisation are inside the exported
+On a GPU, tokenising, padding and the model run overlap in three threads (on 8+ cores the
+tokenising itself runs in worker processes, so it never holds the GIL the runs need), and
+for fp16 the padded width is rounded up to bucket widths (and a short last batch's rows to
+a power of two), so the set of shapes stays small. Pooling and normalisation are inside the exported
 graph (see export.py), so a run returns ``(batch, dim)`` directly. How a graph is run
 (providers, IO binding, padding) lives in runtime.py.
 """
