@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Pack what the GPU benchmark needs for a GPU machine that has no package registry (the
 # device tool of ../shared/GPU.md): onnxruntime-gpu + faiss-cpu wheels, a fresh fp32 + fp16
-# export, the HF folder for sentence-transformers and the Cranfield/MED texts, as one
-# xz tarball in parts of 56 MiB under .gpu/ (git-ignored; a run carries 64 MiB in all). It prints the commands to run
-# there, one `run` call each, back to back (the machine keeps /tmp only while it stays warm).
+# export, the HF folder for sentence-transformers and the Cranfield/MED texts, as one xz
+# tarball in parts of 56 MiB under .gpu/ (git-ignored; a run carries 64 MiB in all). It
+# prints the commands to run there, one `run` call each, back to back (the machine keeps
+# /tmp only while it stays warm).
 #
 #   bash benchmarks/gpu_pack.sh            # then follow what it prints
 set -euo pipefail
