@@ -56,11 +56,56 @@ def iter_chunks(
     segments, and consecutive chunks within a segment share about ``overlap``
     tokens. Arguments are checked now, not on first ``next()``.
     """
+    _check(max_tokens, overlap)
+    return _iter_chunks(segments, _plain_tokenizer(tokenizer), max_tokens, overlap)
+
+
+def chunk_documents(documents: list[list[str]], tokenizer: Tokenizer, max_tokens: int,
+                    overlap: int) -> list[list[Chunk]]:
+    """``iter_chunks`` of many documents (each a list of segments) at once: the same
+    chunks, with every segment tokenised in one ``encode_batch`` and every chunk's
+    re-count in another, so the tokeniser spreads them over the cores (one document at a
+    time ran on one core: on a GPU host, ingest was bound by it, not by the GPU). A
+    segment whose chunk needs a second count (re-tokenising its slice came out longer)
+    is chunked again one chunk at a time."""
+    _check(max_tokens, overlap)
+    tok = _plain_tokenizer(tokenizer)
+    segments = [(d, base, seg) for d, doc in enumerate(documents)
+                for base, seg in zip(_bases(doc), doc) if seg and not seg.isspace()]
+    cut = [_pieces(seg) for _, _, seg in segments]
+    encodings = iter(tok.encode_batch([p for pieces, _ in cut for p in pieces], add_special_tokens=False))
+    tokens, plans = [], []
+    for (_, _, seg), (pieces, starts) in zip(segments, cut):
+        offs, words = _offsets(starts, [next(encodings) for _ in pieces])
+        tokens.append((offs, words))
+        plans.append(list(_spans(offs, words, max_tokens, overlap)))
+    texts = [seg[offs[i][0]:offs[j - 1][1]] for (_, _, seg), (offs, _), plan in zip(segments, tokens, plans)
+             for i, j in plan]
+    counts = iter(len(e.ids) for e in tok.encode_batch(texts, add_special_tokens=False))
+    out: list[list[Chunk]] = [[] for _ in documents]
+    for (d, base, seg), (offs, words), plan in zip(segments, tokens, plans):
+        for (i, j), count in zip(plan, [next(counts) for _ in plan]):
+            if count > max_tokens and j - i > 1:  # from here on, one chunk at a time
+                out[d] += _chunks_from(seg, base, tok, max_tokens, overlap, offs, words, i)
+                break
+            out[d].append(Chunk(seg[offs[i][0]:offs[j - 1][1]], base + offs[i][0], base + offs[j - 1][1], count))
+    return out
+
+
+def _check(max_tokens: int, overlap: int) -> None:
     if not isinstance(max_tokens, int) or max_tokens < MIN_MAX_TOKENS:
         raise ValueError(f"max_tokens must be an integer >= {MIN_MAX_TOKENS}, got {max_tokens!r}")
     if not isinstance(overlap, int) or not 0 <= overlap < max_tokens:
         raise ValueError(f"overlap must be an integer with 0 <= overlap < max_tokens ({max_tokens}), got {overlap!r}")
-    return _iter_chunks(segments, _plain_tokenizer(tokenizer), max_tokens, overlap)
+
+
+def _bases(segments: list[str]) -> list[int]:
+    """Each segment's char offset in the whole document."""
+    bases, base = [], 0
+    for seg in segments:
+        bases.append(base)
+        base += len(seg)
+    return bases
 
 
 def _iter_chunks(segments, tok, max_tokens, overlap):
@@ -82,8 +127,8 @@ def _word_start(words: list, lo: int, k: int) -> int:
     return j if j > lo else k
 
 
-def _encode(seg: str, tok: Tokenizer) -> tuple[list, list]:
-    """Token char offsets and word ids of ``seg``.
+def _pieces(seg: str) -> tuple[list[str], list[int]]:
+    """``seg`` cut after whitespace into pieces of at most PIECE_CHARS, and their starts.
 
     One encode() of a 1 MB string runs on one core and is slow; pieces cut after
     whitespace tokenise the same and encode_batch spreads them over all cores.
@@ -97,8 +142,13 @@ def _encode(seg: str, tok: Tokenizer) -> tuple[list, list]:
         pieces.append(seg[pos:end])
         starts.append(pos)
         pos = end
+    return pieces, starts
+
+
+def _offsets(starts: list[int], encodings) -> tuple[list, list]:
+    """Token char offsets and word ids of a segment from its pieces' encodings."""
     offs, words, word_base = [], [], 0
-    for start, enc in zip(starts, tok.encode_batch(pieces, add_special_tokens=False)):
+    for start, enc in zip(starts, encodings):
         offs.extend((a + start, b + start) for a, b in enc.offsets)
         ids = enc.word_ids
         words.extend(None if w is None else w + word_base for w in ids)
@@ -106,14 +156,41 @@ def _encode(seg: str, tok: Tokenizer) -> tuple[list, list]:
     return offs, words
 
 
+def _encode(seg: str, tok: Tokenizer) -> tuple[list, list]:
+    """Token char offsets and word ids of ``seg``."""
+    pieces, starts = _pieces(seg)
+    return _offsets(starts, tok.encode_batch(pieces, add_special_tokens=False))
+
+
+def _spans(offs: list, words: list, max_tokens: int, overlap: int) -> Iterator[tuple[int, int]]:
+    """The token spans (i, j) of a segment's chunks when every chunk's first cut fits."""
+    n, i = len(offs), 0
+    while i < n:
+        j = _first_cut(words, i, n, max_tokens)
+        yield i, j
+        if j >= n:
+            return
+        i = _word_start(words, i, max(i + 1, j - overlap))
+
+
+def _first_cut(words: list, i: int, n: int, max_tokens: int) -> int:
+    """Where a chunk starting at token ``i`` ends first: ``max_tokens`` on, moved back
+    to a word start unless that would halve the chunk."""
+    j = min(i + max_tokens, n)
+    return _word_start(words, i + max_tokens // 2, j) if j < n else j
+
+
 def _chunk_segment(seg: str, base: int, tok: Tokenizer, max_tokens: int, overlap: int):
     offs, words = _encode(seg, tok)
+    yield from _chunks_from(seg, base, tok, max_tokens, overlap, offs, words, 0)
+
+
+def _chunks_from(seg: str, base: int, tok: Tokenizer, max_tokens: int, overlap: int,
+                 offs: list, words: list, i: int) -> Iterator[Chunk]:
+    """A segment's chunks from token ``i`` on, each counted (and cut shorter) as it goes."""
     n = len(offs)
-    i = 0
     while i < n:
-        j = min(i + max_tokens, n)
-        if j < n:  # end between words unless that would halve the chunk
-            j = _word_start(words, i + max_tokens // 2, j)
+        j = _first_cut(words, i, n, max_tokens)
         while True:
             start, end = offs[i][0], offs[j - 1][1]
             text = seg[start:end]

