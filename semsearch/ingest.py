@@ -14,6 +14,7 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from .chunking import Chunk, chunk_documents
+from .embedder import background
 from .errors import InvalidInput, TooLarge
 from .loaders import Document, glob_selects
 from .validation import MAX_DOCUMENT_CHARS, vectors as checked_vectors
@@ -72,7 +73,15 @@ def embed_documents(docs: Iterable[tuple[DocumentInfo, Iterable[str]]], embedder
                     overlap: int, report: IndexReport) -> Iterator[list[PreparedDocument]]:
     """Batches of prepared documents, embedding ~FLUSH_CHUNKS chunks at a time.
 
-    A document that cannot be read or is too large is skipped (reported), never fatal."""
+    A document that cannot be read or is too large is skipped (reported), never fatal.
+    Where the Embedder overlaps its stages (a GPU), the next batch is read, chunked and
+    embedded on a thread while the caller stores this one: there the GPU's share of
+    ingest is small, and it would otherwise wait on every store."""
+    batches = _prepared(docs, embedder, chunk_tokens, overlap, report)
+    return background(batches) if embedder.overlap else batches
+
+
+def _prepared(docs, embedder, chunk_tokens: int, overlap: int, report: IndexReport) -> Iterator[list[PreparedDocument]]:
     batch: list[PreparedDocument] = []
     pending = 0
     for group in _read_groups(docs, report):

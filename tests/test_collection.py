@@ -404,3 +404,41 @@ def test_threads_share_one_collection_for_searches_while_it_is_written(home):
             coll.add_texts([f"extra note number {i}" for i in range(20)])
             assert set(found) == {"rockets"}
         assert coll.info()["index"]["vectors"] == coll.info()["chunks"]
+
+
+# ---------------------------------------------------------------- the GPU-style ingest path
+def test_overlapped_ingest_stores_what_the_plain_one_does(home, tmp_path, model_folder, monkeypatch):
+    """The GPU's ingest (documents chunked in groups, tokenised in worker processes, the
+    next batch embedded while this one is stored), run on the CPU: same documents, chunks
+    and vectors as the one-thing-at-a-time path."""
+    import numpy as np
+
+    from semsearch import ingest
+    from semsearch.embedder import Embedder, bucket_widths
+    from semsearch.runtime import TokenizerProcesses
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for i, name in enumerate(TOPICS):
+        (corpus / f"{name}.txt").write_text(" ".join(LONG.format(n=n, name=name) for n in range(i + 2)))
+    (corpus / "blank.txt").write_text("  \n ")
+    monkeypatch.setattr(ingest, "FLUSH_CHUNKS", 8)  # several batches in flight
+    monkeypatch.setattr(ingest, "CHUNK_GROUP_CHARS", 2000)
+    gpu_style = Embedder.from_folder(model_folder, "fp32", device="cpu", threads=2)
+    gpu_style.widths, gpu_style.overlap, gpu_style.window = bucket_widths(gpu_style.max_length), True, 16
+    gpu_style.max_batch_size, gpu_style.max_batch_tokens = 8, 512
+    gpu_style.tokenizing = TokenizerProcesses(gpu_style.tokenizer, False, processes=2, threads=1)
+    try:
+        with small("plain") as plain, small("overlapped") as overlapped:
+            overlapped.use_embedder(gpu_style)
+            reports = [c.add_files([corpus]) for c in (plain, overlapped)]
+            stores = [c.store for c in (plain, overlapped)]
+            assert stores[0].chunks_per_document() == stores[1].chunks_per_document()
+            assert sum(stores[0].chunks_per_document().values()) > 3 * 8
+            (ids_a, vec_a), (ids_b, vec_b) = (next(s.vectors()) for s in stores)
+            assert [r[:5] for r in stores[0].chunk_rows(ids_a).values()] == \
+                [r[:5] for r in stores[1].chunk_rows(ids_b).values()]
+            assert np.max(np.abs(vec_a - vec_b)) <= 1e-5
+            assert [(r.added, r.chunks, r.skipped) for r in reports] == [(5, reports[0].chunks, reports[0].skipped)] * 2
+    finally:
+        gpu_style.tokenizing.close()
