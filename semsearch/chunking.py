@@ -145,8 +145,10 @@ def _pieces(seg: str) -> tuple[list[str], list[int]]:
     return pieces, starts
 
 
-def _offsets(starts: list[int], encodings) -> tuple[list, list]:
+def _offsets(starts: list[int], encodings: list) -> tuple[list, list]:
     """Token char offsets and word ids of a segment from its pieces' encodings."""
+    if len(encodings) == 1:  # most segments: one piece, nothing to shift
+        return encodings[0].offsets, encodings[0].word_ids
     offs, words, word_base = [], [], 0
     for start, enc in zip(starts, encodings):
         offs.extend((a + start, b + start) for a, b in enc.offsets)
