@@ -81,14 +81,14 @@ def chunk_documents(documents: list[list[str]], tokenizer: Tokenizer, max_tokens
         plans.append(list(_spans(offs, words, max_tokens, overlap)))
     texts = [seg[offs[i][0]:offs[j - 1][1]] for (_, _, seg), (offs, _), plan in zip(segments, tokens, plans)
              for i, j in plan]
-    counts = iter(len(e.ids) for e in tok.encode_batch(texts, add_special_tokens=False))
+    counted = iter(zip(texts, (len(e.ids) for e in tok.encode_batch(texts, add_special_tokens=False))))
     out: list[list[Chunk]] = [[] for _ in documents]
     for (d, base, seg), (offs, words), plan in zip(segments, tokens, plans):
-        for (i, j), count in zip(plan, [next(counts) for _ in plan]):
+        for (i, j), (text, count) in zip(plan, [next(counted) for _ in plan]):
             if count > max_tokens and j - i > 1:  # from here on, one chunk at a time
                 out[d] += _chunks_from(seg, base, tok, max_tokens, overlap, offs, words, i)
                 break
-            out[d].append(Chunk(seg[offs[i][0]:offs[j - 1][1]], base + offs[i][0], base + offs[j - 1][1], count))
+            out[d].append(Chunk(text, base + offs[i][0], base + offs[j - 1][1], count))
     return out
 
 
