@@ -226,6 +226,8 @@ class TokenizerProcesses:
                 self.close()
 
     def _start(self) -> None:
+        # A forked child polls its parent's workers as exited (they are not its children),
+        # so it starts its own and never writes into the parent's pipes.
         if len(self._workers) == self.processes and all(w.poll() is None for w in self._workers):
             return
         self.close()
@@ -302,6 +304,9 @@ def tokenizer_process() -> None:
             replies.flush()
     except (EOFError, BrokenPipeError):  # the caller closed the pipes or exited
         return
+    except Exception as exc:  # the caller sees the pipe close and tokenises in its own process
+        print(f"semsearch tokenizer process: {exc.__class__.__name__}: {exc}", file=sys.stderr)
+        sys.exit(1)
 
 
 # -- sessions -----------------------------------------------------------------------------------

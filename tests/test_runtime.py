@@ -212,6 +212,28 @@ def test_a_tokenizer_process_that_dies_mid_call_is_replaced_by_this_process(toke
     assert pool.processes == 0 and pool._workers == [] and all(w.poll() is not None for w in workers)
 
 
+def test_a_forked_child_starts_its_own_tokenizer_processes(tokenizer_pool, tokenizer):
+    import multiprocessing
+
+    list(tokenizer_pool.map(WINDOWS[:2]))  # the parent's workers are running
+    parent_workers = [w.pid for w in tokenizer_pool._workers]
+
+    def child(out):
+        got = list(tokenizer_pool.map(WINDOWS))
+        out.put((all(same_tokens(g, encode(tokenizer, w, False)) for g, w in zip(got, WINDOWS)),
+                 [w.pid for w in tokenizer_pool._workers]))
+
+    out = multiprocessing.get_context("fork").Queue()
+    process = multiprocessing.get_context("fork").Process(target=child, args=(out,))
+    process.start()
+    same, child_workers = out.get(timeout=60)
+    process.join(timeout=60)
+    assert same and len(child_workers) == 2 and not set(child_workers) & set(parent_workers)
+    again = list(tokenizer_pool.map(WINDOWS))  # the parent's workers were not disturbed
+    assert all(same_tokens(g, encode(tokenizer, w, False)) for g, w in zip(again, WINDOWS))
+    assert [w.pid for w in tokenizer_pool._workers] == parent_workers
+
+
 def test_tokenizer_workers_end_when_closed(tokenizer):
     pool = TokenizerProcesses(tokenizer, False, processes=2, threads=1)
     list(pool.map(WINDOWS[:2]))
