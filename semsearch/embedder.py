@@ -147,8 +147,7 @@ class Embedder:
 
         def windows() -> Iterator[tuple[int, Tokens]]:
             parts = (self._prefixed(texts[s:s + self.window], kind) for s in starts)
-            yield from zip(starts, self.tokenizing.map(parts) if overlap else
-                           (encode(self.tokenizer, part, self._types) for part in parts))
+            yield from zip(starts, self.tokenizing.map(parts, workers=overlap))
 
         def batches(tokenized: Iterable[tuple[int, Tokens]]):
             for start, tokens in tokenized:

@@ -180,10 +180,11 @@ class TokenizerProcesses:
         self._workers: list[subprocess.Popen] = []
         self._lock = threading.Lock()
 
-    def map(self, windows: Iterable[list[str]]) -> Iterator[Tokens]:
-        """``Tokens`` of each window of texts, in order."""
+    def map(self, windows: Iterable[list[str]], workers: bool = True) -> Iterator[Tokens]:
+        """``Tokens`` of each window of texts, in order; ``workers=False`` tokenises in this
+        process (a call too small to be worth a round trip)."""
         windows = iter(windows)
-        if not self.processes or not self._lock.acquire(blocking=False):
+        if not (workers and self.processes) or not self._lock.acquire(blocking=False):
             yield from self._here(windows)
             return
         try:
