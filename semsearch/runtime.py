@@ -169,10 +169,19 @@ class TokenizerProcesses:
     children that read requests on stdin, so nothing of the caller's ``__main__`` runs in
     them, and they exit when their stdin closes, also when this process is killed.
 
+    Each window is cut into contiguous pieces, one per worker (none under ``MIN_PIECE``
+    texts), so the first window, which the GPU waits for, is tokenised on every worker's
+    cores, not one worker's. As soon as a window's pieces are back, the next window's are
+    sent, so the workers tokenise it while the caller uses this one. A worker never has
+    more than one request whose reply is unread: with two, large replies could fill both
+    pipes and deadlock.
+
     One call uses the workers at a time; a call that finds them busy tokenises in this
-    process. If a worker dies, its windows and all later ones are tokenised here, with a
-    warning. Windows come back in order.
+    process. If a worker dies, the windows due and all later ones are tokenised here, with
+    a warning. Windows come back in order.
     """
+
+    MIN_PIECE = 64  # texts: a smaller piece costs more in its round trip than it saves
 
     def __init__(self, tokenizer, types: bool, processes: int, threads: int = 4):
         self.tokenizer, self.types = tokenizer, types
@@ -196,35 +205,44 @@ class TokenizerProcesses:
         return (encode(self.tokenizer, texts, self.types) for texts in windows)
 
     def _map(self, windows: Iterator[list[str]]) -> Iterator[Tokens]:
-        due: deque = deque()  # (worker, texts) in the order their results are due
+        due: deque = deque()  # windows sent or received, not yet yielded (at most two)
+        pending: list = []  # the workers whose replies are unread, in the order of the pieces
         try:
             self._start()
-            free = deque(self._workers)
-            while True:
-                while free and (texts := next(windows, None)) is not None:
-                    worker = free.popleft()
-                    due.append((worker, texts))
-                    _send(worker, texts)
-                if not due:
-                    return
-                tokens = _receive(due[0][0])
-                free.append(due.popleft()[0])
-                yield tokens
+            self._send_window(next(windows, None), due, pending)
+            while due:
+                parts = [_receive(worker) for worker in pending]
+                pending.clear()
+                self._send_window(next(windows, None), due, pending)  # look-ahead: one window
+                due.popleft()
+                yield parts[0] if len(parts) == 1 else Tokens.concat(parts)
         except _WorkerFailed as exc:
             log.warning("a tokenizer process failed (%s; exit codes %s); tokenising in this process "
                         "from now on", exc, [w.poll() for w in self._workers])
             self.close()
             self.processes = 0
-            retry = [texts for _, texts in due]
+            pending.clear()
+            retry = list(due)
             due.clear()
             yield from self._here(retry)
             yield from self._here(windows)
         finally:  # the consumer stopped early: read what is still due, so the next call starts clean
             try:
-                for worker, _ in due:
+                for worker in pending:
                     _receive(worker)
             except _WorkerFailed:
                 self.close()
+
+    def _send_window(self, texts: list[str] | None, due: deque, pending: list) -> None:
+        """Send ``texts`` in contiguous, nearly equal pieces, one per worker."""
+        if texts is None:
+            return
+        due.append(texts)
+        n = max(1, min(len(self._workers), len(texts) // self.MIN_PIECE))
+        bounds = [len(texts) * i // n for i in range(n + 1)]
+        for worker, start, stop in zip(self._workers, bounds, bounds[1:]):
+            pending.append(worker)
+            _send(worker, texts[start:stop])
 
     def _start(self) -> None:
         # A forked child polls its parent's workers as exited (they are not its children),

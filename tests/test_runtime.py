@@ -185,9 +185,40 @@ def test_tokenizer_processes_give_the_tokens_of_this_process_in_order(tokenizer_
 def test_a_consumer_that_stops_early_leaves_no_stale_tokens(tokenizer_pool, tokenizer):
     first = tokenizer_pool.map(WINDOWS)
     next(first)
-    first.close()  # two windows were still due in the workers
+    first.close()  # the next window was still due in the workers
     again = list(tokenizer_pool.map(WINDOWS[3:]))
     assert all(same_tokens(g, encode(tokenizer, w, False)) for g, w in zip(again, WINDOWS[3:]))
+
+
+SENTENCES = ["Lift grows with the square of the airspeed.", "The boundary layer thickens downstream",
+             "of the leading edge, and separation follows an adverse pressure gradient;", "Mach 2.5 wind tunnel."]
+LONG = [" ".join(SENTENCES[j % 4] for j in range(i % 23)) + f" text {i}" for i in range(3000)]
+
+
+def cpu_ticks(pid: int) -> int:
+    """utime + stime of a process, in clock ticks (fields 14 and 15 of /proc/<pid>/stat)."""
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_one_window_is_tokenised_by_every_worker(tokenizer):
+    pool = TokenizerProcesses(tokenizer, True, processes=3, threads=1)
+    list(pool.map([LONG[:3 * 64]]))  # every worker has started and answered once
+    before = [cpu_ticks(w.pid) for w in pool._workers]
+    got = list(pool.map([LONG]))
+    after = [cpu_ticks(w.pid) for w in pool._workers]
+    pool.close()
+    want = encode(tokenizer, LONG)
+    assert len(got) == 1 and same_tokens(got[0], want) and np.array_equal(got[0].types, want.types)
+    assert all(a > b for a, b in zip(after, before)), (before, after)
+
+
+def test_windows_of_every_size_come_back_whole_and_in_order(tokenizer_pool, tokenizer):
+    windows = [LONG[:n] for n in (0, 1, 63, 64, 127, 128, 129, 1001)]
+    got = list(tokenizer_pool.map(windows))
+    assert [len(g) for g in got] == [len(w) for w in windows]
+    assert all(same_tokens(g, encode(tokenizer, w, False)) for g, w in zip(got, windows))
 
 
 def test_a_second_caller_tokenises_in_its_own_process_meanwhile(tokenizer_pool, tokenizer):
