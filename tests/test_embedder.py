@@ -1,4 +1,5 @@
 """The Embedder against the PyTorch model it was exported from, and its edge cases."""
+import itertools
 import json
 import os
 import shutil
@@ -10,7 +11,7 @@ import time
 import numpy as np
 import pytest
 
-from semsearch.embedder import Embedder, background, bucket, bucket_widths, plan_batches
+from semsearch.embedder import Embedder, background, bucket, bucket_widths, plan_batches, window_spans
 from semsearch.errors import InvalidInput, ModelError
 from semsearch.export import PROBES
 from semsearch.models import packaged_model_path, read_manifest, sha256_file, variant_state
@@ -140,8 +141,9 @@ def test_plan_batches_covers_every_row_once_within_budget():
     rng = np.random.default_rng(0)
     lengths = rng.integers(1, 300, size=500)
     widths = bucket_widths(256)
-    for budget, cap, ws in ((1024, 32, None), (4096, 1024, widths), (10, 8, widths), (10**6, 7, None)):
-        batches = plan_batches(lengths, budget, cap, ws)
+    for (budget, cap, ws), run_cost in itertools.product(
+            ((1024, 32, None), (4096, 1024, widths), (10, 8, widths), (10**6, 7, None)), (0, 64, 6000, 10**9)):
+        batches = plan_batches(lengths, budget, cap, ws, run_cost)
         rows = np.concatenate(batches)
         assert sorted(rows.tolist()) == list(range(500))
         for b in batches:
@@ -150,6 +152,39 @@ def test_plan_batches_covers_every_row_once_within_budget():
         firsts = [int(lengths[b[0]]) for b in batches]
         assert firsts == sorted(firsts, reverse=True)  # longest first
     assert plan_batches([], 100, 10) == []
+
+
+def test_plan_batches_weighs_padding_against_the_runs():
+    lengths = np.random.default_rng(1).integers(1, 60, size=4096)  # short texts, GPU settings
+    widths = bucket_widths(256)
+
+    def padded(batches, ws):
+        return sum(bucket(int(lengths[b].max()), ws) * len(b) for b in batches)
+
+    for ws in (None, widths):
+        free = plan_batches(lengths, 65536, 1024, ws, run_cost=0)  # runs cost nothing: no padding
+        assert padded(free, ws) == sum(bucket(int(n), ws) for n in lengths)
+        costly = plan_batches(lengths, 65536, 1024, ws, run_cost=10**9)  # runs cost all: fewest
+        assert len(costly) == 4 and len(free) > len(costly)
+    free, middle, costly = (plan_batches(lengths, 65536, 1024, None, cost) for cost in (0, 2000, 10**9))
+    assert 59 == len(free) > len(middle) > len(costly)
+    assert padded(free, None) < padded(middle, None) < padded(costly, None)
+
+
+def test_windows_grow_from_a_small_first_one_and_shrink_at_the_end():
+    for n, largest, first in ((20000, 4096, 512), (7000, 4096, 512), (1500, 4096, 512), (100, 16, 512),
+                              (1, 4096, 512), (4097, 4096, 4096)):
+        spans = window_spans(n, largest, first)
+        sizes = [stop - start for start, stop in spans]
+        assert [start for start, _ in spans] == [0, *np.cumsum(sizes)[:-1]] and sum(sizes) == n
+        first = min(first, largest)
+        assert sizes[0] <= max(first, n) and sizes[0] == min(n, first) or len(sizes) == 1
+        assert all(size < largest + first for size in sizes)
+        peak = sizes.index(max(sizes))
+        assert sizes[:peak + 1] == sorted(sizes[:peak + 1])  # up, then down (the last may take the rest)
+        assert sizes[peak:-1] == sorted(sizes[peak:-1], reverse=True)
+    assert window_spans(0) == []
+    assert [b - a for a, b in window_spans(20000)] == [512, 1024, 2048, 4096, 4096, 4096, 2064, 1032, 516, 516]
 
 
 def test_bucket_widths_bound_the_shapes():

@@ -186,7 +186,8 @@ class MicroBatcher:
         tokens = Tokens.concat([r.tokens for r in taken])
         owner = np.repeat(np.arange(len(taken)), [len(r.tokens) for r in taken])
         row = np.concatenate([np.arange(len(r.tokens)) for r in taken])
-        for rows in plan_batches(tokens.lengths, self.budget, self.rows_cap, self.embedder.widths):
+        for rows in plan_batches(tokens.lengths, self.budget, self.rows_cap, self.embedder.widths,
+                                 self.embedder.run_cost):
             if all(taken[i].future.done() for i in np.unique(owner[rows])):
                 continue  # everyone waiting for these rows left (or failed) meanwhile
             batch = tokens.select(rows)

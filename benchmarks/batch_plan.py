@@ -1,0 +1,86 @@
+"""The GPU pipeline's batches and windows before and after issue 12's batch planner, on the
+texts of `embed_throughput.py --device cuda`, computed here without a GPU.
+
+Before: windows of 4,096 texts, each cut into batches of as many rows as the token budget
+allows (1,024). After: windows growing from 512 and shrinking at the end
+(``window_spans``), cut where padding plus each run's fixed cost is least
+(``plan_batches``). Counted exactly: runs, padded tokens against real ones, texts in
+the first window. Modelled (not measured): the time on the H200 of the 14:57 run, from
+that run's own stage times (tokenise, GPU alone) for the old plan: a window is ready when
+the tokeniser has done it and everything before it, a run costs ``g × (padded tokens +
+run_cost)`` with ``g`` fitted to the old plan's GPU time, and runs go in order once their
+window is ready. The model leaves out the GIL: it under-predicted short texts' old time.
+
+    python benchmarks/batch_plan.py [--data ../shared/data/cranfield]
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+from embed_throughput import gpu_texts
+
+# The H200 run of 2026-11-25 14:57 (benchmarks/README.md), old plans: (tokenise s, GPU
+# alone s, pipelined s) for 20,000 short and 7,000 long texts.
+H200 = {("short", "fp32"): (0.100, 0.372, 0.439), ("short", "fp16"): (0.130, 0.092, 0.181),
+        ("long", "fp32"): (0.288, 1.024, 1.233), ("long", "fp16"): (0.315, 0.146, 0.380)}
+OLD_WINDOW = 4096
+
+
+def old_plan(lengths, budget: int, rows_cap: int, widths, run_cost: int) -> list[np.ndarray]:
+    """The planner before: the longest rows first, as many rows a batch as fit."""
+    from semsearch.embedder import bucket
+
+    order, batches, i = np.argsort(-np.asarray(lengths), kind="stable"), [], 0
+    while i < len(order):
+        take = max(1, min(rows_cap, budget // bucket(int(lengths[order[i]]), widths)))
+        batches.append(order[i:i + take])
+        i += take
+    return batches
+
+
+def runs(lengths, spans, plan, widths, run_cost) -> list[tuple[int, int]]:
+    """(texts tokenised before the run can start, its padded tokens) of each model run."""
+    from semsearch.embedder import GPU_BATCH, bucket
+
+    out = []
+    for start, stop in spans:
+        part = lengths[start:stop]
+        for rows in plan(part, GPU_BATCH["max_batch_tokens"], GPU_BATCH["max_batch_size"], widths, run_cost):
+            out.append((stop, bucket(int(part[rows].max()), widths) * len(rows)))
+    return out
+
+
+def main() -> None:
+    from semsearch.embedder import GPU_BATCH, GPU_FP16_RUN_COST, Embedder, bucket_widths, plan_batches, window_spans
+
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data" / "cranfield")
+    args = p.parse_args()
+    embedder = Embedder.load(device="cpu")
+    print("| texts | precision | plan | runs | padded / real tokens | first window | "
+          "modelled H200 s | modelled texts/s | measured (old) texts/s |")
+    print("|---|---|---|---:|---:|---:|---:|---:|---:|")
+    for which, texts in gpu_texts(args.data, 20000, 7000).items():
+        lengths = embedder.tokenize(texts).lengths
+        for variant, widths, run_cost in (("fp32", None, GPU_BATCH["run_cost"]),
+                                          ("fp16", bucket_widths(embedder.max_length), GPU_FP16_RUN_COST)):
+            tokenise_s, gpu_s, pipelined_s = H200[(which, variant)]
+            old_spans = [(s, min(s + OLD_WINDOW, len(texts))) for s in range(0, len(texts), OLD_WINDOW)]
+            plans = {"before": runs(lengths, old_spans, old_plan, widths, run_cost),
+                     "after": runs(lengths, window_spans(len(texts)), plan_batches, widths, run_cost)}
+            g = gpu_s / sum(tokens + run_cost for _, tokens in plans["before"])
+            for name, plan in plans.items():
+                clock = 0.0
+                for ready, tokens in plan:
+                    clock = max(clock, tokenise_s * ready / len(texts)) + g * (tokens + run_cost)
+                measured = f"{len(texts) / pipelined_s:,.0f}" if name == "before" else ""
+                print(f"| {which} | {variant} | {name} | {len(plan)} | "
+                      f"{sum(t for _, t in plan) / lengths.sum():.3f} | {plan[0][0]:,} | {clock:.3f} | "
+                      f"{len(texts) / clock:,.0f} | {measured} |")
+
+
+if __name__ == "__main__":
+    main()
