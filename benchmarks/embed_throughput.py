@@ -395,8 +395,10 @@ def timed(fn, texts, runs: int) -> tuple[float, float, float | None]:
 
 def where_time_goes(e, texts) -> dict:
     """Each stage alone, in series, on the same batches the pipeline would make."""
+    from semsearch.embedder import window_spans
+
     t = time.perf_counter()
-    windows = [e.tokenize(texts[i:i + e.window]) for i in range(0, len(texts), e.window)]
+    windows = [e.tokenize(texts[a:b]) for a, b in window_spans(len(texts), e.window, e.first_window)]
     tok = time.perf_counter() - t
     t = time.perf_counter()
     plans = [list(e.prepare(tokens)) for tokens in windows]
@@ -424,7 +426,7 @@ def gpu_main(args) -> None:
     import torch
     from sentence_transformers import SentenceTransformer
 
-    from semsearch.embedder import WINDOW, Embedder, bucket_widths
+    from semsearch.embedder import FIRST_WINDOW, WINDOW, Embedder, bucket_widths
     from semsearch.models import PROBES, read_manifest
     from semsearch.runtime import Session, providers_for
 
@@ -514,6 +516,15 @@ def gpu_main(args) -> None:
             row(which, variant, "semsearch, tokenising in this process (threads only)", "default",
                 timed(e.embed, ts, args.runs))
             e.tokenizing.processes = processes
+            run_cost = e.run_cost
+            e.run_cost, e.first_window = 10**9, e.window  # fewest runs, whole first window
+            row(which, variant, "semsearch, batches as before (fewest runs, first window 4,096)", "default",
+                timed(e.embed, ts, args.runs))
+            e.first_window = FIRST_WINDOW
+            for cost in args.run_costs if args.sweep else ():
+                e.run_cost = cost
+                row(which, variant, f"semsearch, run_cost {cost}", "default", timed(e.embed, ts, args.runs))
+            e.run_cost = run_cost
             if args.sweep:  # what each choice is worth, on the default budget
                 for window in args.gpu_windows:
                     e.window = window
@@ -571,8 +582,10 @@ def main(argv=None) -> None:
     p.add_argument("--gpu-batches", type=int, nargs="+", default=[32, 256, 1024], help="(cuda) row caps")
     p.add_argument("--st-batches", type=int, nargs="+", default=[32, 256], help="(cuda) sentence-transformers batches")
     p.add_argument("--no-st", action="store_true", help="(cuda) skip sentence-transformers")
-    p.add_argument("--sweep", action="store_true", help="(cuda) also: windows, bucket ladders, ORT threads")
+    p.add_argument("--sweep", action="store_true", help="(cuda) also: run costs, windows, bucket ladders, ORT threads")
     p.add_argument("--gpu-windows", type=int, nargs="+", default=[1024, 2048, 8192], help="(cuda) with --sweep")
+    p.add_argument("--run-costs", type=int, nargs="+", default=[0, 500, 6000, 20000],
+                   help="(cuda) with --sweep: plan_batches' cost of a run, in padded tokens")
     args = p.parse_args(argv)
     if args.device == "cuda":
         from semsearch.models import exported_folder

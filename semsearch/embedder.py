@@ -78,6 +78,7 @@ class Embedder:
         self.run_cost: int = GPU_FP16_RUN_COST if fp16_gpu else defaults["run_cost"]
         self.overlap: bool = defaults["overlap"]
         self.window: int = WINDOW
+        self.first_window: int = FIRST_WINDOW
         # where the pipeline tokenises (GPU, 8+ cores: in worker processes; see TokenizerProcesses)
         self.tokenizing = TokenizerProcesses(
             tokenizer, self._types, *(tokenizer_processes(cpu_cores()) if session.on_gpu else (0, 1)))
@@ -152,7 +153,7 @@ class Embedder:
         out = np.empty((len(texts), self.dim), dtype=np.float32)
         counts = [0, 0]  # tokens, truncated: local to this call
         overlap = self.overlap and len(texts) > rows_cap
-        spans = window_spans(len(texts), self.window)
+        spans = window_spans(len(texts), self.window, self.first_window)
 
         def windows() -> Iterator[tuple[int, Tokens]]:
             parts = (self._prefixed(texts[start:stop], kind) for start, stop in spans)
