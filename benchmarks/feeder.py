@@ -9,8 +9,13 @@ fp16 run. This measures that wait without a GPU: the probe thread sleeps 2 ms (t
 run) in a loop while the tokeniser runs flat out beside it, and we report how late each
 wake-up was, plus the tokeniser's own texts/s. Medians of --runs.
 
+It also measures how long the first window of a call (4,096 of 7,000 long texts) takes to
+come back, tokenised in this process or by the workers: the GPU waits that long before
+its first run.
+
     python benchmarks/feeder.py                  # short and long Cranfield texts
     python benchmarks/feeder.py --processes 2 --threads 1
+    python benchmarks/feeder.py --measure first-window --runs 7
 """
 from __future__ import annotations
 
@@ -61,17 +66,44 @@ def measure(pool: TokenizerProcesses, texts: list[str], seconds: float) -> dict:
     return {"mean": ms.mean(), "p99": np.percentile(ms, 99), "max": ms.max(), "rate": rate}
 
 
+def first_window(pool: TokenizerProcesses, texts: list[str]) -> float:
+    """Seconds until the first window of a call comes back; the rest is read unclocked."""
+    windows = [texts[i:i + WINDOW] for i in range(0, len(texts), WINDOW)]
+    started = time.perf_counter()
+    stream = pool.map(windows)
+    next(stream)
+    took = time.perf_counter() - started
+    for _ in stream:
+        pass
+    return took
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--processes", type=int, default=2)
     p.add_argument("--threads", type=int, default=1, help="tokeniser threads in each worker process")
     p.add_argument("--seconds", type=float, default=5.0, help="per measurement")
     p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--measure", choices=("both", "wake-up", "first-window"), default="both")
     args = p.parse_args()
     e = Embedder.load(None, device="cpu", threads=1)
     here = TokenizerProcesses(e.tokenizer, False, 0)
     workers = TokenizerProcesses(e.tokenizer, False, args.processes, args.threads)
-    list(workers.map([["warm up"]] * args.processes))
+    list(workers.map([["warm up"] * 64 * args.processes] * args.processes))  # every worker has booted
+    if args.measure != "wake-up":
+        texts = texts_of("long", 7_000)
+        took = {"here": [], "workers": []}
+        for _ in range(args.runs):
+            took["here"].append(first_window(here, texts))
+            took["workers"].append(first_window(workers, texts))
+        print(f"# {cpu_cores()} cores; first window of a call of 7,000 long texts, median of {args.runs}, alternating")
+        print("| tokenising | first window back, s |\n|---|---:|")
+        print(f"| in this process (all cores) | {statistics.median(took['here']):.3f} |")
+        print(f"| {args.processes} worker processes × {args.threads} threads | "
+              f"{statistics.median(took['workers']):.3f} |", flush=True)
+    if args.measure == "first-window":
+        workers.close()
+        return
     print(f"# {cpu_cores()} cores; probe: sleep {PROBE_S * 1e3:.0f} ms in a loop; {args.seconds:.0f} s a "
           f"measurement, median of {args.runs}, alternating")
     print("| texts | tokenising | wake-up late, mean ms | p99 ms | max ms | tokeniser texts/s |")
