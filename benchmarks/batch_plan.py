@@ -4,8 +4,8 @@ texts of `embed_throughput.py --device cuda`, computed here without a GPU.
 Before: windows of 4,096 texts, each cut into batches of as many rows as the token budget
 allows (1,024). After: windows growing from 512 and shrinking at the end
 (``window_spans``), cut where padding plus each run's fixed cost is least
-(``plan_batches``). Counted exactly: runs, padded tokens against real ones, texts in
-the first window. Modelled (not measured): the time on the H200 of the 14:57 run, from
+(``plan_batches``). Counted exactly: runs, padded tokens (rows padded too, for fp16)
+against real ones, texts in the first window. Modelled (not measured): the time on the H200 of the 14:57 run, from
 that run's own stage times (tokenise, GPU alone) for the old plan: a window is ready when
 the tokeniser has done it and everything before it, a run costs ``g × (padded tokens +
 run_cost)`` with ``g`` fitted to the old plan's GPU time, and runs go in order once their
@@ -43,13 +43,14 @@ def old_plan(lengths, budget: int, rows_cap: int, widths, run_cost: int) -> list
 
 def runs(lengths, spans, plan, widths, run_cost) -> list[tuple[int, int]]:
     """(texts tokenised before the run can start, its padded tokens) of each model run."""
-    from semsearch.embedder import GPU_BATCH, bucket
+    from semsearch.embedder import GPU_BATCH, bucket, full_rows, padded_rows
 
-    out = []
+    budget, rows_cap, out = GPU_BATCH["max_batch_tokens"], GPU_BATCH["max_batch_size"], []
     for start, stop in spans:
         part = lengths[start:stop]
-        for rows in plan(part, GPU_BATCH["max_batch_tokens"], GPU_BATCH["max_batch_size"], widths, run_cost):
-            out.append((stop, bucket(int(part[rows].max()), widths) * len(rows)))
+        for rows in plan(part, budget, rows_cap, widths, run_cost):
+            width = bucket(int(part[rows].max()), widths)
+            out.append((stop, width * int(padded_rows(len(rows), full_rows(width, budget, rows_cap), widths))))
     return out
 
 

@@ -11,7 +11,8 @@ import time
 import numpy as np
 import pytest
 
-from semsearch.embedder import Embedder, background, bucket, bucket_widths, plan_batches, window_spans
+from semsearch.embedder import (Embedder, background, bucket, bucket_widths, full_rows, padded_rows, plan_batches,
+                                window_spans)
 from semsearch.errors import InvalidInput, ModelError
 from semsearch.export import PROBES
 from semsearch.models import packaged_model_path, read_manifest, sha256_file, variant_state
@@ -158,17 +159,16 @@ def test_plan_batches_weighs_padding_against_the_runs():
     lengths = np.random.default_rng(1).integers(1, 60, size=4096)  # short texts, GPU settings
     widths = bucket_widths(256)
 
-    def padded(batches, ws):
-        return sum(bucket(int(lengths[b].max()), ws) * len(b) for b in batches)
+    def padded(batches, ws):  # as the Embedder pads them: widths, and rows too with buckets
+        return sum(bucket(int(lengths[b].max()), ws) * int(padded_rows(len(b), full_rows(
+            bucket(int(lengths[b].max()), ws), 65536, 1024), ws)) for b in batches)
 
-    for ws in (None, widths):
-        free = plan_batches(lengths, 65536, 1024, ws, run_cost=0)  # runs cost nothing: no padding
-        assert padded(free, ws) == sum(bucket(int(n), ws) for n in lengths)
-        costly = plan_batches(lengths, 65536, 1024, ws, run_cost=10**9)  # runs cost all: fewest
-        assert len(costly) == 4 and len(free) > len(costly)
     free, middle, costly = (plan_batches(lengths, 65536, 1024, None, cost) for cost in (0, 2000, 10**9))
-    assert 59 == len(free) > len(middle) > len(costly)
+    assert padded(free, None) == lengths.sum()  # runs cost nothing: no padding at all
+    assert 59 == len(free) > len(middle) > len(costly) == 4  # runs cost all: the fewest
     assert padded(free, None) < padded(middle, None) < padded(costly, None)
+    free, costly = (plan_batches(lengths, 65536, 1024, widths, cost) for cost in (0, 10**9))
+    assert padded(free, widths) < padded(costly, widths) and len(free) > len(costly) == 4
 
 
 def test_windows_grow_from_a_small_first_one_and_shrink_at_the_end():
@@ -210,6 +210,17 @@ def test_buckets_and_pipeline_give_the_same_vectors(gpu_style, embedder):
     got, tokens, truncated = gpu_style.embed_counted(texts)
     assert np.max(np.abs(got - want)) <= 1e-5
     assert tokens == int(embedder.tokenize(texts).lengths.sum()) and truncated == 1
+
+
+def test_a_run_pads_its_rows_as_a_planned_batch_does(gpu_style, embedder, monkeypatch):
+    shapes, run = [], gpu_style.session.run
+    monkeypatch.setattr(gpu_style.session, "run", lambda feeds: shapes.append(feeds["input_ids"].shape) or run(feeds))
+    texts = PROBES[:3]
+    tokens = gpu_style.tokenize(texts)
+    got = gpu_style.run(tokens)  # as the server runs its merged batches
+    width = bucket(int(tokens.lengths.max()), gpu_style.widths)
+    assert shapes == [(4, width)] and got.shape == (3, gpu_style.dim)  # 3 rows padded to 4, none returned
+    assert np.max(np.abs(got - embedder.embed(texts))) <= 1e-5
 
 
 def test_pipeline_passes_errors_through_and_stops(gpu_style):
