@@ -233,13 +233,15 @@ def test_pipeline_passes_errors_through_and_stops(gpu_style):
 
 
 def test_pipeline_with_tokenizer_processes_gives_the_same_vectors(gpu_style, embedder):
-    texts = [f"{'word ' * (i % 37)} text {i}" for i in range(100)] + PROBES
+    texts = [f"{'word ' * (i % 37)} text {i}" for i in range(300)] + PROBES
     pool = gpu_style.tokenizing = TokenizerProcesses(gpu_style.tokenizer, False, processes=2, threads=1)
+    gpu_style.first_window, gpu_style.window = 128, 256  # windows of 128 and 182: each split in two
     try:
         got, tokens, truncated = gpu_style.embed_counted(texts)
         assert len(pool._workers) == 2 and all(w.poll() is None for w in pool._workers)
     finally:
         gpu_style.tokenizing = TokenizerProcesses(gpu_style.tokenizer, False, 0)
+        gpu_style.first_window, gpu_style.window = 16, 16
         pool.close()
     assert np.max(np.abs(got - embedder.embed(texts))) <= 1e-5
     assert tokens == int(embedder.tokenize(texts).lengths.sum()) and truncated == 1
