@@ -5,10 +5,11 @@ Before: windows of 4,096 texts, each cut into batches of as many rows as the tok
 allows (1,024). After: windows growing from 512 and shrinking at the end
 (``window_spans``), cut where padding plus each run's fixed cost is least
 (``plan_batches``). Counted exactly: runs, padded tokens (rows padded too, for fp16)
-against real ones, texts in the first window. Modelled (not measured): the time on the H200 of the 14:57 run, from
+against real ones, the (rows, width) shapes fp16 meets (each costs it 40-115 ms the first
+time), texts in the first window. Modelled (not measured): the time on the H200 of the 14:57 run, from
 that run's own stage times (tokenise, GPU alone) for the old plan: a window is ready when
 the tokeniser has done it and everything before it, a run costs ``g × (padded tokens +
-run_cost)`` with ``g`` fitted to the old plan's GPU time, and runs go in order once their
+its fixed cost)`` (``RUN_COST_H200``) with ``g`` fitted to the old plan's GPU time, and runs go in order once their
 window is ready. The model leaves out the GIL: it under-predicted short texts' old time.
 
     python benchmarks/batch_plan.py [--data ../shared/data/cranfield]
@@ -26,6 +27,10 @@ from embed_throughput import gpu_texts
 # alone s, pipelined s) for 20,000 short and 7,000 long texts.
 H200 = {("short", "fp32"): (0.100, 0.372, 0.439), ("short", "fp16"): (0.130, 0.092, 0.181),
         ("long", "fp32"): (0.288, 1.024, 1.233), ("long", "fp16"): (0.315, 0.146, 0.380)}
+# What a run costs beyond its tokens on that H200, in tokens: a run of 32 short rows took 1.8
+# ms (fp32) and 1.1 ms (fp16), of which its tokens take 0.4 and 0.1 ms. The planner's own
+# run_cost may differ (fp16's is higher to keep its shapes few); the model uses these.
+RUN_COST_H200 = {"fp32": 2000, "fp16": 6000}
 OLD_WINDOW = 4096
 
 
@@ -41,8 +46,9 @@ def old_plan(lengths, budget: int, rows_cap: int, widths, run_cost: int) -> list
     return batches
 
 
-def runs(lengths, spans, plan, widths, run_cost) -> list[tuple[int, int]]:
-    """(texts tokenised before the run can start, its padded tokens) of each model run."""
+def runs(lengths, spans, plan, widths, run_cost) -> list[tuple[int, int, int]]:
+    """(texts tokenised before the run can start, its padded rows, its padded width) of
+    each model run."""
     from semsearch.embedder import GPU_BATCH, bucket, full_rows, padded_rows
 
     budget, rows_cap, out = GPU_BATCH["max_batch_tokens"], GPU_BATCH["max_batch_size"], []
@@ -50,7 +56,7 @@ def runs(lengths, spans, plan, widths, run_cost) -> list[tuple[int, int]]:
         part = lengths[start:stop]
         for rows in plan(part, budget, rows_cap, widths, run_cost):
             width = bucket(int(part[rows].max()), widths)
-            out.append((stop, width * int(padded_rows(len(rows), full_rows(width, budget, rows_cap), widths))))
+            out.append((stop, int(padded_rows(len(rows), full_rows(width, budget, rows_cap), widths)), width))
     return out
 
 
@@ -61,9 +67,9 @@ def main() -> None:
     p.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data" / "cranfield")
     args = p.parse_args()
     embedder = Embedder.load(device="cpu")
-    print("| texts | precision | plan | runs | padded / real tokens | first window | "
+    print("| texts | precision | plan | runs | shapes | padded / real tokens | first window | "
           "modelled H200 s | modelled texts/s | measured (old) texts/s |")
-    print("|---|---|---|---:|---:|---:|---:|---:|---:|")
+    print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|")
     for which, texts in gpu_texts(args.data, 20000, 7000).items():
         lengths = embedder.tokenize(texts).lengths
         for variant, widths, run_cost in (("fp32", None, GPU_BATCH["run_cost"]),
@@ -72,15 +78,16 @@ def main() -> None:
             old_spans = [(s, min(s + OLD_WINDOW, len(texts))) for s in range(0, len(texts), OLD_WINDOW)]
             plans = {"before": runs(lengths, old_spans, old_plan, widths, run_cost),
                      "after": runs(lengths, window_spans(len(texts)), plan_batches, widths, run_cost)}
-            g = gpu_s / sum(tokens + run_cost for _, tokens in plans["before"])
+            fixed = RUN_COST_H200[variant]
+            g = gpu_s / sum(rows * width + fixed for _, rows, width in plans["before"])
             for name, plan in plans.items():
                 clock = 0.0
-                for ready, tokens in plan:
-                    clock = max(clock, tokenise_s * ready / len(texts)) + g * (tokens + run_cost)
+                for ready, rows, width in plan:
+                    clock = max(clock, tokenise_s * ready / len(texts)) + g * (rows * width + fixed)
                 measured = f"{len(texts) / pipelined_s:,.0f}" if name == "before" else ""
-                print(f"| {which} | {variant} | {name} | {len(plan)} | "
-                      f"{sum(t for _, t in plan) / lengths.sum():.3f} | {plan[0][0]:,} | {clock:.3f} | "
-                      f"{len(texts) / clock:,.0f} | {measured} |")
+                padded = sum(rows * width for _, rows, width in plan) / lengths.sum()
+                print(f"| {which} | {variant} | {name} | {len(plan)} | {len({r[1:] for r in plan})} | "
+                      f"{padded:.3f} | {plan[0][0]:,} | {clock:.3f} | {len(texts) / clock:,.0f} | {measured} |")
 
 
 if __name__ == "__main__":

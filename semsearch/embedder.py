@@ -41,12 +41,15 @@ __all__ = ["Embedder", "Tokens", "plan_batches", "DEVICES"]
 # fp16 on the GPU pads to bucket widths: its kernels pay 40-115 ms the first time they meet
 # a (rows, width) shape, while exact fp32 is GPU-bound and ran 5-10 % faster at exact widths.
 # ``run_cost`` is a model run's fixed cost in padded tokens, for cutting batches: on the
-# H200 a run of 32 short rows took 1.8 ms (fp32) and 1.1 ms (fp16) where its tokens alone
-# take 0.4 and 0.1 ms (0.68 and 0.15 µs a token, from the 1,024-row runs); on the CPU a run
-# costs about what a token does, so batches there are cut almost by padding alone.
+# H200 a run of 32 short rows took 1.8 ms (fp32) where its tokens alone take 0.4 ms (0.68 µs
+# a token, from the 1,024-row runs); on the CPU a run costs about what a token does, so
+# batches there are cut almost by padding alone. fp16 on the GPU waits on the tokeniser, not
+# the GPU, and each new (rows, width) costs it 40-115 ms once: a higher cost keeps its
+# shapes few (its own run cost, 1.1 ms against 0.1 ms of tokens, is ~6,000 tokens; 20,000
+# makes 3 to 5 fewer shapes for the same modelled speed: benchmarks/batch_plan.py).
 CPU_BATCH = {"max_batch_tokens": 8192, "max_batch_size": 32, "overlap": False, "run_cost": 64}
 GPU_BATCH = {"max_batch_tokens": 65536, "max_batch_size": 1024, "overlap": True, "run_cost": 2000}
-GPU_FP16_RUN_COST = 6000
+GPU_FP16_RUN_COST = 20000
 # Bucket widths for padded batches: steps of 8 tokens up to 64, then at most 1/8 wider than
 # the one before (measured on an H200: a coarser ladder padded 9-13 % more tokens than exact
 # widths and cost fp32, which is GPU-bound, as much).
