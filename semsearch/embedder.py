@@ -128,12 +128,15 @@ class Embedder:
         """Token ids of ``texts`` (with the model's query/passage prefix for ``kind``)."""
         return encode(self.tokenizer, self._prefixed(text_list(texts), kind), self._types)
 
-    def run(self, tokens: Tokens) -> np.ndarray:
-        """ONE model run over ``tokens`` (the caller chose the batch): ``(len, dim)`` float32."""
+    def run(self, tokens: Tokens, max_batch_size: int | None = None,
+            max_batch_tokens: int | None = None) -> np.ndarray:
+        """ONE model run over ``tokens`` (the caller chose the batch, under these limits):
+        ``(len, dim)`` float32."""
         if not len(tokens):
             return np.empty((0, self.dim), dtype=np.float32)
+        rows_cap, budget = self._limits(max_batch_size, max_batch_tokens)
         width = bucket(int(tokens.lengths.max()), self.widths)
-        rows = self._rows(len(tokens), width, self.max_batch_tokens, self.max_batch_size)
+        rows = self._rows(len(tokens), width, budget, rows_cap)
         return self._checked(self.session.run(tokens.arrays(width, rows)), len(tokens))
 
     def embed(self, texts: Sequence[str] | str, batch_size: int | None = None, kind: str | None = None,
@@ -264,7 +267,7 @@ def plan_batches(lengths, max_batch_tokens: int, max_batch_size: int,
     # least cost of the rows from the a-th such start on, found back to front.
     starts = np.flatnonzero(np.diff(padded, prepend=-1))
     bounds = np.append(starts, len(padded))
-    cost, cut = np.zeros(len(bounds)), np.zeros(len(starts), dtype=np.int64)
+    cost, cut = np.zeros(len(bounds), dtype=np.int64), np.zeros(len(starts), dtype=np.int64)
     for a in range(len(starts) - 1, -1, -1):
         rows, width = bounds[a + 1:] - bounds[a], int(padded[bounds[a]])
         full = full_rows(width, max_batch_tokens, max_batch_size)
@@ -301,6 +304,8 @@ def window_spans(n: int, largest: int = WINDOW, first: int = FIRST_WINDOW) -> li
     ``largest``, then halving towards the end. The GPU's first run waits for the first
     window alone, and what runs after the last window is tokenised (nothing overlaps it)
     is small; a whole first window of long texts kept an H200 idle 14 % of a call."""
+    if first < 1 or largest < 1:
+        raise InvalidInput(f"windows must hold at least one text, not first={first!r}, largest={largest!r}")
     first = min(first, largest)
     spans, size, start = [], first, 0
     while start < n:

@@ -184,6 +184,9 @@ def test_windows_grow_from_a_small_first_one_and_shrink_at_the_end():
         assert sizes[:peak + 1] == sorted(sizes[:peak + 1])  # up, then down (the last may take the rest)
         assert sizes[peak:-1] == sorted(sizes[peak:-1], reverse=True)
     assert window_spans(0) == []
+    for first, largest in ((0, 4096), (512, 0), (-1, 4096)):
+        with pytest.raises(InvalidInput, match="at least one text"):
+            window_spans(10, largest, first)
     assert [b - a for a, b in window_spans(20000)] == [512, 1024, 2048, 4096, 4096, 4096, 2064, 1032, 516, 516]
 
 
@@ -221,6 +224,8 @@ def test_a_run_pads_its_rows_as_a_planned_batch_does(gpu_style, embedder, monkey
     width = bucket(int(tokens.lengths.max()), gpu_style.widths)
     assert shapes == [(4, width)] and got.shape == (3, gpu_style.dim)  # 3 rows padded to 4, none returned
     assert np.max(np.abs(got - embedder.embed(texts))) <= 1e-5
+    gpu_style.run(tokens, max_batch_size=3)  # the caller's limits (the server's) bound the padding
+    assert shapes[-1] == (3, width)
 
 
 def test_pipeline_passes_errors_through_and_stops(gpu_style):

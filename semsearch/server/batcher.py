@@ -193,7 +193,7 @@ class MicroBatcher:
             batch = tokens.select(rows)
             settled = []
             try:
-                vectors = self.embedder.run(batch)
+                vectors = self.embedder.run(batch, self.rows_cap, self.budget)
             except Exception as exc:  # e.g. ModelError on non-finite output: fail these requests only
                 for i in np.unique(owner[rows]):
                     if taken[i].left:
