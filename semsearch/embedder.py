@@ -6,8 +6,8 @@ come back in input order. Windows grow from a small first one, so the first mode
 starts early, and shrink again at the end, so little runs after the last is tokenised.
 On a GPU, tokenising, padding and the model run overlap in three threads (on 8+ cores the
 tokenising itself runs in worker processes, so it never holds the GIL the runs need), and
-for fp16 the padded width is rounded up to bucket widths (and a short last batch's rows to
-a power of two), so the set of shapes stays small. Pooling and normalisation are inside the exported
+for fp16 the padded width is rounded up to bucket widths (and a short batch's rows to a
+power of two, in ``run`` too), so the set of shapes stays small. Pooling and normalisation are inside the exported
 graph (see export.py), so a run returns ``(batch, dim)`` directly. How a graph is run
 (providers, IO binding, padding) lives in runtime.py.
 """
