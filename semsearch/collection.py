@@ -642,10 +642,7 @@ def _check_pin(coll: Collection, embedder):
 
 
 def _fusion(rrf_k, weights, feedback_docs, feedback_weight) -> Fusion:
-    if isinstance(weights, (str, bytes)) or len(list(weights)) != 2:
-        raise InvalidInput("weights must be two numbers: (dense, lexical)")
-    return Fusion(validation.positive_int(rrf_k, "rrf_k", 10_000),
-                  tuple(validation.finite(w, "weights", 0.0) for w in weights),
+    return Fusion(validation.positive_int(rrf_k, "rrf_k", 10_000), validation.weights(weights),
                   validation.positive_int(feedback_docs, "feedback_docs", 1_000) if feedback_docs else 0,
                   validation.finite(feedback_weight, "feedback_weight", 0.0))
 

@@ -62,6 +62,20 @@ def choice(value, name: str, allowed: Sequence[str]) -> str:
     return value
 
 
+def weights(value) -> tuple[float, float]:
+    """Hybrid (dense, lexical) weights: two finite numbers >= 0, not both 0 (the fused
+    score is a share of the best possible, which both at 0 leaves undefined)."""
+    if isinstance(value, (str, bytes, dict)) or not isinstance(value, Iterable):
+        raise InvalidInput("weights must be two numbers: (dense, lexical)")
+    value = tuple(value)
+    if len(value) != 2:
+        raise InvalidInput("weights must be two numbers: (dense, lexical)")
+    dense, lexical = (finite(w, "weights", 0.0) for w in value)
+    if not dense and not lexical:
+        raise InvalidInput("weights must not both be 0")
+    return dense, lexical
+
+
 def text_list(texts, name: str = "texts") -> list[str]:
     """A list of str from one str or a sequence of str; anything else is InvalidInput."""
     if isinstance(texts, str):

@@ -199,3 +199,8 @@ def test_index_nonexistent_path_creates_no_collection(home, tmp_path):
     assert_one_line_error(run("index", tmp_path / "missing", "--name", "fresh"), code=3)
     assert not (home / "fresh").exists()
     assert "no collections" in ok(run("list")).stdout
+
+
+# ---------------------------------------------------------------- adversarial inputs (review)
+def test_hybrid_weights_both_zero_is_a_one_line_invalid_input(indexed):
+    assert_one_line_error(run("search", "notes", "cats", "--weights", "0,0"), code=2, match="weights")

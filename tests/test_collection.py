@@ -442,3 +442,21 @@ def test_overlapped_ingest_stores_what_the_plain_one_does(home, tmp_path, model_
             assert [(r.added, r.chunks, r.skipped) for r in reports] == [(5, reports[0].chunks, reports[0].skipped)] * 2
     finally:
         gpu_style.tokenizing.close()
+
+
+# ---------------------------------------------------------------- adversarial inputs (review)
+@pytest.fixture(scope="module")
+def filtered(collection_of):
+    coll = collection_of({"cats": TOPICS["cats"], "dogs": "Dogs bark at the postman.",
+                          "none": "A note whose tag is the word None."})
+    coll.add_texts([TOPICS["guitar"]], ids=["null"], metadata={"tag": None})
+    coll.add_texts(["A note whose tag is the word None."], ids=["none"], metadata={"tag": "None"})
+    coll.add_texts([TOPICS["bread"]], ids=["quoted"], metadata={'say "hi"': 1})
+    return coll
+
+
+@pytest.mark.parametrize("weights", [(0, 0), (0.0, 0.0), None, 5, "1,1"])
+def test_hybrid_weights_that_are_not_two_numbers_with_one_positive_are_invalid_input(filtered, weights):
+    with pytest.raises(InvalidInput, match="weights"):
+        filtered.search("cats", weights=weights)
+    assert filtered.search("cats", weights=iter([1.0, 0.0]))[0].id == "cats"  # any two numbers
