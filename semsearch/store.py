@@ -299,12 +299,15 @@ class Store:
         known = {r[0] for r in self.db.execute("SELECT key FROM metadata_keys")}
         clauses, params = [], []
         for key, value in where.items():
-            if key in BUILTIN_FILTERS:
-                clauses.append(f"{BUILTIN_FILTERS[key]} = ?{len(params) + 1}")
-            elif key in known:  # compared as JSON text: true/false, numbers, strings as-is
+            if key in BUILTIN_FILTERS:  # None: no source (texts added directly)
+                clauses.append(f"{BUILTIN_FILTERS[key]} IS ?{len(params) + 1}")
+                params.append(None if value is None else _as_text(value))
+                continue
+            if key in known:  # compared as JSON text: true/false/null, numbers, strings as-is
                 path, value_ = f"?{len(params) + 1}", f"?{len(params) + 2}"
                 clauses.append(f"CASE json_type(d.metadata, {path}) WHEN 'true' THEN 'true' WHEN 'false' "
-                               f"THEN 'false' ELSE CAST(json_extract(d.metadata, {path}) AS TEXT) END = {value_}")
+                               f"THEN 'false' WHEN 'null' THEN 'null' "
+                               f"ELSE CAST(json_extract(d.metadata, {path}) AS TEXT) END = {value_}")
                 params.append(f'$."{key}"')
             else:
                 choices = ", ".join(sorted(known | set(BUILTIN_FILTERS)))
@@ -409,7 +412,9 @@ def document_text(spans: Iterable[tuple[int, int, str]]) -> str:
 
 
 def _as_text(value) -> str:
-    """A filter value as the text its JSON form has: True -> 'true', 5 -> '5'."""
+    """A filter value as the text its JSON form has: True -> 'true', 5 -> '5', None -> 'null'."""
+    if value is None:
+        return "null"
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value)

@@ -179,16 +179,19 @@ def json_value(value, name: str, depth: int = 0) -> None:
 
 
 def where_filter(where) -> dict | None:
-    """key -> scalar value; the store compares them as their JSON text."""
+    """key -> scalar value; the store compares them as their JSON text (None: JSON null).
+    A key holding '"' or NUL cannot be named in SQLite's JSON path, so it is refused."""
     if where is None or where == {}:
         return None
     if not isinstance(where, dict):
         raise InvalidInput(f"where must be a dict of key -> value, not {type(where).__name__}")
     for key, value in where.items():
-        if not isinstance(key, str) or not key:
-            raise InvalidInput(f"where keys must be non-empty strings, got {key!r}")
+        if not isinstance(key, str) or not key or '"' in key or "\0" in key:
+            raise InvalidInput(f"where keys must be non-empty strings without '\"' or NUL, got {key!r}")
         if value is not None and not isinstance(value, (str, int, float, bool)):
             raise InvalidInput(f"where[{key!r}] must be a string, number or boolean")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise InvalidInput(f"where[{key!r}] is {value}, which no stored value equals")
     return dict(where)
 
 

@@ -460,3 +460,14 @@ def test_hybrid_weights_that_are_not_two_numbers_with_one_positive_are_invalid_i
     with pytest.raises(InvalidInput, match="weights"):
         filtered.search("cats", weights=weights)
     assert filtered.search("cats", weights=iter([1.0, 0.0]))[0].id == "cats"  # any two numbers
+
+
+def test_where_none_matches_json_null_not_the_string_none(filtered):
+    assert {h.id for h in filtered.search("a note", where={"tag": None}, k=10)} == {"null"}
+    assert {h.id for h in filtered.search("a note", where={"tag": "None"}, k=10)} == {"none"}
+
+
+@pytest.mark.parametrize("where", [{'say "hi"': 1}, {"a\0b": 1}, {"tag": float("nan")}])
+def test_where_a_json_path_cannot_name_or_json_cannot_hold_is_invalid_input(filtered, where):
+    with pytest.raises(InvalidInput):
+        filtered.search("bread", where=where)
