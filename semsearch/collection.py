@@ -58,9 +58,7 @@ def home_dir(home: str | os.PathLike | None = None) -> Path:
 
 def collection_path(name_or_path: str | os.PathLike, home=None) -> Path:
     """A bare name lives under the home folder; anything with a slash is a path."""
-    text = str(name_or_path)
-    if not text.strip() or text in (".", "..") or "\0" in text:
-        raise InvalidInput(f"invalid collection name {text!r}")
+    text = validation.collection_name(name_or_path)
     if os.sep in text or "/" in text or Path(text).is_absolute():
         return Path(text).expanduser()
     return home_dir(home) / text
@@ -426,7 +424,7 @@ class Collection:
         from .loaders import list_files, load_file
 
         started = time.time()
-        roots = [str(Path(p).expanduser().resolve()) for p in paths]
+        roots = [str(Path(p).expanduser().resolve()) for p in validation.path_list(paths)]
         files = list_files(roots, glob=glob)  # NotFound for a missing path, before any write
         report = IndexReport()
         with self.writer() as w:
@@ -469,7 +467,7 @@ class Collection:
 
     def delete_path(self, path: str | os.PathLike) -> int:
         """Delete every document read from ``path`` (a file, or a folder's files)."""
-        root = str(Path(path).expanduser().resolve())
+        root = str(Path(validation.path(path)).expanduser().resolve())
         with self.writer() as w:
             return w.delete([key for key, _ in self.store.documents_under(root)])
 
@@ -570,7 +568,7 @@ def index_files(name_or_path, paths: Iterable[str | os.PathLike], glob: str | No
     ``ingest(coll, paths, glob=, remove_missing=, progress=)`` replaces
     ``Collection.add_files`` (`index --ray`: distributed.pipeline.index_paths)."""
     from .loaders import list_files
-    paths = list(paths)
+    paths = validation.path_list(paths)
     list_files(paths, glob=glob)  # NotFound now, not after an empty collection is made
     with Collection.open_or_create(name_or_path, **settings) as coll:
         ingest = ingest or Collection.add_files

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 from .errors import InvalidInput, NotFound
+from .validation import path_list
 
 SUPPORTED = {".txt", ".md", ".rst", ".html", ".htm", ".json", ".jsonl", ".csv", ".pdf"}
 PLAIN = {".txt", ".md", ".rst"}
@@ -63,7 +64,7 @@ def list_files(paths: Iterable[str | Path], glob: str | None = None) -> list[str
     The walk is done up front, so progress can show an ETA; missing paths
     raise NotFound before anything is read.
     """
-    roots = [Path(p) for p in paths]
+    roots = [Path(p) for p in path_list(paths)]
     for p in roots:
         if not p.exists():
             raise NotFound(f"no such file or directory: {p}")

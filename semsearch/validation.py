@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -21,6 +22,7 @@ MAX_ID_CHARS = 1_000
 MAX_DOCUMENT_CHARS = 10_000_000  # ~8 min of embedding here; larger documents must be split
 MAX_METADATA_DEPTH = 20
 MODES = ("dense", "lexical", "hybrid")
+MAX_NAME_BYTES = 255           # one folder name on the usual filesystems
 
 
 def positive_int(value, name: str, limit: int) -> int:
@@ -74,6 +76,39 @@ def weights(value) -> tuple[float, float]:
     if not dense and not lexical:
         raise InvalidInput("weights must not both be 0")
     return dense, lexical
+
+
+def collection_name(value) -> str:
+    """A collection's name or path as text: a str or path, not blank, '.' or '..', no NUL,
+    and a bare name no longer than a folder name may be."""
+    if not isinstance(value, (str, os.PathLike)):
+        raise WrongType(f"a collection name must be a string or a path, not {type(value).__name__}")
+    text = os.fspath(value)
+    if not isinstance(text, str) or not text.strip() or text in (".", "..") or "\0" in text:
+        raise InvalidInput(f"invalid collection name {text!r}")
+    if "/" not in text and os.sep not in text and len(os.fsencode(text)) > MAX_NAME_BYTES:
+        raise InvalidInput(f"a collection name may be at most {MAX_NAME_BYTES} bytes, got {len(os.fsencode(text))}")
+    return text
+
+
+def path(value, name: str = "path") -> str:
+    """A file or folder path given by the caller: a str or path, not blank (a blank path
+    would resolve to the current folder)."""
+    if not isinstance(value, (str, os.PathLike)):
+        raise WrongType(f"{name} must be a string or a path, not {type(value).__name__}")
+    text = os.fspath(value)
+    if not isinstance(text, str) or not text.strip() or "\0" in text:
+        raise InvalidInput(f"{name} {text!r} is blank or not a usable path")
+    return text
+
+
+def path_list(paths, name: str = "paths") -> list[str]:
+    """Paths as a list of str: one path (a str or path) is one path, never its characters."""
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    if isinstance(paths, (bytes, dict)) or not isinstance(paths, Iterable):
+        raise WrongType(f"{name} must be a path or a list of paths, not {type(paths).__name__}")
+    return [path(p, f"{name}[{i}]") for i, p in enumerate(paths)]
 
 
 def text_list(texts, name: str = "texts") -> list[str]:

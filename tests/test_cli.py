@@ -204,3 +204,16 @@ def test_index_nonexistent_path_creates_no_collection(home, tmp_path):
 # ---------------------------------------------------------------- adversarial inputs (review)
 def test_hybrid_weights_both_zero_is_a_one_line_invalid_input(indexed):
     assert_one_line_error(run("search", "notes", "cats", "--weights", "0,0"), code=2, match="weights")
+
+
+def test_delete_blank_path_is_invalid_input_and_deletes_nothing(indexed, docs, monkeypatch):
+    monkeypatch.chdir(docs)  # a blank path resolved is the current folder: every file in it
+    before = snapshot(indexed)
+    assert_one_line_error(run("delete", "notes", "--path", ""), code=2)
+    assert snapshot(indexed) == before
+
+
+def test_index_blank_path_is_invalid_input_and_creates_nothing(home, docs, monkeypatch):
+    monkeypatch.chdir(docs)
+    assert_one_line_error(run("index", "", "--name", "fresh"), code=2)
+    assert not (home / "fresh").exists()

@@ -471,3 +471,22 @@ def test_where_none_matches_json_null_not_the_string_none(filtered):
 def test_where_a_json_path_cannot_name_or_json_cannot_hold_is_invalid_input(filtered, where):
     with pytest.raises(InvalidInput):
         filtered.search("bread", where=where)
+
+
+@pytest.mark.parametrize("name", [None, 123, b"c", "x" * 300])
+def test_a_collection_name_that_is_not_a_usable_name_is_invalid_input_and_creates_nothing(
+        home, tmp_path, monkeypatch, name):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(InvalidInput):
+        Collection.create(name)
+    assert not home.exists() or not any(home.iterdir())
+
+
+@pytest.mark.parametrize("path", ["", " ", None])
+def test_delete_path_that_is_blank_or_none_is_invalid_input_and_deletes_nothing(filtered, path, tmp_path,
+                                                                                  monkeypatch):
+    monkeypatch.chdir("/")  # "" resolved is the current folder: every document under it would go
+    before = filtered.count()
+    with pytest.raises(InvalidInput):
+        filtered.delete_path(path)
+    assert filtered.count() == before
