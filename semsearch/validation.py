@@ -170,7 +170,11 @@ def new_ids(ids, n: int) -> list[str | None]:
     """Ids for n new documents: None entries (or no ids at all) are generated later."""
     if ids is None:
         return [None] * n
-    given = list([ids] if isinstance(ids, str) else ids)
+    if isinstance(ids, (str, numbers.Integral)) and not isinstance(ids, bool):
+        ids = [ids]  # one id, as id_list takes it
+    if isinstance(ids, (bytes, dict)) or not isinstance(ids, Iterable):
+        raise InvalidInput(f"ids must be a list of ids, not {type(ids).__name__}")
+    given = list(ids)
     if len(given) != n:
         raise InvalidInput(f"got {len(given)} ids for {n} texts")
     out = [None if i is None else id_list([i], "ids")[0] for i in given]

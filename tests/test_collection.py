@@ -490,3 +490,8 @@ def test_delete_path_that_is_blank_or_none_is_invalid_input_and_deletes_nothing(
     with pytest.raises(InvalidInput):
         filtered.delete_path(path)
     assert filtered.count() == before
+
+
+def test_one_int_id_for_one_text_is_that_id(filtered):
+    assert filtered.add_texts(["A lone numbered note."], ids=7) == ["7"]
+    assert filtered.delete(7) == 1
