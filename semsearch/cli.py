@@ -288,6 +288,8 @@ def search(ctx, name, query, k, mode, where, docs, min_score, queries_file, rrf_
     from .collection import Collection
 
     filters = parse_pairs(where, "--where")
+    if query is not None and queries_file:
+        raise click.UsageError("give a QUERY or --queries FILE, not both")
     try:
         dense_w, lexical_w = (float(w) for w in weights.split(","))
     except ValueError:

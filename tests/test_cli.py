@@ -217,3 +217,9 @@ def test_index_blank_path_is_invalid_input_and_creates_nothing(home, docs, monke
     monkeypatch.chdir(docs)
     assert_one_line_error(run("index", "", "--name", "fresh"), code=2)
     assert not (home / "fresh").exists()
+
+
+def test_search_with_both_query_and_queries_file_is_a_usage_error(indexed, tmp_path):
+    queries = tmp_path / "q.txt"
+    queries.write_text("baking bread\n")
+    assert_one_line_error(run("search", "notes", "kittens", "--queries", queries), code=2, match="not both")
