@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import os
 import secrets
 import signal
@@ -14,6 +15,7 @@ import sys
 import threading
 import time
 from contextlib import contextmanager
+from http.client import HTTPConnection
 from pathlib import Path
 
 import httpx
@@ -268,6 +270,28 @@ def test_body_over_the_limit_is_413_declared_or_streamed(http):
 def test_unknown_routes_and_methods_use_the_error_shape(http):
     assert error_of(http.get("/v2/nothing"), 404)["type"] == "not_found_error"
     error_of(http.get("/v1/embeddings"), 405)
+
+
+def test_an_internal_error_is_one_line_and_the_connection_serves_on(server, http):
+    """A request the library fails on unexpectedly (a filter too large for SQLite, at the time
+    of writing) answers in the error shape, and its keep-alive connection takes the next
+    request (uvicorn closed it under the client when Starlette re-raised after a 500)."""
+    where = {f"key{i}": i for i in range(2000)}
+    wide = {"documents": [{"id": "wide", "text": "x", "metadata": where}]}
+    assert http.post("/v1/collections/scratch/documents", json=wide).status_code == 200
+    conn = HTTPConnection("127.0.0.1", int(server.url.rsplit(":", 1)[1]), timeout=60)
+    try:
+        headers = {**server.auth, "Content-Type": "application/json"}
+        conn.request("POST", "/v1/collections/scratch/search", body=json.dumps({"query": "x", "where": where}),
+                     headers=headers)
+        first = conn.getresponse()
+        body = first.read().decode()
+        assert first.status >= 400 and "Traceback" not in body and "\n" not in json.loads(body)["error"]["message"]
+        conn.request("GET", "/v1/models", headers=server.auth)  # the same socket: http.client reuses it
+        assert conn.getresponse().status == 200
+    finally:
+        conn.close()
+        http.delete("/v1/collections/scratch/documents/wide")
 
 
 # -- collections ---------------------------------------------------------------------------------

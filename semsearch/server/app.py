@@ -21,7 +21,7 @@ from starlette.concurrency import run_in_threadpool
 from .. import __version__, validation
 from ..errors import InvalidInput, NoSuchCollection, NotFound, TooLarge
 from .batcher import MicroBatcher, Unbatched
-from .errors import HANDLERS
+from .errors import HANDLERS, Unexpected
 from .metrics import CONTENT_TYPE_LATEST, Metrics, RequestMetrics
 from .schemas import AddRequest, EmbeddingsRequest, SearchRequest
 from .security import BodyLimit, require_key
@@ -162,6 +162,7 @@ def create_app(embedder, collections: dict, settings: Settings = Settings()) -> 
         return {"id": doc_id, "deleted": True}
 
     app.include_router(api)
+    app.add_middleware(Unexpected)  # innermost of these: the metrics see its 500s
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     app.add_middleware(RequestMetrics, metrics=metrics)
     return app

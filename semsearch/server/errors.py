@@ -2,7 +2,7 @@
 
 One mapping: library errors carry their status and type (semsearch.errors), request
 validation becomes 400 with one line naming the field, anything unexpected is a 500 whose
-body says nothing about internals (the traceback goes to the server log).
+body says nothing about internals (the traceback goes to the server log, once).
 """
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import re
 
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
+from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from ..errors import Overloaded, SemsearchError
@@ -87,4 +88,30 @@ def unexpected_error(request, exc: Exception) -> JSONResponse:
 
 
 HANDLERS = {SemsearchError: counted(library_error), RequestValidationError: counted(validation_error),
-            HTTPException: counted(http_error), Exception: counted(unexpected_error)}
+            HTTPException: counted(http_error)}
+
+
+class Unexpected:
+    """ASGI middleware: any other exception becomes the 500 above, and the connection stays
+    open. (Starlette's handler for Exception answers and then re-raises, and uvicorn closes
+    the connection: a keep-alive client's next request on it was reset.)"""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started = False
+
+        async def sending(message):
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        except Exception as exc:
+            if started:  # too late for an answer: uvicorn drops the connection
+                raise
+            await counted(unexpected_error)(Request(scope), exc)(scope, receive, send)
