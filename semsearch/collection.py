@@ -390,12 +390,15 @@ class Collection:
         metadata = validation.metadata_list(metadata, len(texts))
         docs = [(DocumentInfo(key, None, None, meta), [text]) for key, text, meta in zip(ids, texts, metadata)]
         report = IndexReport()
+        # embedded before the writer lock is taken (the model loads here too), so other
+        # writers wait on this call only for its transaction
+        batches = embed_documents(_progress(docs, progress, "doc"), self.embedder,
+                                  self.config["chunk_tokens"], self.config["overlap"], report)
+        prepared = [doc for batch in batches for doc in batch]
         with self.writer() as w:
             # ONE transaction for the call: a failure or a kill part-way leaves none of the
             # documents, so a retry (with generated ids) cannot duplicate any
-            batches = embed_documents(_progress(docs, progress, "doc"), self.embedder,
-                                      self.config["chunk_tokens"], self.config["overlap"], report)
-            w.put_many([doc for batch in batches for doc in batch])
+            w.put_many(prepared)
         return ids
 
     def add_vectors(self, ids: Sequence[str], vectors, texts: Sequence[str],
@@ -427,6 +430,7 @@ class Collection:
         roots = [str(Path(p).expanduser().resolve()) for p in validation.path_list(paths)]
         files = list_files(roots, glob=glob)  # NotFound for a missing path, before any write
         report = IndexReport()
+        self.embedder  # the model loads before the writer lock is taken, not while holding it
         with self.writer() as w:
             known = w.known_hashes()
             seen: set[str] = set()

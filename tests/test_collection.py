@@ -495,3 +495,29 @@ def test_delete_path_that_is_blank_or_none_is_invalid_input_and_deletes_nothing(
 def test_one_int_id_for_one_text_is_that_id(filtered):
     assert filtered.add_texts(["A lone numbered note."], ids=7) == ["7"]
     assert filtered.delete(7) == 1
+
+
+def test_add_texts_embeds_before_taking_the_writer_lock(home):
+    """Another process's writer waits on this call only for its transaction, not while
+    its texts are embedded (or the model loads)."""
+    with small() as coll:
+        coll.add_texts(["first text"], ids=["a"])
+        embed, free = coll.embedder.embed, []
+
+        def spy(texts, **kw):  # the real embedder, asked whether the lock is free meanwhile
+            lock = FileLock(str(home / "c" / LOCK_FILE))
+            try:
+                lock.acquire(timeout=0)
+                lock.release()
+                free.append(True)
+            except Exception:
+                free.append(False)
+            return embed(texts, **kw)
+
+        coll.embedder.embed = spy
+        try:
+            coll.add_texts(["second text", "third text"], ids=["b", "c"])
+        finally:
+            del coll.embedder.embed
+        assert free and all(free)
+        assert coll.count() == 3
