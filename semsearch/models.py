@@ -65,6 +65,8 @@ def exported_folder(model: str | os.PathLike | None) -> Path:
     cached = cache_dir() / str(model) if model is not None else None
     if cached is not None and (cached / MANIFEST).is_file():
         return cached
+    if model is None or str(model) == DEFAULT_MODEL:  # its cache name needs no source: a
+        return cache_dir() / slug(DEFAULT_MODEL, DEFAULT_MODEL)  # serving box may lack its package
     name, source = source_for(model)
     return cache_dir() / slug(name, source)
 

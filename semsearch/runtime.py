@@ -7,13 +7,17 @@ goes into a batch; ``export`` validates a fresh export through this same path.
 from __future__ import annotations
 
 import base64
+import ctypes
+import functools
 import itertools
 import json
 import logging
 import os
 import pickle
+import re
 import subprocess
 import sys
+import tempfile
 import threading
 from collections import deque
 from dataclasses import dataclass
@@ -350,13 +354,28 @@ def providers_for(device: str, variant: str = "fp32") -> list:
         raise InvalidInput(f"device must be one of {', '.join(DEVICES)}, not {device!r}")
     if device == "cpu":
         return [CPU]
-    if CUDA in available_providers():
+    why = cuda_unusable()
+    if why is None:
         _preload_cuda_libraries()
         return [(CUDA, {} if variant == "fp16" else {"use_tf32": "0"}), CPU]
     if device == "cuda":
-        raise ModelError(f"device='cuda' but this ONNX Runtime has no CUDA provider ({GPU_INSTALL}; "
-                         "`semsearch doctor` shows what is installed)")
+        raise ModelError(f"device='cuda' but {why} (`semsearch doctor` shows what is installed)")
     return [CPU]
+
+
+@functools.cache
+def cuda_unusable() -> str | None:
+    """Why CUDA cannot be tried here, or None. Without the NVIDIA driver, onnxruntime-gpu's
+    CUDA provider fails on every session (in red on stderr) and falls back to the CPU, so
+    ``auto`` picks the CPU without trying: a GPU build on a machine with no GPU is quiet."""
+    if CUDA not in available_providers():
+        return f"this ONNX Runtime has no CUDA provider ({GPU_INSTALL})"
+    driver = "nvcuda.dll" if sys.platform == "win32" else "libcuda.so.1"
+    try:
+        ctypes.CDLL(driver)
+    except OSError:
+        return f"no NVIDIA driver was found ({driver} does not load: no GPU here, or no driver installed)"
+    return None
 
 
 def _preload_cuda_libraries() -> None:
@@ -401,7 +420,7 @@ class Session:
         if device == "cuda" and not self.on_gpu:
             raise ModelError("device='cuda' was asked for but the CUDA provider did not attach "
                              f"(ONNX Runtime runs on {self.providers[0]}); `semsearch doctor` says why")
-        if device == "auto" and CUDA in available_providers() and not self.on_gpu:
+        if device == "auto" and cuda_unusable() is None and not self.on_gpu:
             log.warning("CUDA is installed but did not attach; embedding on %s", self.providers[0])
         if variant == "fp16" and not self.on_gpu:
             raise ModelError("the fp16 variant is for GPUs; on the CPU use fp32 or int8")
@@ -453,16 +472,36 @@ def describe() -> dict:
 
 def _try_cuda() -> dict:
     """Does the CUDA provider attach and run a graph? (It falls back to the CPU silently
-    when CUDA or cuDNN libraries are missing, so only a real session tells.)"""
-    if CUDA not in available_providers():
-        return {"attached": False, "why": "this ONNX Runtime build has no CUDA provider"}
-    try:
-        session = Session(_PROBE_GRAPH, device="cuda", output="y")
-        got = session.run({"x": np.arange(4, dtype=np.float32)})
-    except ModelError as exc:
-        return {"attached": False, "why": exc.one_line()}
+    when CUDA or cuDNN libraries are missing, so only a real session tells; the reason is
+    on ONNX Runtime's own stderr, which is read here instead of printed.)"""
+    why = cuda_unusable()
+    if why is not None:
+        return {"attached": False, "why": why}
+    with tempfile.TemporaryFile() as err:
+        saved = os.dup(2)
+        os.dup2(err.fileno(), 2)
+        try:
+            session = Session(_PROBE_GRAPH, device="cuda", output="y")
+            got = session.run({"x": np.arange(4, dtype=np.float32)})
+        except ModelError as exc:
+            err.seek(0)
+            return {"attached": False, "why": cuda_failure(err.read().decode(errors="replace")) or exc.one_line()}
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
     return {"attached": True, "providers": session.providers,
             "ran": bool(np.array_equal(got, np.arange(4, dtype=np.float32) * 2))}
+
+
+def cuda_failure(log_text: str) -> str | None:
+    """ONNX Runtime's reason the CUDA provider did not load (a missing library, mostly),
+    from its log, in one line; None when the log does not say."""
+    log_text = re.sub(r"\x1b\[[0-9;]*m", "", log_text)  # its colours
+    missing = re.search(r"with error: ([^\n]+?)\s*$", log_text, re.M)
+    needs = re.search(r"Require (cuDNN \S+ and CUDA \S+?)\.?\s", log_text)
+    if not missing:
+        return None
+    return f"the CUDA provider did not load ({missing.group(1)})" + (f"; it needs {needs.group(1)}" if needs else "")
 
 
 def doctor_lines(report: dict, models: list[dict]) -> list[str]:
@@ -479,7 +518,7 @@ def doctor_lines(report: dict, models: list[dict]) -> list[str]:
                      f"providers: {', '.join(ort['available_providers'])}")
         cuda = report["cuda"]
         lines.append("CUDA: attached and ran a graph" if cuda["attached"] and cuda.get("ran")
-                     else f"CUDA: not attached ({cuda.get('why', 'attached but the probe graph gave a wrong result')})")
+                     else f"CUDA: not attached: {cuda.get('why', 'it attached but the probe graph gave a wrong result')}")
     for m in models:
         states = "; ".join(f"{name}: {variant_state(info)}" for name, info in m["variants"].items())
         lines.append(f"model {m['name']} in {m['folder']}: {states}")

