@@ -272,6 +272,27 @@ def test_unknown_routes_and_methods_use_the_error_shape(http):
     error_of(http.get("/v1/embeddings"), 405)
 
 
+SURROGATE = "\\ud800"  # JSON may escape one; no tokenizer or database takes it
+
+
+@pytest.mark.parametrize("path, raw, param", [
+    ("/v1/embeddings", '{"model": "%s", "input": "a%sb"}' % (MODEL, SURROGATE), "input"),
+    ("/v1/embeddings", '{"model": "%s", "input": ["ok", "%s"]}' % (MODEL, SURROGATE), "input"),
+    ("/v1/collections/docs/search", '{"query": "a%s"}' % SURROGATE, "query"),
+    ("/v1/collections/docs/search", '{"query": "a%s", "mode": "lexical"}' % SURROGATE, "query"),
+    ("/v1/collections/docs/search", '{"query": "a", "where": {"topic": "%s"}}' % SURROGATE, "where"),
+    ("/v1/collections/scratch/documents", '{"documents": [{"text": "a%s"}]}' % SURROGATE, "documents.0.text"),
+    ("/v1/collections/scratch/documents", '{"documents": [{"text": "a", "id": "%s"}]}' % SURROGATE,
+     "documents.0.id"),
+    ("/v1/collections/scratch/documents", '{"documents": [{"text": "a", "metadata": {"%s": 1}}]}' % SURROGATE,
+     "documents.0.metadata"),
+])
+def test_lone_surrogates_are_refused_with_400(http, path, raw, param):
+    r = http.post(path, content=raw.encode(), headers={"Content-Type": "application/json"})
+    error = error_of(r, 400)
+    assert error["param"] == param and "surrogate" in error["message"]
+
+
 def test_an_internal_error_is_one_line_and_the_connection_serves_on(server, http):
     """A request the library fails on unexpectedly (a filter too large for SQLite, at the time
     of writing) answers in the error shape, and its keep-alive connection takes the next

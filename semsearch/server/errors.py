@@ -66,7 +66,7 @@ def validation_error(request, exc: RequestValidationError) -> JSONResponse:
     if tuple(first.get("loc", ())) == ("body",):  # not JSON at all, or not an object
         return error_response(400, "the body must be a JSON object (Content-Type: application/json)",
                               "invalid_request_error", code=first.get("type"))
-    loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "path", "query")]
+    loc = [str(p) for p in first.get("loc", ())[1:]]  # loc[0] says where: "body", "path", "query"
     # pydantic names the type tried in a union ("str", "list[str]"): not the caller's field
     loc = [p for p in loc if not re.fullmatch(r"[a-z]+\[.*\]|str|int|float|bool|function-.*", p)]
     param = ".".join(loc) or None

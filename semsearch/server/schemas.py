@@ -4,11 +4,35 @@ from __future__ import annotations
 
 from typing import Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic_core import PydanticCustomError
+
+
+def lone_surrogate(value) -> str | None:
+    """The first lone surrogate in a string, or in a list's or dict's keys and values."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            return exc.object[exc.start]
+    elif isinstance(value, (list, dict)):
+        for item in (*value, *value.values()) if isinstance(value, dict) else value:
+            if (found := lone_surrogate(item)) is not None:
+                return found
+    return None
 
 
 class Body(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
+
+    @field_validator("*")
+    @classmethod
+    def valid_unicode(cls, value):
+        """JSON may escape a lone surrogate (\\ud800); no tokenizer or database takes one."""
+        if (found := lone_surrogate(value)) is not None:
+            raise PydanticCustomError("invalid_unicode", f"holds a lone surrogate (U+{ord(found):04X}), "
+                                      "which is not valid Unicode")
+        return value
 
 
 class EmbeddingsRequest(Body):
