@@ -12,6 +12,7 @@ import fnmatch
 import hashlib
 import html.parser
 import json
+import math
 import os
 import stat
 from dataclasses import dataclass
@@ -355,6 +356,23 @@ def _records_to_docs(path: str, items: Iterable[tuple[str, int, object, str | No
             yield doc
 
 
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} is out of range (JSON has no infinity)")
+    return value
+
+
+def _not_json(name: str):
+    raise ValueError(f"{name} is not JSON")
+
+
+def _json(text: str):
+    """json.loads less Python's extensions NaN and ±Infinity (and numbers that overflow to
+    them): metadata is stored as JSON, which SQLite cannot read with them in it."""
+    return json.loads(text, parse_constant=_not_json, parse_float=_finite)
+
+
 def _jsonl_lines(path: str):
     """(lineno, object or None, error or None, replaced chars) for each non-blank line."""
     with open(path, "rb") as f:
@@ -363,9 +381,11 @@ def _jsonl_lines(path: str):
                 continue
             line, replaced = _decode(raw)
             try:
-                yield lineno, json.loads(line), None, replaced
+                yield lineno, _json(line), None, replaced
             except json.JSONDecodeError:
                 yield lineno, None, "invalid JSON", replaced
+            except ValueError as e:  # NaN, Infinity
+                yield lineno, None, f"invalid JSON: {e}", replaced
             except RecursionError:
                 yield lineno, None, "invalid JSON (nested too deeply)", replaced
 
@@ -396,11 +416,11 @@ def _load_json(path: str):
     with open(path, "rb") as f:
         text, replaced = _decode(f.read())
     try:
-        data = json.loads(text)
+        data = _json(text)
     except RecursionError:
         yield Skipped(path, "invalid JSON: nested too deeply")
         return
-    except json.JSONDecodeError as e:
+    except ValueError as e:  # JSONDecodeError, NaN, Infinity
         yield Skipped(path, f"invalid JSON: {e}")
         return
     items = data if isinstance(data, list) else [data]

@@ -521,3 +521,18 @@ def test_add_texts_embeds_before_taking_the_writer_lock(home):
             del coll.embedder.embed
         assert free and all(free)
         assert coll.count() == 3
+
+
+def test_records_holding_nan_or_infinity_are_skipped_and_filters_keep_working(home, tmp_path):
+    folder = tmp_path / "records"
+    folder.mkdir()
+    (folder / "r.jsonl").write_text('{"id": "1", "text": "Cats purr on the sofa.", "v": NaN, "tag": "x"}\n'
+                                    '{"id": "2", "text": "Dogs bark at night.", "v": 1e999, "tag": "x"}\n'
+                                    '{"id": "3", "text": "Birds sing at dawn.", "v": 1.5, "tag": "x"}\n')
+    (folder / "a.json").write_text('[{"id": "4", "text": "Fish swim.", "v": -Infinity, "tag": "x"}]')
+    with small() as coll:
+        report = coll.add_files([folder])
+        assert report.added == 1 and len(report.skipped) == 3, report.skipped
+        assert all("JSON" in reason for _, reason in report.skipped)
+        hits = coll.search("animals", where={"tag": "x"}, k=10)
+        assert [h.id for h in hits] == [f"{folder / 'r.jsonl'}#3"]
