@@ -418,6 +418,31 @@ def where_time_goes(e, texts) -> dict:
             "padding_vs_exact": padded / exact - 1, "padding_vs_real": padded / real - 1}
 
 
+def gpu_ingest(folder: Path, texts: list[str]) -> list[str]:
+    """``Collection.add_texts`` on the GPU, fp32 and fp16, twice each into fresh collections
+    (the first in the process meets every shape first): fp16 was 5.7x slower than fp32
+    there when every batch was a new shape (issue 12.2)."""
+    from semsearch.collection import Collection
+
+    lines = ["", f"ingest: Collection.add_texts of {len(texts)} long texts (chunked), device cuda",
+             "", "| precision | call | chunks | s |", "|---|---|---:|---:|"]
+    root = Path(tempfile.mkdtemp(prefix="semsearch-ingest-"))
+    for variant in ("fp32", "fp16"):
+        for call in ("first in the process", "second"):
+            try:
+                coll = Collection.create(root / f"{variant}-{len(lines)}", model=str(folder), variant=variant,
+                                         device="cuda")
+                t = time.perf_counter()
+                coll.add_texts(texts)
+                seconds = time.perf_counter() - t
+                lines.append(f"| {variant} | {call} | {coll.info()['chunks']:,} | {seconds:.2f} |")
+                coll.close()
+            except Exception as exc:  # report it and measure the rest
+                lines.append(f"| {variant} | {call} | failed: {exc!r} | |")
+    shutil.rmtree(root, ignore_errors=True)
+    return lines
+
+
 COARSE = (8, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)  # the first ladder tried
 
 
@@ -492,6 +517,9 @@ def gpu_main(args) -> None:
                   if "Memcpy" in line or "CPUExecutionProvider" in line or "placed" in line.lower()]
         print(f"{name}: node placement (log level 1):", *placed[:40], sep="\n  ", flush=True)
 
+    ingest = gpu_ingest(work, texts["long"][:args.gpu_ingest]) if args.gpu_ingest else []
+    print(*ingest, sep="\n", flush=True)
+
     breakdown = ["", "| texts | precision | tokenise s | build inputs s | GPU run s | sum s | pipelined s "
                  "| batches | shapes | padding vs exact widths | padding vs real tokens |", "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     ceilings = []
@@ -552,7 +580,7 @@ def gpu_main(args) -> None:
                     fn = lambda x, bs=bs: model.encode(x, batch_size=bs, normalize_embeddings=True,
                                                        convert_to_numpy=True, show_progress_bar=False)
                     row(which, variant, "sentence-transformers", bs, timed(fn, ts, max(1, args.runs - 1)))
-    text = "\n".join(lines + breakdown + ["", parity, ""] + ceilings)
+    text = "\n".join(lines + breakdown + ["", parity, ""] + ceilings + ingest)
     print("\n" + text)
     if args.json:
         Path(args.json).write_text(text)
@@ -582,6 +610,8 @@ def main(argv=None) -> None:
     p.add_argument("--gpu-batches", type=int, nargs="+", default=[32, 256, 1024], help="(cuda) row caps")
     p.add_argument("--st-batches", type=int, nargs="+", default=[32, 256], help="(cuda) sentence-transformers batches")
     p.add_argument("--no-st", action="store_true", help="(cuda) skip sentence-transformers")
+    p.add_argument("--gpu-ingest", type=int, default=1400,
+                   help="(cuda) long texts for the Collection.add_texts timing (0: skip; default 1400)")
     p.add_argument("--sweep", action="store_true", help="(cuda) also: run costs, windows, bucket ladders, ORT threads")
     p.add_argument("--gpu-windows", type=int, nargs="+", default=[1024, 2048, 8192], help="(cuda) with --sweep")
     p.add_argument("--run-costs", type=int, nargs="+", default=[0, 500, 6000, 20000],
