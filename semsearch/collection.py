@@ -410,7 +410,7 @@ class Collection:
         ids = validation.new_ids(ids, len(texts))
         if None in ids:
             raise InvalidInput("add_vectors needs an id for every vector")
-        vectors = validation.vectors(vectors, self.pinned["dim"])
+        vectors = validation.unit_vectors(vectors, self.pinned["dim"])
         if len(vectors) != len(texts):
             raise InvalidInput(f"got {len(vectors)} vectors for {len(texts)} texts")
         metadata = validation.metadata_list(metadata, len(texts))

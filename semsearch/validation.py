@@ -245,3 +245,14 @@ def vectors(array, dim: int, name: str = "vectors") -> np.ndarray:
     if not np.isfinite(array).all():
         raise InvalidInput(f"{name} contain nan or inf")
     return np.ascontiguousarray(array)
+
+
+def unit_vectors(array, dim: int, name: str = "vectors") -> np.ndarray:
+    """Finite (n, dim) float32 rows of length 1 (within 1 %): stored vectors are compared by
+    inner product as cosines, so a longer one would top every search and a zero one none."""
+    array = vectors(array, dim, name)
+    norms = np.linalg.norm(array, axis=1)
+    bad = np.flatnonzero(np.abs(norms - 1) > 0.01)
+    if len(bad):
+        raise InvalidInput(f"{name} must be L2-normalised: row {bad[0]} has length {norms[bad[0]]:.4g}")
+    return array

@@ -536,3 +536,13 @@ def test_records_holding_nan_or_infinity_are_skipped_and_filters_keep_working(ho
         assert all("JSON" in reason for _, reason in report.skipped)
         hits = coll.search("animals", where={"tag": "x"}, k=10)
         assert [h.id for h in hits] == [f"{folder / 'r.jsonl'}#3"]
+
+
+@pytest.mark.parametrize("scale", [0.0, 100.0])
+def test_add_vectors_that_are_not_unit_length_are_invalid_input_and_store_nothing(home, embedder, scale):
+    with small() as coll:
+        vectors = embedder.embed(["gliders soar on thermals", "the soup needs salt"])
+        vectors[1] *= scale  # a zero vector, or one that would top every dense search
+        with pytest.raises(InvalidInput, match="normalised"):
+            coll.add_vectors(["glide", "soup"], vectors, ["gliders soar on thermals", "the soup needs salt"])
+        assert coll.count() == 0
