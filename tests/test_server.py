@@ -502,6 +502,37 @@ def test_non_loopback_without_a_key_is_refused(tmp_path):
     assert len(r.stderr.strip().splitlines()) == 1
 
 
+def test_a_client_that_hangs_up_costs_no_more_model_time(tmp_path, model_folder):
+    """The server notices a client leave while its texts wait for the model, and the batcher
+    skips the rows nobody waits for. One text a run, one run at a time: many runs to skip."""
+    proc, url = start_server(["--home", str(tmp_path), "--max-batch-size", "1", "--workers", "1"], tmp_path / "log")
+
+    def metric(name: str, **labels) -> float:
+        text = httpx.get(url + "/metrics", timeout=30).text
+        return sum(s.value for family in text_string_to_metric_families(text) for s in family.samples
+                   if s.name == name and labels.items() <= s.labels.items())
+
+    texts = [f"{i} " + "a client that will not wait for its answer, " * 5 for i in range(64)]
+    conn = HTTPConnection("127.0.0.1", int(url.rsplit(":", 1)[1]), timeout=60)
+    try:
+        conn.request("POST", "/v1/embeddings", body=json.dumps({"model": MODEL, "input": texts}),
+                     headers={"Content-Type": "application/json"})
+        deadline = time.monotonic() + DEADLINE
+        while metric("semsearch_queue_texts") < len(texts):  # it is in the batcher
+            assert time.monotonic() < deadline
+            time.sleep(0.005)
+        conn.close()  # the client hangs up
+        while metric("semsearch_queue_texts") > 0:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        assert metric("semsearch_batch_texts_sum") < len(texts), "the server embedded every text for nobody"
+        assert metric("semsearch_http_request_duration_seconds_count", route="/v1/embeddings", status="499") == 1
+    finally:
+        conn.close()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(DEADLINE)
+
+
 def test_sigterm_drains_in_flight_requests_and_closes_collections(tmp_path, model_folder, embedder):
     from semsearch.collection import Collection
 

@@ -7,12 +7,13 @@ dependency in its threadpool, a thread hop per request.
 """
 from __future__ import annotations
 
+import asyncio
 import base64
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 import fastapi_swagger
-from fastapi import APIRouter, Depends, FastAPI
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -21,7 +22,7 @@ from starlette.concurrency import run_in_threadpool
 from .. import __version__, validation
 from ..errors import InvalidInput, NoSuchCollection, NotFound, TooLarge
 from .batcher import MicroBatcher, Unbatched
-from .errors import HANDLERS, Unexpected
+from .errors import HANDLERS, ClientGone, Unexpected
 from .metrics import CONTENT_TYPE_LATEST, Metrics, RequestMetrics
 from .schemas import AddRequest, EmbeddingsRequest, SearchRequest
 from .security import BodyLimit, require_key
@@ -61,6 +62,20 @@ def create_app(embedder, collections: dict, settings: Settings = Settings()) -> 
                                    f"(served: {', '.join(collections) or 'none'})")
         return collections[name]
 
+    async def embed(request: Request, texts: list[str], kind: str | None):
+        """The batcher's vectors for ``texts``, unless the client hangs up first: then its
+        texts are cancelled, and the batcher skips the runs that nobody waits for."""
+        job = asyncio.ensure_future(batcher.embed(texts, kind))
+        gone = asyncio.ensure_future(hung_up(request.receive))
+        try:
+            done, _ = await asyncio.wait((job, gone), return_when=asyncio.FIRST_COMPLETED)
+        finally:  # also when this request is cancelled (a shutdown past its drain time)
+            gone.cancel()
+            job.cancel()
+        if job not in done:
+            raise ClientGone("the client hung up before its vectors were ready")
+        return job.result()
+
     # -- open: liveness and the page (static files, no data) ------------------------------------
     @app.get("/healthz", include_in_schema=False)
     async def healthz():
@@ -99,14 +114,14 @@ def create_app(embedder, collections: dict, settings: Settings = Settings()) -> 
                                             "owned_by": "semsearch", "dimensions": embedder.dim}]}
 
     @api.post("/v1/embeddings")
-    async def embeddings(body: EmbeddingsRequest):
+    async def embeddings(body: EmbeddingsRequest, request: Request):
         if body.model not in (model_id, model_id.rsplit("/", 1)[-1]):
             raise NotFound(f"model {body.model!r} is not served here; this server serves {model_id}")
         if body.dimensions is not None and body.dimensions != embedder.dim:
             raise InvalidInput(f"dimensions must be {embedder.dim} (the model's own) for {model_id}")
         texts = [body.input] if isinstance(body.input, str) else body.input
         check_texts(texts, settings, "input")
-        vectors, used = await batcher.embed(texts, body.input_type)
+        vectors, used = await embed(request, texts, body.input_type)
         if body.encoding_format == "base64":
             rows = [base64.b64encode(v.astype("<f4").tobytes()).decode() for v in vectors]
         else:
@@ -127,7 +142,7 @@ def create_app(embedder, collections: dict, settings: Settings = Settings()) -> 
         return await run_in_threadpool(collection(name).info)
 
     @api.post("/v1/collections/{name}/search")
-    async def search(name: str, body: SearchRequest):
+    async def search(name: str, body: SearchRequest, request: Request):
         target = collection(name)
         if (body.query is None) == (body.queries is None):
             raise InvalidInput("give either query (one string) or queries (a list of strings)")
@@ -138,7 +153,7 @@ def create_app(embedder, collections: dict, settings: Settings = Settings()) -> 
         validation.choice(body.mode, "mode", validation.MODES)  # before embedding for nothing
         vectors = None
         if body.mode != "lexical":  # queries share model runs with embedding requests
-            vectors, _ = await batcher.embed(queries, "query")
+            vectors, _ = await embed(request, queries, "query")
         found = await run_in_threadpool(target.search, asked, k=body.k, mode=body.mode, where=body.where,
                                         docs=body.docs, query_vectors=vectors)
         if single:
@@ -166,6 +181,13 @@ def create_app(embedder, collections: dict, settings: Settings = Settings()) -> 
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     app.add_middleware(RequestMetrics, metrics=metrics)
     return app
+
+
+async def hung_up(receive) -> None:
+    """Returns when the client disconnects: once a request's body is read, the next message
+    the server gets for it is that (or the end of its response)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
 
 
 def check_texts(texts: list[str], settings: Settings, name: str) -> None:

@@ -33,6 +33,13 @@ def snake(name: str) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
 
 
+class ClientGone(SemsearchError):
+    """The client hung up before its answer was ready (nginx's 499; nobody reads it)."""
+
+    http_status = 499
+    error_type = "client_closed_request"
+
+
 class Unauthorized(SemsearchError):
     """No API key, or not one of the server's (which of the two is not said)."""
 
