@@ -141,6 +141,8 @@ class Collection:
                                           "created": time.time()})
                 store.set_meta("collection_id", uuid.uuid4().hex)
                 store.close()
+                for orphan in (STORE_FILE + "-wal", STORE_FILE + "-shm"):  # an earlier store's, left by a
+                    (path / orphan).unlink(missing_ok=True)  # crash: SQLite would replay it into this one
                 os.replace(tmp, path / STORE_FILE)  # the collection exists once its store is complete
                 fsync_dir(path)
             finally:

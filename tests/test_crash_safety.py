@@ -160,3 +160,28 @@ def test_kill_during_index_then_reindex_completes(home, tmp_path, embedder):
         assert check_consistent(coll, expected) == expected
         hits = coll.search("file37", k=1, mode="lexical")
         assert hits[0].source == str(folder / "f37.txt")
+
+
+KILLED_WRITER = textwrap.dedent("""
+    import os, signal, sys
+    from semsearch.collection import Collection
+    with Collection.open(sys.argv[1]) as coll:
+        coll.add_texts([f"old note {i} about ships" for i in range(20)])
+        os.kill(os.getpid(), signal.SIGKILL)  # the WAL keeps its frames
+""")
+
+
+def test_new_collection_where_an_old_store_left_its_wal_starts_empty(home):
+    """`rm` killed between unlinking store.sqlite and its -wal (or a store deleted by
+    hand after a crash) leaves a WAL that SQLite would replay into the next store."""
+    path = home / "c"
+    Collection.create(path).close()
+    child = subprocess.run([sys.executable, "-c", KILLED_WRITER, str(path)])
+    assert child.returncode == -signal.SIGKILL
+    assert (path / (STORE_FILE + "-wal")).stat().st_size > 0
+    (path / STORE_FILE).unlink()
+    with Collection.create(path) as coll:
+        coll.add_texts(["a brand new note"], ids=["new"])
+        assert set(coll.store.document_hashes()) == {"new"}
+    with Collection.open(path) as coll:
+        assert [h.id for h in coll.search("ships", k=5)] == ["new"]
