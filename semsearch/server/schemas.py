@@ -43,6 +43,14 @@ class EmbeddingsRequest(Body):
     user: str | None = None  # OpenAI's client may send it; accepted and ignored
     input_type: Literal["query", "passage"] | None = None  # the model's prompt prefix, if it has one
 
+    @field_validator("input", mode="before")
+    @classmethod
+    def no_token_ids(cls, value):
+        """OpenAI also takes token ids (its own tokenizer's): say so, not "not a string"."""
+        if isinstance(value, list) and any(isinstance(v, (int, list)) and not isinstance(v, bool) for v in value):
+            raise PydanticCustomError("token_ids", "token-id arrays are not supported here; send the text")
+        return value
+
 
 class SearchRequest(Body):
     query: str | None = None
