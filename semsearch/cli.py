@@ -98,7 +98,8 @@ def main():
 @click.option("--optimize", type=click.Choice(["O1", "O2", "O3", "none"]), default="none", show_default=True,
               help="optimum graph optimisation of the fp32 graph (ONNX Runtime optimises at load either way; "
                    "int8 is quantised from this graph; fp16 always starts from O2).")
-@click.option("--quantize", type=click.Choice(["int8", "none"]), default="int8", show_default=True)
+@click.option("--quantize", type=click.Choice(["int8", "none"]), default="int8", show_default=True,
+              help="Also write an int8 (dynamically quantised) variant for CPUs.")
 @click.option("--fp16", is_flag=True, help="Also write an fp16 variant for GPUs.")
 @click.option("--force", is_flag=True, help="Export again even if cached.")
 def export(source, out, optimize, quantize, fp16, force):
@@ -110,7 +111,7 @@ def export(source, out, optimize, quantize, fp16, force):
 
 
 @cli.command()
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def models(as_json):
     """List exported models in the cache."""
     from .models import cache_dir, cached_models
@@ -133,11 +134,14 @@ def models(as_json):
 @click.argument("texts", nargs=-1)
 @click.option("--file", "file_", type=click.Path(dir_okay=False, allow_dash=True),
               help="Read texts from FILE: one per line, or JSONL with a `text` field; - for stdin.")
-@click.option("--format", "fmt", type=click.Choice(["jsonl", "npy"]), default="jsonl", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["jsonl", "npy"]), default="jsonl", show_default=True,
+              help="JSONL lines of text and embedding, or one .npy array (needs --out).")
 @click.option("--out", type=click.Path(dir_okay=False), help="Write here instead of stdout.")
 @click.option("--model", default=None, help="Model name, HF folder, exported folder or hub id.")
-@click.option("--variant", type=VARIANTS, default="fp32", show_default=True)
-@click.option("--device", type=DEVICES, default="auto", show_default=True)
+@click.option("--variant", type=VARIANTS, default="fp32", show_default=True,
+              help="Exported variant: fp32 exact, int8 faster on CPUs, fp16 for GPUs.")
+@click.option("--device", type=DEVICES, default="auto", show_default=True,
+              help="auto: CUDA when it attaches, else the CPU.")
 @click.option("--batch-size", type=click.IntRange(1, 100_000), default=None,
               help="Texts per model run [default: the device's token budget; 32 on the CPU].")
 @click.option("--kind", type=click.Choice(["query", "passage"]), default=None,
@@ -271,17 +275,21 @@ def build(ctx, name, shards, memory_budget, spec, ray_address):
 @click.argument("name")
 @click.argument("query", required=False)
 @click.option("-k", "k", type=int, default=10, show_default=True, help="Hits per query (1 to 10,000).")
-@click.option("--mode", type=MODES, default="hybrid", show_default=True)
-@click.option("--where", multiple=True, help="key=value metadata filter (repeatable).")
+@click.option("--mode", type=MODES, default="hybrid", show_default=True,
+              help="dense: by meaning (vectors); lexical: BM25 over words; hybrid: both, fused.")
+@click.option("--where", multiple=True, help="key=value metadata filter (repeatable: all must match); "
+              "source=FILE and id=ID match a document's file and id.")
 @click.option("--docs", is_flag=True, help="One hit per document.")
-@click.option("--min-score", type=float, default=None)
+@click.option("--min-score", type=float, default=None,
+              help="Drop hits scoring below this: dense, cosine (-1..1); lexical, BM25; hybrid, "
+                   "share of the best possible fused score (0..1).")
 @click.option("--queries", "queries_file", type=click.Path(dir_okay=False, allow_dash=True),
               help="Answer every line of FILE; prints one JSON line per query.")
 @click.option("--rrf-k", type=int, default=60, show_default=True, help="Hybrid: RRF constant.")
 @click.option("--weights", default="1,1", show_default=True, help="Hybrid: dense,lexical weights.")
 @click.option("--feedback", type=float, default=FEEDBACK_WEIGHT, show_default=True,
               help="Hybrid: pseudo-relevance feedback weight (0 = plain RRF).")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
 def search(ctx, name, query, k, mode, where, docs, min_score, queries_file, rrf_k, weights, feedback, as_json):
     """Search collection NAME for QUERY."""
@@ -341,7 +349,8 @@ def parse_pairs(pairs, option: str) -> dict:
 @click.option("--meta", multiple=True, help="key=value metadata for the added texts (repeatable).")
 @click.option("--jsonl", type=click.Path(dir_okay=False, exists=True),
               help="Import records: `id`, `text` and metadata fields.")
-@click.option("--model", default=None)
+@click.option("--model", default=None, help="Model for a new collection (default: all-MiniLM-L6-v2); "
+              "an existing one must name its own.")
 @click.pass_context
 def add(ctx, name, texts, ids, meta, jsonl, model):
     """Add texts or JSONL records to collection NAME (created if needed)."""
@@ -387,7 +396,7 @@ def delete(ctx, name, ids, paths):
 
 @cli.command()
 @click.argument("name")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
 def info(ctx, name, as_json):
     """Show a collection's model, index, counts and size."""
@@ -418,7 +427,7 @@ def info(ctx, name, as_json):
 
 
 @cli.command(name="list")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
 def list_(ctx, as_json):
     """List collections under --home."""
@@ -450,8 +459,9 @@ def rm(ctx, name, yes):
 
 @cli.command(name="eval")
 @click.argument("dataset", type=click.Path(exists=True, file_okay=False))
-@click.option("--mode", type=MODES, default="hybrid", show_default=True)
-@click.option("--model", default=None)
+@click.option("--mode", type=MODES, default="hybrid", show_default=True,
+              help="dense: by meaning (vectors); lexical: BM25 over words; hybrid: both, fused.")
+@click.option("--model", default=None, help="Model for a new collection (default: all-MiniLM-L6-v2).")
 @click.option("--variant", type=click.Choice(["fp32", "int8"]), default=None,
               help="Model variant for a new collection [default: fp32].")
 @click.option("--collection", "collection", default=None,
@@ -460,8 +470,8 @@ def rm(ctx, name, yes):
               help="Index for a new collection: auto, flat, hnsw, ivf, ivfpq or a faiss string "
                    "[default: auto].")
 @click.option("-k", "k", type=click.IntRange(1), default=100, show_default=True, help="Documents ranked per query.")
-@click.option("--split", default="test", show_default=True)
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--split", default="test", show_default=True, help="Which qrels/SPLIT.tsv to score.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
 def eval_(ctx, dataset, mode, model, variant, collection, index_spec, k, split, as_json):
     """Score retrieval on a BEIR-format DATASET folder (corpus, queries, qrels)."""
@@ -486,7 +496,7 @@ cli.add_command(serve)
 
 
 @cli.command()
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
 def doctor(ctx, as_json):
     """What is installed, whether CUDA attaches, and each exported model's validation state."""

@@ -223,3 +223,11 @@ def test_search_with_both_query_and_queries_file_is_a_usage_error(indexed, tmp_p
     queries = tmp_path / "q.txt"
     queries.write_text("baking bread\n")
     assert_one_line_error(run("search", "notes", "kittens", "--queries", queries), code=2, match="not both")
+
+
+def test_every_option_of_the_cli_commands_says_what_it_does():
+    """`semsearch CMD --help` explains each option (serve's live with the server)."""
+    missing = [f"{name} {p.opts[0]}" for name, cmd in cli.commands.items() if name != "serve"
+               for p in cmd.params if p.param_type_name == "option" and not p.help and not p.hidden]
+    assert not missing
+    assert "cosine" in run("search", "--help").output  # what --min-score compares against
