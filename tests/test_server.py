@@ -165,6 +165,15 @@ def test_models_lists_the_served_model(http, embedder):
     assert [(m["id"], m["dimensions"]) for m in data] == [(MODEL, embedder.dim)]
 
 
+def test_openai_client_retrieves_the_served_model(openai_client):
+    import openai
+
+    assert openai_client.models.retrieve(MODEL).id == MODEL
+    assert openai_client.models.retrieve("all-MiniLM-L6-v2").id == MODEL
+    with pytest.raises(openai.NotFoundError, match="not served here"):
+        openai_client.models.retrieve("text-embedding-3-small")
+
+
 def test_concurrent_requests_each_get_their_own_rows(server, embedder):
     texts = [f"request {i}: " + " ".join(f"word{(i * 7 + j) % 97}" for j in range(i % 23 + 1)) for i in range(96)]
     expected = embedder.embed(texts)

@@ -108,15 +108,23 @@ def create_app(embedder, collections: dict, settings: Settings = Settings()) -> 
     def metrics_text():
         return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
+    def served_model(name: str) -> dict:
+        """OpenAI's model object, for the model's full or short name."""
+        if name not in (model_id, model_id.rsplit("/", 1)[-1]):
+            raise NotFound(f"model {name!r} is not served here; this server serves {model_id}")
+        return {"id": model_id, "object": "model", "created": 0, "owned_by": "semsearch", "dimensions": embedder.dim}
+
     @api.get("/v1/models")
     async def list_models():
-        return {"object": "list", "data": [{"id": model_id, "object": "model", "created": 0,
-                                            "owned_by": "semsearch", "dimensions": embedder.dim}]}
+        return {"object": "list", "data": [served_model(model_id)]}
+
+    @api.get("/v1/models/{name:path}")  # OpenAI's client: models.retrieve(name)
+    async def get_model(name: str):
+        return served_model(name)
 
     @api.post("/v1/embeddings")
     async def embeddings(body: EmbeddingsRequest, request: Request):
-        if body.model not in (model_id, model_id.rsplit("/", 1)[-1]):
-            raise NotFound(f"model {body.model!r} is not served here; this server serves {model_id}")
+        served_model(body.model)
         if body.dimensions is not None and body.dimensions != embedder.dim:
             raise InvalidInput(f"dimensions must be {embedder.dim} (the model's own) for {model_id}")
         texts = [body.input] if isinstance(body.input, str) else body.input
