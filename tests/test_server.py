@@ -225,6 +225,7 @@ def test_full_queue_answers_503_with_retry_after(server, embedder):
 # -- auth ------------------------------------------------------------------------------------
 def test_health_is_open_everything_else_needs_the_key(server):
     assert httpx.get(server.url + "/healthz").json() == {"status": "ok"}
+    assert httpx.head(server.url + "/healthz").status_code == 200  # load balancers' probes may send HEAD
     # open too, holding no data: the page's static files and the API description
     assert "<title>semsearch</title>" in httpx.get(server.url + "/").text
     assert "/v1/embeddings" in httpx.get(server.url + "/openapi.json").json()["paths"]

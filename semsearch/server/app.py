@@ -77,7 +77,7 @@ def create_app(embedder, collections: dict, settings: Settings = Settings()) -> 
         return job.result()
 
     # -- open: liveness and the page (static files, no data) ------------------------------------
-    @app.get("/healthz", include_in_schema=False)
+    @app.api_route("/healthz", methods=["GET", "HEAD"], include_in_schema=False)  # probes may send HEAD
     async def healthz():
         return {"status": "ok"}
 
