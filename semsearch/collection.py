@@ -53,7 +53,7 @@ LOCK_WAIT = 10.0  # seconds a create waits for another creator; writers do not w
 
 
 def home_dir(home: str | os.PathLike | None = None) -> Path:
-    return Path(home or os.environ.get("SEMSEARCH_HOME") or "indexes")
+    return Path(validation.path(home, "home") if home else os.environ.get("SEMSEARCH_HOME") or "indexes")
 
 
 def collection_path(name_or_path: str | os.PathLike, home=None) -> Path:
@@ -84,7 +84,7 @@ class Collection:
         self.id = store.get_meta("collection_id")  # ties the index file to this store
         if model is not None:
             from .models import source_for
-            _check_model(self, source_for(model)[0])
+            _check_model(self, source_for(validation.string(model, "model"))[0])
         self._device = device
         self._embedder = None
         self._embedder_lock = threading.Lock()
@@ -102,6 +102,8 @@ class Collection:
                variant: str | None = None, chunk_tokens: int | None = None, overlap: int | None = None,
                home=None, device: str = "auto", exist_ok: bool = False, embedder=None) -> "Collection":
         """Create a collection (``exist_ok``: or open it, refusing settings that differ)."""
+        if model is not None:  # a blank one would name the current folder
+            validation.string(model, "model")
         settings = {"model": model, "index": index, "variant": variant,
                     "chunk_tokens": chunk_tokens, "overlap": overlap}
         path = collection_path(name_or_path, home)

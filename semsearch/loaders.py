@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 from .errors import InvalidInput, NotFound
-from .validation import path_list
+from .validation import path_list, string
 
 SUPPORTED = {".txt", ".md", ".rst", ".html", ".htm", ".json", ".jsonl", ".csv", ".pdf"}
 PLAIN = {".txt", ".md", ".rst"}
@@ -66,6 +66,8 @@ def list_files(paths: Iterable[str | Path], glob: str | None = None) -> list[str
     raise NotFound before anything is read.
     """
     roots = [Path(p) for p in path_list(paths)]
+    if glob is not None:
+        string(glob, "glob")
     for p in roots:
         if not p.exists():
             raise NotFound(f"no such file or directory: {p}")

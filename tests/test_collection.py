@@ -546,3 +546,26 @@ def test_add_vectors_that_are_not_unit_length_are_invalid_input_and_store_nothin
         with pytest.raises(InvalidInput, match="normalised"):
             coll.add_vectors(["glide", "soup"], vectors, ["gliders soar on thermals", "the soup needs salt"])
         assert coll.count() == 0
+
+
+@pytest.mark.parametrize("model", ["", 5])
+def test_a_model_that_is_blank_or_not_a_name_is_invalid_input(home, model, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # "" was taken for the current folder, and exported
+    with pytest.raises(InvalidInput, match="model"):
+        Collection.create("fresh", model=model)
+    assert not (home / "fresh").exists()
+    with small(), pytest.raises(InvalidInput, match="model"):
+        Collection.open("c", model=model)
+    assert list(tmp_path.iterdir()) == [home]
+
+
+@pytest.mark.parametrize("glob", [5, ["*.txt"], ""])
+def test_a_glob_that_is_not_a_pattern_is_invalid_input(home, tmp_path, glob):
+    (tmp_path / "a.txt").write_text("A plain note about kites.")
+    with small() as coll, pytest.raises(InvalidInput, match="glob"):
+        coll.add_files([tmp_path], glob=glob)
+
+
+def test_a_home_that_is_not_a_path_is_invalid_input():
+    with pytest.raises(InvalidInput, match="home"):
+        Collection.open("c", home=5)
