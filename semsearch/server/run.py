@@ -21,9 +21,9 @@ def model_plan(device: str, threads: int | None, workers: int | None) -> tuple[i
     per core: runs over all cores stall whenever another process takes one of them (on the
     shared 2-core machine, a third of the single-threaded runs' throughput:
     benchmarks/README.md). On a GPU, one run at a time with the runtime's own threads."""
-    from ..runtime import CUDA, available_providers, cpu_cores
+    from ..runtime import cpu_cores, cuda_unusable
 
-    if device != "cpu" and CUDA in available_providers():
+    if device != "cpu" and cuda_unusable() is None:
         return threads, workers or 1
     cores = cpu_cores()
     if threads is None:
