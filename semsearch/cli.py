@@ -12,7 +12,7 @@ import click
 from .errors import NotFound, SemsearchError
 from .models import VARIANT_FILES
 from .search import FEEDBACK_WEIGHT
-from .validation import MODES as MODE_NAMES
+from .validation import MAX_QUERIES, MODES as MODE_NAMES
 
 VARIANTS = click.Choice(list(VARIANT_FILES))
 DEVICES = click.Choice(["auto", "cpu", "cuda"])
@@ -307,8 +307,10 @@ def search(ctx, name, query, k, mode, where, docs, min_score, queries_file, rrf_
                        rrf_k=rrf_k, weights=(dense_w, lexical_w), feedback_weight=feedback)
         if queries_file:
             queries = read_texts(queries_file)
-            for text, hits in zip(queries, coll.search(queries, **options) if queries else []):
-                click.echo(json.dumps({"query": text, "hits": [h.to_dict() for h in hits]}, ensure_ascii=False))
+            for start in range(0, len(queries), MAX_QUERIES):  # a file may hold more than one call takes
+                part = queries[start:start + MAX_QUERIES]
+                for text, hits in zip(part, coll.search(part, **options)):
+                    click.echo(json.dumps({"query": text, "hits": [h.to_dict() for h in hits]}, ensure_ascii=False))
             return
         if query is None:
             raise click.UsageError("give a QUERY or --queries FILE")

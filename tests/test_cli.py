@@ -231,3 +231,13 @@ def test_every_option_of_the_cli_commands_says_what_it_does():
                for p in cmd.params if p.param_type_name == "option" and not p.help and not p.hidden]
     assert not missing
     assert "cosine" in run("search", "--help").output  # what --min-score compares against
+
+
+def test_search_queries_file_longer_than_one_call_answers_every_line(indexed, tmp_path):
+    from semsearch.validation import MAX_QUERIES
+    queries = tmp_path / "q.txt"
+    queries.write_text("".join(f"dough number {i}\n" for i in range(MAX_QUERIES + 2)))
+    result = ok(run("search", "notes", "--queries", queries, "-k", 1, "--mode", "lexical"))
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [r["query"] for r in rows] == [f"dough number {i}" for i in range(MAX_QUERIES + 2)]
+    assert rows[-1]["hits"][0]["source"].endswith("bread.txt")
