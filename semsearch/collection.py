@@ -650,7 +650,7 @@ def _check_pin(coll: Collection, embedder):
 def _fusion(rrf_k, weights, feedback_docs, feedback_weight) -> Fusion:
     return Fusion(validation.positive_int(rrf_k, "rrf_k", 10_000), validation.weights(weights),
                   validation.positive_int(feedback_docs, "feedback_docs", 1_000) if feedback_docs else 0,
-                  validation.finite(feedback_weight, "feedback_weight", 0.0))
+                  validation.finite(feedback_weight, "feedback_weight", 0.0, validation.MAX_WEIGHT))
 
 
 class _ReadWriteLock:

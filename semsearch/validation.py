@@ -22,6 +22,7 @@ MAX_ID_CHARS = 1_000
 MAX_DOCUMENT_CHARS = 10_000_000  # ~8 min of embedding here; larger documents must be split
 MAX_METADATA_DEPTH = 20
 MODES = ("dense", "lexical", "hybrid")
+MAX_WEIGHT = 1e6               # fusion and feedback weights: beyond this the arithmetic overflows, to no use
 MAX_NAME_BYTES = 255           # one folder name on the usual filesystems
 
 
@@ -40,12 +41,15 @@ def check_k(k) -> int:
     return positive_int(k, "k", MAX_K)
 
 
-def finite(value, name: str, minimum: float | None = None) -> float:
-    """A finite real number (nan and inf are refused), optionally >= minimum."""
+def finite(value, name: str, minimum: float | None = None, maximum: float | None = None) -> float:
+    """A finite real number (nan and inf are refused), optionally in minimum..maximum."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
         raise InvalidInput(f"{name} must be a finite number, got {value!r}")
     if minimum is not None and value < minimum:
         raise InvalidInput(f"{name} must be at least {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise InvalidInput(f"{name} must be at most {int(maximum) if float(maximum).is_integer() else maximum:,}, "
+                           f"got {value:g}")
     return float(value)
 
 
@@ -72,7 +76,7 @@ def weights(value) -> tuple[float, float]:
     value = tuple(value)
     if len(value) != 2:
         raise InvalidInput("weights must be two numbers: (dense, lexical)")
-    dense, lexical = (finite(w, "weights", 0.0) for w in value)
+    dense, lexical = (finite(w, "weights", 0.0, MAX_WEIGHT) for w in value)
     if not dense and not lexical:
         raise InvalidInput("weights must not both be 0")
     return dense, lexical

@@ -241,3 +241,9 @@ def test_search_queries_file_longer_than_one_call_answers_every_line(indexed, tm
     rows = [json.loads(line) for line in result.stdout.splitlines()]
     assert [r["query"] for r in rows] == [f"dough number {i}" for i in range(MAX_QUERIES + 2)]
     assert rows[-1]["hits"][0]["source"].endswith("bread.txt")
+
+
+@pytest.mark.parametrize("option", [("--feedback", "1e308"), ("--weights", "1e308,1")])
+def test_hybrid_weights_beyond_any_use_are_a_one_line_invalid_input(indexed, option):
+    """They overflowed to inf/nan: garbage hits, with numpy's warnings on stderr."""
+    assert_one_line_error(run("search", "notes", "cats", *option), code=2, match="at most")
