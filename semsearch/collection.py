@@ -351,7 +351,10 @@ class Collection:
 
     def _save_index(self) -> None:
         """Save the index file. The store already holds everything, so a failure here is a
-        warning: the next open replays or rebuilds, and the caller's write stands."""
+        warning: the next open replays or rebuilds, and the caller's write stands. Called
+        under the writer lock, so any other temporary index file is one a killed save left."""
+        for orphan in self.path.glob(f".{INDEX_FILE}.*.tmp"):
+            orphan.unlink(missing_ok=True)
         try:
             self._index.save(self.path / INDEX_FILE, generation=self._index_gen, owner=self.id,
                              mode=stat.S_IMODE(os.stat(self.store.path).st_mode))  # as open as the store

@@ -185,3 +185,16 @@ def test_new_collection_where_an_old_store_left_its_wal_starts_empty(home):
         assert set(coll.store.document_hashes()) == {"new"}
     with Collection.open(path) as coll:
         assert [h.id for h in coll.search("ships", k=5)] == ["new"]
+
+
+def test_next_write_removes_an_index_temp_file_a_killed_save_left(home):
+    """kill -9 while the index file is written leaves its temporary file (as large as the
+    index); the next writer, holding the lock, knows no one else is writing one."""
+    path = home / "c"
+    with Collection.create(path) as coll:
+        coll.add_texts(["a first note about tides"], ids=["a"])
+        orphan = path / ".index.faiss.k1ll3d.tmp"
+        orphan.write_bytes(os.urandom(4096))
+        coll.add_texts(["a second note about boats"], ids=["b"])
+        assert not orphan.exists()
+        assert [p.name for p in path.iterdir() if p.name.startswith(".")] == []
