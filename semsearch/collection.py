@@ -49,7 +49,7 @@ ONDISK_SHARDS = "shards"  # the Parquet shards a build wrote inside the collecti
 OWN_FILES = (STORE_FILE, STORE_FILE + "-wal", STORE_FILE + "-shm", INDEX_FILE, LOCK_FILE)
 MIN_TRAIN = 2_000  # below this, indexes that need training wait as exact search
 DEFAULTS = {"index": "auto", "variant": "fp32", "overlap": 32}
-LOCK_WAIT = 10.0  # seconds a create waits for another creator; writers do not wait
+LOCK_WAIT = 10.0  # seconds a create or a write waits for another process's writer (as SQLite's busy timeout)
 
 
 def home_dir(home: str | os.PathLike | None = None) -> Path:
@@ -365,16 +365,16 @@ class Collection:
     # -- writing -----------------------------------------------------------------------------
     @contextmanager
     def writer(self):
-        """A write session (ingest.Writer): one writer at a time, the index brought up to
-        date before and saved after."""
+        """A write session (ingest.Writer): one writer at a time (another process's waits up
+        to LOCK_WAIT for it), the index brought up to date before and saved after."""
         if self.store.read_only:
             raise ReadOnly(f"collection {self.name} is read-only here ({self.path} cannot be "
                            "written); it can be searched")
         with self._write_lock:
-            lock = _try_lock(self.path)
+            lock = _acquire(self.path, LOCK_WAIT)
             if lock is None:
-                raise CollectionBusy(f"collection {self.name} is being written by another process; "
-                                     "try again when it finishes")
+                raise CollectionBusy(f"collection {self.name} is still being written by another process "
+                                     f"after {LOCK_WAIT:g} s; try again when it finishes")
             try:
                 self.sync_index()
                 yield Writer(self)

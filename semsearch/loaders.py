@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 from .errors import InvalidInput, NotFound
+from . import validation
 from .validation import path_list, string
 
 SUPPORTED = {".txt", ".md", ".rst", ".html", ".htm", ".json", ".jsonl", ".csv", ".pdf"}
@@ -336,6 +337,10 @@ def _record_doc(path: str, rec: dict, position: int, replaced: int = 0) -> Docum
     parsed = parse_record(rec)
     if isinstance(parsed, str):
         return parsed
+    try:  # a lone surrogate (JSON "\ud800") or an integer beyond 64 bits: this record, not the file
+        validation.json_value(rec, "the record")
+    except InvalidInput as e:
+        return str(e)
     rid = parsed.id if parsed.id is not None else str(position)
     return Document(f"{path}#{rid}", path, parsed.metadata, hashlib.sha256(_canonical(rec)).hexdigest(),
                     lambda: split_text(parsed.text), replaced)

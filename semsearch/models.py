@@ -11,7 +11,7 @@ import os
 import re
 from pathlib import Path
 
-from .errors import ModelError, ModelNotFound
+from .errors import InvalidInput, ModelError, ModelNotFound
 
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 MANIFEST = "manifest.json"
@@ -39,6 +39,8 @@ def source_for(model: str | os.PathLike | None) -> tuple[str, str]:
     """Map what a user typed to (name, source): source is a local folder or a hub id."""
     if model is None or str(model) == DEFAULT_MODEL:
         return DEFAULT_MODEL, str(packaged_model_path())
+    if not str(model).strip():  # Path("") is the current folder
+        raise InvalidInput("the model name is empty")
     path = Path(model).expanduser()
     if path.is_dir():
         return path.resolve().name, str(path.resolve())
@@ -59,7 +61,7 @@ def slug(name: str, source: str) -> str:
 
 def exported_folder(model: str | os.PathLike | None) -> Path:
     """The folder an export of ``model`` lives in (it may not exist yet)."""
-    path = Path(model).expanduser() if model is not None else None
+    path = Path(model).expanduser() if model is not None and str(model).strip() else None
     if path is not None and (path / MANIFEST).is_file():
         return path.resolve()
     cached = cache_dir() / str(model) if model is not None else None

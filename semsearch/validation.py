@@ -24,6 +24,33 @@ MAX_METADATA_DEPTH = 20
 MODES = ("dense", "lexical", "hybrid")
 MAX_WEIGHT = 1e6               # fusion and feedback weights: beyond this the arithmetic overflows, to no use
 MAX_NAME_BYTES = 255           # one folder name on the usual filesystems
+MAX_WHERE_KEYS = 100           # each key is one more AND for SQLite, whose expression depth ends near 1,000
+INT64 = (-2**63, 2**63 - 1)    # SQLite's integers: a larger one is stored as a float and never equals itself
+
+
+def lone_surrogate(value) -> str | None:
+    """The first lone surrogate (U+D800..U+DFFF alone: JSON's "\\ud800" and Python allow one,
+    UTF-8 does not) in a string, or in a list's or dict's keys and values; else None.
+    No tokenizer or database takes one."""
+    if isinstance(value, str):
+        if value.isascii():
+            return None
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            return exc.object[exc.start]
+    elif isinstance(value, (list, tuple, dict)):
+        for item in (*value, *value.values()) if isinstance(value, dict) else value:
+            if (found := lone_surrogate(item)) is not None:
+                return found
+    return None
+
+
+def unicode(value, name: str):
+    """``value`` unless it holds a lone surrogate (InvalidInput naming it)."""
+    if (found := lone_surrogate(value)) is not None:
+        raise InvalidInput(f"{name} holds a lone surrogate (U+{ord(found):04X}), which is not valid Unicode")
+    return value
 
 
 def positive_int(value, name: str, limit: int) -> int:
@@ -125,6 +152,8 @@ def text_list(texts, name: str = "texts") -> list[str]:
     for i, text in enumerate(texts):
         if not isinstance(text, str):
             raise WrongType(f"{name}[{i}] is {type(text).__name__}, not str")
+        if not text.isascii():
+            unicode(text, f"{name}[{i}]")
     return texts
 
 
@@ -164,9 +193,9 @@ def id_list(ids, name: str = "ids") -> list[str]:
         if isinstance(value, bool) or not isinstance(value, (str, numbers.Integral)):
             raise InvalidInput(f"{name}[{i}] must be a string, not {type(value).__name__}")
         text = str(value)
-        if not text.strip() or len(text) > MAX_ID_CHARS:
-            raise InvalidInput(f"{name}[{i}] must be 1 to {MAX_ID_CHARS} characters, not blank")
-        out.append(text)
+        if not text.strip() or len(text) > MAX_ID_CHARS or "\0" in text:
+            raise InvalidInput(f"{name}[{i}] must be 1 to {MAX_ID_CHARS} characters, not blank, no NUL")
+        out.append(unicode(text, f"{name}[{i}]"))
     return out
 
 
@@ -211,12 +240,17 @@ def json_value(value, name: str, depth: int = 0) -> None:
         for key, item in value.items():
             if not isinstance(key, str):
                 raise InvalidInput(f"{name} has a non-string key {key!r}")
+            json_value(key, name, depth + 1)
             json_value(item, name, depth + 1)
     elif isinstance(value, (list, tuple)):
         for item in value:
             json_value(item, name, depth + 1)
     elif isinstance(value, float) and not math.isfinite(value):
         raise InvalidInput(f"{name} holds {value}, which JSON cannot store")
+    elif isinstance(value, int) and not isinstance(value, bool) and not INT64[0] <= value <= INT64[1]:
+        raise InvalidInput(f"{name} holds {value}, an integer beyond 64 bits, which the store cannot compare")
+    elif isinstance(value, str):
+        unicode(value, name)
     elif value is not None and not isinstance(value, (str, int, float, bool)):
         raise InvalidInput(f"{name} holds a {type(value).__name__}, which JSON cannot store")
 
@@ -228,6 +262,8 @@ def where_filter(where) -> dict | None:
         return None
     if not isinstance(where, dict):
         raise InvalidInput(f"where must be a dict of key -> value, not {type(where).__name__}")
+    if len(where) > MAX_WHERE_KEYS:
+        raise TooLarge(f"where has {len(where):,} keys; the limit is {MAX_WHERE_KEYS}")
     for key, value in where.items():
         if not isinstance(key, str) or not key or '"' in key or "\0" in key:
             raise InvalidInput(f"where keys must be non-empty strings without '\"' or NUL, got {key!r}")
@@ -235,6 +271,7 @@ def where_filter(where) -> dict | None:
             raise InvalidInput(f"where[{key!r}] must be a string, number or boolean")
         if isinstance(value, float) and not math.isfinite(value):
             raise InvalidInput(f"where[{key!r}] is {value}, which no stored value equals")
+        json_value({key: value}, "where")  # surrogates, integers beyond 64 bits
     return dict(where)
 
 

@@ -245,15 +245,34 @@ def test_corrupt_index_file_is_rebuilt_with_warning(home, caplog, damage):
 
 
 # ---------------------------------------------------------------- concurrency
-def test_second_writer_while_lock_held_raises(home):
+def test_second_writer_while_lock_held_raises(home, monkeypatch):
+    monkeypatch.setattr("semsearch.collection.LOCK_WAIT", 0.3)
     with small() as coll:
         coll.add_texts(["first text"], ids=["a"])
         lock = FileLock(str(home / "c" / LOCK_FILE))
         with lock.acquire(timeout=0):
-            with pytest.raises(CollectionBusy, match="another process"):
+            with pytest.raises(CollectionBusy, match="another process after 0.3 s"):
                 coll.add_texts(["second text"], ids=["b"])
         assert set(coll.store.document_hashes()) == {"a"}
         coll.add_texts(["second text"], ids=["b"])  # free again
+        assert coll.count() == 2
+
+
+def test_a_writer_waits_for_another_process_to_finish(home):
+    """Several writers may use one collection: the second waits its turn (up to LOCK_WAIT)."""
+    with small() as coll:
+        coll.add_texts(["first text"], ids=["a"])
+        holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+            import sys, time
+            from filelock import FileLock
+            with FileLock({str(home / "c" / LOCK_FILE)!r}):
+                print("held", flush=True)
+                time.sleep(1.5)""")], stdout=subprocess.PIPE, text=True)
+        try:
+            assert holder.stdout.readline().strip() == "held"
+            coll.add_texts(["second text"], ids=["b"])  # waits for the holder, then writes
+        finally:
+            holder.wait(30)
         assert coll.count() == 2
 
 
@@ -471,6 +490,46 @@ def test_where_none_matches_json_null_not_the_string_none(filtered):
 def test_where_a_json_path_cannot_name_or_json_cannot_hold_is_invalid_input(filtered, where):
     with pytest.raises(InvalidInput):
         filtered.search("bread", where=where)
+
+
+MANY_KEYS = {f"k{i}": i for i in range(101)}
+
+
+@pytest.mark.parametrize("where", [{"k0": "a\ud800"}, {"k0\udc00": 1}, {"k0": 2**64}, MANY_KEYS])
+def test_where_with_lone_surrogates_huge_integers_or_too_many_keys_is_refused(collection_of, where):
+    """A lone surrogate reached SQLite (UnicodeEncodeError), 2**64 never matched, and a
+    thousand keys made SQLite's expression tree too deep (a 500 through the server)."""
+    coll = collection_of({"many": "A document with many keys."})
+    coll.add_texts(["A document with many keys."], ids=["many"], metadata=MANY_KEYS)
+    with pytest.raises(InvalidInput):
+        coll.search("document", where=where)
+    assert coll.search("document", where=dict(list(MANY_KEYS.items())[:100]))[0].id == "many"
+
+
+@pytest.mark.parametrize("change", [dict(texts=["a\ud800b"]), dict(ids=["a\ud800"]), dict(ids=["a\0b"]),
+                                    dict(metadata={"k": "\udfff"}), dict(metadata={"\ud800": 1}),
+                                    dict(metadata={"n": 2**64}), dict(metadata={"n": [-2**63 - 1]})])
+def test_add_texts_refuses_lone_surrogates_nul_ids_and_integers_beyond_64_bits(filtered, change):
+    args = {"texts": ["A valid text."], "ids": ["valid"], "metadata": None, **change}
+    before = filtered.count()
+    with pytest.raises(InvalidInput):
+        filtered.add_texts(**args)
+    assert filtered.count() == before
+    with pytest.raises(InvalidInput, match="surrogate"):
+        filtered.embedder.embed(["fine", "not \ud800 fine"])
+
+
+def test_a_record_with_a_lone_surrogate_or_a_huge_integer_is_skipped_not_its_file(home, tmp_path):
+    """One such record made the whole rest of its file unreadable (UnicodeEncodeError)."""
+    folder = tmp_path / "records"
+    folder.mkdir()
+    (folder / "r.jsonl").write_text('{"id": "1", "text": "Cats purr."}\n{"id": "2", "text": "bad \\ud800"}\n'
+                                    '{"id": "3", "text": "x", "n": 18446744073709551616}\n'
+                                    '{"id": "4", "text": "Dogs bark.", "n": 9223372036854775807}\n')
+    with small() as coll:
+        report = coll.add_files([folder])
+        assert report.added == 2 and len(report.skipped) == 2, report.skipped
+        assert coll.search("dogs", where={"n": 2**63 - 1}, k=1)[0].id.endswith("#4")
 
 
 @pytest.mark.parametrize("name", [None, 123, b"c", "x" * 300])

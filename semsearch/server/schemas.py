@@ -7,19 +7,7 @@ from typing import Any, Literal, Union
 from pydantic import BaseModel, ConfigDict, field_validator
 from pydantic_core import PydanticCustomError
 
-
-def lone_surrogate(value) -> str | None:
-    """The first lone surrogate in a string, or in a list's or dict's keys and values."""
-    if isinstance(value, str):
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError as exc:
-            return exc.object[exc.start]
-    elif isinstance(value, (list, dict)):
-        for item in (*value, *value.values()) if isinstance(value, dict) else value:
-            if (found := lone_surrogate(item)) is not None:
-                return found
-    return None
+from ..validation import lone_surrogate
 
 
 class Body(BaseModel):
