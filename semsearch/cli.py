@@ -39,6 +39,9 @@ class Group(click.Group):
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             ctx.exit(130)
+        except BrokenPipeError:  # the reader went away (`| head`): end quietly, as a C tool would
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+            ctx.exit(141)  # 128 + SIGPIPE, what a shell reports for such a tool
         except Exception as exc:  # noqa: BLE001 - the last place to keep a traceback off the screen
             if os.environ.get("SEMSEARCH_DEBUG"):
                 raise

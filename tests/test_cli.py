@@ -135,6 +135,19 @@ def test_embed_texts_prints_jsonl(model_folder):
         assert abs(np.linalg.norm(r["embedding"]) - 1) < 1e-3
 
 
+def test_a_reader_that_stops_early_ends_the_command_quietly(model_folder):
+    """`semsearch embed ... | head`: exit 141 (as a shell reports SIGPIPE), not 'error: Broken pipe'."""
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "semsearch", "embed", *map(str, range(300))]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout.read(100).startswith(b"{")
+    proc.stdout.close()  # the reader goes away; ~1 MB of vectors is still to come
+    assert proc.wait(120) == 141
+    assert proc.stderr.read() == b""
+
+
 def test_embed_npy_writes_an_array(model_folder, tmp_path):
     out = tmp_path / "f.npy"
     ok(run("embed", "hello", "world", "third text", "--format", "npy", "--out", out))
