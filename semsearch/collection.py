@@ -466,7 +466,7 @@ class Collection:
             w.put_all(counted(embed_documents(pending(), self.embedder, self.config["chunk_tokens"],
                                               self.config["overlap"], report)))
             if remove_missing:
-                report.removed = w.remove_missing(roots, seen, glob)
+                report.removed = w.remove_missing(roots, seen, glob, report.skipped)
         report.seconds = time.time() - started
         return report
 

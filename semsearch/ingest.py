@@ -178,11 +178,15 @@ class Writer:
             found, _ = self.store.delete_documents(keys)
         return found
 
-    def remove_missing(self, roots: list[str], seen: set[str], glob: str | None) -> int:
+    def remove_missing(self, roots: list[str], seen: set[str], glob: str | None,
+                       skipped: Iterable[tuple[str, str]] = ()) -> int:
         """Delete documents under ``roots`` that this run did not see, limited to what the
-        glob selects (the same rule that walked the folders)."""
+        glob selects (the same rule that walked the folders). A file this run skipped (there,
+        but unreadable for now) keeps what was indexed from it."""
+        unread = {source for source, _ in skipped}
         gone = sorted({key for root in roots for key, source in self.store.documents_under(root)
-                       if key not in seen and (glob is None or not os.path.isdir(root)
+                       if key not in seen and source not in unread
+                       and (glob is None or not os.path.isdir(root)
                                                or glob_selects(source, root, glob))})
         return self.delete(gone)
 

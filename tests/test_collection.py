@@ -582,6 +582,22 @@ def test_add_texts_embeds_before_taking_the_writer_lock(home):
         assert coll.count() == 3
 
 
+def test_a_file_that_cannot_be_read_this_time_keeps_its_documents(home, tmp_path):
+    """Re-indexing removes what vanished, not what was skipped: a file caught half-written
+    (or unreadable for now) lost its documents as if it were gone."""
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    (folder / "a.json").write_text('[{"id": "1", "text": "Cats purr on the sofa."}]')
+    (folder / "b.txt").write_text("Dogs bark at the postman.")
+    with small() as coll:
+        coll.add_files([folder])
+        (folder / "a.json").write_text('[{"id": "1", "text": "Cats purr')  # caught half-written
+        (folder / "b.txt").unlink()
+        report = coll.add_files([folder])
+        assert report.removed == 1 and [s for s, _ in report.skipped] == [str(folder / "a.json")]
+        assert {h.id for h in coll.search("pets", k=5)} == {f"{folder / 'a.json'}#1"}
+
+
 def test_records_holding_nan_or_infinity_are_skipped_and_filters_keep_working(home, tmp_path):
     folder = tmp_path / "records"
     folder.mkdir()

@@ -169,7 +169,7 @@ def index_paths(coll, paths: Iterable, address: str | None = None, glob: str | N
                 docs = report.added + report.updated + report.unchanged
                 batches.note(f"{docs} docs, {report.chunks / batches.elapsed():.0f} chunks/s")
         if remove_missing:
-            report.removed = w.remove_missing(roots, seen, glob)
+            report.removed = w.remove_missing(roots, seen, glob, report.skipped)
     report.seconds = time.time() - started
     return report
 
