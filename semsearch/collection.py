@@ -189,7 +189,10 @@ class Collection:
                                        f"use a new name or `semsearch rm {self.name}` first")
 
     def close(self) -> None:
-        self.store.close()
+        """Close the store once this process's write in progress, if any, has committed
+        (a server shutting down closes collections while a request's thread may still write)."""
+        with self._write_lock:
+            self.store.close()
 
     def __enter__(self):
         return self

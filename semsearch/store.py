@@ -121,6 +121,7 @@ class Store:
         # a store we may not write (a read-only mount, another user's files) is still searchable
         self.read_only = not create and not (os.access(path, os.W_OK) and os.access(path.parent, os.W_OK))
         self._local = threading.local()
+        self.closed = False
         self._connections: list[sqlite3.Connection] = []
         self._guard = threading.Lock()
         if create:
@@ -139,6 +140,8 @@ class Store:
         """This thread's connection, opened on first use."""
         db = getattr(self._local, "db", None)
         if db is None:
+            if self.closed:  # a late thread must not reopen it (a server past its drain time)
+                raise CollectionError(f"{self.path} is closed")
             db = self._connect()
             self._local.db = db
         return db
@@ -164,7 +167,9 @@ class Store:
         return db
 
     def close(self) -> None:
+        """Close every thread's connection; the store cannot be used after this."""
         with self._guard:
+            self.closed = True
             for db in self._connections:
                 db.close()
             self._connections.clear()

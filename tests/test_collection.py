@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 from collections import Counter
 
 import pytest
@@ -256,6 +257,32 @@ def test_second_writer_while_lock_held_raises(home, monkeypatch):
         assert set(coll.store.document_hashes()) == {"a"}
         coll.add_texts(["second text"], ids=["b"])  # free again
         assert coll.count() == 2
+
+
+def test_a_closed_collection_is_not_reopened_by_a_late_writer(home):
+    """A server past its drain time closes its collections while a request's thread may
+    still be embedding: that write must fail (its client was told so), not reconnect and
+    commit after the close."""
+    from semsearch.errors import CollectionError
+
+    coll = small()
+    coll.add_texts(["first text"], ids=["a"])
+    coll.close()
+    late = {}
+    thread = threading.Thread(target=lambda: late.setdefault("error", _raises(coll.add_texts, ["late"], ids=["b"])))
+    thread.start()
+    thread.join(60)
+    assert isinstance(late["error"], CollectionError) and "closed" in str(late["error"])
+    with Collection.open("c") as again:
+        assert again.count() == 1
+
+
+def _raises(fn, *args, **kw):
+    try:
+        fn(*args, **kw)
+    except Exception as exc:
+        return exc
+    return None
 
 
 def test_a_writer_waits_for_another_process_to_finish(home):
