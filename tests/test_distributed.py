@@ -409,3 +409,45 @@ def test_collection_created_ondisk_builds_and_then_searches_its_build(tmp_path, 
     with Collection.open("big", embedder=embedder) as again, Collection.open("flat", embedder=embedder) as flat:
         assert hits(again) == hits(flat) and again.info()["index"]["vectors"] == flat.count() == 121
         assert not (again.path / INDEX_FILE).exists()
+
+
+# ------------------------------------------------------------------------------ build: bad input
+def small_collection(name, embedder, n=60):
+    """n short documents with real vectors, without running the model on them twice."""
+    from semsearch.collection import Collection
+    texts = [f"note {i} on {WORDS[i % len(WORDS)]} and {WORDS[(3 * i) % len(WORDS)]}" for i in range(n)]
+    coll = Collection.create(name, index="flat", embedder=embedder)
+    coll.add_vectors([f"t{i}" for i in range(n)], embedder.embed(texts), texts)
+    return coll
+
+
+def one_line_error(result, code=2):
+    assert result.exit_code == code, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "unexpected" not in lines[0], result.output
+    return lines[0]
+
+
+def test_build_never_deletes_a_shards_folder_holding_anything_but_shards(tmp_path, home, embedder, ray_local):
+    """`build --shards DIR` replaces a build's Parquet shards; it removed the whole folder,
+    so `--shards ~/data` deleted the user's files and `--shards <the collection>` the store."""
+    from click.testing import CliRunner
+
+    from semsearch.cli import cli
+    from semsearch.collection import Collection
+    with small_collection("kept", embedder) as coll:
+        path = coll.path
+    mine = tmp_path / "data"
+    mine.mkdir()
+    (mine / "thesis.txt").write_text("years of work")
+    for folder in (mine, path, path.parent):
+        out = one_line_error(CliRunner().invoke(cli, ["build", "kept", "--shards", str(folder)]))
+        assert "not a build's shards" in out
+    assert (mine / "thesis.txt").read_text() == "years of work"
+    with Collection.open("kept") as coll:
+        assert coll.count() == 60 and coll.info()["index"]["kind"] == "memory"
+    shards = tmp_path / "shards"  # a folder of a build's own shards is replaced, as before
+    assert CliRunner().invoke(cli, ["build", "kept", "--spec", "IVF2,Flat", "--shards", str(shards)]).exit_code == 0
+    ondisk.write_shard(shards / "part-00007.parquet", np.arange(3), np.eye(3, dtype=np.float32))
+    assert CliRunner().invoke(cli, ["build", "kept", "--spec", "IVF2,Flat", "--shards", str(shards)]).exit_code == 0
+    assert sorted(p.name for p in shards.iterdir()) == ["part-00000.parquet"]

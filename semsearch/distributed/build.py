@@ -9,7 +9,7 @@ see ondisk.MmapIndex) until the next build folds them into new lists.
 from __future__ import annotations
 
 import json
-import shutil
+import re
 from pathlib import Path
 from typing import Callable
 
@@ -19,14 +19,34 @@ from ..collection import ONDISK_SHARDS as SHARDS_DIR
 from . import ondisk
 
 SHARD_ROWS = 1_000_000  # vectors per Parquet shard (1.5 GB at 384-d): one fill task's memory
+SHARD_FILE = re.compile(r"\.?part-\d{5}\.parquet(\.tmp)?")  # what export_shards writes, and nothing else
+
+
+def shards_folder(folder: Path, clear: bool = False) -> Path:
+    """``folder`` checked to hold nothing but shards of an earlier build (or nothing):
+    a build replaces them, and must never delete anything else (``--shards ~/data``, or
+    the collection's own folder). ``clear`` removes the old shards."""
+    from ..errors import InvalidInput
+
+    if folder.exists() and not folder.is_dir():
+        raise InvalidInput(f"shards folder {folder} is a file")
+    if folder.is_dir():
+        others = sorted(p.name for p in folder.iterdir() if not SHARD_FILE.fullmatch(p.name) or p.is_dir())
+        if others:
+            raise InvalidInput(f"shards folder {folder} holds files that are not a build's shards "
+                               f"(e.g. {others[0]}): give a new or empty folder")
+        if clear:
+            for p in folder.iterdir():
+                p.unlink()
+    return folder
+
+
 
 
 def export_shards(coll, folder: Path, rows_per_shard: int = SHARD_ROWS) -> tuple[list[Path], int]:
     """Write every live chunk (id, key, chunk, text, metadata, vector) as Parquet shards;
     returns (shards, store generation they reflect). One consistent snapshot."""
-    if folder.exists():
-        shutil.rmtree(folder)
-    folder.mkdir(parents=True)
+    shards_folder(folder, clear=True).mkdir(parents=True, exist_ok=True)
     shards: list[Path] = []
     pending: list[tuple] = []
     rows = 0
@@ -65,7 +85,7 @@ def build_collection(name_or_path, home=None, shards_dir=None, address: str | No
     from .cluster import connected
 
     with Collection.open(name_or_path, home=home) as coll, coll.writer():
-        folder = Path(shards_dir) if shards_dir else coll.path / SHARDS_DIR
+        folder = shards_folder(Path(shards_dir) if shards_dir else coll.path / SHARDS_DIR)
         log(f"exporting the vectors of {coll.name} to {folder}")
         shards, generation = export_shards(coll, folder, rows_per_shard)
         if not shards:
