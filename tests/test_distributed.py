@@ -451,3 +451,46 @@ def test_build_never_deletes_a_shards_folder_holding_anything_but_shards(tmp_pat
     ondisk.write_shard(shards / "part-00007.parquet", np.arange(3), np.eye(3, dtype=np.float32))
     assert CliRunner().invoke(cli, ["build", "kept", "--spec", "IVF2,Flat", "--shards", str(shards)]).exit_code == 0
     assert sorted(p.name for p in shards.iterdir()) == ["part-00000.parquet"]
+
+
+def test_a_ray_address_with_no_ray_behind_it_fails_in_seconds(tmp_path, home, embedder, ray_local):
+    """ray.init retried an address where nothing listens (or something else does) for
+    minutes, and `build` held the collection's writer lock and had exported every vector."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    import threading
+
+    from ray._private.services import canonicalize_bootstrap_address
+    small_collection("far", embedder).close()
+    host = canonicalize_bootstrap_address("127.0.0.1:1").rsplit(":", 1)[0]  # where Ray looks for 127.0.0.1
+    corpus = write_corpus(tmp_path / "corpus", n_files=1)
+    closed = socket.socket()
+    closed.bind((host, 0))
+    free_port = closed.getsockname()[1]
+    closed.close()
+    web = socket.create_server((host, 0))  # answers like a web server, not like Ray
+
+    def answer():
+        for _ in range(4):
+            try:
+                conn, _ = web.accept()
+            except OSError:
+                return
+            with conn:
+                conn.recv(64)
+                conn.sendall(b"HTTP/1.1 400 Bad Request\r\n\r\n")
+
+    threading.Thread(target=answer, daemon=True).start()
+    try:
+        for args, says in ((["build", "far", "--ray", f"127.0.0.1:{free_port}"], "cannot connect to Ray"),
+                           (["build", "far", "--ray", f"127.0.0.1:{web.getsockname()[1]}"], "not a Ray cluster"),
+                           (["index", str(corpus), "--name", "far2", "--ray", f"127.0.0.1:{web.getsockname()[1]}"],
+                            "not a Ray cluster")):
+            run = subprocess.run([sys.executable, "-m", "semsearch", *args], capture_output=True, text=True,
+                                 timeout=120, env=dict(os.environ))
+            assert run.returncode != 0 and says in run.stderr and "Traceback" not in run.stderr, run.stderr[-800:]
+    finally:
+        web.close()
+    assert not (home / "far" / "shards").exists()  # nothing exported before Ray was there

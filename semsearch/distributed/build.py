@@ -79,22 +79,24 @@ def export_shards(coll, folder: Path, rows_per_shard: int = SHARD_ROWS) -> tuple
 def build_collection(name_or_path, home=None, shards_dir=None, address: str | None = None,
                      memory_budget_mb: float | None = None, spec: str = "auto",
                      rows_per_shard: int = SHARD_ROWS, log: Callable[[str], None] = lambda m: None) -> dict:
-    """Build (or rebuild) a collection's on-disk index; returns what ``info`` would add."""
+    """Build (or rebuild) a collection's on-disk index; returns what ``info`` would add.
+
+    Ray is joined before the writer lock is taken: writers wait only for the build itself."""
     from ..collection import Collection
     from ..errors import InvalidInput
     from .cluster import connected
 
-    with Collection.open(name_or_path, home=home) as coll, coll.writer():
+    with Collection.open(name_or_path, home=home) as coll:
         folder = shards_folder(Path(shards_dir) if shards_dir else coll.path / SHARDS_DIR)
-        log(f"exporting the vectors of {coll.name} to {folder}")
-        shards, generation = export_shards(coll, folder, rows_per_shard)
-        if not shards:
-            raise InvalidInput(f"collection {coll.name} has no vectors to build an index from")
-        with connected(address):
+        with connected(address), coll.writer():
+            log(f"exporting the vectors of {coll.name} to {folder}")
+            shards, generation = export_shards(coll, folder, rows_per_shard)
+            if not shards:
+                raise InvalidInput(f"collection {coll.name} has no vectors to build an index from")
             built = ondisk.build(shards, ondisk.next_folder(coll.path), spec=spec,
                                  memory_budget_mb=memory_budget_mb, generation=generation,
                                  use_ray=True, log=log)
-        ondisk.publish(coll.path, built)
-        (coll.path / ondisk.CHANGES).unlink(missing_ok=True)  # they belonged to the old build
-        return {"kind": ondisk.MmapIndex.kind, "folder": str(built),
-                **json.loads((built / "meta.json").read_text())}
+            ondisk.publish(coll.path, built)
+            (coll.path / ondisk.CHANGES).unlink(missing_ok=True)  # they belonged to the old build
+            return {"kind": ondisk.MmapIndex.kind, "folder": str(built),
+                    **json.loads((built / "meta.json").read_text())}

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from contextlib import contextmanager
 
 from ..errors import SemsearchError
@@ -36,6 +37,7 @@ def connected(address: str | None = None, num_cpus: int | None = None):
                   runtime_env=_runtime_env() or None)
     try:
         if address:
+            check_reachable(address)
             ray.init(address=address, **kwargs)
         else:
             ray.init(num_cpus=num_cpus, _node_ip_address="127.0.0.1", **kwargs)
@@ -46,6 +48,39 @@ def connected(address: str | None = None, num_cpus: int | None = None):
         yield ray
     finally:
         ray.shutdown()
+
+
+PROBE_SECONDS = 5.0
+HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes(9)  # + an empty SETTINGS frame
+
+
+def check_reachable(address: str, timeout: float = PROBE_SECONDS) -> None:
+    """Fail in seconds on a GCS address (host:port) where nothing listens or where the
+    listener is not a gRPC server: ray.init retries such an address for minutes. A Ray
+    GCS answers the HTTP/2 preface with a SETTINGS frame; anything else is not Ray.
+    ``auto``, ``ray://`` (Ray Client) and TLS clusters are left to ray.init."""
+    from ray._private.services import canonicalize_bootstrap_address
+
+    if address == "auto" or "://" in address or os.environ.get("RAY_USE_TLS", "0") not in ("0", ""):
+        return
+    try:
+        host, port = canonicalize_bootstrap_address(address).rsplit(":", 1)
+        port = int(port)
+    except (ValueError, AttributeError):
+        return  # ray.init says what is wrong with it
+    try:
+        with socket.create_connection((host.strip("[]"), port), timeout=timeout) as s:
+            s.settimeout(timeout)
+            s.sendall(HTTP2_PREFACE)
+            head = b""
+            while len(head) < 9 and (got := s.recv(9 - len(head))):
+                head += got
+    except OSError as exc:
+        where = address if address.startswith(f"{host}:") else f"{address} ({host}:{port})"
+        raise SemsearchError(f"cannot connect to Ray at {where}: {exc.strerror or exc}") from None
+    if len(head) < 9 or head[3] != 0x04:
+        raise SemsearchError(f"cannot connect to Ray at {address}: what listens there is not a Ray cluster "
+                             "(no gRPC answer)")
 
 
 def resources(ray) -> tuple[float, float]:
