@@ -453,6 +453,28 @@ def test_build_never_deletes_a_shards_folder_holding_anything_but_shards(tmp_pat
     assert sorted(p.name for p in shards.iterdir()) == ["part-00000.parquet"]
 
 
+def test_build_rejects_what_it_cannot_build_in_one_line(home, embedder, ray_local):
+    """A spec with no lists, a memory budget that is not a number and IVF-PQ on too few
+    vectors were faiss RuntimeErrors ('unexpected ...'), after every vector was exported."""
+    from click.testing import CliRunner
+
+    from semsearch.cli import cli
+    from semsearch.collection import Collection
+    from semsearch.distributed.build import build_collection
+    from semsearch.errors import InvalidInput
+    small_collection("odd", embedder).close()
+    for args in (["--spec", "IVF0,Flat"], ["--memory-budget", "nan"], ["--spec", "HNSW32"],
+                 ["--spec", "IVF2,PQ5"]):
+        one_line_error(CliRunner().invoke(cli, ["build", "odd", *args]))
+    with pytest.raises(InvalidInput, match="training points|vectors"):
+        ondisk.train("IVF1,PQ8", clustered(100, 32))
+    assert ondisk.choose_spec(100, 4096, memory_budget_mb=1).endswith(",Flat")  # too few to train PQ
+    with pytest.raises(InvalidInput, match="at least 1"):
+        build_collection("odd", memory_budget_mb=0.5)
+    Collection.create("empty", embedder=embedder).close()
+    assert "no vectors" in one_line_error(CliRunner().invoke(cli, ["build", "empty"]))
+
+
 def test_a_ray_address_with_no_ray_behind_it_fails_in_seconds(tmp_path, home, embedder, ray_local):
     """ray.init retried an address where nothing listens (or something else does) for
     minutes, and `build` held the collection's writer lock and had exported every vector."""

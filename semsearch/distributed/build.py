@@ -41,8 +41,6 @@ def shards_folder(folder: Path, clear: bool = False) -> Path:
     return folder
 
 
-
-
 def export_shards(coll, folder: Path, rows_per_shard: int = SHARD_ROWS) -> tuple[list[Path], int]:
     """Write every live chunk (id, key, chunk, text, metadata, vector) as Parquet shards;
     returns (shards, store generation they reflect). One consistent snapshot."""
@@ -81,13 +79,22 @@ def build_collection(name_or_path, home=None, shards_dir=None, address: str | No
                      rows_per_shard: int = SHARD_ROWS, log: Callable[[str], None] = lambda m: None) -> dict:
     """Build (or rebuild) a collection's on-disk index; returns what ``info`` would add.
 
-    Ray is joined before the writer lock is taken: writers wait only for the build itself."""
+    Arguments are checked and Ray is joined before the writer lock is taken: writers wait
+    only for the build itself."""
+    from .. import validation
     from ..collection import Collection
     from ..errors import InvalidInput
     from .cluster import connected
 
+    if memory_budget_mb is not None:
+        memory_budget_mb = validation.finite(memory_budget_mb, "memory budget (MiB)", minimum=1)
+    validation.string(spec, "spec")
     with Collection.open(name_or_path, home=home) as coll:
         folder = shards_folder(Path(shards_dir) if shards_dir else coll.path / SHARDS_DIR)
+        if spec != "auto":
+            ondisk.check_spec(spec, coll.pinned["dim"])
+        if not coll.store.counts()[1]:
+            raise InvalidInput(f"collection {coll.name} has no vectors to build an index from")
         with connected(address), coll.writer():
             log(f"exporting the vectors of {coll.name} to {folder}")
             shards, generation = export_shards(coll, folder, rows_per_shard)

@@ -41,6 +41,7 @@ TARGET_RECALL = 0.95
 K_FACTOR = 8  # IVF-PQ: candidates per hit re-ranked with exact vectors
 SCAN_ROWS = 16_384  # store vectors an exact scan holds at a time (25 MB at 384-d)
 SCAN_WARN = 50_000  # an unbuilt collection this large is slow to scan: say so at open
+PQ_MIN = 39 * 256  # IVF-PQ's codebooks want 39 training vectors a centroid (faiss), 256 centroids each
 DELTA_WARN = 1_000_000  # vectors added since a build held in RAM (1.5 GB at 384-d): advise a build
 
 log = logging.getLogger("semsearch")
@@ -96,9 +97,10 @@ def choose_spec(n: int, dim: int, memory_budget_mb: float | None = None) -> str:
     """IVF-Flat (exact codes, 4*dim bytes a vector on disk) unless the lists' hot part would
     not fit the budget: then IVF-PQ (dim/4 bytes a vector) whose candidates are re-ranked
     exactly from the store's vectors (``refine``). The budget is for the page cache the
-    probed lists need: IVF-Flat wants about the whole list file there to be fast."""
+    probed lists need: IVF-Flat wants about the whole list file there to be fast. Below
+    PQ_MIN vectors PQ's codebooks cannot be trained well (nor at all below 256): Flat."""
     nlist = _nlist(n)
-    if memory_budget_mb is None or n * dim * 4 <= memory_budget_mb * 2**20:
+    if memory_budget_mb is None or n < PQ_MIN or n * dim * 4 <= memory_budget_mb * 2**20:
         return f"IVF{nlist},Flat"
     m = dim // 4 if dim % 4 == 0 else dim // 2 if dim % 2 == 0 else dim
     return f"IVF{nlist},PQ{m}"
@@ -108,10 +110,26 @@ def _new(spec: str, dim: int):
     try:
         idx = faiss.index_factory(int(dim), spec, METRIC)
     except RuntimeError as e:
-        raise InvalidInput(f"invalid on-disk index spec {spec!r}: {str(e).splitlines()[0]}") from None
+        raise InvalidInput(f"invalid on-disk index spec {spec!r}: {_faiss_says(e)}") from None
     if not isinstance(idx, faiss.IndexIVF) or isinstance(idx, faiss.IndexIVFPQR):
         raise InvalidInput(f"on-disk indexes are IVF (IVF<n>,Flat or IVF<n>,PQ<m>), not {spec!r}")
+    if idx.nlist < 1:  # faiss makes it, and merging its empty lists fails to map a 0-byte file
+        raise InvalidInput(f"on-disk index spec {spec!r} needs at least one list (IVF<n> with n >= 1)")
     return idx
+
+
+def check_spec(spec: str, dim: int) -> None:
+    """InvalidInput now, for a spec the build would reject after exporting every vector."""
+    _new(spec, dim)
+
+
+def _faiss_says(exc: RuntimeError) -> str:
+    """The reason in a faiss error, without its C++ signature and source location."""
+    text = str(exc).splitlines()[0]
+    for marker in ("failed: ", "Error: ", ": "):
+        if marker in text:
+            return text.rsplit(marker, 1)[1]
+    return text
 
 
 # ------------------------------------------------------------------------------ steps
@@ -133,7 +151,10 @@ def train(spec: str, vectors: np.ndarray) -> bytes:
     nlist = faiss.extract_index_ivf(idx).nlist
     if len(vectors) < nlist:
         raise InvalidInput(f"{spec!r} needs at least {nlist} training vectors, got {len(vectors)}")
-    idx.train(vectors)
+    try:
+        idx.train(vectors)
+    except RuntimeError as e:  # e.g. PQ codebooks want 256 vectors each
+        raise InvalidInput(f"cannot train {spec!r} on {len(vectors):,} vectors: {_faiss_says(e)}") from None
     return faiss.serialize_index(idx).tobytes()
 
 
