@@ -96,6 +96,7 @@ def build_collection(name_or_path, home=None, shards_dir=None, address: str | No
         if not coll.store.counts()[1]:
             raise InvalidInput(f"collection {coll.name} has no vectors to build an index from")
         with connected(address), coll.writer():
+            ondisk.remove_scratch(coll.path)  # what a killed build left
             log(f"exporting the vectors of {coll.name} to {folder}")
             shards, generation = export_shards(coll, folder, rows_per_shard)
             if not shards:

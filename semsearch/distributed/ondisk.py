@@ -41,6 +41,7 @@ TARGET_RECALL = 0.95
 K_FACTOR = 8  # IVF-PQ: candidates per hit re-ranked with exact vectors
 SCAN_ROWS = 16_384  # store vectors an exact scan holds at a time (25 MB at 384-d)
 SCAN_WARN = 50_000  # an unbuilt collection this large is slow to scan: say so at open
+SCRATCH = ".build-"  # build() writes into a hidden folder of this prefix, renamed when whole
 PQ_MIN = 39 * 256  # IVF-PQ's codebooks want 39 training vectors a centroid (faiss), 256 centroids each
 DELTA_WARN = 1_000_000  # vectors added since a build held in RAM (1.5 GB at 384-d): advise a build
 
@@ -244,7 +245,7 @@ def build(shards: Sequence, out_dir, spec: str = "auto", memory_budget_mb: float
     log(f"training {spec} on {len(train_set):,} of {n:,} vectors")
     trained = train(spec, train_set)
     t_train = time.perf_counter()
-    tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=out_dir.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=SCRATCH, dir=out_dir.parent))
     try:
         log(f"filling {len(shards)} shard indexes" + (" in Ray tasks" if use_ray else ""))
         parts = fill_shards(trained, shards, tmp, use_ray, part_rows)
@@ -593,6 +594,7 @@ def publish(parent, folder: Path) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, parent / POINTER)
+    fsync_dir(parent)  # the new name is durable before the old build goes
     if old is not None and old != folder and old.exists():
         shutil.rmtree(old, ignore_errors=True)
 
@@ -607,6 +609,14 @@ def attach(parent) -> tuple[MmapIndex, int] | None:
     index = MmapIndex.open(folder)
     gen = index.load_changes(Path(parent) / CHANGES)
     return index, int(index.meta["generation"]) if gen is None else gen
+
+
+def remove_scratch(parent) -> None:
+    """Remove what killed builds left in ``parent`` (each as large as an index). Call it
+    under the collection's writer lock, which every build holds."""
+    for scratch in Path(parent).glob(f"{SCRATCH}*"):
+        if scratch.is_dir():
+            shutil.rmtree(scratch, ignore_errors=True)
 
 
 def next_folder(parent) -> Path:
