@@ -46,25 +46,32 @@ def load_beir(path: str | Path, split: str = "test") -> BeirDataset:
         if not isinstance(meta, dict):
             raise InvalidInput(f"{root / 'corpus.jsonl'} line {n}: 'metadata' must be an object")
         corpus[str(d["_id"])] = {"title": str(d.get("title") or ""), "text": d["text"], "metadata": meta}
+    if not corpus:
+        raise InvalidInput(f"{root / 'corpus.jsonl'} has no documents: nothing to retrieve")
     all_queries = {str(q["_id"]): q["text"] for _, q in _jsonl(root / "queries.jsonl")}
 
     qpath = root / "qrels" / f"{split}.tsv"
     if not qpath.is_file():
         raise InvalidInput(f"{qpath}: file not found")
     qrels: dict[str, dict[str, int]] = {}
-    with qpath.open(encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if n == 1 or not line.strip():  # line 1 is the header
+    try:
+        lines = qpath.read_text(encoding="utf-8-sig").splitlines()
+    except UnicodeDecodeError as e:
+        raise InvalidInput(f"{qpath} is not UTF-8 text ({e.reason} at byte {e.start})") from None
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        parts = line.split("\t")
+        try:
+            qid, did, score = parts
+            rel = int(score)
+        except ValueError:
+            if n == 1:  # the header (query-id, corpus-id, score); a file without one starts judging
                 continue
-            parts = line.rstrip("\r\n").split("\t")
-            try:
-                qid, did, score = parts
-                rel = int(score)
-            except ValueError:
-                raise InvalidInput(f"{qpath} line {n}: expected query-id<TAB>corpus-id<TAB>integer score") from None
-            if qid not in all_queries:
-                raise InvalidInput(f"{qpath} line {n}: query id {qid!r} is not in queries.jsonl")
-            qrels.setdefault(qid, {})[did] = rel
+            raise InvalidInput(f"{qpath} line {n}: expected query-id<TAB>corpus-id<TAB>integer score") from None
+        if qid not in all_queries:
+            raise InvalidInput(f"{qpath} line {n}: query id {qid!r} is not in queries.jsonl")
+        qrels.setdefault(qid, {})[did] = rel
     if not qrels:
         raise InvalidInput(f"{qpath} has no judgments (only a header?): nothing to score")
     queries = {q: t for q, t in all_queries.items() if q in qrels}

@@ -5,6 +5,7 @@ from math import log2
 import pytest
 
 pytest.importorskip("pytrec_eval")
+from semsearch.errors import InvalidInput  # noqa: E402
 from semsearch.metrics import METRICS, load_beir, per_query, score_run  # noqa: E402
 
 # trec_eval's ndcg_cut uses linear gain (gain = relevance), discount log2(rank + 1).
@@ -105,4 +106,18 @@ def test_load_beir_errors(tmp_path):
     with open(tmp_path / "corpus.jsonl", "a") as f:
         f.write("{not json\n")
     with pytest.raises(ValueError, match=r"corpus\.jsonl line 3"):
+        load_beir(tmp_path)
+
+
+def test_load_beir_reads_qrels_without_a_header_and_refuses_what_it_cannot_read(tmp_path):
+    """Line 1 was dropped unread (a qrels file without a header lost its first judgment);
+    a qrels file that is not UTF-8 was an UnicodeDecodeError; an empty corpus scored 0."""
+    _write_beir(tmp_path, [])
+    (tmp_path / "qrels" / "test.tsv").write_text("q1\td1\t1\nq1\td2\t2\n")
+    assert load_beir(tmp_path).qrels == {"q1": {"d1": 1, "d2": 2}}
+    (tmp_path / "qrels" / "test.tsv").write_bytes(b"query-id\tcorpus-id\tscore\nq1\td\xff\t1\n")
+    with pytest.raises(InvalidInput, match="not UTF-8"):
+        load_beir(tmp_path)
+    (tmp_path / "corpus.jsonl").write_text("")
+    with pytest.raises(InvalidInput, match="no documents"):
         load_beir(tmp_path)
