@@ -6,9 +6,12 @@ import time
 from pathlib import Path
 
 from .collection import Collection
+from .errors import InvalidInput
 from .metrics import METRICS, load_beir, score_run
+from .validation import MAX_QUERIES, MAX_QUERY_CHARS
 
 DEPTH = 100  # documents ranked per query: enough for recall@100 and map@100
+ADD_BATCH = 10_000  # documents a transaction: a killed eval resumes from the last one committed
 
 
 def evaluate(dataset: str | Path, mode: str = "hybrid", model: str | None = None,
@@ -27,15 +30,16 @@ def evaluate(dataset: str | Path, mode: str = "hybrid", model: str | None = None
         target = collection or str(Path(tmp) / "eval")
         coll = Collection.open_or_create(target, model=model, variant=variant, index=index, home=home)
         with coll:
-            if coll.count() == 0:
-                ids = list(data.corpus)
-                texts = [join_title(data.corpus[i]) for i in ids]
-                coll.add_texts(texts, ids=ids, metadata=[data.corpus[i]["metadata"] for i in ids], progress=True)
+            _fill(coll, data.corpus, dataset)
             indexed = time.time()
             qids = list(data.queries)
-            results = coll.search([data.queries[q] for q in qids], k=k, mode=mode, docs=True,
-                                  **search_options)
-            run = {q: {hit.id: hit.score for hit in hits} for q, hits in zip(qids, results)}
+            asked = [q for q in qids if data.queries[q].strip()]  # a blank query ranks nothing
+            run = {q: {} for q in qids}
+            for at in range(0, len(asked), MAX_QUERIES):
+                part = asked[at:at + MAX_QUERIES]
+                results = coll.search([data.queries[q][:MAX_QUERY_CHARS] for q in part], k=k, mode=mode, docs=True,
+                                      **search_options)
+                run.update({q: {hit.id: hit.score for hit in hits} for q, hits in zip(part, results)})
             info = coll.info()
     return {
         "dataset": str(dataset), "mode": mode, "model": info["model"]["name"],
@@ -44,6 +48,23 @@ def evaluate(dataset: str | Path, mode: str = "hybrid", model: str | None = None
         "metrics": score_run(data.qrels, run, METRICS),
         "index_seconds": round(indexed - started, 1), "search_seconds": round(time.time() - indexed, 1),
     }
+
+
+def _fill(coll, corpus: dict, dataset) -> None:
+    """Add the corpus documents ``coll`` lacks (all of them, in a new collection), in
+    transactions of ADD_BATCH. A reused collection holding documents the corpus does not
+    have would rank them too: refused, rather than scored as if it were this data set.
+    Documents with neither title nor text cannot be retrieved and are not added."""
+    held = coll.store.document_hashes()
+    foreign = [key for key in held if key not in corpus]
+    if foreign:
+        raise InvalidInput(f"collection {coll.name} holds {len(foreign):,} document(s) that are not in the "
+                           f"corpus of {dataset} (e.g. {foreign[0]!r}): use a new collection for it")
+    todo = [(i, text) for i in corpus if i not in held and (text := join_title(corpus[i]))]
+    for at in range(0, len(todo), ADD_BATCH):
+        part = todo[at:at + ADD_BATCH]
+        coll.add_texts([t for _, t in part], ids=[i for i, _ in part],
+                       metadata=[corpus[i]["metadata"] for i, _ in part], progress=True)
 
 
 def join_title(doc: dict) -> str:

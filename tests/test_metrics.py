@@ -121,3 +121,44 @@ def test_load_beir_reads_qrels_without_a_header_and_refuses_what_it_cannot_read(
     (tmp_path / "corpus.jsonl").write_text("")
     with pytest.raises(InvalidInput, match="no documents"):
         load_beir(tmp_path)
+
+
+def write_dataset(root, queries: dict, qrels: dict, docs=12):
+    """A BEIR folder whose document d<i> alone holds the word unique<i>, plus a blank one."""
+    (root / "qrels").mkdir(parents=True)
+    corpus = [{"_id": f"d{i}", "title": f"note {i}", "text": f"unique{i} wing flow"} for i in range(docs)]
+    corpus.append({"_id": "blank", "title": "", "text": " "})
+    (root / "corpus.jsonl").write_text("".join(json.dumps(d) + "\n" for d in corpus))
+    (root / "queries.jsonl").write_text("".join(json.dumps({"_id": q, "text": t}) + "\n" for q, t in queries.items()))
+    (root / "qrels" / "test.tsv").write_text(
+        "query-id\tcorpus-id\tscore\n" + "".join(f"{q}\t{d}\t1\n" for q, d in qrels.items()))
+    return root
+
+
+def test_eval_scores_blank_documents_and_queries_and_more_queries_than_one_search_takes(tmp_path, model_folder):
+    """A blank document or query refused the whole data set ('texts[12] is empty', 'the
+    query is empty'), and past 10,000 queries eval failed ('at most 10,000 queries per call')."""
+    from semsearch.evaluation import evaluate
+    queries = {f"q{j}": f"unique{j % 12}" for j in range(10_001)}
+    queries["blank"] = "  "
+    qrels = {q: f"d{j % 12}" for j, q in enumerate(queries)}
+    result = evaluate(write_dataset(tmp_path / "beir", queries, qrels), mode="lexical", k=10)
+    assert result["queries"] == 10_002 and result["documents"] == 13
+    assert result["metrics"]["mrr@10"] == pytest.approx(10_001 / 10_002)  # the blank query ranks nothing
+
+
+def test_eval_fills_a_reused_collection_with_what_it_lacks_and_refuses_a_foreign_one(tmp_path, model_folder):
+    """A reused collection that held part of the corpus was scored as if it held all of it."""
+    from semsearch.collection import Collection
+    from semsearch.evaluation import evaluate
+    root = write_dataset(tmp_path / "beir", {f"q{i}": f"unique{i}" for i in range(12)},
+                         {f"q{i}": f"d{i}" for i in range(12)})
+    with Collection.create(tmp_path / "ev") as coll:
+        coll.add_texts(["note 0\nunique0 wing flow", "note 1\nunique1 wing flow"], ids=["d0", "d1"])
+    result = evaluate(root, mode="lexical", k=10, collection=str(tmp_path / "ev"))
+    assert result["metrics"]["mrr@10"] == 1.0
+    with Collection.open(tmp_path / "ev") as coll:
+        assert coll.count() == 12
+        coll.add_texts(["a note from another data set"], ids=["x1"])
+    with pytest.raises(InvalidInput, match="not in the corpus"):
+        evaluate(root, mode="lexical", collection=str(tmp_path / "ev"))
