@@ -230,6 +230,10 @@ def export(
 
     name, source = source_for(model)
     folder = Path(out) if out else exported_folder(model)
+    if folder.exists() and not folder.is_dir():
+        raise ModelError(f"cannot export to {folder}: it is a file")
+    if Path(source).is_dir() and not (Path(source) / "config.json").is_file():
+        raise ModelError(f"{source} is not a Hugging Face model folder (it has no config.json)")
     if (folder / MANIFEST).is_file() and not force:
         log(f"{name} is already exported in {folder} (use --force to redo it)")
         return folder
@@ -248,8 +252,11 @@ def export(
             """The exported graph at an optimum optimisation level, pooling appended."""
             out = work / f"raw-{level}"
             if not out.is_dir():
-                main_export(source, out, task="feature-extraction", library_name="transformers",
-                            optimize=None if level == "none" else level, do_validation=False)
+                try:
+                    main_export(source, out, task="feature-extraction", library_name="transformers",
+                                optimize=None if level == "none" else level, do_validation=False)
+                except (ValueError, OSError, KeyError) as exc:  # not a model transformers knows
+                    raise ModelError(f"cannot export {name}: {_first_sentence(exc)}") from None
             graph = append_pooling(onnx.load(out / "model.onnx"), cfg["pooling"], cfg["normalize"])
             return fold_static_shapes(graph)
 
@@ -350,6 +357,13 @@ def validate(folder: Path, manifest: dict, variant: str, want: np.ndarray) -> di
     if not figures["validated"]:
         raise ModelError(f"{variant} variant fails validation against PyTorch: {figures}")
     return figures
+
+
+def _first_sentence(exc: BaseException, limit: int = 200) -> str:
+    """transformers' errors list every model type it knows (8 KB on one line)."""
+    text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    text = text.split(". ")[0]
+    return text if len(text) <= limit else text[:limit] + " ..."
 
 
 def _ensure_parent(folder: Path) -> Path:

@@ -76,3 +76,22 @@ def test_fold_replaces_the_static_chain_and_keeps_the_dynamic_one():
     want = run(synthetic(), x)
     assert np.array_equal(run(folded, x), want)
     assert np.array_equal(want, x * np.float32(0.5) * np.sqrt(np.float32(3)))
+
+
+def test_export_refuses_what_is_not_a_model_or_not_a_folder_in_one_line(tmp_path, model_folder):
+    """A folder that is not a model was transformers' ValueError listing every model type
+    (8 KB on one line); an --out that is a file failed after the whole export."""
+    from semsearch.errors import ModelError
+    from semsearch.export import export
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "a.txt").write_text("not a model")
+    (tmp_path / "bare").mkdir()
+    (tmp_path / "bare" / "config.json").write_text("{}")
+    for source in ("notes", "bare"):
+        with pytest.raises(ModelError) as err:
+            export(str(tmp_path / source), out=tmp_path / f"out-{source}", quantize="none", log=lambda m: None)
+        assert len(str(err.value)) < 300 and "\n" not in str(err.value)
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ModelError, match="is a file"):
+        export(None, out=tmp_path / "file", log=lambda m: None)
+    assert not list(tmp_path.glob(".export-*"))
