@@ -10,7 +10,10 @@ every model, and on a GPU only the small pooled output leaves the device.
 from __future__ import annotations
 
 import json
+import os
+import re
 import shutil
+import socket
 import sys
 import tempfile
 import time
@@ -243,7 +246,7 @@ def export(
         raise ModelError(f"--quantize must be int8 or none, not {quantize!r}")
 
     started = time.time()
-    work = Path(tempfile.mkdtemp(prefix=".export-", dir=_ensure_parent(folder)))
+    work = _work_folder(_ensure_parent(folder))
     try:
         cfg = read_st_config(Path(source)) if Path(source).is_dir() else _hub_st_config(source)
         log(f"exporting {name} to ONNX (optimize={optimize}) ...")
@@ -299,9 +302,13 @@ def export(
         (work / MANIFEST).write_text(json.dumps(manifest, indent=2))
         for scratch in [*work.glob("raw-*"), work / "fused.onnx"]:
             shutil.rmtree(scratch) if scratch.is_dir() else scratch.unlink(missing_ok=True)
-        if folder.exists():
-            shutil.rmtree(folder)
-        work.rename(folder)
+        if folder.exists():  # --force: renamed away whole, never deleted in place (a kill part-way
+            old = work.with_name(f"{work.name}-old")  # through left a manifest over missing files)
+            folder.rename(old)
+            work.rename(folder)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            work.rename(folder)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     log(f"exported {name} to {folder} in {time.time() - started:.0f}s")
@@ -357,6 +364,35 @@ def validate(folder: Path, manifest: dict, variant: str, want: np.ndarray) -> di
     if not figures["validated"]:
         raise ModelError(f"{variant} variant fails validation against PyTorch: {figures}")
     return figures
+
+
+WORK_PREFIX = ".export-"
+_WORK_NAME = re.compile(r"\.export-(?P<host>.+)-(?P<pid>\d+)-[^-]+(-old)?")
+
+
+def _host() -> str:
+    return re.sub(r"[^A-Za-z0-9.]", "_", socket.gethostname()) or "host"
+
+
+def _work_folder(parent: Path) -> Path:
+    """A scratch folder for one export, named for this host and process. Folders that
+    exports killed on this host left behind (hundreds of MB to GBs each) are removed
+    first: those whose process is gone; a running export's own is left alone."""
+    for old in parent.glob(f"{WORK_PREFIX}*"):
+        owner = _WORK_NAME.fullmatch(old.name)
+        if owner and owner["host"] == _host() and old.is_dir() and not _alive(int(owner["pid"])):
+            shutil.rmtree(old, ignore_errors=True)
+    return Path(tempfile.mkdtemp(prefix=f"{WORK_PREFIX}{_host()}-{os.getpid()}-", dir=parent))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process
+        return True
+    return True
 
 
 def _first_sentence(exc: BaseException, limit: int = 200) -> str:

@@ -95,3 +95,31 @@ def test_export_refuses_what_is_not_a_model_or_not_a_folder_in_one_line(tmp_path
     with pytest.raises(ModelError, match="is a file"):
         export(None, out=tmp_path / "file", log=lambda m: None)
     assert not list(tmp_path.glob(".export-*"))
+
+
+def test_an_export_killed_part_way_leaves_nothing_the_next_export_keeps(tmp_path, model_folder):
+    """A killed export left its scratch folder (~100 MB here, GBs for large models) in the
+    cache forever; the next export removes it, and a forced re-export replaces the folder
+    whole: the model folder is the old export or the new one, never a mix."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from semsearch.embedder import Embedder
+    from semsearch.export import export
+    out = tmp_path / "model"
+    cmd = [sys.executable, "-m", "semsearch", "export", "--out", str(out), "--quantize", "none"]
+    proc = subprocess.Popen(cmd, env=dict(os.environ), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not list(tmp_path.glob(".export-*/raw-none")) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(10)
+    assert not out.exists() and list(tmp_path.glob(".export-*")), "expected the kill to land mid-export"
+    export(None, out=out, quantize="none", log=lambda m: None)
+    assert not list(tmp_path.glob(".export-*")) and Embedder.load(str(out), device="cpu").dim == 384
+    before = (out / "manifest.json").read_text()
+    export(None, out=out, quantize="none", force=True, log=lambda m: None)
+    assert (out / "manifest.json").read_text() != before and not list(tmp_path.glob(".export-*"))
