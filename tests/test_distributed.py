@@ -529,3 +529,29 @@ def test_a_ray_address_with_no_ray_behind_it_fails_in_seconds(tmp_path, home, em
     finally:
         web.close()
     assert not (home / "far" / "shards").exists()  # nothing exported before Ray was there
+
+
+def test_a_copied_built_collection_keeps_faiss_off_stdout(home, embedder, ray_local):
+    """faiss printed 'IO_FLAG_ONDISK_SAME_DIR: updating ondisk filename ...' (and, while
+    merging, 'resizing ... to N bytes') on stdout: `search --json` of a collection moved or
+    copied after its build was not JSON, and `build` printed more than its result line."""
+    import json
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    from semsearch.distributed.build import build_collection
+    small_collection("orig", embedder).close()
+    build_collection("orig", spec="IVF2,Flat")
+    shutil.copytree(home / "orig", home / "copy")
+    run = [sys.executable, "-m", "semsearch"]
+    env = dict(os.environ)
+    found = subprocess.run([*run, "search", "copy", "note 7", "-k", "2", "--json", "--mode", "dense"],
+                           capture_output=True, text=True, timeout=120, env=env)
+    assert found.returncode == 0 and [h["id"] for h in json.loads(found.stdout)][0] == "t7", found.stdout[:300]
+    built = subprocess.run([*run, "build", "copy", "--spec", "IVF2,Flat", "--ray",
+                            ray_local.get_runtime_context().gcs_address],
+                           capture_output=True, text=True, timeout=300, env=env)
+    assert built.returncode == 0 and built.stdout.startswith("copy: 60 vectors"), built.stdout
+    assert len(built.stdout.splitlines()) == 1, built.stdout

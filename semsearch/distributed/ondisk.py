@@ -22,8 +22,10 @@ import logging
 import math
 import os
 import shutil
+import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -252,7 +254,8 @@ def build(shards: Sequence, out_dir, spec: str = "auto", memory_budget_mb: float
         t_fill = time.perf_counter()
         log("merging the inverted lists on disk")
         index = faiss.deserialize_index(np.frombuffer(trained, np.uint8))
-        merge_ondisk(index, parts, str(tmp / "lists.ivfdata"))
+        with _stdout_to_stderr():  # faiss says "resizing <file> to <n> bytes"
+            merge_ondisk(index, parts, str(tmp / "lists.ivfdata"))
         faiss.write_index(index, str(tmp / "index.faiss"))
         del index
         for p in parts:
@@ -539,8 +542,9 @@ def _read_lists(folder: Path, flags: int = faiss.IO_FLAG_READ_ONLY):
     """The index with its lists mapped from ``folder/lists.ivfdata``.
 
     faiss stores the absolute path of the lists file; a folder that was renamed or
-    copied is re-read with IO_FLAG_ONDISK_SAME_DIR (which prints a line on stdout, so it
-    is not the everyday path: build() rewrites the path once the folder has its name)."""
+    copied (a collection moved or copied elsewhere; build's own rename) is re-read with
+    IO_FLAG_ONDISK_SAME_DIR, whose line on C's stdout is sent to stderr: on stdout it
+    came before the output of `search --json`."""
     want = str((folder / "lists.ivfdata").resolve())
     try:
         idx = faiss.read_index(str(folder / "index.faiss"), flags)
@@ -550,9 +554,29 @@ def _read_lists(folder: Path, flags: int = faiss.IO_FLAG_READ_ONLY):
     except RuntimeError:
         pass
     try:
-        return faiss.read_index(str(folder / "index.faiss"), flags | faiss.IO_FLAG_ONDISK_SAME_DIR)
+        with _stdout_to_stderr():
+            return faiss.read_index(str(folder / "index.faiss"), flags | faiss.IO_FLAG_ONDISK_SAME_DIR)
     except RuntimeError as e:
         raise CollectionError(f"on-disk index in {folder} is unreadable: {str(e).splitlines()[0]}") from None
+
+
+@contextmanager
+def _stdout_to_stderr():
+    """What faiss's C++ prints on stdout goes to stderr for the length of the block (the
+    process's stdout is a command's output: JSON, a result line). C's buffer is flushed
+    before fd 1 is restored, so nothing printed here reaches stdout later."""
+    import ctypes
+
+    sys.stdout.flush()
+    libc = ctypes.CDLL(None)
+    saved = os.dup(1)
+    try:
+        os.dup2(2, 1)
+        yield
+    finally:
+        libc.fflush(None)
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 def _pin_lists_path(folder: Path) -> None:
