@@ -555,3 +555,19 @@ def test_a_copied_built_collection_keeps_faiss_off_stdout(home, embedder, ray_lo
                            capture_output=True, text=True, timeout=300, env=env)
     assert built.returncode == 0 and built.stdout.startswith("copy: 60 vectors"), built.stdout
     assert len(built.stdout.splitlines()) == 1, built.stdout
+
+
+def test_index_on_ray_reports_a_document_too_large_to_embed_as_add_files_does(tmp_path, home, ray_local):
+    """A file skipped while embedding (over 10 million characters) was counted as added
+    by `index --ray` ('added 3 ... (2 documents in the collection)')."""
+    from semsearch.collection import Collection
+    from semsearch.distributed import index_paths
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "a.txt").write_text("shock wave in a nozzle")
+    (corpus / "b.txt").write_text("panel buckling under load")
+    (corpus / "huge.txt").write_text("word " * 2_000_001)
+    with Collection.create("local") as local, Collection.create("onray") as onray:
+        r_local, r_ray = local.add_files([corpus]), index_paths(onray, [corpus])
+        assert r_ray.added == onray.count() == 2 and same_report(r_local, r_ray), (r_local, r_ray)
+        assert "document too large" in dict(r_ray.skipped)[str(corpus / "huge.txt")]

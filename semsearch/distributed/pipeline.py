@@ -191,15 +191,16 @@ def _apply(record: tuple, w, known: dict, seen: set, report, on_commit) -> None:
     else:
         _, key, doc = record
         seen.add(key)
+        if doc is None:  # skipped while embedding (too large): its reason follows; counted as add_files does
+            return
         if key in known:
             report.updated += 1
-        else:
+        elif doc.chunks:
             report.added += 1
-        if doc is not None:
-            report.chunks += len(doc.chunks)
-            w.put(doc)
-            if on_commit is not None:
-                on_commit(key)
+        report.chunks += len(doc.chunks)
+        w.put(doc)
+        if on_commit is not None:
+            on_commit(key)
 
 
 def index_files(name_or_path, paths: Iterable, address: str | None = None, **kwargs):
