@@ -571,3 +571,25 @@ def test_index_on_ray_reports_a_document_too_large_to_embed_as_add_files_does(tm
         r_local, r_ray = local.add_files([corpus]), index_paths(onray, [corpus])
         assert r_ray.added == onray.count() == 2 and same_report(r_local, r_ray), (r_local, r_ray)
         assert "document too large" in dict(r_ray.skipped)[str(corpus / "huge.txt")]
+
+
+def test_writers_go_on_while_a_collection_builds_and_builds_exclude_each_other(home, embedder, ray_local):
+    """A build held the writer lock from export to publish (10-20 minutes at 100M vectors,
+    by docs/scale.md): every writer failed after 10 s ('still being written')."""
+    from semsearch.collection import Collection
+    from semsearch.distributed.build import build_collection, building
+    from semsearch.errors import CollectionBusy
+    with small_collection("busy", embedder) as coll:
+        with coll.writer():  # another process's long write, or writes all along the build
+            built = build_collection("busy", spec="IVF2,Flat")
+        coll.add_texts(["written right after the build about vortex drag"], ids=["late"])
+        coll.delete(["t3"])
+        with building(coll):
+            with pytest.raises(CollectionBusy, match="being built"):
+                build_collection("busy", spec="IVF2,Flat")
+    assert built["ntotal"] == 60
+    with Collection.open("busy") as again:
+        info = again.info()
+        assert (info["index"]["kind"], info["index"]["vectors"], info["documents"]) == ("ondisk", 60, 60)
+        assert again.search("written right after the build about vortex drag", k=1, mode="dense")[0].id == "late"
+        assert "t3" not in {h.id for h in again.search("note 3", k=10, mode="dense")}

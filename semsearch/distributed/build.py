@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
 
@@ -79,23 +80,27 @@ def build_collection(name_or_path, home=None, shards_dir=None, address: str | No
                      rows_per_shard: int = SHARD_ROWS, log: Callable[[str], None] = lambda m: None) -> dict:
     """Build (or rebuild) a collection's on-disk index; returns what ``info`` would add.
 
-    Arguments are checked and Ray is joined before the writer lock is taken: writers wait
-    only for the build itself."""
+    Writers are not stopped: the shards are one snapshot of the store, whose generation
+    the build records, and what is written after it is replayed on the build when a
+    collection opens it (tombstones and the in-memory delta). Only one build of a
+    collection runs at a time (BUILD_LOCK); another fails at once (CollectionBusy)."""
     from .. import validation
     from ..collection import Collection
-    from ..errors import InvalidInput
+    from ..errors import InvalidInput, ReadOnly
     from .cluster import connected
 
     if memory_budget_mb is not None:
         memory_budget_mb = validation.finite(memory_budget_mb, "memory budget (MiB)", minimum=1)
     validation.string(spec, "spec")
     with Collection.open(name_or_path, home=home) as coll:
+        if coll.store.read_only:
+            raise ReadOnly(f"collection {coll.name} is read-only here ({coll.path} cannot be written)")
         folder = shards_folder(Path(shards_dir) if shards_dir else coll.path / SHARDS_DIR)
         if spec != "auto":
             ondisk.check_spec(spec, coll.pinned["dim"])
         if not coll.store.counts()[1]:
             raise InvalidInput(f"collection {coll.name} has no vectors to build an index from")
-        with connected(address), coll.writer():
+        with connected(address), building(coll):
             ondisk.remove_scratch(coll.path)  # what a killed build left
             log(f"exporting the vectors of {coll.name} to {folder}")
             shards, generation = export_shards(coll, folder, rows_per_shard)
@@ -105,6 +110,31 @@ def build_collection(name_or_path, home=None, shards_dir=None, address: str | No
                                  memory_budget_mb=memory_budget_mb, generation=generation,
                                  use_ray=True, log=log)
             ondisk.publish(coll.path, built)
-            (coll.path / ondisk.CHANGES).unlink(missing_ok=True)  # they belonged to the old build
+            # changes saved for the old build are ignored by the new one (they name their build)
+            (coll.path / ondisk.CHANGES).unlink(missing_ok=True)
             return {"kind": ondisk.MmapIndex.kind, "folder": str(built),
                     **json.loads((built / "meta.json").read_text())}
+
+
+BUILD_LOCK = "ondisk-lock"  # a folder (ondisk-*: `rm` removes it with the builds) holding the lock file
+
+
+@contextmanager
+def building(coll):
+    """The collection's build lock, held for a whole build: builds exclude each other
+    (they share the scratch, shards and next build folder), not writers."""
+    from filelock import FileLock, Timeout
+
+    from ..errors import CollectionBusy
+
+    (coll.path / BUILD_LOCK).mkdir(exist_ok=True)
+    lock = FileLock(str(coll.path / BUILD_LOCK / "build.lock"))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise CollectionBusy(f"collection {coll.name} is being built by another process; "
+                             "try again when it finishes") from None
+    try:
+        yield
+    finally:
+        lock.release()
