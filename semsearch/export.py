@@ -235,6 +235,10 @@ def export(
     folder = Path(out) if out else exported_folder(model)
     if folder.exists() and not folder.is_dir():
         raise ModelError(f"cannot export to {folder}: it is a file")
+    if out and folder.is_dir() and not (folder / MANIFEST).is_file() and any(folder.iterdir()):
+        # the export replaces its folder whole: never a folder of other things (--out ~/models)
+        raise ModelError(f"cannot export to {folder}: it holds files and is not an export "
+                         f"(no {MANIFEST}); give a new or empty folder")
     if Path(source).is_dir() and not (Path(source) / "config.json").is_file():
         raise ModelError(f"{source} is not a Hugging Face model folder (it has no config.json)")
     if (folder / MANIFEST).is_file() and not force:

@@ -80,7 +80,8 @@ def test_fold_replaces_the_static_chain_and_keeps_the_dynamic_one():
 
 def test_export_refuses_what_is_not_a_model_or_not_a_folder_in_one_line(tmp_path, model_folder):
     """A folder that is not a model was transformers' ValueError listing every model type
-    (8 KB on one line); an --out that is a file failed after the whole export."""
+    (8 KB on one line); an --out that is a file failed after the whole export; an --out
+    folder holding anything else was deleted with the files in it."""
     from semsearch.errors import ModelError
     from semsearch.export import export
     (tmp_path / "notes").mkdir()
@@ -94,6 +95,12 @@ def test_export_refuses_what_is_not_a_model_or_not_a_folder_in_one_line(tmp_path
     (tmp_path / "file").write_text("")
     with pytest.raises(ModelError, match="is a file"):
         export(None, out=tmp_path / "file", log=lambda m: None)
+    mine = tmp_path / "models"  # --out (even --force) replaced a folder whole, whatever it held
+    (mine / "other-model").mkdir(parents=True)
+    (mine / "other-model" / "weights.bin").write_bytes(b"years of training")
+    with pytest.raises(ModelError, match="not an export"):
+        export(None, out=mine, quantize="none", force=True, log=lambda m: None)
+    assert (mine / "other-model" / "weights.bin").read_bytes() == b"years of training"
     assert not list(tmp_path.glob(".export-*"))
 
 
