@@ -593,3 +593,17 @@ def test_writers_go_on_while_a_collection_builds_and_builds_exclude_each_other(h
         assert (info["index"]["kind"], info["index"]["vectors"], info["documents"]) == ("ondisk", 60, 60)
         assert again.search("written right after the build about vortex drag", k=1, mode="dense")[0].id == "late"
         assert "t3" not in {h.id for h in again.search("note 3", k=10, mode="dense")}
+
+
+def test_the_next_write_removes_a_changes_file_a_killed_save_left(home, embedder, ray_local):
+    """A save of the changes since a build killed before its rename left its temporary
+    file (as large as the in-memory delta, up to GBs) beside the build, forever."""
+    from semsearch.collection import Collection
+    from semsearch.distributed.build import build_collection
+    small_collection("saved", embedder).close()
+    build_collection("saved", spec="IVF2,Flat")
+    with Collection.open("saved", embedder=embedder) as coll:
+        orphan = coll.path / f".{ondisk.CHANGES}.k1ll3d.tmp"
+        orphan.write_bytes(b"\0" * 4096)
+        coll.add_texts(["one more note"], ids=["more"])
+        assert not orphan.exists() and (coll.path / ondisk.CHANGES).is_file()

@@ -470,7 +470,10 @@ class MmapIndex:
     def save(self, path, generation: int = 0, owner: str | None = None, mode: int | None = None) -> None:
         """What Collection._save_index calls: the changes, beside the build (``path``,
         ``owner`` and ``mode`` are the in-memory index file's; the build folder lives in its
-        own collection, so its place is its identity)."""
+        own collection, so its place is its identity). Under the writer lock, so any other
+        temporary changes file is one a killed save left (as large as the delta)."""
+        for orphan in self.folder.parent.glob(f".{CHANGES}.*.tmp"):
+            orphan.unlink(missing_ok=True)
         self.save_changes(self.folder.parent / CHANGES, generation)
 
     def save_changes(self, path, generation: int) -> None:
