@@ -640,7 +640,7 @@ def attach(parent) -> tuple[MmapIndex, int] | None:
 
 def remove_scratch(parent) -> None:
     """Remove what killed builds left in ``parent`` (each as large as an index). Call it
-    under the collection's writer lock, which every build holds."""
+    under the collection's build lock (build.building), which every build holds."""
     for scratch in Path(parent).glob(f"{SCRATCH}*"):
         if scratch.is_dir():
             shutil.rmtree(scratch, ignore_errors=True)
