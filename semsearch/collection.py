@@ -44,6 +44,7 @@ ONDISK = "ondisk"  # the index type of a collection with no in-memory index (dis
 ONDISK_POINTER = "ondisk.json"  # names the current `semsearch build` folder (distributed/ondisk.py)
 ONDISK_CHANGES = "ondisk-changes.npz"  # tombstones + delta since that build, beside the pointer
 ONDISK_BUILDS = "ondisk-*"  # the build folders themselves
+ONDISK_SCRATCH = ".build-"  # a build being written, renamed to ondisk-* when whole (left by a killed one)
 ONDISK_SHARDS = "shards"  # the Parquet shards a build wrote inside the collection (the default)
 # every file a collection folder may hold: delete_collection removes these and nothing else
 OWN_FILES = (STORE_FILE, STORE_FILE + "-wal", STORE_FILE + "-shm", INDEX_FILE, LOCK_FILE)
@@ -605,9 +606,9 @@ def delete_collection(name_or_path, home=None) -> Path:
     try:
         for name in OWN_FILES[:-1] + (ONDISK_POINTER, ONDISK_CHANGES):
             (path / name).unlink(missing_ok=True)
-        for scratch in path.glob(f".{INDEX_FILE}.*.tmp"):
+        for scratch in [*path.glob(f".{INDEX_FILE}.*.tmp"), *path.glob(f".{ONDISK_CHANGES}.*.tmp")]:
             scratch.unlink(missing_ok=True)
-        for build in [*path.glob(ONDISK_BUILDS), path / ONDISK_SHARDS]:
+        for build in [*path.glob(ONDISK_BUILDS), *path.glob(f"{ONDISK_SCRATCH}*"), path / ONDISK_SHARDS]:
             if build.is_dir():
                 shutil.rmtree(build)
     finally:

@@ -285,6 +285,19 @@ def _raises(fn, *args, **kw):
     return None
 
 
+def test_rm_removes_what_killed_saves_and_builds_left(home):
+    """A killed `build` leaves a hidden .build-* folder (as large as the index) and a killed
+    save a temporary changes file: `rm` left them, and with them the folder."""
+    from semsearch.collection import ONDISK_CHANGES, ONDISK_SCRATCH, delete_collection
+
+    small().close()
+    (home / "c" / f"{ONDISK_SCRATCH}x1y2").mkdir()
+    (home / "c" / f"{ONDISK_SCRATCH}x1y2" / "index.faiss").write_bytes(b"partial")
+    (home / "c" / f".{ONDISK_CHANGES}.k3.tmp").write_bytes(b"partial")
+    delete_collection("c")
+    assert not (home / "c").exists()
+
+
 def test_a_writer_waits_for_another_process_to_finish(home):
     """Several writers may use one collection: the second waits its turn (up to LOCK_WAIT)."""
     with small() as coll:

@@ -32,7 +32,7 @@ from typing import Iterator, Sequence
 import faiss
 import numpy as np
 
-from ..collection import ONDISK_CHANGES as CHANGES, ONDISK_POINTER as POINTER
+from ..collection import ONDISK_CHANGES as CHANGES, ONDISK_POINTER as POINTER, ONDISK_SCRATCH as SCRATCH
 from ..errors import CollectionError, InvalidInput
 from ..index import TRAIN_MAX, _nlist, _query_like, fsync_dir
 
@@ -43,7 +43,6 @@ TARGET_RECALL = 0.95
 K_FACTOR = 8  # IVF-PQ: candidates per hit re-ranked with exact vectors
 SCAN_ROWS = 16_384  # store vectors an exact scan holds at a time (25 MB at 384-d)
 SCAN_WARN = 50_000  # an unbuilt collection this large is slow to scan: say so at open
-SCRATCH = ".build-"  # build() writes into a hidden folder of this prefix, renamed when whole
 PQ_MIN = 39 * 256  # IVF-PQ's codebooks want 39 training vectors a centroid (faiss), 256 centroids each
 DELTA_WARN = 1_000_000  # vectors added since a build held in RAM (1.5 GB at 384-d): advise a build
 
