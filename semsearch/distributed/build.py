@@ -95,7 +95,8 @@ def build_collection(name_or_path, home=None, shards_dir=None, address: str | No
     with Collection.open(name_or_path, home=home) as coll:
         if coll.store.read_only:
             raise ReadOnly(f"collection {coll.name} is read-only here ({coll.path} cannot be written)")
-        folder = shards_folder(Path(shards_dir) if shards_dir else coll.path / SHARDS_DIR)
+        given = Path(validation.path(shards_dir, "shards")).expanduser() if shards_dir else None  # --shards=~/x
+        folder = shards_folder(given or coll.path / SHARDS_DIR)
         if spec != "auto":
             ondisk.check_spec(spec, coll.pinned["dim"])
         if not coll.store.counts()[1]:
