@@ -45,6 +45,7 @@ ONDISK_POINTER = "ondisk.json"  # names the current `semsearch build` folder (di
 ONDISK_CHANGES = "ondisk-changes.npz"  # tombstones + delta since that build, beside the pointer
 ONDISK_BUILDS = "ondisk-*"  # the build folders themselves
 ONDISK_SCRATCH = ".build-"  # a build being written, renamed to ondisk-* when whole (left by a killed one)
+ONDISK_BUILD_LOCK = "ondisk-lock/build.lock"  # held for a whole build: builds exclude each other, not writers
 ONDISK_SHARDS = "shards"  # the Parquet shards a build wrote inside the collection (the default)
 # every file a collection folder may hold: delete_collection removes these and nothing else
 OWN_FILES = (STORE_FILE, STORE_FILE + "-wal", STORE_FILE + "-shm", INDEX_FILE, LOCK_FILE)
@@ -603,6 +604,10 @@ def delete_collection(name_or_path, home=None) -> Path:
     lock = _try_lock(path)
     if lock is None:
         raise CollectionBusy(f"collection {path.name} is being written; not removing it")
+    building = None  # a build does not hold the writer lock: its own lock says it is running
+    if (path / ONDISK_BUILD_LOCK).parent.is_dir() and (building := _acquire(path, 0, ONDISK_BUILD_LOCK)) is None:
+        lock.release()
+        raise CollectionBusy(f"collection {path.name} is being built (`semsearch build`); not removing it")
     try:
         for name in OWN_FILES[:-1] + (ONDISK_POINTER, ONDISK_CHANGES):
             (path / name).unlink(missing_ok=True)
@@ -612,6 +617,8 @@ def delete_collection(name_or_path, home=None) -> Path:
             if build.is_dir():
                 shutil.rmtree(build)
     finally:
+        if building is not None:
+            building.release()
         lock.release()
     (path / LOCK_FILE).unlink(missing_ok=True)
     others = sorted(p.name for p in path.iterdir())
@@ -716,10 +723,13 @@ def _locked(path: Path, wait: float):
         lock.release()
 
 
-def _acquire(path: Path, wait: float):
+def _acquire(path: Path, wait: float, name: str = LOCK_FILE):
+    """The lock file ``name`` of the collection at ``path`` (the writer lock unless named),
+    if it can be had within ``wait`` seconds, else None."""
     from filelock import FileLock, Timeout
 
-    lock = FileLock(str(path / LOCK_FILE))
+    (path / name).parent.mkdir(exist_ok=True)
+    lock = FileLock(str(path / name))
     try:
         lock.acquire(timeout=wait)
     except Timeout:

@@ -576,7 +576,7 @@ def test_index_on_ray_reports_a_document_too_large_to_embed_as_add_files_does(tm
 def test_writers_go_on_while_a_collection_builds_and_builds_exclude_each_other(home, embedder, ray_local):
     """A build held the writer lock from export to publish (10-20 minutes at 100M vectors,
     by docs/scale.md): every writer failed after 10 s ('still being written')."""
-    from semsearch.collection import Collection
+    from semsearch.collection import Collection, delete_collection
     from semsearch.distributed.build import build_collection, building
     from semsearch.errors import CollectionBusy
     with small_collection("busy", embedder) as coll:
@@ -587,6 +587,8 @@ def test_writers_go_on_while_a_collection_builds_and_builds_exclude_each_other(h
         with building(coll):
             with pytest.raises(CollectionBusy, match="being built"):
                 build_collection("busy", spec="IVF2,Flat")
+            with pytest.raises(CollectionBusy, match="being built"):  # rm waits for the build too
+                delete_collection("busy")
     assert built["ntotal"] == 60
     with Collection.open("busy") as again:
         info = again.info()

@@ -83,7 +83,7 @@ def build_collection(name_or_path, home=None, shards_dir=None, address: str | No
     Writers are not stopped: the shards are one snapshot of the store, whose generation
     the build records, and what is written after it is replayed on the build when a
     collection opens it (tombstones and the in-memory delta). Only one build of a
-    collection runs at a time (BUILD_LOCK); another fails at once (CollectionBusy)."""
+    collection runs at a time (collection.ONDISK_BUILD_LOCK); another fails at once (CollectionBusy)."""
     from .. import validation
     from ..collection import Collection
     from ..errors import InvalidInput, ReadOnly
@@ -117,24 +117,17 @@ def build_collection(name_or_path, home=None, shards_dir=None, address: str | No
                     **json.loads((built / "meta.json").read_text())}
 
 
-BUILD_LOCK = "ondisk-lock"  # a folder (ondisk-*: `rm` removes it with the builds) holding the lock file
-
-
 @contextmanager
 def building(coll):
     """The collection's build lock, held for a whole build: builds exclude each other
-    (they share the scratch, shards and next build folder), not writers."""
-    from filelock import FileLock, Timeout
-
+    (they share the scratch, shards and next build folder), not writers; `rm` waits for it."""
+    from ..collection import ONDISK_BUILD_LOCK, _acquire
     from ..errors import CollectionBusy
 
-    (coll.path / BUILD_LOCK).mkdir(exist_ok=True)
-    lock = FileLock(str(coll.path / BUILD_LOCK / "build.lock"))
-    try:
-        lock.acquire(timeout=0)
-    except Timeout:
+    lock = _acquire(coll.path, 0, ONDISK_BUILD_LOCK)
+    if lock is None:
         raise CollectionBusy(f"collection {coll.name} is being built by another process; "
-                             "try again when it finishes") from None
+                             "try again when it finishes")
     try:
         yield
     finally:
