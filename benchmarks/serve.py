@@ -1,15 +1,19 @@
 """Serving benchmark: `semsearch serve` under 1, 8 and 64 concurrent clients on loopback.
 
 Scenarios: (a) /v1/embeddings with one short Cranfield text per request, (b) 32 texts per
-request, (c) collection search (hybrid, k=10) on a Cranfield collection. Side by side in one
-run: direct ``Embedder.embed`` on the same texts (the ceiling: no HTTP, ideal batches), the
-server with batching off, and optionally infinity (``--infinity-python``) serving the same
-model. The load generator (raw keep-alive HTTP/1.1 on asyncio, light enough not to starve
-the server on a small machine) runs in this process; every run is bounded in time
-(``--seconds``) and in requests (``--max-requests``); figures are medians of ``--repeats``.
+request, (c) collection search (hybrid, k=10) on a Cranfield collection, (d) ``big``: one
+client posting ``--big`` Cranfield abstracts a request (one client only: what one large
+request costs when nothing else is queued). Side by side in one run: direct
+``Embedder.embed`` on the same texts (the ceiling: no HTTP, ideal batches), the server with
+batching off, optionally the batching server on an earlier ``semsearch/`` (``--baseline``)
+and infinity (``--infinity-python``) serving the same model. The load generator (raw
+keep-alive HTTP/1.1 on asyncio, light enough not to starve the server on a small machine)
+runs in this process; every run is bounded in time (``--seconds``) and in requests
+(``--max-requests``); figures are medians of ``--repeats``.
 
     python benchmarks/serve.py                      # ../shared/data/cranfield, 5 s x 3 per cell
     python benchmarks/serve.py --infinity-python /tmp/infvenv/bin/python
+    python benchmarks/serve.py --scenarios big --servers batching --baseline /tmp/before  # A/B
 """
 from __future__ import annotations
 
@@ -64,10 +68,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start(cmd: list[str], url: str, log: Path, health: str) -> subprocess.Popen:
+def start(cmd: list[str], url: str, log: Path, health: str, cwd: str | None = None) -> subprocess.Popen:
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}  # everything is served from local folders
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
+    with open(log, "wb") as out:  # `python -m` imports from cwd first: the baseline's folder
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=cwd)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -165,7 +169,9 @@ async def load(url: str, path: str, bodies, clients: int, seconds: float, max_re
         latencies.clear()
         kinds.clear()
         errors, counter = 0, itertools.count()
-        requests.update((i, encode_request(url, path, bodies(i))) for i in range(min(max_requests, 20_000)))
+        size = len(encode_request(url, path, bodies(0)))  # at most 256 MB of them (big requests: 0.5 MB each)
+        count = min(max_requests, 20_000, 2**28 // size)
+        requests.update((i, encode_request(url, path, bodies(i))) for i in range(count))
         cpu, started = time.process_time(), time.perf_counter()
         await asyncio.gather(*(worker(c, started + seconds) for c in connections))
         wall = time.perf_counter() - started
@@ -199,19 +205,16 @@ def median_runs(runs: list[dict]) -> dict:
 class Direct:
     """The ceiling: ``Embedder.embed`` over a slice of the texts in this process (no HTTP)."""
 
-    def __init__(self, texts: list[str], variant: str, count: int = 256):
+    def __init__(self, variant: str):
         from semsearch.embedder import Embedder
 
         self.embedder = Embedder.load(None, variant=variant, device="cpu")
-        self.texts = texts[:count]
-        self.embedder.embed(self.texts[:64])
 
-    def rate(self) -> tuple[float, float]:
+    def rate(self, texts: list[str]) -> tuple[float, float]:
         """(texts per second, CPU milliseconds per text)."""
         started, cpu = time.perf_counter(), time.process_time()
-        self.embedder.embed(self.texts)
-        return (len(self.texts) / (time.perf_counter() - started),
-                (time.process_time() - cpu) * 1000 / len(self.texts))
+        self.embedder.embed(texts)
+        return (len(texts) / (time.perf_counter() - started), (time.process_time() - cpu) * 1000 / len(texts))
 
 
 def batching_gain(texts: list[str], variant: str, repeats: int) -> dict:
@@ -244,19 +247,26 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--max-requests", type=int, default=50_000, help="per run")
     ap.add_argument("--variant", default="fp32")
-    ap.add_argument("--scenarios", default="one,batch32,search")
+    ap.add_argument("--scenarios", default="one,batch32,search", help="one,batch32,search,big")
+    ap.add_argument("--big", type=int, default=512, help="abstracts a request in the big scenario")
     ap.add_argument("--servers", default="batching,no-batching,infinity")
+    ap.add_argument("--baseline", type=Path,
+                    help="a folder holding an earlier semsearch/ (git archive): also serve it, batching")
     ap.add_argument("--infinity-python", help="python of a venv with infinity-emb installed")
     ap.add_argument("--infinity-model", help="model folder for infinity (default: the packaged HF folder)")
     ap.add_argument("--out", type=Path, default=None, help="also write the results as JSON here")
     args = ap.parse_args()
 
     texts = short_texts(args.data)
+    abstracts = [d["text"] for d in read_jsonl(args.data / "corpus.jsonl") if d["text"].strip()]
     queries = [q["text"] for q in read_jsonl(args.data / "queries.jsonl")]
     clients = [int(c) for c in args.clients.split(",")]
     scenarios = args.scenarios.split(",")
     home = collection_home(args.data, args.home)
-    direct = Direct(texts, args.variant)
+    direct = Direct(args.variant)
+    direct.rate(texts[:64])
+    per_request = {"one": 1, "batch32": 32, "big": args.big}  # texts a request
+    direct_texts = {"one": texts[:256], "batch32": texts[:256], "big": abstracts[:128]}
     results = {"machine": f"{os.cpu_count()} cores", "texts": len(texts), "seconds": args.seconds,
                "repeats": args.repeats, "rows": [],
                "batching_gain": batching_gain(texts[:256], args.variant, args.repeats)}
@@ -268,6 +278,9 @@ def main() -> None:
         if scenario == "batch32":
             return lambda i: {"model": model, "input": [texts[(i * 32 + j) % len(texts)] for j in range(32)],
                               "encoding_format": "base64"}
+        if scenario == "big":
+            return lambda i: {"model": model, "input": [abstracts[(i * args.big + j) % len(abstracts)]
+                                                        for j in range(args.big)], "encoding_format": "base64"}
         return lambda i: {"query": queries[i % len(queries)], "k": 10}
 
     servers = []
@@ -285,36 +298,42 @@ def main() -> None:
             servers.append(("infinity", lambda port, folder=folder: [
                 cli, "v2", "--model-id", folder, "--served-model-name", MODEL, "--host", "127.0.0.1",
                 "--port", str(port), "--device", "cpu", "--engine", "torch", "--log-level", "warning"],
-                "/health", "/embeddings", ("one", "batch32")))
+                "/health", "/embeddings", ("one", "batch32", "big"), None))
         else:
             # without batching, one ONNX Runtime thread a run (many requests run at once):
             # its best setting here, ahead of the default all-cores-a-run
             flags = ["--batching"] if name == "batching" else ["--no-batching", "--threads", "1"]
             servers.append((name, lambda port, flags=flags: [
                 sys.executable, "-m", "semsearch.server", "cranfield", "--home", str(home), "--port", str(port),
-                "--variant", args.variant, *flags], "/healthz", "/v1/embeddings", ("one", "batch32", "search")))
+                "--variant", args.variant, *flags], "/healthz", "/v1/embeddings", ("one", "batch32", "search", "big"),
+                None))
+    if args.baseline:
+        servers.append(("baseline", lambda port: [
+            sys.executable, "-m", "semsearch.server", "cranfield", "--home", str(home.resolve()), "--port", str(port),
+            "--variant", args.variant, "--batching"], "/healthz", "/v1/embeddings",
+            ("one", "batch32", "search", "big"), str(args.baseline)))
 
     # every server runs at once, idle but for the one under load; each round runs the direct
     # ceiling and then each server on the same cell, so a ratio compares like with like on a
     # machine whose other load comes and goes
     procs, urls, pids = [], {}, {}
     try:
-        for name, command, health, embed_path, supports in servers:
+        for name, command, health, embed_path, supports, cwd in servers:
             port = free_port()
             urls[name] = f"http://127.0.0.1:{port}"
-            procs.append(start(command(port), urls[name], home / f"{name}.log", health))
+            procs.append(start(command(port), urls[name], home / f"{name}.log", health, cwd))
             pids[name] = procs[-1].pid
         for scenario in scenarios:
-            for n in clients:
+            for n in [1] if scenario == "big" else clients:
                 runs = {}
                 for _ in range(args.repeats):
-                    ceiling, cpu_ms = direct.rate() if scenario != "search" else (None, None)
+                    ceiling, cpu_ms = direct.rate(direct_texts[scenario]) if scenario != "search" else (None, None)
                     if ceiling:
                         runs.setdefault("direct", []).append(
                             {"rps": ceiling, "texts_per_s": ceiling, "of_direct": 1.0, "p50": 0, "p95": 0, "p99": 0,
                              "client_cpu": 0, "cpu_ms_per_text": cpu_ms, "load": os.getloadavg()[0], "errors": 0,
                              "requests": 0})
-                    for name, _, _, embed_path, supports in servers:
+                    for name, _, _, embed_path, supports, _ in servers:
                         if scenario not in supports:
                             continue
                         path = "/v1/collections/cranfield/search" if scenario == "search" else embed_path
@@ -323,9 +342,9 @@ def main() -> None:
                                                args.max_requests))
                         run["load"] = load_before
                         if ceiling:
-                            sent_texts = run["sent"] * (32 if scenario == "batch32" else 1)
+                            sent_texts = run["sent"] * per_request[scenario]
                             run["cpu_ms_per_text"] = (cpu_seconds(pids[name]) - cpu) * 1000 / max(sent_texts, 1)
-                            run["texts_per_s"] = run["rps"] * (32 if scenario == "batch32" else 1)
+                            run["texts_per_s"] = run["rps"] * per_request[scenario]
                             run["of_direct"] = run["texts_per_s"] / ceiling
                         runs.setdefault(name, []).append(run)
                 for name, rs in runs.items():
