@@ -201,36 +201,6 @@ def test_concurrent_requests_each_get_their_own_rows(server, embedder):
     assert runs < len(texts), "concurrent requests were not merged into shared model runs"
 
 
-
-def test_idle_workers_share_one_big_request(tmp_path, model_folder, embedder):
-    """With two idle workers, one request that fits one model run is cut in two: no run
-    holds more than half its texts (before, one worker ran it all while the other sat idle),
-    and its rows still come back in input order."""
-    proc, url = start_server(["--home", str(tmp_path), "--workers", "2"], tmp_path / "log")
-    texts = [f"the {c} worker shares" for c in "abcdefghijklmnopqrstuvwxyz012345"]
-    assert len(set(embedder.tokenize(texts).lengths)) == 1  # equal halves in tokens are 16 texts each
-
-    def histogram() -> dict:
-        text = httpx.get(url + "/metrics", timeout=30).text
-        return {s.name + s.labels.get("le", ""): s.value for family in text_string_to_metric_families(text)
-                for s in family.samples if s.name.startswith("semsearch_batch_texts")}
-
-    try:
-        before = histogram()
-        r = httpx.post(url + "/v1/embeddings", json={"model": MODEL, "input": texts}, timeout=DEADLINE)
-        after = {k: v - before[k] for k, v in histogram().items()}
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(DEADLINE)
-    assert r.status_code == 200, r.text
-    assert [d["index"] for d in r.json()["data"]] == list(range(len(texts)))
-    got = np.array([d["embedding"] for d in r.json()["data"]], np.float32)
-    np.testing.assert_allclose(got, embedder.embed(texts), atol=1e-5)
-    assert after["semsearch_batch_texts_sum"] == len(texts)
-    assert after["semsearch_batch_texts_count"] >= 2
-    assert after["semsearch_batch_texts_bucket16.0"] == after["semsearch_batch_texts_count"], \
-        "one worker ran the whole request"
-
 def test_full_queue_answers_503_with_retry_after(server, embedder):
     long_texts = [f"{i} " + "a long sentence about nothing in particular, " * 10 for i in range(64)]
 

@@ -1,22 +1,19 @@
 """Dynamic micro-batching: concurrent embedding requests share model runs.
 
 A request tokenises its texts (on the loop when they are few, else in a threadpool thread)
-and queues them. A worker thread takes what is queued and plans length-sorted runs under the
-token budget (``plan_batches``), runs them, and hands each request its own rows as soon as
-all of them are done. Sorting many requests' texts together is what saves most on a CPU,
-where a run costs its padded tokens. With several workers (on a CPU, one per core, each run
-on one thread: no intra-op hand-offs, which stall a whole run when another process takes a
-core), a worker takes its fair share of the queue's tokens: all of them when the others are
-busy, a half when one other is idle, and so on, and at most a model run's worth of any one
-request (its longest rows first), which then goes to the back of the queue: idle workers
-share a big request run by run, requests queued behind it wait for a run, not for all of it,
-and a request is answered when its last rows are. Before taking, it waits up to
+and queues them. A worker thread takes what is queued and plans length-sorted runs under
+the token budget (``plan_batches``), runs them, and hands each request its own rows as soon
+as all of them are done. Sorting many requests' texts together is what saves most on a
+CPU, where a run costs its padded tokens. With several workers (on a CPU, one per core,
+each run on one thread: no intra-op hand-offs, which stall a whole run when another process
+takes a core), a worker takes its fair share of the queue: all of it when the others are
+busy, a half when one other is idle, and so on. Before taking, it waits up to
 ``max_wait_ms`` after the oldest queued text, but only while company is due (requests being
 tokenised, or fewer queued than recent runs held) and a run's budget is not yet waiting: a
-lone client pays no wait, and on a loaded machine a timed sleep costs a whole scheduler time
-slice. The event loop only queues and awaits; ONNX Runtime runs in the workers. The queue is
-bounded in texts: past the bound a request gets Overloaded (503 + Retry-After), never
-unbounded memory.
+lone client pays no wait, and on a loaded machine a timed sleep costs a whole scheduler
+time slice. The event loop only queues and awaits; ONNX Runtime runs in the workers. The
+queue is bounded in texts: past the bound a request gets Overloaded (503 + Retry-After),
+never unbounded memory.
 """
 from __future__ import annotations
 
@@ -37,20 +34,13 @@ INLINE_CHARS = 2_000  # requests this small are tokenised on the event loop
 
 
 class _Request:
-    __slots__ = ("tokens", "future", "loop", "out", "left", "order", "next", "arrived")
+    __slots__ = ("tokens", "future", "loop", "out", "left", "arrived")
 
     def __init__(self, tokens, future, loop, dim):
         self.tokens, self.future, self.loop = tokens, future, loop
         self.out = np.empty((len(tokens), dim), np.float32)
-        self.left = len(tokens)  # rows not yet embedded; 0 once answered (or failed), under the lock
-        self.order = np.argsort(-tokens.lengths, kind="stable")  # rows are taken longest first
-        self.next = 0  # order[:next] are taken by workers
+        self.left = len(tokens)
         self.arrived = time.monotonic()
-
-    @property
-    def waiting(self) -> bool:
-        """Someone still waits for its rows (a stale read costs model time, never a wrong answer)."""
-        return bool(self.left) and not self.future.done()
 
 
 def _hand_over(settled: list[tuple[_Request, object, BaseException | None]]) -> None:
@@ -80,8 +70,8 @@ class MicroBatcher:
         self.embedder, self.settings, self.metrics = embedder, settings, metrics
         self.budget = settings.max_batch_tokens or embedder.max_batch_tokens
         self.rows_cap = settings.max_batch_size or embedder.max_batch_size
-        self._cond = threading.Condition()  # guards the queue and each request's ``left``
-        self._pending: list[_Request] = []  # partly taken ones at the back
+        self._cond = threading.Condition()
+        self._pending: list[_Request] = []
         self._pending_tokens = self._pending_texts = 0
         self._queued = 0  # texts waiting or running
         self._arriving = 0  # requests being tokenised
@@ -154,7 +144,7 @@ class MicroBatcher:
                        and (left := deadline - time.monotonic()) > 0):
                     self._cond.wait(left)
                 self._idle -= 1
-                taken = self._take(math.ceil(self._pending_tokens / (self._idle + 1)))
+                taken = self._take(math.ceil(self._pending_texts / (self._idle + 1)))
                 self._peers = max(len(taken), self._peers - 1)
                 if self._pending:
                     self._cond.notify()  # an idle worker takes the rest
@@ -162,29 +152,20 @@ class MicroBatcher:
                 self._run(taken)
             except BaseException as exc:  # never strand a request; log what was not a model error
                 log.exception("embedding batch failed")
-                self._fail([request for request, _ in taken], exc)
+                _hand_over([(request, None, exc) for request in taken if request.left])
             finally:
                 with self._cond:
-                    self._queued -= sum(len(rows) for _, rows in taken)
+                    self._queued -= sum(len(r.tokens) for r in taken)
                     self.metrics.queue.set(self._queued)
 
-    def _take(self, share: int) -> list[tuple[_Request, np.ndarray]]:
-        """``(request, rows)`` pairs from the front of the queue, about ``share`` tokens in all
-        (at least one row), at most a model run's worth from each request: a request left
-        with rows goes to the back, so idle workers share a big request run by run and the
-        requests behind it wait for a run, not for all of it."""
-        taken, texts, tokens, n = [], 0, 0, 0
-        for request in self._pending:
-            if taken and tokens >= share:
-                break
+    def _take(self, share: int) -> list[_Request]:
+        """Whole requests from the front of the queue, about ``share`` texts (at least one)."""
+        n = texts = tokens = 0
+        while n < len(self._pending) and (n == 0 or texts < share):
+            texts += len(self._pending[n].tokens)
+            tokens += int(self._pending[n].tokens.lengths.sum())
             n += 1
-            rows = request.order[request.next:request.next + self.rows_cap]
-            sums = np.cumsum(request.tokens.lengths[rows])  # similar lengths: they fill one run
-            rows = rows[:int(np.searchsorted(sums, min(share - tokens, self.budget))) + 1]
-            request.next += len(rows)
-            taken.append((request, rows))
-            texts, tokens = texts + len(rows), tokens + int(sums[len(rows) - 1])
-        self._pending = self._pending[n:] + [r for r in self._pending[:n] if r.next < len(r.tokens)]
+        taken, self._pending = self._pending[:n], self._pending[n:]
         self._pending_texts -= texts
         self._pending_tokens -= tokens
         return taken
@@ -198,44 +179,40 @@ class MicroBatcher:
     def _full(self) -> bool:
         return self._pending_tokens >= self.budget or self._pending_texts >= self.rows_cap
 
-    def _fail(self, requests: list[_Request], error: BaseException) -> None:
-        """Answer ``requests`` with ``error``, those not answered yet (by another worker too)."""
-        with self._cond:
-            failed = [r for r in requests if r.left]
-            for request in failed:
-                request.left = 0
-        _hand_over([(request, None, error) for request in failed])
-
-    def _run(self, taken: list[tuple[_Request, np.ndarray]]) -> None:
-        taken = [s for s in taken if s[0].waiting]  # clients that left cost no model time
+    def _run(self, taken: list[_Request]) -> None:
+        taken = [r for r in taken if not r.future.done()]  # clients that left cost no model time
         if not taken:
             return
-        tokens = Tokens.concat([r.tokens.select(rows) for r, rows in taken])
-        owner = np.repeat(np.arange(len(taken)), [len(rows) for _, rows in taken])
-        row = np.concatenate([rows for _, rows in taken])
+        tokens = Tokens.concat([r.tokens for r in taken])
+        owner = np.repeat(np.arange(len(taken)), [len(r.tokens) for r in taken])
+        row = np.concatenate([np.arange(len(r.tokens)) for r in taken])
         for rows in plan_batches(tokens.lengths, self.budget, self.rows_cap, self.embedder.widths,
                                  self.embedder.run_cost):
-            ids = np.unique(owner[rows])
-            if not any(taken[i][0].waiting for i in ids):
+            if all(taken[i].future.done() for i in np.unique(owner[rows])):
                 continue  # everyone waiting for these rows left (or failed) meanwhile
             batch = tokens.select(rows)
+            settled = []
             try:
                 vectors = self.embedder.run(batch, self.rows_cap, self.budget)
             except Exception as exc:  # e.g. ModelError on non-finite output: fail these requests only
-                self._fail([taken[i][0] for i in ids], exc)
+                for i in np.unique(owner[rows]):
+                    if taken[i].left:
+                        taken[i].left = 0
+                        settled.append((taken[i], None, exc))
+                _hand_over(settled)
                 continue
             self.metrics.ran(len(rows), len(rows) * bucket(int(batch.lengths.max()), self.embedder.widths))
-            settled = []
-            with self._cond:  # other workers may be finishing other slices of these requests
-                for i in ids:
-                    request, mine = taken[i][0], owner[rows] == i
-                    if request.left:  # 0: failed meanwhile
-                        request.out[row[rows[mine]]] = vectors[mine]
-                        request.left -= int(mine.sum())
-                        if not request.left:
-                            self.metrics.embedded(len(request.tokens), int(request.tokens.lengths.sum()),
-                                                  request.tokens.truncated)
-                            settled.append((request, request.out, None))
+            for i in np.unique(owner[rows]):
+                request = taken[i]
+                if not request.left:
+                    continue  # failed in an earlier run
+                mine = owner[rows] == i
+                request.out[row[rows[mine]]] = vectors[mine]
+                request.left -= int(mine.sum())
+                if not request.left:
+                    self.metrics.embedded(len(request.tokens), int(request.tokens.lengths.sum()),
+                                          request.tokens.truncated)
+                    settled.append((request, request.out, None))
             _hand_over(settled)
 
 
