@@ -20,6 +20,7 @@ import sys
 import tempfile
 import threading
 from collections import deque
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Iterable, Iterator
 from pathlib import Path
@@ -477,20 +478,32 @@ def _try_cuda() -> dict:
     why = cuda_unusable()
     if why is not None:
         return {"attached": False, "why": why}
-    with tempfile.TemporaryFile() as err:
-        saved = os.dup(2)
-        os.dup2(err.fileno(), 2)
+    with tempfile.TemporaryFile() as err, fd_redirected(2, err.fileno()):
         try:
             session = Session(_PROBE_GRAPH, device="cuda", output="y")
             got = session.run({"x": np.arange(4, dtype=np.float32)})
         except ModelError as exc:
             err.seek(0)
             return {"attached": False, "why": cuda_failure(err.read().decode(errors="replace")) or exc.one_line()}
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
     return {"attached": True, "providers": session.providers,
             "ran": bool(np.array_equal(got, np.arange(4, dtype=np.float32) * 2))}
+
+
+@contextmanager
+def fd_redirected(fd: int, to: int):
+    """What C code writes on ``fd`` (1, 2) goes to ``to`` for the length of the block:
+    ONNX Runtime and faiss print from C++, past Python's sys.stdout/sys.stderr. C's
+    buffers are flushed before ``fd`` is restored, so nothing written here leaks out later."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(fd)
+    try:
+        os.dup2(to, fd)
+        yield
+    finally:
+        ctypes.CDLL(None).fflush(None)
+        os.dup2(saved, fd)
+        os.close(saved)
 
 
 def cuda_failure(log_text: str) -> str | None:

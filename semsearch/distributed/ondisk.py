@@ -22,10 +22,8 @@ import logging
 import math
 import os
 import shutil
-import sys
 import tempfile
 import time
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -35,6 +33,7 @@ import numpy as np
 from ..collection import ONDISK_CHANGES as CHANGES, ONDISK_POINTER as POINTER, ONDISK_SCRATCH as SCRATCH
 from ..errors import CollectionError, InvalidInput
 from ..index import TRAIN_MAX, _nlist, _query_like, fsync_dir
+from ..runtime import fd_redirected
 
 METRIC = faiss.METRIC_INNER_PRODUCT
 READ_ROWS = 16_384  # Parquet rows read at a time (25 MB at 384-d)
@@ -253,7 +252,7 @@ def build(shards: Sequence, out_dir, spec: str = "auto", memory_budget_mb: float
         t_fill = time.perf_counter()
         log("merging the inverted lists on disk")
         index = faiss.deserialize_index(np.frombuffer(trained, np.uint8))
-        with _stdout_to_stderr():  # faiss says "resizing <file> to <n> bytes"
+        with fd_redirected(1, 2):  # faiss says "resizing <file> to <n> bytes"
             merge_ondisk(index, parts, str(tmp / "lists.ivfdata"))
         faiss.write_index(index, str(tmp / "index.faiss"))
         del index
@@ -556,29 +555,10 @@ def _read_lists(folder: Path, flags: int = faiss.IO_FLAG_READ_ONLY):
     except RuntimeError:
         pass
     try:
-        with _stdout_to_stderr():
+        with fd_redirected(1, 2):
             return faiss.read_index(str(folder / "index.faiss"), flags | faiss.IO_FLAG_ONDISK_SAME_DIR)
     except RuntimeError as e:
         raise CollectionError(f"on-disk index in {folder} is unreadable: {str(e).splitlines()[0]}") from None
-
-
-@contextmanager
-def _stdout_to_stderr():
-    """What faiss's C++ prints on stdout goes to stderr for the length of the block (the
-    process's stdout is a command's output: JSON, a result line). C's buffer is flushed
-    before fd 1 is restored, so nothing printed here reaches stdout later."""
-    import ctypes
-
-    sys.stdout.flush()
-    libc = ctypes.CDLL(None)
-    saved = os.dup(1)
-    try:
-        os.dup2(2, 1)
-        yield
-    finally:
-        libc.fflush(None)
-        os.dup2(saved, 1)
-        os.close(saved)
 
 
 def _pin_lists_path(folder: Path) -> None:
