@@ -184,9 +184,10 @@ class Ranker:
 
     def chunks(self, ranking: Ranking) -> list[_Ranked]:
         """A dense chunk ranking with each chunk's document (a chunk this snapshot of the
-        store does not hold, deleted since the index saw it, is left out)."""
+        store does not hold, deleted since the index saw it, is left out). Ties go to the
+        chunk added first: FAISS orders them one way below 100 results and another above."""
         doc_of = self.store.chunk_documents(c for c, _ in ranking)
-        return [_Ranked(doc_of[c], s, c) for c, s in ranking if c in doc_of]
+        return [_Ranked(doc_of[c], s, c) for c, s in sorted(ranking, key=lambda cs: (-cs[1], cs[0])) if c in doc_of]
 
     def best_chunks(self, doc_ids: list[int], vector: np.ndarray) -> dict[int, tuple[int, float]]:
         """Each document's chunk nearest ``vector``, with its cosine (filters select whole

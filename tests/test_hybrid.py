@@ -94,3 +94,15 @@ def test_eval_cli_on_a_folder_without_beir_files_is_one_line_error(tmp_path):
     out = CliRunner().invoke(cli, ["eval", str(tmp_path)])
     assert out.exit_code == 3  # NotFound (errors.py): there is no corpus.jsonl
     assert out.output.strip().startswith("error:") and "Traceback" not in out.output
+
+
+def test_identical_texts_rank_in_the_order_they_were_added_whatever_k(tmp_path, model_folder):
+    """Tied scores came back in FAISS's heap order (last added first for k < 100, another
+    order above), so the first hit of k=1 was not the first of k=2, and hybrid interleaved them."""
+    texts = ["The cat sat on the mat."] * 4 + ["Dogs bark at night.", "Cooking with garlic."]
+    with Collection.create(tmp_path / "ties") as c:
+        c.add_texts(texts, ids=[f"c{i}" for i in range(len(texts))])
+        for mode in ("dense", "lexical", "hybrid"):
+            for k in (1, 2, 4, 100):
+                assert [h.id for h in c.search("cat on a mat", k=k, mode=mode)][:4] == ["c0", "c1", "c2", "c3"][:k], \
+                    (mode, k)
