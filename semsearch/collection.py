@@ -369,28 +369,64 @@ class Collection:
 
     # -- writing -----------------------------------------------------------------------------
     @contextmanager
-    def writer(self):
-        """A write session (ingest.Writer): one writer at a time (another process's waits up
-        to LOCK_WAIT for it), the index brought up to date before and saved after."""
+    def writer(self, hold: bool = True):
+        """A write session (ingest.Writer), the index brought up to date before and saved after.
+
+        ``hold``: the writer lock is held for the whole session, so its writes exclude all
+        others. A long ingest passes False: the lock is taken for each of its writes, and
+        other writers (a server, another `semsearch add`) get in between its documents
+        instead of waiting for the whole run."""
         if self.store.read_only:
             raise ReadOnly(f"collection {self.name} is read-only here ({self.path} cannot be "
                            "written); it can be searched")
+        if not hold:
+            self.sync_index()
+            yield Writer(self, self._exclusive)
+            self._finish_writes_if_free()
+            return
+        with self._exclusive():
+            self.sync_index()
+            try:
+                yield Writer(self)
+            finally:
+                if self._index is not None:
+                    self._finish_writes()
+
+    @contextmanager
+    def _exclusive(self):
+        """The writer lock: this process's other threads and other processes write only
+        while nobody holds it (another process's holder is waited for up to LOCK_WAIT)."""
         with self._write_lock:
+            self._check_not_removed()
             lock = _acquire(self.path, LOCK_WAIT)
             if lock is None:
                 raise CollectionBusy(f"collection {self.name} is still being written by another process "
                                      f"after {LOCK_WAIT:g} s; try again when it finishes")
             try:
-                self.sync_index()
-                yield Writer(self)
+                self._check_not_removed()  # `semsearch rm` may have had the lock first
+                yield
             finally:
-                try:
-                    if self._index is not None:
-                        self.sync_index()
-                        self._maintain_index()
-                        self._save_index()
-                finally:
-                    lock.release()
+                lock.release()
+
+    def _check_not_removed(self) -> None:
+        if self.store.replaced():
+            raise NoSuchCollection(f"collection {self.name} was removed while it was open here "
+                                   "(`semsearch rm`?); nothing more is written to it")
+
+    def _finish_writes(self) -> None:
+        """Under the writer lock: replay, compact or re-type, and save the index file."""
+        self.sync_index()
+        self._maintain_index()
+        self._save_index()
+
+    def _finish_writes_if_free(self) -> None:
+        """_finish_writes, unless the lock cannot be had: every write is in the store
+        already, and the next writer or opener brings the index file up to date."""
+        try:
+            with self._exclusive():
+                self._finish_writes()
+        except (CollectionBusy, NoSuchCollection) as exc:
+            log.info("index file of %s not saved (%s)", self.name, exc)
 
     def add_texts(self, texts: Sequence[str], ids: Sequence[str] | None = None,
                   metadata: Sequence[dict] | dict | None = None, progress: bool = False) -> list[str]:
@@ -442,8 +478,10 @@ class Collection:
         roots = [str(Path(p).expanduser().resolve()) for p in validation.path_list(paths)]
         files = list_files(roots, glob=glob)  # NotFound for a missing path, before any write
         report = IndexReport()
-        self.embedder  # the model loads before the writer lock is taken, not while holding it
-        with self.writer() as w:
+        self.embedder  # the model loads before the first write, not while holding the lock
+        # the lock is taken for each batch's writes, not the whole run: files are read and
+        # embedded while other writers may write
+        with self.writer(hold=False) as w:
             known = w.known_hashes()
             seen: set[str] = set()
 
@@ -471,7 +509,8 @@ class Collection:
             w.put_all(counted(embed_documents(pending(), self.embedder, self.config["chunk_tokens"],
                                               self.config["overlap"], report)))
             if remove_missing:
-                report.removed = w.remove_missing(roots, seen, glob, report.skipped)
+                listed = [f for f in files if isinstance(f, str)]
+                report.removed = w.remove_missing(roots, seen, glob, report.skipped, listed)
         report.seconds = time.time() - started
         return report
 

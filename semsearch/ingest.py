@@ -8,6 +8,7 @@ collection replays the store's new generations into it (the store is the truth).
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator
 
@@ -129,16 +130,33 @@ def _embedded(batch: list[PreparedDocument], embedder) -> list[PreparedDocument]
 
 
 class Writer:
-    """A write session on one collection, under its writer lock (see Collection.writer).
+    """A write session on one collection (see Collection.writer).
 
     Each put() is one store transaction; flush() brings the vector index up to the store.
     This is the public way in for any ingest engine (local, Ray) and for precomputed
-    vectors."""
+    vectors. ``lock`` (a context manager) is taken for each write when the session does not
+    hold the writer lock itself."""
 
-    def __init__(self, collection):
+    def __init__(self, collection, lock=None):
         self.collection = collection
         self.store = collection.store
         self.dim = collection.pinned["dim"]
+        self._lock = lock
+        self._locked = lock is None
+
+    @contextmanager
+    def locked(self):
+        """The writer lock for what runs inside (re-entrant): one batch of writes that other
+        writers must not interleave with."""
+        if self._locked:
+            yield
+            return
+        with self._lock():
+            self._locked = True
+            try:
+                yield
+            finally:
+                self._locked = False
 
     def known_hashes(self) -> dict[str, str]:
         return self.store.document_hashes()
@@ -154,7 +172,7 @@ class Writer:
         for doc, vectors in rows:
             if len(vectors) != len(doc.chunks):
                 raise InvalidInput(f"{doc.key}: {len(doc.chunks)} chunks but {len(vectors)} vectors")
-        with self.store.write() as gen:
+        with self.locked(), self.store.write() as gen:
             for doc, vectors in rows:
                 if not doc.chunks:
                     self.store.delete_documents([doc.key])
@@ -164,31 +182,38 @@ class Writer:
                                                     for i, (c, v) in enumerate(zip(doc.chunks, vectors))))
 
     def put_all(self, batches: Iterable[list[PreparedDocument]]) -> None:
-        """Each document its own transaction, the index brought up to date after each batch."""
+        """Each document its own transaction, the writer lock taken once a batch, and the
+        index brought up to date after each."""
         for batch in batches:
-            for doc in batch:
-                self.put(doc)
+            with self.locked():
+                for doc in batch:
+                    self.put(doc)
             self.flush()
 
     def delete(self, keys: list[str]) -> int:
         """Delete documents by key; returns how many existed."""
         if not keys:
             return 0
-        with self.store.write():
+        with self.locked(), self.store.write():
             found, _ = self.store.delete_documents(keys)
         return found
 
     def remove_missing(self, roots: list[str], seen: set[str], glob: str | None,
-                       skipped: Iterable[tuple[str, str]] = ()) -> int:
+                       skipped: Iterable[tuple[str, str]] = (), listed: Iterable[str] = ()) -> int:
         """Delete documents under ``roots`` that this run did not see, limited to what the
         glob selects (the same rule that walked the folders). A file this run skipped (there,
-        but unreadable for now) keeps what was indexed from it."""
+        but unreadable for now) keeps what was indexed from it, and so does one this run did
+        not list but that exists (another writer indexed it since this run listed the files);
+        of a file it ``listed`` (read), what it no longer holds goes."""
         unread = {source for source, _ in skipped}
-        gone = sorted({key for root in roots for key, source in self.store.documents_under(root)
-                       if key not in seen and source not in unread
-                       and (glob is None or not os.path.isdir(root)
-                                               or glob_selects(source, root, glob))})
-        return self.delete(gone)
+        listed = set(listed)
+        with self.locked():
+            gone = sorted({key for root in roots for key, source in self.store.documents_under(root)
+                           if key not in seen and source not in unread
+                           and (source in listed or not os.path.exists(source))
+                           and (glob is None or not os.path.isdir(root)
+                                                   or glob_selects(source, root, glob))})
+            return self.delete(gone)
 
     def flush(self) -> None:
         self.collection.sync_index()

@@ -92,6 +92,11 @@ def _read_only(path: Path) -> sqlite3.Connection:
     return sqlite3.connect(uri + "?immutable=1", uri=True, isolation_level=None, check_same_thread=False)
 
 
+def _identity(path: Path) -> tuple[int, int]:
+    st = os.stat(path)
+    return st.st_dev, st.st_ino
+
+
 def is_store(path: Path) -> bool:
     """Whether ``path`` is a semsearch store (a SQLite file with our meta), read without
     writing a byte: what `rm` checks before deleting anything."""
@@ -132,8 +137,20 @@ class Store:
                     db.execute("INSERT OR IGNORE INTO meta VALUES ('generation', '0')")
             except sqlite3.DatabaseError as exc:
                 raise CollectionError(f"cannot create a store at {path} ({exc})") from None
+        try:
+            self._file = _identity(path)
+        except FileNotFoundError:  # removed since the check above
+            raise NoSuchCollection(f"no store at {path}") from None
         self.db  # open (and check) this thread's connection now, so a bad file fails here
         self._upgrade_lexical()
+
+    def replaced(self) -> bool:
+        """Whether the file at our path is no longer the one this store opened (removed by
+        `semsearch rm`, perhaps created anew): writing on would write into an orphan."""
+        try:
+            return _identity(self.path) != self._file
+        except FileNotFoundError:
+            return True
 
     @property
     def db(self) -> sqlite3.Connection:

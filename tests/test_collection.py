@@ -611,6 +611,99 @@ def test_add_texts_embeds_before_taking_the_writer_lock(home):
         assert coll.count() == 3
 
 
+def _during_embedding(coll, action, after_calls=1):
+    """Run ``action()`` inside the real embedder's call number ``after_calls + 1``: in the
+    middle of an ingest, between its batches."""
+    embed, calls = coll.embedder.embed, []
+
+    def spy(texts, **kw):
+        calls.append(len(texts))
+        if len(calls) == after_calls + 1:
+            action()
+        return embed(texts, **kw)
+
+    coll.embedder.embed = spy
+    return calls
+
+
+def _a_folder_of(folder, n):
+    folder.mkdir()
+    for i in range(n):
+        (folder / f"f{i:02d}.txt").write_text(f"Note {i}: " + list(TOPICS.values())[i % 5])
+    return folder
+
+
+def test_a_long_index_lets_another_process_write_between_its_batches(home, tmp_path, monkeypatch):
+    """`semsearch index` held the writer lock for its whole run: any other writer (a server,
+    `semsearch add`) waited 10 s and failed with exit 75. Now the lock is taken a batch at a time."""
+    monkeypatch.setattr("semsearch.ingest.FLUSH_CHUNKS", 2)  # a batch every 2 chunks
+    folder = _a_folder_of(tmp_path / "docs", 8)
+    other = {}
+
+    def add_from_another_process():
+        other["run"] = subprocess.run([sys.executable, "-m", "semsearch", "add", "c", "--text",
+                                       "Owls hunt at night.", "--id", "owl"],
+                                      capture_output=True, text=True, timeout=120)
+
+    with small() as coll:
+        calls = _during_embedding(coll, add_from_another_process)
+        report = coll.add_files([folder])
+        assert len(calls) > 2
+        assert other["run"].returncode == 0, other["run"].stderr
+        assert report.added == 8 and report.removed == 0
+        assert coll.count() == 9
+        assert coll.search("a bird that hunts in the dark", k=1)[0].id == "owl"
+
+
+def test_a_file_another_writer_indexed_during_a_run_is_not_removed_by_it(home, tmp_path, monkeypatch):
+    """A run removes the documents of files that are gone, not of a file that appeared (and
+    was indexed by another writer) after it listed the folder; of a file it read, records
+    the file no longer holds still go."""
+    monkeypatch.setattr("semsearch.ingest.FLUSH_CHUNKS", 2)
+    folder = _a_folder_of(tmp_path / "docs", 4)
+    (folder / "r.json").write_text('[{"id": "1", "text": "Cats purr."}, {"id": "2", "text": "Dogs bark."}]')
+    late = folder / "late.txt"
+
+    def another_writer_indexes_a_new_file():
+        late.write_text("Bananas grow in bunches in the tropics.")
+        with Collection.open("c") as second:
+            assert second.add_files([late]).added == 1
+
+    with small() as coll:
+        coll.add_files([folder])
+        (folder / "r.json").write_text('[{"id": "1", "text": "Cats purr."}]')
+        (folder / "f00.txt").write_text("Changed: the rocket reached orbit.")
+        (folder / "f01.txt").unlink()
+        _during_embedding(coll, another_writer_indexes_a_new_file, after_calls=0)
+        report = coll.add_files([folder])
+        keys = set(coll.store.document_hashes())
+        assert str(late) in keys
+        assert f"{folder / 'r.json'}#2" not in keys and f"{folder / 'r.json'}#1" in keys
+        assert str(folder / "f01.txt") not in keys
+        assert report.removed == 2
+
+
+def test_rm_during_a_long_index_stops_it_with_one_line(home, tmp_path, monkeypatch):
+    """rm gets the lock between an index run's batches; the run must not write on into the
+    removed store (or a new one of the same name) but stop, saying why."""
+    from semsearch.collection import delete_collection
+    from semsearch.errors import NoSuchCollection
+
+    monkeypatch.setattr("semsearch.ingest.FLUSH_CHUNKS", 2)
+    folder = _a_folder_of(tmp_path / "docs", 6)
+
+    def remove_and_create_anew():
+        delete_collection("c")
+        small().close()
+
+    with small() as coll:
+        _during_embedding(coll, remove_and_create_anew)
+        with pytest.raises(NoSuchCollection, match="was removed while it was open here"):
+            coll.add_files([folder])
+    with Collection.open("c") as anew:
+        assert anew.count() == 0
+
+
 def test_a_file_that_cannot_be_read_this_time_keeps_its_documents(home, tmp_path):
     """Re-indexing removes what vanished, not what was skipped: a file caught half-written
     (or unreadable for now) lost its documents as if it were gone."""

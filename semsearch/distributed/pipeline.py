@@ -4,9 +4,10 @@ Files go through ``map_batches`` with an actor pool: each actor loads the collec
 pinned model once (one ONNX Runtime session; ``num_gpus=1`` an actor when the cluster has
 GPUs, else intra-op threads = the actor's CPUs) and turns a few files into prepared
 documents with the local path's own functions (``loaders.load_file``,
-``ingest.embed_documents``). The driver is the single writer: it consumes the results as
+``ingest.embed_documents``). Only the driver writes: it consumes the results as
 they stream back, in file order, and commits each document in its own transaction
-(``coll.writer()``), so a killed driver loses nothing committed and a re-run skips it
+(``coll.writer``, taking the writer lock a batch of results at a time, so other writers
+get in between), so a killed driver loses nothing committed and a re-run skips it
 by content hash before any embedding. Ray retries a killed worker's task; a document
 that came back twice would replace itself by key, never duplicate.
 """
@@ -157,19 +158,20 @@ def index_paths(coll, paths: Iterable, address: str | None = None, glob: str | N
     report = IndexReport()
     report.skipped += [(s.source, s.reason) for s in listed if not isinstance(s, str)]
     files = [f for f in listed if isinstance(f, str)]
-    with connected(address) as ray, coll.writer() as w:
+    with connected(address) as ray, coll.writer(hold=False) as w:  # the lock a batch of records at a time
         known = w.known_hashes()
         seen: set[str] = set()
         with bar(prepared_stream(ray, files, coll, known, actors) if files else [], progress,
                  unit="file", total=len(files), weight=_files_done) as batches:
             for records in batches:
-                for record in records:
-                    _apply(record, w, known, seen, report, on_commit)
+                with w.locked():
+                    for record in records:
+                        _apply(record, w, known, seen, report, on_commit)
                 w.flush()
                 docs = report.added + report.updated + report.unchanged
                 batches.note(f"{docs} docs, {report.chunks / batches.elapsed():.0f} chunks/s")
         if remove_missing:
-            report.removed = w.remove_missing(roots, seen, glob, report.skipped)
+            report.removed = w.remove_missing(roots, seen, glob, report.skipped, files)
     report.seconds = time.time() - started
     return report
 
