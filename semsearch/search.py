@@ -125,34 +125,22 @@ class Ranker:
             vectors = first_dense = [None] * len(queries)
         else:
             first_dense = self.dense(vectors, depth, self.allowed)  # one FAISS call for all queries
-        # chunks there are to rank: to know when to stop digging for k documents
-        available = 0 if not docs or mode == "lexical" else (
-            len(self.allowed) if self.allowed is not None else self.store.counts()[1])
-        results = []
-        for text, vector, dense in zip(queries, vectors, first_dense):
-            hits = self._hits(text, vector, self.rank(text, vector, mode, depth, fusion, dense, docs), k,
-                              docs or mode == "lexical", min_score, mode)
-            deeper = depth
-            while len(hits) < k and deeper < available:  # dig until k documents
-                deeper *= 4
-                hits = self._hits(text, vector, self.rank(text, vector, mode, deeper, fusion, None, docs), k,
-                                  docs, min_score, mode)
-            results.append(hits)
-        return results
+        return [self._hits(text, vector, self.rank(text, vector, mode, depth, fusion, dense, docs), k,
+                           docs or mode == "lexical", min_score, mode)
+                for text, vector, dense in zip(queries, vectors, first_dense)]
 
     def rank(self, text: str, vector, mode: str, depth: int, fusion: Fusion,
              dense: Ranking | None = None, docs: bool = False) -> list[_Ranked]:
         """Best first, for one query (``dense``: its chunk ranking, if known). With ``docs``
         hybrid fuses documents: a document's dense rank is its best chunk's among documents."""
-        if mode != "lexical" and dense is None:
-            dense = self.dense(vector[None], depth, self.allowed)[0]
+        if mode != "lexical":
+            dense = self.dense_ranking(vector, depth, docs, dense)
         if mode == "dense":
-            return self.chunks(dense)
+            return dense
         match = fts_query(text)
         lexical = self.store.lexical_documents(match, depth, self.allowed) if match else []
         if mode == "lexical":
             return [_Ranked(d, s, bm25=s) for d, s in lexical]
-        dense = self.chunks(dense)
         if fusion.feedback_docs > 0 and fusion.feedback_weight > 0 and (dense or lexical):
             best: dict[int, tuple[int, float]] = {}
             for r in dense:
@@ -162,7 +150,7 @@ class Ranker:
             best.update(self.best_chunks([d for d in top if d not in best], vector))
             feedback = self.store.chunk_vectors(np.array([best[d][0] for d in top], np.int64)).mean(0)
             moved = vector + fusion.feedback_weight * feedback
-            dense = self.chunks(self.dense((moved / np.linalg.norm(moved))[None], depth, self.allowed)[0])
+            dense = self.dense_ranking(moved / np.linalg.norm(moved), depth, docs)
         (w_dense, w_lexical), k = fusion.weights, fusion.rrf_k
         lexical_rank = {d: rank for rank, (d, _) in enumerate(lexical, start=1)}
         bm25 = dict(lexical)
@@ -181,6 +169,20 @@ class Ranker:
         ranked += [_Ranked(d, w_lexical / (k + r) / top_score, None, bm25[d])
                    for d, r in lexical_rank.items() if d not in in_dense]
         return sorted(ranked, key=lambda r: -r.score)
+
+    def dense_ranking(self, vector: np.ndarray, depth: int, docs: bool, ranking: Ranking | None = None
+                      ) -> list[_Ranked]:
+        """The ``depth`` nearest chunks (``ranking``, if known); with ``docs``, as many as it
+        takes to hold ``depth`` documents (or all there are), so that a document's rank, and
+        whether it is a candidate at all, depends neither on k nor on how many chunks the
+        documents above it have."""
+        raw = self.dense(vector[None], depth, self.allowed)[0] if ranking is None else ranking
+        ranked, deeper = self.chunks(raw), depth
+        while docs and len(raw) == deeper and len({r.doc_id for r in ranked}) < min(depth, self.store.counts()[0]):
+            deeper *= 4  # the index gave all it was asked for: there may be more
+            raw = self.dense(vector[None], deeper, self.allowed)[0]
+            ranked = self.chunks(raw)
+        return ranked
 
     def chunks(self, ranking: Ranking) -> list[_Ranked]:
         """A dense chunk ranking with each chunk's document (a chunk this snapshot of the

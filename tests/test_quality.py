@@ -102,3 +102,19 @@ def test_a_store_made_before_the_document_index_is_upgraded_when_opened(tmp_path
     with Collection.open(tmp_path / "old") as c:
         assert c.search("garlic sauce", k=1, mode="lexical")[0].id == "cooking"
         assert c.search("flutter turbine", k=1, mode="lexical")[0].id == "both"
+
+
+def test_docs_hits_do_not_depend_on_k_when_one_document_fills_the_dense_candidates(tmp_path, model_folder):
+    """The 100 dense candidates were all chunks of one long document, so the others entered
+    hybrid by their lexical rank alone (0.48); a k that found fewer documents than asked dug
+    deeper and scored them on both sides (0.96): the top 3 of k=3 were not those of k=10."""
+    long = " ".join(f"Turbine blade {i} showed wear during the inspection of engine {i % 7}." for i in range(300))
+    docs = {"long": long, "x": "Inspection of turbine blade cracks.", "y": "Turbine maintenance schedule for the winter.",
+            "z": "Kitchen knife blade sharpening.", "w": "Garden hose repair.", "v": "Bird migration in autumn."}
+    query = "turbine blade inspection cracks"
+    with Collection.create(tmp_path / "c", chunk_tokens=16, overlap=0) as c:
+        c.add_texts(list(docs.values()), ids=list(docs))
+        assert c.store.chunks_per_document()["long"] > 100
+        for mode in ("dense", "hybrid"):
+            few, more = (c.search(query, k=k, mode=mode, docs=True) for k in (3, 10))
+            assert [(h.id, h.score) for h in few] == [(h.id, h.score) for h in more[:3]], mode
