@@ -30,6 +30,7 @@ ID_FIELDS = ("id", "_id")
 SEGMENT_BYTES = 1 << 20  # size of the text pieces handed to the chunker
 BINARY_SNIFF = 8192
 _UTF8_FFFD = "\ufffd".encode()
+NOT_UTF8 = "name is not valid UTF-8 (rename it to index it)"
 
 
 @dataclass
@@ -70,6 +71,8 @@ def list_files(paths: Iterable[str | Path], glob: str | None = None) -> list[str
     if glob is not None:
         string(glob, "glob")
     for p in roots:
+        if validation.lone_surrogate(str(p)) is not None:  # SQLite would refuse it mid-run
+            raise InvalidInput(f"{_printable(p)}: {NOT_UTF8}")
         if not p.exists():
             raise NotFound(f"no such file or directory: {p}")
     out: list[str | Skipped] = []
@@ -115,6 +118,9 @@ def _walk(root: Path, folder: Path, glob: str | None, walked: set | None = None)
         if e.name.startswith("."):
             continue
         p = Path(e.path)
+        if validation.lone_surrogate(e.name) is not None:
+            yield Skipped(_printable(p), NOT_UTF8)
+            continue
         try:
             is_dir, is_file = e.is_dir(), e.is_file()
         except OSError as err:  # e.g. a symlink to itself
@@ -125,6 +131,11 @@ def _walk(root: Path, folder: Path, glob: str | None, walked: set | None = None)
         elif is_file:
             if glob is None or glob_selects(p, root, glob):
                 yield p
+
+
+def _printable(path: Path) -> str:
+    """A path whose name is not UTF-8, with the odd bytes written as \\xNN (printable, storable)."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
 def _os_reason(e: OSError) -> str:

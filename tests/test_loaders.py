@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from semsearch.errors import NotFound
+from semsearch.errors import InvalidInput, NotFound
 from semsearch.loaders import Document, Skipped, iter_documents, read_records
 
 
@@ -246,3 +246,31 @@ def test_small_file_without_trailing_whitespace_is_one_segment(tmp_path):
     path = tmp_path / "a.txt"
     path.write_text("alpha beta gamma.")
     assert list(one_doc(path).segments()) == ["alpha beta gamma."]
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX file names are bytes")
+def test_names_that_are_not_utf8_are_skipped_with_a_printable_path(tmp_path):
+    root = os.fsencode(tmp_path)
+    for name in [b"bad\xffname.txt", b"dir\xfe/inside.txt", b"fine.txt"]:
+        os.makedirs(os.path.dirname(root + b"/" + name), exist_ok=True)
+        with open(root + b"/" + name, "w") as f:
+            f.write("some words")
+    docs = load(tmp_path)
+    assert docs[:2] == [Skipped(f"{tmp_path}/bad\\xffname.txt", "name is not valid UTF-8 (rename it to index it)"),
+                        Skipped(f"{tmp_path}/dir\\xfe", "name is not valid UTF-8 (rename it to index it)")]
+    assert [d.key for d in docs[2:]] == [str(tmp_path / "fine.txt")]
+    with pytest.raises(InvalidInput, match=r"bad\\xffname.txt: name is not valid UTF-8"):
+        load(os.fsdecode(root + b"/bad\xffname.txt"))
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX file names are bytes")
+def test_index_of_a_folder_with_a_name_that_is_not_utf8_indexes_the_rest(tmp_path, home):
+    from click.testing import CliRunner
+    from semsearch.cli import cli
+
+    with open(os.fsencode(tmp_path) + b"/caf\xe9.txt", "w") as f:
+        f.write("latin-1 file name")
+    (tmp_path / "ok.txt").write_text("a file about cats")
+    result = CliRunner().invoke(cli, ["index", str(tmp_path), "--name", "odd"])
+    assert result.exit_code == 0, result.output
+    assert "added 1" in result.output and "skipped 1: name is not valid UTF-8" in result.output
