@@ -8,7 +8,7 @@ from pathlib import Path
 from .collection import Collection
 from .errors import InvalidInput
 from .metrics import METRICS, load_beir, score_run
-from .validation import MAX_QUERIES, MAX_QUERY_CHARS
+from .validation import MAX_QUERIES, MAX_QUERY_CHARS, MODES, check_k, choice
 
 DEPTH = 100  # documents ranked per query: enough for recall@100 and map@100
 ADD_BATCH = 10_000  # documents a transaction: a killed eval resumes from the last one committed
@@ -24,6 +24,7 @@ def evaluate(dataset: str | Path, mode: str = "hybrid", model: str | None = None
     temporary one, so several modes can be compared without embedding twice; settings
     that differ from an existing collection's are refused, as everywhere.
     """
+    k, mode = check_k(k), choice(mode, "mode", MODES)  # now, not after embedding the corpus
     data = load_beir(dataset, split)
     started = time.time()
     with tempfile.TemporaryDirectory(prefix="semsearch-eval-") as tmp:

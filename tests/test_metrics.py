@@ -162,3 +162,16 @@ def test_eval_fills_a_reused_collection_with_what_it_lacks_and_refuses_a_foreign
         coll.add_texts(["a note from another data set"], ids=["x1"])
     with pytest.raises(InvalidInput, match="not in the corpus"):
         evaluate(root, mode="lexical", collection=str(tmp_path / "ev"))
+
+
+def test_eval_refuses_a_bad_k_or_mode_before_indexing_the_corpus(tmp_path, model_folder):
+    """k over 10,000 or an unknown mode failed only at the first search, after the whole
+    corpus was embedded (and left in a named collection)."""
+    from semsearch.errors import TooLarge
+    from semsearch.evaluation import evaluate
+    root = write_dataset(tmp_path / "beir", {"q0": "unique0"}, {"q0": "d0"})
+    with pytest.raises(TooLarge, match="k must be at most"):
+        evaluate(root, k=10_001, collection=str(tmp_path / "ev"))
+    with pytest.raises(InvalidInput, match="mode must be one of"):
+        evaluate(root, mode="sparse", collection=str(tmp_path / "ev"))
+    assert not (tmp_path / "ev").exists()
