@@ -80,7 +80,8 @@ def describe(exc: BaseException) -> str:
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="semsearch")
 @click.option("--home", envvar="SEMSEARCH_HOME", default=None,
-              help="Folder that holds collections (default: ./indexes).")
+              help="Folder that holds collections [env: SEMSEARCH_HOME; default: ./indexes, "
+                   "relative to the current folder].")
 @click.pass_context
 def cli(ctx, home):
     """Embed text and search your documents by meaning."""
@@ -97,16 +98,23 @@ def main():
 # -- models -----------------------------------------------------------------------------------
 @cli.command()
 @click.argument("source", required=False)
-@click.option("--out", type=click.Path(file_okay=False), help="Write the model folder here instead of the cache.")
+@click.option("--out", type=click.Path(file_okay=False),
+              help="Write the model folder here (a new or empty folder) instead of the cache; "
+                   "use it with --model FOLDER.")
 @click.option("--optimize", type=click.Choice(["O1", "O2", "O3", "none"]), default="none", show_default=True,
-              help="optimum graph optimisation of the fp32 graph (ONNX Runtime optimises at load either way; "
-                   "int8 is quantised from this graph; fp16 always starts from O2).")
+              help="Graph optimisation level (optimum's) for model.onnx and the int8 variant made from it. "
+                   "none is fastest here: ONNX Runtime optimises the graph when it loads it. "
+                   "The fp16 variant always starts from O2.")
 @click.option("--quantize", type=click.Choice(["int8", "none"]), default="int8", show_default=True,
               help="Also write an int8 (dynamically quantised) variant for CPUs.")
 @click.option("--fp16", is_flag=True, help="Also write an fp16 variant for GPUs.")
 @click.option("--force", is_flag=True, help="Export again even if cached.")
 def export(source, out, optimize, quantize, fp16, force):
-    """Export SOURCE (HF folder or hub id; default: the packaged model) to ONNX."""
+    """Export SOURCE (HF folder or hub id; default: the packaged model) to ONNX.
+
+    Writes model.onnx, model_int8.onnx (and model_fp16.onnx with --fp16) and manifest.json,
+    each validated against the PyTorch model, into the cache (SEMSEARCH_CACHE, default
+    ~/.cache/semsearch), and prints the folder. Needs the export extra."""
     from .export import export as run_export
 
     folder = run_export(source, out=out, optimize=optimize, quantize=quantize, fp16=fp16, force=force)
@@ -116,7 +124,7 @@ def export(source, out, optimize, quantize, fp16, force):
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def models(as_json):
-    """List exported models in the cache."""
+    """List exported models in the cache (SEMSEARCH_CACHE, default ~/.cache/semsearch)."""
     from .models import cache_dir, cached_models
 
     found = cached_models()
@@ -214,20 +222,28 @@ def record_of(rec: dict, file_, number: int):
 @click.option("--variant", type=click.Choice(["fp32", "int8"]), default=None,
               help="Model variant for a new collection [default: fp32].")
 @click.option("--index", "index_spec", default=None,
-              help="Index for a new collection: auto, flat, hnsw, ivf, ivfpq, a faiss factory "
-                   "string, or ondisk for corpora beyond RAM (no index in memory: searched by an exact "
+              help="Index for a new collection: auto (exact below 50,000 chunks, HNSW above), flat, "
+                   "hnsw, ivf, ivfpq, a faiss factory string, or ondisk for corpora beyond RAM (no index in memory: searched by an exact "
                    "scan of the store until `semsearch build NAME` makes its on-disk IVF) [default: auto].")
-@click.option("--chunk-tokens", type=int, default=None, help="Tokens per chunk (default: model max - 2).")
-@click.option("--overlap", type=int, default=None, help="Tokens shared by neighbouring chunks [default: 32].")
-@click.option("--keep-missing", is_flag=True, help="Keep documents whose files are gone.")
+@click.option("--chunk-tokens", type=int, default=None,
+              help="Tokens per chunk for a new collection, at most the model's max length - 2 "
+                   "[default: that maximum, 254 for the default model].")
+@click.option("--overlap", type=int, default=None,
+              help="Tokens shared by neighbouring chunks, for a new collection [default: 32].")
+@click.option("--keep-missing", is_flag=True,
+              help="Keep documents whose files are gone from PATHS (by default they are removed).")
 @click.option("--ray", "ray_address", is_flag=False, flag_value="local", default=None, metavar="[ADDRESS]",
-              help="Load, chunk and embed on Ray (the ray extra): ADDRESS auto, ray://host:port, or "
-                   "none for a local Ray started for the run. Put it after PATHS.")
+              help="Load, chunk and embed on Ray (the ray extra). --ray alone starts a local Ray for the "
+                   "run; ADDRESS joins a running cluster: auto, host:port or ray://host:10001. "
+                   "Put it after PATHS.")
 @click.pass_context
 def index(ctx, paths, name, glob, model, variant, index_spec, chunk_tokens, overlap, keep_missing, ray_address):
-    """Index files and folders into collection NAME (only new or changed files are embedded).
+    """Index files and folders into collection NAME, created if needed.
 
-    An existing collection keeps its settings: giving different ones is an error."""
+    Folders are walked recursively (hidden files skipped); .txt .md .rst .html .json .jsonl
+    .csv, and .pdf with the pdf extra. Run it again to embed only new or changed files and
+    remove documents whose files are gone. An existing collection keeps its settings:
+    giving different ones is an error."""
     from .collection import index_files
 
     kwargs = {}
@@ -253,19 +269,24 @@ def index(ctx, paths, name, glob, model, variant, index_spec, chunk_tokens, over
 @cli.command()
 @click.argument("name")
 @click.option("--shards", type=click.Path(file_okay=False), default=None,
-              help="Folder for the Parquet shards (a shared filesystem on a cluster) [default: NAME/shards].")
+              help="Folder for the Parquet shards (on a cluster, one every node can read); they "
+                   "may be deleted after the build [default: the collection's shards/ folder].")
 @click.option("--memory-budget", type=click.FloatRange(min=1), default=None,
-              help="MiB of page cache for the lists: IVF-Flat if they fit, else IVF-PQ.")
-@click.option("--spec", default="auto", show_default=True, help="IVF<n>,Flat or IVF<n>,PQ<m>.")
+              help="MiB of memory (page cache) for the index: IVF-Flat if all vectors fit, else "
+                   "IVF-PQ re-ranked with the exact vectors [default: no limit, IVF-Flat].")
+@click.option("--spec", default="auto", show_default=True,
+              help="auto (from --memory-budget), or IVF<n>,Flat or IVF<n>,PQ<m> (faiss strings).")
 @click.option("--ray", "ray_address", default=None, metavar="ADDRESS",
-              help="auto, ray://host:port, or none for a local Ray started for the run.")
+              help="Join a running Ray cluster: auto, host:port or ray://host:10001 "
+                   "[default: start a local Ray for the build].")
 @click.pass_context
 def build(ctx, name, shards, memory_budget, spec, ray_address):
     """Build NAME's on-disk IVF index for collections beyond RAM (the ray extra).
 
     Vectors are exported as Parquet shards, an IVF is trained on a sample, filled per shard
-    in Ray tasks and merged on disk; searches map it. Re-run to fold in later changes. A
-    collection created with `index --index ondisk` is searched by an exact scan until then."""
+    in Ray tasks and merged on disk; searches memory-map it. Writes made after a build are
+    searched too (kept in memory until the next build); re-run to fold them in. A collection
+    created with `index --index ondisk` is searched by an exact scan until its first build."""
     from .distributed.build import build_collection
 
     out = build_collection(name, home=ctx.obj["home"], shards_dir=shards, address=ray_address,
@@ -287,8 +308,10 @@ def build(ctx, name, shards, memory_budget, spec, ray_address):
               help="Drop hits scoring below this: dense, cosine (-1..1); lexical, BM25; hybrid, "
                    "share of the best possible fused score (0..1).")
 @click.option("--queries", "queries_file", type=click.Path(dir_okay=False, allow_dash=True),
-              help="Answer every line of FILE; prints one JSON line per query.")
-@click.option("--rrf-k", type=int, default=60, show_default=True, help="Hybrid: RRF constant.")
+              help="Answer every line of FILE (or the text of each record of a .jsonl; - for stdin); "
+                   "prints one JSON line per query.")
+@click.option("--rrf-k", type=int, default=60, show_default=True,
+              help="Hybrid: reciprocal rank fusion constant (larger: top ranks count less).")
 @click.option("--weights", default="1,1", show_default=True, help="Hybrid: dense,lexical weights.")
 @click.option("--feedback", type=float, default=FEEDBACK_WEIGHT, show_default=True,
               help="Hybrid: pseudo-relevance feedback weight (0 = plain RRF).")
@@ -353,7 +376,8 @@ def parse_pairs(pairs, option: str) -> dict:
 @click.option("--id", "ids", multiple=True, help="Id for each --text (default: generated).")
 @click.option("--meta", multiple=True, help="key=value metadata for the added texts (repeatable).")
 @click.option("--jsonl", type=click.Path(dir_okay=False, exists=True),
-              help="Import records: `id`, `text` and metadata fields.")
+              help="Import records, one JSON object a line: text (or content, body), optional id "
+                   "(or _id); the other fields become metadata.")
 @click.option("--model", default=None, help="Model for a new collection (default: all-MiniLM-L6-v2); "
               "an existing one must name its own.")
 @click.pass_context
@@ -479,7 +503,10 @@ def rm(ctx, name, yes):
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
 def eval_(ctx, dataset, mode, model, variant, collection, index_spec, k, split, as_json):
-    """Score retrieval on a BEIR-format DATASET folder (corpus, queries, qrels)."""
+    """Score retrieval on a BEIR-format DATASET folder.
+
+    DATASET holds corpus.jsonl, queries.jsonl and qrels/SPLIT.tsv; prints nDCG@10,
+    Recall@100, MRR@10 and MAP@100. Needs the eval extra."""
     from .evaluation import evaluate
 
     result = evaluate(dataset, mode=mode, model=model, variant=variant, collection=collection,
@@ -504,7 +531,9 @@ cli.add_command(serve)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
 def doctor(ctx, as_json):
-    """What is installed, whether CUDA attaches, and each exported model's validation state."""
+    """What is installed, whether CUDA attaches, and each exported model's validation state.
+
+    Exits 1 when it finds a problem (both ONNX Runtime builds installed, say)."""
     from .models import cached_models
     from .runtime import describe, doctor_lines
 
