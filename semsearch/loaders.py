@@ -118,23 +118,24 @@ def _walk(root: Path, folder: Path, glob: str | None, walked: set | None = None)
         if e.name.startswith("."):
             continue
         p = Path(e.path)
-        if validation.lone_surrogate(e.name) is not None:
-            yield Skipped(_printable(p), NOT_UTF8)
-            continue
         try:
             is_dir, is_file = e.is_dir(), e.is_file()
         except OSError as err:  # e.g. a symlink to itself
-            yield Skipped(str(p), _os_reason(err))
+            yield Skipped(_printable(p), _os_reason(err))
             continue
-        if is_dir:
+        if not is_dir and (not (is_file or os.path.exists(p))  # a dangling link: a vanished file
+                           or glob is not None and not glob_selects(p, root, glob)):
+            continue  # (a FIFO or socket goes on, for load_file to report)
+        if validation.lone_surrogate(e.name) is not None:
+            yield Skipped(_printable(p), NOT_UTF8)
+        elif is_dir:
             yield from _walk(root, p, glob, walked)
-        elif is_file:
-            if glob is None or glob_selects(p, root, glob):
-                yield p
+        else:
+            yield p
 
 
 def _printable(path: Path) -> str:
-    """A path whose name is not UTF-8, with the odd bytes written as \\xNN (printable, storable)."""
+    """The path, with bytes of its name that are not UTF-8 written as \\xNN (printable, storable)."""
     return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 

@@ -274,3 +274,13 @@ def test_index_of_a_folder_with_a_name_that_is_not_utf8_indexes_the_rest(tmp_pat
     result = CliRunner().invoke(cli, ["index", str(tmp_path), "--name", "odd"])
     assert result.exit_code == 0, result.output
     assert "added 1" in result.output and "skipped 1: name is not valid UTF-8" in result.output
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+def test_a_fifo_in_a_folder_is_reported_not_silently_passed_over(tmp_path):
+    os.mkfifo(tmp_path / "pipe.txt")
+    (tmp_path / "a.txt").write_text("words")
+    os.symlink(tmp_path / "gone.txt", tmp_path / "dangling.txt")  # a vanished file: nothing to say
+    assert [d.key if isinstance(d, Document) else d for d in load(tmp_path)] == [
+        str(tmp_path / "a.txt"), Skipped(str(tmp_path / "pipe.txt"), "not a regular file")]
+    assert load(tmp_path, glob="*.md") == []
