@@ -474,6 +474,8 @@ def _load_csv(path: str):
 
 
 def _load_pdf(path: str) -> Document | Skipped:
+    """Every page's text is extracted here, once: pypdf raises on a broken page, and here
+    that skips the file, where while embedding it would stop the run."""
     try:
         from pypdf import PdfReader
     except ImportError:
@@ -482,14 +484,8 @@ def _load_pdf(path: str) -> Document | Skipped:
     reader = PdfReader(path)
     if reader.is_encrypted:
         return Skipped(path, "encrypted PDF")
-    n_pages = len(reader.pages)
-    if not any((page.extract_text() or "").strip() for page in reader.pages):
+    pages = [page.extract_text() or "" for page in reader.pages]
+    if not any(text.strip() for text in pages):
         return Skipped(path, "no extractable text (scanned PDF?)")
-
-    def pages() -> Iterator[str]:
-        for page in PdfReader(path).pages:
-            text = page.extract_text() or ""
-            if text:
-                yield from split_text(text + "\n")
-
-    return Document(path, path, {"path": path, "type": "pdf", "pages": n_pages}, digest, pages)
+    return Document(path, path, {"path": path, "type": "pdf", "pages": len(pages)}, digest,
+                    lambda: (piece for text in pages if text for piece in split_text(text + "\n")))

@@ -134,17 +134,21 @@ def test_csv_without_text_column_is_skipped(tmp_path):
     assert load(p) == [Skipped(str(p), "no text column")]
 
 
-def _minimal_pdf(text: str) -> bytes:
-    """A one-page PDF with a text object, xref offsets computed properly."""
+def _minimal_pdf(text: str, second_page: bytes | None = None) -> bytes:
+    """A PDF with a page with a text object (and a second page of ``second_page``'s
+    stream dictionary entries), xref offsets computed properly."""
     stream = f"BT /F1 24 Tf 72 700 Td ({text}) Tj ET".encode()
+    pages = [(b"", stream)] + ([] if second_page is None else [(second_page, b"xx")])
     objs = [
         b"<< /Type /Catalog /Pages 2 0 R >>",
-        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
-        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] "
-        b"/Resources << /Font << /F1 5 0 R >> >> /Contents 4 0 R >>",
-        b"<< /Length %d >>\nstream\n" % len(stream) + stream + b"\nendstream",
+        b"<< /Type /Pages /Kids [%s] /Count %d >>" % (b" ".join(b"%d 0 R" % (4 + 2 * i) for i in range(len(pages))),
+                                                     len(pages)),
         b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
     ]
+    for i, (extra, content) in enumerate(pages):
+        objs.append(b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] "
+                    b"/Resources << /Font << /F1 3 0 R >> >> /Contents %d 0 R >>" % (5 + 2 * i))
+        objs.append(b"<< /Length %d %s >>\nstream\n" % (len(content), extra) + content + b"\nendstream")
     out = bytearray(b"%PDF-1.4\n")
     offsets = []
     for i, body in enumerate(objs, 1):
@@ -164,6 +168,13 @@ def test_pdf_text_is_extracted(tmp_path):
     doc = one_doc(p)
     assert "Hello semantic search" in text_of(doc)
     assert doc.metadata == {"path": str(p), "type": "pdf", "pages": 1}
+
+
+def test_pdf_with_a_broken_later_page_is_skipped_not_raised_while_read(tmp_path):
+    pytest.importorskip("pypdf")
+    p = tmp_path / "broken.pdf"
+    p.write_bytes(_minimal_pdf("Hello semantic search", second_page=b"/Filter /NoSuchDecode"))
+    assert load(p) == [Skipped(str(p), "unreadable: NotImplementedError: Unsupported filter /NoSuchDecode")]
 
 
 def test_binary_file_is_skipped(tmp_path):
