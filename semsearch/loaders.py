@@ -261,7 +261,10 @@ def _decode(data: bytes) -> tuple[str, int]:
 
 class _HTMLText(html.parser.HTMLParser):
     SKIP = {"script", "style", "noscript", "template"}
-    BLOCK = {"p", "div", "br", "li", "tr", "h1", "h2", "h3", "h4", "h5", "h6", "section", "article", "pre", "table"}
+    # tags inside a line of text; every other tag (td, dd, blockquote, li, ...) parts words
+    INLINE = {"a", "abbr", "b", "bdi", "bdo", "big", "cite", "code", "data", "del", "dfn", "em", "font", "i",
+              "ins", "kbd", "mark", "q", "s", "samp", "small", "span", "strike", "strong", "sub", "sup", "time",
+              "tt", "u", "var", "wbr"}
 
     def __init__(self):
         super().__init__(convert_charrefs=True)
@@ -272,14 +275,14 @@ class _HTMLText(html.parser.HTMLParser):
     def handle_starttag(self, tag, attrs):
         if tag in self.SKIP or tag == "title":
             self.stack.append(tag)
-        elif tag in self.BLOCK:
+        elif tag not in self.INLINE:
             self.parts.append("\n")
 
     def handle_endtag(self, tag):
         if tag in self.stack:
             while self.stack and self.stack.pop() != tag:
                 pass
-        elif tag in self.BLOCK:
+        elif tag not in self.INLINE:
             self.parts.append("\n")
 
     def handle_data(self, data):

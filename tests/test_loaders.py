@@ -63,6 +63,15 @@ def test_html_strips_tags_scripts_and_takes_title(tmp_path):
     assert "color" not in text and "var x" not in text and "<" not in text
 
 
+def test_html_table_cells_and_other_blocks_do_not_run_words_together(tmp_path):
+    p = tmp_path / "table.html"
+    p.write_text("<table><tr><th>Name</th><th>Role</th></tr><tr><td>Ada</td><td>engineer</td></tr></table>"
+                 "<dl><dt>term</dt><dd>meaning</dd></dl><blockquote>one</blockquote><blockquote>two</blockquote>"
+                 "<p>in<b>line</b> <a href='#'>link</a>s stay whole</p>")
+    assert text_of(one_doc(p)).split() == ["Name", "Role", "Ada", "engineer", "term", "meaning", "one", "two",
+                                           "inline", "links", "stay", "whole"]
+
+
 def test_jsonl_records_with_ids_titles_and_metadata(tmp_path):
     p = tmp_path / "data.jsonl"
     rows = [
