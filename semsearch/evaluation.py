@@ -46,7 +46,8 @@ def evaluate(dataset: str | Path, mode: str = "hybrid", model: str | None = None
         "dataset": str(dataset), "mode": mode, "model": info["model"]["name"],
         "variant": info["model"]["variant"], "index": info["index"]["spec"],
         "documents": len(data.corpus), "queries": len(qids),
-        "metrics": score_run(data.qrels, run, METRICS),
+        # a measure cut deeper than k would be computed on k documents under its own name
+        "metrics": score_run(data.qrels, run, [m for m in METRICS if int(m.partition("@")[2]) <= k]),
         "index_seconds": round(indexed - started, 1), "search_seconds": round(time.time() - indexed, 1),
     }
 

@@ -175,3 +175,12 @@ def test_eval_refuses_a_bad_k_or_mode_before_indexing_the_corpus(tmp_path, model
     with pytest.raises(InvalidInput, match="mode must be one of"):
         evaluate(root, mode="sparse", collection=str(tmp_path / "ev"))
     assert not (tmp_path / "ev").exists()
+
+
+def test_eval_reports_only_the_measures_its_k_can_compute(tmp_path, model_folder):
+    """With -k 10, recall@100 and map@100 were computed on 10 documents a query and
+    printed under their @100 names."""
+    from semsearch.evaluation import evaluate
+    root = write_dataset(tmp_path / "beir", {"q0": "unique0"}, {"q0": "d0"})
+    assert set(evaluate(root, mode="lexical", k=10)["metrics"]) == {"ndcg@10", "mrr@10"}
+    assert set(evaluate(root, mode="lexical")["metrics"]) == set(METRICS)
