@@ -163,7 +163,7 @@ def load_file(path: str) -> Iterator[Document | Skipped]:
             return
         with open(path, "rb") as f:
             head = f.read(BINARY_SNIFF)
-        if b"\0" in head:
+        if b"\0" in head and _encoding(head) != "utf-16":
             yield Skipped(path, "binary file")
         elif ext in PLAIN:
             yield _load_plain(path, ext)
@@ -190,9 +190,10 @@ def _file_info(path: str) -> tuple[str, bool]:
         while block := f.read(SEGMENT_BYTES):
             h.update(block)
             if not has_text:
-                if first and block.startswith(codecs.BOM_UTF8):
-                    block = block[3:]
-                has_text = bool(block.strip())
+                if first:
+                    block = block.removeprefix(codecs.BOM_UTF8).removeprefix(codecs.BOM_UTF16_LE)
+                    block = block.removeprefix(codecs.BOM_UTF16_BE)
+                has_text = bool(block.strip(b" \t\n\r\x0b\x0c\0"))  # NULs: UTF-16's blank
             first = False
     return h.hexdigest(), has_text
 
@@ -219,10 +220,11 @@ def _read_segments(path: str, doc: Document) -> Iterator[str]:
     tail = b""  # last bytes of the previous block: a real U+FFFD may straddle blocks
     carry = ""
     doc.replaced_chars = 0
-    with open(path, "rb") as f:
-        while True:
-            block = f.read(SEGMENT_BYTES)
-            last = len(block) < SEGMENT_BYTES  # the end: nothing to carry over
+    with _open_utf8(path) as f:
+        following = f.read(SEGMENT_BYTES)
+        while True:  # a block is known to be the last when the one after it is empty
+            block, following = following, following and f.read(SEGMENT_BYTES)
+            last = not following  # the end: nothing to carry over
             text = carry + dec.decode(block, final=last)
             replaced += text.count("\ufffd", len(carry)) - (tail + block).count(_UTF8_FFFD)
             tail = block[-2:]
@@ -248,6 +250,21 @@ def _load_plain(path: str, ext: str) -> Document | Skipped:
     doc = Document(path, path, {"path": path, "type": ext[1:]}, digest, lambda: iter(()))
     doc.segments = lambda: _read_segments(path, doc)
     return doc
+
+
+def _encoding(head: bytes) -> str:
+    """utf-16 where the file starts with a UTF-16 byte-order mark (Notepad and PowerShell
+    write them), else utf-8-sig."""
+    utf16 = head[:2] in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE) and head[:4] != codecs.BOM_UTF32_LE
+    return "utf-16" if utf16 else "utf-8-sig"
+
+
+def _open_utf8(path: str):
+    """The file opened for its bytes as UTF-8: a UTF-16 one is converted as it is read."""
+    f = open(path, "rb")
+    encoding = _encoding(f.read(4))
+    f.seek(0)
+    return f if encoding == "utf-8-sig" else codecs.EncodedFile(f, "utf-8", encoding, errors="replace")
 
 
 def _decode(data: bytes) -> tuple[str, int]:
@@ -293,7 +310,7 @@ class _HTMLText(html.parser.HTMLParser):
 
 
 def _load_html(path: str, ext: str) -> Document | Skipped:
-    with open(path, "rb") as f:
+    with _open_utf8(path) as f:
         data = f.read()
     text, replaced = _decode(data)
     p = _HTMLText()
@@ -397,7 +414,7 @@ def _json(text: str):
 
 def _jsonl_lines(path: str):
     """(lineno, object or None, error or None, replaced chars) for each non-blank line."""
-    with open(path, "rb") as f:
+    with _open_utf8(path) as f:
         for lineno, raw in enumerate(f, 1):
             if not raw.strip():
                 continue
@@ -435,7 +452,7 @@ def _load_jsonl(path: str):
 
 
 def _load_json(path: str):
-    with open(path, "rb") as f:
+    with _open_utf8(path) as f:
         text, replaced = _decode(f.read())
     try:
         data = _json(text)
@@ -453,7 +470,9 @@ def _load_json(path: str):
 
 def _load_csv(path: str):
     csv.field_size_limit(max(csv.field_size_limit(), 1 << 30))  # long text cells are the point
-    with open(path, encoding="utf-8-sig", errors="replace", newline="") as f:
+    with open(path, "rb") as f:
+        encoding = _encoding(f.read(4))
+    with open(path, encoding=encoding, errors="replace", newline="") as f:
         reader = csv.DictReader(f)
         fields = [c for c in (reader.fieldnames or []) if c is not None]
         if not any(c.strip().lower() in TEXT_FIELDS for c in fields):

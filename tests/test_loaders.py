@@ -41,6 +41,20 @@ def test_utf8_bom_is_stripped(tmp_path):
     assert text_of(one_doc(p)) == "hello world"
 
 
+@pytest.mark.parametrize("encoding", ["utf-16-le", "utf-16-be"])
+def test_utf16_files_with_a_byte_order_mark_are_read_not_called_binary(tmp_path, encoding):
+    files = {"notes.txt": "naïve café notes\n", "page.html": "<p>naïve café page</p>",
+             "rows.csv": "id,text\n1,naïve café row\n", "recs.jsonl": '{"text": "naïve café record"}\n',
+             "one.json": '{"text": "naïve café object"}', "blank.md": " \n\t"}
+    for name, text in files.items():
+        (tmp_path / name).write_bytes(("\ufeff" + text).encode(encoding))
+    docs = load(tmp_path)
+    assert docs[0] == Skipped(str(tmp_path / "blank.md"), "empty file")
+    assert [text_of(d).strip() for d in docs[1:]] == [
+        "naïve café notes", "naïve café object", "naïve café page", "naïve café record", "naïve café row"]
+    assert all(d.replaced_chars == 0 for d in docs[1:])
+
+
 def test_non_utf8_bytes_are_replaced_and_counted(tmp_path):
     p = tmp_path / "latin1.txt"
     p.write_bytes("café crème brûlée".encode("latin-1") + " real \ufffd stays".encode())
