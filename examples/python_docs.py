@@ -3,7 +3,11 @@
 CPython ships its help topics (``pydoc_data.topics``: the language reference pages
 behind ``help("for")``) and its standard library, whose module docstrings we read with
 ``ast`` (importing every module would have side effects). Output: one .txt file per help
-topic and one ``modules.jsonl`` record per documented module, ready for `semsearch index`.
+topic and one ``modules.jsonl`` record per module with a docstring of 80+ characters
+(id and title: the module's name; metadata kind=module), ready for `semsearch index`:
+
+    python examples/python_docs.py OUT        # default OUT: build/python-docs
+    semsearch index OUT --name python-docs    # what `make demo` runs, then searches it
 """
 import ast
 import json
