@@ -189,13 +189,18 @@ def _file_info(path: str) -> tuple[str, bool]:
     with open(path, "rb") as f:
         while block := f.read(SEGMENT_BYTES):
             h.update(block)
-            if not has_text:
-                if first:
-                    block = block.removeprefix(codecs.BOM_UTF8).removeprefix(codecs.BOM_UTF16_LE)
-                    block = block.removeprefix(codecs.BOM_UTF16_BE)
-                has_text = bool(block.strip(b" \t\n\r\x0b\x0c\0"))  # NULs: UTF-16's blank
+            has_text = has_text or _has_text(block, first)
             first = False
     return h.hexdigest(), has_text
+
+
+def _has_text(block: bytes, first: bool = True) -> bool:
+    """Whether a file's bytes hold anything but blanks (in UTF-8 or UTF-16) and, in its
+    ``first`` block, a byte-order mark."""
+    if first:
+        for bom in (codecs.BOM_UTF8, codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE):
+            block = block.removeprefix(bom)
+    return bool(block.strip(b" \t\n\r\x0b\x0c\0"))
 
 
 def split_text(text: str, size: int = SEGMENT_BYTES) -> Iterator[str]:
@@ -381,7 +386,9 @@ def _record_doc(path: str, rec: dict, position: int, replaced: int = 0) -> Docum
 def _records_to_docs(path: str, items: Iterable[tuple[str, int, object, str | None, int]]):
     """Shared tail of jsonl/json/csv: build Documents, skip bad or duplicate records."""
     ids: set[str] = set()
+    any_item = False
     for where, position, rec, error, replaced in items:
+        any_item = True
         if error is not None:
             yield Skipped(f"{path}:{where}", error)
             continue
@@ -393,6 +400,8 @@ def _records_to_docs(path: str, items: Iterable[tuple[str, int, object, str | No
         else:
             ids.add(doc.key)
             yield doc
+    if not any_item:  # not Skipped(path): that would keep what an earlier version held
+        yield Skipped(f"{path}:1", "no records")
 
 
 def _finite(text: str) -> float:
@@ -455,7 +464,7 @@ def _load_json(path: str):
     with _open_utf8(path) as f:
         text, replaced = _decode(f.read())
     try:
-        data = _json(text)
+        data = _json(text) if text.strip() else []  # blank: no records
     except RecursionError:
         yield Skipped(path, "invalid JSON: nested too deeply")
         return
@@ -474,7 +483,10 @@ def _load_csv(path: str):
         encoding = _encoding(f.read(4))
     with open(path, encoding=encoding, errors="replace", newline="") as f:
         reader = csv.DictReader(f)
-        fields = [c for c in (reader.fieldnames or []) if c is not None]
+        fields = [c for c in (reader.fieldnames or []) if c is not None and c.strip()]
+        if not fields:  # a blank file
+            yield from _records_to_docs(path, ())
+            return
         if not any(c.strip().lower() in TEXT_FIELDS for c in fields):
             yield Skipped(path, "no text column")
             return

@@ -212,6 +212,35 @@ def test_empty_and_whitespace_files_are_skipped(tmp_path):
     assert [s.reason for s in load(tmp_path)] == ["empty file", "empty file"]
 
 
+def test_a_records_file_without_records_says_so_for_its_first_line(tmp_path):
+    for name in ["empty.jsonl", "empty.json", "empty.csv", "list.json", "header.csv"]:
+        (tmp_path / name).write_bytes(b" \n")
+    (tmp_path / "list.json").write_text("[]")
+    (tmp_path / "header.csv").write_text("id,text\n")
+    assert load(tmp_path) == [Skipped(f"{tmp_path / n}:1", "no records") for n in
+                              ["empty.csv", "empty.json", "empty.jsonl", "header.csv", "list.json"]]
+
+
+def test_a_records_file_emptied_since_it_was_indexed_loses_its_records(tmp_path, home):
+    from semsearch.collection import Collection
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    files = {"c.jsonl": '{"text": "zebras graze"}\n', "d.json": '[{"text": "zebras graze"}]',
+             "e.csv": "text\nzebras graze\n"}
+    for name, text in files.items():
+        (docs / name).write_text(text)
+    (docs / "keep.txt").write_text("lions sleep")
+    coll = Collection.create(tmp_path / "coll")
+    assert coll.add_files([docs]).added == 4
+    for name in files:
+        (docs / name).write_text("\n")
+    report = coll.add_files([docs])
+    assert coll.count() == 1 and coll.search("zebras", mode="lexical") == []
+    assert [reason for _, reason in report.skipped] == ["no records"] * 3
+    coll.close()
+
+
 def test_unsupported_type_is_skipped(tmp_path):
     p = tmp_path / "tool.exe"
     p.write_bytes(b"MZ")
