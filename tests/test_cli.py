@@ -239,10 +239,11 @@ def test_search_with_both_query_and_queries_file_is_a_usage_error(indexed, tmp_p
 
 
 def test_every_option_of_the_cli_commands_says_what_it_does():
-    """`semsearch CMD --help` explains each option (serve's live with the server)."""
-    missing = [f"{name} {p.opts[0]}" for name, cmd in cli.commands.items() if name != "serve"
+    """`semsearch CMD --help` explains each option, serve's too (defined with the server)."""
+    missing = [f"{name} {p.opts[0]}" for name, cmd in cli.commands.items()
                for p in cmd.params if p.param_type_name == "option" and not p.help and not p.hidden]
     assert not missing
+    assert "SEMSEARCH_HOME" in run("serve", "--help").output  # not "the group's --home"
     assert "cosine" in run("search", "--help").output  # what --min-score compares against
 
 
@@ -260,3 +261,34 @@ def test_search_queries_file_longer_than_one_call_answers_every_line(indexed, tm
 def test_hybrid_weights_beyond_any_use_are_a_one_line_invalid_input(indexed, option):
     """They overflowed to inf/nan: garbage hits, with numpy's warnings on stderr."""
     assert_one_line_error(run("search", "notes", "cats", *option), code=2, match="at most")
+
+
+# ---------------------------------------------------------------- Ray's own words (review)
+def test_ray_auto_with_no_cluster_is_one_semsearch_line(indexed, docs, monkeypatch):
+    """Ray's 'Could not find any running Ray instance ... `--address` flag or RAY_ADDRESS'
+    named a flag semsearch does not have."""
+    pytest.importorskip("ray")
+    from ray._private.services import canonicalize_bootstrap_address
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    try:
+        canonicalize_bootstrap_address("auto")
+        pytest.skip("a Ray cluster runs on this machine")
+    except ConnectionError:
+        pass
+    for args in (["build", "notes", "--ray", "auto"], ["index", docs, "--name", "notes", "--ray", "auto"]):
+        line = assert_one_line_error(run(*args), code=1, match="no Ray cluster found at auto")
+        assert "--address" not in line and "--ray` with no address" in line
+
+
+def test_a_local_ray_starts_without_ray_notices(indexed, monkeypatch):
+    """Every local start printed Ray's 'Token authentication is enabled for this Ray cluster'."""
+    import os
+    import subprocess
+    import sys
+
+    pytest.importorskip("ray")
+    monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
+    built = subprocess.run([sys.executable, "-m", "semsearch", "build", "notes"], capture_output=True, text=True,
+                           timeout=300, env=dict(os.environ))
+    assert built.returncode == 0 and built.stdout.startswith("notes: "), built.stderr[-2000:]
+    assert "Token authentication" not in built.stderr, built.stderr

@@ -1,6 +1,7 @@
 """Connecting to Ray: an existing cluster, or a local one started for the run."""
 from __future__ import annotations
 
+import logging
 import os
 import socket
 from contextlib import contextmanager
@@ -40,7 +41,8 @@ def connected(address: str | None = None, num_cpus: int | None = None):
             check_reachable(address)
             ray.init(address=address, **kwargs)
         else:
-            ray.init(num_cpus=num_cpus, _node_ip_address="127.0.0.1", **kwargs)
+            with without_auth_notice():
+                ray.init(num_cpus=num_cpus, _node_ip_address="127.0.0.1", **kwargs)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         where = address or "a local cluster"
         raise SemsearchError(f"cannot connect to Ray at {where}: {str(exc).splitlines()[0]}") from None
@@ -48,6 +50,26 @@ def connected(address: str | None = None, num_cpus: int | None = None):
         yield ray
     finally:
         ray.shutdown()
+
+
+@contextmanager
+def without_auth_notice():
+    """Ray prints "Token authentication is enabled for this Ray cluster..." whenever it
+    starts a local cluster with its default (RAY_AUTH_MODE unset): news to nobody on every
+    run. Setting RAY_AUTH_MODE=token ourselves would not do (the imported ray has read its
+    config by then); so drop that one record, keeping the logger's others."""
+    logger = logging.getLogger("ray._private.authentication.authentication_token_setup")
+    notice = NoticeFilter()
+    logger.addFilter(notice)
+    try:
+        yield
+    finally:
+        logger.removeFilter(notice)
+
+
+class NoticeFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.funcName != "_warn_token_auth_enabled"
 
 
 PROBE_SECONDS = 5.0
@@ -58,10 +80,22 @@ def check_reachable(address: str, timeout: float = PROBE_SECONDS) -> None:
     """Fail in seconds on a GCS address (host:port) where nothing listens or where the
     listener is not a gRPC server: ray.init retries such an address for minutes. A Ray
     GCS answers the HTTP/2 preface with a SETTINGS frame; anything else is not Ray.
-    ``auto``, ``ray://`` (Ray Client) and TLS clusters are left to ray.init."""
+    ``auto`` is looked up as ray.init looks it up; ``ray://`` (Ray Client) and TLS
+    clusters are left to ray.init."""
     from ray._private.services import canonicalize_bootstrap_address
 
-    if address == "auto" or "://" in address or os.environ.get("RAY_USE_TLS", "0") not in ("0", ""):
+    given = address
+    if address == "auto" and "://" not in os.environ.get("RAY_ADDRESS", ""):
+        try:  # as ray.init finds it: RAY_ADDRESS, the last `ray start` here, any Ray running here
+            address = canonicalize_bootstrap_address("auto")
+        except ConnectionError:  # Ray's own text names a --address flag semsearch does not have
+            raise SemsearchError("no Ray cluster found at auto (none runs on this machine and RAY_ADDRESS "
+                                 "is not set): start one with `ray start --head` or give its address, or let "
+                                 "semsearch start a local Ray for the run (`index ... --ray` with no address, "
+                                 "`build` without --ray)") from None
+        except ValueError:
+            return  # ray.init says what is wrong with RAY_ADDRESS
+    if not address or "://" in address or os.environ.get("RAY_USE_TLS", "0") not in ("0", ""):
         return
     try:
         host, port = canonicalize_bootstrap_address(address).rsplit(":", 1)
@@ -76,10 +110,10 @@ def check_reachable(address: str, timeout: float = PROBE_SECONDS) -> None:
             while len(head) < 9 and (got := s.recv(9 - len(head))):
                 head += got
     except OSError as exc:
-        where = address if address.startswith(f"{host}:") else f"{address} ({host}:{port})"
+        where = given if given.startswith(f"{host}:") else f"{given} ({host}:{port})"
         raise SemsearchError(f"cannot connect to Ray at {where}: {exc.strerror or exc}") from None
     if len(head) < 9 or head[3] != 0x04:
-        raise SemsearchError(f"cannot connect to Ray at {address}: what listens there is not a Ray cluster "
+        raise SemsearchError(f"cannot connect to Ray at {given}: what listens there is not a Ray cluster "
                              "(no gRPC answer)")
 
 

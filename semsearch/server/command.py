@@ -12,25 +12,36 @@ def _default(name):
 
 @click.command()
 @click.argument("collections", nargs=-1)
-@click.option("--home", default=None, help="Folder that holds collections (default: the group's --home, ./indexes).")
+@click.option("--home", default=None,
+              help="Folder that holds the collections to serve [env: SEMSEARCH_HOME; default: ./indexes, "
+                   "relative to the current folder]; `semsearch --home D serve` works too.")
 @click.option("--host", default="127.0.0.1", show_default=True,
-              help="Address to listen on; anything but loopback needs an API key (or --insecure).")
-@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
-@click.option("--model", default=None, help="Model name, HF folder, exported folder or hub id (default model).")
-@click.option("--variant", type=click.Choice(["fp32", "int8", "fp16"]), default="fp32", show_default=True)
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
-@click.option("--threads", type=click.IntRange(1), default=None, help="ONNX Runtime threads a model run (default: 1 on a CPU, with --workers one per core).")
+              help="Address or name to listen on (0.0.0.0: every interface); anything but loopback needs "
+                   "an API key (or --insecure).")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True,
+              help="TCP port to listen on; 0 picks a free one (printed at start).")
+@click.option("--model", default=None,
+              help="Model name, HF folder, exported folder or hub id [default: all-MiniLM-L6-v2]; "
+                   "collections made with another model are left out (an error if named).")
+@click.option("--variant", type=click.Choice(["fp32", "int8", "fp16"]), default="fp32", show_default=True,
+              help="Exported variant: fp32 exact, int8 faster on CPUs, fp16 for GPUs.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+              help="auto: CUDA when it attaches, else the CPU.")
+@click.option("--threads", type=click.IntRange(1), default=None,
+              help="ONNX Runtime threads each model run uses [default: on a CPU 1, or cores / --workers "
+                   "when --workers is given; on a GPU ONNX Runtime's own].")
 @click.option("--api-key-file", type=click.Path(dir_okay=False),
-              help="File with API keys, one per line (SEMSEARCH_API_KEY adds one).")
+              help="File with API keys, one per line ('#' comments); SEMSEARCH_API_KEY adds one "
+                   "[default: no key on loopback].")
 @click.option("--insecure", is_flag=True, help="Allow a non-loopback address without an API key.")
 @click.option("--batching/--no-batching", default=True, show_default=True,
               help="Merge concurrent embedding requests into shared model runs.")
 @click.option("--max-batch-tokens", type=int, default=None,
-              help="Padded tokens per model run (default: the Embedder's for the device, 8192 on a CPU).")
+              help="Padded tokens per model run [default: the device's, 8192 on a CPU].")
 @click.option("--max-batch-size", type=int, default=None,
-              help="Texts per model run (default: the Embedder's for the device, 32 on a CPU).")
+              help="Texts per model run [default: the device's, 32 on a CPU].")
 @click.option("--workers", type=int, default=None,
-              help="Model runs side by side (default: on a CPU cores / threads, on a GPU 1).")
+              help="Model runs side by side [default: on a CPU cores / --threads, one per core; on a GPU 1].")
 @click.option("--max-wait-ms", type=float, default=_default("max_wait_ms"), show_default=True,
               help="How long a queued text waits for others to share its run.")
 @click.option("--max-queue", type=int, default=_default("max_queue"), show_default=True,
@@ -38,9 +49,10 @@ def _default(name):
 @click.option("--max-inputs", type=int, default=_default("max_inputs"), show_default=True,
               help="Texts per embeddings request, documents per add, queries per search.")
 @click.option("--max-chars", type=int, default=_default("max_chars"), show_default=True,
-              help="Characters per text to embed.")
-@click.option("--max-k", type=int, default=_default("max_k"), show_default=True, help="Hits per query.")
-@click.option("--max-body-bytes", type=int, default=_default("max_body_bytes"), show_default=True)
+              help="Characters per text to embed; longer ones get 413.")
+@click.option("--max-k", type=int, default=_default("max_k"), show_default=True, help="Hits a query may ask for (k).")
+@click.option("--max-body-bytes", type=int, default=_default("max_body_bytes"), show_default=True,
+              help="Bytes per request body; larger ones get 413.")
 @click.option("--access-log", is_flag=True, help="Log every request (method, path, status; never headers).")
 @click.pass_context
 def serve(ctx, collections, home, host, port, model, variant, device, threads, api_key_file, insecure,

@@ -1,4 +1,5 @@
-"""Start a server: check exposure, load the model once, open the collections on it, run uvicorn.
+"""Start a server: check exposure, take the port, load the model once, open the collections
+on it, run uvicorn on the socket already bound.
 
 uvicorn turns SIGTERM and SIGINT into a graceful shutdown: it stops accepting connections,
 lets in-flight requests finish (up to ``drain_seconds``), then the app's lifespan drains the
@@ -7,10 +8,12 @@ batcher and closes the collections.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import logging
+import socket
 import sys
 
-from ..errors import ModelError
+from ..errors import Conflict, InvalidInput, ModelError, SemsearchError
 from .settings import Settings, check_exposure
 
 log = logging.getLogger("semsearch.server")
@@ -31,23 +34,68 @@ def model_plan(device: str, threads: int | None, workers: int | None) -> tuple[i
     return threads, workers or max(1, cores // threads)
 
 
+BACKLOG = 2048  # uvicorn's
+
+
+def listen(host: str, port: int) -> list[socket.socket]:
+    """Listening sockets on every address ``host`` resolves to (as uvicorn would bind them),
+    taken before the model loads so a busy port or a bad host is one line in a second.
+    Port 0 picks a free port, the same one on each address."""
+    try:
+        addresses = dict.fromkeys((family, addr[:2]) for family, _, _, _, addr in socket.getaddrinfo(
+            host.strip("[]") or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE))
+    except (socket.gaierror, UnicodeError) as exc:
+        raise InvalidInput(f"cannot listen on {host}: {getattr(exc, 'strerror', None) or exc} "
+                           "(give an address or name of this machine with --host)") from None
+    socks: list[socket.socket] = []
+    try:
+        for family, (ip, _) in addresses:
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            socks.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a restart need not wait
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind((ip, port))
+            sock.listen(BACKLOG)
+            port = sock.getsockname()[1]
+    except OSError as exc:
+        for sock in socks:
+            sock.close()
+        raise bind_error(exc, host, port) from None
+    return socks
+
+
+def bind_error(exc: OSError, host: str, port: int) -> SemsearchError:
+    if exc.errno == errno.EADDRINUSE:
+        return Conflict(f"port {port} on {host} is already in use; pick another with --port")
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return InvalidInput(f"cannot listen on {host}: it is not an address of this machine "
+                            "(give one with --host, e.g. 127.0.0.1 or 0.0.0.0)")
+    if exc.errno == errno.EACCES:
+        return InvalidInput(f"not allowed to listen on port {port} of {host} (ports below 1024 need "
+                            "privileges); pick another with --port")
+    return SemsearchError(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
+
+
 def serve(collections=(), home=None, host: str = "127.0.0.1", port: int = 8000, model=None,
           variant: str = "fp32", device: str = "auto", threads: int | None = None,
           settings: Settings = Settings(), insecure: bool = False, access_log: bool = False,
           drain_seconds: float = 30.0) -> None:
     """Serve ``collections`` (names or paths; none: every collection under ``home``)."""
     check_exposure(host, settings.api_keys, insecure)  # before anything slow
+    socks = listen(host, port)
+    port = socks[0].getsockname()[1]
     import uvicorn
 
     from ..collection import Collection, list_collections
     from ..embedder import Embedder
     from .app import create_app
 
-    threads, workers = model_plan(device, threads, settings.workers)
-    settings = dataclasses.replace(settings, workers=workers)
-    embedder = Embedder.load(model, variant=variant, device=device, threads=threads)
     opened = {}
     try:
+        threads, workers = model_plan(device, threads, settings.workers)
+        settings = dataclasses.replace(settings, workers=workers)
+        embedder = Embedder.load(model, variant=variant, device=device, threads=threads)
         for name in collections or list_collections(home):
             try:
                 coll = Collection.open(name, home=home, device=device, embedder=embedder)
@@ -61,11 +109,17 @@ def serve(collections=(), home=None, host: str = "127.0.0.1", port: int = 8000, 
     except BaseException:
         for coll in opened.values():
             coll.close()
+        for sock in socks:
+            sock.close()
         raise
     print(f"serving {embedder.manifest['name']} ({variant}, {embedder.providers[0]}) and "
           f"{len(opened)} collection(s) [{', '.join(opened)}] on http://{host}:{port}"
           f"{'' if settings.api_keys else ' without an API key'}", file=sys.stderr, flush=True)
     # keep-alive 30 s, not uvicorn's 5: a client pool reusing a connection the server is
     # closing gets a reset (the benchmark's one error at 64 clients)
-    uvicorn.run(app, host=host, port=port, access_log=access_log, log_level="info",
-                timeout_graceful_shutdown=drain_seconds, timeout_keep_alive=30, server_header=False)
+    config = uvicorn.Config(app, access_log=access_log, log_level="info", timeout_graceful_shutdown=drain_seconds,
+                            timeout_keep_alive=30, server_header=False)
+    try:
+        uvicorn.Server(config).run(sockets=socks)
+    except KeyboardInterrupt:  # Ctrl-C: uvicorn drained and re-raised it; a clean stop, as uvicorn.run ends
+        pass
