@@ -94,6 +94,7 @@ class Collection:
             self.use_embedder(embedder)
         self._index: VectorIndex | None = None
         self._index_gen = -1
+        self._build = None  # the `semsearch build` the index maps (see _build_mark)
         self._index_lock = _ReadWriteLock()
         self._index_read = None  # a background read of the index file, see _prefetch_index
         self._write_lock = threading.Lock()
@@ -225,14 +226,19 @@ class Collection:
     def _sync_index(self) -> None:
         """Replay into the index what the store holds beyond it (call inside a snapshot)."""
         gen = self.store.generation()
-        # an unbuilt on-disk collection switches to its build once `semsearch build` publishes one
-        stale = not getattr(self._index, "built", True) and (self.path / ONDISK_POINTER).is_file()
+        build = self._build_mark()
+        # a `semsearch build` published since: map it, and let go of the one it replaced (its
+        # files are deleted; mapped, their disk space would stay in use until this process ends)
+        stale = build != self._build
         if self._index is not None and self._index_gen >= gen and not stale:
             return
         with self._index_lock.writing():
             from_file = self._index is None or stale
             if from_file:
+                old, self._build = self._index, build
                 self._load_index_file()
+                if old is not None and old is not self._index and hasattr(old, "close"):
+                    old.close()
             if getattr(self._index, "reads_store", False):  # an exact scan: nothing to replay
                 self._index_gen = gen
                 return
@@ -245,6 +251,15 @@ class Collection:
             if from_file and self._index.ntotal != self.store.counts()[1]:  # a last check, once per open
                 log.warning("index file of %s does not match its store; rebuilding it from the store", self.name)
                 self._rebuild()
+
+    def _build_mark(self):
+        """Which `semsearch build` is current, if any: publishing one replaces its pointer
+        file, so the file's identity changes."""
+        try:
+            st = os.stat(self.path / ONDISK_POINTER)
+        except FileNotFoundError:
+            return None
+        return st.st_ino, st.st_mtime_ns
 
     def _prefetch_index(self) -> None:
         """Start reading the index file while the model loads: a cold search waits for
@@ -600,6 +615,8 @@ class Collection:
                      "params": self._index.params, "vectors": self._index.ntotal}
             if index["kind"] == ONDISK:  # vectors outside the built lists (all of them before a build)
                 index.update(built=self._index.built, waiting=self._index.waiting)
+                if self._index.built:
+                    index["build"] = self._index.folder.name
         return {
             "name": self.name, "path": str(self.path.resolve()), "model": self.pinned,
             "index": index,

@@ -1,4 +1,6 @@
 """Scale-out: the on-disk IVF build and the Ray Data ingest, on a real local Ray cluster."""
+from pathlib import Path
+
 import faiss
 import numpy as np
 import pytest
@@ -609,3 +611,33 @@ def test_the_next_write_removes_a_changes_file_a_killed_save_left(home, embedder
         orphan.write_bytes(b"\0" * 4096)
         coll.add_texts(["one more note"], ids=["more"])
         assert not orphan.exists() and (coll.path / ondisk.CHANGES).is_file()
+
+
+def test_a_process_holding_a_collection_moves_to_each_new_build(home, embedder, ray_local):
+    """A server that opened a collection kept the build it first mapped: results stayed right
+    (the store is replayed) but the replaced build's files, deleted by the next build, kept
+    their disk space (as large as the index) until the process ended; and an in-memory
+    collection's index.faiss stayed beside its build, unused, as large as its vectors."""
+    from semsearch.collection import INDEX_FILE
+    from semsearch.distributed.build import build_collection
+
+    def mapped():
+        with open("/proc/self/maps") as f:
+            return f.read()
+
+    with small_collection("held", embedder) as held:
+        assert (held.path / INDEX_FILE).is_file()
+        first = Path(build_collection("held", spec="IVF2,Flat")["folder"])
+        fifth = f"note 5 on {WORDS[5 % len(WORDS)]} and {WORDS[15 % len(WORDS)]}"  # as small_collection has it
+        assert held.search(fifth, k=1, mode="dense")[0].id == "t5"
+        assert held.info()["index"]["build"] == first.name
+        assert str(first) in mapped() and not (held.path / INDEX_FILE).exists()
+        held.add_texts(["written between the builds about vortex drag"], ids=["between"])
+        second = Path(build_collection("held", spec="IVF2,Flat")["folder"])
+        assert second != first and not first.exists()
+        assert held.search("written between the builds about vortex drag", k=1, mode="dense")[0].id == "between"
+        assert held.info()["index"]["build"] == second.name
+        assert str(first) not in mapped() and str(second) in mapped()
+        assert not (held.path / INDEX_FILE).exists()
+        # nor the part indexes a build merges (deleted after the merge, as large as the index)
+        assert not [line for line in mapped().splitlines() if str(held.path) in line and "shard-" in line]

@@ -16,7 +16,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..collection import ONDISK_SHARDS as SHARDS_DIR
+from ..collection import INDEX_FILE, ONDISK_SHARDS as SHARDS_DIR
 from . import ondisk
 
 SHARD_ROWS = 1_000_000  # vectors per Parquet shard (1.5 GB at 384-d): one fill task's memory
@@ -111,8 +111,10 @@ def build_collection(name_or_path, home=None, shards_dir=None, address: str | No
                                  memory_budget_mb=memory_budget_mb, generation=generation,
                                  use_ray=True, log=log)
             ondisk.publish(coll.path, built)
-            # changes saved for the old build are ignored by the new one (they name their build)
+            # changes saved for the old build are ignored by the new one (they name their build),
+            # and an in-memory index file is never read again (as large as the vectors)
             (coll.path / ondisk.CHANGES).unlink(missing_ok=True)
+            (coll.path / INDEX_FILE).unlink(missing_ok=True)
             return {"kind": ondisk.MmapIndex.kind, "folder": str(built),
                     **json.loads((built / "meta.json").read_text())}
 

@@ -228,8 +228,6 @@ def build(shards: Sequence, out_dir, spec: str = "auto", memory_budget_mb: float
     Train on a sample, fill one IVF per shard (Ray tasks when Ray is initialised),
     merge the lists on disk, tune nprobe on query-like vectors against exact search.
     """
-    from faiss.contrib.ondisk import merge_ondisk
-
     shards = [str(s) for s in shards]
     if not shards:
         raise InvalidInput("no shards to build from")
@@ -253,7 +251,7 @@ def build(shards: Sequence, out_dir, spec: str = "auto", memory_budget_mb: float
         log("merging the inverted lists on disk")
         index = faiss.deserialize_index(np.frombuffer(trained, np.uint8))
         with fd_redirected(1, 2):  # faiss says "resizing <file> to <n> bytes"
-            merge_ondisk(index, parts, str(tmp / "lists.ivfdata"))
+            _merge_parts(index, parts, str(tmp / "lists.ivfdata"))
         faiss.write_index(index, str(tmp / "index.faiss"))
         del index
         for p in parts:
@@ -285,6 +283,23 @@ def build(shards: Sequence, out_dir, spec: str = "auto", memory_budget_mb: float
         raise
     log(f"built {n:,} vectors: nprobe {nprobe}, recall@10 {recall:.3f} against exact search")
     return out_dir
+
+
+def _merge_parts(index, parts: Sequence[str], lists_file: str) -> None:
+    """Move the inverted lists of the part indexes into the empty trained ``index``, as one
+    on-disk lists file. faiss.contrib.ondisk.merge_ondisk does this but detaches each
+    part's lists from its index and never frees them, so every build left its part files
+    (deleted after the merge, together as large as the index) mapped: their disk space
+    stayed in use until the process ended. Here each part index keeps, and frees, its own."""
+    readers = [faiss.read_index(p, faiss.IO_FLAG_MMAP) for p in parts]
+    sources = faiss.InvertedListsPtrVector()
+    for reader in readers:
+        sources.push_back(faiss.extract_index_ivf(reader).invlists)
+    ivf = faiss.extract_index_ivf(index)
+    merged = faiss.OnDiskInvertedLists(ivf.nlist, ivf.code_size, lists_file)
+    index.ntotal = ivf.ntotal = merged.merge_from_multiple(sources.data(), sources.size(), False)
+    ivf.replace_invlists(merged, True)  # the index owns the merged lists from here
+    merged.this.disown()
 
 
 def pq_max(shard) -> int:
@@ -544,8 +559,9 @@ def _read_lists(folder: Path, flags: int = faiss.IO_FLAG_READ_ONLY):
 
     faiss stores the absolute path of the lists file; a folder that was renamed or
     copied (a collection moved or copied elsewhere; build's own rename) is re-read with
-    IO_FLAG_ONDISK_SAME_DIR, whose line on C's stdout is sent to stderr: on stdout it
-    came before the output of `search --json`."""
+    IO_FLAG_ONDISK_SAME_DIR, whose line on C's stdout ("updating ondisk filename") is
+    dropped: on stdout it came before the output of `search --json`, on stderr it was
+    noise on every search of a copied collection."""
     want = str((folder / "lists.ivfdata").resolve())
     try:
         idx = faiss.read_index(str(folder / "index.faiss"), flags)
@@ -555,7 +571,7 @@ def _read_lists(folder: Path, flags: int = faiss.IO_FLAG_READ_ONLY):
     except RuntimeError:
         pass
     try:
-        with fd_redirected(1, 2):
+        with open(os.devnull, "w") as null, fd_redirected(1, null.fileno()):
             return faiss.read_index(str(folder / "index.faiss"), flags | faiss.IO_FLAG_ONDISK_SAME_DIR)
     except RuntimeError as e:
         raise CollectionError(f"on-disk index in {folder} is unreadable: {str(e).splitlines()[0]}") from None
@@ -612,7 +628,12 @@ def attach(parent) -> tuple[MmapIndex, int] | None:
     folder = current(parent)
     if folder is None:
         return None
-    index = MmapIndex.open(folder)
+    try:
+        index = MmapIndex.open(folder)
+    except (CollectionError, OSError):
+        if current(parent) == folder:
+            raise
+        index = MmapIndex.open(folder := current(parent))  # a new build removed it as we opened it
     gen = index.load_changes(Path(parent) / CHANGES)
     return index, int(index.meta["generation"]) if gen is None else gen
 
