@@ -504,7 +504,7 @@ class Collection:
                 for file in _file_progress(files, progress, report):
                     for doc in load_file(file) if isinstance(file, str) else [file]:
                         if not hasattr(doc, "key"):  # Skipped
-                            report.skipped.append((doc.source, doc.reason))
+                            report.skip(doc.source, doc.reason, doc.transient)
                             continue
                         seen.add(doc.key)
                         if known.get(doc.key) == doc.content_hash:
@@ -525,7 +525,7 @@ class Collection:
                                               self.config["overlap"], report)))
             if remove_missing:
                 listed = [f for f in files if isinstance(f, str)]
-                report.removed = w.remove_missing(roots, seen, glob, report.skipped, listed)
+                report.removed = w.remove_missing(roots, seen, glob, report.unread, listed)
         report.seconds = time.time() - started
         return report
 

@@ -34,6 +34,14 @@ class IndexReport:
     replaced_chars: int = 0
     seconds: float = 0.0
     skipped: list = field(default_factory=list)  # (source, reason)
+    unread: set = field(default_factory=set)  # skipped sources whose indexed documents stay
+
+    def skip(self, source: str, reason: str, transient: bool = False) -> None:
+        """Report a file or document left out. ``transient``: it may read fine next time
+        (see loaders.Skipped), so a re-index keeps what was indexed from it."""
+        self.skipped.append((source, reason))
+        if transient:
+            self.unread.add(source)
 
 
 @dataclass
@@ -89,7 +97,7 @@ def _prepared(docs, embedder, chunk_tokens: int, overlap: int, report: IndexRepo
         chunked = chunk_documents([text for _, text in group], embedder.tokenizer, chunk_tokens, overlap)
         for (info, _), chunks in zip(group, chunked):
             if not chunks:
-                report.skipped.append((info.source or info.key, "no text"))
+                report.skip(info.source or info.key, "no text")
             report.chunks += len(chunks)
             batch.append(PreparedDocument(info.key, info.source, info.content_hash, info.metadata, chunks))
             pending += len(chunks)
@@ -109,7 +117,7 @@ def _read_groups(docs: Iterable[tuple[DocumentInfo, Iterable[str]]],
         try:
             text = read_text(segments)
         except (TooLarge, OSError) as exc:
-            report.skipped.append((info.source or info.key, getattr(exc, "strerror", None) or str(exc)))
+            report.skip(info.source or info.key, getattr(exc, "strerror", None) or str(exc), transient=True)
             continue
         group.append((info, text))
         size += sum(map(len, text))
@@ -199,14 +207,13 @@ class Writer:
         return found
 
     def remove_missing(self, roots: list[str], seen: set[str], glob: str | None,
-                       skipped: Iterable[tuple[str, str]] = (), listed: Iterable[str] = ()) -> int:
+                       unread: Iterable[str] = (), listed: Iterable[str] = ()) -> int:
         """Delete documents under ``roots`` that this run did not see, limited to what the
-        glob selects (the same rule that walked the folders). A file this run skipped (there,
-        but unreadable for now) keeps what was indexed from it, and so does one this run did
-        not list but that exists (another writer indexed it since this run listed the files);
-        of a file it ``listed`` (read), what it no longer holds goes."""
-        unread = {source for source, _ in skipped}
-        listed = set(listed)
+        glob selects (the same rule that walked the folders). A file this run could not read
+        (``unread``: IndexReport.unread) keeps what was indexed from it, and so does one this
+        run did not list but that exists (another writer indexed it since this run listed the
+        files); of a file it ``listed`` and read, what it no longer holds goes."""
+        unread, listed = set(unread), set(listed)
         with self.locked():
             gone = sorted({key for root in roots for key, source in self.store.documents_under(root)
                            if key not in seen and source not in unread

@@ -47,6 +47,9 @@ class Document:
 class Skipped:
     source: str
     reason: str
+    # it may read fine next time (an I/O error, a file caught half-written, a missing extra):
+    # what was indexed from it stays. Otherwise (empty, binary...) the file holds no text now.
+    transient: bool = False
 
 
 # ---------------------------------------------------------------- walking
@@ -112,7 +115,7 @@ def _walk(root: Path, folder: Path, glob: str | None, walked: set | None = None)
         walked.add((st.st_dev, st.st_ino))
         entries = sorted(os.scandir(folder), key=lambda e: e.name)
     except OSError as e:
-        yield Skipped(str(folder), _os_reason(e))
+        yield Skipped(str(folder), _os_reason(e), transient=True)
         return
     for e in entries:
         if e.name.startswith("."):
@@ -121,7 +124,7 @@ def _walk(root: Path, folder: Path, glob: str | None, walked: set | None = None)
         try:
             is_dir, is_file = e.is_dir(), e.is_file()
         except OSError as err:  # e.g. a symlink to itself
-            yield Skipped(_printable(p), _os_reason(err))
+            yield Skipped(_printable(p), _os_reason(err), transient=True)
             continue
         if not is_dir and (not (is_file or os.path.exists(p))  # a dangling link: a vanished file
                            or glob is not None and not glob_selects(p, root, glob)):
@@ -176,9 +179,9 @@ def load_file(path: str) -> Iterator[Document | Skipped]:
         else:
             yield from _load_csv(path)
     except OSError as e:
-        yield Skipped(path, _os_reason(e))
+        yield Skipped(path, _os_reason(e), transient=True)
     except Exception as e:  # a corrupt file must not stop the run
-        yield Skipped(path, f"unreadable: {type(e).__name__}: {e}")
+        yield Skipped(path, f"unreadable: {type(e).__name__}: {e}", transient=True)
 
 
 def _file_info(path: str) -> tuple[str, bool]:
@@ -400,8 +403,8 @@ def _records_to_docs(path: str, items: Iterable[tuple[str, int, object, str | No
         else:
             ids.add(doc.key)
             yield doc
-    if not any_item:  # not Skipped(path): that would keep what an earlier version held
-        yield Skipped(f"{path}:1", "no records")
+    if not any_item:
+        yield Skipped(path, "no records")
 
 
 def _finite(text: str) -> float:
@@ -466,10 +469,10 @@ def _load_json(path: str):
     try:
         data = _json(text) if text.strip() else []  # blank: no records
     except RecursionError:
-        yield Skipped(path, "invalid JSON: nested too deeply")
+        yield Skipped(path, "invalid JSON: nested too deeply", transient=True)
         return
     except ValueError as e:  # JSONDecodeError, NaN, Infinity
-        yield Skipped(path, f"invalid JSON: {e}")
+        yield Skipped(path, f"invalid JSON: {e}", transient=True)
         return
     items = data if isinstance(data, list) else [data]
     # Item positions are 1-based, like line numbers; the replaced count goes to the first record.
@@ -513,7 +516,7 @@ def _load_pdf(path: str) -> Document | Skipped:
     try:
         from pypdf import PdfReader
     except ImportError:
-        return Skipped(path, "PDF support needs `pip install semsearch[pdf]`")
+        return Skipped(path, "PDF support needs `pip install semsearch[pdf]`", transient=True)
     digest, _ = _file_info(path)
     reader = PdfReader(path)
     if reader.is_encrypted:

@@ -197,7 +197,7 @@ def test_pdf_with_a_broken_later_page_is_skipped_not_raised_while_read(tmp_path)
     pytest.importorskip("pypdf")
     p = tmp_path / "broken.pdf"
     p.write_bytes(_minimal_pdf("Hello semantic search", second_page=b"/Filter /NoSuchDecode"))
-    assert load(p) == [Skipped(str(p), "unreadable: NotImplementedError: Unsupported filter /NoSuchDecode")]
+    assert load(p) == [Skipped(str(p), "unreadable: NotImplementedError: Unsupported filter /NoSuchDecode", transient=True)]
 
 
 def test_binary_file_is_skipped(tmp_path):
@@ -212,12 +212,12 @@ def test_empty_and_whitespace_files_are_skipped(tmp_path):
     assert [s.reason for s in load(tmp_path)] == ["empty file", "empty file"]
 
 
-def test_a_records_file_without_records_says_so_for_its_first_line(tmp_path):
+def test_a_records_file_without_records_says_so(tmp_path):
     for name in ["empty.jsonl", "empty.json", "empty.csv", "list.json", "header.csv"]:
         (tmp_path / name).write_bytes(b" \n")
     (tmp_path / "list.json").write_text("[]")
     (tmp_path / "header.csv").write_text("id,text\n")
-    assert load(tmp_path) == [Skipped(f"{tmp_path / n}:1", "no records") for n in
+    assert load(tmp_path) == [Skipped(str(tmp_path / n), "no records") for n in
                               ["empty.csv", "empty.json", "empty.jsonl", "header.csv", "list.json"]]
 
 
@@ -239,6 +239,28 @@ def test_a_records_file_emptied_since_it_was_indexed_loses_its_records(tmp_path,
     assert coll.count() == 1 and coll.search("zebras", mode="lexical") == []
     assert [reason for _, reason in report.skipped] == ["no records"] * 3
     coll.close()
+
+
+def test_a_file_emptied_or_turned_binary_loses_its_text_one_unreadable_keeps_it(tmp_path, home):
+    """Re-indexing kept what was indexed from any skipped file: an emptied (or binary) file
+    stayed searchable forever. Only a file that may read fine next time (an I/O error, JSON
+    caught half-written) keeps its documents."""
+    from semsearch.collection import Collection
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    for name, text in {"a.txt": "zebras graze", "b.md": "zebras run", "c.json": '[{"text": "zebras sleep"}]',
+                       "d.txt": "lions sleep"}.items():
+        (docs / name).write_text(text)
+    with Collection.create(tmp_path / "coll") as coll:
+        assert coll.add_files([docs]).added == 4
+        (docs / "a.txt").write_text("")
+        (docs / "b.md").write_bytes(b"\0\1\2 zebras")
+        (docs / "c.json").write_text('[{"text": "zebras sl')  # caught half-written
+        report = coll.add_files([docs])
+        assert sorted(r for _, r in report.skipped)[:2] == ["binary file", "empty file"]
+        assert report.removed == 2
+        assert {h.text for h in coll.search("zebras", mode="lexical")} == {"zebras sleep"}
 
 
 def test_unsupported_type_is_skipped(tmp_path):

@@ -61,7 +61,7 @@ class PrepareFiles:
         return {"record": [pickle.dumps(r, protocol=5) for r in records]}
 
     def _records(self, paths, known: dict) -> list[tuple]:
-        """("skipped", source, reason) for unreadable files, ("unchanged", key) for documents
+        """("skipped", source, reason, transient) for unreadable files, ("unchanged", key) for documents
         whose hash is known, ("doc", key, PreparedDocument | None) for the rest (None: it
         could not be chunked; its reason follows as a "skipped" record), then
         ("done", files, replaced characters). A semsearch error comes back as the one
@@ -73,7 +73,7 @@ class PrepareFiles:
         for path in paths:
             for doc in load_file(str(path)):
                 if isinstance(doc, Skipped):
-                    records.append(("skipped", doc.source, doc.reason))
+                    records.append(("skipped", doc.source, doc.reason, doc.transient))
                 elif known.get(doc.key) == doc.content_hash:
                     records.append(("unchanged", doc.key))
                 else:
@@ -83,7 +83,7 @@ class PrepareFiles:
         prepared = {p.key: p for batch in embed_documents(infos, self.embedder, self.chunk_tokens,
                                                           self.overlap, report) for p in batch} if todo else {}
         records += [("doc", d.key, prepared.get(d.key)) for d in todo]
-        records += [("skipped", source, reason) for source, reason in report.skipped]
+        records += [("skipped", source, reason, source in report.unread) for source, reason in report.skipped]
         records.append(("done", len(paths), sum(d.replaced_chars for d in todo)))
         return records
 
@@ -156,7 +156,9 @@ def index_paths(coll, paths: Iterable, address: str | None = None, glob: str | N
     roots = [str(Path(p).expanduser().resolve()) for p in paths]
     listed = list_files(roots, glob=glob)  # NotFound for a missing path, before any write
     report = IndexReport()
-    report.skipped += [(s.source, s.reason) for s in listed if not isinstance(s, str)]
+    for s in listed:
+        if not isinstance(s, str):
+            report.skip(s.source, s.reason, s.transient)
     files = [f for f in listed if isinstance(f, str)]
     with connected(address) as ray, coll.writer(hold=False) as w:  # the lock a batch of records at a time
         known = w.known_hashes()
@@ -171,7 +173,7 @@ def index_paths(coll, paths: Iterable, address: str | None = None, glob: str | N
                 docs = report.added + report.updated + report.unchanged
                 batches.note(f"{docs} docs, {report.chunks / batches.elapsed():.0f} chunks/s")
         if remove_missing:
-            report.removed = w.remove_missing(roots, seen, glob, report.skipped, files)
+            report.removed = w.remove_missing(roots, seen, glob, report.unread, files)
     report.seconds = time.time() - started
     return report
 
@@ -184,7 +186,7 @@ def _apply(record: tuple, w, known: dict, seen: set, report, on_commit) -> None:
     """One record from an actor, written or counted as add_files would."""
     kind = record[0]
     if kind == "skipped":
-        report.skipped.append(record[1:])
+        report.skip(*record[1:])
     elif kind == "unchanged":
         seen.add(record[1])
         report.unchanged += 1
