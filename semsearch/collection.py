@@ -465,9 +465,10 @@ class Collection:
         return ids
 
     def add_vectors(self, ids: Sequence[str], vectors, texts: Sequence[str],
-                    metadata: Sequence[dict] | dict | None = None) -> None:
-        """Add one-chunk documents whose vectors you computed (L2-normalised, the pinned
-        model's dimension); dense search finds them, lexical search finds their text."""
+                    metadata: Sequence[dict] | dict | None = None) -> list[str]:
+        """Add (or replace, by id) one-chunk documents whose vectors you computed
+        (L2-normalised, the pinned model's dimension); returns the ids, as add_texts does.
+        Dense search finds them, lexical search finds their text."""
         from .chunking import Chunk
         texts = validation.document_texts(texts)
         ids = validation.new_ids(ids, len(texts))
@@ -483,6 +484,7 @@ class Collection:
             for i in range(0, len(docs), 10_000):  # a transaction per 10,000: all or none each
                 w.put_many(docs[i:i + 10_000])
                 w.flush()
+        return list(ids)
 
     def add_files(self, paths: Iterable[str | os.PathLike], glob: str | None = None,
                   remove_missing: bool = True, progress: bool = False) -> IndexReport:
@@ -575,7 +577,7 @@ class Collection:
             if query_vectors is None:
                 vectors = self.embedder.embed(queries, kind="query")
             else:
-                vectors = validation.vectors(query_vectors, self.pinned["dim"], "query_vectors")
+                vectors = validation.unit_vectors(query_vectors, self.pinned["dim"], "query_vectors")
                 if len(vectors) != len(queries):
                     raise InvalidInput(f"got {len(vectors)} query vectors for {len(queries)} queries")
         with self.store.snapshot():
@@ -589,7 +591,7 @@ class Collection:
 
     def search_vectors(self, vectors: np.ndarray, k: int = 10, where: dict | None = None) -> list[list[Hit]]:
         """Dense search with query vectors you embedded yourself: a list of hits per row."""
-        vectors = validation.vectors(vectors, self.pinned["dim"], "query vectors")
+        vectors = validation.unit_vectors(vectors, self.pinned["dim"], "query vectors")
         k = validation.check_k(k)
         where = validation.where_filter(where)
         with self.store.snapshot():

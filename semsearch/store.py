@@ -348,7 +348,7 @@ class Store:
                 return []
             sql += " AND rowid IN (SELECT doc_id FROM chunks WHERE id IN (SELECT value FROM json_each(?)))"
             params.append(json.dumps(allowed.tolist()))
-        sql += " ORDER BY bm25(documents_fts) LIMIT ?"
+        sql += " ORDER BY bm25(documents_fts), rowid LIMIT ?"  # ties: the document added first
         params.append(k)
         try:
             return [(r[0], float(r[1])) for r in self.db.execute(sql, params)]

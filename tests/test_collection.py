@@ -446,7 +446,8 @@ def test_open_or_create_refuses_settings_that_differ(home):
 def test_add_vectors_stores_precomputed_vectors_that_dense_search_finds(home):
     with small() as coll:
         vectors = coll.embedder.embed(["gliders soar on thermals", "the soup needs salt"])
-        coll.add_vectors(["glide", "soup"], vectors, ["gliders soar on thermals", "the soup needs salt"])
+        ids = coll.add_vectors(["glide", "soup"], vectors, ["gliders soar on thermals", "the soup needs salt"])
+        assert ids == ["glide", "soup"]  # as add_texts returns them
         query = coll.embedder.embed(["sailplanes"], kind="query")
         assert coll.search_vectors(query, k=1)[0][0].id == "glide"
         assert coll.search("soup salt", k=1, mode="lexical")[0].id == "soup"
@@ -750,6 +751,19 @@ def test_add_vectors_that_are_not_unit_length_are_invalid_input_and_store_nothin
         with pytest.raises(InvalidInput, match="normalised"):
             coll.add_vectors(["glide", "soup"], vectors, ["gliders soar on thermals", "the soup needs salt"])
         assert coll.count() == 0
+
+
+@pytest.mark.parametrize("scale", [0.0, 3.0])
+def test_query_vectors_that_are_not_unit_length_are_invalid_input(home, embedder, scale):
+    """Scores are cosines only for unit queries: a longer one scaled every dense score (past
+    1, and past min_score thresholds) and weighed the dense side more in hybrid fusion."""
+    with small() as coll:
+        coll.add_texts(list(TOPICS.values()), ids=list(TOPICS))
+        query = embedder.embed(["sailplanes"], kind="query") * scale
+        with pytest.raises(InvalidInput, match="normalised"):
+            coll.search_vectors(query, k=1)
+        with pytest.raises(InvalidInput, match="normalised"):
+            coll.search("sailplanes", k=1, query_vectors=query)
 
 
 @pytest.mark.parametrize("model", ["", 5])
