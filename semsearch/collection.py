@@ -48,6 +48,7 @@ ONDISK_SCRATCH = ".build-"  # a build being written, renamed to ondisk-* when wh
 ONDISK_BUILD_LOCK = "ondisk-lock/build.lock"  # held for a whole build: builds exclude each other, not writers
 ONDISK_SHARDS = "shards"  # the Parquet shards a build wrote inside the collection (the default)
 # every file a collection folder may hold: delete_collection removes these and nothing else
+STORE_SCRATCH = f".{STORE_FILE}.*.new*"  # a store being created (and its -wal, -shm), renamed when whole
 OWN_FILES = (STORE_FILE, STORE_FILE + "-wal", STORE_FILE + "-shm", INDEX_FILE, LOCK_FILE)
 MIN_TRAIN = 2_000  # below this, indexes that need training wait as exact search
 DEFAULTS = {"index": "auto", "variant": "fp32", "overlap": 32}
@@ -134,7 +135,9 @@ class Collection:
         with _locked(path, wait=LOCK_WAIT):
             if (path / STORE_FILE).is_file():  # another process created it while we loaded the model
                 return cls._existing(path, exist_ok, settings, device, embedder)
-            tmp = path / f".{STORE_FILE}.{uuid.uuid4().hex}.new"
+            for orphan in path.glob(STORE_SCRATCH):  # what a killed create left (we hold the lock)
+                orphan.unlink(missing_ok=True)
+            tmp = path / f".{STORE_FILE}.{uuid.uuid4().hex}.new"  # matched by STORE_SCRATCH
             try:
                 store = Store(tmp, create=True)
                 m = embedder.manifest
@@ -669,7 +672,8 @@ def delete_collection(name_or_path, home=None) -> Path:
     try:
         for name in OWN_FILES[:-1] + (ONDISK_POINTER, ONDISK_CHANGES):
             (path / name).unlink(missing_ok=True)
-        for scratch in [*path.glob(f".{INDEX_FILE}.*.tmp"), *path.glob(f".{ONDISK_CHANGES}.*.tmp")]:
+        for scratch in [*path.glob(f".{INDEX_FILE}.*.tmp"), *path.glob(f".{ONDISK_CHANGES}.*.tmp"),
+                        *path.glob(STORE_SCRATCH)]:
             scratch.unlink(missing_ok=True)
         for build in [*path.glob(ONDISK_BUILDS), *path.glob(f"{ONDISK_SCRATCH}*"), path / ONDISK_SHARDS]:
             if build.is_dir():

@@ -300,6 +300,22 @@ def test_rm_removes_what_killed_saves_and_builds_left(home):
     assert not (home / "c").exists()
 
 
+def test_a_killed_create_leaves_nothing_behind_the_next_create_or_rm(home, caplog):
+    """A create killed before its rename left its temporary store (and -wal) for ever, and
+    `rm` then warned about files 'semsearch did not create'."""
+    from semsearch.collection import delete_collection
+
+    (home / "c").mkdir(parents=True)
+    for name in (".store.sqlite.0123abcd.new", ".store.sqlite.0123abcd.new-wal"):
+        (home / "c" / name).write_bytes(b"partial")
+    small().close()
+    assert sorted(p.name for p in (home / "c").glob(".store.sqlite.*")) == []
+    (home / "c" / ".store.sqlite.4567.new-shm").write_bytes(b"partial")  # another one, then rm
+    with caplog.at_level(logging.WARNING, logger="semsearch"):
+        delete_collection("c")
+    assert not (home / "c").exists() and not caplog.records
+
+
 def test_a_writer_waits_for_another_process_to_finish(home):
     """Several writers may use one collection: the second waits its turn (up to LOCK_WAIT)."""
     with small() as coll:
