@@ -32,7 +32,7 @@ def main():
     print("| run | nDCG@10 | Recall@100 | MRR@10 | MAP@100 |\n|---|---:|---:|---:|---:|")
     for label, variant, spec, mode in RUNS:
         name = str(HERE / ".cache" / f"eval-{variant}-{spec}")
-        result = evaluate(args.data, mode=mode, variant=variant, index=name, index_spec=spec)
+        result = evaluate(args.data, mode=mode, variant=variant, collection=name, index=spec)
         m = result["metrics"]
         rows.append({"run": label, "index": result["index"], **m})
         print(f"| {label} | {m['ndcg@10']:.4f} | {m['recall@100']:.4f} | {m['mrr@10']:.4f} | {m['map@100']:.4f} |",

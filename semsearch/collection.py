@@ -429,7 +429,7 @@ class Collection:
     def _check_not_removed(self) -> None:
         if self.store.replaced():
             raise NoSuchCollection(f"collection {self.name} was removed while it was open here "
-                                   "(`semsearch rm`?); nothing more is written to it")
+                                   "(`semsearch rm`?); it is neither searched nor written any more")
 
     def _finish_writes(self) -> None:
         """Under the writer lock: replay, compact or re-type, and save the index file."""
@@ -583,6 +583,7 @@ class Collection:
                 vectors = validation.unit_vectors(query_vectors, self.pinned["dim"], "query_vectors")
                 if len(vectors) != len(queries):
                     raise InvalidInput(f"got {len(vectors)} query vectors for {len(queries)} queries")
+        self._check_not_removed()  # a server must not go on answering from a removed collection
         with self.store.snapshot():
             if mode != "lexical":
                 self._sync_index()
@@ -597,6 +598,7 @@ class Collection:
         vectors = validation.unit_vectors(vectors, self.pinned["dim"], "query vectors")
         k = validation.check_k(k)
         where = validation.where_filter(where)
+        self._check_not_removed()
         with self.store.snapshot():
             self._sync_index()
             allowed = self.store.filter_ids(where) if where else None

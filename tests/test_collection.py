@@ -300,6 +300,22 @@ def test_rm_removes_what_killed_saves_and_builds_left(home):
     assert not (home / "c").exists()
 
 
+def test_a_collection_removed_while_open_is_not_searched_any_more(home):
+    """A server holding a collection that `semsearch rm` removed kept answering from the
+    deleted files (and, once it was created anew, from the old ones instead of the new)."""
+    from semsearch.collection import delete_collection
+    from semsearch.errors import NoSuchCollection
+
+    with small() as held:
+        held.add_texts(list(TOPICS.values()), ids=list(TOPICS))
+        assert held.search("guitar concert", k=1)[0].id == "guitar"
+        delete_collection("c")
+        for search in (lambda: held.search("guitar concert", k=1, mode="lexical"),
+                       lambda: held.search_vectors(held.embedder.embed(["guitar"], kind="query"))):
+            with pytest.raises(NoSuchCollection, match="removed while it was open here"):
+                search()
+
+
 def test_a_killed_create_leaves_nothing_behind_the_next_create_or_rm(home, caplog):
     """A create killed before its rename left its temporary store (and -wal) for ever, and
     `rm` then warned about files 'semsearch did not create'."""
