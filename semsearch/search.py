@@ -5,6 +5,7 @@ given as a function so it knows nothing about how the vector index is kept in st
 """
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import asdict, dataclass
 from typing import Callable, Sequence
@@ -178,11 +179,16 @@ class Ranker:
         documents above it have."""
         raw = self.dense(vector[None], depth, self.allowed)[0] if ranking is None else ranking
         ranked, deeper = self.chunks(raw), depth
-        while docs and len(raw) == deeper and len({r.doc_id for r in ranked}) < min(depth, self.store.counts()[0]):
+        while docs and len(raw) == deeper and len({r.doc_id for r in ranked}) < min(depth, self.documents):
             deeper *= 4  # the index gave all it was asked for: there may be more
             raw = self.dense(vector[None], deeper, self.allowed)[0]
             ranked = self.chunks(raw)
         return ranked
+
+    @functools.cached_property
+    def documents(self) -> int:
+        """Documents in the store, counted once for all the queries of a call (count(*) scans)."""
+        return self.store.counts()[0]
 
     def chunks(self, ranking: Ranking) -> list[_Ranked]:
         """A dense chunk ranking with each chunk's document (a chunk this snapshot of the
