@@ -29,7 +29,8 @@ TEXT_FIELDS = ("text", "content", "body")
 ID_FIELDS = ("id", "_id")
 SEGMENT_BYTES = 1 << 20  # size of the text pieces handed to the chunker
 BINARY_SNIFF = 8192
-_UTF8_FFFD = "\ufffd".encode()
+_MARK = "\udcff"  # stands in for undecodable bytes while a file is decoded (see _undecodable)
+UNDECODABLE = "semsearch.undecodable"  # the errors= of every decode of a file's bytes
 NOT_UTF8 = "name is not valid UTF-8 (rename it to index it)"
 
 
@@ -223,20 +224,18 @@ def _last_space(text: str, limit: int) -> int:
 
 def _read_segments(path: str, doc: Document) -> Iterator[str]:
     """Decode a file incrementally, yielding ~1 MB pieces cut after whitespace."""
-    dec = codecs.getincrementaldecoder("utf-8-sig")(errors="replace")
-    replaced = 0
-    tail = b""  # last bytes of the previous block: a real U+FFFD may straddle blocks
-    carry = ""
-    doc.replaced_chars = 0
-    with _open_utf8(path) as f:
+    with open(path, "rb") as f:
+        dec = codecs.getincrementaldecoder(_encoding(f.read(4)))(errors=UNDECODABLE)
+        f.seek(0)
+        carry = ""
+        doc.replaced_chars = 0
         following = f.read(SEGMENT_BYTES)
         while True:  # a block is known to be the last when the one after it is empty
             block, following = following, following and f.read(SEGMENT_BYTES)
             last = not following  # the end: nothing to carry over
-            text = carry + dec.decode(block, final=last)
-            replaced += text.count("\ufffd", len(carry)) - (tail + block).count(_UTF8_FFFD)
-            tail = block[-2:]
-            doc.replaced_chars = replaced
+            text, replaced = _unmark(dec.decode(block, final=last))
+            doc.replaced_chars += replaced
+            text = carry + text
             if last:
                 if text:
                     yield text
@@ -267,18 +266,32 @@ def _encoding(head: bytes) -> str:
     return "utf-16" if utf16 else "utf-8-sig"
 
 
-def _open_utf8(path: str):
-    """The file opened for its bytes as UTF-8: a UTF-16 one is converted as it is read."""
-    f = open(path, "rb")
-    encoding = _encoding(f.read(4))
-    f.seek(0)
-    return f if encoding == "utf-8-sig" else codecs.EncodedFile(f, "utf-8", encoding, errors="replace")
+def _undecodable(e: UnicodeDecodeError) -> tuple[str, int]:
+    """The error handler of every decode of a file's bytes: undecodable bytes become _MARK,
+    which _unmark counts and turns into U+FFFD. No decoder yields a lone surrogate itself,
+    so a U+FFFD the file holds is not counted, in UTF-8 or UTF-16 alike."""
+    return _MARK, e.end
+
+
+codecs.register_error(UNDECODABLE, _undecodable)
+
+
+def _unmark(text: str) -> tuple[str, int]:
+    """The decoded text with U+FFFD for each run of undecodable bytes, and how many."""
+    n = text.count(_MARK)
+    return (text.replace(_MARK, "\ufffd") if n else text), n
 
 
 def _decode(data: bytes) -> tuple[str, int]:
-    """UTF-8 decode (BOM stripped) and the number of replacement chars it added."""
-    text = data.decode("utf-8-sig", errors="replace")
-    return text, text.count("\ufffd") - data.count(_UTF8_FFFD)
+    """A whole file's bytes decoded (BOM stripped), and the number of U+FFFD put in."""
+    return _unmark(data.decode(_encoding(data[:4]), UNDECODABLE))
+
+
+def _open_text(path: str, newline: str):
+    """The file opened for its text, decoded as _decode does (_unmark what is read)."""
+    with open(path, "rb") as f:
+        encoding = _encoding(f.read(4))
+    return open(path, encoding=encoding, errors=UNDECODABLE, newline=newline)
 
 
 # ---------------------------------------------------------------- html
@@ -318,7 +331,7 @@ class _HTMLText(html.parser.HTMLParser):
 
 
 def _load_html(path: str, ext: str) -> Document | Skipped:
-    with _open_utf8(path) as f:
+    with open(path, "rb") as f:
         data = f.read()
     text, replaced = _decode(data)
     p = _HTMLText()
@@ -426,11 +439,11 @@ def _json(text: str):
 
 def _jsonl_lines(path: str):
     """(lineno, object or None, error or None, replaced chars) for each non-blank line."""
-    with _open_utf8(path) as f:
+    with _open_text(path, newline="\n") as f:
         for lineno, raw in enumerate(f, 1):
             if not raw.strip():
                 continue
-            line, replaced = _decode(raw)
+            line, replaced = _unmark(raw.removeprefix("\ufeff"))  # a BOM mid-file: files joined by cat
             try:
                 yield lineno, _json(line), None, replaced
             except json.JSONDecodeError:
@@ -464,7 +477,7 @@ def _load_jsonl(path: str):
 
 
 def _load_json(path: str):
-    with _open_utf8(path) as f:
+    with open(path, "rb") as f:
         text, replaced = _decode(f.read())
     try:
         data = _json(text) if text.strip() else []  # blank: no records
@@ -482,10 +495,10 @@ def _load_json(path: str):
 
 def _load_csv(path: str):
     csv.field_size_limit(max(csv.field_size_limit(), 1 << 30))  # long text cells are the point
-    with open(path, "rb") as f:
-        encoding = _encoding(f.read(4))
-    with open(path, encoding=encoding, errors="replace", newline="") as f:
+    with _open_text(path, newline="") as f:
         reader = csv.DictReader(f)
+        if reader.fieldnames:
+            reader.fieldnames = [_unmark(c)[0] for c in reader.fieldnames]
         fields = [c for c in (reader.fieldnames or []) if c is not None and c.strip()]
         if not fields:  # a blank file
             yield from _records_to_docs(path, ())
@@ -498,8 +511,12 @@ def _load_csv(path: str):
             try:
                 for n, row in enumerate(reader, 1):
                     row.pop(None, None)  # cells beyond the header
-                    rec = {k.strip(): v for k, v in row.items() if k is not None}
-                    replaced = sum(v.count("\ufffd") for v in rec.values() if isinstance(v, str))
+                    rec, replaced = {}, 0
+                    for k, v in row.items():
+                        if isinstance(v, str):
+                            v, marks = _unmark(v)
+                            replaced += marks
+                        rec[k.strip()] = v
                     yield str(reader.line_num), n, rec, None, replaced
             except csv.Error as e:
                 yield str(reader.line_num), 0, None, f"CSV error: {e}", 0

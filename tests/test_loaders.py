@@ -55,6 +55,23 @@ def test_utf16_files_with_a_byte_order_mark_are_read_not_called_binary(tmp_path,
     assert all(d.replaced_chars == 0 for d in docs[1:])
 
 
+@pytest.mark.parametrize("encoding", ["utf-16-le", "utf-16-be"])
+def test_undecodable_utf16_is_replaced_and_counted_a_real_fffd_is_not(tmp_path, encoding):
+    """UTF-16's undecodable bytes (an unpaired surrogate, a last odd byte) became U+FFFD
+    but were counted as U+FFFD the file holds: the report said nothing was replaced."""
+    lone = "\ud800".encode(encoding, "surrogatepass")
+    files = {"notes.txt": ("naïve ", " notes \ufffd\n"), "page.html": ("<p>naïve ", " page \ufffd</p>"),
+             "rows.csv": ("id,text\n1,naïve ", " row \ufffd\n"), "recs.jsonl": ('{"text": "naïve ', ' record \ufffd"}\n'),
+             "one.json": ('{"text": "naïve ', ' object \ufffd"}')}
+    for name, (before, after) in files.items():
+        (tmp_path / name).write_bytes(("\ufeff" + before).encode(encoding) + lone + after.encode(encoding))
+    (tmp_path / "odd.md").write_bytes("\ufeffodd byte".encode(encoding) + b"x")
+    docs = load(tmp_path)
+    assert [(text_of(d).strip(), d.replaced_chars) for d in docs] == [
+        ("naïve \ufffd notes \ufffd", 1), ("odd byte\ufffd", 1), ("naïve \ufffd object \ufffd", 1),
+        ("naïve \ufffd page \ufffd", 1), ("naïve \ufffd record \ufffd", 1), ("naïve \ufffd row \ufffd", 1)]
+
+
 def test_non_utf8_bytes_are_replaced_and_counted(tmp_path):
     p = tmp_path / "latin1.txt"
     p.write_bytes("café crème brûlée".encode("latin-1") + " real \ufffd stays".encode())
