@@ -30,6 +30,7 @@ ID_FIELDS = ("id", "_id")
 SEGMENT_BYTES = 1 << 20  # size of the text pieces handed to the chunker
 BINARY_SNIFF = 8192
 _MARK = "\udcff"  # stands in for undecodable bytes while a file is decoded (see _undecodable)
+LEGACY = "cp1252"  # what a file that is not UTF-8 is read as (see _encoding)
 UNDECODABLE = "semsearch.undecodable"  # the errors= of every decode of a file's bytes
 NOT_UTF8 = "name is not valid UTF-8 (rename it to index it)"
 
@@ -167,7 +168,7 @@ def load_file(path: str) -> Iterator[Document | Skipped]:
             return
         with open(path, "rb") as f:
             head = f.read(BINARY_SNIFF)
-        if b"\0" in head and _encoding(head) != "utf-16":
+        if b"\0" in head and not _utf16(head):
             yield Skipped(path, "binary file")
         elif ext in PLAIN:
             yield _load_plain(path, ext)
@@ -185,17 +186,31 @@ def load_file(path: str) -> Iterator[Document | Skipped]:
         yield Skipped(path, f"unreadable: {type(e).__name__}: {e}", transient=True)
 
 
-def _file_info(path: str) -> tuple[str, bool]:
-    """sha256 of the file and whether it has any non-whitespace byte, streamed."""
+def _file_info(path: str) -> tuple[str, bool, str]:
+    """sha256 of the file, whether it has any non-whitespace byte, and the encoding it is
+    read in (see _encoding): one streamed pass, so a file found not UTF-8 past its first
+    megabyte is read as what it is from its start."""
     h = hashlib.sha256()
     has_text = False
-    first = True
+    checker = codecs.getincrementaldecoder("utf-8")()
+    utf8 = True  # every byte so far is UTF-8
+    head = b""
     with open(path, "rb") as f:
         while block := f.read(SEGMENT_BYTES):
             h.update(block)
-            has_text = has_text or _has_text(block, first)
-            first = False
-    return h.hexdigest(), has_text
+            has_text = has_text or _has_text(block, not head)
+            head = head or block[:4]
+            utf8 = utf8 and _utf8(checker, block)
+    return h.hexdigest(), has_text, _encoding(head, utf8 and _utf8(checker, b"", final=True))
+
+
+def _utf8(checker: codecs.IncrementalDecoder, data: bytes, final: bool = False) -> bool:
+    """Whether the bytes fed to ``checker`` (a strict UTF-8 decoder), then ``data``, are UTF-8."""
+    try:
+        checker.decode(data, final)
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _has_text(block: bytes, first: bool = True) -> bool:
@@ -222,11 +237,10 @@ def _last_space(text: str, limit: int) -> int:
     return max(text.rfind(c, 0, limit) for c in "\n \t\r") + 1
 
 
-def _read_segments(path: str, doc: Document) -> Iterator[str]:
+def _read_segments(path: str, encoding: str, doc: Document) -> Iterator[str]:
     """Decode a file incrementally, yielding ~1 MB pieces cut after whitespace."""
+    dec = codecs.getincrementaldecoder(encoding)(errors=UNDECODABLE)
     with open(path, "rb") as f:
-        dec = codecs.getincrementaldecoder(_encoding(f.read(4)))(errors=UNDECODABLE)
-        f.seek(0)
         carry = ""
         doc.replaced_chars = 0
         following = f.read(SEGMENT_BYTES)
@@ -251,25 +265,36 @@ def _read_segments(path: str, doc: Document) -> Iterator[str]:
 
 
 def _load_plain(path: str, ext: str) -> Document | Skipped:
-    digest, has_text = _file_info(path)
+    digest, has_text, encoding = _file_info(path)
     if not has_text:
         return Skipped(path, "empty file")
     doc = Document(path, path, {"path": path, "type": ext[1:]}, digest, lambda: iter(()))
-    doc.segments = lambda: _read_segments(path, doc)
+    doc.segments = lambda: _read_segments(path, encoding, doc)
     return doc
 
 
-def _encoding(head: bytes) -> str:
-    """utf-16 where the file starts with a UTF-16 byte-order mark (Notepad and PowerShell
-    write them), else utf-8-sig."""
-    utf16 = head[:2] in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE) and head[:4] != codecs.BOM_UTF32_LE
-    return "utf-16" if utf16 else "utf-8-sig"
+def _utf16(head: bytes) -> bool:
+    """Whether a file starts with a UTF-16 byte-order mark (Notepad and PowerShell write them)."""
+    return head[:2] in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE) and head[:4] != codecs.BOM_UTF32_LE
+
+
+def _encoding(head: bytes, utf8: bool) -> str:
+    """THE encoding rule: what a file starting with ``head`` is read in, ``utf8`` if all its
+    bytes are UTF-8. UTF-16 after its byte-order mark; UTF-8 if it is, or says so by a BOM
+    (stripped); else Windows-1252, the 8-bit encoding of old Windows tools and a superset of
+    Latin-1's letters (its five undefined bytes read as Latin-1: see _undecodable)."""
+    if _utf16(head):
+        return "utf-16"
+    return "utf-8-sig" if utf8 or head.startswith(codecs.BOM_UTF8) else LEGACY
 
 
 def _undecodable(e: UnicodeDecodeError) -> tuple[str, int]:
     """The error handler of every decode of a file's bytes: undecodable bytes become _MARK,
     which _unmark counts and turns into U+FFFD. No decoder yields a lone surrogate itself,
-    so a U+FFFD the file holds is not counted, in UTF-8 or UTF-16 alike."""
+    so a U+FFFD the file holds is not counted, in UTF-8 or UTF-16 alike. Windows-1252 (the
+    'charmap' codec) leaves 0x81 0x8D 0x8F 0x90 0x9D undefined: they read as Latin-1 does."""
+    if e.encoding == "charmap":
+        return e.object[e.start:e.end].decode("latin-1"), e.end
     return _MARK, e.end
 
 
@@ -284,13 +309,14 @@ def _unmark(text: str) -> tuple[str, int]:
 
 def _decode(data: bytes) -> tuple[str, int]:
     """A whole file's bytes decoded (BOM stripped), and the number of U+FFFD put in."""
-    return _unmark(data.decode(_encoding(data[:4]), UNDECODABLE))
+    utf8 = _utf8(codecs.getincrementaldecoder("utf-8")(), data, final=True)
+    return _unmark(data.decode(_encoding(data[:4], utf8), UNDECODABLE))
 
 
 def _open_text(path: str, newline: str):
-    """The file opened for its text, decoded as _decode does (_unmark what is read)."""
-    with open(path, "rb") as f:
-        encoding = _encoding(f.read(4))
+    """The file opened for its text, decoded as _decode does (_unmark what is read); its
+    encoding is found by reading it through once (see _file_info)."""
+    _, _, encoding = _file_info(path)
     return open(path, encoding=encoding, errors=UNDECODABLE, newline=newline)
 
 
@@ -534,7 +560,7 @@ def _load_pdf(path: str) -> Document | Skipped:
         from pypdf import PdfReader
     except ImportError:
         return Skipped(path, "PDF support needs `pip install semsearch[pdf]`", transient=True)
-    digest, _ = _file_info(path)
+    digest, _, _ = _file_info(path)
     reader = PdfReader(path)
     if reader.is_encrypted:
         return Skipped(path, "encrypted PDF")

@@ -72,12 +72,36 @@ def test_undecodable_utf16_is_replaced_and_counted_a_real_fffd_is_not(tmp_path, 
         ("naïve \ufffd page \ufffd", 1), ("naïve \ufffd record \ufffd", 1), ("naïve \ufffd row \ufffd", 1)]
 
 
-def test_non_utf8_bytes_are_replaced_and_counted(tmp_path):
-    p = tmp_path / "latin1.txt"
-    p.write_bytes("café crème brûlée".encode("latin-1") + " real \ufffd stays".encode())
+def test_a_legacy_8bit_file_is_read_as_windows_1252(tmp_path):
+    """A file that is not UTF-8 (old Windows tools: cp1252, Latin-1) lost every accented
+    letter and curly quote to U+FFFD; its hash stays that of its bytes."""
+    words = "“Naïve” café – crème brûlée for 5 € \x81"  # 0x81: undefined in cp1252, Latin-1's
+    raw = words[:-1].encode("cp1252") + b"\x81"
+    files = {"notes.txt": b"%s notes\n", "page.html": b"<p>%s page</p>", "rows.csv": b"id,text\n1,%s row\n",
+             "recs.jsonl": b'{"text": "%s record"}\n', "one.json": b'{"text": "%s object"}'}
+    for name, template in files.items():
+        (tmp_path / name).write_bytes(template % raw)
+    docs = load(tmp_path)
+    assert [(text_of(d).strip(), d.replaced_chars) for d in docs] == [
+        (f"{words} notes", 0), (f"{words} object", 0), (f"{words} page", 0), (f"{words} record", 0),
+        (f"{words} row", 0)]
+    assert docs[0].content_hash == hashlib.sha256(b"%s notes\n" % raw).hexdigest()
+
+
+def test_a_file_not_utf8_only_past_its_first_megabyte_is_read_as_windows_1252(tmp_path):
+    late = "café “quoted”".encode("cp1252")
+    (tmp_path / "late.txt").write_bytes(b"word " * 300_000 + late)
+    (tmp_path / "late.jsonl").write_bytes(b'{"text": "word"}\n' * 70_000 + b'{"text": "%s"}\n' % late)
+    records, doc = load(tmp_path / "late.jsonl"), one_doc(tmp_path / "late.txt")
+    assert text_of(doc).endswith(" word café “quoted”") and doc.replaced_chars == 0
+    assert text_of(records[-1]) == "café “quoted”" and records[-1].replaced_chars == 0
+
+
+def test_a_file_that_says_utf8_by_its_bom_keeps_it_bad_bytes_are_replaced_and_counted(tmp_path):
+    p = tmp_path / "bom.txt"
+    p.write_bytes(b"\xef\xbb\xbf" + "café crème brûlée".encode("latin-1") + " real \ufffd stays".encode())
     doc = one_doc(p)
-    text = text_of(doc)
-    assert text.startswith("caf\ufffd cr\ufffdme br\ufffdl\ufffde")
+    assert text_of(doc) == "caf\ufffd cr\ufffdme br\ufffdl\ufffde real \ufffd stays"
     assert doc.replaced_chars == 4  # the genuine U+FFFD in the file is not counted
 
 
