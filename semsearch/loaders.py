@@ -14,6 +14,7 @@ import html.parser
 import json
 import math
 import os
+import re
 import stat
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +24,7 @@ from .errors import InvalidInput, NotFound
 from . import validation
 from .validation import path_list, string
 
-SUPPORTED = {".txt", ".md", ".rst", ".html", ".htm", ".json", ".jsonl", ".csv", ".pdf"}
+SUPPORTED = {".txt", ".md", ".rst", ".html", ".htm", ".json", ".jsonl", ".csv", ".tsv", ".pdf"}
 PLAIN = {".txt", ".md", ".rst"}
 TEXT_FIELDS = ("text", "content", "body")
 ID_FIELDS = ("id", "_id")
@@ -178,7 +179,7 @@ def load_file(path: str) -> Iterator[Document | Skipped]:
             yield from _load_jsonl(path)
         elif ext == ".json":
             yield from _load_json(path)
-        else:
+        else:  # .csv, .tsv
             yield from _load_csv(path)
     except OSError as e:
         yield Skipped(path, _os_reason(e), transient=True)
@@ -522,7 +523,9 @@ def _load_json(path: str):
 def _load_csv(path: str):
     csv.field_size_limit(max(csv.field_size_limit(), 1 << 30))  # long text cells are the point
     with _open_text(path, newline="") as f:
-        reader = csv.DictReader(f)
+        delimiter = _delimiter(f.readline(), "\t" if path.lower().endswith(".tsv") else ",")
+        f.seek(0)
+        reader = csv.DictReader(f, delimiter=delimiter)
         if reader.fieldnames:
             reader.fieldnames = [_unmark(c)[0] for c in reader.fieldnames]
         fields = [c for c in (reader.fieldnames or []) if c is not None and c.strip()]
@@ -548,6 +551,14 @@ def _load_csv(path: str):
                 yield str(reader.line_num), 0, None, f"CSV error: {e}", 0
 
         yield from _records_to_docs(path, rows())
+
+
+def _delimiter(header: str, default: str) -> str:
+    """The delimiter of a CSV file's header line: the most frequent of , ; tab | outside
+    quotes (Excel writes ; in many European locales), or ``default`` where it has none."""
+    bare = re.sub(r'"[^"]*"', "", header)
+    best = max(",;\t|", key=bare.count)
+    return best if bare.count(best) else default
 
 
 # ---------------------------------------------------------------- pdf

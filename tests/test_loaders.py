@@ -192,6 +192,22 @@ def test_csv_rows_become_documents(tmp_path):
     assert text_of(docs[0]) == "first, row" and docs[0].metadata == {"id": "r1", "lang": "en"}
 
 
+@pytest.mark.parametrize("name, sep", [("excel.csv", ";"), ("tabs.csv", "\t"), ("pipes.csv", "|"), ("data.tsv", "\t")])
+def test_csv_delimiter_is_taken_from_the_header_line(tmp_path, name, sep):
+    """Excel in many European locales writes ';': such a file (or one separated by tabs or
+    pipes) was 'no text column'."""
+    p = tmp_path / name
+    p.write_text(f'id{sep}"note, short"{sep}text\nr1{sep}n{sep}first, row\n')
+    (doc,) = load(p)
+    assert text_of(doc) == "first, row" and doc.metadata == {"id": "r1", "note, short": "n"}
+
+
+def test_a_tsv_file_of_one_column_keeps_its_commas(tmp_path):
+    p = tmp_path / "one.tsv"
+    p.write_text("text\nhello, world\n")
+    assert text_of(one_doc(p)) == "hello, world"
+
+
 def test_csv_without_text_column_is_skipped(tmp_path):
     p = tmp_path / "numbers.csv"
     p.write_text("a,b\n1,2\n")
