@@ -260,6 +260,11 @@ def index(ctx, paths, name, glob, model, variant, index_spec, chunk_tokens, over
         f"{report.seconds:.1f}s ({coll['documents']} documents in the collection)")
     for reason, count in skipped.most_common():
         click.echo(f"  skipped {count}: {reason}")
+    shown = sorted(report.skipped)[:5]  # which files, a few: sorted (Ray reports them in any order)
+    for source, reason in shown:
+        click.echo(f"    {printable(source)}: {printable(reason)}")
+    if len(report.skipped) > len(shown):
+        click.echo(f"    and {len(report.skipped) - len(shown)} more")
     if report.replaced_chars:
         click.echo(f"  {report.replaced_chars} undecodable byte(s) replaced with U+FFFD")
     if coll.get("notice"):

@@ -76,6 +76,17 @@ def test_index_prints_a_report(home, docs):
     assert "added 0" in result.stdout and "unchanged 3" in result.stdout
 
 
+def test_index_names_the_first_skipped_files_and_counts_the_rest(home, docs):
+    """Skips were reported by reason only: which files they were could not be seen."""
+    for i in range(6):
+        (docs / f"blob{i}.txt").write_bytes(b"\0\1\2")
+    (docs / "blank.md").write_text(" \n")
+    lines = ok(run("index", docs, "--name", "notes")).stdout.splitlines()
+    assert "added 3, updated 0, unchanged 0, removed 0, skipped 7;" in lines[0]
+    assert lines[1:] == ["  skipped 6: binary file", "  skipped 1: empty file", f"    {docs / 'blank.md'}: empty file",
+                         *(f"    {docs / f'blob{i}.txt'}: binary file" for i in range(4)), "    and 2 more"]
+
+
 def test_info_json_has_document_and_chunk_counts(indexed):
     data = json.loads(ok(run("info", "notes", "--json")).stdout)
     assert data["documents"] == 3
