@@ -241,7 +241,8 @@ def index(ctx, paths, name, glob, model, variant, index_spec, chunk_tokens, over
     """Index files and folders into collection NAME, created if needed.
 
     Folders are walked recursively (hidden files skipped); .txt .md .rst .html .json .jsonl
-    .csv, and .pdf with the pdf extra. Run it again to embed only new or changed files and
+    .csv .tsv, and .pdf with the pdf extra; text not in UTF-8 (or UTF-16 with its mark) is
+    read as Windows-1252 when it looks like it. Run it again to embed only new or changed files and
     remove documents whose files are gone. An existing collection keeps its settings:
     giving different ones is an error."""
     from .collection import index_files

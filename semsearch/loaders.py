@@ -31,7 +31,12 @@ ID_FIELDS = ("id", "_id")
 SEGMENT_BYTES = 1 << 20  # size of the text pieces handed to the chunker
 BINARY_SNIFF = 8192
 _MARK = "\udcff"  # stands in for undecodable bytes while a file is decoded (see _undecodable)
-LEGACY = "cp1252"  # what a file that is not UTF-8 is read as (see _encoding)
+LEGACY = "cp1252"  # what a file that is not UTF-8 is read as, if it looks like it (see _Sniff):
+# at most this share of its bytes above 0x7F (Western text has a few accented letters;
+# Cyrillic or CJK in a code page of their own is mostly such bytes)
+LEGACY_MAX_HIGH = 0.25
+_HIGH_BYTES = bytes(range(0x80, 0x100))
+_UTF8_SEQUENCE = re.compile(rb"[\xc2-\xdf][\x80-\xbf]|[\xe0-\xef][\x80-\xbf]{2}|[\xf0-\xf4][\x80-\xbf]{3}")
 UNDECODABLE = "semsearch.undecodable"  # the errors= of every decode of a file's bytes
 NOT_UTF8 = "name is not valid UTF-8 (rename it to index it)"
 
@@ -189,29 +194,56 @@ def load_file(path: str) -> Iterator[Document | Skipped]:
 
 def _file_info(path: str) -> tuple[str, bool, str]:
     """sha256 of the file, whether it has any non-whitespace byte, and the encoding it is
-    read in (see _encoding): one streamed pass, so a file found not UTF-8 past its first
+    read in (see _Sniff): one streamed pass, so a file found not UTF-8 past its first
     megabyte is read as what it is from its start."""
     h = hashlib.sha256()
     has_text = False
-    checker = codecs.getincrementaldecoder("utf-8")()
-    utf8 = True  # every byte so far is UTF-8
-    head = b""
+    sniff = _Sniff()
     with open(path, "rb") as f:
         while block := f.read(SEGMENT_BYTES):
             h.update(block)
-            has_text = has_text or _has_text(block, not head)
-            head = head or block[:4]
-            utf8 = utf8 and _utf8(checker, block)
-    return h.hexdigest(), has_text, _encoding(head, utf8 and _utf8(checker, b"", final=True))
+            has_text = has_text or _has_text(block, not sniff.head)
+            sniff.feed(block)
+    return h.hexdigest(), has_text, sniff.encoding()
 
 
-def _utf8(checker: codecs.IncrementalDecoder, data: bytes, final: bool = False) -> bool:
-    """Whether the bytes fed to ``checker`` (a strict UTF-8 decoder), then ``data``, are UTF-8."""
-    try:
-        checker.decode(data, final)
-    except UnicodeDecodeError:
-        return False
-    return True
+class _Sniff:
+    """THE encoding rule, fed a file's bytes block by block. UTF-16 after its byte-order
+    mark; UTF-8 if it is, or says so by a BOM (stripped); else Windows-1252, the 8-bit
+    encoding of old Windows tools and a superset of Latin-1's letters (its five undefined
+    bytes read as Latin-1: see _undecodable), but only for text that looks like it: a few
+    bytes above 0x7F and no UTF-8 sequence among them. A UTF-8 file with a stray byte, or
+    Cyrillic or CJK in a code page of their own, stays UTF-8, its undecodable bytes
+    replaced and counted, rather than turned into plausible-looking nonsense."""
+
+    def __init__(self):
+        self.head = b""
+        self._checker = codecs.getincrementaldecoder("utf-8")()
+        self._utf8 = True  # every byte so far is UTF-8
+        self._size = self._high = 0
+        self._utf8_sequence = False  # some bytes above 0x7F form UTF-8 characters
+
+    def feed(self, block: bytes) -> None:
+        self.head = self.head or block[:4]
+        self._size += len(block)
+        self._high += len(block) - len(block.translate(None, _HIGH_BYTES))
+        self._utf8_sequence = self._utf8_sequence or _UTF8_SEQUENCE.search(block) is not None
+        self._utf8 = self._utf8 and self._decodes(block)
+
+    def _decodes(self, data: bytes, final: bool = False) -> bool:
+        try:
+            self._checker.decode(data, final)
+        except UnicodeDecodeError:
+            return False
+        return True
+
+    def encoding(self) -> str:
+        if _utf16(self.head):
+            return "utf-16"
+        if self._utf8 and self._decodes(b"", final=True) or self.head.startswith(codecs.BOM_UTF8):
+            return "utf-8-sig"
+        legacy = not self._utf8_sequence and self._high <= LEGACY_MAX_HIGH * self._size
+        return LEGACY if legacy else "utf-8-sig"
 
 
 def _has_text(block: bytes, first: bool = True) -> bool:
@@ -279,16 +311,6 @@ def _utf16(head: bytes) -> bool:
     return head[:2] in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE) and head[:4] != codecs.BOM_UTF32_LE
 
 
-def _encoding(head: bytes, utf8: bool) -> str:
-    """THE encoding rule: what a file starting with ``head`` is read in, ``utf8`` if all its
-    bytes are UTF-8. UTF-16 after its byte-order mark; UTF-8 if it is, or says so by a BOM
-    (stripped); else Windows-1252, the 8-bit encoding of old Windows tools and a superset of
-    Latin-1's letters (its five undefined bytes read as Latin-1: see _undecodable)."""
-    if _utf16(head):
-        return "utf-16"
-    return "utf-8-sig" if utf8 or head.startswith(codecs.BOM_UTF8) else LEGACY
-
-
 def _undecodable(e: UnicodeDecodeError) -> tuple[str, int]:
     """The error handler of every decode of a file's bytes: undecodable bytes become _MARK,
     which _unmark counts and turns into U+FFFD. No decoder yields a lone surrogate itself,
@@ -310,8 +332,9 @@ def _unmark(text: str) -> tuple[str, int]:
 
 def _decode(data: bytes) -> tuple[str, int]:
     """A whole file's bytes decoded (BOM stripped), and the number of U+FFFD put in."""
-    utf8 = _utf8(codecs.getincrementaldecoder("utf-8")(), data, final=True)
-    return _unmark(data.decode(_encoding(data[:4], utf8), UNDECODABLE))
+    sniff = _Sniff()
+    sniff.feed(data)
+    return _unmark(data.decode(sniff.encoding(), UNDECODABLE))
 
 
 def _open_text(path: str, newline: str):

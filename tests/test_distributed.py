@@ -121,7 +121,7 @@ def write_corpus(folder, n_files=12, words=60, seed=0):
         + json.dumps({"id": "r2", "text": "panel buckling under load", "team": "structures"}) + "\n"
         + "{not json\n")
     (folder / "junk.txt").write_bytes(bytes(range(256)) * 64)        # binary: skipped
-    (folder / "latin1.txt").write_bytes("caf\xe9 na\xefve wing".encode("latin-1"))  # undecodable bytes
+    (folder / "stray.txt").write_bytes("café naïve wing".encode() + b" \xff")  # UTF-8, one undecodable byte
     (folder / "empty.txt").write_text("")                              # no text
     (folder / "table.xyz").write_text("unsupported")
     return folder

@@ -97,6 +97,17 @@ def test_a_file_not_utf8_only_past_its_first_megabyte_is_read_as_windows_1252(tm
     assert text_of(records[-1]) == "café “quoted”" and records[-1].replaced_chars == 0
 
 
+def test_only_text_that_looks_like_windows_1252_is_read_as_it(tmp_path):
+    """A UTF-8 file with one stray byte, or Russian in its own 8-bit code page, read as
+    cp1252 would be plausible-looking nonsense ('cafÃ©', 'Ïðèâåò'), not reported; as UTF-8
+    only the bytes that do not decode are lost, and they are counted."""
+    (tmp_path / "mostly.txt").write_bytes("café crème, déjà vu".encode() + b" stray \xe9 byte")
+    (tmp_path / "russian.txt").write_bytes("Привет, как дела? Всё хорошо.".encode("cp1251"))
+    mostly, russian = load(tmp_path)
+    assert text_of(mostly) == "café crème, déjà vu stray \ufffd byte" and mostly.replaced_chars == 1
+    assert "Ï" not in text_of(russian) and russian.replaced_chars > 10
+
+
 def test_a_file_that_says_utf8_by_its_bom_keeps_it_bad_bytes_are_replaced_and_counted(tmp_path):
     p = tmp_path / "bom.txt"
     p.write_bytes(b"\xef\xbb\xbf" + "café crème brûlée".encode("latin-1") + " real \ufffd stays".encode())
