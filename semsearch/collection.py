@@ -238,9 +238,10 @@ class Collection:
         with self._index_lock.writing():
             from_file = self._index is None or stale
             if from_file:
-                old, self._build = self._index, build
+                old = self._index
                 self._load_index_file()
-                if old is not None and old is not self._index and hasattr(old, "close"):
+                self._build = build  # once loaded: a load that failed is tried again next time
+                if hasattr(old, "close"):  # a mapped build (None and in-memory indexes hold no files)
                     old.close()
             if getattr(self._index, "reads_store", False):  # an exact scan: nothing to replay
                 self._index_gen = gen
