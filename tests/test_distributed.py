@@ -641,3 +641,32 @@ def test_a_process_holding_a_collection_moves_to_each_new_build(home, embedder, 
         assert not (held.path / INDEX_FILE).exists()
         # nor the part indexes a build merges (deleted after the merge, as large as the index)
         assert not [line for line in mapped().splitlines() if str(held.path) in line and "shard-" in line]
+
+
+def test_an_actor_sends_a_big_file_back_a_batch_at_a_time(tmp_path, home, monkeypatch):
+    """An actor call returned all the documents of its files at once: a JSONL dump of
+    millions of records was held whole (vectors, texts, their pickles) in the actor, the
+    object store and the driver. It now yields them as they are embedded, in order."""
+    import json
+    import pickle
+
+    from semsearch import ingest
+    from semsearch.collection import Collection
+    from semsearch.distributed.pipeline import PrepareFiles
+    monkeypatch.setattr(ingest, "FLUSH_CHUNKS", 8)  # one embedded batch: 8 chunks
+    dump = tmp_path / "dump.jsonl"
+    dump.write_text("".join(json.dumps({"id": f"r{i}", "text": f"record {i} on {WORDS[i % len(WORDS)]}"}) + "\n"
+                            for i in range(40)) + "{not json\n")
+    (tmp_path / "note.txt").write_text("the boundary layer separates")
+    with Collection.create("c") as coll:
+        actor = PrepareFiles(coll.pinned, "cpu", 1, coll.config["chunk_tokens"], coll.config["overlap"])
+        known = json.dumps({f"{dump}#r0": "stale", f"{dump}#r1": None})
+        outputs = list(actor({"path": np.array([str(dump), str(tmp_path / "note.txt")]),
+                              "known": np.array([known, "{}"])}))
+    sent = [[pickle.loads(r) for r in out["record"]] for out in outputs]
+    assert len(sent) >= 5 and max(sum(r[0] == "doc" for r in records) for records in sent) <= 8
+    records = [r for records in sent for r in records]
+    assert [r[1] for r in records if r[0] == "doc"] == [f"{dump}#r{i}" for i in range(40)] + [str(tmp_path / "note.txt")]
+    assert all(r[2].vectors.shape == (1, 384) for r in records if r[0] == "doc")
+    assert any(r[0] == "skipped" and r[1].startswith(str(dump)) and "invalid JSON" in r[2] for r in records)
+    assert records[-1] == ("done", 2, 0)

@@ -19,8 +19,10 @@ import json
 import logging
 import pickle
 import time
+from collections import deque
+from itertools import chain
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
 from ..errors import SemsearchError
 from .cluster import connected, resources
@@ -50,42 +52,64 @@ class PrepareFiles:
                 tokenizing.processes, tokenizing.threads = tokenizer_processes(self.cpus)
         return self._embedder
 
-    def __call__(self, batch: dict) -> dict:
+    def __call__(self, batch: dict) -> Iterator[dict]:
+        """Yields its records a few at a time (see _records): one big file (a JSONL dump of
+        millions of records) is never held whole, here, in the object store or on the driver."""
         known = {}
         for hashes in batch["known"]:
             known.update(json.loads(hashes))
         try:
-            records = self._records(batch["path"], known)
+            for records in self._records(batch["path"], known):
+                yield {"record": [pickle.dumps(r, protocol=5) for r in records]}
         except SemsearchError as exc:  # e.g. the pinned model does not load here: the driver stops
-            records = [("error", exc)]  # with it; as an exception it would reach the driver wrapped
-        return {"record": [pickle.dumps(r, protocol=5) for r in records]}
+            # with it; as an exception it would reach the driver wrapped
+            yield {"record": [pickle.dumps(("error", exc), protocol=5)]}
 
-    def _records(self, paths, known: dict) -> list[tuple]:
-        """("skipped", source, reason, transient) for unreadable files, ("unchanged", key) for documents
-        whose hash is known, ("doc", key, PreparedDocument | None) for the rest (None: it
-        could not be chunked; its reason follows as a "skipped" record), then
+    def _records(self, paths, known: dict) -> Iterator[list[tuple]]:
+        """Lists of records, one per embedded batch (~ingest.FLUSH_CHUNKS chunks), in file order:
+        ("skipped", source, reason, transient) for unreadable files, ("unchanged", key) for
+        documents whose hash is known, ("doc", key, PreparedDocument | None) for the rest
+        (None: it could not be chunked; its reason follows as a "skipped" record), and last
         ("done", files, replaced characters). A semsearch error comes back as the one
         record ("error", exception) (see __call__)."""
+        from ..collection import _Counted
         from ..ingest import IndexReport, embed_documents, info_of
         from ..loaders import Skipped, load_file
 
-        records, todo = [], []
-        for path in paths:
-            for doc in load_file(str(path)):
-                if isinstance(doc, Skipped):
-                    records.append(("skipped", doc.source, doc.reason, doc.transient))
-                elif known.get(doc.key) == doc.content_hash:
-                    records.append(("unchanged", doc.key))
-                else:
-                    todo.append(doc)
         report = IndexReport()
-        infos = ((info_of(d), d.segments()) for d in todo)
-        prepared = {p.key: p for batch in embed_documents(infos, self.embedder, self.chunk_tokens,
-                                                          self.overlap, report) for p in batch} if todo else {}
-        records += [("doc", d.key, prepared.get(d.key)) for d in todo]
-        records += [("skipped", source, reason, source in report.unread) for source, reason in report.skipped]
-        records.append(("done", len(paths), sum(d.replaced_chars for d in todo)))
-        return records
+        loose: deque = deque()  # records of documents not embedded (appended by a reading thread on GPUs)
+        fed: deque = deque()  # keys of the documents sent to be embedded, in order
+
+        def todo():
+            for path in paths:
+                for doc in load_file(str(path)):
+                    if isinstance(doc, Skipped):
+                        loose.append(("skipped", doc.source, doc.reason, doc.transient))
+                    elif known.get(doc.key) == doc.content_hash:
+                        loose.append(("unchanged", doc.key))
+                    else:
+                        fed.append(doc.key)
+                        yield info_of(doc), _Counted(doc, report)
+
+        def taken(upto=None) -> list[tuple]:
+            """What is loose, and the documents fed before ``upto`` that embedding left out."""
+            out = [loose.popleft() for _ in range(len(loose))]
+            while fed and fed[0] != upto:
+                out.append(("doc", fed.popleft(), None))
+            return out
+
+        docs = todo()
+        first = next(docs, None)  # the model loads only if something is to be embedded
+        batches = () if first is None else embed_documents(chain([first], docs), self.embedder,
+                                                           self.chunk_tokens, self.overlap, report)
+        for batch in batches:
+            out = []
+            for doc in batch:
+                out += taken(doc.key)
+                out.append(("doc", fed.popleft(), doc))
+            yield out
+        yield taken() + [("skipped", source, reason, source in report.unread) for source, reason in report.skipped] \
+            + [("done", len(paths), report.replaced_chars)]
 
 
 def plan(cpus: float, gpus: float, actors: int | None = None) -> dict:
