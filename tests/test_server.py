@@ -160,6 +160,15 @@ def test_input_type_query_adds_the_models_query_prompt(http, embedder):
     np.testing.assert_allclose(got, embedder.embed(["tides"], kind="query")[0], atol=1e-6)
 
 
+def test_null_optional_fields_take_their_defaults(http, embedder):
+    """Some OpenAI-compatible clients (Dify's) send every optional field, null when unset."""
+    body = {"model": MODEL, "input": "tides", "encoding_format": None, "dimensions": None, "user": None,
+            "input_type": None}
+    r = http.post("/v1/embeddings", json=body)
+    assert r.status_code == 200, r.text
+    np.testing.assert_allclose(r.json()["data"][0]["embedding"], embedder.embed(["tides"])[0], atol=1e-6)
+
+
 def test_models_lists_the_served_model(http, embedder):
     data = http.get("/v1/models").json()["data"]
     assert [(m["id"], m["dimensions"]) for m in data] == [(MODEL, embedder.dim)]

@@ -26,7 +26,7 @@ class Body(BaseModel):
 class EmbeddingsRequest(Body):
     input: Union[str, list[str]]
     model: str
-    encoding_format: Literal["float", "base64"] = "float"
+    encoding_format: Literal["float", "base64"] | None = None  # None (some clients send null): float
     dimensions: int | None = None
     user: str | None = None  # OpenAI's client may send it; accepted and ignored
     input_type: Literal["query", "passage"] | None = None  # the model's prompt prefix, if it has one
