@@ -391,6 +391,9 @@ def test_add_search_delete_through_http(http):
     hits = http.post("/v1/collections/scratch/search", json={"query": "when is the meeting", "k": 5}).json()["data"]
     assert "note-1" not in [h["id"] for h in hits]
     assert error_of(http.delete("/v1/collections/scratch/documents/note-1"), 404)["type"] == "not_found_error"
+    for doc_id, path in (("a/b c", "a%2Fb%20c"), ("notes/2024/q1.txt", "notes/2024/q1.txt")):
+        http.post("/v1/collections/scratch/documents", json={"documents": [{"id": doc_id, "text": "a path id"}]})
+        assert http.delete(f"/v1/collections/scratch/documents/{path}").json() == {"id": doc_id, "deleted": True}
     error_of(http.post("/v1/collections/scratch/documents", json={"documents": [{"text": " "}]}), 400)
     error_of(http.post("/v1/collections/scratch/documents", json={"documents": [{"text": "a", "tags": []}]}), 400)
     error_of(http.post("/v1/collections/scratch/documents", json={"documents": [{"text": "a"}] * 65}), 413)

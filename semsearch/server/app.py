@@ -177,7 +177,7 @@ def create_app(embedder, collections: dict, settings: Settings = Settings()) -> 
             metadata=[d.metadata or {} for d in body.documents])
         return {"object": "list", "ids": ids}
 
-    @api.delete("/v1/collections/{name}/documents/{doc_id}")
+    @api.delete("/v1/collections/{name}/documents/{doc_id:path}")  # ids may hold '/' (sent as %2F or not)
     async def delete_document(name: str, doc_id: str):
         deleted = await run_in_threadpool(collection(name).delete, [doc_id])
         if not deleted:
