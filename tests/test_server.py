@@ -96,12 +96,14 @@ def server(tmp_path_factory, model_folder):
                        metadata=[{"topic": topic} for _, topic in DOCS.values()])
     with Collection.create(home / "scratch", chunk_tokens=16, overlap=0) as scratch:
         scratch.add_texts(["a first note about gardening"], ids=["seed"])
+    with Collection.create(home / "doomed") as doomed:  # removed under the server by a test
+        doomed.add_texts(["a collection about to be removed"], ids=["gone"])
     key = secrets.token_urlsafe(24)
     key_file = home / "keys.txt"
     key_file.write_text(f"# the test session's key\n{key}\n")
     limits = [arg for name, value in LIMITS.items() for arg in (f"--{name.replace('_', '-')}", str(value))]
     log = home / "server.log"
-    proc, url = start_server(["docs", "scratch", "--home", str(home), "--api-key-file", str(key_file),
+    proc, url = start_server(["docs", "scratch", "doomed", "--home", str(home), "--api-key-file", str(key_file),
                               "--access-log", *limits], log)
     yield Server(url, key, home, proc)
     proc.send_signal(signal.SIGTERM)
@@ -247,7 +249,7 @@ def test_health_is_open_everything_else_needs_the_key(server):
             error = error_of(r, 401)
             assert error["type"] == "authentication_error" and server.key not in r.text
     r = httpx.get(server.url + "/readyz", headers=server.auth)
-    assert r.status_code == 200 and r.json()["collections"] == ["docs", "scratch"]
+    assert r.status_code == 200 and r.json()["collections"] == ["docs", "scratch", "doomed"]
 
 
 # -- limits and malformed requests --------------------------------------------------------------
@@ -337,6 +339,18 @@ def test_an_internal_error_is_one_line_and_the_connection_serves_on(server, http
 
 
 # -- collections ---------------------------------------------------------------------------------
+def test_a_collection_removed_under_the_server_leaves_the_others_listed(server, http):
+    """`semsearch rm` of one served collection made GET /v1/collections a 500 (and the
+    search page useless). Runs before any other test reads that collection."""
+    from semsearch.collection import delete_collection
+
+    delete_collection(server.home / "doomed")
+    r = http.get("/v1/collections")
+    assert r.status_code == 200, r.text
+    assert [c["name"] for c in r.json()["data"]][:2] == ["docs", "scratch"]
+    error_of(http.post("/v1/collections/doomed/search", json={"query": "x"}), 404)
+
+
 def test_collections_list_and_info(http):
     data = http.get("/v1/collections").json()["data"]
     assert [(c["name"], c["documents"]) for c in data][0] == ("docs", len(DOCS))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import logging
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
 from .. import __version__, validation
-from ..errors import InvalidInput, NoSuchCollection, NotFound, TooLarge
+from ..errors import CollectionError, InvalidInput, NoSuchCollection, NotFound, TooLarge
 from .batcher import MicroBatcher, Unbatched
 from .errors import HANDLERS, ClientGone, Unexpected
 from .metrics import CONTENT_TYPE_LATEST, Metrics, RequestMetrics
@@ -30,6 +31,7 @@ from .settings import Settings
 
 STATIC = Path(__file__).parent / "static"  # package data (pyproject.toml)
 SWAGGER_UI = Path(fastapi_swagger.__file__).parent / "resources"  # Swagger UI's own files
+log = logging.getLogger("semsearch.server")
 
 
 def create_app(embedder, collections: dict, settings: Settings = Settings()) -> FastAPI:
@@ -142,7 +144,14 @@ def create_app(embedder, collections: dict, settings: Settings = Settings()) -> 
 
     @api.get("/v1/collections")
     async def list_collections():
-        infos = [await run_in_threadpool(c.info) for c in collections.values()]
+        """Every served collection that can be read: one removed (`semsearch rm`) or broken
+        under the server is left out (its own route says why), not a 500 for all of them."""
+        infos = []
+        for name, c in collections.items():
+            try:
+                infos.append(await run_in_threadpool(c.info))
+            except CollectionError as exc:
+                log.warning("collection %s left out of the list: %s", name, exc.one_line())
         return {"object": "list", "data": infos}
 
     @api.get("/v1/collections/{name}")
