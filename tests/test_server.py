@@ -272,10 +272,33 @@ def test_embeddings_refuses_bad_requests_with_one_line(http, body, status, param
     assert param_or_words in error["message"]
 
 
-def test_malformed_json_is_400(http):
-    for raw in (b'{"model": "m", "input": ', b"not json", b"\xff\xfe"):
+def test_malformed_json_is_400_saying_why(http):
+    for raw, why in ((b'{"model": "m", "input": ', "Expecting value at character 24"), (b"\xff\xfe", "Expecting"),
+                     (b'{"model": "m", "input": "caf\xe9"}', "not UTF-8 (byte 0xe9 at 28)"),  # Latin-1, not UTF-8
+                     (b"[" * 5000 + b"]" * 5000, "nested too deeply")):
         r = http.post("/v1/embeddings", content=raw, headers={"Content-Type": "application/json"})
-        assert error_of(r, 400)["code"] == "json_invalid"
+        error = error_of(r, 400)
+        assert error["code"] == "json_invalid" and why in error["message"], error
+
+
+def test_a_client_that_leaves_mid_body_is_counted_as_gone_not_as_a_bad_request(server):
+    """It was a 400 invalid_request_error: the metrics blamed a request nobody finished sending."""
+    def counts():
+        m = server.metrics()
+        return ({labels[2][1]: v for (name, labels), v in m.items() if name == "semsearch_http_request_duration_seconds_count"
+                 and labels[:2] == (("method", "POST"), ("route", "/v1/embeddings"))},
+                m.get(("semsearch_errors_total", (("type", "invalid_request_error"),)), 0))
+
+    before = counts()
+    with socket.create_connection(("127.0.0.1", int(server.url.rsplit(":", 1)[1]))) as s:
+        s.sendall(b"POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                  b"Authorization: Bearer %s\r\nContent-Length: 100\r\n\r\n{\"model\": " % server.key.encode())
+    deadline = time.monotonic() + DEADLINE
+    while sum((after := counts())[0].values()) == sum(before[0].values()):  # until the server has seen it
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    grew = {status for status, n in after[0].items() if n > before[0].get(status, 0)}
+    assert grew == {"499"} and after[1] == before[1], (grew, after[1] - before[1])
 
 
 def test_body_over_the_limit_is_413_declared_or_streamed(http):

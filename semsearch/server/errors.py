@@ -11,7 +11,7 @@ import re
 
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse
 
 from ..errors import Overloaded, SemsearchError
@@ -67,9 +67,9 @@ def library_error(request, exc: SemsearchError) -> JSONResponse:
 
 def validation_error(request, exc: RequestValidationError) -> JSONResponse:
     first = exc.errors()[0]
-    if first.get("type") == "json_invalid":
-        return error_response(400, f"the body is not valid JSON ({first.get('msg', '')})".replace(" ()", ""),
-                              "invalid_request_error", code="json_invalid")
+    if first.get("type") == "json_invalid":  # say what and where: "JSON decode error" did not
+        why, where = (first.get("ctx") or {}).get("error") or first.get("msg"), first.get("loc", ())[1:]
+        return bad_json(f"{why} at character {where[0]}" if where else why)
     if tuple(first.get("loc", ())) == ("body",):  # not JSON at all, or not an object
         return error_response(400, "the body must be a JSON object (Content-Type: application/json)",
                               "invalid_request_error", code=first.get("type"))
@@ -84,7 +84,20 @@ def validation_error(request, exc: RequestValidationError) -> JSONResponse:
                           param=param, code=first.get("type"))
 
 
+def bad_json(why: str) -> JSONResponse:
+    return error_response(400, f"the body is not valid JSON: {why}", "invalid_request_error", code="json_invalid")
+
+
 def http_error(request, exc: HTTPException) -> JSONResponse:
+    # FastAPI answers any body it fails to read with one vague 400 ("There was an error
+    # parsing the body"); the cause says which failure it was
+    cause = exc.__cause__
+    if isinstance(cause, ClientDisconnect):  # not the client's mistake: it left mid-body
+        return library_error(request, ClientGone("the client hung up while sending the body"))
+    if isinstance(cause, UnicodeDecodeError):
+        return bad_json(f"it is not UTF-8 (byte 0x{cause.object[cause.start]:02x} at {cause.start})")
+    if isinstance(cause, RecursionError):
+        return bad_json("it is nested too deeply")
     return error_response(exc.status_code, str(exc.detail), STATUS_TYPES.get(exc.status_code, "invalid_request_error"),
                           headers=getattr(exc, "headers", None))
 
