@@ -80,7 +80,7 @@ def _read_only(path: Path) -> sqlite3.Connection:
     """A connection that never writes. ``mode=ro`` reads a WAL store whose ``-shm`` file
     exists or can be made; in a read-only folder without one, nobody can be writing the
     store, so SQLite may read it as immutable."""
-    uri = "file:" + quote(str(path.resolve()))
+    uri = _uri(path)
     db = sqlite3.connect(uri + "?mode=ro", uri=True, isolation_level=None, check_same_thread=False)
     try:
         db.execute("SELECT count(*) FROM meta").fetchone()
@@ -90,6 +90,10 @@ def _read_only(path: Path) -> sqlite3.Connection:
         if "unable to open" not in str(exc):
             raise
     return sqlite3.connect(uri + "?immutable=1", uri=True, isolation_level=None, check_same_thread=False)
+
+
+def _uri(path: Path) -> str:
+    return "file:" + quote(str(path.resolve()))
 
 
 def _identity(path: Path) -> tuple[int, int]:
@@ -167,13 +171,16 @@ class Store:
         try:
             if self.read_only:
                 db = _read_only(self.path)
-            else:
-                db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            else:  # mode=rw: never create the file (`rm` may have removed it since we opened it)
+                db = sqlite3.connect(_uri(self.path) + "?mode=rw", uri=True, isolation_level=None,
+                                     check_same_thread=False)
                 db.execute("PRAGMA synchronous=NORMAL")  # WAL: durable across process crashes
             db.execute("PRAGMA foreign_keys=ON")
             db.execute("PRAGMA busy_timeout=10000")
             db.execute("SELECT count(*) FROM meta").fetchone()
         except sqlite3.OperationalError as exc:
+            if "unable to open" in str(exc) and not self.path.exists():
+                raise NoSuchCollection(f"no store at {self.path} (removed since it was opened)") from None
             if "unable to open" in str(exc):
                 raise CollectionError(f"cannot open {self.path} ({exc}): check its permissions") from None
             raise CollectionError(f"{self.path} is not a readable semsearch store ({exc})") from None

@@ -316,6 +316,28 @@ def test_a_collection_removed_while_open_is_not_searched_any_more(home):
                 search()
 
 
+def test_a_thread_that_reads_a_removed_collection_leaves_no_empty_store_behind(home):
+    """A thread's first read opened the store by name and SQLite made an empty file there
+    once `rm` had removed it (a folder with other files stays): after that the name could
+    be neither created, opened nor removed."""
+    from semsearch.collection import STORE_FILE, delete_collection
+    from semsearch.errors import NoSuchCollection
+
+    held = small()
+    held.add_texts(["a note to keep"], ids=["n1"])
+    (home / "c" / "notes.txt").write_text("the user's own file, which rm leaves")
+    delete_collection("c")
+    failed = []
+    reader = threading.Thread(target=lambda: failed.append(_raises(held.count)))
+    reader.start()
+    reader.join()
+    assert isinstance(failed[0], NoSuchCollection)
+    assert not (home / "c" / STORE_FILE).exists()
+    with small() as again:
+        again.add_texts(["a new note"], ids=["n2"])
+        assert again.count() == 1
+
+
 def test_a_killed_create_leaves_nothing_behind_the_next_create_or_rm(home, caplog):
     """A create killed before its rename left its temporary store (and -wal) for ever, and
     `rm` then warned about files 'semsearch did not create'."""
