@@ -248,6 +248,10 @@ def test_health_is_open_everything_else_needs_the_key(server):
             r = httpx.request(method, server.url + path, headers=headers, json=body if method == "POST" else None)
             error = error_of(r, 401)
             assert error["type"] == "authentication_error" and server.key not in r.text
+    # the key is checked before the body is read: malformed or oversized, it is still a 401
+    for raw in (b'{"model": ', b"x" * (65 * 1024)):
+        r = httpx.post(server.url + "/v1/embeddings", content=raw, headers={"Content-Type": "application/json"})
+        error_of(r, 401)
     r = httpx.get(server.url + "/readyz", headers=server.auth)
     assert r.status_code == 200 and r.json()["collections"] == ["docs", "scratch", "doomed"]
 

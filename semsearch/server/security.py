@@ -8,15 +8,28 @@ from __future__ import annotations
 import hmac
 
 from fastapi import Request
+from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException
 
 from .errors import Unauthorized
 
 
-async def require_key(request: Request) -> None:
-    """A FastAPI dependency on every protected route; a no-op when no key is set. Async
-    though it never awaits: FastAPI runs a plain ``def`` dependency in its threadpool, a
-    thread hop on every request."""
+class KeyedRoute(APIRoute):
+    """A route that needs the key, checked before its body is read: a FastAPI dependency
+    runs after, so a client without a key had the server read and parse up to
+    max-body-bytes, and a malformed body got a 400 instead of its 401."""
+
+    def get_route_handler(self):
+        handler = super().get_route_handler()
+
+        async def keyed(request: Request):
+            require_key(request)
+            return await handler(request)
+        return keyed
+
+
+def require_key(request: Request) -> None:
+    """Unauthorized unless the request holds one of the keys; a no-op when no key is set."""
     keys = request.app.state.settings.api_keys
     if not keys:
         return
