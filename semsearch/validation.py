@@ -218,9 +218,12 @@ def new_ids(ids, n: int) -> list[str | None]:
 
 
 def metadata_list(metadata, n: int) -> list[dict]:
-    """One JSON-safe dict per document (a single dict applies to all)."""
+    """One JSON-safe dict per document (a single dict applies to all), numpy scalars made
+    the Python values they hold."""
     if metadata is None or isinstance(metadata, dict):
         metadata = [dict(metadata or {}) for _ in range(n)]
+    elif isinstance(metadata, (str, bytes)) or not isinstance(metadata, Iterable):
+        raise WrongType(f"metadata must be a dict or a list of dicts, not {type(metadata).__name__}")
     else:
         metadata = list(metadata)
     if len(metadata) != n:
@@ -228,31 +231,35 @@ def metadata_list(metadata, n: int) -> list[dict]:
     for i, meta in enumerate(metadata):
         if not isinstance(meta, dict):
             raise InvalidInput(f"metadata[{i}] must be a dict, not {type(meta).__name__}")
-        json_value(meta, f"metadata[{i}]")
-    return [dict(m) for m in metadata]
+    return [json_value(meta, f"metadata[{i}]") for i, meta in enumerate(metadata)]
 
 
-def json_value(value, name: str, depth: int = 0) -> None:
-    """Plain JSON (str keys, finite numbers), at most MAX_METADATA_DEPTH levels deep."""
+def json_value(value, name: str, depth: int = 0):
+    """``value`` as plain JSON (str keys, finite numbers), at most MAX_METADATA_DEPTH levels
+    deep. A numpy scalar or array (what a notebook's rows and columns hold) becomes the
+    Python value it holds."""
     if depth > MAX_METADATA_DEPTH:
         raise InvalidInput(f"{name} is nested more than {MAX_METADATA_DEPTH} levels deep")
+    if isinstance(value, (np.generic, np.ndarray)):
+        value = value.tolist()
     if isinstance(value, dict):
+        out = {}
         for key, item in value.items():
             if not isinstance(key, str):
                 raise InvalidInput(f"{name} has a non-string key {key!r}")
-            json_value(key, name, depth + 1)
-            json_value(item, name, depth + 1)
-    elif isinstance(value, (list, tuple)):
-        for item in value:
-            json_value(item, name, depth + 1)
-    elif isinstance(value, float) and not math.isfinite(value):
+            out[str(json_value(key, name, depth + 1))] = json_value(item, name, depth + 1)
+        return out
+    if isinstance(value, (list, tuple)):
+        return [json_value(item, name, depth + 1) for item in value]
+    if isinstance(value, float) and not math.isfinite(value):
         raise InvalidInput(f"{name} holds {value}, which JSON cannot store")
-    elif isinstance(value, int) and not isinstance(value, bool) and not INT64[0] <= value <= INT64[1]:
+    if isinstance(value, int) and not isinstance(value, bool) and not INT64[0] <= value <= INT64[1]:
         raise InvalidInput(f"{name} holds {value}, an integer beyond 64 bits, which the store cannot compare")
-    elif isinstance(value, str):
+    if isinstance(value, str):
         unicode(value, name)
-    elif value is not None and not isinstance(value, (str, int, float, bool)):
+    elif value is not None and not isinstance(value, (int, float, bool)):
         raise InvalidInput(f"{name} holds a {type(value).__name__}, which JSON cannot store")
+    return value
 
 
 def where_filter(where) -> dict | None:
@@ -264,15 +271,18 @@ def where_filter(where) -> dict | None:
         raise InvalidInput(f"where must be a dict of key -> value, not {type(where).__name__}")
     if len(where) > MAX_WHERE_KEYS:
         raise TooLarge(f"where has {len(where):,} keys; the limit is {MAX_WHERE_KEYS}")
+    out = {}
     for key, value in where.items():
         if not isinstance(key, str) or not key or '"' in key or "\0" in key:
             raise InvalidInput(f"where keys must be non-empty strings without '\"' or NUL, got {key!r}")
+        if isinstance(value, np.generic):  # numpy's 1 or True is compared as Python's
+            value = value.item()
         if value is not None and not isinstance(value, (str, int, float, bool)):
             raise InvalidInput(f"where[{key!r}] must be a string, number or boolean")
         if isinstance(value, float) and not math.isfinite(value):
             raise InvalidInput(f"where[{key!r}] is {value}, which no stored value equals")
-        json_value({key: value}, "where")  # surrogates, integers beyond 64 bits
-    return dict(where)
+        out.update(json_value({key: value}, "where"))  # surrogates, integers beyond 64 bits
+    return out
 
 
 def vectors(array, dim: int, name: str = "vectors") -> np.ndarray:

@@ -8,6 +8,7 @@ from click.testing import CliRunner
 
 from semsearch.cli import cli
 from semsearch.collection import Collection
+from semsearch.errors import WrongType
 from semsearch.search import fts_query
 
 # A document whose two query words sit in different chunks (12 tokens a chunk), beside
@@ -118,3 +119,24 @@ def test_docs_hits_do_not_depend_on_k_when_one_document_fills_the_dense_candidat
         for mode in ("dense", "hybrid"):
             few, more = (c.search(query, k=k, mode=mode, docs=True) for k in (3, 10))
             assert [(h.id, h.score) for h in few] == [(h.id, h.score) for h in more[:3]], mode
+
+
+# -- what a notebook passes: numpy scalars, a data frame's row, a string by mistake ---------
+def test_metadata_and_filters_take_numpy_values_as_the_python_ones_they_hold(tmp_path, model_folder):
+    """A data frame's row holds numpy scalars: they were refused ('holds a int64, which JSON
+    cannot store'; an np.bool_ was called 'a bool'), and so were numpy values in where."""
+    row = {"year": np.int64(2020), "score": np.float32(0.5), "ok": np.bool_(True), "tags": np.array(["x", "y"])}
+    with Collection.create(tmp_path / "c") as c:
+        c.add_texts(["one row of a data frame", "another text"], ids=["r1", "r2"], metadata=[row, {}])
+        hit = c.search("row of a data frame", k=1)[0]
+        assert hit.metadata == {"year": 2020, "score": 0.5, "ok": True, "tags": ["x", "y"]}
+        assert json.dumps(hit.to_dict())
+        assert [h.id for h in c.search("row", where={"year": np.int64(2020), "ok": np.bool_(True)})] == ["r1"]
+
+
+def test_metadata_given_as_a_string_is_refused_as_the_wrong_type(tmp_path, model_folder):
+    """A string was taken as one metadata entry per character: 'got 6 metadata entries for 1 texts'."""
+    with Collection.create(tmp_path / "c") as c:
+        with pytest.raises(WrongType, match="metadata must be a dict or a list of dicts, not str"):
+            c.add_texts(["a note"], metadata="team=z")
+        assert c.count() == 0
