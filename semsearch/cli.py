@@ -193,6 +193,8 @@ def read_texts(file_: str | None) -> list[str]:
         if sys.stdin is None or sys.stdin.isatty():
             raise click.UsageError("give texts as arguments, with --file, or on stdin")
         lines = sys.stdin.read().splitlines()
+    elif file_ != "-" and not os.path.isfile(file_):
+        raise NotFound(f"no such file: {file_}")  # as a missing .jsonl or `index` path: exit 3
     elif str(file_).endswith(".jsonl"):
         return [record_of(rec, file_, n).text for n, rec in enumerate(read_records(file_), 1)]
     else:
@@ -381,7 +383,7 @@ def parse_pairs(pairs, option: str) -> dict:
 @click.option("--text", "texts", multiple=True, help="Text to add (repeatable).")
 @click.option("--id", "ids", multiple=True, help="Id for each --text (default: generated).")
 @click.option("--meta", multiple=True, help="key=value metadata for the added texts (repeatable).")
-@click.option("--jsonl", type=click.Path(dir_okay=False, exists=True),
+@click.option("--jsonl", type=click.Path(dir_okay=False),
               help="Import records, one JSON object a line: text (or content, body), optional id "
                    "(or _id); the other fields become metadata.")
 @click.option("--model", default=None, help="Model for a new collection (default: all-MiniLM-L6-v2); "
@@ -493,7 +495,7 @@ def rm(ctx, name, yes):
 
 
 @cli.command(name="eval")
-@click.argument("dataset", type=click.Path(exists=True, file_okay=False))
+@click.argument("dataset", type=click.Path(file_okay=False))
 @click.option("--mode", type=MODES, default="hybrid", show_default=True,
               help="dense: by meaning (vectors); lexical: BM25 over words; hybrid: both, fused.")
 @click.option("--model", default=None, help="Model for a new collection (default: all-MiniLM-L6-v2).")

@@ -1,14 +1,15 @@
 """`semsearch eval`: index a BEIR data set, run its queries, score the ranking."""
 from __future__ import annotations
 
+import os
 import tempfile
 import time
 from pathlib import Path
 
 from .collection import Collection
-from .errors import InvalidInput
+from .errors import InvalidInput, NotFound
 from .metrics import METRICS, load_beir, score_run
-from .validation import MAX_QUERIES, MAX_QUERY_CHARS, MODES, check_k, choice
+from .validation import MAX_QUERIES, MAX_QUERY_CHARS, MODES, check_k, choice, path
 
 DEPTH = 100  # documents ranked per query: enough for recall@100 and map@100
 ADD_BATCH = 10_000  # documents a transaction: a killed eval resumes from the last one committed
@@ -25,6 +26,9 @@ def evaluate(dataset: str | Path, mode: str = "hybrid", model: str | None = None
     that differ from an existing collection's are refused, as everywhere.
     """
     k, mode = check_k(k), choice(mode, "mode", MODES)  # now, not after embedding the corpus
+    dataset = path(dataset, "dataset")
+    if not os.path.isdir(dataset):
+        raise NotFound(f"no such folder: {dataset} (a BEIR folder holds corpus.jsonl, queries.jsonl, qrels/)")
     data = load_beir(dataset, split)
     started = time.time()
     with tempfile.TemporaryDirectory(prefix="semsearch-eval-") as tmp:

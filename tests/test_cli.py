@@ -303,3 +303,15 @@ def test_a_local_ray_starts_without_ray_notices(indexed, monkeypatch):
                            timeout=300, env=dict(os.environ))
     assert built.returncode == 0 and built.stdout.startswith("notes: "), built.stderr[-2000:]
     assert "Token authentication" not in built.stderr, built.stderr
+
+
+def test_a_missing_input_file_is_not_found_whichever_command_reads_it(home, tmp_path):
+    """A missing file was exit 1 for `embed --file x.txt` and `search --queries x.txt`
+    (an OSError), 2 for `add --jsonl` and `eval` (click's check) and 3 for a .jsonl or an
+    `index` path: now every one is NotFound, exit 3, one line naming it."""
+    ok(run("add", "notes", "--text", "a note"))
+    missing = tmp_path / "missing"
+    for args in (("embed", "--file", f"{missing}.txt"), ("embed", "--file", f"{missing}.jsonl"),
+                 ("search", "notes", "--queries", f"{missing}.txt"), ("add", "notes", "--jsonl", f"{missing}.jsonl"),
+                 ("eval", missing), ("index", missing, "--name", "notes")):
+        assert_one_line_error(run(*args), code=3, match=str(missing))
