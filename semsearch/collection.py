@@ -135,8 +135,7 @@ class Collection:
         with _locked(path, wait=LOCK_WAIT):
             if (path / STORE_FILE).is_file():  # another process created it while we loaded the model
                 return cls._existing(path, exist_ok, settings, device, embedder)
-            for orphan in path.glob(STORE_SCRATCH):  # what a killed create left (we hold the lock)
-                orphan.unlink(missing_ok=True)
+            _remove_own_files(path, shards=False)  # what a killed rm or create left (we hold the lock)
             tmp = path / f".{STORE_FILE}.{uuid.uuid4().hex}.new"  # matched by STORE_SCRATCH
             try:
                 store = Store(tmp, create=True)
@@ -149,8 +148,6 @@ class Collection:
                                           "created": time.time()})
                 store.set_meta("collection_id", uuid.uuid4().hex)
                 store.close()
-                for orphan in (STORE_FILE + "-wal", STORE_FILE + "-shm"):  # an earlier store's, left by a
-                    (path / orphan).unlink(missing_ok=True)  # crash: SQLite would replay it into this one
                 os.replace(tmp, path / STORE_FILE)  # the collection exists once its store is complete
                 fsync_dir(path)
             finally:
@@ -673,14 +670,7 @@ def delete_collection(name_or_path, home=None) -> Path:
         lock.release()
         raise CollectionBusy(f"collection {path.name} is being built (`semsearch build`); not removing it")
     try:
-        for name in OWN_FILES[:-1] + (ONDISK_POINTER, ONDISK_CHANGES):
-            (path / name).unlink(missing_ok=True)
-        for scratch in [*path.glob(f".{INDEX_FILE}.*.tmp"), *path.glob(f".{ONDISK_CHANGES}.*.tmp"),
-                        *path.glob(STORE_SCRATCH)]:
-            scratch.unlink(missing_ok=True)
-        for build in [*path.glob(ONDISK_BUILDS), *path.glob(f"{ONDISK_SCRATCH}*"), path / ONDISK_SHARDS]:
-            if build.is_dir():
-                shutil.rmtree(build)
+        _remove_own_files(path)
     finally:
         if building is not None:
             building.release()
@@ -696,6 +686,21 @@ def delete_collection(name_or_path, home=None) -> Path:
 
 
 # ------------------------------------------------------------------------------ helpers
+def _remove_own_files(path: Path, shards: bool = True) -> None:
+    """Delete the files of the collection at ``path`` but its lock (the caller holds it),
+    the store first: `rm`, and a create where a killed `rm` or create left some (an old
+    -wal SQLite would replay into the new store, an index file or build of the old one).
+    ``shards``: the build's Parquet shards too (a build clears them before it writes)."""
+    for name in OWN_FILES[:-1] + (ONDISK_POINTER, ONDISK_CHANGES):
+        (path / name).unlink(missing_ok=True)
+    for scratch in [*path.glob(f".{INDEX_FILE}.*.tmp"), *path.glob(f".{ONDISK_CHANGES}.*.tmp"),
+                    *path.glob(STORE_SCRATCH)]:
+        scratch.unlink(missing_ok=True)
+    for build in [*path.glob(ONDISK_BUILDS), *path.glob(f"{ONDISK_SCRATCH}*")] + [path / ONDISK_SHARDS] * shards:
+        if build.is_dir():
+            shutil.rmtree(build)
+
+
 def load_pinned(pin: dict, device: str = "auto", threads: int | None = None):
     """The pinned model: from the folder it was exported to if that is still there (no
     export extra needed), else resolved by name as when the collection was made."""

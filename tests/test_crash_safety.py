@@ -198,3 +198,29 @@ def test_next_write_removes_an_index_temp_file_a_killed_save_left(home):
         coll.add_texts(["a second note about boats"], ids=["b"])
         assert not orphan.exists()
         assert [p.name for p in path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_a_create_after_a_killed_rm_uses_nothing_the_removed_collection_left(home, embedder, caplog):
+    """`rm` deletes the store first; killed right after, it left the old index file and
+    build: the collection created there next warned that its index file belonged to
+    another collection, and mapped the old build, whose vectors answered under the new
+    store's chunk ids (a warning only where the counts happened to differ)."""
+    import logging
+    from semsearch.distributed import ondisk
+    from semsearch.distributed.build import export_shards
+
+    path = home / "c"
+    with Collection.create(path, embedder=embedder) as old:
+        old.add_texts(["ships in the harbour", "tide tables", "the ferry at dawn"], ids=["a", "b", "c"])
+        shards, generation = export_shards(old, path / "shards")
+        ondisk.publish(path, ondisk.build(shards, ondisk.next_folder(path), generation=generation,
+                                          use_ray=False))
+    (path / STORE_FILE).unlink()  # rm's first step; killed there
+    with caplog.at_level(logging.WARNING, logger="semsearch"):
+        with Collection.create(path, embedder=embedder) as new:
+            new.add_texts(["a brand new note about lanterns"], ids=["new"])
+            hits = new.search("a brand new note about lanterns", k=5, mode="dense")
+            assert [h.id for h in hits] == ["new"] and hits[0].cosine > 0.99
+            assert new.info()["index"]["kind"] == "memory"
+    assert not [r.getMessage() for r in caplog.records]
+    assert not [p.name for p in path.iterdir() if p.name.startswith(("ondisk", "."))]  # old builds gone
