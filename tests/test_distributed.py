@@ -670,3 +670,50 @@ def test_an_actor_sends_a_big_file_back_a_batch_at_a_time(tmp_path, home, monkey
     assert all(r[2].vectors.shape == (1, 384) for r in records if r[0] == "doc")
     assert any(r[0] == "skipped" and r[1].startswith(str(dump)) and "invalid JSON" in r[2] for r in records)
     assert records[-1] == ("done", 2, 0)
+
+
+def test_files_that_kill_their_worker_every_time_end_the_job_in_one_line(tmp_path, home, ray_local):
+    """Ray Data runs a call again for ever when its worker dies: a file that kills its
+    worker every time (out of memory, a crash) hung `index --ray` for ever. The call is
+    now tried RETRIES + 1 times, then the job ends in one line saying where it stopped;
+    what was committed stays, searchable."""
+    import signal
+    import threading
+
+    from semsearch.collection import Collection
+    from semsearch.distributed import index_paths
+    from semsearch.distributed.pipeline import RETRIES
+    from semsearch.errors import SemsearchError
+    corpus = write_corpus(tmp_path / "corpus", n_files=8)
+    with Collection.create("poisoned") as coll:
+        coll.add_files([corpus])
+        before = coll.count()
+    (corpus / "z.txt").write_text("the file that kills its worker, about vortex drag " * 3000)
+    earlier = {p.pid for p in _map_workers()}  # idle actors of earlier jobs
+    kills, stop = [], threading.Event()
+
+    def killer():  # the only file to embed is z.txt: a worker that loads the model is on it
+        while not stop.is_set() and len(kills) < RETRIES + 3:
+            for p in _map_workers():
+                try:
+                    if p.pid not in earlier and any("onnxruntime" in m.path for m in p.memory_maps()):
+                        p.send_signal(signal.SIGKILL)
+                        kills.append(p.pid)
+                except Exception:  # noqa: BLE001 - gone already
+                    pass
+            stop.wait(0.05)
+
+    thread = threading.Thread(target=killer, daemon=True)
+    thread.start()
+    try:
+        with Collection.open("poisoned") as coll, pytest.raises(SemsearchError) as failed:
+            index_paths(coll, [corpus], actors=1)
+    finally:
+        stop.set()
+        thread.join()
+    assert len(kills) == RETRIES + 1  # before: retried for ever (here until the killer stopped)
+    said = str(failed.value)
+    assert "died" in said and "\n" not in said and f"not indexed: the files from {corpus}" in said
+    with Collection.open("poisoned") as coll:
+        assert coll.count() == before
+        assert coll.search("panel buckling under load", k=1, mode="dense")[0].id == f"{corpus / 'records.jsonl'}#r2"

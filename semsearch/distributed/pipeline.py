@@ -19,6 +19,7 @@ import json
 import logging
 import pickle
 import time
+import warnings
 from collections import deque
 from itertools import chain
 from pathlib import Path
@@ -28,6 +29,8 @@ from ..errors import SemsearchError
 from .cluster import connected, resources
 
 FILES_PER_CALL = 4  # files one actor call loads and embeds together (the unit of retry)
+RETRIES = 3  # times Ray runs a call again whose worker died (Ray Data's default: for ever)
+BLOCK_BYTES = 8 << 20  # records an actor sends at a time (~3,000 chunks; Ray Data's default 128 MiB)
 log = logging.getLogger("semsearch")
 
 
@@ -145,25 +148,38 @@ def prepared_stream(ray, files: list[str], coll, known: dict, actors: int | None
     import ray.data
 
     shape = plan(*resources(ray), actors)
-    logging.getLogger("ray.data").setLevel(logging.ERROR)  # our own bar and report instead
+    logging.getLogger("ray.data").setLevel(logging.CRITICAL)  # our own bar, report and errors instead
     ctx = ray.data.DataContext.get_current()
     ctx.execution_options.preserve_order = True  # commit in file order: same chunk ids as local
     ctx.print_on_execution_start = False
+    ctx.target_max_block_size = BLOCK_BYTES  # the driver holds a few blocks, and commits one a lock
     rows = [{"path": f, "known": k} for f, k in zip(files, known_by_file(files, known))]
-    ds = ray.data.from_items(rows).map_batches(
-        PrepareFiles, batch_size=FILES_PER_CALL, batch_format="numpy",
-        compute=ray.data.ActorPoolStrategy(size=shape["actors"]),
-        num_cpus=shape["num_cpus"], num_gpus=shape["num_gpus"],
-        fn_constructor_kwargs=dict(pin=coll.pinned, device=shape["device"], threads=shape["threads"],
-                                   chunk_tokens=coll.config["chunk_tokens"], overlap=coll.config["overlap"],
-                                   cpus=shape["num_cpus"]))
+    with warnings.catch_warnings():  # Ray 2.60 names no parameter for max_task_retries yet
+        warnings.filterwarnings("ignore", "`ray_remote_args` is deprecated")
+        ds = ray.data.from_items(rows).map_batches(
+            PrepareFiles, batch_size=FILES_PER_CALL, batch_format="numpy",
+            compute=ray.data.ActorPoolStrategy(size=shape["actors"]), max_task_retries=RETRIES,
+            num_cpus=shape["num_cpus"], num_gpus=shape["num_gpus"],
+            fn_constructor_kwargs=dict(pin=coll.pinned, device=shape["device"], threads=shape["threads"],
+                                       chunk_tokens=coll.config["chunk_tokens"], overlap=coll.config["overlap"],
+                                       cpus=shape["num_cpus"]))
     log.info("ray: %d actor(s), %s CPU(s)%s each", shape["actors"], shape["num_cpus"],
              " and 1 GPU" if shape["num_gpus"] else "")
-    for batch in ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=2):
-        records = [pickle.loads(r) for r in batch["record"]]
-        if records and records[0][0] == "error":
-            raise records[0][1]  # one line, as the local path gives it, not Ray's task traceback
-        yield records
+    done = 0
+    try:
+        for batch in ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=2):
+            records = [pickle.loads(r) for r in batch["record"]]
+            errors = [i for i, r in enumerate(records) if r[0] == "error"]
+            if errors:  # what came before it is committed; then one line, as the local path
+                yield records[:errors[0]]  # gives it, not Ray's task traceback
+                raise records[errors[0]][1]
+            done += _files_done(records)
+            yield records
+    except (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError) as exc:
+        log.debug("ray: %s", exc)
+        raise SemsearchError(f"a Ray worker died {RETRIES + 1} times on the same files (out of memory, or a "
+                             "crash: Ray's lines above say which); what was committed is kept and a re-run "
+                             f"skips it; not indexed: the files from {files[min(done, len(files) - 1)]} on") from None
 
 
 def index_paths(coll, paths: Iterable, address: str | None = None, glob: str | None = None,
