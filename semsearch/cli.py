@@ -515,7 +515,8 @@ def eval_(ctx, dataset, mode, model, variant, collection, index_spec, k, split, 
 
     DATASET holds corpus.jsonl, queries.jsonl and qrels/SPLIT.tsv; prints nDCG@10,
     Recall@100, MRR@10 and MAP@100. Needs the eval extra."""
-    from .evaluation import evaluate
+    from .evaluation import cut, evaluate
+    from .metrics import METRICS
 
     result = evaluate(dataset, mode=mode, model=model, variant=variant, collection=collection,
                       index=index_spec, k=k, split=split, home=ctx.obj["home"])
@@ -526,6 +527,10 @@ def eval_(ctx, dataset, mode, model, variant, collection, index_spec, k, split, 
                f"{result['mode']} with {result['model']} ({result['variant']}, index {result['index']})")
     for name, value in result["metrics"].items():
         click.echo(f"  {name:<11} {value:.4f}")
+    left_out = [m for m in METRICS if m not in result["metrics"]]
+    if left_out:
+        click.echo(f"note: {', '.join(left_out)} left out: -k {max(map(cut, left_out))} or more ranks enough "
+                   "documents for them", err=True)
 
 
 # `semsearch serve`: defined with the server, whose settings its options are; FastAPI and

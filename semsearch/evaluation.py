@@ -26,6 +26,11 @@ def evaluate(dataset: str | Path, mode: str = "hybrid", model: str | None = None
     that differ from an existing collection's are refused, as everywhere.
     """
     k, mode = check_k(k), choice(mode, "mode", MODES)  # now, not after embedding the corpus
+    # a measure cut deeper than k would be computed on k documents under its own name
+    measures = [m for m in METRICS if cut(m) <= k]
+    if not measures:
+        raise InvalidInput(f"k={k} is below every measure's cut ({', '.join(METRICS)}): "
+                           f"rank at least {min(map(cut, METRICS))} documents")
     dataset = path(dataset, "dataset")
     if not os.path.isdir(dataset):
         raise NotFound(f"no such folder: {dataset} (a BEIR folder holds corpus.jsonl, queries.jsonl, qrels/)")
@@ -50,8 +55,7 @@ def evaluate(dataset: str | Path, mode: str = "hybrid", model: str | None = None
         "dataset": str(dataset), "mode": mode, "model": info["model"]["name"],
         "variant": info["model"]["variant"], "index": info["index"]["spec"],
         "documents": len(data.corpus), "queries": len(qids),
-        # a measure cut deeper than k would be computed on k documents under its own name
-        "metrics": score_run(data.qrels, run, [m for m in METRICS if int(m.partition("@")[2]) <= k]),
+        "metrics": score_run(data.qrels, run, measures),
         "index_seconds": round(indexed - started, 1), "search_seconds": round(time.time() - indexed, 1),
     }
 
@@ -76,3 +80,8 @@ def _fill(coll, corpus: dict, dataset) -> None:
 def join_title(doc: dict) -> str:
     title, text = doc.get("title", "").strip(), doc.get("text", "").strip()
     return f"{title}\n{text}" if title and text else title or text
+
+
+def cut(measure: str) -> int:
+    """How many documents a measure reads: 10 for ndcg@10."""
+    return int(measure.partition("@")[2])

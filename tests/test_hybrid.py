@@ -106,3 +106,17 @@ def test_identical_texts_rank_in_the_order_they_were_added_whatever_k(tmp_path, 
             for k in (2, 4, 100):  # which of the tied chunks make a cut is the index's choice; their order is ours
                 got = [h.id for h in c.search("cat on a mat", k=k, mode=mode)][:4]
                 assert got == sorted(got) and (k < 4 or got == ["c0", "c1", "c2", "c3"]), (mode, k, got)
+
+
+def test_eval_with_k_below_every_cut_is_refused_not_an_empty_score(tmp_path, model_folder):
+    """-k 5 printed the header, no measure at all and exit 0 (every measure is cut at 10 or 100)."""
+    out = CliRunner().invoke(cli, ["eval", str(write_beir(tmp_path / "beir")), "--mode", "lexical", "-k", "5"])
+    assert out.exit_code == 2 and out.stdout == ""
+    assert out.stderr.startswith("error: k=5 is below every measure's cut") and "Traceback" not in out.output
+
+
+def test_eval_names_the_measures_a_small_k_leaves_out(tmp_path, model_folder):
+    out = CliRunner().invoke(cli, ["eval", str(write_beir(tmp_path / "beir")), "--mode", "lexical", "-k", "50"])
+    assert out.exit_code == 0, out.output
+    assert "ndcg@10" in out.stdout and "recall@100" not in out.stdout
+    assert out.stderr == "note: recall@100, map@100 left out: -k 100 or more ranks enough documents for them\n"
