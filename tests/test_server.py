@@ -478,6 +478,30 @@ def test_search_during_writes_sees_whole_documents(server):
     assert sum(1 for s in seen if s) > 3, "the readers saw nothing"
 
 
+def test_writes_waiting_for_the_writer_lock_leave_searches_their_threads(server, embedder):
+    """Another process (`semsearch add`) holds scratch's writer lock while more writes arrive
+    than the threadpool has threads (40): searches on docs must still be answered. They
+    waited for the writes, up to a minute, and /metrics with them."""
+    from semsearch.collection import Collection
+
+    async def main(holder):
+        async with httpx.AsyncClient(base_url=server.url, headers=server.auth, timeout=DEADLINE,
+                                     limits=httpx.Limits(max_connections=64)) as c:
+            with holder.writer():
+                writes = [asyncio.ensure_future(c.post("/v1/collections/scratch/documents", json={
+                    "documents": [{"id": f"queued-{i}", "text": f"queued write {i}"}]})) for i in range(48)]
+                await asyncio.sleep(1)  # only so that, unfixed, the writes hold every thread first
+                r = await c.post("/v1/collections/docs/search", json={"query": "tides", "k": 1, "mode": "lexical"})
+                assert r.status_code == 200 and not any(w.done() for w in writes), "the search waited for the writes"
+                assert (await c.get("/metrics")).status_code == 200 and not any(w.done() for w in writes)
+            assert {w.status_code for w in await asyncio.gather(*writes)} == {200}
+            for i in range(48):
+                await c.delete(f"/v1/collections/scratch/documents/queued-{i}")
+
+    with Collection.open(server.home / "scratch", embedder=embedder) as holder:
+        asyncio.run(asyncio.wait_for(main(holder), DEADLINE))
+
+
 # -- metrics -------------------------------------------------------------------------------------
 def test_metrics_count_requests_errors_texts_and_tokens(server, http):
     before = server.metrics()

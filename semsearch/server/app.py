@@ -1,6 +1,7 @@
 """The FastAPI app: routes over one shared Embedder, its batcher and the served collections.
 
-Blocking library calls (search, writes, info) run in the threadpool; embedding, search
+Blocking library calls run in threads (searches and info in the threadpool, writes on a
+few threads of their own); embedding, search
 queries' included, goes through the batcher, so the event loop never waits on ONNX Runtime
 or SQLite. Everything else is ``async def``: FastAPI runs a plain ``def`` route or
 dependency in its threadpool, a thread hop per request.
@@ -9,10 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import logging
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import anyio
 import fastapi_swagger
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.openapi.docs import get_swagger_ui_html
@@ -32,6 +35,7 @@ from .settings import Settings
 STATIC = Path(__file__).parent / "static"  # package data (pyproject.toml)
 SWAGGER_UI = Path(fastapi_swagger.__file__).parent / "resources"  # Swagger UI's own files
 log = logging.getLogger("semsearch.server")
+WRITE_THREADS = 4  # writes to one collection take turns; a few let other collections' go on
 
 
 def create_app(embedder, collections: dict, settings: Settings = Settings()) -> FastAPI:
@@ -177,18 +181,25 @@ def create_app(embedder, collections: dict, settings: Settings = Settings()) -> 
             return JSONResponse({"object": "list", "data": [h.to_dict() for h in found]})
         return JSONResponse({"object": "list", "results": [{"data": [h.to_dict() for h in hits]} for hits in found]})
 
+    writing = anyio.CapacityLimiter(WRITE_THREADS)
+
+    async def write(method, *args, **kwargs):
+        """A write on threads of its own: writes wait for each other (a collection's writer
+        lock, up to 10 s a write when another process holds it), and from the shared
+        threadpool they held every thread, stalling searches, info and /metrics."""
+        return await anyio.to_thread.run_sync(functools.partial(method, *args, **kwargs), limiter=writing)
+
     @api.post("/v1/collections/{name}/documents")
     async def add_documents(name: str, body: AddRequest):
         target = collection(name)
         validation.positive_int(len(body.documents), "the number of documents", settings.max_inputs)
-        ids = await run_in_threadpool(
-            target.add_texts, [d.text for d in body.documents], ids=[d.id for d in body.documents],
-            metadata=[d.metadata or {} for d in body.documents])
+        ids = await write(target.add_texts, [d.text for d in body.documents], ids=[d.id for d in body.documents],
+                          metadata=[d.metadata or {} for d in body.documents])
         return {"object": "list", "ids": ids}
 
     @api.delete("/v1/collections/{name}/documents/{doc_id:path}")  # ids may hold '/' (sent as %2F or not)
     async def delete_document(name: str, doc_id: str):
-        deleted = await run_in_threadpool(collection(name).delete, [doc_id])
+        deleted = await write(collection(name).delete, [doc_id])
         if not deleted:
             raise NotFound(f"collection {name} has no document {doc_id!r}")
         return {"id": doc_id, "deleted": True}
