@@ -278,7 +278,11 @@ class Collection:
         if ondisk or (self.path / ONDISK_POINTER).is_file():  # map what `semsearch build` made, if any
             from .distributed.ondisk import SCAN_WARN, attach  # faiss + numpy only, no Ray
             built = attach(self.path)
-            if built is not None:
+            if built is not None and built[1] > self.store.generation():  # as for an index file
+                built[0].close()
+                log.warning("the build of %s is newer than its store (was the store restored from a "
+                            "backup?); searching without it until the next `semsearch build`", self.name)
+            elif built is not None:
                 self._index, self._index_gen = built
                 return
             if ondisk:

@@ -245,6 +245,30 @@ def test_corrupt_index_file_is_rebuilt_with_warning(home, caplog, damage):
     assert index.ntotal == len(TOPICS) and generation > 0
 
 
+def test_a_build_newer_than_its_store_is_not_searched(home, caplog):
+    """A store restored from a backup taken before the last `semsearch build`: the build
+    was mapped and, newer than the store, nothing was replayed onto it, so where the counts
+    agreed search answered with chunks the store no longer holds (an index file newer than
+    its store was already rebuilt)."""
+    from semsearch.collection import STORE_FILE
+    from semsearch.distributed import ondisk
+    from semsearch.distributed.build import export_shards
+
+    with small() as coll:
+        coll.add_texts([TOPICS["cats"]], ids=["a"])
+    path = home / "c"
+    backup = (path / STORE_FILE).read_bytes()  # closed: the WAL is checkpointed into it
+    with Collection.open("c") as coll:
+        coll.add_texts([TOPICS["rockets"]], ids=["a"])  # replaced: as many chunks, a new chunk id
+        shards, generation = export_shards(coll, path / "shards")
+        ondisk.publish(path, ondisk.build(shards, ondisk.next_folder(path), generation=generation,
+                                          use_ray=False))
+    (path / STORE_FILE).write_bytes(backup)
+    with caplog.at_level(logging.WARNING, logger="semsearch"), Collection.open("c") as coll:
+        assert [h.text for h in coll.search("pets that purr", k=1, mode="dense")] == [TOPICS["cats"]]
+    assert any("newer than its store" in r.getMessage() for r in caplog.records)
+
+
 # ---------------------------------------------------------------- concurrency
 def test_second_writer_while_lock_held_raises(home, monkeypatch):
     monkeypatch.setattr("semsearch.collection.LOCK_WAIT", 0.3)
