@@ -239,7 +239,11 @@ def test_health_is_open_everything_else_needs_the_key(server):
     assert httpx.head(server.url + "/healthz").status_code == 200  # load balancers' probes may send HEAD
     # open too, holding no data: the page's static files and the API description
     assert "<title>semsearch</title>" in httpx.get(server.url + "/").text
-    assert "/v1/embeddings" in httpx.get(server.url + "/openapi.json").json()["paths"]
+    api = httpx.get(server.url + "/openapi.json").json()
+    assert "/v1/embeddings" in api["paths"]
+    # it says which routes need the key, so /docs offers to send it (its "Try it out" got 401s)
+    assert api["components"]["securitySchemes"]["API key"]["scheme"] == "bearer"
+    assert api["paths"]["/v1/embeddings"]["post"]["security"] == [{"API key": []}]
     body = {"model": MODEL, "input": "x"}
     for headers in ({}, {"Authorization": "Bearer " + "w" * 32}, {"Authorization": f"Basic {server.key}"},
                     {"Authorization": server.key}):
@@ -580,6 +584,7 @@ def test_api_docs_render_offline_in_chromium(server):
     with chromium_page(server, "/docs") as page:
         page.wait_for_selector('.opblock-summary-path[data-path="/v1/embeddings"]')
         assert page.query_selector('.opblock-summary-path[data-path="/v1/collections/{name}/search"]') is not None
+        assert page.query_selector("button.authorize") is not None  # where a key is given
 
 
 # -- starting and stopping -------------------------------------------------------------------------

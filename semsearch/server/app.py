@@ -17,7 +17,7 @@ from pathlib import Path
 
 import anyio
 import fastapi_swagger
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request, Security
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -29,7 +29,7 @@ from .batcher import MicroBatcher, Unbatched
 from .errors import HANDLERS, ClientGone, Unexpected
 from .metrics import CONTENT_TYPE_LATEST, Metrics, RequestMetrics
 from .schemas import AddRequest, EmbeddingsRequest, SearchRequest
-from .security import BodyLimit, KeyedRoute
+from .security import BEARER, BodyLimit, KeyedRoute
 from .settings import Settings
 
 STATIC = Path(__file__).parent / "static"  # package data (pyproject.toml)
@@ -60,7 +60,7 @@ def create_app(embedder, collections: dict, settings: Settings = Settings()) -> 
     app = FastAPI(title="semsearch", version=__version__, lifespan=lifespan,
                   exception_handlers=HANDLERS, docs_url=None)
     app.state.settings, app.state.metrics, app.state.ready = settings, metrics, False
-    api = APIRouter(route_class=KeyedRoute)  # every route on it needs the key
+    api = APIRouter(route_class=KeyedRoute, dependencies=[Security(BEARER)])  # every route on it needs the key
 
     def collection(name: str):
         if name not in collections:

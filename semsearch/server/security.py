@@ -9,9 +9,16 @@ import hmac
 
 from fastapi import Request
 from fastapi.routing import APIRoute
+from fastapi.security import HTTPBearer
 from starlette.exceptions import HTTPException
 
 from .errors import Unauthorized
+
+
+# what the API description says of the key (no check: KeyedRoute does that), so that /docs
+# has an Authorize button and its "Try it out" requests carry the key
+BEARER = HTTPBearer(auto_error=False, scheme_name="API key",
+                    description="One of the server's API keys, when it has any (SEMSEARCH_API_KEY, --api-key-file)")
 
 
 class KeyedRoute(APIRoute):
