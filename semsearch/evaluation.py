@@ -9,7 +9,7 @@ from pathlib import Path
 from .collection import Collection
 from .errors import InvalidInput, NotFound
 from .metrics import METRICS, load_beir, score_run
-from .validation import MAX_QUERIES, MAX_QUERY_CHARS, MODES, check_k, choice, path
+from .validation import MAX_QUERIES, MAX_QUERY_CHARS, MODES, check_k, choice, path, string, where_filter
 
 DEPTH = 100  # documents ranked per query: enough for recall@100 and map@100
 ADD_BATCH = 10_000  # documents a transaction: a killed eval resumes from the last one committed
@@ -31,7 +31,7 @@ def evaluate(dataset: str | Path, mode: str = "hybrid", model: str | None = None
     if not measures:
         raise InvalidInput(f"k={k} is below every measure's cut ({', '.join(METRICS)}): "
                            f"rank at least {min(map(cut, METRICS))} documents")
-    dataset = path(dataset, "dataset")
+    dataset, split = path(dataset, "dataset"), string(split, "split")
     if not os.path.isdir(dataset):
         raise NotFound(f"no such folder: {dataset} (a BEIR folder holds corpus.jsonl, queries.jsonl, qrels/)")
     data = load_beir(dataset, split)
@@ -40,6 +40,7 @@ def evaluate(dataset: str | Path, mode: str = "hybrid", model: str | None = None
         target = collection or str(Path(tmp) / "eval")
         coll = Collection.open_or_create(target, model=model, variant=variant, index=index, home=home)
         with coll:
+            _check_options(coll, k, search_options)
             _fill(coll, data.corpus, dataset)
             indexed = time.time()
             qids = list(data.queries)
@@ -58,6 +59,15 @@ def evaluate(dataset: str | Path, mode: str = "hybrid", model: str | None = None
         "metrics": score_run(data.qrels, run, measures),
         "index_seconds": round(indexed - started, 1), "search_seconds": round(time.time() - indexed, 1),
     }
+
+
+def _check_options(coll, k: int, search_options: dict) -> None:
+    """A misspelt or bad search option fails now, not after the corpus is embedded: a
+    lexical search of the collection checks them all (but ``where``'s keys, which the
+    corpus may be about to add)."""
+    options = dict(search_options)
+    where_filter(options.pop("where", None))
+    coll.search("probe", k=k, mode="lexical", docs=True, **options)
 
 
 def _fill(coll, corpus: dict, dataset) -> None:

@@ -6,6 +6,7 @@ from click.testing import CliRunner
 
 from semsearch.cli import cli
 from semsearch.collection import Collection
+from semsearch.errors import InvalidInput, WrongType
 from semsearch.evaluation import evaluate
 
 CORPUS = {
@@ -120,3 +121,16 @@ def test_eval_names_the_measures_a_small_k_leaves_out(tmp_path, model_folder):
     assert out.exit_code == 0, out.output
     assert "ndcg@10" in out.stdout and "recall@100" not in out.stdout
     assert out.stderr == "note: recall@100, map@100 left out: -k 100 or more ranks enough documents for them\n"
+
+
+@pytest.mark.parametrize("options, error", [({"rrf_k": 0}, InvalidInput), ({"weights": (0, 0)}, InvalidInput),
+                                            ({"bogus": 1}, TypeError), ({"docs": False}, TypeError),
+                                            ({"split": None}, WrongType)])
+def test_evaluate_refuses_a_bad_option_before_embedding_the_corpus(tmp_path, model_folder, options, error):
+    """A bad or unknown search option was refused only by the first search, once the whole
+    corpus had been embedded; a split of None looked for qrels/None.tsv."""
+    with pytest.raises(error):
+        evaluate(write_beir(tmp_path / "beir"), mode="lexical", collection=str(tmp_path / "ev"), **options)
+    if (tmp_path / "ev").exists():
+        with Collection.open(tmp_path / "ev") as coll:
+            assert coll.count() == 0
