@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
+import threading
 from contextlib import contextmanager
 
 from ..errors import SemsearchError
@@ -47,9 +49,30 @@ def connected(address: str | None = None, num_cpus: int | None = None):
         where = address or "a local cluster"
         raise SemsearchError(f"cannot connect to Ray at {where}: {str(exc).splitlines()[0]}") from None
     try:
-        yield ray
+        with terminate_as_interrupt():
+            yield ray
     finally:
         ray.shutdown()
+
+
+@contextmanager
+def terminate_as_interrupt():
+    """SIGTERM (a scheduler stopping the job, `timeout`, `kill`) taken as Ctrl-C: the job
+    unwinds as on Ctrl-C (Ray shut down, what was committed kept, 'interrupted' from the
+    CLI). Ray's driver otherwise dies on it printing a six-line C stack dump
+    ('*** SIGTERM received ... PC: @ ...'). Only where Python can handle signals (the main thread)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt("terminated")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @contextmanager
