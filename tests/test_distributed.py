@@ -543,6 +543,7 @@ def test_a_ray_address_with_no_ray_behind_it_fails_in_seconds(tmp_path, home, em
     finally:
         web.close()
     assert not (home / "far" / "shards").exists()  # nothing exported before Ray was there
+    assert not (home / "far2").exists()  # nor an empty collection made (`list` showed it)
 
 
 def test_a_copied_built_collection_keeps_faiss_off_stdout(home, embedder, ray_local):

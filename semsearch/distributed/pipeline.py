@@ -14,7 +14,6 @@ that came back twice would replace itself by key, never duplicate.
 from __future__ import annotations
 
 import bisect
-import functools
 import json
 import logging
 import pickle
@@ -248,7 +247,9 @@ def _apply(record: tuple, w, known: dict, seen: set, report, on_commit) -> None:
 
 
 def index_files(name_or_path, paths: Iterable, address: str | None = None, **kwargs):
-    """``collection.index_files`` with ingest on Ray (``index_paths``)."""
+    """``collection.index_files`` with ingest on Ray (``index_paths``). Ray is joined
+    first: an address it cannot join fails before a new collection is created."""
     from ..collection import index_files
 
-    return index_files(name_or_path, paths, ingest=functools.partial(index_paths, address=address), **kwargs)
+    with connected(address):
+        return index_files(name_or_path, paths, ingest=index_paths, **kwargs)
