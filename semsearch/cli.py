@@ -488,8 +488,14 @@ def rm(ctx, name, yes):
     from .collection import collection_path, delete_collection
 
     path = collection_path(name, ctx.obj["home"])
-    if not yes:
-        click.confirm(f"delete collection {name} ({path})?", abort=True)
+    if not yes:  # asked on stderr, so stdout holds only the result
+        try:
+            sure = click.confirm(f"delete collection {name} ({path})?", err=True)
+        except click.exceptions.Abort:  # no answer: stdin ended, or Ctrl-C
+            click.echo(err=True)
+            sure = False
+        if not sure:
+            raise click.ClickException(f"{name} not removed: answer y, or give --yes")
     delete_collection(name, home=ctx.obj["home"])
     click.echo(f"removed collection {name} ({path})")
 

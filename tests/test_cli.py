@@ -315,3 +315,18 @@ def test_a_missing_input_file_is_not_found_whichever_command_reads_it(home, tmp_
                  ("search", "notes", "--queries", f"{missing}.txt"), ("add", "notes", "--jsonl", f"{missing}.jsonl"),
                  ("eval", missing), ("index", missing, "--name", "notes")):
         assert_one_line_error(run(*args), code=3, match=str(missing))
+
+
+@pytest.mark.parametrize("answer", ["n\n", ""])
+def test_rm_not_confirmed_says_so_in_an_error_line_and_leaves_stdout_empty(indexed, answer):
+    """The question went to stdout and a refusal (or no answer: stdin at its end) ended in
+    click's bare 'Aborted!'."""
+    result = run("rm", "notes", input=answer)
+    assert result.exit_code == 1 and result.stdout == ""
+    assert result.stderr.splitlines()[-1] == "error: notes not removed: answer y, or give --yes"
+    assert (indexed / STORE_FILE).is_file()
+
+
+def test_rm_confirmed_on_stdin_removes_the_collection(indexed):
+    result = ok(run("rm", "notes", input="y\n"))
+    assert result.stdout.startswith("removed collection notes") and not indexed.exists()
