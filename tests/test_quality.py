@@ -1,6 +1,8 @@
 """Lexical search ranks whole documents; every mode's score says what it is; old stores upgrade."""
 import json
 import sqlite3
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -140,3 +142,15 @@ def test_metadata_given_as_a_string_is_refused_as_the_wrong_type(tmp_path, model
         with pytest.raises(WrongType, match="metadata must be a dict or a list of dicts, not str"):
             c.add_texts(["a note"], metadata="team=z")
         assert c.count() == 0
+
+
+def test_the_package_lists_and_lazily_loads_its_public_names():
+    """dir(semsearch) (a notebook's tab completion) showed none of the API, search results had
+    no public type to annotate with, and semsearch.errors was an AttributeError until
+    something else imported it; none of it may load torch."""
+    code = ("import sys, semsearch\n"
+            "assert {'Embedder', 'Collection', 'Hit', 'evaluate', 'export_model', 'SemsearchError'} <= set(dir(semsearch))\n"
+            "assert issubclass(semsearch.errors.NotFound, semsearch.SemsearchError)\n"
+            "assert semsearch.Hit is semsearch.search.Hit and semsearch.Collection.__name__ == 'Collection'\n"
+            "assert not hasattr(semsearch, 'nope') and 'torch' not in sys.modules\n")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stderr == ""
