@@ -160,8 +160,11 @@ def text_list(texts, name: str = "texts") -> list[str]:
 def queries(query) -> tuple[list[str], bool]:
     """(queries, whether one was given as a bare string); none may be blank."""
     items = text_list(query, "query")
-    if not items or any(not q.strip() for q in items):
+    if not items:
         raise InvalidInput("the query is empty")
+    blank = next((i for i, q in enumerate(items) if not q.strip()), None)
+    if blank is not None:
+        raise InvalidInput("the query is empty" if isinstance(query, str) else f"query {blank} is empty")
     if len(items) > MAX_QUERIES:
         raise TooLarge(f"at most {MAX_QUERIES:,} queries per call, got {len(items):,}")
     for i, q in enumerate(items):

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from semsearch.cli import cli
 from semsearch.collection import Collection
-from semsearch.errors import WrongType
+from semsearch.errors import InvalidInput, WrongType
 from semsearch.search import fts_query
 
 # A document whose two query words sit in different chunks (12 tokens a chunk), beside
@@ -154,3 +154,11 @@ def test_the_package_lists_and_lazily_loads_its_public_names():
             "assert semsearch.Hit is semsearch.search.Hit and semsearch.Collection.__name__ == 'Collection'\n"
             "assert not hasattr(semsearch, 'nope') and 'torch' not in sys.modules\n")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stderr == ""
+
+
+def test_a_blank_query_in_a_list_is_named_by_its_position(coll):
+    """Among 10,000 queries, 'the query is empty' left the caller to find which one."""
+    with pytest.raises(InvalidInput, match="^query 2 is empty$"):
+        coll.search(["wing flutter", "turbine", "  "])
+    with pytest.raises(InvalidInput, match="^the query is empty$"):
+        coll.search(" ")
