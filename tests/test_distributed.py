@@ -730,3 +730,27 @@ def test_files_that_kill_their_worker_every_time_end_the_job_in_one_line(tmp_pat
     with Collection.open("poisoned") as coll:
         assert coll.count() == before
         assert coll.search("panel buckling under load", k=1, mode="dense")[0].id == f"{corpus / 'records.jsonl'}#r2"
+
+
+def test_build_exports_a_store_batch_at_a_time_not_a_whole_shard(tmp_path, home, embedder, monkeypatch):
+    """export_shards gathered each shard (a million rows: vectors, texts and metadata, ~3 GB,
+    and again as much while concatenating them) in memory before writing it."""
+    import tracemalloc
+
+    from semsearch.collection import Collection
+    from semsearch.distributed import build
+    n = 4000
+    vectors = clustered(n, 384, seed=6)  # 6 MB
+    with Collection.create("wide", index="flat", embedder=embedder) as coll:
+        coll.add_vectors([f"v{i}" for i in range(n)], vectors, [f"text {i}" for i in range(n)])
+        monkeypatch.setattr(build, "EXPORT_ROWS", 200, raising=False)
+        import pyarrow.parquet  # noqa: F401 - imported before, not counted
+        tracemalloc.start()
+        try:
+            shards, _ = build.export_shards(coll, tmp_path / "shards")  # one shard
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    assert len(shards) == 1 and ondisk.shard_rows(shards[0]) == n
+    assert np.array_equal(np.concatenate([v for _, v in ondisk.read_shard(shards[0])]), vectors)
+    assert peak < vectors.nbytes / 4, peak

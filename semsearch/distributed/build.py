@@ -14,12 +14,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
-
 from ..collection import INDEX_FILE, ONDISK_SHARDS as SHARDS_DIR
 from . import ondisk
 
-SHARD_ROWS = 1_000_000  # vectors per Parquet shard (1.5 GB at 384-d): one fill task's memory
+SHARD_ROWS = 1_000_000  # vectors per Parquet shard (1.5 GB at 384-d): one fill task's input
+EXPORT_ROWS = 50_000  # store rows exported at a time (~130 MB at 384-d): the export's memory
 SHARD_FILE = re.compile(r"\.?part-\d{5}\.parquet(\.tmp)?")  # what export_shards writes, and nothing else
 
 
@@ -43,35 +42,27 @@ def shards_folder(folder: Path, clear: bool = False) -> Path:
 
 
 def export_shards(coll, folder: Path, rows_per_shard: int = SHARD_ROWS) -> tuple[list[Path], int]:
-    """Write every live chunk (id, key, chunk, text, metadata, vector) as Parquet shards;
-    returns (shards, store generation they reflect). One consistent snapshot."""
+    """Write every live chunk (id, key, chunk, text, metadata, vector) as Parquet shards,
+    one store batch (EXPORT_ROWS) at a time; returns (shards, store generation they
+    reflect). One consistent snapshot."""
     shards_folder(folder, clear=True).mkdir(parents=True, exist_ok=True)
     shards: list[Path] = []
-    pending: list[tuple] = []
-    rows = 0
-
-    def flush():
-        nonlocal pending, rows
-        if not pending:
-            return
-        cols = [np.concatenate(c) if i in (0, 5) else [x for part in c for x in part]
-                for i, c in enumerate(zip(*pending))]
-        shards.append(ondisk.write_shard(folder / f"part-{len(shards):05d}.parquet", cols[0], cols[5],
-                                         key=cols[1], chunk=cols[2], text=cols[3], metadata=cols[4]))
-        pending, rows = [], 0
-
+    shard = None
     store = coll.store
-    with store.snapshot():
+    with store.snapshot():  # a failure leaves a .tmp shard: the next export clears the folder
         generation = store.generation()
-        for ids, vectors in store.vectors():
+        for ids, vectors in store.vectors(batch=EXPORT_ROWS):
             info = store.chunk_rows(ids.tolist())
             got = [info[i] for i in ids.tolist()]
-            pending.append((ids, [r[0] for r in got], [r[1] for r in got], [r[4] for r in got],
-                            [json.dumps(r[6]) for r in got], vectors))
-            rows += len(ids)
-            if rows >= rows_per_shard:
-                flush()
-        flush()
+            if shard is None:
+                shard = ondisk.ShardWriter(folder / f"part-{len(shards):05d}.parquet")
+            shard.write(ids, vectors, key=[r[0] for r in got], chunk=[r[1] for r in got],
+                        text=[r[4] for r in got], metadata=[json.dumps(r[6]) for r in got])
+            if shard.rows >= rows_per_shard:
+                shards.append(shard.close())
+                shard = None
+        if shard is not None:
+            shards.append(shard.close())
     return shards, generation
 
 

@@ -52,22 +52,44 @@ log = logging.getLogger("semsearch")
 def write_shard(path, ids, vectors, **columns) -> Path:
     """One Parquet shard (``id``, ``vector`` as fixed-size float32 lists, and any other
     columns given, e.g. key / chunk / text / metadata), written atomically."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+    shard = ShardWriter(path)
+    shard.write(ids, vectors, **columns)
+    return shard.close()
 
-    path = Path(path)
-    ids = np.ascontiguousarray(ids, np.int64)
-    vectors = np.ascontiguousarray(vectors, np.float32)
-    if vectors.ndim != 2 or len(vectors) != len(ids):
-        raise InvalidInput(f"a shard needs one {vectors.shape[-1]}-d vector per id")
-    dim = vectors.shape[1]
-    cols = {"id": pa.array(ids),
-            "vector": pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), dim)}
-    cols.update({name: pa.array(values) for name, values in columns.items()})
-    tmp = path.with_name(f".{path.name}.tmp")
-    pq.write_table(pa.table(cols), tmp, row_group_size=READ_ROWS)
-    os.replace(tmp, path)
-    return path
+
+class ShardWriter:
+    """A Parquet shard written a batch of rows at a time, so a shard of a million rows is
+    never in memory whole; named only once closed (a killed export leaves a .tmp)."""
+
+    def __init__(self, path):
+        self.path = Path(path)
+        self.rows = 0
+        self._tmp = self.path.with_name(f".{self.path.name}.tmp")
+        self._writer = None
+
+    def write(self, ids, vectors, **columns) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        ids = np.ascontiguousarray(ids, np.int64)
+        vectors = np.ascontiguousarray(vectors, np.float32)
+        if vectors.ndim != 2 or len(vectors) != len(ids):
+            raise InvalidInput(f"a shard needs one {vectors.shape[-1]}-d vector per id")
+        cols = {"id": pa.array(ids),
+                "vector": pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), vectors.shape[1])}
+        cols.update({name: pa.array(values) for name, values in columns.items()})
+        table = pa.table(cols)
+        if self._writer is None:
+            self._writer = pq.ParquetWriter(self._tmp, table.schema)
+        self._writer.write_table(table, row_group_size=READ_ROWS)
+        self.rows += len(ids)
+
+    def close(self) -> Path:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+            os.replace(self._tmp, self.path)
+        return self.path
 
 
 def shard_rows(path) -> int:
