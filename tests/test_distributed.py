@@ -614,16 +614,26 @@ def test_writers_go_on_while_a_collection_builds_and_builds_exclude_each_other(h
 
 def test_the_next_write_removes_a_changes_file_a_killed_save_left(home, embedder, ray_local):
     """A save of the changes since a build killed before its rename left its temporary
-    file (as large as the in-memory delta, up to GBs) beside the build, forever."""
+    file (as large as the in-memory delta, up to GBs) beside the build, forever. And the
+    build, its pointer and the changes are as readable as the store: they were 0700/0600,
+    so another user sharing the collection saw no build and loaded every vector in memory."""
+    import os
+    import stat
+
     from semsearch.collection import Collection
     from semsearch.distributed.build import build_collection
     small_collection("saved", embedder).close()
+    os.chmod(home / "saved" / "store.sqlite", 0o640)  # a collection its group reads
     build_collection("saved", spec="IVF2,Flat")
     with Collection.open("saved", embedder=embedder) as coll:
         orphan = coll.path / f".{ondisk.CHANGES}.k1ll3d.tmp"
         orphan.write_bytes(b"\0" * 4096)
         coll.add_texts(["one more note"], ids=["more"])
         assert not orphan.exists() and (coll.path / ondisk.CHANGES).is_file()
+        build = ondisk.current(coll.path)
+        modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in [build, *build.iterdir()]}
+        assert modes == {build.name: 0o750, **{p.name: 0o640 for p in build.iterdir()}}
+        assert {stat.S_IMODE((coll.path / f).stat().st_mode) for f in (ondisk.POINTER, ondisk.CHANGES)} == {0o640}
 
 
 def test_a_process_holding_a_collection_moves_to_each_new_build(home, embedder, ray_local):

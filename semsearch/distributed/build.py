@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import stat
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
@@ -101,7 +102,7 @@ def build_collection(name_or_path, home=None, shards_dir=None, address: str | No
             built = ondisk.build(shards, ondisk.next_folder(coll.path), spec=spec,
                                  memory_budget_mb=memory_budget_mb, generation=generation,
                                  use_ray=True, log=log)
-            ondisk.publish(coll.path, built)
+            ondisk.publish(coll.path, built, stat.S_IMODE(coll.store.path.stat().st_mode))  # as open as the store
             # changes saved for the old build are ignored by the new one (they name their build),
             # and an in-memory index file is never read again (as large as the vectors)
             (coll.path / ondisk.CHANGES).unlink(missing_ok=True)

@@ -509,15 +509,18 @@ class MmapIndex:
         temporary changes file is one a killed save left (as large as the delta)."""
         for orphan in self.folder.parent.glob(f".{CHANGES}.*.tmp"):
             orphan.unlink(missing_ok=True)
-        self.save_changes(self.folder.parent / CHANGES, generation)
+        self.save_changes(self.folder.parent / CHANGES, generation, mode)
 
-    def save_changes(self, path, generation: int) -> None:
-        """Tombstones and delta, atomically, with the store generation they reflect."""
+    def save_changes(self, path, generation: int, mode: int | None = None) -> None:
+        """Tombstones and delta, atomically, with the store generation they reflect
+        (``mode``: the file's permissions; mkstemp makes it 0600)."""
         path = Path(path)
         delta_ids = faiss.vector_to_array(self._delta.id_map).astype(np.int64)
         delta_vecs = self._delta.index.reconstruct_n(0, self._delta.ntotal) if len(delta_ids) \
             else np.zeros((0, self.dim), np.float32)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        if mode is not None:
+            os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as f:
             np.savez(f, generation=np.int64(generation), build=np.str_(self.folder.name),
                      tomb=self._tomb, delta_ids=delta_ids, delta_vecs=delta_vecs)
@@ -627,12 +630,21 @@ def current(parent) -> Path | None:
     return Path(parent) / name
 
 
-def publish(parent, folder: Path) -> None:
+def publish(parent, folder: Path, mode: int | None = None) -> None:
     """Make ``folder`` the current build (atomic rename of the pointer), drop older ones.
-    Readers that still map an older build keep their mapping until they close it."""
+    Readers that still map an older build keep their mapping until they close it.
+    ``mode``: the store's permissions, which the build and its pointer take (mkdtemp and
+    mkstemp make them 0700 and 0600: another user who reads the store saw no build, and
+    loaded every vector into memory instead)."""
     parent = Path(parent)
     old = current(parent)
+    if mode is not None:
+        for f in folder.iterdir():
+            os.chmod(f, mode)
+        os.chmod(folder, mode | (mode & 0o444) >> 2)  # folders: x where r
     fd, tmp = tempfile.mkstemp(prefix=f".{POINTER}.", dir=parent)
+    if mode is not None:
+        os.fchmod(fd, mode)
     with os.fdopen(fd, "w") as f:
         json.dump({"current": folder.name}, f)
         f.flush()
