@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import numbers
 import os
+from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -131,6 +132,11 @@ def path(value, name: str = "path") -> str:
     if not isinstance(text, str) or not text.strip() or "\0" in text:
         raise InvalidInput(f"{name} {text!r} is blank or not a usable path")
     return text
+
+
+def source_path(value, name: str = "path") -> str:
+    """A file or folder as documents' sources name it: ~ expanded, absolute, links resolved."""
+    return str(Path(path(value, name)).expanduser().resolve())
 
 
 def path_list(paths, name: str = "paths") -> list[str]:
@@ -284,6 +290,8 @@ def where_filter(where) -> dict | None:
             raise InvalidInput(f"where[{key!r}] must be a string, number or boolean")
         if isinstance(value, float) and not math.isfinite(value):
             raise InvalidInput(f"where[{key!r}] is {value}, which no stored value equals")
+        if key == "source" and isinstance(value, str) and value.strip() and "\0" not in value:
+            value = source_path(value)  # docs/a.txt finds what `index docs` stored, as delete --path does
         out.update(json_value({key: value}, "where"))  # surrogates, integers beyond 64 bits
     return out
 

@@ -330,3 +330,12 @@ def test_rm_not_confirmed_says_so_in_an_error_line_and_leaves_stdout_empty(index
 def test_rm_confirmed_on_stdin_removes_the_collection(indexed):
     result = ok(run("rm", "notes", input="y\n"))
     assert result.stdout.startswith("removed collection notes") and not indexed.exists()
+
+
+def test_where_source_takes_a_relative_path_as_delete_path_does(indexed, docs, monkeypatch):
+    """`--where source=docs/cats.txt` found nothing (sources are stored resolved), while
+    `delete --path docs/cats.txt` deleted it."""
+    monkeypatch.chdir(docs.parent)
+    for given in ("docs/cats.txt", "./docs/../docs/cats.txt"):
+        hits = json.loads(ok(run("search", "notes", "anything", "--where", f"source={given}", "--json")).stdout)
+        assert hits and {h["source"] for h in hits} == {str(docs / "cats.txt")}, given
