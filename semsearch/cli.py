@@ -146,7 +146,7 @@ def models(as_json):
 @click.option("--file", "file_", type=click.Path(dir_okay=False, allow_dash=True),
               help="Read texts from FILE: one per line, or JSONL with a `text` field; - for stdin.")
 @click.option("--format", "fmt", type=click.Choice(["jsonl", "npy"]), default="jsonl", show_default=True,
-              help="JSONL lines of text and embedding, or one .npy array (needs --out).")
+              help="JSONL lines of text and embedding, or one .npy array (needs --out; - for stdout).")
 @click.option("--out", type=click.Path(dir_okay=False), help="Write here instead of stdout.")
 @click.option("--model", default=None, help="Model name, HF folder, exported folder or hub id.")
 @click.option("--variant", type=VARIANTS, default="fp32", show_default=True,
@@ -172,7 +172,8 @@ def embed(texts, file_, fmt, out, model, variant, device, batch_size, kind):
     if truncated:
         click.echo(f"note: {truncated} text(s) cut at {embedder.max_length} tokens", err=True)
     if fmt == "npy":
-        np.save(out, vectors)
+        with click.open_file(out, "wb") as handle:  # at OUT itself (np.save(path) adds .npy); - is stdout
+            np.save(handle, vectors)
         click.echo(f"wrote {vectors.shape[0]}x{vectors.shape[1]} embeddings to {out}", err=True)
         return
     stream = open(out, "w", encoding="utf-8") if out else sys.stdout

@@ -1,4 +1,5 @@
 """The `semsearch` command through Click's CliRunner, with the real model and real files."""
+import io
 import json
 import shutil
 
@@ -339,3 +340,14 @@ def test_where_source_takes_a_relative_path_as_delete_path_does(indexed, docs, m
     for given in ("docs/cats.txt", "./docs/../docs/cats.txt"):
         hits = json.loads(ok(run("search", "notes", "anything", "--where", f"source={given}", "--json")).stdout)
         assert hits and {h["source"] for h in hits} == {str(docs / "cats.txt")}, given
+
+
+def test_embed_npy_writes_exactly_the_file_named(model_folder, tmp_path):
+    """np.save(path) adds .npy to a name without it: --out vecs wrote vecs.npy (and said
+    'to vecs'), --out /dev/stdout made a file /dev/stdout.npy."""
+    out = tmp_path / "vecs"
+    result = ok(run("embed", "hello", "world", "--format", "npy", "--out", out))
+    assert not (tmp_path / "vecs.npy").exists() and np.load(out).shape == (2, 384)
+    assert result.stderr == f"wrote 2x384 embeddings to {out}\n"
+    piped = ok(run("embed", "hello", "--format", "npy", "--out", "-"))
+    assert np.load(io.BytesIO(piped.stdout_bytes)).shape == (1, 384)
