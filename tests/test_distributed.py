@@ -491,15 +491,17 @@ def test_build_rejects_what_it_cannot_build_in_one_line(home, embedder, ray_loca
 
 def test_the_next_build_removes_what_a_killed_build_left(home, embedder, ray_local):
     """A build killed before it renamed its folder left a hidden .build-* folder (as large
-    as the index) in the collection, forever."""
+    as the index) in the collection, forever; and so did one killed after it published,
+    before it removed the build it replaced (a build folder ondisk.json does not name)."""
     from semsearch.distributed.build import build_collection
     with small_collection("again", embedder) as coll:
         path = coll.path
-    left = path / ".build-k1ll3d"
-    left.mkdir()
-    (left / "shard-00000-0000.faiss").write_bytes(b"\0" * 4096)
+    for left in (path / ".build-k1ll3d", path / "ondisk-0"):
+        left.mkdir()
+        (left / "lists.ivfdata").write_bytes(b"\0" * 4096)
     build_collection("again", spec="IVF2,Flat")
     assert not list(path.glob(".build-*")) and ondisk.current(path).name == "ondisk-1"
+    assert sorted(p.name for p in path.glob("ondisk-*") if p.is_dir()) == ["ondisk-1", "ondisk-lock"]
 
 
 def test_a_ray_address_with_no_ray_behind_it_fails_in_seconds(tmp_path, home, embedder, ray_local):

@@ -21,6 +21,7 @@ import json
 import logging
 import math
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -44,6 +45,7 @@ SCAN_ROWS = 16_384  # store vectors an exact scan holds at a time (25 MB at 384-
 SCAN_WARN = 50_000  # an unbuilt collection this large is slow to scan: say so at open
 PQ_MIN = 39 * 256  # IVF-PQ's codebooks want 39 training vectors a centroid (faiss), 256 centroids each
 DELTA_WARN = 1_000_000  # vectors added since a build held in RAM (1.5 GB at 384-d): advise a build
+BUILD_NAME = re.compile(r"ondisk-\d+")  # a build's folder (next_folder)
 
 log = logging.getLogger("semsearch")
 
@@ -673,11 +675,14 @@ def attach(parent) -> tuple[MmapIndex, int] | None:
 
 
 def remove_scratch(parent) -> None:
-    """Remove what killed builds left in ``parent`` (each as large as an index). Call it
-    under the collection's build lock (build.building), which every build holds."""
-    for scratch in Path(parent).glob(f"{SCRATCH}*"):
-        if scratch.is_dir():
-            shutil.rmtree(scratch, ignore_errors=True)
+    """Remove what killed builds left in ``parent`` (each as large as an index): their
+    scratch folders, and build folders the pointer does not name (a build killed after
+    it published and before it removed the one it replaced kept that one for ever).
+    Call it under the collection's build lock (build.building), which every build holds."""
+    keep = current(parent)
+    for left in Path(parent).iterdir():
+        if left.is_dir() and (left.name.startswith(SCRATCH) or BUILD_NAME.fullmatch(left.name) and left != keep):
+            shutil.rmtree(left, ignore_errors=True)
 
 
 def next_folder(parent) -> Path:
