@@ -147,7 +147,8 @@ def models(as_json):
               help="Read texts from FILE: one per line, or JSONL with a `text` field; - for stdin.")
 @click.option("--format", "fmt", type=click.Choice(["jsonl", "npy"]), default="jsonl", show_default=True,
               help="JSONL lines of text and embedding, or one .npy array (needs --out; - for stdout).")
-@click.option("--out", type=click.Path(dir_okay=False), help="Write here instead of stdout.")
+@click.option("--out", type=click.Path(dir_okay=False, allow_dash=True),
+              help="Write here instead of stdout (- is stdout).")
 @click.option("--model", default=None, help="Model name, HF folder, exported folder or hub id.")
 @click.option("--variant", type=VARIANTS, default="fp32", show_default=True,
               help="Exported variant: fp32 exact, int8 faster on CPUs, fp16 for GPUs.")
@@ -176,13 +177,9 @@ def embed(texts, file_, fmt, out, model, variant, device, batch_size, kind):
             np.save(handle, vectors)
         click.echo(f"wrote {vectors.shape[0]}x{vectors.shape[1]} embeddings to {out}", err=True)
         return
-    stream = open(out, "w", encoding="utf-8") if out else sys.stdout
-    try:
+    with click.open_file(out or "-", "w", encoding="utf-8") as stream:  # - (or none) is stdout
         for text, vector in zip(items, vectors):
             stream.write(json.dumps({"text": text, "embedding": [round(float(x), 7) for x in vector]}) + "\n")
-    finally:
-        if out:
-            stream.close()
 
 
 def read_texts(file_: str | None) -> list[str]:

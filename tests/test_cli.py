@@ -351,3 +351,9 @@ def test_embed_npy_writes_exactly_the_file_named(model_folder, tmp_path):
     assert result.stderr == f"wrote 2x384 embeddings to {out}\n"
     piped = ok(run("embed", "hello", "--format", "npy", "--out", "-"))
     assert np.load(io.BytesIO(piped.stdout_bytes)).shape == (1, 384)
+
+
+def test_embed_out_dash_is_stdout_not_a_file_named_dash(model_folder, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = ok(run("embed", "hello", "--out", "-"))
+    assert json.loads(result.stdout)["text"] == "hello" and not (tmp_path / "-").exists()
