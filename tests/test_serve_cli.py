@@ -61,6 +61,14 @@ def test_an_address_not_on_this_machine_is_one_line_error(env):
     assert "192.0.2.1" in line and "not an address of this machine" in line
 
 
+@pytest.mark.parametrize("wait", ["inf", "nan", "-1", "1e12"])
+def test_a_max_wait_that_no_thread_can_wait_is_one_line_error(env, wait):
+    """inf (or 1e12) started a server whose batcher threads died at their first wait for
+    company: every embedding request from then on hung, never answered; nan meant 0."""
+    line = one_error_line(serve(env, "--max-wait-ms", wait, "--port", 0), code=2)
+    assert "max-wait-ms must be from 0 to 10,000" in line
+
+
 def test_port_zero_serves_on_the_free_port_it_prints(env):
     """It printed http://127.0.0.1:0, a port no client can reach."""
     proc = subprocess.Popen([sys.executable, "-m", "semsearch", "serve", "--port", "0"], env=env,

@@ -13,6 +13,7 @@ from pathlib import Path
 from ..errors import InvalidInput
 
 KEY_ENV = "SEMSEARCH_API_KEY"
+MAX_WAIT_MS = 10_000  # a wait for company longer than this is a mistake, and past ~1e12 threads cannot wait
 
 
 @dataclass(frozen=True)
@@ -37,8 +38,8 @@ class Settings:
                      "max_inputs", "max_chars", "max_k"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise InvalidInput(f"{name.replace('_', '-')} must be at least 1")
-        if self.max_wait_ms < 0:
-            raise InvalidInput("max-wait-ms must be at least 0")
+        if not 0 <= self.max_wait_ms <= MAX_WAIT_MS:  # nan too; inf or 1e12 killed the batcher's threads
+            raise InvalidInput(f"max-wait-ms must be from 0 to {MAX_WAIT_MS:,}")
         if self.max_inputs > self.max_queue:
             raise InvalidInput("max-inputs must not exceed max-queue (one request must fit the queue)")
 
