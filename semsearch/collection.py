@@ -307,12 +307,16 @@ class Collection:
         except IndexFileError as exc:
             log.warning("%s; rebuilding it from the store", exc)
         self._rebuild()
-        # save it unless a writer is at work (it will save its own), so that the next
-        # reader need not rebuild it too
-        lock = None if self.store.read_only else _try_lock(self.path)
+        # save it unless a writer is at work (it will save its own) or the collection was
+        # removed, so that the next reader need not rebuild it too
+        try:
+            lock = None if self.store.read_only or self.store.replaced() else _try_lock(self.path)
+        except NoSuchCollection:
+            lock = None
         if lock is not None:
             try:
-                self._save_index()
+                if not self.store.replaced():  # `rm` may have had the lock first
+                    self._save_index()
             finally:
                 lock.release()
 
@@ -802,12 +806,15 @@ def _acquire(path: Path, wait: float, name: str = LOCK_FILE):
     if it can be had within ``wait`` seconds, else None."""
     from filelock import FileLock, Timeout
 
-    (path / name).parent.mkdir(exist_ok=True)
     lock = FileLock(str(path / name))
     try:
+        if (path / name).parent != path:  # the build lock's own folder; never the collection's:
+            (path / name).parent.mkdir(exist_ok=True)  # made again, `rm` would leave it behind
         lock.acquire(timeout=wait)
     except Timeout:
         return None
+    except FileNotFoundError:
+        raise NoSuchCollection(f"collection {path.name} was removed (`semsearch rm`?)") from None
     return lock
 
 

@@ -362,6 +362,27 @@ def test_a_thread_that_reads_a_removed_collection_leaves_no_empty_store_behind(h
         assert again.count() == 1
 
 
+def test_an_index_that_rm_overtook_neither_remakes_the_folder_nor_warns(home, tmp_path, caplog):
+    """An `index` that opened the collection before `rm` removed it rebuilt the missing
+    index file, took the lock to save it (making the removed folder again, with a lock file
+    in it) and warned 'cannot save the index file' above its one-line error."""
+    from semsearch.collection import delete_collection
+    from semsearch.errors import NoSuchCollection
+
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "a.txt").write_text(TOPICS["cats"])
+    with small() as coll:
+        coll.add_texts([TOPICS["bread"]], ids=["b"])
+    (home / "c" / INDEX_FILE).unlink()  # as a writer killed before its save leaves it
+    with Collection.open("c") as held:
+        delete_collection("c")
+        with caplog.at_level(logging.INFO, logger="semsearch"), pytest.raises(NoSuchCollection):
+            held.add_files([tmp_path / "docs"])
+    assert not (home / "c").exists()
+    assert not [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING
+                and "missing; rebuilding" not in r.getMessage()]
+
+
 def test_a_killed_create_leaves_nothing_behind_the_next_create_or_rm(home, caplog):
     """A create killed before its rename left its temporary store (and -wal) for ever, and
     `rm` then warned about files 'semsearch did not create'."""
