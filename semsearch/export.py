@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from .errors import ModelError
+from .errors import ModelError, ModelNotFound
 from .models import MANIFEST, PROBES, VARIANT_FILES, check_variant, exported_folder, sha256_file, source_for
 
 OUTPUT = "sentence_embedding"
@@ -207,7 +207,7 @@ def ensure_exported(model: str | None = None, log=lambda msg: print(msg, file=sy
     try:
         return export(model, out=folder, log=log)
     except ModelError as exc:
-        raise ModelError(f"model {model or 'default'} is not exported yet and {exc}") from None
+        raise type(exc)(f"model {model or 'default'} is not exported yet and {exc}") from None
 
 
 def export(
@@ -415,4 +415,9 @@ def _hub_st_config(model_id: str) -> dict:
     """Fetch a hub model once (needs a network) and read its sentence-transformers files."""
     from huggingface_hub import snapshot_download
 
-    return read_st_config(Path(snapshot_download(model_id)))
+    try:
+        folder = snapshot_download(model_id)
+    except Exception as exc:  # offline, no such repo, gated, bad name: huggingface_hub's many errors
+        raise ModelNotFound(f"it is neither a local folder nor on the Hugging Face hub as far as this "
+                            f"machine can reach ({_first_sentence(exc)})") from None
+    return read_st_config(Path(folder))

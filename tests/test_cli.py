@@ -173,6 +173,13 @@ def test_embed_with_missing_model_is_a_one_line_error(model_folder, tmp_path):
     assert_one_line_error(result, code=3)
 
 
+def test_embed_with_a_hub_id_it_cannot_fetch_is_a_one_line_not_found(model_folder, home):
+    """huggingface_hub's LocalEntryNotFoundError came out as 'unexpected ...', exit 1."""
+    result = run("embed", "hello", "--model", "no-such-org/no-such-model",
+                 env={"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
+    assert "Hugging Face hub" in assert_one_line_error(result, code=3)
+
+
 def test_embed_with_corrupt_model_says_reexport(model_folder, tmp_path):
     copy = tmp_path / "model"
     shutil.copytree(model_folder, copy)
