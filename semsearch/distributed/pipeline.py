@@ -55,8 +55,11 @@ class PrepareFiles:
         return self._embedder
 
     def __call__(self, batch: dict) -> Iterator[dict]:
-        """Yields its records a few at a time (see _records): one big file (a JSONL dump of
-        millions of records) is never held whole, here, in the object store or on the driver."""
+        """Yields its records a batch at a time (see _records), which Ray Data stores as 8 MiB
+        blocks: one big file (a JSONL dump of millions of records) is never held whole in the
+        actor's memory or the driver's. Ray Data (2.60) hands the blocks on when the call
+        ends (the object store keeps them meanwhile, spilling to disk), so such a file is
+        committed then."""
         known = {}
         for hashes in batch["known"]:
             known.update(json.loads(hashes))
