@@ -28,7 +28,7 @@ from .errors import InvalidInput, ModelError
 from .models import (MANIFEST, PROBES, check_variant, read_manifest, sha256_file, variant_file,
                      variant_state, write_manifest)
 from .progress import bar
-from .validation import text_list
+from .validation import positive_int, text_list
 from .runtime import (DEVICES, Session, TokenizerProcesses, Tokens, cpu_cores, encode, load_tokenizer, onnxruntime,
                       single_types_are_zero, tokenizer_processes)
 
@@ -55,6 +55,7 @@ GPU_FP16_RUN_COST = 20000
 # widths and cost fp32, which is GPU-bound, as much).
 WIDTH_LADDER = (*range(8, 65, 8), 80, 96, 112, 128, 144, 160, 176, 192, 208, 224, 240, 256,
                 288, 320, 352, 384, 416, 448, 480, 512)
+MAX_BATCH_TOKENS = 1 << 24  # a batch past this is tens of GB of activations on any device
 WINDOW = 4096  # texts tokenised (and length-sorted) together
 FIRST_WINDOW = 512  # the first window of a call: the first run waits for it alone
 
@@ -201,9 +202,10 @@ class Embedder:
         return [prefix + t for t in texts] if prefix else texts
 
     def _limits(self, batch_size: int | None, max_batch_tokens: int | None) -> tuple[int, int]:
-        for name, value in (("batch_size", batch_size), ("max_batch_tokens", max_batch_tokens)):
-            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
-                raise InvalidInput(f"{name} must be a positive integer, not {value!r}")
+        if batch_size is not None:
+            batch_size = positive_int(batch_size, "batch_size", MAX_BATCH_TOKENS)
+        if max_batch_tokens is not None:
+            max_batch_tokens = positive_int(max_batch_tokens, "max_batch_tokens", MAX_BATCH_TOKENS)
         rows_cap = batch_size or self.max_batch_size
         if max_batch_tokens is None:
             max_batch_tokens = self.max_batch_tokens if batch_size is None else rows_cap * self.max_length

@@ -283,6 +283,12 @@ def test_bad_batch_settings_are_invalid_input(embedder):
             embedder.embed(["x"], **kwargs)
 
 
+def test_numpy_integer_batch_settings_are_taken(embedder):
+    """A batch size read from a config array or computed with numpy is an np.int64."""
+    vectors = embedder.embed(["a", "b", "c"], batch_size=np.int64(2), max_batch_tokens=np.int32(512))
+    np.testing.assert_allclose(vectors, embedder.embed(["a", "b", "c"]), atol=1e-6)
+
+
 def test_nan_output_is_a_model_error_naming_the_model(model_folder, tmp_path):
     """A graph whose weights went NaN (the hash re-recorded, so only the output shows it)
     must never hand NaN vectors to a collection."""
