@@ -1,9 +1,8 @@
 """The FastAPI app: routes over one shared Embedder, its batcher and the served collections.
 
 Blocking library calls run in threads (searches and info in the threadpool, writes on a
-few threads of their own); embedding, search
-queries' included, goes through the batcher, so the event loop never waits on ONNX Runtime
-or SQLite. Everything else is ``async def``: FastAPI runs a plain ``def`` route or
+few threads of their own); embedding, search queries' included, goes through the batcher,
+so the event loop never waits on ONNX Runtime or SQLite. Everything else is ``async def``: FastAPI runs a plain ``def`` route or
 dependency in its threadpool, a thread hop per request.
 """
 from __future__ import annotations
