@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from .settings import Settings, read_keys
+from .settings import MAX_WAIT_MS, Settings, read_keys
 
 
 def _default(name):
@@ -43,7 +43,7 @@ def _default(name):
 @click.option("--workers", type=int, default=None,
               help="Model runs side by side [default: on a CPU cores / --threads, one per core; on a GPU 1].")
 @click.option("--max-wait-ms", type=float, default=_default("max_wait_ms"), show_default=True,
-              help="How long a queued text waits for others to share its run (0 to 10,000).")
+              help=f"How long a queued text waits for others to share its run (0 to {MAX_WAIT_MS:,}).")
 @click.option("--max-queue", type=int, default=_default("max_queue"), show_default=True,
               help="Texts queued or running; beyond it requests get 503 + Retry-After.")
 @click.option("--max-inputs", type=int, default=_default("max_inputs"), show_default=True,
