@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import InvalidInput
+from .errors import InvalidInput, NotFound
 
 METRICS = ("ndcg@10", "recall@100", "mrr@10", "map@100")
 
@@ -52,7 +52,8 @@ def load_beir(path: str | Path, split: str = "test") -> BeirDataset:
 
     qpath = root / "qrels" / f"{split}.tsv"
     if not qpath.is_file():
-        raise InvalidInput(f"{qpath}: file not found")
+        splits = sorted(p.stem for p in qpath.parent.glob("*.tsv"))
+        raise NotFound(f"no such file: {qpath}" + (f" (splits here: {', '.join(splits)})" if splits else ""))
     qrels: dict[str, dict[str, int]] = {}
     try:
         lines = qpath.read_text(encoding="utf-8-sig").splitlines()

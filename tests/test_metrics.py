@@ -5,7 +5,7 @@ from math import log2
 import pytest
 
 pytest.importorskip("pytrec_eval")
-from semsearch.errors import InvalidInput  # noqa: E402
+from semsearch.errors import InvalidInput, NotFound  # noqa: E402
 from semsearch.metrics import METRICS, load_beir, per_query, score_run  # noqa: E402
 
 # trec_eval's ndcg_cut uses linear gain (gain = relevance), discount log2(rank + 1).
@@ -101,8 +101,8 @@ def test_load_beir_errors(tmp_path):
     _write_beir(tmp_path, ["q1\td1\t2\n", "q1\td2\n"])
     with pytest.raises(ValueError, match=r"test\.tsv line 3"):
         load_beir(tmp_path)
-    with pytest.raises(ValueError, match=r"dev\.tsv: file not found"):
-        load_beir(tmp_path, split="dev")
+    with pytest.raises(NotFound, match=r"no such file: .*dev\.tsv \(splits here: test\)"):
+        load_beir(tmp_path, split="dev")  # as a missing corpus is: exit 3
     with open(tmp_path / "corpus.jsonl", "a") as f:
         f.write("{not json\n")
     with pytest.raises(ValueError, match=r"corpus\.jsonl line 3"):
