@@ -185,20 +185,23 @@ def embed(texts, file_, fmt, out, model, variant, device, batch_size, kind):
 def read_texts(file_: str | None) -> list[str]:
     """Texts from a file (lines, or records of a .jsonl by the one record rule) or from
     stdin when it is piped."""
-    from .loaders import read_records
+    from .loaders import decode_text, read_records
 
     if file_ is None:
         if sys.stdin is None or sys.stdin.isatty():
             raise click.UsageError("give texts as arguments, with --file, or on stdin")
-        lines = sys.stdin.read().splitlines()
+        data = sys.stdin.buffer.read()
     elif file_ != "-" and not os.path.isfile(file_):
         raise NotFound(f"no such file: {file_}")  # as a missing .jsonl or `index` path: exit 3
     elif str(file_).endswith(".jsonl"):
         return [record_of(rec, file_, n).text for n, rec in enumerate(read_records(file_), 1)]
     else:
-        with click.open_file(file_, encoding="utf-8", errors="replace") as handle:
-            lines = handle.read().splitlines()
-    return [line for line in lines if line.strip()]
+        with click.open_file(file_, "rb") as handle:
+            data = handle.read()
+    text, replaced = decode_text(data)  # the encoding rule `index` reads files by
+    if replaced:
+        click.echo(f"note: {replaced} undecodable byte(s) in {file_ or 'stdin'} replaced with U+FFFD", err=True)
+    return [line for line in text.splitlines() if line.strip()]
 
 
 def record_of(rec: dict, file_, number: int):

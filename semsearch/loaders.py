@@ -330,8 +330,9 @@ def _unmark(text: str) -> tuple[str, int]:
     return (text.replace(_MARK, "\ufffd") if n else text), n
 
 
-def _decode(data: bytes) -> tuple[str, int]:
-    """A whole file's bytes decoded (BOM stripped), and the number of U+FFFD put in."""
+def decode_text(data: bytes) -> tuple[str, int]:
+    """A whole file's bytes decoded by the one encoding rule (_Sniff; BOM stripped), and
+    the number of U+FFFD put in. `embed --file` and `search --queries` read through it too."""
     sniff = _Sniff()
     sniff.feed(data)
     return _unmark(data.decode(sniff.encoding(), UNDECODABLE))
@@ -383,7 +384,7 @@ class _HTMLText(html.parser.HTMLParser):
 def _load_html(path: str, ext: str) -> Document | Skipped:
     with open(path, "rb") as f:
         data = f.read()
-    text, replaced = _decode(data)
+    text, replaced = decode_text(data)
     p = _HTMLText()
     p.feed(text)
     p.close()
@@ -528,7 +529,7 @@ def _load_jsonl(path: str):
 
 def _load_json(path: str):
     with open(path, "rb") as f:
-        text, replaced = _decode(f.read())
+        text, replaced = decode_text(f.read())
     try:
         data = _json(text) if text.strip() else []  # blank: no records
     except RecursionError:

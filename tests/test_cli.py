@@ -160,6 +160,18 @@ def test_a_reader_that_stops_early_ends_the_command_quietly(model_folder):
     assert proc.stderr.read() == b""
 
 
+def test_embed_reads_a_file_and_stdin_by_the_encoding_rule_index_uses(model_folder, tmp_path):
+    """They were decoded as UTF-8 with errors replaced, unreported: a Windows-1252 file
+    embedded 'caf\ufffd' where `index` reads 'café'."""
+    legacy = tmp_path / "legacy.txt"
+    legacy.write_bytes("café au lait\nnaïve\n".encode("cp1252"))
+    texts = [json.loads(line)["text"] for line in ok(run("embed", "--file", legacy)).stdout.splitlines()]
+    assert texts == ["café au lait", "naïve"]
+    result = ok(run("embed", input=b"ok \xc3\xa9 bad \xff\n"))
+    assert [json.loads(line)["text"] for line in result.stdout.splitlines()] == ["ok é bad \ufffd"]
+    assert "1 undecodable byte(s) in stdin replaced" in result.stderr
+
+
 def test_embed_npy_writes_an_array(model_folder, tmp_path):
     out = tmp_path / "f.npy"
     ok(run("embed", "hello", "world", "third text", "--format", "npy", "--out", out))
