@@ -347,10 +347,10 @@ def test_lone_surrogates_are_refused_with_400(http, path, raw, param):
     assert error["param"] == param and "surrogate" in error["message"]
 
 
-def test_an_internal_error_is_one_line_and_the_connection_serves_on(server, http):
-    """A request the library fails on unexpectedly (a filter too large for SQLite, at the time
-    of writing) answers in the error shape, and its keep-alive connection takes the next
-    request (uvicorn closed it under the client when Starlette re-raised after a 500)."""
+def test_an_error_answer_leaves_the_connection_serving(server, http):
+    """A refused request (a filter too wide: once a 500 from SQLite, a 413 since it is
+    checked first) answers in the error shape, and its keep-alive connection takes the
+    next request (uvicorn closed it under the client when Starlette re-raised after a 500)."""
     where = {f"key{i}": i for i in range(2000)}
     wide = {"documents": [{"id": "wide", "text": "x", "metadata": where}]}
     assert http.post("/v1/collections/scratch/documents", json=wide).status_code == 200
@@ -367,6 +367,34 @@ def test_an_internal_error_is_one_line_and_the_connection_serves_on(server, http
     finally:
         conn.close()
         http.delete("/v1/collections/scratch/documents/wide")
+
+
+def test_an_unexpected_exception_is_a_500_in_the_error_shape_and_is_not_raised_on():
+    """No request reaches a non-semsearch exception through the real routes any more (every
+    input is checked first), so the middleware gets a route of its own that fails. Raising
+    on after answering is what made uvicorn drop a keep-alive connection."""
+    import asyncio
+
+    import httpx
+    from starlette.applications import Starlette
+    from starlette.middleware import Middleware
+    from starlette.routing import Route
+
+    from semsearch.server.errors import Unexpected
+
+    def broken(request):
+        raise ZeroDivisionError("a bug")
+
+    app = Starlette(routes=[Route("/broken", broken)], middleware=[Middleware(Unexpected)])  # as app.py adds it
+
+    async def call():
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+            return await client.get("/broken")
+
+    response = asyncio.run(call())  # ASGITransport raises what the app raises
+    assert response.status_code == 500
+    assert response.json()["error"] == {"message": "internal server error (the server log has the details)",
+                                        "type": "server_error", "param": None, "code": None}
 
 
 # -- collections ---------------------------------------------------------------------------------
