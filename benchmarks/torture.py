@@ -1,0 +1,449 @@
+"""A randomized kill -9 soak of one collection: real `semsearch` processes, several at once.
+
+Not part of the test suite (it runs for as long as it is allowed). Each round changes a
+folder of text files, then runs real CLI processes against one collection under a
+temporary SEMSEARCH_HOME: `index` of the folder, `add` (new ids and replacements),
+`delete`, `search`, `info`, `rm`, and with --ray `build` and `index --ray`, a few at a
+time, and SIGKILLs some of them: a quarter early (start-up, creation), the rest late in their run, where they
+commit and save the index (the delay learnt from earlier runs of the same command).
+
+After each round, with nothing running, it checks that:
+  - the writer lock (and the build lock) can be taken at once: no holder died with it held;
+  - the store passes SQLite's integrity check, every document has chunks and every chunk a
+    document, the chunks tile the document's text, FTS5 holds exactly the store's rows;
+  - every document a command that exited 0 wrote (and nothing later may have removed) is
+    there with its text, found by dense and lexical search; every one a delete or index that
+    exited 0 removed is gone; nothing is there that no command wrote;
+  - the collection opens without an index file that is corrupt or out of step with the
+    store after replay, and its index holds exactly the store's chunks;
+  - `info` works, every command not killed exited 0 or with a one-line error (no traceback),
+    every search hit is a slice of a text its document had;
+  - after one more write (a sentinel `add`), no temporary file is left.
+
+    nice -n 19 .venv/bin/python benchmarks/torture.py --rounds 100 --minutes 20 [--ray] [--seed N]
+
+It stops at the first defect and keeps that round's logs (--keep-going: count them all).
+"""
+from __future__ import annotations
+
+import argparse
+import fcntl
+import json
+import logging
+import os
+import random
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+CLI = [str(Path(sys.executable).with_name("semsearch"))]
+NAME = "torture"
+WORDS = ("harbour tide ferry boat master weather log dawn lantern rope anchor gull pier storm "
+         "sail chart compass keel deck mast net fish salt wave reef cargo crew dock").split()
+TEMP_PATTERNS = (".index.faiss.*.tmp", ".store.sqlite.*.new*", ".ondisk-changes.npz.*.tmp")
+BENIGN = {"add": {3, 75}, "replace": {3, 75}, "delete": {3, 75}, "index": {3, 75}, "search": {3},
+          "info": {3}, "rm": {3, 75}, "build": {2, 3, 75}, "rayindex": {3, 75}}  # one-line refusals
+WEIGHTS = {"add": 30, "replace": 10, "delete": 12, "index": 14, "search": 14, "info": 4, "rm": 5, "build": 3,
+           "rayindex": 3}
+RAY = ("build", "rayindex")  # run only with --ray: each starts a local Ray (seconds)
+ABSENT = None  # the state of a document that is not there
+
+
+def nonce(rng: random.Random) -> str:
+    return "q" + "".join(rng.choice("bcdfghjklmnpstvwxz") for _ in range(9))
+
+
+def make_text(rng: random.Random, long: bool = False) -> str:
+    """A unique text: a nonce word (what lexical search finds it by) and sea words."""
+    words = [rng.choice(WORDS) for _ in range(rng.randint(300, 500) if long else rng.randint(8, 40))]
+    return f"{nonce(rng)} " + " ".join(words) + "."
+
+
+@dataclass
+class Op:
+    kind: str
+    args: list
+    effects: dict = field(default_factory=dict)  # key -> text (or ABSENT) it writes if it commits
+    kill_at: float | None = None
+    start: float = 0.0
+    end: float = 0.0
+    rc: int | None = None
+    killed: bool = False
+    out: str = ""
+    err: str = ""
+
+
+class Torture:
+    def __init__(self, args):
+        self.args = args
+        self.rng = random.Random(args.seed)
+        self.work = Path(tempfile.mkdtemp(prefix="semsearch-torture-", dir="/tmp"))
+        self.home = self.work / "home"
+        self.docs = self.work / "docs"
+        self.home.mkdir()
+        self.docs.mkdir()
+        self.env = {**os.environ, "SEMSEARCH_HOME": str(self.home), "PYTHONUNBUFFERED": "1"}
+        self.env.pop("SEMSEARCH_DEBUG", None)
+        self.coll = self.home / NAME
+        self.state: dict[str, set] = {}  # key -> the texts (or ABSENT) it may hold now
+        self.history: dict[str, set] = defaultdict(set)  # key -> every text it ever held
+        self.files: dict[str, str] = {}  # file key (its path) -> its text now (absent: deleted)
+        self.took = defaultdict(lambda: 1.0)  # command -> seconds it takes (running mean)
+        self.took["build"] = self.took["rayindex"] = 6.0
+        self.kills = self.rounds = self.commands = 0
+        self.defects: list[str] = []
+        self.sentinel = 0
+        self.embedder = None
+
+    # -- the folder `index` reads -------------------------------------------------------------
+    def mutate_folder(self) -> None:
+        rng = self.rng
+        names = sorted(p.name for p in self.docs.iterdir())
+        for name in rng.sample(names, min(len(names), rng.randint(0, 3))):
+            path = self.docs / name
+            if rng.random() < 0.4:
+                path.unlink()
+                self.files.pop(str(path.resolve()), None)
+            else:
+                self.write_file(path)
+        for _ in range(rng.randint(0 if names else 2, 3)):
+            self.write_file(self.docs / f"f{nonce(rng)}.txt")
+
+    def write_file(self, path: Path) -> None:
+        text = make_text(self.rng, long=self.rng.random() < 0.3)
+        path.write_text(text)
+        key = str(path.resolve())
+        self.files[key] = text
+        self.history[key].add(text)
+
+    # -- one round ----------------------------------------------------------------------------
+    def plan(self) -> list[Op]:
+        rng, ops, used = self.rng, [], set()
+        kinds = [k for k in WEIGHTS if k not in RAY or self.args.ray]
+        for _ in range(rng.randint(4, 10)):
+            kind = rng.choices(kinds, [WEIGHTS[k] for k in kinds])[0]
+            if kind in ("rm", *RAY) and any(o.kind == kind for o in ops):
+                kind = "add"
+            held = [k for k, s in self.state.items() if not k.startswith("/") and k not in used and s != {ABSENT}]
+            if kind in ("replace", "delete") and not held:
+                kind = "add"
+            if kind == "add":
+                keys = [f"k{nonce(rng)}" for _ in range(rng.randint(1, 3))]
+                op = Op(kind, ["add", NAME], {k: make_text(rng) for k in keys})
+                for k, text in op.effects.items():
+                    op.args += ["--text", text, "--id", k]
+            elif kind == "replace":
+                key = rng.choice(held)
+                op = Op(kind, ["add", NAME, "--text", make_text(rng), "--id", key])
+                op.effects[key] = op.args[3]
+            elif kind == "delete":
+                key = rng.choice(held)
+                op = Op(kind, ["delete", NAME, "--id", key], {key: ABSENT})
+            elif kind in ("index", "rayindex"):
+                op = Op(kind, ["index", str(self.docs), "--name", NAME] + ["--ray"] * (kind == "rayindex"),
+                        {k: self.files.get(k, ABSENT) for k in self.history if k.startswith("/")})
+            elif kind == "search":
+                op = Op(kind, ["search", NAME, " ".join(rng.sample(WORDS, 3)), "--json", "-k", "20",
+                               "--mode", rng.choice(["dense", "lexical", "hybrid"])]
+                        + (["--docs"] if rng.random() < 0.5 else []))
+            elif kind == "info":
+                op = Op(kind, ["info", NAME, "--json"])
+            elif kind == "rm":
+                op = Op(kind, ["rm", NAME, "--yes"])
+            else:
+                op = Op(kind, ["build", NAME])
+            used |= set(op.effects) if kind not in ("index", "rayindex") else set()
+            for key, text in op.effects.items():
+                if text is not ABSENT:
+                    self.history[key].add(text)
+            if rng.random() < self.args.kill:
+                early = rng.random() < 0.25
+                op.kill_at = rng.uniform(0, 0.4) if early else self.took[kind] * rng.uniform(0.5, 1.1)
+            ops.append(op)
+        return ops
+
+    def run(self, op: Op, logs: Path, n: int) -> None:
+        op.start = time.monotonic()
+        with open(logs / f"{n}.out", "w+") as out, open(logs / f"{n}.err", "w+") as err:
+            proc = subprocess.Popen(CLI + op.args, stdout=out, stderr=err, env=self.env, cwd=self.work,
+                                    start_new_session=True)
+            try:
+                proc.wait(timeout=op.kill_at)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                op.killed = True
+            try:
+                op.rc = proc.wait(timeout=self.args.hang)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                op.rc, op.killed = proc.wait(), False
+                err.write(f"\nHUNG: still running after {self.args.hang} s\n")
+            try:  # a killed `build` leaves Ray's processes of its session
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            op.end = time.monotonic()
+            out.seek(0), err.seek(0)
+            op.out, op.err = out.read(), err.read()
+        if not op.killed:
+            self.took[op.kind] = 0.7 * self.took[op.kind] + 0.3 * (op.end - op.start)
+
+    def round(self) -> None:
+        self.rounds += 1
+        logs = self.work / "logs" / f"r{self.rounds}"
+        logs.mkdir(parents=True)
+        self.mutate_folder()
+        ops = self.plan()
+        queue, lock = list(enumerate(ops)), threading.Lock()
+
+        def worker():
+            while True:
+                with lock:
+                    if not queue:
+                        return
+                    n, op = queue.pop(0)
+                time.sleep(self.rng.uniform(0, 0.3))
+                self.run(op, logs, n)
+
+        threads = [threading.Thread(target=worker) for _ in range(self.rng.randint(2, self.args.jobs))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        self.commands += len(ops)
+        self.kills += sum(op.killed for op in ops)
+        (logs / "plan.json").write_text(json.dumps(
+            [{"n": n, "kind": o.kind, "args": o.args, "rc": o.rc, "killed": o.killed,
+              "start": round(o.start, 3), "end": round(o.end, 3), "kill_at": o.kill_at} for n, o in enumerate(ops)],
+            indent=1))
+        found = self.outcomes(ops) + self.check()
+        if found:
+            self.defects += [f"round {self.rounds}: {d}" for d in found]
+            print(f"round {self.rounds}: DEFECT, logs in {logs}:\n  " + "\n  ".join(found), flush=True)
+        else:
+            shutil.rmtree(logs)
+
+    # -- what the commands say ------------------------------------------------------------------
+    def outcomes(self, ops: list[Op]) -> list[str]:
+        """Each command's exit, each search's hits; then what each document may hold now."""
+        found = []
+        for op in ops:
+            if op.killed:
+                continue
+            if "Traceback" in op.err or (op.rc != 0 and op.rc not in BENIGN[op.kind]):
+                found.append(f"{op.kind} exited {op.rc}: {op.err.strip()[-600:]}")
+            elif op.rc != 0 and sum(line.startswith("error:") for line in op.err.splitlines()) != 1:
+                found.append(f"{op.kind} exited {op.rc} without one error line: {op.err.strip()[-600:]}")
+            if op.kind == "search" and op.rc == 0:
+                try:
+                    hits = json.loads(op.out)
+                except ValueError:
+                    found.append(f"search printed no JSON: {op.out[:300]}")
+                    continue
+                for h in hits:
+                    if not any(t[h["start"]:h["end"]] == h["text"] for t in self.history.get(h["id"], ())):
+                        found.append(f"search hit {h['id']} chunk {h['chunk']} is no text it ever had")
+        for key in set(self.history) | set(self.state):
+            self.state[key] = self.settle(key, ops)
+        return found
+
+    def settle(self, key: str, ops: list[Op]) -> set:
+        """The values ``key`` may hold after the round: the commands touching it applied in
+        time order, those overlapping in time in either order, those killed or refused
+        perhaps not at all."""
+        events = []
+        for op in ops:
+            if op.kind == "rm":
+                effect = ABSENT
+            elif key in op.effects:
+                effect = op.effects[key]
+            else:
+                continue
+            if op.killed or op.rc == 0 or op.rc not in BENIGN[op.kind]:
+                events.append((op.start, op.end, effect, op.rc == 0 and not op.killed))
+        now = set(self.state.get(key, {ABSENT}))
+        events.sort()
+        i = 0
+        while i < len(events):
+            group, reach = [events[i]], events[i][1]
+            while i + len(group) < len(events) and events[i + len(group)][0] < reach:
+                group.append(events[i + len(group)])
+                reach = max(reach, group[-1][1])
+            effects = {e[2] for e in group}
+            now = effects if all(e[3] for e in group) and len(group) == 1 else now | effects
+            i += len(group)
+        return now
+
+    # -- the invariants -------------------------------------------------------------------------
+    def check(self) -> list[str]:
+        found = []
+        for lock in (self.coll / "write.lock", self.coll / "ondisk-lock" / "build.lock"):
+            if lock.exists():
+                with open(lock) as f:
+                    try:
+                        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                        fcntl.flock(f, fcntl.LOCK_UN)
+                    except BlockingIOError:
+                        found.append(f"{lock.name} is held with nothing running")
+        if (self.coll / "store.sqlite").is_file():
+            found += self.check_store()
+            found += self.check_open()
+            info = subprocess.run(CLI + ["info", NAME, "--json"], env=self.env, capture_output=True, text=True)
+            if info.returncode != 0:
+                found.append(f"info exited {info.returncode}: {info.stderr.strip()[-400:]}")
+        else:
+            missing = [k for k, s in self.state.items() if ABSENT not in s]
+            if missing:
+                found.append(f"the collection is gone, with {len(missing)} documents written and not removed "
+                             f"(e.g. {missing[0]})")
+        found += self.write_sentinel()
+        leaked = [p.name for pattern in TEMP_PATTERNS for p in self.coll.glob(pattern)]
+        if leaked:
+            found.append(f"temporary files left after a write: {leaked}")
+        return found
+
+    def check_store(self) -> list[str]:
+        found = []
+        db = sqlite3.connect(self.coll / "store.sqlite")
+        try:
+            if (ok := db.execute("PRAGMA integrity_check").fetchone()[0]) != "ok":
+                found.append(f"integrity_check: {ok}")
+            docs = dict(db.execute("SELECT key, id FROM documents"))
+            rows = db.execute("SELECT id, doc_id, position, start, end, text FROM chunks ORDER BY doc_id, position").fetchall()
+            for table in ("chunks_fts", "documents_fts"):
+                extra = ", rank) VALUES ('integrity-check', 1)" if table == "chunks_fts" else ") VALUES ('integrity-check')"
+                try:
+                    db.execute(f"INSERT INTO {table}({table}{extra}")
+                except sqlite3.DatabaseError as exc:
+                    found.append(f"{table} integrity-check: {exc}")
+                db.execute(f"CREATE VIRTUAL TABLE temp.{table}_v USING fts5vocab(main, {table}, instance)")
+            fts_chunks = {r[0] for r in db.execute("SELECT DISTINCT doc FROM temp.chunks_fts_v")}
+            fts_docs = {r[0] for r in db.execute("SELECT DISTINCT doc FROM temp.documents_fts_v")}
+        finally:
+            db.close()
+        by_doc = defaultdict(list)
+        for row in rows:
+            by_doc[row[1]].append(row)
+        if set(by_doc) != set(docs.values()):
+            found.append(f"documents without chunks {sorted(set(docs.values()) - set(by_doc))[:5]}, "
+                         f"chunks without a document {sorted(set(by_doc) - set(docs.values()))[:5]}")
+        if fts_chunks != {r[0] for r in rows} or fts_docs != set(docs.values()):
+            found.append("FTS5 does not hold exactly the store's chunks and documents")
+        for key, doc_id in docs.items():
+            chunks = by_doc.get(doc_id, [])
+            text = next((t for t in self.state.get(key, ()) if t is not ABSENT
+                         and all(r[5] == t[r[3]:r[4]] for r in chunks) and chunks
+                         and chunks[0][3] == 0 and chunks[-1][4] == len(t)), None)
+            if key not in self.state:
+                found.append(f"{key} is there, and no command wrote it")
+            elif text is None:
+                found.append(f"{key} holds none of the texts it may hold ({len(chunks)} chunks)")
+            elif [r[2] for r in chunks] != list(range(len(chunks))):
+                found.append(f"{key}: chunk positions {[r[2] for r in chunks]}")
+        for key, may in self.state.items():
+            if ABSENT not in may and key not in docs:
+                found.append(f"{key} was written by a command that exited 0, and is missing")
+        return found
+
+    def check_open(self) -> list[str]:
+        """Open with the library: no index file out of step; the index is the store's chunks;
+        every document is found by dense and by lexical search."""
+        import numpy as np
+        from semsearch.collection import Collection
+        from semsearch.embedder import Embedder
+
+        if self.embedder is None:
+            self.embedder = Embedder.load(device="cpu", threads=1)
+        found, records = [], []
+        handler = logging.Handler(logging.WARNING)
+        handler.emit = records.append
+        logging.getLogger("semsearch").addHandler(handler)
+        try:
+            with Collection.open(self.coll, embedder=self.embedder) as coll:
+                info = coll.info()
+                rows = coll.store.db.execute("SELECT c.id, d.key, c.vector FROM chunks c "
+                                             "JOIN documents d ON d.id = c.doc_id ORDER BY c.id").fetchall()
+                if not info["index"]["vectors"] == info["chunks"] == len(rows):
+                    found.append(f"index holds {info['index']['vectors']} vectors, the store {len(rows)} chunks")
+                if rows:
+                    vectors = np.stack([np.frombuffer(r[2], np.float32) for r in rows])
+                    first = [hits[0].chunk_id if hits else None for hits in coll.search_vectors(vectors, k=1)]
+                    wrong = [r[0] for r, f in zip(rows, first) if f != r[0]]
+                    if wrong:
+                        found.append(f"{len(wrong)} chunks are not found by their own vector (e.g. {wrong[:3]})")
+                keys = sorted({r[1] for r in rows})
+                texts = {key: coll.store.db.execute(
+                    "SELECT text FROM chunks c JOIN documents d ON d.id = c.doc_id WHERE d.key = ? "
+                    "ORDER BY position LIMIT 1", (key,)).fetchone()[0] for key in keys}
+                for i in range(0, len(keys), 200):
+                    part = keys[i:i + 200]
+                    dense = coll.search([texts[k] for k in part], k=10, mode="dense", docs=True)
+                    lexical = coll.search([texts[k].split()[0] for k in part], k=3, mode="lexical")
+                    for key, d, lx in zip(part, dense, lexical):
+                        if key not in [h.id for h in d]:
+                            found.append(f"{key} is not found by dense search for its own text")
+                        if [h.id for h in lx][:1] != [key]:
+                            found.append(f"{key} is not found first by lexical search for its nonce word")
+        except Exception as exc:  # noqa: BLE001 - any failure to open is what we look for
+            found.append(f"opening the collection failed: {type(exc).__name__}: {exc}")
+        finally:
+            logging.getLogger("semsearch").removeHandler(handler)
+        for r in records:
+            message = r.getMessage()
+            if any(word in message for word in ("does not match", "corrupt", "newer than", "keeps being", "another collection")):
+                found.append(f"warning on open: {message}")
+        return found
+
+    def write_sentinel(self) -> list[str]:
+        """One more write, with nothing else running: it must get the lock at once and leave
+        no temporary file."""
+        self.sentinel += 1
+        key, text = f"sentinel{self.sentinel}", f"{nonce(self.rng)} sentinel {self.sentinel} of the harbour."
+        done = subprocess.run(CLI + ["add", NAME, "--text", text, "--id", key], env=self.env,
+                              capture_output=True, text=True, timeout=self.args.hang)
+        if done.returncode != 0:
+            return [f"the sentinel add exited {done.returncode}: {done.stderr.strip()[-400:]}"]
+        self.state[key] = {text}
+        self.history[key].add(text)
+        return []
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=100, help="at most this many rounds")
+    parser.add_argument("--minutes", type=float, default=20, help="stop starting rounds after this")
+    parser.add_argument("--jobs", type=int, default=4, help="at most this many commands at once")
+    parser.add_argument("--kill", type=float, default=0.4, help="share of commands SIGKILLed")
+    parser.add_argument("--ray", action="store_true", help="run `build` and `index --ray` too (slow)")
+    parser.add_argument("--hang", type=float, default=180, help="seconds before a command counts as hung")
+    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--keep-going", action="store_true", help="count every defect instead of stopping")
+    args = parser.parse_args()
+    args.seed = args.seed if args.seed is not None else time.time_ns() % 2**31
+    t = Torture(args)
+    print(f"seed {args.seed}; work in {t.work}", flush=True)
+    until = time.time() + 60 * args.minutes
+    while t.rounds < args.rounds and time.time() < until:
+        t.round()
+        if t.rounds % 10 == 0:
+            print(f"{t.rounds} rounds, {t.commands} commands, {t.kills} killed, {len(t.defects)} defects", flush=True)
+        if t.defects and not args.keep_going:
+            break
+    print(f"done: {t.rounds} rounds, {t.commands} commands, {t.kills} killed, {len(t.defects)} defects "
+          f"(seed {args.seed})", flush=True)
+    if not t.defects:
+        shutil.rmtree(t.work)
+    return 1 if t.defects else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
