@@ -237,7 +237,8 @@ def record_of(rec: dict, file_, number: int):
               help="Keep documents whose files are gone from PATHS (by default they are removed).")
 @click.option("--ray", "ray_address", is_flag=False, flag_value="local", default=None, metavar="[ADDRESS]",
               help="Load, chunk and embed on Ray (the ray extra). --ray alone starts a local Ray for the "
-                   "run; ADDRESS joins a running cluster: auto, host:port or ray://host:10001. "
+                   "run; ADDRESS joins a running cluster: auto, or its GCS host:port (run on a node "
+                   "of the cluster: Ray Data does not work through Ray Client, ray://). "
                    "Put it after PATHS.")
 @click.pass_context
 def index(ctx, paths, name, glob, model, variant, index_spec, chunk_tokens, overlap, keep_missing, ray_address):
@@ -286,7 +287,7 @@ def index(ctx, paths, name, glob, model, variant, index_spec, chunk_tokens, over
 @click.option("--spec", default="auto", show_default=True,
               help="auto (from --memory-budget), or IVF<n>,Flat or IVF<n>,PQ<m> (faiss strings).")
 @click.option("--ray", "ray_address", default=None, metavar="ADDRESS",
-              help="Join a running Ray cluster: auto, host:port or ray://host:10001 "
+              help="Join a running Ray cluster: auto, or its GCS host:port (not ray://) "
                    "[default: start a local Ray for the build].")
 @click.pass_context
 def build(ctx, name, shards, memory_budget, spec, ray_address):

@@ -538,7 +538,9 @@ def test_a_ray_address_with_no_ray_behind_it_fails_in_seconds(tmp_path, home, em
         for args, says in ((["build", "far", "--ray", f"127.0.0.1:{free_port}"], "cannot connect to Ray"),
                            (["build", "far", "--ray", f"127.0.0.1:{web.getsockname()[1]}"], "not a Ray cluster"),
                            (["index", str(corpus), "--name", "far2", "--ray", f"127.0.0.1:{web.getsockname()[1]}"],
-                            "not a Ray cluster")):
+                            "not a Ray cluster"),
+                           # Ray Client: Ray Data failed through it, an AttributeError once the job ran
+                           (["build", "far", "--ray", f"ray://127.0.0.1:{free_port}"], "through Ray Client")):
             run = subprocess.run([sys.executable, "-m", "semsearch", *args], capture_output=True, text=True,
                                  timeout=120, env=dict(os.environ))
             assert run.returncode != 0 and says in run.stderr and "Traceback" not in run.stderr, run.stderr[-800:]

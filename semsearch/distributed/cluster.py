@@ -8,7 +8,7 @@ import socket
 import threading
 from contextlib import contextmanager
 
-from ..errors import SemsearchError
+from ..errors import InvalidInput, SemsearchError
 
 # what the workers need from the driver's environment to find the same model
 PASS_ENV = ("SEMSEARCH_CACHE",)
@@ -29,13 +29,19 @@ def require_ray():
 
 @contextmanager
 def connected(address: str | None = None, num_cpus: int | None = None):
-    """Ray for the length of a job: ``address`` ``auto`` / ``ray://host:port`` / a GCS
-    address joins a running cluster; None starts a local one bound to 127.0.0.1 (no
-    dashboard) and stops it afterwards. A caller that already initialised Ray keeps it."""
+    """Ray for the length of a job: ``address`` ``auto`` or a GCS address (host:port)
+    joins a running cluster; None starts a local one bound to 127.0.0.1 (no dashboard)
+    and stops it afterwards. A caller that already initialised Ray keeps it. Not
+    ``ray://``: Ray Data fails through Ray Client ("'Worker' object has no attribute
+    'core_worker'", Ray 2.60), after a job has started."""
     ray = require_ray()
     if ray.is_initialized():
         yield ray
         return
+    if (os.environ.get("RAY_ADDRESS", "") if address == "auto" else address or "").startswith("ray://"):
+        raise InvalidInput(f"cannot run on Ray at {address}: Ray Data, which semsearch's jobs run on, does "
+                           "not work through Ray Client (ray://); run semsearch on a node of the cluster "
+                           "with --ray auto, or give the cluster's GCS address (host:6379)")
     kwargs = dict(include_dashboard=False, log_to_driver=False, configure_logging=False,
                   runtime_env=_runtime_env() or None)
     try:
@@ -103,8 +109,7 @@ def check_reachable(address: str, timeout: float = PROBE_SECONDS) -> None:
     """Fail in seconds on a GCS address (host:port) where nothing listens or where the
     listener is not a gRPC server: ray.init retries such an address for minutes. A Ray
     GCS answers the HTTP/2 preface with a SETTINGS frame; anything else is not Ray.
-    ``auto`` is looked up as ray.init looks it up; ``ray://`` (Ray Client) and TLS
-    clusters are left to ray.init."""
+    ``auto`` is looked up as ray.init looks it up; TLS clusters are left to ray.init."""
     from ray._private.services import canonicalize_bootstrap_address
 
     given = address
