@@ -1,8 +1,13 @@
-"""The one progress bar: tqdm when asked for and on a terminal, a plain loop otherwise."""
+"""The one progress bar: tqdm when asked for and on a terminal; where stderr is not a
+terminal (a scheduler's log, `nohup`, CI), a plain line every ``PLAIN_EVERY`` seconds, so
+an hour-long `index` is not silent; a plain loop when not asked for."""
 from __future__ import annotations
 
+import sys
 import time
 from typing import Callable, Iterable
+
+PLAIN_EVERY = 60.0  # seconds between plain progress lines: a log gains 60 lines an hour
 
 
 class bar:  # noqa: N801 - used like a function: `for x in bar(items, enabled, unit="doc")`
@@ -11,26 +16,47 @@ class bar:  # noqa: N801 - used like a function: `for x in bar(items, enabled, u
 
     def __init__(self, items: Iterable, enabled: bool = True, unit: str = "item",
                  total: int | None = None, weight: Callable | None = None):
-        self.items, self.weight = items, weight
+        self.items, self.weight, self.unit = items, weight, unit
         self._started = time.monotonic()
         self._bar = None
+        self._plain = False  # lines instead of a bar
+        self._done, self._note, self._next_line = 0, "", self._started + PLAIN_EVERY
+        if total is None and hasattr(items, "__len__"):
+            total = len(items)
+        self.total = total
         if enabled:
             from tqdm import tqdm
-            if total is None and hasattr(items, "__len__"):
-                total = len(items)
             self._bar = tqdm(total=total, unit=unit, disable=None, leave=False)
+            self._plain = self._bar.disable
 
     def __iter__(self):
         try:
             for item in self.items:
                 yield item
-                if self._bar is not None:
-                    self._bar.update(self.weight(item) if self.weight else 1)
+                step = self.weight(item) if self.weight else 1
+                if self._plain:
+                    self._line(step)
+                elif self._bar is not None:
+                    self._bar.update(step)
         finally:
             self.close()
 
+    def _line(self, step: int) -> None:
+        self._done += step
+        now = time.monotonic()
+        if now < self._next_line:
+            return
+        self._next_line = now + PLAIN_EVERY
+        of = f"/{self.total:,}" if self.total else ""
+        share = f" ({100 * self._done / self.total:.0f}%)" if self.total else ""
+        rate = self._done / self.elapsed()
+        print(f"progress: {self._done:,}{of} {self.unit}s{share}, {rate:,.1f} {self.unit}s/s, "
+              f"{self.elapsed():,.0f} s"
+              + (f", {self._note}" if self._note else ""), file=sys.stderr, flush=True)
+
     def note(self, text: str) -> None:
-        if self._bar is not None:
+        self._note = text
+        if self._bar is not None and not self._plain:
             self._bar.set_postfix_str(text, refresh=False)
 
     def elapsed(self) -> float:

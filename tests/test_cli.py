@@ -172,6 +172,21 @@ def test_embed_reads_a_file_and_stdin_by_the_encoding_rule_index_uses(model_fold
     assert "1 undecodable byte(s) in stdin replaced" in result.stderr
 
 
+def test_index_without_a_terminal_logs_plain_progress_lines(home, tmp_path, monkeypatch):
+    """tqdm draws nothing where stderr is not a terminal, so an `index` under a scheduler
+    or nohup was silent for hours; it now logs a line every PLAIN_EVERY seconds."""
+    import semsearch.progress
+
+    monkeypatch.setattr(semsearch.progress, "PLAIN_EVERY", 0.0)  # a line after every file
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    for i in range(3):
+        (docs / f"d{i}.txt").write_text(f"note {i} on sailing")
+    lines = [line for line in ok(run("index", docs, "--name", "logged")).stderr.splitlines()
+             if line.startswith("progress: ")]
+    assert [line.split(",")[0] for line in lines] == [f"progress: {i}/3 files ({100 * i / 3:.0f}%)" for i in (1, 2, 3)]
+
+
 def test_embed_npy_writes_an_array(model_folder, tmp_path):
     out = tmp_path / "f.npy"
     ok(run("embed", "hello", "world", "third text", "--format", "npy", "--out", out))
