@@ -124,6 +124,9 @@ class Embedder:
     def name(self) -> str:
         return self.manifest.get("name", self.folder.name)
 
+    def __repr__(self) -> str:
+        return f"<Embedder {self.name} {self.variant} {self.dim}-d on {self.providers[0]}>"
+
     # -- the steps ----------------------------------------------------------------------------
     def tokenize(self, texts: Sequence[str] | str, kind: str | None = None) -> Tokens:
         """Token ids of ``texts`` (with the model's query/passage prefix for ``kind``)."""

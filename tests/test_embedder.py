@@ -417,6 +417,11 @@ def test_cuda_runs_when_present(model_folder, embedder):
     assert np.max(np.abs(gpu.embed(texts) - embedder.embed(texts))) <= 1e-5
 
 
+def test_repr_names_model_variant_and_provider(embedder):
+    """It was the default <... object at 0x...>: nothing to tell two embedders apart in a log."""
+    assert repr(embedder) == f"<Embedder sentence-transformers/all-MiniLM-L6-v2 fp32 384-d on {embedder.providers[0]}>"
+
+
 def test_auto_device_reports_the_provider_it_uses(embedder):
     assert embedder.providers[0] in ("CPUExecutionProvider", "CUDAExecutionProvider")
 
