@@ -702,7 +702,7 @@ def _remove_own_files(path: Path, shards: bool = True) -> None:
     for name in OWN_FILES[:-1] + (ONDISK_POINTER, ONDISK_CHANGES):
         (path / name).unlink(missing_ok=True)
     for scratch in [*path.glob(f".{INDEX_FILE}.*.tmp"), *path.glob(f".{ONDISK_CHANGES}.*.tmp"),
-                    *path.glob(STORE_SCRATCH)]:
+                    *path.glob(f".{ONDISK_POINTER}.*"), *path.glob(STORE_SCRATCH)]:
         scratch.unlink(missing_ok=True)
     for build in [*path.glob(ONDISK_BUILDS), *path.glob(f"{ONDISK_SCRATCH}*")] + [path / ONDISK_SHARDS] * shards:
         if build.is_dir():

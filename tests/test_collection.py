@@ -310,14 +310,16 @@ def _raises(fn, *args, **kw):
 
 
 def test_rm_removes_what_killed_saves_and_builds_left(home):
-    """A killed `build` leaves a hidden .build-* folder (as large as the index) and a killed
-    save a temporary changes file: `rm` left them, and with them the folder."""
+    """A killed `build` leaves a hidden .build-* folder (as large as the index) and perhaps
+    its temporary pointer file, and a killed save a temporary changes file: `rm` left them,
+    and with them the folder."""
     from semsearch.collection import ONDISK_BUILD_LOCK, ONDISK_CHANGES, ONDISK_SCRATCH, delete_collection
 
     small().close()
     (home / "c" / f"{ONDISK_SCRATCH}x1y2").mkdir()
     (home / "c" / f"{ONDISK_SCRATCH}x1y2" / "index.faiss").write_bytes(b"partial")
     (home / "c" / f".{ONDISK_CHANGES}.k3.tmp").write_bytes(b"partial")
+    (home / "c" / ".ondisk.json.u7x2k9q1").write_bytes(b"{")  # ondisk.publish's temporary pointer
     (home / "c" / ONDISK_BUILD_LOCK).parent.mkdir()  # as a finished build leaves it
     (home / "c" / ONDISK_BUILD_LOCK).write_bytes(b"")
     delete_collection("c")
