@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import math
 import os
 import sqlite3
 import time
@@ -332,12 +333,15 @@ class Store:
                 clauses.append(f"{BUILTIN_FILTERS[key]} IS ?{len(params) + 1}")
                 params.append(None if value is None else _as_text(value))
                 continue
-            if key in known:  # compared as JSON text: true/false/null, numbers, strings as-is
-                path, value_ = f"?{len(params) + 1}", f"?{len(params) + 2}"
-                clauses.append(f"CASE json_type(d.metadata, {path}) WHEN 'true' THEN 'true' WHEN 'false' "
+            if key in known:  # as JSON text (true/false/null, numbers, strings as-is), or numbers as numbers
+                path, value_, number = (f"?{len(params) + i}" for i in (1, 2, 3))
+                clauses.append(f"(CASE json_type(d.metadata, {path}) WHEN 'true' THEN 'true' WHEN 'false' "
                                f"THEN 'false' WHEN 'null' THEN 'null' "
-                               f"ELSE CAST(json_extract(d.metadata, {path}) AS TEXT) END = {value_}")
-                params.append(f'$."{key}"')
+                               f"ELSE CAST(json_extract(d.metadata, {path}) AS TEXT) END = {value_} "
+                               f"OR json_type(d.metadata, {path}) IN ('integer', 'real') "
+                               f"AND json_extract(d.metadata, {path}) = {number})")
+                params += [f'$."{key}"', _as_text(value), _as_number(value)]
+                continue
             else:
                 choices = ", ".join(sorted(known | set(BUILTIN_FILTERS)))
                 raise InvalidInput(f"unknown metadata key {key!r} in where (known: {choices})")
@@ -438,6 +442,21 @@ def document_text(spans: Iterable[tuple[int, int, str]]) -> str:
         parts.append(text[max(0, reached - start):])
         reached = max(reached, end)
     return fts_text(" ".join(parts))
+
+
+def _as_number(value) -> int | float | None:
+    """A filter value as a number, or None (which equals nothing in SQL): 1 finds a stored
+    1.0 (a data frame's float column) and 1.0, or '1' from the CLI, a stored 1."""
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, (int, float)):
+        return value
+    try:
+        number = json.loads(value)  # a number in JSON's grammar, as the CLI's --where n=1 gives it
+    except ValueError:
+        return None
+    return number if isinstance(number, (int, float)) and not isinstance(number, bool) \
+        and math.isfinite(number) else None
 
 
 def _as_text(value) -> str:

@@ -630,6 +630,22 @@ def test_where_none_matches_json_null_not_the_string_none(filtered):
     assert {h.id for h in filtered.search("a note", where={"tag": "None"}, k=10)} == {"none"}
 
 
+def test_where_compares_numbers_as_numbers(collection_of):
+    """Compared only as JSON text, {"n": 1} missed a stored 1.0 (a data frame's float
+    column) and {"n": 1.0}, or the CLI's --where n=1.0, a stored 1."""
+    coll = collection_of({})
+    for doc_id, n in (("float", 1.0), ("int", 1), ("text", "1"), ("half", 2.5)):
+        coll.add_texts([f"value {doc_id}"], ids=[doc_id], metadata={"n": n})
+
+    def found(value):
+        return {h.id for h in coll.search("value", where={"n": value}, k=10)}
+
+    assert found(1) == found("1") == {"float", "int", "text"}  # the text '1' as before, and 1.0
+    assert found(1.0) == found("1.0") == {"float", "int"}
+    assert found(2.5) == found("2.5") == {"half"}
+    assert found(True) == found("one") == set()
+
+
 @pytest.mark.parametrize("where", [{'say "hi"': 1}, {"a\0b": 1}, {"tag": float("nan")}])
 def test_where_a_json_path_cannot_name_or_json_cannot_hold_is_invalid_input(filtered, where):
     with pytest.raises(InvalidInput):
