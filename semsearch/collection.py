@@ -278,7 +278,11 @@ class Collection:
         if ondisk or (self.path / ONDISK_POINTER).is_file():  # map what `semsearch build` made, if any
             from .distributed.ondisk import SCAN_WARN, attach  # faiss + numpy only, no Ray
             built = attach(self.path)
-            if built is not None and built[1] > self.store.generation():  # as for an index file
+            if built is not None and built[0].meta.get("collection_id") not in (None, self.id):
+                built[0].close()  # a build of a removed collection of the same name (as for an index file)
+                log.warning("the build in %s belongs to another collection; searching without it "
+                            "until the next `semsearch build %s`", self.path, self.name)
+            elif built is not None and built[1] > self.store.generation():  # as for an index file
                 built[0].close()
                 log.warning("the build of %s is newer than its store (was the store restored from a "
                             "backup?); searching without it until the next `semsearch build`", self.name)
@@ -419,10 +423,15 @@ class Collection:
     @contextmanager
     def _exclusive(self):
         """The writer lock: this process's other threads and other processes write only
-        while nobody holds it (another process's holder is waited for up to LOCK_WAIT)."""
-        with self._write_lock:
+        while nobody holds it, waited for up to LOCK_WAIT in all (one deadline for both: a
+        write queued behind k others of this process waited up to k x LOCK_WAIT)."""
+        deadline = time.monotonic() + LOCK_WAIT
+        if not self._write_lock.acquire(timeout=LOCK_WAIT):
+            raise CollectionBusy(f"collection {self.name} is still being written by this process "
+                                 f"after {LOCK_WAIT:g} s; try again when it finishes")
+        try:
             self._check_not_removed()
-            lock = _acquire(self.path, LOCK_WAIT)
+            lock = _acquire(self.path, max(0.0, deadline - time.monotonic()))
             if lock is None:
                 raise CollectionBusy(f"collection {self.name} is still being written by another process "
                                      f"after {LOCK_WAIT:g} s; try again when it finishes")
@@ -431,6 +440,8 @@ class Collection:
                 yield
             finally:
                 lock.release()
+        finally:
+            self._write_lock.release()
 
     def _check_not_removed(self) -> None:
         if self.store.replaced():
@@ -501,7 +512,7 @@ class Collection:
         from .loaders import list_files, load_file
 
         started = time.time()
-        roots = [str(Path(p).expanduser().resolve()) for p in validation.path_list(paths)]
+        roots = [validation.source_path(p) for p in validation.path_list(paths)]
         files = list_files(roots, glob=glob)  # NotFound for a missing path, before any write
         report = IndexReport()
         self.embedder  # the model loads before the first write, not while holding the lock
@@ -548,7 +559,7 @@ class Collection:
 
     def delete_path(self, path: str | os.PathLike) -> int:
         """Delete every document read from ``path`` (a file, or a folder's files)."""
-        root = str(Path(validation.path(path)).expanduser().resolve())
+        root = validation.source_path(path)
         with self.writer() as w:
             return w.delete([key for key, _ in self.store.documents_under(root)])
 
@@ -619,6 +630,7 @@ class Collection:
                 for row_ids, row_scores in zip(ids.tolist(), scores.tolist())]
 
     def info(self) -> dict:
+        self._check_not_removed()  # else a removed store's stale counts, or a 500 over HTTP
         with self.store.snapshot():
             docs, chunks = self.store.counts()
             generation = self.store.generation()

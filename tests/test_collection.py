@@ -342,6 +342,39 @@ def test_a_collection_removed_while_open_is_not_searched_any_more(home):
                 search()
 
 
+def test_info_of_a_removed_collection_says_so(home):
+    """info() read the removed store's stale counts, or failed 'cannot open ... check its
+    permissions' on a new thread (a 500 from a server's GET /v1/collections/NAME)."""
+    from semsearch.collection import delete_collection
+    from semsearch.errors import NoSuchCollection
+
+    with small() as held:
+        held.add_texts(["a note"], ids=["n1"])
+        delete_collection("c")
+        with pytest.raises(NoSuchCollection, match="removed while it was open here"):
+            held.info()
+
+
+def test_a_write_waits_for_this_processs_writers_within_the_lock_wait(home, monkeypatch):
+    """The in-process lock was waited for without a deadline: a write queued behind k
+    others of a server waited up to k x LOCK_WAIT, or for ever behind one that hung."""
+    import semsearch.collection
+
+    monkeypatch.setattr(semsearch.collection, "LOCK_WAIT", 0.2)
+    with small() as coll:
+        coll._write_lock.acquire()  # another thread's write, in progress
+        try:
+            failed = []
+            writer = threading.Thread(target=lambda: failed.append(_raises(coll.add_texts, ["x"], ids=["x"])))
+            writer.start()
+            writer.join(30)
+            assert not writer.is_alive() and isinstance(failed[0], CollectionBusy)
+        finally:
+            coll._write_lock.release()
+        coll.add_texts(["x"], ids=["x"])  # free again
+        assert coll.count() == 1
+
+
 def test_a_thread_that_reads_a_removed_collection_leaves_no_empty_store_behind(home):
     """A thread's first read opened the store by name and SQLite made an empty file there
     once `rm` had removed it (a folder with other files stays): after that the name could
