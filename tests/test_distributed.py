@@ -576,6 +576,36 @@ def test_a_copied_built_collection_keeps_faiss_off_stdout(home, embedder, ray_lo
     assert len(built.stdout.splitlines()) == 1, built.stdout
 
 
+def test_a_build_never_publishes_into_a_collection_made_anew_under_its_name(home, embedder, ray_local, caplog):
+    """`build` took its lock after Ray had started and never checked its store was still
+    the collection's: an `rm` and a new collection of the same name in those seconds got
+    the removed store's build, whose vectors answered under other chunks' ids."""
+    import logging
+    import shutil
+
+    from semsearch.collection import Collection, delete_collection
+    from semsearch.distributed.build import build_collection, building
+    from semsearch.errors import NoSuchCollection
+
+    small_collection("re", embedder).close()
+    with Collection.open("re") as held:
+        delete_collection("re")
+        small_collection("re", embedder).close()
+        with pytest.raises(NoSuchCollection, match="removed while it was open here"):
+            with building(held):
+                pass
+    # and a build copied into another collection (or published there before this fix) is not mapped
+    build_collection("re", spec="IVF2,Flat")
+    small_collection("other", embedder).close()
+    for name in ("ondisk-1", "ondisk.json"):
+        copy = shutil.copytree if (home / "re" / name).is_dir() else shutil.copy
+        copy(home / "re" / name, home / "other" / name)
+    with caplog.at_level(logging.WARNING, logger="semsearch"), Collection.open("other") as other:
+        assert other.info()["index"]["kind"] != "ondisk"
+        assert other.search("note 7", k=1, mode="dense")[0].id == "t7"
+    assert "belongs to another collection" in caplog.text
+
+
 def test_index_on_ray_reports_a_document_too_large_to_embed_as_add_files_does(tmp_path, home, ray_local):
     """A file skipped while embedding (over 10 million characters) was counted as added
     by `index --ray` ('added 3 ... (2 documents in the collection)')."""

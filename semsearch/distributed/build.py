@@ -93,7 +93,7 @@ def build_collection(name_or_path, home=None, shards_dir=None, address: str | No
             ondisk.check_spec(spec, coll.pinned["dim"])
         if not coll.store.counts()[1]:
             raise InvalidInput(f"collection {coll.name} has no vectors to build an index from")
-        with connected(address), building(coll):
+        with building(coll), connected(address):  # the lock first: `rm` waits for it, not for Ray
             ondisk.remove_scratch(coll.path)  # what a killed build left
             log(f"exporting the vectors of {coll.name} to {folder}")
             shards, generation = export_shards(coll, folder, rows_per_shard)
@@ -101,7 +101,7 @@ def build_collection(name_or_path, home=None, shards_dir=None, address: str | No
                 raise InvalidInput(f"collection {coll.name} has no vectors to build an index from")
             built = ondisk.build(shards, ondisk.next_folder(coll.path), spec=spec,
                                  memory_budget_mb=memory_budget_mb, generation=generation,
-                                 use_ray=True, log=log)
+                                 owner=coll.id, use_ray=True, log=log)
             ondisk.publish(coll.path, built, stat.S_IMODE(coll.store.path.stat().st_mode))  # as open as the store
             # changes saved for the old build are ignored by the new one (they name their build),
             # and an in-memory index file is never read again (as large as the vectors)
@@ -123,6 +123,9 @@ def building(coll):
         raise CollectionBusy(f"collection {coll.name} is being built by another process; "
                              "try again when it finishes")
     try:
+        # `rm` (and a new collection of the same name) may have come between open and this
+        # lock; past it, rm waits. A build of the removed store must not publish into the new one.
+        coll._check_not_removed()
         yield
     finally:
         lock.release()

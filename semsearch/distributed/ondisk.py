@@ -246,11 +246,12 @@ def ground_truth(shards: Sequence, queries: np.ndarray, k: int) -> tuple[np.ndar
 
 def build(shards: Sequence, out_dir, spec: str = "auto", memory_budget_mb: float | None = None,
           generation: int = 0, use_ray: bool | None = None, log=lambda msg: None,
-          part_rows: int = PART_ROWS) -> Path:
+          part_rows: int = PART_ROWS, owner: str | None = None) -> Path:
     """Build the on-disk index of ``shards`` into the folder ``out_dir``; returns it.
 
     Train on a sample, fill one IVF per shard (Ray tasks when Ray is initialised),
     merge the lists on disk, tune nprobe on query-like vectors against exact search.
+    ``owner`` (the collection's id) is recorded: a collection maps no other's build.
     """
     shards = [str(s) for s in shards]
     if not shards:
@@ -291,7 +292,7 @@ def build(shards: Sequence, out_dir, spec: str = "auto", memory_budget_mb: float
         _, truth = ground_truth(shards, queries, 10)
         nprobe, recall = mmap.tune(queries, truth)
         meta = {"spec": spec, "dim": dim, "ntotal": n, "nprobe": nprobe, "max_id": max_id,
-                "generation": int(generation), "recall_at_10": round(recall, 4),
+                "generation": int(generation), "collection_id": owner, "recall_at_10": round(recall, 4),
                 "seconds": {"train": round(t_train - t0, 2), "fill": round(t_fill - t_train, 2),
                             "merge": round(t_merge - t_fill, 2),
                             "tune": round(time.perf_counter() - t_merge, 2)}}
