@@ -197,6 +197,9 @@ class Collection:
         with self._write_lock:
             self.store.close()
 
+    def __repr__(self) -> str:
+        return f"<Collection {self.name} at {self.path} ({self.pinned['name']} {self.pinned['variant']})>"
+
     def __enter__(self):
         return self
 

@@ -342,6 +342,11 @@ def test_a_collection_removed_while_open_is_not_searched_any_more(home):
                 search()
 
 
+def test_repr_names_the_collection_its_folder_and_model(home):
+    with small() as coll:  # it was <semsearch.collection.Collection object at 0x...>
+        assert repr(coll) == f"<Collection c at {home / 'c'} (sentence-transformers/all-MiniLM-L6-v2 fp32)>"
+
+
 def test_info_of_a_removed_collection_says_so(home):
     """info() read the removed store's stale counts, or failed 'cannot open ... check its
     permissions' on a new thread (a 500 from a server's GET /v1/collections/NAME)."""
