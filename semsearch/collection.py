@@ -694,17 +694,22 @@ def delete_collection(name_or_path, home=None) -> Path:
         raise CollectionBusy(f"collection {path.name} is being built (`semsearch build`); not removing it")
     try:
         _remove_own_files(path)
+        # unlinked while held: a writer waiting on it finds it gone once it has it (filelock
+        # 4 checks) and takes a new one; released first, for an instant two could hold one each
+        (path / LOCK_FILE).unlink(missing_ok=True)
     finally:
         if building is not None:
             building.release()
         lock.release()
-    (path / LOCK_FILE).unlink(missing_ok=True)
     others = sorted(p.name for p in path.iterdir())
     if others:
         log.warning("left %d file(s) in %s that semsearch did not create (e.g. %s)",
                     len(others), path, others[0])
     else:
-        path.rmdir()
+        try:
+            path.rmdir()
+        except OSError:  # a create got in since: the collection is removed all the same
+            pass
     return path
 
 
