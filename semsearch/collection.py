@@ -265,6 +265,14 @@ class Collection:
             return None
         return st.st_ino, st.st_mtime_ns
 
+    def _unusable_build(self, index, generation: int) -> str | None:
+        """Why a `semsearch build` must not be mapped here, as for an index file; else None."""
+        if index.meta.get("collection_id") not in (None, self.id):
+            return f"the build in {self.path} belongs to another collection (a removed one of the same name)"
+        if generation > self.store.generation():
+            return f"the build of {self.name} is newer than its store (was the store restored from a backup?)"
+        return None
+
     def _prefetch_index(self) -> None:
         """Start reading the index file while the model loads: a cold search waits for
         the slower of the two, not for both (faiss and ONNX Runtime release the GIL)."""
@@ -281,14 +289,10 @@ class Collection:
         if ondisk or (self.path / ONDISK_POINTER).is_file():  # map what `semsearch build` made, if any
             from .distributed.ondisk import SCAN_WARN, attach  # faiss + numpy only, no Ray
             built = attach(self.path)
-            if built is not None and built[0].meta.get("collection_id") not in (None, self.id):
-                built[0].close()  # a build of a removed collection of the same name (as for an index file)
-                log.warning("the build in %s belongs to another collection; searching without it "
-                            "until the next `semsearch build %s`", self.path, self.name)
-            elif built is not None and built[1] > self.store.generation():  # as for an index file
+            why = built and self._unusable_build(*built)
+            if why:
                 built[0].close()
-                log.warning("the build of %s is newer than its store (was the store restored from a "
-                            "backup?); searching without it until the next `semsearch build`", self.name)
+                log.warning("%s; searching without it until the next `semsearch build %s`", why, self.name)
             elif built is not None:
                 self._index, self._index_gen = built
                 return

@@ -333,19 +333,17 @@ class Store:
                 clauses.append(f"{BUILTIN_FILTERS[key]} IS ?{len(params) + 1}")
                 params.append(None if value is None else _as_text(value))
                 continue
-            if key in known:  # as JSON text (true/false/null, numbers, strings as-is), or numbers as numbers
-                path, value_, number = (f"?{len(params) + i}" for i in (1, 2, 3))
-                clauses.append(f"(CASE json_type(d.metadata, {path}) WHEN 'true' THEN 'true' WHEN 'false' "
-                               f"THEN 'false' WHEN 'null' THEN 'null' "
-                               f"ELSE CAST(json_extract(d.metadata, {path}) AS TEXT) END = {value_} "
-                               f"OR json_type(d.metadata, {path}) IN ('integer', 'real') "
-                               f"AND json_extract(d.metadata, {path}) = {number})")
-                params += [f'$."{key}"', _as_text(value), _as_number(value)]
-                continue
-            else:
+            if key not in known:
                 choices = ", ".join(sorted(known | set(BUILTIN_FILTERS)))
                 raise InvalidInput(f"unknown metadata key {key!r} in where (known: {choices})")
-            params.append(_as_text(value))
+            # as JSON text (true/false/null, numbers, strings as-is), or numbers as numbers
+            path, value_, number = (f"?{len(params) + i}" for i in (1, 2, 3))
+            clauses.append(f"(CASE json_type(d.metadata, {path}) WHEN 'true' THEN 'true' WHEN 'false' "
+                           f"THEN 'false' WHEN 'null' THEN 'null' "
+                           f"ELSE CAST(json_extract(d.metadata, {path}) AS TEXT) END = {value_} "
+                           f"OR json_type(d.metadata, {path}) IN ('integer', 'real') "
+                           f"AND json_extract(d.metadata, {path}) = {number})")
+            params += [f'$."{key}"', _as_text(value), _as_number(value)]
         sql = "SELECT c.id FROM chunks c JOIN documents d ON d.id = c.doc_id WHERE " + " AND ".join(clauses)
         return np.array([r[0] for r in self.db.execute(sql, params)], dtype=np.int64)
 

@@ -21,7 +21,6 @@ import time
 import warnings
 from collections import deque
 from itertools import chain
-from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 from ..errors import SemsearchError
@@ -190,12 +189,13 @@ def index_paths(coll, paths: Iterable, address: str | None = None, glob: str | N
     """``coll.add_files`` with loading, chunking and embedding on Ray: same documents,
     chunks, vectors, report and incremental behaviour. ``on_commit(key)`` runs after each
     document is committed."""
+    from .. import validation
     from ..ingest import IndexReport
     from ..loaders import list_files
     from ..progress import bar
 
     started = time.time()
-    roots = [str(Path(p).expanduser().resolve()) for p in paths]
+    roots = [validation.source_path(p) for p in validation.path_list(paths)]  # as add_files
     listed = list_files(roots, glob=glob)  # NotFound for a missing path, before any write
     report = IndexReport()
     for s in listed:
