@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import threading
+from contextlib import contextmanager
 
 import httpx
 import pytest
@@ -69,9 +70,10 @@ def test_a_max_wait_that_no_thread_can_wait_is_one_line_error(env, wait):
     assert "max-wait-ms must be from 0 to 10,000" in line
 
 
-def test_port_zero_serves_on_the_free_port_it_prints(env):
-    """It printed http://127.0.0.1:0, a port no client can reach."""
-    proc = subprocess.Popen([sys.executable, "-m", "semsearch", "serve", "--port", "0"], env=env,
+@contextmanager
+def running(env, *args):
+    """A server on a free port (--port 0): yields the port it printed; SIGTERM after."""
+    proc = subprocess.Popen([sys.executable, "-m", "semsearch", "serve", "--port", "0", *map(str, args)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     watchdog = threading.Timer(DEADLINE, proc.kill)  # readline() must not wait for ever
     watchdog.start()
@@ -79,8 +81,53 @@ def test_port_zero_serves_on_the_free_port_it_prints(env):
         first = proc.stderr.readline()  # the "serving ..." line, once the socket listens
         found = re.search(r"on http://127\.0\.0\.1:(\d+)", first)
         assert found and int(found[1]) != 0, first
-        assert httpx.get(f"http://127.0.0.1:{found[1]}/healthz", timeout=DEADLINE).json() == {"status": "ok"}
+        yield int(found[1])
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(DEADLINE)
         watchdog.cancel()
+
+
+def test_port_zero_serves_on_the_free_port_it_prints(env):
+    """It printed http://127.0.0.1:0, a port no client can reach."""
+    with running(env) as port:
+        assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=DEADLINE).json() == {"status": "ok"}
+
+
+def answer(sock: socket.socket) -> bytes:
+    """Everything the server sends until it closes the connection."""
+    sock.settimeout(DEADLINE)
+    data = b""
+    while chunk := sock.recv(65536):
+        data += chunk
+    return data
+
+
+HEADERS = (b"POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+           b"Content-Length: 100\r\n\r\n")
+
+
+@pytest.mark.parametrize("sent", [b"", b'{"model": "all-MiniLM-L6-v2", "in'], ids=["no body", "part of it"])
+def test_a_body_that_stalls_gets_408_and_the_connection_is_closed(env, sent):
+    """A client that sent its headers and then stalled held its connection and its request
+    for ever: uvicorn has no timeout for reading a body (slowloris)."""
+    with running(env, "--body-timeout", 1) as port, socket.create_connection(("127.0.0.1", port)) as s:
+        s.sendall(HEADERS + sent)
+        data = answer(s)  # the server closes it: recv returns b"" (else: a timeout error)
+    assert data.startswith(b"HTTP/1.1 408 "), data[:200]
+    assert b"did not arrive within 1 s" in data
+
+
+def test_connections_past_the_limit_get_503(env):
+    with running(env, "--max-connections", 2) as port:
+        with socket.create_connection(("127.0.0.1", port)), socket.create_connection(("127.0.0.1", port)):
+            with socket.create_connection(("127.0.0.1", port)) as third:
+                third.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+                assert answer(third).startswith(b"HTTP/1.1 503 "), "a third connection was served"
+        assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=DEADLINE).status_code == 200  # once they left
+
+
+@pytest.mark.parametrize("value", ["0", "nan", "inf", "1e9"])
+def test_a_body_timeout_out_of_range_is_one_line_error(env, value):
+    line = one_error_line(serve(env, "--body-timeout", value, "--port", 0), code=2)
+    assert "body-timeout must be" in line

@@ -215,7 +215,7 @@ def create_app(embedder, collections: dict, settings: Settings = Settings()) -> 
 
     app.include_router(api)
     app.add_middleware(Unexpected)  # innermost of these: the metrics see its 500s
-    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes, timeout=settings.body_timeout)
     app.add_middleware(RequestMetrics, metrics=metrics)
     return app
 

@@ -118,7 +118,7 @@ def serve(collections=(), home=None, host: str = "127.0.0.1", port: int = 8000, 
     # keep-alive 30 s, not uvicorn's 5: a client pool reusing a connection the server is
     # closing gets a reset (the benchmark's one error at 64 clients)
     config = uvicorn.Config(app, access_log=access_log, log_level="info", timeout_graceful_shutdown=drain_seconds,
-                            timeout_keep_alive=30, server_header=False)
+                            timeout_keep_alive=30, server_header=False, limit_concurrency=settings.max_connections)
     try:
         uvicorn.Server(config).run(sockets=socks)
     except KeyboardInterrupt:  # Ctrl-C: uvicorn drained and re-raised it; a clean stop, as uvicorn.run ends

@@ -1,10 +1,11 @@
-"""Bearer keys and the body-size limit.
+"""Bearer keys and the limits on a request's body: its size and the time it takes to arrive.
 
 Keys are compared with ``hmac.compare_digest`` against every configured key (no early
 exit), and never echoed: a wrong key and a missing key get the same message.
 """
 from __future__ import annotations
 
+import asyncio
 import hmac
 
 from fastapi import Request
@@ -51,26 +52,37 @@ def require_key(request: Request) -> None:
 
 class BodyLimit:
     """ASGI middleware: a body over ``limit`` bytes is refused with 413, by its declared
-    Content-Length before any of it is read, or once a chunked body passes the limit.
+    Content-Length before any of it is read, or once a chunked body passes the limit; one
+    not all there ``timeout`` seconds after the request's headers gets 408 and the
+    connection is closed. uvicorn has no such timeout: a client that sent headers and then
+    trickled or withheld the body held a connection and a request task for ever.
 
     It raises from ``receive``, inside the route's body parsing, where FastAPI passes an
     HTTPException through to the error handlers unchanged."""
 
-    def __init__(self, app, limit: int):
-        self.app, self.limit = app, limit
+    def __init__(self, app, limit: int, timeout: float):
+        self.app, self.limit, self.timeout = app, limit, timeout
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        limit, seen = self.limit, 0
+        limit, seen, timeout, done = self.limit, 0, self.timeout, False
+        deadline = asyncio.get_running_loop().time() + timeout
         declared = dict(scope["headers"]).get(b"content-length", b"0")
         too_large = HTTPException(413, f"the request body is larger than the limit of {limit:,} bytes")
 
         async def counting():
-            nonlocal seen
+            nonlocal seen, done
             if not declared.isdigit() or int(declared) > limit:
                 raise too_large
-            message = await receive()
+            if done:  # past the body: a wait for the client to hang up (app.hung_up) is not bounded
+                return await receive()
+            try:
+                message = await asyncio.wait_for(receive(), deadline - asyncio.get_running_loop().time())
+            except TimeoutError:
+                raise HTTPException(408, f"the request body did not arrive within {timeout:g} s",
+                                    headers={"Connection": "close"}) from None
+            done = not message.get("more_body", False)
             seen += len(message.get("body", b""))
             if seen > limit:
                 raise too_large

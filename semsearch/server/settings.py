@@ -10,10 +10,12 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .. import validation
 from ..errors import InvalidInput
 
 KEY_ENV = "SEMSEARCH_API_KEY"
 MAX_WAIT_MS = 10_000  # a wait for company longer than this is a mistake, and past ~1e12 threads cannot wait
+BODY_TIMEOUT = (0.1, 3_600)  # seconds a request's body may take to arrive: the range allowed
 
 
 @dataclass(frozen=True)
@@ -30,16 +32,19 @@ class Settings:
     max_inputs: int = 2_048         # texts per embeddings request, documents per add
     max_chars: int = 100_000        # characters per embedded text (longer ones are truncated anyway)
     max_k: int = 1_000
+    body_timeout: float = 30.0      # seconds from a request's headers to the end of its body; past it: 408
+    max_connections: int = 512      # open connections (and requests in flight); past it: 503
     # bearer keys; repr=False keeps them out of logs and tracebacks
     api_keys: tuple[bytes, ...] = field(default=(), repr=False)
 
     def __post_init__(self):
         for name in ("max_batch_tokens", "max_batch_size", "workers", "max_queue", "max_body_bytes",
-                     "max_inputs", "max_chars", "max_k"):
+                     "max_inputs", "max_chars", "max_k", "max_connections"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise InvalidInput(f"{name.replace('_', '-')} must be at least 1")
         if not 0 <= self.max_wait_ms <= MAX_WAIT_MS:  # nan too; inf or 1e12 killed the batcher's threads
             raise InvalidInput(f"max-wait-ms must be from 0 to {MAX_WAIT_MS:,}")
+        validation.finite(self.body_timeout, "body-timeout", *BODY_TIMEOUT)
         if self.max_inputs > self.max_queue:
             raise InvalidInput("max-inputs must not exceed max-queue (one request must fit the queue)")
 
