@@ -20,7 +20,18 @@ After each round, with nothing running, it checks that:
     every search hit is a slice of a text its document had;
   - after one more write (a sentinel `add`), no temporary file is left.
 
-    nice -n 19 .venv/bin/python benchmarks/torture.py --rounds 100 --minutes 20 [--ray] [--seed N]
+With --serve, a real `semsearch serve` of the collection takes part: HTTP clients add,
+replace, delete and search through it alongside the commands, and in half the rounds it is
+SIGKILLed (mostly while an HTTP write is in flight), then started again after the round.
+A write answered 2xx counts as a command that exited 0, one left without an answer by the
+kill as a killed command (whole or not at all), and a server that was not killed must answer
+every request (a 4xx it may give is one line in OpenAI's error shape; a 500 is a defect).
+After each round it also checks that the server, up all along or restarted, finds every
+document in the store (lexical search for its nonce word) and those written this round by
+dense search too: what the CLI committed under a running server is served; and that its log
+holds no traceback.
+
+    nice -n 19 .venv/bin/python benchmarks/torture.py --rounds 100 --minutes 20 [--ray] [--serve] [--seed N]
 
 It stops at the first defect and keeps that round's logs (--keep-going: count them all).
 """
@@ -40,6 +51,8 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,6 +68,11 @@ BENIGN = {"add": {3, 75}, "replace": {3, 75}, "delete": {3, 75}, "index": {3, 75
 WEIGHTS = {"add": 30, "replace": 10, "delete": 12, "index": 14, "search": 14, "info": 4, "rm": 5, "build": 3,
            "rayindex": 3}
 RAY = ("build", "rayindex")  # run only with --ray: each starts a local Ray (seconds)
+HTTP_WEIGHTS = {"hadd": 20, "hreplace": 8, "hdelete": 8, "hsearch": 12}  # with --serve
+DOWN, NO_ANSWER = -1, -2  # an HTTP op's rc: the server was not up (refused); it hung up unasked
+HTTP_BENIGN = {404, 409, 503, DOWN}  # the collection removed (or the document), the writer lock busy, overloaded
+BENIGN.update(dict.fromkeys(HTTP_WEIGHTS, HTTP_BENIGN))
+HTTP = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: no proxy from the environment
 ABSENT = None  # the state of a document that is not there
 
 
@@ -82,6 +100,84 @@ class Op:
     err: str = ""
 
 
+class Server:
+    """A real `semsearch serve` of the torture collection on a free loopback port, its log in
+    the work folder; started again after each kill."""
+
+    def __init__(self, torture: "Torture"):
+        self.t = torture
+        self.proc: subprocess.Popen | None = None
+        self.url: str | None = None
+        self.log: Path | None = None
+        self.read = 0  # how much of the log has been looked at
+        self.killed_at: float | None = None
+        self.starts = 0
+
+    def start(self) -> list[str]:
+        self.starts += 1
+        self.log = self.t.work / "server" / f"{self.starts}.log"
+        self.log.parent.mkdir(exist_ok=True)
+        self.read, self.killed_at = 0, None
+        with open(self.log, "w") as log:
+            self.proc = subprocess.Popen(CLI + ["serve", NAME, "--port", "0"], stdout=log, stderr=log,
+                                         env=self.t.env, cwd=self.t.work, start_new_session=True)
+        deadline = time.monotonic() + self.t.args.hang
+        while time.monotonic() < deadline and self.proc.poll() is None:
+            for line in self.log.read_text().splitlines():
+                if line.startswith("serving ") and " on http://127.0.0.1:" in line:
+                    self.url = "http://127.0.0.1:" + line.rsplit(":", 1)[1].split()[0]
+                    return []
+            time.sleep(0.1)
+        self.stop()
+        return [f"the server did not start (log {self.log}): {self.log.read_text()[-600:]}"]
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc is None:
+            return
+        try:
+            os.killpg(self.proc.pid, sig)
+        except ProcessLookupError:
+            pass
+        try:
+            self.proc.wait(self.t.args.hang)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+        self.proc = self.url = None
+
+    def kill_during(self, ops: list[Op], workers: list[threading.Thread], mid_write: bool, delay: float) -> None:
+        """SIGKILL the server: ``mid_write``, soon after an HTTP write is sent (within the time
+        one takes); else ``delay`` seconds in. Not at all if the round ends first."""
+        start = time.monotonic()
+        while any(w.is_alive() for w in workers):
+            sending = [op for op in ops if op.kind in ("hadd", "hreplace", "hdelete") and op.start and not op.end]
+            if (mid_write and sending) or (not mid_write and time.monotonic() - start > delay):
+                if sending:
+                    time.sleep(self.t.rng.uniform(0, 1.1 * self.t.took[sending[0].kind]))
+                self.killed_at = time.monotonic()
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+                self.proc = self.url = None
+                self.t.server_kills += 1
+                return
+            time.sleep(0.01)
+
+    def log_defects(self) -> list[str]:
+        if self.log is None or not self.log.exists():
+            return []
+        text = self.log.read_text()
+        new, self.read = text[self.read:], len(text)
+        if "Traceback" in new or "ERROR" in new:
+            return [f"the server's log ({self.log}) holds: {new.strip()[-800:]}"]
+        return []
+
+    def post(self, route: str, body: dict) -> dict:
+        request = urllib.request.Request(f"{self.url}/v1/collections/{NAME}/{route}", data=json.dumps(body).encode(),
+                                         headers={"Content-Type": "application/json"})
+        with HTTP.open(request, timeout=self.t.args.hang) as response:
+            return json.loads(response.read())
+
+
 class Torture:
     def __init__(self, args):
         self.args = args
@@ -103,6 +199,8 @@ class Torture:
         self.defects: list[str] = []
         self.sentinel = 0
         self.embedder = None
+        self.server = Server(self) if args.serve else None
+        self.server_kills = 0
 
     # -- the folder `index` reads -------------------------------------------------------------
     def mutate_folder(self) -> None:
@@ -128,15 +226,19 @@ class Torture:
     # -- one round ----------------------------------------------------------------------------
     def plan(self) -> list[Op]:
         rng, ops, used = self.rng, [], set()
-        kinds = [k for k in WEIGHTS if k not in RAY or self.args.ray]
-        for _ in range(rng.randint(4, 10)):
-            kind = rng.choices(kinds, [WEIGHTS[k] for k in kinds])[0]
+        weights = {k: w for k, w in WEIGHTS.items() if k not in RAY or self.args.ray}
+        weights.update(HTTP_WEIGHTS if self.server else {})
+        kinds = list(weights)
+        for _ in range(rng.randint(4, 10) + 4 * bool(self.server)):
+            kind = rng.choices(kinds, [weights[k] for k in kinds])[0]
             if kind in ("rm", *RAY) and any(o.kind == kind for o in ops):
                 kind = "add"
             held = [k for k, s in self.state.items() if not k.startswith("/") and k not in used and s != {ABSENT}]
-            if kind in ("replace", "delete") and not held:
+            if kind in ("replace", "delete", "hreplace", "hdelete") and not held:
                 kind = "add"
-            if kind == "add":
+            if kind in HTTP_WEIGHTS:
+                op = self.plan_http(kind, held)
+            elif kind == "add":
                 keys = [f"k{nonce(rng)}" for _ in range(rng.randint(1, 3))]
                 op = Op(kind, ["add", NAME], {k: make_text(rng) for k in keys})
                 for k, text in op.effects.items():
@@ -165,13 +267,69 @@ class Torture:
             for key, text in op.effects.items():
                 if text is not ABSENT:
                     self.history[key].add(text)
-            if rng.random() < self.args.kill:
+            if rng.random() < self.args.kill and kind not in HTTP_WEIGHTS:
                 early = rng.random() < 0.25
                 op.kill_at = rng.uniform(0, 0.4) if early else self.took[kind] * rng.uniform(0.5, 1.1)
             ops.append(op)
         return ops
 
+    def plan_http(self, kind: str, held: list) -> Op:
+        """An HTTP request to the server: args are (method, path, JSON body)."""
+        rng, docs = self.rng, f"/v1/collections/{NAME}/documents"
+        if kind == "hadd":
+            op = Op(kind, ["POST", docs], {f"k{nonce(rng)}": make_text(rng) for _ in range(rng.randint(1, 3))})
+        elif kind == "hreplace":
+            op = Op(kind, ["POST", docs], {rng.choice(held): make_text(rng)})
+        elif kind == "hdelete":
+            key = rng.choice(held)
+            return Op(kind, ["DELETE", f"{docs}/{key}", None], {key: ABSENT})
+        else:
+            return Op(kind, ["POST", f"/v1/collections/{NAME}/search",
+                             {"query": " ".join(rng.sample(WORDS, 3)), "k": 20, "docs": rng.random() < 0.5,
+                              "mode": rng.choice(["dense", "lexical", "hybrid"])}])
+        op.args.append({"documents": [{"id": k, "text": t} for k, t in op.effects.items()]})
+        return op
+
+    def run_http(self, op: Op, logs: Path, n: int) -> None:
+        """Send an HTTP op; rc 0 for a 2xx, else its status (DOWN: refused, NO_ANSWER: the
+        connection closed unanswered). No answer while the server was being killed: killed."""
+        method, path, body = op.args
+        op.start = time.monotonic()
+        url = self.server.url
+        try:
+            if url is None:
+                raise ConnectionRefusedError
+            request = urllib.request.Request(url + path, method=method, data=None if body is None else json.dumps(body).encode(),
+                                             headers={"Content-Type": "application/json"})
+            with HTTP.open(request, timeout=self.args.hang) as response:
+                op.rc, op.out = 0, response.read().decode()
+        except urllib.error.HTTPError as exc:
+            op.rc, op.out = exc.code, exc.read().decode()
+            try:
+                error = json.loads(op.out)["error"]
+                op.err = f"error: {error['message']}\n" if set(error) == {"message", "type", "param", "code"} else op.out
+            except (ValueError, KeyError, TypeError):
+                op.err = f"not OpenAI's error shape: {op.out[:300]}"
+        except (OSError, urllib.error.URLError) as exc:
+            reason = getattr(exc, "reason", exc)
+            if isinstance(reason, TimeoutError):
+                op.rc, op.err = NO_ANSWER, f"HUNG: no answer after {self.args.hang} s"
+            elif isinstance(reason, ConnectionRefusedError):
+                op.rc, op.err = DOWN, "error: the server is down\n"
+            elif self.server.killed_at is not None:  # this round
+                op.killed = True
+            else:
+                op.rc, op.err = NO_ANSWER, f"no answer, and the server was not killed: {reason!r}"
+        op.end = time.monotonic()
+        (logs / f"{n}.out").write_text(f"{method} {path} {json.dumps(body)}\n{op.rc}\n{op.out}\n{op.err}")
+        if not op.killed and op.rc == 0:
+            self.took[op.kind] = 0.7 * self.took[op.kind] + 0.3 * (op.end - op.start)
+        if op.kind == "hsearch" and op.rc == 0:
+            op.out = json.dumps(json.loads(op.out)["data"])  # the hits, as `search --json` prints them
+
     def run(self, op: Op, logs: Path, n: int) -> None:
+        if op.kind in HTTP_WEIGHTS:
+            return self.run_http(op, logs, n)
         op.start = time.monotonic()
         with open(logs / f"{n}.out", "w+") as out, open(logs / f"{n}.err", "w+") as err:
             proc = subprocess.Popen(CLI + op.args, stdout=out, stderr=err, env=self.env, cwd=self.work,
@@ -215,6 +373,9 @@ class Torture:
                 self.run(op, logs, n)
 
         threads = [threading.Thread(target=worker) for _ in range(self.rng.randint(2, self.args.jobs))]
+        if self.server and self.server.url and self.rng.random() < self.args.server_kill:
+            mid_write, delay = self.rng.random() < 0.75, self.rng.uniform(0, 8)
+            threads.append(threading.Thread(target=self.server.kill_during, args=(ops, threads[:], mid_write, delay)))
         for t in threads:
             t.start()
         for t in threads:
@@ -226,6 +387,8 @@ class Torture:
               "start": round(o.start, 3), "end": round(o.end, 3), "kill_at": o.kill_at} for n, o in enumerate(ops)],
             indent=1))
         found = self.outcomes(ops) + self.check()
+        if self.server:
+            found += self.check_server(ops)
         if found:
             self.defects += [f"round {self.rounds}: {d}" for d in found]
             print(f"round {self.rounds}: DEFECT, logs in {logs}:\n  " + "\n  ".join(found), flush=True)
@@ -243,7 +406,7 @@ class Torture:
                 found.append(f"{op.kind} exited {op.rc}: {op.err.strip()[-600:]}")
             elif op.rc != 0 and sum(line.startswith("error:") for line in op.err.splitlines()) != 1:
                 found.append(f"{op.kind} exited {op.rc} without one error line: {op.err.strip()[-600:]}")
-            if op.kind == "search" and op.rc == 0:
+            if op.kind in ("search", "hsearch") and op.rc == 0:
                 try:
                     hits = json.loads(op.out)
                 except ValueError:
@@ -403,6 +566,50 @@ class Torture:
                 found.append(f"warning on open: {message}")
         return found
 
+    def check_server(self, ops: list[Op]) -> list[str]:
+        """The server (restarted if it was killed, or if `rm` removed what it served) finds
+        every document in the store: lexical search for its nonce word; those this round
+        wrote, and the sentinel the CLI just added, by dense search for their first chunk."""
+        found = self.server.log_defects()
+        if not (self.coll / "store.sqlite").is_file():
+            return found
+        db = sqlite3.connect(self.coll / "store.sqlite")
+        try:
+            texts = dict(db.execute("SELECT d.key, c.text FROM chunks c JOIN documents d ON d.id = c.doc_id "
+                                    "WHERE c.position = 0 ORDER BY d.key"))
+        finally:
+            db.close()
+        keys = sorted(texts)
+        touched = [k for k in keys if k == f"sentinel{self.sentinel}" or any(k in op.effects for op in ops)]
+        for attempt in range(2):
+            if self.server.url is None:
+                found += self.server.start()
+                if self.server.url is None:
+                    return found
+            try:
+                for i in range(0, len(keys), 500):
+                    part = keys[i:i + 500]
+                    lexical = self.server.post("search", {"queries": [texts[k].split()[0] for k in part],
+                                                          "mode": "lexical", "k": 3})
+                    found += [f"the server does not find {key} first by its nonce word"
+                              for key, r in zip(part, lexical["results"]) if [h["id"] for h in r["data"]][:1] != [key]]
+                for i in range(0, len(touched), 100):
+                    part = touched[i:i + 100]
+                    dense = self.server.post("search", {"queries": [texts[k] for k in part], "mode": "dense",
+                                                        "k": 10, "docs": True})
+                    found += [f"the server does not find {key} by dense search for its own text"
+                              for key, r in zip(part, dense["results"]) if key not in [h["id"] for h in r["data"]]]
+                return found
+            except urllib.error.HTTPError as exc:
+                message = exc.read().decode()
+                if exc.code == 404 and "was removed while it was open" in message and attempt == 0:
+                    self.server.stop()  # it served the collection `rm` removed: serve the new one
+                    continue
+                return found + [f"the server's check search answered {exc.code}: {message[:300]}"]
+            except OSError as exc:
+                return found + [f"the server's check search got no answer: {exc!r}"]
+        return found
+
     def write_sentinel(self) -> list[str]:
         """One more write, with nothing else running: it must get the lock at once and leave
         no temporary file."""
@@ -424,6 +631,8 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, default=4, help="at most this many commands at once")
     parser.add_argument("--kill", type=float, default=0.4, help="share of commands SIGKILLed")
     parser.add_argument("--ray", action="store_true", help="run `build` and `index --ray` too (slow)")
+    parser.add_argument("--serve", action="store_true", help="drive a `semsearch serve` of the collection too")
+    parser.add_argument("--server-kill", type=float, default=0.5, help="share of rounds the server is SIGKILLed in")
     parser.add_argument("--hang", type=float, default=180, help="seconds before a command counts as hung")
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--keep-going", action="store_true", help="count every defect instead of stopping")
@@ -432,13 +641,18 @@ def main() -> int:
     t = Torture(args)
     print(f"seed {args.seed}; work in {t.work}", flush=True)
     until = time.time() + 60 * args.minutes
-    while t.rounds < args.rounds and time.time() < until:
-        t.round()
-        if t.rounds % 10 == 0:
-            print(f"{t.rounds} rounds, {t.commands} commands, {t.kills} killed, {len(t.defects)} defects", flush=True)
-        if t.defects and not args.keep_going:
-            break
-    print(f"done: {t.rounds} rounds, {t.commands} commands, {t.kills} killed, {len(t.defects)} defects "
+    try:
+        if t.server:  # a collection to serve from the start
+            t.defects += t.write_sentinel() + t.server.start()
+        while t.rounds < args.rounds and time.time() < until and not (t.defects and not args.keep_going):
+            t.round()
+            if t.rounds % 10 == 0:
+                print(f"{t.rounds} rounds, {t.commands} commands, {t.kills} killed, {len(t.defects)} defects", flush=True)
+    finally:
+        if t.server:
+            t.server.stop()
+    serving = f", server killed {t.server_kills} times, started {t.server.starts}" if t.server else ""
+    print(f"done: {t.rounds} rounds, {t.commands} commands, {t.kills} killed{serving}, {len(t.defects)} defects "
           f"(seed {args.seed})", flush=True)
     if not t.defects:
         shutil.rmtree(t.work)
