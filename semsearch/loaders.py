@@ -11,6 +11,7 @@ import csv
 import fnmatch
 import hashlib
 import html.parser
+import io
 import json
 import math
 import os
@@ -18,7 +19,7 @@ import re
 import stat
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterable, Iterator, NamedTuple
 
 from .errors import InvalidInput, NotFound
 from . import validation
@@ -39,6 +40,7 @@ _HIGH_BYTES = bytes(range(0x80, 0x100))
 _UTF8_SEQUENCE = re.compile(rb"[\xc2-\xdf][\x80-\xbf]|[\xe0-\xef][\x80-\xbf]{2}|[\xf0-\xf4][\x80-\xbf]{3}")
 UNDECODABLE = "semsearch.undecodable"  # the errors= of every decode of a file's bytes
 NOT_UTF8 = "name is not valid UTF-8 (rename it to index it)"
+NO_RECORDS = "no records"
 
 
 @dataclass
@@ -49,6 +51,7 @@ class Document:
     content_hash: str  # sha256 hex of the file bytes or of the canonical record JSON
     segments: Callable[[], Iterator[str]]  # lazily yields the text in ~1 MB pieces
     replaced_chars: int = 0  # U+FFFD inserted for undecodable bytes; set while segments are read
+    where: str | None = None  # a record's place in its file (path:line), which a skip of it names
 
 
 @dataclass
@@ -159,8 +162,9 @@ def _os_reason(e: OSError) -> str:
 # ---------------------------------------------------------------- one file
 
 
-def load_file(path: str) -> Iterator[Document | Skipped]:
-    """Documents of one file (several for jsonl/json/csv); never raises for a bad file."""
+def load_file(path: str, part: Part | None = None) -> Iterator[Document | Skipped]:
+    """Documents of one file (several for jsonl/json/csv); never raises for a bad file.
+    ``part`` (of a JSONL file, see jsonl_parts): only the records of its lines."""
     ext = os.path.splitext(path)[1].lower()
     if ext not in SUPPORTED:
         yield Skipped(path, f"unsupported type {ext or '(no extension)'}")
@@ -174,14 +178,14 @@ def load_file(path: str) -> Iterator[Document | Skipped]:
             return
         with open(path, "rb") as f:
             head = f.read(BINARY_SNIFF)
-        if b"\0" in head and not _utf16(head):
+        if _binary(head):
             yield Skipped(path, "binary file")
         elif ext in PLAIN:
             yield _load_plain(path, ext)
         elif ext in (".html", ".htm"):
             yield _load_html(path, ext)
         elif ext == ".jsonl":
-            yield from _load_jsonl(path)
+            yield from _load_jsonl(path, part)
         elif ext == ".json":
             yield from _load_json(path)
         else:  # .csv, .tsv
@@ -192,19 +196,23 @@ def load_file(path: str) -> Iterator[Document | Skipped]:
         yield Skipped(path, f"unreadable: {type(e).__name__}: {e}", transient=True)
 
 
-def _file_info(path: str) -> tuple[str, bool, str]:
+def _file_info(path: str, each: Callable[[bytes], None] | None = None) -> tuple[str | None, bool, str]:
     """sha256 of the file, whether it has any non-whitespace byte, and the encoding it is
     read in (see _Sniff): one streamed pass, so a file found not UTF-8 past its first
-    megabyte is read as what it is from its start."""
-    h = hashlib.sha256()
+    megabyte is read as what it is from its start. ``each`` is given every block instead
+    of the hash (None)."""
+    h = hashlib.sha256() if each is None else None
     has_text = False
     sniff = _Sniff()
     with open(path, "rb") as f:
         while block := f.read(SEGMENT_BYTES):
-            h.update(block)
+            if h is None:
+                each(block)
+            else:
+                h.update(block)
             has_text = has_text or _has_text(block, not sniff.head)
             sniff.feed(block)
-    return h.hexdigest(), has_text, sniff.encoding()
+    return h and h.hexdigest(), has_text, sniff.encoding()
 
 
 class _Sniff:
@@ -304,6 +312,11 @@ def _load_plain(path: str, ext: str) -> Document | Skipped:
     doc = Document(path, path, {"path": path, "type": ext[1:]}, digest, lambda: iter(()))
     doc.segments = lambda: _read_segments(path, encoding, doc)
     return doc
+
+
+def _binary(head: bytes) -> bool:
+    """Whether a file's first BINARY_SNIFF bytes say it holds no text."""
+    return b"\0" in head and not _utf16(head)
 
 
 def _utf16(head: bytes) -> bool:
@@ -462,13 +475,21 @@ def _records_to_docs(path: str, items: Iterable[tuple[str, int, object, str | No
         doc = _record_doc(path, rec, position, replaced)
         if isinstance(doc, str):
             yield Skipped(f"{path}:{where}", doc)
-        elif doc.key in ids:
-            yield Skipped(f"{path}:{where}", f"duplicate id {doc.key.rsplit('#', 1)[1]}")
         else:
-            ids.add(doc.key)
-            yield doc
+            doc.where = f"{path}:{where}"
+            if doc.key in ids:
+                yield duplicate(doc.where, doc.key)
+            else:
+                ids.add(doc.key)
+                yield doc
     if not any_item:
-        yield Skipped(path, "no records")
+        yield Skipped(path, NO_RECORDS)
+
+
+def duplicate(where: str, key: str) -> Skipped:
+    """THE skip of a record whose key an earlier record of its file has (`index --ray` asks
+    it of the records of a file it loaded in parts, across the parts)."""
+    return Skipped(where, f"duplicate id {key.rsplit('#', 1)[1]}")
 
 
 def _finite(text: str) -> float:
@@ -488,10 +509,11 @@ def _json(text: str):
     return json.loads(text, parse_constant=_not_json, parse_float=_finite)
 
 
-def _jsonl_lines(path: str):
-    """(lineno, object or None, error or None, replaced chars) for each non-blank line."""
-    with _open_text(path, newline="\n") as f:
-        for lineno, raw in enumerate(f, 1):
+def _jsonl_lines(path: str, part: Part | None = None):
+    """(lineno, object or None, error or None, replaced chars) for each non-blank line
+    (of ``part``'s lines only, if given)."""
+    with _open_text(path, newline="\n") if part is None else _open_part(path, part) as f:
+        for lineno, raw in enumerate(f, 1 if part is None else part.line):
             if not raw.strip():
                 continue
             line, replaced = _unmark(raw.removeprefix("\ufeff"))  # a BOM mid-file: files joined by cat
@@ -523,8 +545,81 @@ def numbered_records(path: str | Path) -> Iterator[tuple[int, dict]]:
         yield lineno, obj
 
 
-def _load_jsonl(path: str):
-    return _records_to_docs(path, ((str(n), n, o, e, r) for n, o, e, r in _jsonl_lines(path)))
+def _load_jsonl(path: str, part: Part | None = None):
+    return _records_to_docs(path, ((str(n), n, o, e, r) for n, o, e, r in _jsonl_lines(path, part)))
+
+
+class Part(NamedTuple):
+    """Whole lines of a JSONL file: what one `index --ray` call loads of a big one."""
+    start: int  # byte offset of its first line
+    end: int  # byte offset past its last line
+    line: int  # its first line's number
+    encoding: str  # the whole file's (see _Sniff)
+
+
+def jsonl_parts(path: str, part_bytes: int) -> list[Part]:
+    """A JSONL file cut after the newline that ends each ~part_bytes, in one pass that counts
+    newlines (line numbers) and sniffs the whole file's encoding; load_file of each part
+    gives what load_file of the file gives, less the two things only the whole file says:
+    a key a record in an earlier part had (Document.where: see duplicate) and "no records"
+    (said by every part then). [] where the file stays whole: no bigger than part_bytes,
+    unreadable, binary, blank, or UTF-16 (a newline there is not one byte)."""
+    try:
+        if os.path.getsize(path) <= part_bytes:
+            return []
+        with open(path, "rb") as f:
+            if _binary(f.read(BINARY_SNIFF)):
+                return []
+        starts = [(0, 1)]  # (offset, line number) of each part's first line
+        pos = lines = 0  # bytes before the block; newlines before the block
+
+        def cut(block: bytes) -> None:
+            nonlocal pos, lines
+            counted = 0  # newlines of block[:counted] are in lines
+            while (i := block.find(b"\n", max(counted, starts[-1][0] + part_bytes - 1 - pos))) >= 0:
+                lines += block.count(b"\n", counted, i + 1)
+                counted = i + 1
+                starts.append((pos + counted, lines + 1))
+            lines += block.count(b"\n", counted)
+            pos += len(block)
+
+        _, has_text, encoding = _file_info(path, cut)
+    except OSError:  # load_file says why, once
+        return []
+    starts = [s for s in starts if s[0] < pos]
+    if not has_text or encoding == "utf-16" or len(starts) < 2:
+        return []
+    ends = [s[0] for s in starts[1:]] + [pos]
+    return [Part(start, end, line, encoding) for (start, line), end in zip(starts, ends)]
+
+
+class _Range(io.RawIOBase):
+    """Bytes [start, end) of a file, read as a file."""
+
+    def __init__(self, path: str, start: int, end: int):
+        self._file = open(path, "rb")
+        self._file.seek(start)
+        self._left = end - start
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        n = self._file.readinto(memoryview(buffer)[:self._left]) if self._left else 0
+        self._left -= n
+        return n
+
+    def close(self) -> None:
+        self._file.close()
+        super().close()
+
+
+def _open_part(path: str, part: Part):
+    """A part's lines as _open_text gives the whole file's: decoded in the file's encoding,
+    only the file's first part stripped of a byte-order mark."""
+    encoding = "utf-8" if part.start and part.encoding == "utf-8-sig" else part.encoding
+    return io.TextIOWrapper(io.BufferedReader(_Range(path, part.start, part.end)), encoding=encoding,
+                            errors=UNDECODABLE, newline="\n")
 
 
 def _load_json(path: str):

@@ -178,6 +178,102 @@ def test_index_on_ray_equals_single_process_then_incremental(tmp_path, home, ray
         assert_same_collection(local, onray)
 
 
+def write_dump(path, n=300, blank=75, dups=(10, 280), change=None, drop=None):
+    """One JSONL of short records, a third with no id (keyed by line number), a blank line and
+    a bad one at ``blank``, the id "dup" twice; ``change``/``drop``: that line's record
+    edited, or blanked (line numbers stay)."""
+    import json
+    lines = []
+    for i in range(1, n + 1):
+        rec = {"text": f"record {i} on {WORDS[i % len(WORDS)]} {WORDS[i * 7 % len(WORDS)]}"}
+        if i in dups:
+            rec["id"] = "dup"
+        elif i % 3:
+            rec["id"] = f"r{i}"
+        if i == change:
+            rec["text"] += " and vortex drag"
+        lines.append("" if i in (blank, drop) else "{not json" if i == blank + 1 else json.dumps(rec))
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_the_parts_of_a_jsonl_file_load_as_the_whole_file(tmp_path):
+    """What each `index --ray` call reads of a big JSONL file: its lines decoded in the whole
+    file's encoding (sniffed once, over all of it) and numbered from the file's start."""
+    from semsearch.loaders import Skipped, jsonl_parts, load_file
+
+    def loaded(path, parts):
+        out = []
+        for part in parts:
+            for d in load_file(str(path), part):
+                out.append((d.source, d.reason) if isinstance(d, Skipped) else
+                           (d.key, d.where, d.content_hash, "".join(d.segments()), d.replaced_chars))
+        return out
+
+    lines = [f'{{"text": "caf\u00e9 record {i} on {WORDS[i % len(WORDS)]}"}}' for i in range(60)]
+    lines[20] = '\ufeff{"text": "joined by cat: a byte-order mark mid-file"}'
+    lines[30] = '\ufeff\ufeff{"text": "two of them: not JSON, as for the whole file"}'
+    lines[40] = '{"text": "a stray byte \udcff here"}'
+    text = "\ufeff" + "\r\n".join(lines[:10]) + "\n" + "\n".join(lines[10:]) + "\n"
+    cases = {"utf8.jsonl": text.encode("utf-8", "surrogateescape").replace("\udcff".encode("utf-8", "surrogatepass"), b"\xff"),
+             "cp1252.jsonl": "\n".join(lines[:20]).encode("cp1252") + b"\n",
+             "utf16.jsonl": text.replace("\udcff", "?").encode("utf-16")}
+    for name, data in cases.items():
+        (tmp_path / name).write_bytes(data)
+        for part_bytes in (1, 97, 250):
+            parts = jsonl_parts(str(tmp_path / name), part_bytes)
+            assert (len(parts) > 2) == (name != "utf16.jsonl")  # UTF-16 stays whole: its newlines are 2 bytes
+            if parts:
+                assert [p.line for p in parts][:2] == [1, 2 if part_bytes == 1 else parts[1].line]
+                assert loaded(tmp_path / name, parts) == loaded(tmp_path / name, [None]), (name, part_bytes)
+    assert {p.encoding for p in jsonl_parts(str(tmp_path / "cp1252.jsonl"), 100)} == {"cp1252"}
+    assert any(r[-1] for r in loaded(tmp_path / "utf8.jsonl", [None])[40:41])  # the stray byte is counted
+
+
+def test_one_big_jsonl_goes_out_in_parts_over_the_actors_as_index_loads_it(tmp_path, home, ray_local, caplog):
+    """`index --ray` handed whole files to the actors: a corpus that is one big JSONL file
+    (a BEIR corpus.jsonl, a dump) ran on one actor. It now goes out in line-aligned parts:
+    same keys (ids, line numbers), chunks, vectors, skips (their lines) and report as
+    `index`, a duplicate id across parts included; a re-run embeds only what changed."""
+    import logging
+
+    from semsearch.collection import Collection
+    from semsearch.distributed import index_paths
+    from semsearch.loaders import jsonl_parts
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    dump = write_dump(corpus / "dump.jsonl")
+    offsets = [0]
+    for line in dump.read_bytes().splitlines(keepends=True):
+        offsets.append(offsets[-1] + len(line))
+    part_bytes = offsets[75 - 1]  # the first cut falls just before the blank line (75)
+    (corpus / "blank.jsonl").write_text("\u3000\n" * (part_bytes // 2))  # lines Python finds blank: no records
+    (corpus / "note.txt").write_text("the boundary layer separates near the trailing edge")
+    parts = jsonl_parts(str(dump), part_bytes)
+    assert len(parts) >= 3 and parts[1].line == 75 and len(jsonl_parts(str(corpus / "blank.jsonl"), part_bytes)) == 2
+    assert [p.line for p in parts if p.line <= 10][-1] != [p.line for p in parts if p.line <= 280][-1]  # dups apart
+
+    with Collection.create("local") as local, Collection.create("onray") as onray:
+        r_local = local.add_files([corpus])
+        with caplog.at_level(logging.DEBUG, logger="semsearch"):
+            r_ray = index_paths(onray, [corpus], actors=2, part_bytes=part_bytes)
+        # Ray's own account: a call for each part (blank.jsonl's 2, dump.jsonl's) and one for note.txt
+        assert f"MapBatches(PrepareFiles): {2 + len(parts) + 1} tasks executed" in caplog.text
+        assert same_report(r_local, r_ray), (r_local, r_ray)
+        assert {(f"{dump}:76", "invalid JSON"), (f"{dump}:280", "duplicate id dup"),
+                (str(corpus / "blank.jsonl"), "no records")} <= set(r_ray.skipped)
+        assert len(r_ray.skipped) == 3 and r_ray.added == 300 - 3 + 1
+        assert {f"{dump}#3", f"{dump}#78", f"{dump}#r77", f"{dump}#dup"} <= set(contents(onray)[0])
+        assert_same_collection(local, onray)
+
+        write_dump(dump, change=200, drop=199)  # one record edited, one gone: line numbers stay
+        r_local = local.add_files([corpus])
+        r_ray = index_paths(onray, [corpus], actors=2, part_bytes=part_bytes)
+        assert (r_ray.updated, r_ray.removed, r_ray.added, r_ray.chunks) == (1, 1, 0, 1)  # only it embedded
+        assert r_ray.unchanged == 300 - 3 + 1 - 2 and same_report(r_local, r_ray), (r_local, r_ray)
+        assert_same_collection(local, onray)
+
+
 def test_cli_index_ray_reports_like_index(tmp_path, home, ray_local):
     from click.testing import CliRunner
     from semsearch.cli import cli
@@ -718,8 +814,8 @@ def test_an_actor_sends_a_big_file_back_a_batch_at_a_time(tmp_path, home, monkey
     with Collection.create("c") as coll:
         actor = PrepareFiles(coll.pinned, "cpu", 1, coll.config["chunk_tokens"], coll.config["overlap"])
         known = json.dumps({f"{dump}#r0": "stale", f"{dump}#r1": None})
-        outputs = list(actor({"path": np.array([str(dump), str(tmp_path / "note.txt")]),
-                              "known": np.array([known, "{}"])}))
+        unit = json.dumps({"paths": [str(dump), str(tmp_path / "note.txt")], "part": None, "files": 2})
+        outputs = list(actor({"unit": np.array([unit]), "known": np.array([known])}))
     sent = [[pickle.loads(r) for r in out["record"]] for out in outputs]
     assert len(sent) >= 5 and max(sum(r[0] == "doc" for r in records) for records in sent) <= 8
     records = [r for records in sent for r in records]

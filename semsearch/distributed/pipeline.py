@@ -2,8 +2,9 @@
 
 Files go through ``map_batches`` with an actor pool: each actor loads the collection's
 pinned model once (one ONNX Runtime session; ``num_gpus=1`` an actor when the cluster has
-GPUs, else intra-op threads = the actor's CPUs) and turns a few files into prepared
-documents with the local path's own functions (``loaders.load_file``,
+GPUs, else intra-op threads = the actor's CPUs) and turns a few files, or a part of a big
+JSONL file (``loaders.jsonl_parts``: a corpus that is one file goes over every actor), into
+prepared documents with the local path's own functions (``loaders.load_file``,
 ``ingest.embed_documents``). Only the driver writes: it consumes the results as
 they stream back, in file order, and commits each document in its own transaction
 (``coll.writer``, taking the writer lock a batch of results at a time, so other writers
@@ -16,6 +17,7 @@ from __future__ import annotations
 import bisect
 import json
 import logging
+import os
 import pickle
 import time
 import warnings
@@ -24,22 +26,31 @@ from itertools import chain
 from typing import Callable, Iterable, Iterator
 
 from ..errors import SemsearchError
+from ..loaders import NO_RECORDS, duplicate
 from .cluster import connected, resources
 
 FILES_PER_CALL = 4  # files one actor call loads and embeds together (the unit of retry)
+# A JSONL file is cut in 4 parts an actor (late actors and uneven parts even out), each between
+# these sizes. A part comes back when its call ends: the most bounds what a killed worker
+# redoes and how long commits wait (16 MiB: ~40,000 abstracts, seconds on a GPU, ~10 min
+# on one CPU core); the least keeps small files whole (256 KiB: ~800 abstracts).
+PART_BYTES = 16 << 20
+PART_FLOOR = 256 << 10
 RETRIES = 3  # times Ray runs a call again whose worker died (Ray Data's default: for ever)
 BLOCK_BYTES = 8 << 20  # records an actor sends at a time (~3,000 chunks; Ray Data's default 128 MiB)
 log = logging.getLogger("semsearch")
 
 
 class PrepareFiles:
-    """Ray Data actor: files in, pickled per-document records out (see _records)."""
+    """Ray Data actor: a unit of work in (a few files or a part of one, see units), pickled
+    per-document records out (see _records)."""
 
     def __init__(self, pin: dict, device: str, threads: int | None, chunk_tokens: int, overlap: int,
                  cpus: int = 1):
         self.pin, self.device, self.threads, self.cpus = pin, device, threads, cpus
         self.chunk_tokens, self.overlap = chunk_tokens, overlap
         self._embedder = None
+        self._shared = (None, {})  # the known hashes of the file last loaded in parts, and their ref
 
     @property
     def embedder(self):
@@ -57,49 +68,60 @@ class PrepareFiles:
         """Yields its records a batch at a time (see _records), which Ray Data stores as 8 MiB
         blocks: one big file (a JSONL dump of millions of records) is never held whole in the
         actor's memory or the driver's. Ray Data (2.60) hands the blocks on when the call
-        ends (the object store keeps them meanwhile, spilling to disk), so such a file is
-        committed then."""
-        known = {}
-        for hashes in batch["known"]:
-            known.update(json.loads(hashes))
-        try:
-            for records in self._records(batch["path"], known):
-                yield {"record": [pickle.dumps(r, protocol=5) for r in records]}
-        except SemsearchError as exc:  # e.g. the pinned model does not load here: the driver stops
-            # with it; as an exception it would reach the driver wrapped
-            yield {"record": [pickle.dumps(("error", exc), protocol=5)]}
+        ends (the object store keeps them meanwhile, spilling to disk), so a call's files, or
+        part, are committed then."""
+        for unit, known in zip(batch["unit"], batch["known"]):
+            try:
+                for records in self._records(**json.loads(unit), known=self._known(known)):
+                    yield {"record": [pickle.dumps(r, protocol=5) for r in records]}
+            except SemsearchError as exc:  # e.g. the pinned model does not load here: the driver stops
+                # with it; as an exception it would reach the driver wrapped
+                yield {"record": [pickle.dumps(("error", exc), protocol=5)]}
 
-    def _records(self, paths, known: dict) -> Iterator[list[tuple]]:
+    def _known(self, known) -> dict:
+        """A unit's known hashes: its own (JSON), or its file's, put once for all its parts."""
+        if isinstance(known, str):
+            return json.loads(known)
+        if self._shared[0] != known:
+            import ray
+            self._shared = (known, json.loads(ray.get(known)))
+        return self._shared[1]
+
+    def _records(self, paths, part, files: int, known: dict) -> Iterator[list[tuple]]:
         """Lists of records, one per embedded batch (~ingest.FLUSH_CHUNKS chunks), in file order:
-        ("skipped", source, reason, transient) for unreadable files, ("unchanged", key) for
-        documents whose hash is known, ("doc", key, PreparedDocument | None) for the rest
-        (None: it could not be chunked; its reason follows as a "skipped" record), and last
-        ("done", files, replaced characters). A semsearch error comes back as the one
-        record ("error", exception) (see __call__)."""
+        ("skipped", source, reason, transient) for unreadable files, ("unchanged", key, where)
+        for documents whose hash is known, ("doc", key, PreparedDocument | None, where) for the
+        rest (None: it could not be chunked; its reason follows as a "skipped" record), and last
+        ("done", files, replaced characters). ``where``: a record's path:line when ``part``
+        (loaders.Part) is loaded, else None. A semsearch error comes back as the one record
+        ("error", exception) (see __call__)."""
         from ..collection import _Counted
         from ..ingest import IndexReport, embed_documents, info_of
-        from ..loaders import Skipped, load_file
+        from ..loaders import Part, Skipped, load_file
 
         report = IndexReport()
         loose: deque = deque()  # records of documents not embedded (appended by a reading thread on GPUs)
-        fed: deque = deque()  # keys of the documents sent to be embedded, in order
+        fed: deque = deque()  # (key, where) of the documents sent to be embedded, in order
+
+        part = part and Part(*part)
 
         def todo():
             for path in paths:
-                for doc in load_file(str(path)):
+                for doc in load_file(path, part):
                     if isinstance(doc, Skipped):
                         loose.append(("skipped", doc.source, doc.reason, doc.transient))
                     elif known.get(doc.key) == doc.content_hash:
-                        loose.append(("unchanged", doc.key))
+                        loose.append(("unchanged", doc.key, part and doc.where))
                     else:
-                        fed.append(doc.key)
+                        fed.append((doc.key, part and doc.where))
                         yield info_of(doc), _Counted(doc, report)
 
         def taken(upto=None) -> list[tuple]:
             """What is loose, and the documents fed before ``upto`` that embedding left out."""
             out = [loose.popleft() for _ in range(len(loose))]
-            while fed and fed[0] != upto:
-                out.append(("doc", fed.popleft(), None))
+            while fed and fed[0][0] != upto:
+                key, where = fed.popleft()
+                out.append(("doc", key, None, where))
             return out
 
         docs = todo()
@@ -110,10 +132,11 @@ class PrepareFiles:
             out = []
             for doc in batch:
                 out += taken(doc.key)
-                out.append(("doc", fed.popleft(), doc))
+                key, where = fed.popleft()
+                out.append(("doc", key, doc, where))
             yield out
         yield taken() + [("skipped", source, reason, source in report.unread) for source, reason in report.skipped] \
-            + [("done", len(paths), report.replaced_chars)]
+            + [("done", files, report.replaced_chars)]
 
 
 def plan(cpus: float, gpus: float, actors: int | None = None) -> dict:
@@ -128,9 +151,9 @@ def plan(cpus: float, gpus: float, actors: int | None = None) -> dict:
     return {"actors": n, "num_gpus": None, "num_cpus": per, "device": "cpu", "threads": per}
 
 
-def known_by_file(files: list[str], known: dict[str, str]) -> list[str]:
-    """For each file, the known hashes of its documents (key = the path, or path#record)
-    as JSON: each row carries its own, nothing collection-wide is sent to every actor."""
+def known_by_file(files: list[str], known: dict[str, str]) -> list[dict[str, str]]:
+    """For each file, the known hashes of its documents (key = the path, or path#record):
+    each row carries its own, nothing collection-wide is sent to every actor."""
     keys = sorted(known)
     out = []
     for f in files:
@@ -140,25 +163,66 @@ def known_by_file(files: list[str], known: dict[str, str]) -> list[str]:
             if keys[i] == f or keys[i].startswith(f + "#"):
                 mine[keys[i]] = known[keys[i]]
             i += 1
-        out.append(json.dumps(mine))
+        out.append(mine)
     return out
 
 
-def prepared_stream(ray, files: list[str], coll, known: dict, actors: int | None = None) -> Iterable[list[tuple]]:
+def units(ray, files: list[str], known: dict, actors: int, part_bytes: int | None = None):
+    """The rows of the job, in file order: FILES_PER_CALL files each, or one part of a JSONL
+    file bigger than ``part_bytes`` (default: part_size), whose known hashes are put in the
+    object store once for all its parts.
+    Also {file: parts} of the files cut."""
+    from ..loaders import jsonl_parts
+
+    rows, group, split = [], [], {}
+
+    def flush():
+        if group:
+            hashes = {k: v for _, mine in group for k, v in mine.items()}
+            rows.append({"unit": json.dumps({"paths": [f for f, _ in group], "part": None, "files": len(group)}),
+                         "known": json.dumps(hashes)})
+            group.clear()
+
+    for f, mine in zip(files, known_by_file(files, known)):
+        parts = []
+        if f.lower().endswith(".jsonl"):
+            parts = jsonl_parts(f, part_bytes or part_size(f, actors))
+        if not parts:
+            group.append((f, mine))
+            if len(group) == FILES_PER_CALL:
+                flush()
+            continue
+        flush()
+        split[f] = len(parts)
+        ref = ray.put(json.dumps(mine))
+        rows += [{"unit": json.dumps({"paths": [f], "part": p, "files": int(p is parts[-1])}), "known": ref}
+                 for p in parts]
+    flush()
+    return rows, split
+
+
+def part_size(path: str, actors: int) -> int:
+    """The size a JSONL file is cut in: 4 parts an actor, between PART_FLOOR and PART_BYTES."""
+    try:
+        size = os.path.getsize(path)
+    except OSError:  # load_file says why
+        size = 0
+    return min(PART_BYTES, max(PART_FLOOR, size // (4 * actors)))
+
+
+def prepared_stream(ray, rows: list[dict], files: list[str], coll, shape: dict) -> Iterable[list[tuple]]:
     """Lists of records, one per actor call, in file order, as they finish."""
     import ray.data
 
-    shape = plan(*resources(ray), actors)
     logging.getLogger("ray.data").setLevel(logging.CRITICAL)  # our own bar, report and errors instead
     ctx = ray.data.DataContext.get_current()
     ctx.execution_options.preserve_order = True  # commit in file order: same chunk ids as local
     ctx.print_on_execution_start = False
     ctx.target_max_block_size = BLOCK_BYTES  # the driver holds a few blocks, and commits one a lock
-    rows = [{"path": f, "known": k} for f, k in zip(files, known_by_file(files, known))]
     with warnings.catch_warnings():  # Ray 2.60 names no parameter for max_task_retries yet
         warnings.filterwarnings("ignore", "`ray_remote_args` is deprecated")
         ds = ray.data.from_items(rows).map_batches(
-            PrepareFiles, batch_size=FILES_PER_CALL, batch_format="numpy",
+            PrepareFiles, batch_size=1, batch_format="numpy",
             compute=ray.data.ActorPoolStrategy(size=shape["actors"]), max_task_retries=RETRIES,
             num_cpus=shape["num_cpus"], num_gpus=shape["num_gpus"],
             fn_constructor_kwargs=dict(pin=coll.pinned, device=shape["device"], threads=shape["threads"],
@@ -176,6 +240,8 @@ def prepared_stream(ray, files: list[str], coll, known: dict, actors: int | None
                 raise records[errors[0]][1]
             done += _files_done(records)
             yield records
+        if log.isEnabledFor(logging.DEBUG):  # Ray's account of the job: the calls it made, their times
+            log.debug("ray: %s", ds.stats())
     except (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError) as exc:
         log.debug("ray: %s", exc)
         raise SemsearchError(f"a Ray worker died {RETRIES + 1} times on the same files (out of memory, or a "
@@ -185,10 +251,10 @@ def prepared_stream(ray, files: list[str], coll, known: dict, actors: int | None
 
 def index_paths(coll, paths: Iterable, address: str | None = None, glob: str | None = None,
                 remove_missing: bool = True, progress: bool = False, actors: int | None = None,
-                on_commit: Callable[[str], None] | None = None):
+                on_commit: Callable[[str], None] | None = None, part_bytes: int | None = None):
     """``coll.add_files`` with loading, chunking and embedding on Ray: same documents,
     chunks, vectors, report and incremental behaviour. ``on_commit(key)`` runs after each
-    document is committed."""
+    document is committed; ``part_bytes``: the size a JSONL file is cut in (see units)."""
     from .. import validation
     from ..ingest import IndexReport
     from ..loaders import list_files
@@ -205,12 +271,16 @@ def index_paths(coll, paths: Iterable, address: str | None = None, glob: str | N
     with connected(address) as ray, coll.writer(hold=False) as w:  # the lock a batch of records at a time
         known = w.known_hashes()
         seen: set[str] = set()
-        with bar(prepared_stream(ray, files, coll, known, actors) if files else [], progress,
+        shape = plan(*resources(ray), actors)
+        rows, split = units(ray, files, known, shape["actors"], part_bytes)
+        for f, n in split.items():
+            log.info("ray: %s in %d parts", f, n)
+        with bar(prepared_stream(ray, rows, files, coll, shape) if files else [], progress,
                  unit="file", total=len(files), weight=_files_done) as batches:
             for records in batches:
                 with w.locked():
                     for record in records:
-                        _apply(record, w, known, seen, report, on_commit)
+                        _apply(record, w, known, seen, report, on_commit, split)
                 w.flush()
                 docs = report.added + report.updated + report.unchanged
                 batches.note(f"{docs} docs, {report.chunks / batches.elapsed():.0f} chunks/s")
@@ -224,10 +294,19 @@ def _files_done(records: list[tuple]) -> int:
     return sum(r[1] for r in records if r[0] == "done")
 
 
-def _apply(record: tuple, w, known: dict, seen: set, report, on_commit) -> None:
-    """One record from an actor, written or counted as add_files would."""
+def _apply(record: tuple, w, known: dict, seen: set, report, on_commit, split: dict) -> None:
+    """One record from an actor, written or counted as add_files would. Of a file loaded in
+    parts (``split``: {file: parts yet to say "no records"}), a key an earlier part had is
+    a duplicate, and the file has no records if every part says so."""
     kind = record[0]
-    if kind == "skipped":
+    if kind in ("unchanged", "doc") and record[-1] is not None and record[1] in seen:
+        dup = duplicate(record[-1], record[1])
+        report.skip(dup.source, dup.reason)
+    elif kind == "skipped":
+        if record[2] == NO_RECORDS and record[1] in split:
+            split[record[1]] -= 1
+            if split[record[1]]:
+                return
         report.skip(*record[1:])
     elif kind == "unchanged":
         seen.add(record[1])
@@ -235,7 +314,7 @@ def _apply(record: tuple, w, known: dict, seen: set, report, on_commit) -> None:
     elif kind == "done":
         report.replaced_chars += record[2]
     else:
-        _, key, doc = record
+        _, key, doc, _ = record
         seen.add(key)
         if doc is None:  # skipped while embedding (too large): its reason follows; counted as add_files does
             return
