@@ -159,7 +159,11 @@ def models(as_json):
 @click.option("--kind", type=click.Choice(["query", "passage"]), default=None,
               help="Apply the model's query/passage prefix.")
 def embed(texts, file_, fmt, out, model, variant, device, batch_size, kind):
-    """Embed TEXTS (or --file, or stdin) and print JSONL or write .npy."""
+    """Embed TEXTS (or --file, or stdin) and print JSONL or write .npy.
+
+    Vectors are written a window of texts at a time as they are embedded, so memory holds a
+    few windows of them however many texts there are; a file given with --out appears
+    whole when the run ends (an interrupted run leaves none)."""
     import numpy as np
 
     from .embedder import Embedder
@@ -168,18 +172,27 @@ def embed(texts, file_, fmt, out, model, variant, device, batch_size, kind):
     if fmt == "npy" and not out:
         raise click.UsageError("--format npy needs --out FILE")
     embedder = Embedder.load(model, variant=variant, device=device)
-    vectors, _, truncated = embedder.embed_counted(items, batch_size=batch_size, kind=kind,
-                                                   progress=len(items) > 256)
+    windows = embedder.stream_counted(items, kind=kind, batch_size=batch_size, progress=len(items) > 256)
+    truncated = done = 0
+    # at OUT itself (np.save(path) would add .npy); - (or none) is stdout
+    with click.open_file(out or "-", "wb" if fmt == "npy" else "w", encoding=None if fmt == "npy" else "utf-8",
+                         atomic=bool(out) and out != "-") as stream:
+        if fmt == "npy":
+            np.lib.format.write_array_header_1_0(stream, {
+                "descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)), "fortran_order": False,
+                "shape": (len(items), embedder.dim)})
+        for vectors, _, cut in windows:
+            truncated += cut
+            if fmt == "npy":
+                stream.write(vectors.tobytes())
+            else:
+                stream.writelines(json.dumps({"text": text, "embedding": [round(float(x), 7) for x in vector]}) + "\n"
+                                  for text, vector in zip(items[done:done + len(vectors)], vectors))
+            done += len(vectors)
     if truncated:
         click.echo(f"note: {truncated} text(s) cut at {embedder.max_length} tokens", err=True)
     if fmt == "npy":
-        with click.open_file(out, "wb") as handle:  # at OUT itself (np.save(path) adds .npy); - is stdout
-            np.save(handle, vectors)
-        click.echo(f"wrote {vectors.shape[0]}x{vectors.shape[1]} embeddings to {out}", err=True)
-        return
-    with click.open_file(out or "-", "w", encoding="utf-8") as stream:  # - (or none) is stdout
-        for text, vector in zip(items, vectors):
-            stream.write(json.dumps({"text": text, "embedding": [round(float(x), 7) for x in vector]}) + "\n")
+        click.echo(f"wrote {len(items)}x{embedder.dim} embeddings to {out}", err=True)
 
 
 def read_texts(file_: str | None) -> list[str]:

@@ -20,7 +20,8 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from itertools import islice
+from typing import Iterable, Iterator, Sequence, Sized
 
 import numpy as np
 
@@ -159,31 +160,65 @@ class Embedder:
                       max_batch_tokens: int | None = None) -> tuple[np.ndarray, int, int]:
         """``embed``, plus the tokens embedded and how many texts were cut at max_length."""
         texts = text_list(texts)
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
+        parts = (texts[start:stop] for start, stop in window_spans(len(texts), self.window, self.first_window))
+        tokens = truncated = 0
+        for _, window_tokens, window_truncated in self._windows(parts, kind, batch_size, max_batch_tokens,
+                                                                 progress, len(texts), out):
+            tokens, truncated = tokens + window_tokens, truncated + window_truncated
+        return out, tokens, truncated
+
+    def embed_stream(self, texts: Iterable[str], kind: str | None = None, batch_size: int | None = None,
+                     progress: bool = False, max_batch_tokens: int | None = None) -> Iterator[np.ndarray]:
+        """``embed`` for texts of any number (a file read line by line, a database cursor):
+        yields the ``(n, dim)`` vectors of each window of texts, in input order, as soon as it
+        is embedded, so memory holds a few windows of texts and vectors, never all of them. A
+        text that is not a string raises when its window is reached."""
+        for vectors, _, _ in self.stream_counted(texts, kind, batch_size, progress, max_batch_tokens):
+            yield vectors
+
+    def stream_counted(self, texts: Iterable[str], kind: str | None = None, batch_size: int | None = None,
+                       progress: bool = False, max_batch_tokens: int | None = None
+                       ) -> Iterator[tuple[np.ndarray, int, int]]:
+        """``embed_stream``, each window with its tokens embedded and its texts cut at max_length."""
+        if isinstance(texts, (str, bytes, dict)) or not isinstance(texts, Iterable):
+            texts = text_list(texts)  # one string is one text; the rest are refused
+        total = len(texts) if isinstance(texts, Sized) else None
+        parts = text_windows(texts, self.window, self.first_window)
+        return self._windows(parts, kind, batch_size, max_batch_tokens, progress, total)
+
+    def _windows(self, parts: Iterable[list[str]], kind: str | None, batch_size: int | None,
+                 max_batch_tokens: int | None, progress: bool, total: int | None,
+                 out: np.ndarray | None = None) -> Iterator[tuple[np.ndarray, int, int]]:
+        """THE pipeline: windows of checked texts in, (vectors, tokens, truncated) of each
+        window out, in order. Windows are tokenised, cut into batches and run, the three
+        overlapped on a GPU; with ``out``, a window's vectors are written into it in place."""
         self._prefix(kind)  # validates kind before any work
         rows_cap, budget = self._limits(batch_size, max_batch_tokens)
-        out = np.empty((len(texts), self.dim), dtype=np.float32)
-        counts = [0, 0]  # tokens, truncated: local to this call
-        overlap = self.overlap and len(texts) > rows_cap
-        spans = window_spans(len(texts), self.window, self.first_window)
+        overlap = self.overlap and (total is None or total > rows_cap)
 
-        def windows() -> Iterator[tuple[int, Tokens]]:
-            parts = (self._prefixed(texts[start:stop], kind) for start, stop in spans)
-            yield from zip((start for start, _ in spans), self.tokenizing.map(parts, workers=overlap))
-
-        def batches(tokenized: Iterable[tuple[int, Tokens]]):
-            for start, tokens in tokenized:
-                counts[0] += int(tokens.lengths.sum())
-                counts[1] += tokens.truncated
+        def batches(tokenized: Iterable[Tokens]):
+            for tokens in tokenized:
                 for rows, feeds in self.prepare(tokens, rows_cap, budget):
-                    yield start + rows, feeds
+                    yield tokens, rows, feeds
+                yield tokens, None, None  # the window is complete: it goes out before the next is read
 
-        stream = batches(background(windows()) if overlap else windows())
+        prefixed = (self._prefixed(part, kind) for part in parts)
+        tokenized = self.tokenizing.map(prefixed, workers=overlap)
+        stream = batches(background(tokenized) if overlap else tokenized)
         stream = background(stream) if overlap else stream
-        shown = bar(stream, progress and len(texts) > rows_cap, unit="text", total=len(texts),
-                    weight=lambda item: len(item[0]))
-        for rows, feeds in shown:
-            out[rows] = self._checked(self.session.run(feeds), len(rows))
-        return out, counts[0], counts[1]
+        shown = bar(stream, progress and (total is None or total > rows_cap), unit="text", total=total,
+                    weight=lambda item: 0 if item[1] is None else len(item[1]))
+        vectors, done = None, 0
+        for tokens, rows, feeds in shown:
+            if vectors is None:
+                vectors = (out[done:done + len(tokens)] if out is not None
+                           else np.empty((len(tokens), self.dim), dtype=np.float32))
+            if rows is None:
+                yield vectors, int(tokens.lengths.sum()), tokens.truncated
+                done, vectors = done + len(tokens), None
+            else:
+                vectors[rows] = self._checked(self.session.run(feeds), len(rows))
 
     def prepare(self, tokens: Tokens, max_batch_size: int | None = None,
                 max_batch_tokens: int | None = None) -> Iterator[tuple[np.ndarray, dict]]:
@@ -321,6 +356,15 @@ def window_spans(n: int, largest: int = WINDOW, first: int = FIRST_WINDOW) -> li
         spans.append((start, start + take))
         start, size = start + take, min(size * 2, largest)
     return spans
+
+
+def text_windows(texts: Iterable[str], largest: int = WINDOW, first: int = FIRST_WINDOW) -> Iterator[list[str]]:
+    """Windows of checked texts from an iterable of unknown length: doubling from ``first``
+    up to ``largest`` (``window_spans`` without the end, which is not known)."""
+    texts, size, start = iter(texts), max(1, min(first, largest)), 0
+    while part := list(islice(texts, size)):
+        yield text_list(part, start=start)
+        start, size = start + len(part), min(size * 2, largest)
 
 
 def bucket_widths(max_length: int) -> tuple[int, ...]:

@@ -148,8 +148,9 @@ def path_list(paths, name: str = "paths") -> list[str]:
     return [path(p, f"{name}[{i}]") for i, p in enumerate(paths)]
 
 
-def text_list(texts, name: str = "texts") -> list[str]:
-    """A list of str from one str or a sequence of str; anything else is InvalidInput."""
+def text_list(texts, name: str = "texts", start: int = 0) -> list[str]:
+    """A list of str from one str or a sequence of str; anything else is InvalidInput.
+    ``start``: the number of the first (a window of a longer stream), for the message."""
     if isinstance(texts, str):
         return [texts]
     if isinstance(texts, (bytes, dict)) or not isinstance(texts, Iterable):
@@ -157,9 +158,9 @@ def text_list(texts, name: str = "texts") -> list[str]:
     texts = list(texts)
     for i, text in enumerate(texts):
         if not isinstance(text, str):
-            raise WrongType(f"{name}[{i}] is {type(text).__name__}, not str")
+            raise WrongType(f"{name}[{start + i}] is {type(text).__name__}, not str")
         if not text.isascii():
-            unicode(text, f"{name}[{i}]")
+            unicode(text, f"{name}[{start + i}]")
     return texts
 
 

@@ -387,6 +387,20 @@ def test_embed_npy_writes_exactly_the_file_named(model_folder, tmp_path):
     assert np.load(io.BytesIO(piped.stdout_bytes)).shape == (1, 384)
 
 
+def test_embed_writes_a_file_of_many_windows_as_one_array(model_folder, embedder, tmp_path):
+    """Vectors are written a window at a time (512, then 88 here) under one .npy header."""
+    lines = [f"sentence {i} about {'rivers ' * (i % 5)}" for i in range(600)]
+    source = tmp_path / "lines.txt"
+    source.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "vectors.npy"
+    ok(run("embed", "--file", source, "--format", "npy", "--out", out))
+    array = np.load(out)
+    assert array.shape == (600, 384) and np.max(np.abs(array - embedder.embed(lines))) <= 1e-5
+    rows = ok(run("embed", "--file", source)).stdout.splitlines()
+    assert [json.loads(r)["text"] for r in rows] == lines
+    assert np.max(np.abs(np.array([json.loads(r)["embedding"] for r in rows]) - array)) <= 1e-6
+
+
 def test_embed_out_dash_is_stdout_not_a_file_named_dash(model_folder, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     result = ok(run("embed", "hello", "--out", "-"))

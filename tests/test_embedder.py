@@ -237,6 +237,32 @@ def test_pipeline_passes_errors_through_and_stops(gpu_style):
     assert threading.active_count() == before  # every worker thread ended
 
 
+def test_embed_stream_takes_any_iterable_and_gives_windows_in_order(embedder):
+    texts = [f"{'word ' * (i % 23)} line {i}" for i in range(700)]
+    windows = list(embedder.embed_stream(t for t in texts))  # a generator: no len, read as it goes
+    assert [len(w) for w in windows] == [512, 188]  # the first window, then the rest
+    assert np.max(np.abs(np.concatenate(windows) - embedder.embed(texts))) <= 1e-5
+    assert [w.shape for w in embedder.embed_stream("one text")] == [(1, embedder.dim)]
+    with pytest.raises(TypeError, match="texts\\[600\\]"):  # numbered in the whole stream, not its window
+        list(embedder.embed_stream(iter(texts[:600] + [7])))
+
+
+def test_embed_stream_yields_a_window_before_reading_the_next(gpu_style, embedder):
+    """A stream that fails (or never ends) has given its first windows' vectors by then."""
+    def lines():
+        for i in range(40):
+            yield f"line {i} of a file being read"
+        raise RuntimeError("the file went away")
+
+    got = []
+    with pytest.raises(RuntimeError, match="went away"):
+        for vectors in gpu_style.embed_stream(lines()):  # windows of 16, pipelined in three threads
+            got.append(vectors)
+    assert [len(v) for v in got] == [16, 16]
+    want = embedder.embed([f"line {i} of a file being read" for i in range(32)])
+    assert np.max(np.abs(np.concatenate(got) - want)) <= 1e-5
+
+
 def test_pipeline_with_tokenizer_processes_gives_the_same_vectors(gpu_style, embedder):
     texts = [f"{'word ' * (i % 37)} text {i}" for i in range(300)] + PROBES
     pool = gpu_style.tokenizing = TokenizerProcesses(gpu_style.tokenizer, False, processes=2, threads=1)
