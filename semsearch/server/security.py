@@ -79,7 +79,7 @@ class BodyLimit:
                 return await receive()
             try:
                 message = await asyncio.wait_for(receive(), deadline - asyncio.get_running_loop().time())
-            except TimeoutError:
+            except asyncio.TimeoutError:  # TimeoutError itself from Python 3.11 on, not on 3.10
                 raise HTTPException(408, f"the request body did not arrive within {timeout:g} s",
                                     headers={"Connection": "close"}) from None
             done = not message.get("more_body", False)
