@@ -170,10 +170,12 @@ class Embedder:
 
     def embed_stream(self, texts: Iterable[str], kind: str | None = None, batch_size: int | None = None,
                      progress: bool = False, max_batch_tokens: int | None = None) -> Iterator[np.ndarray]:
-        """``embed`` for texts of any number (a file read line by line, a database cursor):
+        """``embed`` for texts of any number (a file read line by line, a generator):
         yields the ``(n, dim)`` vectors of each window of texts, in input order, as soon as it
         is embedded, so memory holds a few windows of texts and vectors, never all of them. A
-        text that is not a string raises when its window is reached."""
+        text that is not a string raises when its window is reached. Where the stages overlap
+        (a GPU), ``texts`` is read on a worker thread: one that only this thread may read (a
+        sqlite3 cursor) is to be read here, in slices each given to ``embed``."""
         for vectors, _, _ in self.stream_counted(texts, kind, batch_size, progress, max_batch_tokens):
             yield vectors
 
