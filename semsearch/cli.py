@@ -325,7 +325,8 @@ def build(ctx, name, shards, memory_budget, spec, ray_address):
 @click.option("--mode", type=MODES, default="hybrid", show_default=True,
               help="dense: by meaning (vectors); lexical: BM25 over words; hybrid: both, fused.")
 @click.option("--where", multiple=True, help="key=value metadata filter (repeatable: all must match); "
-              "source=FILE and id=ID match a document's file and id.")
+              "source=FILE and id=ID match a document's file and id; metadata.KEY=VALUE names a "
+              "metadata key those hide (metadata.source=wiki).")
 @click.option("--docs", is_flag=True, help="One hit per document.")
 @click.option("--min-score", type=float, default=None,
               help="Drop hits scoring below this: dense, cosine (-1..1); lexical, BM25; hybrid, "

@@ -63,6 +63,7 @@ END;
 """
 
 BUILTIN_FILTERS = {"source": "d.source", "id": "d.key"}
+METADATA_PREFIX = "metadata."  # where={"metadata.source": ...}: the metadata key a built-in filter's name hides
 log = logging.getLogger("semsearch")
 
 # Lexical search ranks whole documents (BM25 over a document, not over its overlapping
@@ -325,7 +326,9 @@ class Store:
         return {r[0]: r[1:7] + (json.loads(r[7]) if r[7] != "{}" else {},) for r in rows}
 
     def filter_ids(self, where: dict[str, str]) -> np.ndarray:
-        """Chunk ids whose document matches every key=value in ``where``."""
+        """Chunk ids whose document matches every key=value in ``where``: ``source`` and
+        ``id`` are the document's file and id, ``metadata.KEY`` is metadata's KEY (a record's
+        own "source" field: ``metadata.source``), any other key is a metadata key."""
         known = {r[0] for r in self.db.execute("SELECT key FROM metadata_keys")}
         clauses, params = [], []
         for key, value in where.items():
@@ -333,9 +336,13 @@ class Store:
                 clauses.append(f"{BUILTIN_FILTERS[key]} IS ?{len(params) + 1}")
                 params.append(None if value is None else _as_text(value))
                 continue
+            if key.startswith(METADATA_PREFIX) and key not in known:
+                key = key[len(METADATA_PREFIX):]
             if key not in known:
                 choices = ", ".join(sorted(known | set(BUILTIN_FILTERS)))
-                raise InvalidInput(f"unknown metadata key {key!r} in where (known: {choices})")
+                hidden = ", ".join(f"{METADATA_PREFIX}{k}" for k in sorted(known & set(BUILTIN_FILTERS)))
+                raise InvalidInput(f"unknown metadata key {key!r} in where (known: {choices}"
+                                   f"{f'; the metadata keys named as built-in filters: {hidden}' if hidden else ''})")
             # as JSON text (true/false/null, numbers, strings as-is), or numbers as numbers
             path, value_, number = (f"?{len(params) + i}" for i in (1, 2, 3))
             clauses.append(f"(CASE json_type(d.metadata, {path}) WHEN 'true' THEN 'true' WHEN 'false' "

@@ -69,6 +69,26 @@ def test_unknown_where_key_raises_collection_error(home):
             coll.search("hello", where={"colour": "red"})
 
 
+def test_metadata_keys_named_source_or_id_are_filtered_as_metadata_dot_key(home, tmp_path):
+    """A JSONL record's own "source" field (a common one) could not be filtered: where
+    source= is the file the document was read from."""
+    corpus = tmp_path / "records.jsonl"
+    corpus.write_text('{"id": "a", "text": "cats sleep all day", "source": "wiki", "team": "x"}\n'
+                      '{"id": "b", "text": "cats chase mice", "source": "blog", "team": "y"}\n')
+    with small() as coll:
+        coll.add_files([corpus])
+
+        def found(where):
+            return sorted(h.id for h in coll.search("cats", where=where, k=5))
+
+        assert found({"metadata.source": "wiki"}) == [f"{corpus}#a"]
+        assert found({"metadata.id": "b"}) == found({"id": f"{corpus}#b"}) == [f"{corpus}#b"]
+        assert found({"metadata.team": "y", "source": str(corpus)}) == [f"{corpus}#b"]
+        assert found({"source": "wiki"}) == []  # source= is still the file
+        with pytest.raises(InvalidInput, match="metadata.source"):
+            coll.search("cats", where={"colour": "red"})
+
+
 def test_delete_removes_doc_from_dense_and_lexical_results(home):
     with small() as coll:
         coll.add_texts(list(TOPICS.values()), ids=list(TOPICS))
