@@ -131,3 +131,29 @@ def test_connections_past_the_limit_get_503(env):
 def test_a_body_timeout_out_of_range_is_one_line_error(env, value):
     line = one_error_line(serve(env, "--body-timeout", value, "--port", 0), code=2)
     assert "body-timeout must be" in line
+
+
+def cli(env, *args) -> subprocess.CompletedProcess:
+    done = subprocess.run([sys.executable, "-m", "semsearch", *map(str, args)], env=env,
+                          capture_output=True, text=True, timeout=DEADLINE)
+    assert done.returncode == 0, done.stderr
+    return done
+
+
+def test_serve_follows_what_the_cli_makes_and_removes_beside_it(env):
+    """Started without names, it never served a collection made after it started, and one
+    `rm`ed and made anew stayed a 404 'was removed' until a restart."""
+    cli(env, "add", "notes", "--text", "Volcanoes erupt lava and ash.", "--id", "old")
+    with running(env) as port:
+        url = f"http://127.0.0.1:{port}/v1/collections"
+
+        def search(name):
+            return httpx.post(f"{url}/{name}/search", json={"query": "what to bake", "k": 3}, timeout=DEADLINE)
+
+        cli(env, "add", "recipes", "--text", "Knead the dough and bake bread.", "--id", "bread")
+        assert [h["id"] for h in search("recipes").json()["data"]] == ["bread"]
+        cli(env, "rm", "notes", "--yes")
+        assert "was removed" in search("notes").json()["error"]["message"]
+        cli(env, "add", "notes", "--text", "Bake the cake for an hour.", "--id", "cake")
+        assert [h["id"] for h in search("notes").json()["data"]] == ["cake"]
+        assert [c["name"] for c in httpx.get(url, timeout=DEADLINE).json()["data"]] == ["notes", "recipes"]

@@ -630,6 +630,125 @@ def test_api_docs_render_offline_in_chromium(server):
         assert page.query_selector("button.authorize") is not None  # where a key is given
 
 
+# -- following the collections under the server (the app in-process, real collections) ---------------
+def drive(embedder, home, script, names=()):
+    """``script(client, served)`` against the app in-process over ``home``, its lifespan run
+    (batcher up; the collections closed after), as `semsearch serve [NAMES] --home HOME` builds it."""
+    from semsearch.server.app import create_app
+    from semsearch.server.served import Served
+
+    served = Served(embedder, names, home=home, device="cpu")
+    app = create_app(embedder, served)
+
+    async def main():
+        async with app.router.lifespan_context(app), httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app), base_url="http://t", timeout=DEADLINE) as client:
+            return await script(client, served)
+    return asyncio.run(main())
+
+
+def make(home, name, docs: dict, **settings):
+    from semsearch.collection import Collection
+
+    with Collection.create(home / name, **settings) as coll:
+        coll.add_texts(list(docs.values()), ids=list(docs))
+
+
+async def top_ids(client, name, query, k=3) -> list[str]:
+    r = await client.post(f"/v1/collections/{name}/search", json={"query": query, "k": k})
+    assert r.status_code == 200, r.text
+    return [h["id"] for h in r.json()["data"]]
+
+
+def test_a_collection_removed_and_made_anew_under_the_server_is_served_anew(tmp_path, embedder):
+    """`semsearch rm notes` + `semsearch index ... --name notes` while serving: the server
+    answered 404 'was removed while it was open' for good, until a restart."""
+    from semsearch.collection import delete_collection
+
+    make(tmp_path, "notes", {"old": DOCS["volcano"][0]})
+
+    async def script(client, served):
+        assert await top_ids(client, "notes", "lava and magma") == ["old"]
+        async with served.use("notes") as in_flight:  # a search that took it before the rm
+            delete_collection(tmp_path / "notes")
+            removed = await client.post("/v1/collections/notes/search", json={"query": "lava"})
+            assert "was removed while it was open" in error_of(removed, 404)["message"]
+            make(tmp_path, "notes", {"new": DOCS["bread"][0]})
+            assert await top_ids(client, "notes", "how to bake bread") == ["new"]
+            assert not in_flight.store.closed, "closed under a request still using it"
+        assert in_flight.store.closed, "the replaced collection was left open"
+        assert (await client.get("/v1/collections/notes")).json()["documents"] == 1
+
+    drive(embedder, tmp_path, script, names=("notes",))
+
+
+def test_started_without_names_a_collection_made_later_is_listed_and_searched(tmp_path, embedder):
+    make(tmp_path, "first", {"tides": DOCS["tides"][0]})
+
+    async def script(client, served):
+        make(tmp_path, "later", {"violin": DOCS["violin"][0]})
+        listed = (await client.get("/v1/collections")).json()["data"]
+        assert [c["name"] for c in listed] == ["first", "later"]
+        assert await top_ids(client, "later", "a string instrument played with a bow") == ["violin"]
+        assert (await client.get("/readyz")).json()["collections"] == ["first", "later"]
+        error_of(await client.get("/v1/collections/nope"), 404)
+
+    drive(embedder, tmp_path, script)
+
+
+def test_started_with_names_a_collection_made_later_is_not_served(tmp_path, embedder):
+    make(tmp_path, "first", {"tides": DOCS["tides"][0]})
+
+    async def script(client, served):
+        make(tmp_path, "later", {"violin": DOCS["violin"][0]})
+        assert "is served here" in error_of(await client.get("/v1/collections/later"), 404)["message"]
+        assert [c["name"] for c in (await client.get("/v1/collections")).json()["data"]] == ["first"]
+
+    drive(embedder, tmp_path, script, names=("first",))
+
+
+def test_a_collection_of_another_model_is_refused_with_409_naming_both(tmp_path, embedder, model_folder):
+    """The same weights under another name: a model the collection was not built with."""
+    import shutil
+
+    other = shutil.copytree(model_folder, tmp_path / "models" / "other-minilm")
+    manifest = json.loads((other / "manifest.json").read_text())
+    (other / "manifest.json").write_text(json.dumps({**manifest, "name": "test/other-minilm"}))
+    home = tmp_path / "home"
+    make(home, "first", {"tides": DOCS["tides"][0]})
+
+    async def script(client, served):
+        make(home, "alien", {"bread": DOCS["bread"][0]}, model=str(other))
+        for r in [await client.get("/v1/collections/alien"),
+                  await client.post("/v1/collections/alien/search", json={"query": "bread"})]:
+            message = error_of(r, 409)["message"]
+            assert "test/other-minilm" in message and MODEL in message
+        listed = await client.get("/v1/collections")
+        assert listed.status_code == 200 and [c["name"] for c in listed.json()["data"]] == ["first"]
+
+    drive(embedder, home, script)
+
+
+def test_concurrent_first_requests_open_a_new_collection_once(tmp_path, embedder, monkeypatch):
+    from semsearch.collection import Collection
+
+    opened = []
+    real_open = Collection.open.__func__
+
+    def counted_open(cls, *args, **kwargs):  # the real open, counted
+        opened.append(args[0])
+        return real_open(cls, *args, **kwargs)
+
+    async def script(client, served):
+        make(tmp_path, "later", {"violin": DOCS["violin"][0]})
+        monkeypatch.setattr(Collection, "open", classmethod(counted_open))
+        answers = await asyncio.gather(*[top_ids(client, "later", f"violin bow {i}") for i in range(8)])
+        assert answers == [["violin"]] * 8
+        assert opened == ["later"], "opened more than once"
+
+    drive(embedder, tmp_path, script)
+
+
 # -- starting and stopping -------------------------------------------------------------------------
 def test_non_loopback_without_a_key_is_refused(tmp_path):
     r = subprocess.run([sys.executable, "-m", "semsearch.server", "--host", "0.0.0.0", "--port", str(free_port())],

@@ -1,4 +1,5 @@
-"""The FastAPI app: routes over one shared Embedder, its batcher and the served collections.
+"""The FastAPI app: routes over one shared Embedder, its batcher and the served collections
+(served.py: which they are, opened and reopened as the CLI changes them).
 
 Blocking library calls run in threads (searches and info in the threadpool, writes on a
 few threads of their own); embedding, search queries' included, goes through the batcher,
@@ -24,12 +25,13 @@ from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
 from .. import __version__, validation
-from ..errors import CollectionError, InvalidInput, NoSuchCollection, NotFound, TooLarge
+from ..errors import CollectionError, InvalidInput, NotFound, TooLarge
 from .batcher import MicroBatcher, Unbatched
 from .errors import HANDLERS, ClientGone, Unexpected
 from .metrics import CONTENT_TYPE_LATEST, Metrics, RequestMetrics
 from .schemas import AddRequest, EmbeddingsRequest, SearchRequest
 from .security import BEARER, BodyLimit, KeyedRoute
+from .served import ModelMismatch, Served
 from .settings import Settings
 
 STATIC = Path(__file__).parent / "static"  # package data (pyproject.toml)
@@ -48,8 +50,8 @@ class FastJSON(JSONResponse):
         return orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
-def create_app(embedder, collections: dict, settings: Settings = Settings()) -> FastAPI:
-    """An app serving ``embedder`` and ``collections`` (name -> open Collection sharing it).
+def create_app(embedder, served: Served, settings: Settings = Settings()) -> FastAPI:
+    """An app serving ``embedder`` and the ``served`` collections (which share it).
     The app starts the batcher and, on shutdown, drains it and closes the collections."""
     metrics = Metrics()
     batcher = (MicroBatcher if settings.batching else Unbatched)(embedder, settings, metrics)
@@ -64,19 +66,12 @@ def create_app(embedder, collections: dict, settings: Settings = Settings()) -> 
         finally:
             app.state.ready = False
             await run_in_threadpool(batcher.close)
-            for collection in collections.values():
-                collection.close()
+            await run_in_threadpool(served.close)
 
     app = FastAPI(title="semsearch", version=__version__, lifespan=lifespan,
                   exception_handlers=HANDLERS, docs_url=None)
     app.state.settings, app.state.metrics, app.state.ready = settings, metrics, False
     api = APIRouter(route_class=KeyedRoute, dependencies=[Security(BEARER)])  # every route on it needs the key
-
-    def collection(name: str):
-        if name not in collections:
-            raise NoSuchCollection(f"no collection {name!r} is served here "
-                                   f"(served: {', '.join(collections) or 'none'})")
-        return collections[name]
 
     async def embed(request: Request, texts: list[str], kind: str | None):
         """The batcher's vectors for ``texts``, unless the client hangs up first: then its
@@ -117,7 +112,7 @@ def create_app(embedder, collections: dict, settings: Settings = Settings()) -> 
     async def readyz():
         ready = app.state.ready and batcher.alive
         body = {"status": "ready" if ready else "not ready", "model": model_id,
-                "collections": list(collections)}
+                "collections": served.serving()}
         return JSONResponse(body, status_code=200 if ready else 503)
 
     @api.get("/metrics")
@@ -157,38 +152,42 @@ def create_app(embedder, collections: dict, settings: Settings = Settings()) -> 
 
     @api.get("/v1/collections")
     async def list_collections():
-        """Every served collection that can be read: one removed (`semsearch rm`) or broken
-        under the server is left out (its own route says why), not a 500 for all of them."""
+        """Every served collection that can be read: one removed (`semsearch rm`), broken
+        or of another model is left out (its own route says why), not a 500 for all of them."""
         infos = []
-        for name, c in collections.items():
+        for name in await run_in_threadpool(served.names):
             try:
-                infos.append(await run_in_threadpool(c.info))
+                async with served.use(name) as c:
+                    infos.append(await run_in_threadpool(c.info))
+            except ModelMismatch:
+                pass
             except CollectionError as exc:
                 log.warning("collection %s left out of the list: %s", name, exc.one_line())
         return {"object": "list", "data": infos}
 
     @api.get("/v1/collections/{name}")
     async def collection_info(name: str):
-        return await run_in_threadpool(collection(name).info)
+        async with served.use(name) as target:
+            return await run_in_threadpool(target.info)
 
     @api.post("/v1/collections/{name}/search")
     async def search(name: str, body: SearchRequest, request: Request):
-        target = collection(name)
-        if (body.query is None) == (body.queries is None):
-            raise InvalidInput("give either query (one string) or queries (a list of strings)")
-        validation.positive_int(body.k, "k", settings.max_k)
-        asked = body.query if body.query is not None else body.queries
-        queries, single = validation.queries(asked)
-        check_texts(queries, settings, "query" if single else "queries")
-        validation.choice(body.mode, "mode", validation.MODES)  # before embedding for nothing
-        vectors = None
-        if body.mode != "lexical":  # queries share model runs with embedding requests
-            vectors, _ = await embed(request, queries, "query")
-        found = await run_in_threadpool(target.search, asked, k=body.k, mode=body.mode, where=body.where,
-                                        docs=body.docs, query_vectors=vectors)
-        if single:
-            return FastJSON({"object": "list", "data": [h.to_dict() for h in found]})
-        return FastJSON({"object": "list", "results": [{"data": [h.to_dict() for h in hits]} for hits in found]})
+        async with served.use(name) as target:
+            if (body.query is None) == (body.queries is None):
+                raise InvalidInput("give either query (one string) or queries (a list of strings)")
+            validation.positive_int(body.k, "k", settings.max_k)
+            asked = body.query if body.query is not None else body.queries
+            queries, single = validation.queries(asked)
+            check_texts(queries, settings, "query" if single else "queries")
+            validation.choice(body.mode, "mode", validation.MODES)  # before embedding for nothing
+            vectors = None
+            if body.mode != "lexical":  # queries share model runs with embedding requests
+                vectors, _ = await embed(request, queries, "query")
+            found = await run_in_threadpool(target.search, asked, k=body.k, mode=body.mode, where=body.where,
+                                            docs=body.docs, query_vectors=vectors)
+            if single:
+                return FastJSON({"object": "list", "data": [h.to_dict() for h in found]})
+            return FastJSON({"object": "list", "results": [{"data": [h.to_dict() for h in hits]} for hits in found]})
 
     writing = anyio.CapacityLimiter(WRITE_THREADS)
 
@@ -200,15 +199,16 @@ def create_app(embedder, collections: dict, settings: Settings = Settings()) -> 
 
     @api.post("/v1/collections/{name}/documents")
     async def add_documents(name: str, body: AddRequest):
-        target = collection(name)
-        validation.positive_int(len(body.documents), "the number of documents", settings.max_inputs)
-        ids = await write(target.add_texts, [d.text for d in body.documents], ids=[d.id for d in body.documents],
-                          metadata=[d.metadata or {} for d in body.documents])
+        async with served.use(name) as target:
+            validation.positive_int(len(body.documents), "the number of documents", settings.max_inputs)
+            ids = await write(target.add_texts, [d.text for d in body.documents],
+                              ids=[d.id for d in body.documents], metadata=[d.metadata or {} for d in body.documents])
         return {"object": "list", "ids": ids}
 
     @api.delete("/v1/collections/{name}/documents/{doc_id:path}")  # ids may hold '/' (sent as %2F or not)
     async def delete_document(name: str, doc_id: str):
-        deleted = await write(collection(name).delete, [doc_id])
+        async with served.use(name) as target:
+            deleted = await write(target.delete, [doc_id])
         if not deleted:
             raise NotFound(f"collection {name} has no document {doc_id!r}")
         return {"id": doc_id, "deleted": True}

@@ -1,5 +1,5 @@
 """Start a server: check exposure, take the port, load the model once, open the collections
-on it, run uvicorn on the socket already bound.
+on it (served.py), run uvicorn on the socket already bound.
 
 uvicorn turns SIGTERM and SIGINT into a graceful shutdown: it stops accepting connections,
 lets in-flight requests finish (up to ``drain_seconds``), then the app's lifespan drains the
@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 import errno
-import logging
 import socket
 import sys
 
-from ..errors import Conflict, InvalidInput, ModelError, SemsearchError
+from ..errors import Conflict, InvalidInput, SemsearchError
 from .settings import Settings, check_exposure
 
-log = logging.getLogger("semsearch.server")
 
 
 def model_plan(device: str, threads: int | None, workers: int | None) -> tuple[int | None, int]:
@@ -81,39 +79,33 @@ def serve(collections=(), home=None, host: str = "127.0.0.1", port: int = 8000, 
           variant: str = "fp32", device: str = "auto", threads: int | None = None,
           settings: Settings = Settings(), insecure: bool = False, access_log: bool = False,
           drain_seconds: float = 30.0) -> None:
-    """Serve ``collections`` (names or paths; none: every collection under ``home``)."""
+    """Serve ``collections`` (names or paths; none: every collection under ``home``, now and later)."""
     check_exposure(host, settings.api_keys, insecure)  # before anything slow
     socks = listen(host, port)
     port = socks[0].getsockname()[1]
     import uvicorn
 
-    from ..collection import Collection, list_collections
     from ..embedder import Embedder
     from .app import create_app
+    from .served import Served
 
-    opened = {}
+    served = None
     try:
         threads, workers = model_plan(device, threads, settings.workers)
         settings = dataclasses.replace(settings, workers=workers)
         embedder = Embedder.load(model, variant=variant, device=device, threads=threads)
-        for name in collections or list_collections(home):
-            try:
-                coll = Collection.open(name, home=home, device=device, embedder=embedder)
-            except ModelError as exc:
-                if collections:
-                    raise
-                log.warning("not serving %s: %s", name, exc.one_line())
-                continue
-            opened[coll.name] = coll
-        app = create_app(embedder, opened, settings)
+        served = Served(embedder, collections, home=home, device=device)
+        app = create_app(embedder, served, settings)
     except BaseException:
-        for coll in opened.values():
-            coll.close()
+        if served is not None:
+            served.close()
         for sock in socks:
             sock.close()
         raise
+    opened = served.serving()
     print(f"serving {embedder.manifest['name']} ({variant}, {embedder.providers[0]}) and "
-          f"{len(opened)} collection(s) [{', '.join(opened)}] on http://{host}:{port}"
+          f"{len(opened)} collection(s) [{', '.join(opened)}]{'' if collections else ' (and any made later)'}"
+          f" on http://{host}:{port}"
           f"{'' if settings.api_keys else ' without an API key'}", file=sys.stderr, flush=True)
     # keep-alive 30 s, not uvicorn's 5: a client pool reusing a connection the server is
     # closing gets a reset (the benchmark's one error at 64 clients)
