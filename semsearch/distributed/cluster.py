@@ -31,9 +31,10 @@ def require_ray():
 def connected(address: str | None = None, num_cpus: int | None = None):
     """Ray for the length of a job: ``address`` ``auto`` or a GCS address (host:port)
     joins a running cluster; None starts a local one bound to 127.0.0.1 (no dashboard)
-    and stops it afterwards. A caller that already initialised Ray keeps it. Not
-    ``ray://``: Ray Data fails through Ray Client ("'Worker' object has no attribute
-    'core_worker'", Ray 2.60), after a job has started."""
+    and stops it afterwards, even where `ray start` runs a cluster or RAY_ADDRESS names
+    one (plain ray.init() would join that; joining is what ``auto`` says). A caller that
+    already initialised Ray keeps it. Not ``ray://``: Ray Data fails through Ray Client
+    ("'Worker' object has no attribute 'core_worker'", Ray 2.60), after a job has started."""
     ray = require_ray()
     if ray.is_initialized():
         yield ray
@@ -50,7 +51,7 @@ def connected(address: str | None = None, num_cpus: int | None = None):
             ray.init(address=address, **kwargs)
         else:
             with without_auth_notice():
-                ray.init(num_cpus=num_cpus, _node_ip_address="127.0.0.1", **kwargs)
+                ray.init(address="local", num_cpus=num_cpus, _node_ip_address="127.0.0.1", **kwargs)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         where = address or "a local cluster"
         raise SemsearchError(f"cannot connect to Ray at {where}: {str(exc).splitlines()[0]}") from None
