@@ -326,16 +326,23 @@ def test_ray_auto_with_no_cluster_is_one_semsearch_line(indexed, docs, monkeypat
         assert "--address" not in line and "--ray` with no address" in line
 
 
-def test_a_local_ray_starts_without_ray_notices(indexed, monkeypatch):
-    """Every local start printed Ray's 'Token authentication is enabled for this Ray cluster'."""
+def test_a_local_ray_starts_without_ray_notices_whatever_ray_address_says(indexed, monkeypatch):
+    """Every local start printed Ray's 'Token authentication is enabled for this Ray cluster'.
+    And `build` without --ray (or `index --ray` alone) joined the cluster RAY_ADDRESS or the
+    last `ray start` named, as plain ray.init() does: here nothing listens there, and it
+    waited minutes on it."""
     import os
+    import socket
     import subprocess
     import sys
 
     pytest.importorskip("ray")
     monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        nobody = f"127.0.0.1:{probe.getsockname()[1]}"
     built = subprocess.run([sys.executable, "-m", "semsearch", "build", "notes"], capture_output=True, text=True,
-                           timeout=300, env=dict(os.environ))
+                           timeout=300, env={**os.environ, "RAY_ADDRESS": nobody})
     assert built.returncode == 0 and built.stdout.startswith("notes: "), built.stderr[-2000:]
     assert "Token authentication" not in built.stderr, built.stderr
 
