@@ -41,7 +41,7 @@ class Served:
         try:
             for name in names or list_collections(home):
                 try:
-                    coll = Collection.open(name, home=home, device=device, embedder=embedder)
+                    coll = self._open(name)
                 except ModelError as exc:
                     if names:
                         raise
@@ -88,6 +88,9 @@ class Served:
             for coll in colls:
                 coll.close()
 
+    def _open(self, given: str) -> Collection:
+        return Collection.open(given, home=self.home, device=self.device, embedder=self.embedder)
+
     @staticmethod
     def _live(coll: Collection) -> bool:
         # closed: its file's inode may be a new store's by now, so replaced() cannot tell
@@ -114,8 +117,7 @@ class Served:
                 raise NoSuchCollection(f"no collection {name!r} is served here "
                                        f"(served: {', '.join(self.serving()) or 'none'})")
             try:
-                fresh = Collection.open(self.given.get(name, name), home=self.home, device=self.device,
-                                        embedder=self.embedder)
+                fresh = self._open(self.given.get(name, name))
             except NoSuchCollection:
                 if old is not None:
                     old._check_not_removed()  # its 404 says it was removed while open here
