@@ -26,6 +26,13 @@ files evicted from the page cache (posix_fadvise DONTNEED) until its first resul
     python benchmarks/scale.py --n 200000 --shards 8 --skip-ingest
     python benchmarks/scale.py --skip-build --variant int8      # ingest only
 
+One big JSONL file (``--jsonl-n N``: the first N records of ``--jsonl-data``'s corpus.jsonl,
+a BEIR corpus as it comes): ``Collection.add_files`` against ``index_paths`` with the file
+whole (one call, one actor: ``part_bytes`` beyond its size) and cut in parts (the default,
+``pipeline.part_size``), the three alternating, medians; Ray started once beforehand.
+
+    python benchmarks/scale.py --jsonl-n 4000 --skip-ingest --skip-build
+
 Created on-disk (``--create-n N``): N synthetic 384-d vectors (one-chunk documents, short
 texts) ingested by ``Collection.add_vectors`` in calls of 50,000, each collection in its own
 process: an in-memory one (``--create-index``, default flat: the least an in-memory index
@@ -316,6 +323,73 @@ def bench_ingest(args) -> None:
           f"largest vector difference between the two collections: {diff:.1e}")
 
 
+def bench_big_jsonl(args) -> None:
+    from semsearch.collection import Collection
+    from semsearch.distributed import index_paths
+    from semsearch.distributed.cluster import connected
+    from semsearch.distributed.pipeline import part_size, plan
+    from semsearch.loaders import jsonl_parts
+    work = Path(tempfile.mkdtemp(prefix="scale-jsonl-", dir=args.tmp))
+    try:
+        corpus = work / "corpus"
+        corpus.mkdir()
+        dump = corpus / "corpus.jsonl"
+        with open(args.jsonl_data / "corpus.jsonl", encoding="utf-8") as src, open(dump, "w", encoding="utf-8") as out:
+            out.writelines(line for _, line in zip(range(args.jsonl_n), src))
+        size, actors = dump.stat().st_size, plan(os.cpu_count(), 0)["actors"]
+        parts = len(jsonl_parts(str(dump), part_size(str(dump), actors)))
+        kinds = [("local `index`", None), ("`index --ray`, the file whole", 1 << 50),
+                 (f"`index --ray`, the file in {parts} parts", "default")]
+        times: dict[str, list[float]] = {name: [] for name, _ in kinds}
+        t = time.perf_counter()
+        with connected(None, num_cpus=os.cpu_count()):
+            ray_start = time.perf_counter() - t
+            for run in range(args.runs):
+                for i, (name, part_bytes) in enumerate(kinds) if run % 2 == 0 else reversed(list(enumerate(kinds))):
+                    t = time.perf_counter()
+                    with Collection.create(work / f"{i}-{run}", variant=args.variant) as coll:
+                        report = coll.add_files([corpus]) if part_bytes is None else \
+                            index_paths(coll, [corpus], part_bytes=None if part_bytes == "default" else part_bytes)
+                    times[name].append(time.perf_counter() - t)
+                    print(f"  {name} run {run + 1}: {times[name][-1]:.1f} s, {report.added} docs, "
+                          f"{report.chunks} chunks, load average {os.getloadavg()[0]:.1f}", file=sys.stderr)
+            diffs = [_max_vector_diff(work / "0-0", work / f"{i}-0") for i in (1, 2)]
+        cut, sniff = _cut_speed(args.jsonl_data / "corpus.jsonl", work / "big.jsonl")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    local = statistics.median(times[kinds[0][0]])
+    print(f"\n### One big JSONL, `index --ray` ({actors} actors, {os.cpu_count()} CPUs) vs `index`: the first "
+          f"{report.added:,} records of {args.jsonl_data.name}'s corpus.jsonl ({size / 2**20:.2f} MiB), "
+          f"{args.variant}, median of {args.runs}\n")
+    print("| path | seconds | docs/s | vs local |\n|---|---|---|---|")
+    for name, ts in times.items():
+        m = statistics.median(ts)
+        print(f"| {name} | {m:.1f} | {report.added / m:.0f} | {m / local:.2f} |")
+    print(f"\nRay start-up (not in the times above): {ray_start:.1f} s. Same documents and chunks; largest "
+          f"vector difference from local: whole {diffs[0]:.1e}, in parts {diffs[1]:.1e}. Cutting "
+          f"(`jsonl_parts`, the driver, before the job) {cut:.0f} MiB/s; `index` reading a file through "
+          f"to sniff its encoding (`_file_info`) {sniff:.0f} MiB/s (the corpus cycled to 256 MiB, median of 3)")
+
+
+def _cut_speed(src: Path, big: Path, mib: int = 256) -> tuple[float, float]:
+    """MiB/s of cutting a big JSONL file in parts, and of the pass `index` makes over it first."""
+    from semsearch.loaders import _file_info, jsonl_parts
+    data = src.read_bytes()
+    with open(big, "wb") as f:
+        for _ in range(-(-(mib << 20) // len(data))):
+            f.write(data)
+    size = big.stat().st_size / 2**20
+    speeds = []
+    for fn in (lambda: jsonl_parts(str(big), 16 << 20), lambda: _file_info(str(big))):
+        runs = []
+        for _ in range(3):
+            t = time.perf_counter()
+            fn()
+            runs.append(size / (time.perf_counter() - t))
+        speeds.append(statistics.median(runs))
+    return speeds[0], speeds[1]
+
+
 def bench_writer(args) -> None:
     """The single writer's ceiling: one-chunk documents with precomputed vectors committed
     one transaction each (Collection.add_vectors -> Writer.put, the same call the Ray driver
@@ -418,6 +492,10 @@ def main() -> None:
     ap.add_argument("--create-n", type=int, default=0, help="vectors for the created-on-disk ingest run "
                     "(0: skip it)")
     ap.add_argument("--create-index", default="flat", help="the in-memory collection's index for that run")
+    ap.add_argument("--jsonl-n", type=int, default=0, help="records of one big JSONL file for the "
+                    "whole-vs-parts `index --ray` run (0: skip it)")
+    ap.add_argument("--jsonl-data", type=Path, default=REPO.parent / "shared" / "data" / "npl",
+                    help="a folder with the corpus.jsonl for that run")
     ap.add_argument("--work", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--child", nargs="*", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -436,6 +514,8 @@ def main() -> None:
     if not args.skip_ingest:
         bench_ingest(args)
         bench_writer(args)
+    if args.jsonl_n:
+        bench_big_jsonl(args)
     if args.create_n:
         bench_create(args)
     if not args.skip_build:
