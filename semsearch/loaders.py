@@ -234,8 +234,11 @@ class _Sniff:
     def feed(self, block: bytes) -> None:
         self.head = self.head or block[:4]
         self._size += len(block)
-        self._high += len(block) - len(block.translate(None, _HIGH_BYTES))
-        self._utf8_sequence = self._utf8_sequence or _UTF8_SEQUENCE.search(block) is not None
+        high = len(block) - len(block.translate(None, _HIGH_BYTES))
+        self._high += high
+        # the search, 45 MB/s, only where a sequence can be: an ASCII block (JSON as json.dumps
+        # writes it) has none, and the check then costs what the hash does (~1 GB/s)
+        self._utf8_sequence = self._utf8_sequence or high > 0 and _UTF8_SEQUENCE.search(block) is not None
         self._utf8 = self._utf8 and self._decodes(block)
 
     def _decodes(self, data: bytes, final: bool = False) -> bool:
