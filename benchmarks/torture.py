@@ -22,7 +22,8 @@ After each round, with nothing running, it checks that:
 
 With --serve, a real `semsearch serve` of the collection takes part: HTTP clients add,
 replace, delete and search through it alongside the commands, and in half the rounds it is
-SIGKILLed (mostly while an HTTP write is in flight), then started again after the round.
+SIGKILLed (mostly while an HTTP write is in flight), then started again after the round;
+else it runs on through `rm` and the commands that make the collection anew.
 A write answered 2xx counts as a command that exited 0, one left without an answer by the
 kill as a killed command (whole or not at all), and a server that was not killed must answer
 every request (a 4xx it may give is one line in OpenAI's error shape; a 500 is a defect).
@@ -39,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import fcntl
+import http.client
 import json
 import logging
 import os
@@ -200,7 +202,7 @@ class Torture:
         self.sentinel = 0
         self.embedder = None
         self.server = Server(self) if args.serve else None
-        self.server_kills = 0
+        self.server_kills = self.server_follows = 0
 
     # -- the folder `index` reads -------------------------------------------------------------
     def mutate_folder(self) -> None:
@@ -301,16 +303,18 @@ class Torture:
                 raise ConnectionRefusedError
             request = urllib.request.Request(url + path, method=method, data=None if body is None else json.dumps(body).encode(),
                                              headers={"Content-Type": "application/json"})
-            with HTTP.open(request, timeout=self.args.hang) as response:
-                op.rc, op.out = 0, response.read().decode()
-        except urllib.error.HTTPError as exc:
-            op.rc, op.out = exc.code, exc.read().decode()
             try:
-                error = json.loads(op.out)["error"]
-                op.err = f"error: {error['message']}\n" if set(error) == {"message", "type", "param", "code"} else op.out
-            except (ValueError, KeyError, TypeError):
-                op.err = f"not OpenAI's error shape: {op.out[:300]}"
-        except (OSError, urllib.error.URLError) as exc:
+                with HTTP.open(request, timeout=self.args.hang) as response:
+                    op.rc, op.out = 0, response.read().decode()
+            except urllib.error.HTTPError as exc:
+                op.out = exc.read().decode()  # IncompleteRead if the server died between headers and body
+                op.rc = exc.code
+                try:
+                    error = json.loads(op.out)["error"]
+                    op.err = f"error: {error['message']}\n" if set(error) == {"message", "type", "param", "code"} else op.out
+                except (ValueError, KeyError, TypeError):
+                    op.err = f"not OpenAI's error shape: {op.out[:300]}"
+        except (OSError, urllib.error.URLError, http.client.HTTPException) as exc:
             reason = getattr(exc, "reason", exc)
             if isinstance(reason, TimeoutError):
                 op.rc, op.err = NO_ANSWER, f"HUNG: no answer after {self.args.hang} s"
@@ -567,9 +571,10 @@ class Torture:
         return found
 
     def check_server(self, ops: list[Op]) -> list[str]:
-        """The server (restarted if it was killed, or if `rm` removed what it served) finds
-        every document in the store: lexical search for its nonce word; those this round
-        wrote, and the sentinel the CLI just added, by dense search for their first chunk."""
+        """The server (restarted if it was killed; up all along, it serves a collection `rm`
+        removed and a command made anew without a restart) finds every document in the store:
+        lexical search for its nonce word; those this round wrote, and the sentinel the CLI
+        just added, by dense search for their first chunk."""
         found = self.server.log_defects()
         if not (self.coll / "store.sqlite").is_file():
             return found
@@ -581,33 +586,29 @@ class Torture:
             db.close()
         keys = sorted(texts)
         touched = [k for k in keys if k == f"sentinel{self.sentinel}" or any(k in op.effects for op in ops)]
-        for attempt in range(2):
+        if self.server.url is None:  # killed this round
+            found += self.server.start()
             if self.server.url is None:
-                found += self.server.start()
-                if self.server.url is None:
-                    return found
-            try:
-                for i in range(0, len(keys), 500):
-                    part = keys[i:i + 500]
-                    lexical = self.server.post("search", {"queries": [texts[k].split()[0] for k in part],
-                                                          "mode": "lexical", "k": 3})
-                    found += [f"the server does not find {key} first by its nonce word"
-                              for key, r in zip(part, lexical["results"]) if [h["id"] for h in r["data"]][:1] != [key]]
-                for i in range(0, len(touched), 100):
-                    part = touched[i:i + 100]
-                    dense = self.server.post("search", {"queries": [texts[k] for k in part], "mode": "dense",
-                                                        "k": 10, "docs": True})
-                    found += [f"the server does not find {key} by dense search for its own text"
-                              for key, r in zip(part, dense["results"]) if key not in [h["id"] for h in r["data"]]]
                 return found
-            except urllib.error.HTTPError as exc:
-                message = exc.read().decode()
-                if exc.code == 404 and "was removed while it was open" in message and attempt == 0:
-                    self.server.stop()  # it served the collection `rm` removed: serve the new one
-                    continue
-                return found + [f"the server's check search answered {exc.code}: {message[:300]}"]
-            except OSError as exc:
-                return found + [f"the server's check search got no answer: {exc!r}"]
+        elif any(op.kind == "rm" and op.rc == 0 for op in ops):
+            self.server_follows += 1  # a round whose `rm` the server lived through
+        try:
+            for i in range(0, len(keys), 500):
+                part = keys[i:i + 500]
+                lexical = self.server.post("search", {"queries": [texts[k].split()[0] for k in part],
+                                                      "mode": "lexical", "k": 3})
+                found += [f"the server does not find {key} first by its nonce word"
+                          for key, r in zip(part, lexical["results"]) if [h["id"] for h in r["data"]][:1] != [key]]
+            for i in range(0, len(touched), 100):
+                part = touched[i:i + 100]
+                dense = self.server.post("search", {"queries": [texts[k] for k in part], "mode": "dense",
+                                                    "k": 10, "docs": True})
+                found += [f"the server does not find {key} by dense search for its own text"
+                          for key, r in zip(part, dense["results"]) if key not in [h["id"] for h in r["data"]]]
+        except urllib.error.HTTPError as exc:
+            found.append(f"the server's check search answered {exc.code}: {exc.read().decode()[:300]}")
+        except OSError as exc:
+            found.append(f"the server's check search got no answer: {exc!r}")
         return found
 
     def write_sentinel(self) -> list[str]:
@@ -651,7 +652,8 @@ def main() -> int:
     finally:
         if t.server:
             t.server.stop()
-    serving = f", server killed {t.server_kills} times, started {t.server.starts}" if t.server else ""
+    serving = (f", server killed {t.server_kills} times, started {t.server.starts}, served on through "
+               f"{t.server_follows} rounds' rm" if t.server else "")
     print(f"done: {t.rounds} rounds, {t.commands} commands, {t.kills} killed{serving}, {len(t.defects)} defects "
           f"(seed {args.seed})", flush=True)
     if not t.defects:
