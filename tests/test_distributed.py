@@ -274,7 +274,12 @@ def test_one_big_jsonl_goes_out_in_parts_over_the_actors_as_index_loads_it(tmp_p
         assert_same_collection(local, onray)
 
 
-def test_cli_index_ray_reports_like_index(tmp_path, home, ray_local):
+def test_cli_index_ray_reports_like_index(tmp_path, home, ray_local, caplog):
+    """...and starts no actor that has no call to make: 3 files are one call, on one actor
+    with the CPUs' threads (two actors, each loading the model, drew Ray's warning that one
+    would idle)."""
+    import logging
+
     from click.testing import CliRunner
     from semsearch.cli import cli
     corpus = write_corpus(tmp_path / "corpus", n_files=3)
@@ -285,6 +290,13 @@ def test_cli_index_ray_reports_like_index(tmp_path, home, ray_local):
     assert strip(plain.output) == strip(onray.output)
     missing = CliRunner().invoke(cli, ["index", str(tmp_path / "nope"), "--name", "x", "--ray"])
     assert missing.exit_code != 0 and "Traceback" not in missing.output
+    few = tmp_path / "few"
+    few.mkdir()
+    for i in range(3):
+        (few / f"note{i}.txt").write_text(f"note {i} on the wing's trailing edge")
+    with caplog.at_level(logging.INFO, logger="semsearch"):
+        one_call = CliRunner().invoke(cli, ["index", str(few), "--name", "few", "--ray"])
+    assert one_call.exit_code == 0 and "ray: 1 actor(s), 2 CPU(s) each" in caplog.messages, caplog.messages
 
 
 def test_a_model_that_fails_in_the_actors_stops_the_job_with_the_local_paths_error(tmp_path, home, ray_local,
