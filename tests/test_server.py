@@ -696,6 +696,22 @@ def test_started_without_names_a_collection_made_later_is_listed_and_searched(tm
     drive(embedder, tmp_path, script)
 
 
+def test_started_without_names_a_broken_collection_under_home_stops_none_of_the_others(tmp_path, embedder):
+    """One collection whose store is not a semsearch store (a half-copied folder) kept
+    `semsearch serve` from starting at all."""
+    make(tmp_path, "good", {"tides": DOCS["tides"][0]})
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "store.sqlite").write_bytes(b"not a database, a half-copied file" * 100)
+
+    async def script(client, served):
+        assert await top_ids(client, "good", "the moon pulls the sea") == ["tides"]
+        assert [c["name"] for c in (await client.get("/v1/collections")).json()["data"]] == ["good"]
+        broken = await client.get("/v1/collections/broken")
+        assert broken.status_code >= 400 and "broken" in broken.json()["error"]["message"]
+
+    drive(embedder, tmp_path, script)
+
+
 def test_started_with_names_a_collection_made_later_is_not_served(tmp_path, embedder):
     make(tmp_path, "first", {"tides": DOCS["tides"][0]})
 

@@ -16,7 +16,7 @@ from contextlib import asynccontextmanager
 from starlette.concurrency import run_in_threadpool
 
 from ..collection import Collection, list_collections
-from ..errors import Conflict, ModelError, NoSuchCollection, Overloaded
+from ..errors import CollectionError, Conflict, ModelError, NoSuchCollection, Overloaded
 
 log = logging.getLogger("semsearch.server")
 
@@ -42,8 +42,8 @@ class Served:
             for name in names or list_collections(home):
                 try:
                     coll = self._open(name)
-                except ModelError as exc:
-                    if names:
+                except (ModelError, CollectionError) as exc:  # one broken collection under home
+                    if names:  # stops none of the others; its own requests say what is wrong
                         raise
                     log.warning("not serving %s: %s", name, exc.one_line())
                     continue
