@@ -21,7 +21,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from itertools import islice
-from typing import Iterable, Iterator, Sequence, Sized
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -185,9 +185,12 @@ class Embedder:
         """``embed_stream``, each window with its tokens embedded and its texts cut at max_length."""
         if isinstance(texts, (str, bytes, dict)) or not isinstance(texts, Iterable):
             texts = text_list(texts)  # one string is one text; the rest are refused
-        total = len(texts) if isinstance(texts, Sized) else None
+        if isinstance(texts, Sequence):  # the windows embed makes, so the same batches and vectors
+            spans = window_spans(len(texts), self.window, self.first_window)  # (int8's too)
+            parts = (text_list(texts[start:stop], start=start) for start, stop in spans)
+            return self._windows(parts, kind, batch_size, max_batch_tokens, progress, len(texts))
         parts = text_windows(texts, self.window, self.first_window)
-        return self._windows(parts, kind, batch_size, max_batch_tokens, progress, total)
+        return self._windows(parts, kind, batch_size, max_batch_tokens, progress, None)
 
     def _windows(self, parts: Iterable[list[str]], kind: str | None, batch_size: int | None,
                  max_batch_tokens: int | None, progress: bool, total: int | None,
