@@ -16,7 +16,6 @@ from ..errors import Conflict, InvalidInput, SemsearchError
 from .settings import Settings, check_exposure
 
 
-
 def model_plan(device: str, threads: int | None, workers: int | None) -> tuple[int | None, int]:
     """(ONNX Runtime threads a run, runs side by side). On a CPU, one single-threaded run
     per core: runs over all cores stall whenever another process takes one of them (on the
