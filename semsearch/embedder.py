@@ -161,10 +161,9 @@ class Embedder:
         """``embed``, plus the tokens embedded and how many texts were cut at max_length."""
         texts = text_list(texts)
         out = np.empty((len(texts), self.dim), dtype=np.float32)
-        parts = (texts[start:stop] for start, stop in window_spans(len(texts), self.window, self.first_window))
         tokens = truncated = 0
-        for _, window_tokens, window_truncated in self._windows(parts, kind, batch_size, max_batch_tokens,
-                                                                 progress, len(texts), out):
+        for _, window_tokens, window_truncated in self._windows(self._spans(texts), kind, batch_size,
+                                                                 max_batch_tokens, progress, len(texts), out):
             tokens, truncated = tokens + window_tokens, truncated + window_truncated
         return out, tokens, truncated
 
@@ -183,14 +182,17 @@ class Embedder:
                        progress: bool = False, max_batch_tokens: int | None = None
                        ) -> Iterator[tuple[np.ndarray, int, int]]:
         """``embed_stream``, each window with its tokens embedded and its texts cut at max_length."""
-        if isinstance(texts, (str, bytes, dict)) or not isinstance(texts, Iterable):
-            texts = text_list(texts)  # one string is one text; the rest are refused
-        if isinstance(texts, Sequence):  # the windows embed makes, so the same batches and vectors
-            spans = window_spans(len(texts), self.window, self.first_window)  # (int8's too)
-            parts = (text_list(texts[start:stop], start=start) for start, stop in spans)
-            return self._windows(parts, kind, batch_size, max_batch_tokens, progress, len(texts))
+        if isinstance(texts, (Sequence, dict)) or not isinstance(texts, Iterable):
+            # one string is one text; a list is checked whole, as embed checks it, and cut in
+            # embed's windows: the same batches, so the same vectors (int8's too)
+            texts = text_list(texts)
+            return self._windows(self._spans(texts), kind, batch_size, max_batch_tokens, progress, len(texts))
         parts = text_windows(texts, self.window, self.first_window)
         return self._windows(parts, kind, batch_size, max_batch_tokens, progress, None)
+
+    def _spans(self, texts: list[str]) -> Iterator[list[str]]:
+        """``texts`` in the windows of ``window_spans``."""
+        return (texts[start:stop] for start, stop in window_spans(len(texts), self.window, self.first_window))
 
     def _windows(self, parts: Iterable[list[str]], kind: str | None, batch_size: int | None,
                  max_batch_tokens: int | None, progress: bool, total: int | None,
