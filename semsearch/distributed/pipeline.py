@@ -271,10 +271,11 @@ def index_paths(coll, paths: Iterable, address: str | None = None, glob: str | N
     with connected(address) as ray, coll.writer(hold=False) as w:  # the lock a batch of records at a time
         known = w.known_hashes()
         seen: set[str] = set()
-        shape = plan(*resources(ray), actors)
+        cluster = resources(ray)
+        shape = plan(*cluster, actors)
         rows, split = units(ray, files, known, shape["actors"], part_bytes)
         if 0 < len(rows) < shape["actors"]:  # no actor without a call to make (each loads the model);
-            shape = plan(*resources(ray), len(rows))  # the ones there are get the CPUs' threads
+            shape = plan(*cluster, len(rows))  # the ones there are get the CPUs' threads
         for f, n in split.items():
             log.info("ray: %s in %d parts", f, n)
         with bar(prepared_stream(ray, rows, files, coll, shape) if files else [], progress,
