@@ -9,9 +9,9 @@ topic and one ``modules.jsonl`` record per module with a docstring of 80+ charac
     python examples/python_docs.py OUT        # default OUT: build/python-docs
     semsearch index OUT --name python-docs    # what `make demo` runs, then searches it
 """
+import argparse
 import ast
 import json
-import sys
 import sysconfig
 from pathlib import Path
 
@@ -47,7 +47,10 @@ def module_docstrings(out: Path) -> int:
 
 
 if __name__ == "__main__":
-    target = Path(sys.argv[1] if len(sys.argv) > 1 else "build/python-docs")
+    parser = argparse.ArgumentParser(description="Write CPython's help topics and module docstrings "
+                                                 "as a corpus for `semsearch index`.")
+    parser.add_argument("out", nargs="?", default="build/python-docs", help="output folder (default: %(default)s)")
+    target = Path(parser.parse_args().out)
     target.mkdir(parents=True, exist_ok=True)
     print(f"wrote {help_topics(target)} help topics and {module_docstrings(target)} module "
           f"docstrings to {target}")
