@@ -622,6 +622,36 @@ def test_search_page_finds_a_document_in_chromium(server):
         assert float(first.query_selector(".score").inner_text()) > 0
 
 
+def test_search_page_keeps_its_search_in_the_address(server):
+    """A search is a URL (bookmarked, shared, gone back to), with its filter and one hit per document."""
+    from urllib.parse import urlencode
+
+    wanted = {"collection": "docs", "query": "something to eat", "mode": "dense", "k": "5",
+              "where": "topic=cooking", "docs": "1"}
+    hit_ids = lambda page: [li.inner_text().split("id ")[1].split(" ")[0] for li in page.query_selector_all("#hits .meta")]
+    with chromium_page(server, "/?" + urlencode(wanted)) as page:
+        page.fill("#key", server.key)
+        page.click("#key-form button")
+        page.wait_for_function("document.querySelectorAll('#hits li.hit').length > 0")
+        assert hit_ids(page) == ["bread"]  # the filter, from the address, left one document of six
+        assert page.input_value("#query") == "something to eat" and page.is_checked("#docs")
+
+        page.fill("#query", "string instrument")
+        page.fill("#where", "")
+        page.click("#search button")
+        page.wait_for_function("document.querySelector('#hits .meta')?.innerText.includes('id violin')")
+        assert "query=string+instrument" in page.url and "where" not in page.url
+
+        page.go_back()  # the first search again, filter and all
+        page.wait_for_function("document.querySelector('#hits .meta')?.innerText.includes('id bread')")
+        assert hit_ids(page) == ["bread"] and page.input_value("#where") == "topic=cooking"
+
+        page.fill("#where", "topic")  # not key=value: said on the page, nothing sent
+        page.click("#search button")
+        page.wait_for_selector("#status.error")
+        assert "key=value" in page.inner_text("#status") and not page.query_selector_all("#hits li")
+
+
 def test_api_docs_render_offline_in_chromium(server):
     """/docs is Swagger UI with its files served by the server itself."""
     with chromium_page(server, "/docs") as page:

@@ -52,21 +52,68 @@ function show(hits) {
   }));
 }
 
-$("search").addEventListener("submit", async (event) => {
-  event.preventDefault();
-  const name = $("collection").value;
+// The form's state lives in the address (?collection=…&query=…), so a search can be
+// bookmarked, shared and gone back to; the parameter names are the fields' ids.
+const FIELDS = ["collection", "query", "mode", "k", "where"];
+
+function readForm() {
+  const params = new URLSearchParams();
+  for (const id of FIELDS) if ($(id).value) params.set(id, $(id).value);
+  if ($("docs").checked) params.set("docs", "1");
+  return params;
+}
+
+function fillForm(params) {
+  for (const id of FIELDS) if (params.has(id)) $(id).value = params.get(id);
+  $("docs").checked = params.get("docs") === "1";
+}
+
+// "team=finance; year=2020" -> {team: "finance", year: "2020"}: `search --where`'s pairs,
+// whose values the server matches against numbers and booleans as the CLI's do.
+function parseWhere(text) {
+  const where = {};
+  for (const pair of text.split(";")) {
+    if (!pair.trim()) continue;
+    const at = pair.indexOf("=");
+    if (at < 1) throw new Error(`a filter is key=value, not "${pair.trim()}"`);
+    where[pair.slice(0, at).trim()] = pair.slice(at + 1).trim();
+  }
+  return where;
+}
+
+async function search(params) {
   say("Searching…");
   try {
+    const body = { query: params.get("query") || "", mode: params.get("mode") || "hybrid",
+      k: Number(params.get("k") || 10), docs: params.get("docs") === "1" };
+    const where = parseWhere(params.get("where") || "");
+    if (Object.keys(where).length) body.where = where;
     const started = performance.now();
-    const result = await api(`/v1/collections/${encodeURIComponent(name)}/search`,
-      { query: $("query").value, mode: $("mode").value, k: Number($("k").value) });
+    const name = params.get("collection") || "";
+    const result = await api(`/v1/collections/${encodeURIComponent(name)}/search`, body);
     show(result.data);
     say(`${result.data.length} hits in ${Math.round(performance.now() - started)} ms`);
   } catch (error) {
     show([]);
     say(error.message, true);
   }
+}
+
+function searchFromAddress() {
+  const params = new URLSearchParams(location.search);
+  fillForm(params);
+  if (params.has("query")) search(params);
+  else show([]);
+}
+
+$("search").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const params = readForm();
+  history.pushState(null, "", "?" + params);
+  search(params);
 });
+
+window.addEventListener("popstate", searchFromAddress);
 
 $("key-form").addEventListener("submit", async (event) => {
   event.preventDefault();
@@ -77,6 +124,6 @@ $("key-form").addEventListener("submit", async (event) => {
 });
 
 function start() {
-  loadCollections().catch((error) => say(error.message, true));
+  loadCollections().then(searchFromAddress, (error) => say(error.message, true));
 }
 start();
