@@ -359,6 +359,9 @@ class VectorIndex:
         allowed so the walk still finds k hits. A filter of <= 20k ids on an
         index that stores exact vectors is instead scored by brute force over
         the reconstructed vectors: exact, and HNSW alone misses hits there.
+        So is a k that reaches every candidate (all of them are asked for: an
+        IVF probes only some lists, HNSW's walk misses some nodes); without
+        exact vectors, every list is probed and the graph walked its widest.
         """
         q = self._check_vectors(queries, "queries")
         if int(k) <= 0:
@@ -366,7 +369,7 @@ class VectorIndex:
         k = int(k)
         if not self.ntotal or not len(q):
             return np.full((len(q), k), -np.inf, np.float32), np.full((len(q), k), -1, np.int64)
-        if allowed_ids is None and not len(self._tomb) and _knobs is None:  # the common case
+        if allowed_ids is None and not len(self._tomb) and _knobs is None and k < self.ntotal:  # the common case
             if self._gpu is not None:
                 return self._gpu.search(q, k)
             return self._finish(*self._inner.search(q, k, params=self._plain_params()))
@@ -384,12 +387,16 @@ class VectorIndex:
                 keys = np.nonzero(mask)[0].astype(np.int64)
             if not len(keys):
                 return scores, labels
-            if len(keys) <= EXACT_FILTER_MAX and _exact_store(self._inner) \
-                    and not isinstance(self._inner, faiss.IndexFlat):
-                return self._exact(q, k, keys, scores, labels)
             n_sel = len(keys)
         else:
             n_sel = self.ntotal
+        whole = k >= n_sel
+        if (whole or allowed_ids is not None and n_sel <= EXACT_FILTER_MAX) and _exact_store(self._inner) \
+                and not isinstance(self._inner, faiss.IndexFlat):
+            if allowed_ids is None:  # every live vector
+                keys = ids if self._native else np.flatnonzero(mask if mask is not None
+                                                               else np.ones(len(ids), bool)).astype(np.int64)
+            return self._exact(q, k, keys, scores, labels)
         keep = []
         sel = None
         if self._native and allowed_ids is not None:
@@ -398,7 +405,7 @@ class VectorIndex:
             bits = np.packbits(mask, bitorder="little")
             keep.append(bits)
             sel = faiss.IDSelectorBitmap(len(mask), faiss.swig_ptr(bits))
-        scale = max(1.0, self._index.ntotal / n_sel)
+        scale = 2.0**31 if whole else max(1.0, self._index.ntotal / n_sel)  # whole: knobs at their limits
         params = self._make_params(self._inner, sel, scale, keep, _knobs)
         return self._finish(*self._inner.search(q, k, params=params))
 
