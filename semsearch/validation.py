@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import numbers
 import os
-from pathlib import Path
+import unicodedata
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -24,6 +24,7 @@ MAX_DOCUMENT_CHARS = 10_000_000  # ~8 min of embedding here; larger documents mu
 MAX_METADATA_DEPTH = 20
 MODES = ("dense", "lexical", "hybrid")
 MAX_WEIGHT = 1e6               # fusion and feedback weights: beyond this the arithmetic overflows, to no use
+MIN_WEIGHT = 1e-6              # a fusion weight other than 0: below it, the best fused score rounds to 0
 MAX_NAME_BYTES = 255           # one folder name on the usual filesystems
 MAX_WHERE_KEYS = 100           # each key is one more AND for SQLite, whose expression depth ends near 1,000
 INT64 = (-2**63, 2**63 - 1)    # SQLite's integers: a larger one is stored as a float and never equals itself
@@ -97,8 +98,9 @@ def choice(value, name: str, allowed: Sequence[str]) -> str:
 
 
 def weights(value) -> tuple[float, float]:
-    """Hybrid (dense, lexical) weights: two finite numbers >= 0, not both 0 (the fused
-    score is a share of the best possible, which both at 0 leaves undefined)."""
+    """Hybrid (dense, lexical) weights: two finite numbers, each 0 or MIN_WEIGHT..MAX_WEIGHT,
+    not both 0 (the fused score is a share of the best possible, which both at 0, or
+    both a denormal 5e-324, leaves a division by 0)."""
     if isinstance(value, (str, bytes, dict)) or not isinstance(value, Iterable):
         raise InvalidInput("weights must be two numbers: (dense, lexical)")
     value = tuple(value)
@@ -107,6 +109,8 @@ def weights(value) -> tuple[float, float]:
     dense, lexical = (finite(w, "weights", 0.0, MAX_WEIGHT) for w in value)
     if not dense and not lexical:
         raise InvalidInput("weights must not both be 0")
+    if any(0 < w < MIN_WEIGHT for w in (dense, lexical)):
+        raise InvalidInput(f"weights must each be 0 or at least {MIN_WEIGHT:g}, got {dense:g}, {lexical:g}")
     return dense, lexical
 
 
@@ -135,8 +139,19 @@ def path(value, name: str = "path") -> str:
 
 
 def source_path(value, name: str = "path") -> str:
-    """A file or folder as documents' sources name it: ~ expanded, absolute, links resolved."""
-    return str(Path(path(value, name)).expanduser().resolve())
+    """A file or folder as documents' sources name it: ~ expanded, absolute, links resolved.
+    os.path's, not pathlib's: those raise RuntimeError for an unknown ~user and a symlink
+    loop, which are paths no document came from. A name that is not UTF-8 (a lone
+    surrogate) cannot be stored, so no document came from it either; SQLite refused it."""
+    text = path(value, name)
+    if lone_surrogate(text) is not None:
+        try:
+            shown = os.fsencode(text).decode("utf-8", "backslashreplace")  # its bytes, as loaders show them
+        except UnicodeEncodeError:  # "\ud800" from JSON: no file name at all
+            shown = text.encode("utf-8", "backslashreplace").decode()
+        raise InvalidInput(f"{shown}: name is not valid UTF-8, so no indexed document comes from it "
+                           "(rename it to index it)")
+    return os.path.realpath(os.path.expanduser(text))
 
 
 def path_list(paths, name: str = "paths") -> list[str]:
@@ -180,12 +195,19 @@ def queries(query) -> tuple[list[str], bool]:
     return items, isinstance(query, str)
 
 
+def blank(text: str) -> bool:
+    """Whether ``text`` holds nothing but whitespace, control (NUL, ESC) and format (U+200B,
+    a BOM) characters: the tokenizer drops those, so such a document is no tokens at all."""
+    return all(c.isspace() or unicodedata.category(c) in ("Cc", "Cf") for c in text)
+
+
 def document_texts(texts) -> list[str]:
-    """Texts to store as documents: none blank (a blank text would store nothing)."""
+    """Texts to store as documents: none blank. A blank one stored nothing: its id was
+    returned as added, and a document it replaced (same id) was gone."""
     items = text_list(texts)
     for i, text in enumerate(items):
-        if not text.strip():
-            raise InvalidInput(f"texts[{i}] is empty or only whitespace")
+        if blank(text):
+            raise InvalidInput(f"texts[{i}] is empty or only whitespace, control or format characters")
         if len(text) > MAX_DOCUMENT_CHARS:
             raise TooLarge(f"texts[{i}] has {len(text):,} characters; the limit is "
                            f"{MAX_DOCUMENT_CHARS:,}: split it into several documents")
@@ -202,7 +224,8 @@ def id_list(ids, name: str = "ids") -> list[str]:
     for i, value in enumerate(ids):
         if isinstance(value, bool) or not isinstance(value, (str, numbers.Integral)):
             raise InvalidInput(f"{name}[{i}] must be a string, not {type(value).__name__}")
-        text = str(value)
+        # an int too long for an id is not written out: str() of one past 4,300 digits raises
+        text = str(value) if isinstance(value, str) or abs(value) < 10 ** MAX_ID_CHARS else ""
         if not text.strip() or len(text) > MAX_ID_CHARS or "\0" in text:
             raise InvalidInput(f"{name}[{i}] must be 1 to {MAX_ID_CHARS} characters, not blank, no NUL")
         out.append(unicode(text, f"{name}[{i}]"))
@@ -274,7 +297,9 @@ def json_value(value, name: str, depth: int = 0):
 
 def where_filter(where) -> dict | None:
     """key -> scalar value; the store compares them as their JSON text (None: JSON null).
-    A key holding '"' or NUL cannot be named in SQLite's JSON path, so it is refused."""
+    A key holding '"', '\\' or a control character (NUL..U+001F) cannot be named in SQLite's
+    JSON path (it matches the key as JSON writes it, escaped), so it is refused: it found
+    nothing, silently."""
     if where is None or where == {}:
         return None
     if not isinstance(where, dict):
@@ -283,8 +308,9 @@ def where_filter(where) -> dict | None:
         raise TooLarge(f"where has {len(where):,} keys; the limit is {MAX_WHERE_KEYS}")
     out = {}
     for key, value in where.items():
-        if not isinstance(key, str) or not key or '"' in key or "\0" in key:
-            raise InvalidInput(f"where keys must be non-empty strings without '\"' or NUL, got {key!r}")
+        if not isinstance(key, str) or not key or any(c in '"\\' or c < " " for c in key):
+            raise InvalidInput(f"where keys must be non-empty strings without '\"', '\\' or control "
+                               f"characters, got {key!r}")
         if isinstance(value, np.generic):  # numpy's 1 or True is compared as Python's
             value = value.item()
         if value is not None and not isinstance(value, (str, int, float, bool)):
