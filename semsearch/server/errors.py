@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import re
+import sys
 
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
@@ -98,6 +99,9 @@ def http_error(request, exc: HTTPException) -> JSONResponse:
         return bad_json(f"it is not UTF-8 (byte 0x{cause.object[cause.start]:02x} at {cause.start})")
     if isinstance(cause, RecursionError):
         return bad_json("it is nested too deeply")
+    if isinstance(cause, ValueError) and (digits := re.search(r"has (\d+) digits", str(cause))):
+        return bad_json(f"a number has {int(digits[1]):,} digits; the limit is "  # sys.int_max_str_digits
+                        f"{sys.get_int_max_str_digits():,}")
     return error_response(exc.status_code, str(exc.detail), STATUS_TYPES.get(exc.status_code, "invalid_request_error"),
                           headers=getattr(exc, "headers", None))
 
