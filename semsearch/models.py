@@ -12,6 +12,7 @@ import re
 from pathlib import Path
 
 from .errors import InvalidInput, ModelError, ModelNotFound
+from .validation import user_path
 
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 MANIFEST = "manifest.json"
@@ -41,7 +42,7 @@ def source_for(model: str | os.PathLike | None) -> tuple[str, str]:
         return DEFAULT_MODEL, str(packaged_model_path())
     if not str(model).strip():  # Path("") is the current folder
         raise InvalidInput("the model name is empty")
-    path = Path(model).expanduser()
+    path = user_path(model)
     if path.is_dir():
         return path.resolve().name, str(path.resolve())
     if path.exists():
@@ -61,7 +62,7 @@ def slug(name: str, source: str) -> str:
 
 def exported_folder(model: str | os.PathLike | None) -> Path:
     """The folder an export of ``model`` lives in (it may not exist yet)."""
-    path = Path(model).expanduser() if model is not None and str(model).strip() else None
+    path = user_path(model) if model is not None and str(model).strip() else None
     if path is not None and (path / MANIFEST).is_file():
         return path.resolve()
     cached = cache_dir() / str(model) if model is not None else None

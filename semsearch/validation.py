@@ -10,6 +10,7 @@ import math
 import numbers
 import os
 import unicodedata
+from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -136,6 +137,12 @@ def path(value, name: str = "path") -> str:
     if not isinstance(text, str) or not text.strip() or "\0" in text:
         raise InvalidInput(f"{name} {text!r} is blank or not a usable path")
     return text
+
+
+def user_path(text: str | os.PathLike) -> Path:
+    """``~`` and ``~user`` expanded as a shell does, an unknown user's left as typed:
+    pathlib's expanduser raises RuntimeError for it, a crash where "not found" is meant."""
+    return Path(os.path.expanduser(os.fspath(text)))
 
 
 def source_path(value, name: str = "path") -> str:

@@ -554,6 +554,12 @@ def test_a_collection_path_of_an_unknown_user_is_not_found(tmp_path):
     assert result.exit_code == 3 and "unexpected" not in result.stderr, result.stderr
 
 
+def test_a_model_folder_of_an_unknown_user_is_not_found(tmp_path):
+    env = {"SEMSEARCH_HOME": str(tmp_path)}  # pathlib's expanduser raised RuntimeError: exit 1, "unexpected"
+    result = CliRunner().invoke(cli, ["embed", "--model", "~no-such-user-here/m", "hi"], env=env)
+    assert result.exit_code == 3 and "no model folder at ~no-such-user-here/m" in result.stderr, result.stderr
+
+
 def test_a_text_of_format_or_control_characters_alone_is_refused_and_replaces_nothing(coll_path):
     from semsearch.errors import InvalidInput
 

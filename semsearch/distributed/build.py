@@ -87,7 +87,7 @@ def build_collection(name_or_path, home=None, shards_dir=None, address: str | No
     with Collection.open(name_or_path, home=home) as coll:
         if coll.store.read_only:
             raise ReadOnly(f"collection {coll.name} is read-only here ({coll.path} cannot be written)")
-        given = Path(validation.path(shards_dir, "shards")).expanduser() if shards_dir else None  # --shards=~/x
+        given = validation.user_path(validation.path(shards_dir, "shards")) if shards_dir else None  # --shards=~/x
         folder = shards_folder(given or coll.path / SHARDS_DIR)
         if spec != "auto":
             ondisk.check_spec(spec, coll.pinned["dim"])
