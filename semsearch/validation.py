@@ -158,7 +158,7 @@ def source_path(value, name: str = "path") -> str:
             shown = text.encode("utf-8", "backslashreplace").decode()
         raise InvalidInput(f"{shown}: name is not valid UTF-8, so no indexed document comes from it "
                            "(rename it to index it)")
-    return os.path.realpath(os.path.expanduser(text))
+    return os.path.realpath(user_path(text))
 
 
 def path_list(paths, name: str = "paths") -> list[str]:
