@@ -192,8 +192,9 @@ class Collection:
                                        f"use a new name or `semsearch rm {self.name}` first")
 
     def close(self) -> None:
-        """Close the store once this process's write in progress, if any, has committed
-        (a server shutting down closes collections while a request's thread may still write)."""
+        """Close the store once this process's write in progress, if any, has committed and
+        the reads in progress have ended (a server shutting down closes collections while
+        requests' threads may still write or search); later calls raise CollectionError."""
         with self._write_lock:
             self.store.close()
 
@@ -572,7 +573,8 @@ class Collection:
 
     # -- reading -----------------------------------------------------------------------------
     def count(self) -> int:
-        return self.store.counts()[0]
+        with self.store.snapshot():  # a transaction: close() waits for it
+            return self.store.counts()[0]
 
     def search(self, query: str | Sequence[str], k: int = 10, where: dict | None = None,
                mode: str = "hybrid", docs: bool = False, min_score: float | None = None,
@@ -661,7 +663,9 @@ class Collection:
     def notice(self) -> str | None:
         """What to do when most of the text is in a script the model was not trained on."""
         from .lang import script_notice
-        return script_notice(self.store.sample_texts(), self.pinned["name"])
+        with self.store.snapshot():  # a transaction: close() waits for it
+            texts = self.store.sample_texts()
+        return script_notice(texts, self.pinned["name"])
 
 
 def index_files(name_or_path, paths: Iterable[str | os.PathLike], glob: str | None = None,

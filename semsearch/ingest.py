@@ -167,7 +167,8 @@ class Writer:
                 self._locked = False
 
     def known_hashes(self) -> dict[str, str]:
-        return self.store.document_hashes()
+        with self.store.snapshot():  # a transaction: Collection.close() waits for it
+            return self.store.document_hashes()
 
     def put(self, doc: PreparedDocument) -> None:
         """Insert or replace one document (with no chunks: remove it), atomically."""

@@ -123,6 +123,9 @@ class Store:
     Each thread gets its own connection, so threads may read concurrently and a
     snapshot in one thread never sees another thread's transaction half done.
     Every write goes through write(); nothing outside this class runs BEGIN/COMMIT.
+    close() waits for the snapshots and writes other threads have in progress: closing a
+    connection under a thread that is using it raised sqlite3's ProgrammingError there,
+    and could crash the process.
     """
 
     def __init__(self, path: Path, create: bool = False):
@@ -134,7 +137,8 @@ class Store:
         self._local = threading.local()
         self.closed = False
         self._connections: list[sqlite3.Connection] = []
-        self._guard = threading.Lock()
+        self._guard = threading.Condition()  # over closed, _connections and _active
+        self._active = 0  # snapshots and writes in progress, in all threads
         if create:
             try:
                 with closing(sqlite3.connect(path, isolation_level=None)) as db:
@@ -161,10 +165,10 @@ class Store:
     @property
     def db(self) -> sqlite3.Connection:
         """This thread's connection, opened on first use."""
+        if self.closed and not getattr(self._local, "depth", 0):  # a late thread (a server past
+            raise CollectionError(f"{self.path} is closed")  # its drain time): one clear error
         db = getattr(self._local, "db", None)
         if db is None:
-            if self.closed:  # a late thread must not reopen it (a server past its drain time)
-                raise CollectionError(f"{self.path} is closed")
             db = self._connect()
             self._local.db = db
         return db
@@ -189,13 +193,20 @@ class Store:
         except sqlite3.DatabaseError as exc:
             raise CollectionError(f"{self.path} is not a readable semsearch store ({exc})") from None
         with self._guard:
+            if self.closed:  # close() ran while it was being opened: it would outlive the store
+                db.close()
+                raise CollectionError(f"{self.path} is closed")
             self._connections.append(db)
         return db
 
     def close(self) -> None:
-        """Close every thread's connection; the store cannot be used after this."""
+        """Close every thread's connection once the snapshots and writes in progress have
+        ended (new ones raise CollectionError); the store cannot be used after this."""
         with self._guard:
             self.closed = True
+            mine = 1 if getattr(self._local, "depth", 0) else 0  # closed from inside a snapshot
+            while self._active > mine:
+                self._guard.wait()
             for db in self._connections:
                 db.close()
             self._connections.clear()
@@ -218,29 +229,52 @@ class Store:
 
         The generation is bumped first, so triggers log deletes under it; yields the new
         generation."""
-        db = self.db
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            db.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'")
-            yield self.generation()
-            db.execute("COMMIT")
-        except BaseException:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
-            raise
+        with self._transaction() as db:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                db.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'")
+                yield self.generation()
+                db.execute("COMMIT")
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
 
     @contextmanager
     def snapshot(self):
         """A consistent read: everything inside sees one state of the store (re-entrant)."""
-        db = self.db
-        if db.in_transaction:
+        if self.in_snapshot:  # re-entrant
             yield
             return
-        db.execute("BEGIN")
+        with self._transaction() as db:
+            db.execute("BEGIN")
+            try:
+                yield
+            finally:
+                db.execute("COMMIT")
+
+    @property
+    def in_snapshot(self) -> bool:
+        """Whether this thread is inside a snapshot or write of this store."""
+        return bool(getattr(self._local, "depth", 0))
+
+    @contextmanager
+    def _transaction(self):
+        """This thread's connection for one transaction, counted so that close() waits
+        for it to end; CollectionError once the store is closed."""
+        with self._guard:
+            if self.closed:
+                raise CollectionError(f"{self.path} is closed")
+            self._active += 1
+        local = self._local
+        local.depth = getattr(local, "depth", 0) + 1
         try:
-            yield
+            yield self.db
         finally:
-            db.execute("COMMIT")
+            local.depth -= 1
+            with self._guard:
+                self._active -= 1
+                self._guard.notify_all()
 
     # -- writes (inside write()) ------------------------------------------------------
     def put_document(self, key: str, source: str | None, content_hash: str | None,

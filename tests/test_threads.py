@@ -1,0 +1,116 @@
+"""One Collection shared by threads (what a server does): races between its threads.
+
+A thread is held at a chosen point of the library's own code (a trace hook that waits on an
+event: nothing replaced) while another thread writes or closes, so each race is played
+the same way every time. benchmarks/threads_soak.py plays them at random, at length.
+"""
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from semsearch import Collection
+from semsearch.errors import CollectionError
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+
+TEXTS = {f"doc{i}": f"{word} harbour tide ferry number {i}" for i, word in
+         enumerate("lantern anchor gull pier storm sail chart compass keel deck".split())}
+
+
+def held_at(function: str, module: str, reached: threading.Event, go: threading.Event):
+    """A trace function that holds this thread when it first calls ``function`` of
+    ``module`` (a file name) until ``go`` is set."""
+    def trace(frame, event, arg):
+        code = frame.f_code
+        if event == "call" and code.co_name == function and code.co_filename.endswith(module) \
+                and not reached.is_set():
+            reached.set()
+            go.wait()
+    return trace
+
+
+def run_held(target, function: str, module: str):
+    """Start ``target`` on a thread held at ``function``; returns (thread, outcome, go)
+    once it is held. ``outcome`` gets "result" or "error"."""
+    reached, go, outcome = threading.Event(), threading.Event(), {}
+
+    def body():
+        sys.settrace(held_at(function, module, reached, go))
+        try:
+            outcome["result"] = target()
+        except Exception as exc:  # noqa: BLE001 - the test looks at what it was
+            outcome["error"] = exc
+        finally:
+            sys.settrace(None)
+
+    thread = threading.Thread(target=body)
+    thread.start()
+    assert reached.wait(60), f"the thread never called {function}"
+    return thread, outcome, go
+
+
+@pytest.fixture
+def coll(home, embedder):
+    c = Collection.create("threads", embedder=embedder)
+    c.add_texts(list(TEXTS.values()), ids=list(TEXTS))
+    yield c
+    c.close()
+
+
+def test_close_waits_for_a_search_in_progress(coll):
+    """close() from one thread while another searches: the search ends (closing its
+    connection under it raised sqlite3.ProgrammingError, and could crash the process), and
+    later calls get a CollectionError."""
+    coll.search("lantern", mode="hybrid")
+    thread, outcome, go = run_held(lambda: coll.search("lantern", mode="hybrid"), "search", "search.py")
+    closer = threading.Thread(target=coll.close)
+    closer.start()
+    closer.join(5)  # before the fix it closed the connection at once; now it waits for the search
+    go.set()
+    thread.join()
+    closer.join()
+    assert "error" not in outcome, repr(outcome.get("error"))
+    assert outcome["result"]
+    for call in (lambda: coll.search("lantern"), coll.info, coll.count, lambda: coll.add_texts(["late"])):
+        with pytest.raises(CollectionError):
+            call()
+
+
+def test_close_from_a_thread_while_others_read_and_write(coll):
+    """close() from a worker thread while others search and write: every call ends in a
+    result or a CollectionError, never another exception."""
+    errors, go = [], threading.Barrier(5)
+
+    def work(i):
+        go.wait()
+        for n in range(30):
+            try:
+                if i == 0 and n == 5:
+                    coll.close()
+                elif i == 1:
+                    coll.add_texts([f"note {n} of writer {i}"], ids=[f"w{i}-{n}"])
+                else:
+                    coll.search(f"harbour {n}", k=3, mode=("dense", "lexical", "hybrid")[n % 3])
+            except CollectionError:
+                pass
+            except Exception as exc:  # noqa: BLE001
+                errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(5)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+
+
+def test_threads_soak_finds_no_defect(home, embedder):
+    """A small run of benchmarks/threads_soak.py: threads sharing one Collection add,
+    replace, delete, search and close it; store, FTS5 and index agree after each round."""
+    from threads_soak import soak
+
+    result = soak(home / "soak", embedder, rounds=2, seconds=60, seed=7, threads=6, ops=20, log=lambda m: None)
+    assert result.rounds == 2
+    assert not result.defects, result.defects[:5]
