@@ -610,13 +610,10 @@ class Collection:
                 if len(vectors) != len(queries):
                     raise InvalidInput(f"got {len(vectors)} query vectors for {len(queries)} queries")
         self._check_not_removed()  # a server must not go on answering from a removed collection
-        with self.store.snapshot():
-            if mode != "lexical":
-                self._sync_index()
+        with self._snapshot(dense=mode != "lexical"):
             allowed = self.store.filter_ids(where) if where else None
-            with self._index_lock.reading():
-                results = Ranker(self.store, self._dense, allowed).search(
-                    queries, vectors, k, mode, docs, min_score, fusion)
+            results = Ranker(self.store, self._dense, allowed).search(queries, vectors, k, mode, docs,
+                                                                      min_score, fusion)
         return results[0] if single else results
 
     def search_vectors(self, vectors: np.ndarray, k: int = 10, where: dict | None = None) -> list[list[Hit]]:
@@ -625,12 +622,34 @@ class Collection:
         k = validation.check_k(k)
         where = validation.where_filter(where)
         self._check_not_removed()
-        with self.store.snapshot():
-            self._sync_index()
+        with self._snapshot():
             allowed = self.store.filter_ids(where) if where else None
-            with self._index_lock.reading():
-                ranker = Ranker(self.store, self._dense, allowed)
-                return [ranker.hits(ranked, k, False, None) for ranked in self._dense(vectors, k, allowed)]
+            ranker = Ranker(self.store, self._dense, allowed)
+            return [ranker.hits(ranked, k, False, None) for ranked in self._dense(vectors, k, allowed)]
+
+    @contextmanager
+    def _snapshot(self, dense: bool = True):
+        """A store snapshot and, with ``dense``, the in-memory index at that snapshot's very
+        generation, under the index's read lock. The index is shared by threads whose
+        snapshots differ: one ahead of this snapshot (replayed by a thread that began
+        later) lacks the chunks of documents replaced since, which this snapshot still
+        holds, so a replaced document vanished from dense results; the snapshot is then
+        begun again, at or past the index's generation (its writes have committed)."""
+        if not dense:
+            with self.store.snapshot():
+                yield
+            return
+        nested = self.store.in_snapshot  # the caller's own snapshot: it cannot be begun again
+        for _ in range(100):  # each try but the last had a new commit overtake it: never so many
+            with self.store.snapshot():
+                gen = self.store.generation()
+                self._sync_index()
+                with self._index_lock.reading():
+                    if self._index_gen <= gen or nested:
+                        yield
+                        return
+        with self.store.snapshot(), self._index_lock.reading():  # overtaken 100 times: search the
+            yield  # index as it is (ahead of the snapshot) rather than fail
 
     def _dense(self, vectors: np.ndarray, depth: int, allowed) -> list[list[tuple[int, float]]]:
         """A (chunk id, score) ranking per query vector (under the index's read lock)."""
@@ -640,10 +659,9 @@ class Collection:
 
     def info(self) -> dict:
         self._check_not_removed()  # else a removed store's stale counts, or a 500 over HTTP
-        with self.store.snapshot():
+        with self._snapshot():
             docs, chunks = self.store.counts()
             generation = self.store.generation()
-            self._sync_index()
             index = {"kind": getattr(self._index, "kind", "memory"),
                      "requested": self.config["index"], "spec": self._index.spec,
                      "params": self._index.params, "vectors": self._index.ntotal}

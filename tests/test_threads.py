@@ -59,6 +59,32 @@ def coll(home, embedder):
     c.close()
 
 
+@pytest.mark.parametrize("mode", ["dense", "hybrid"])
+def test_search_finds_a_document_replaced_while_it_runs(coll, mode):
+    """A search whose snapshot predates a replacement must still find the document: the
+    index another thread replayed past the snapshot had dropped its old chunk."""
+    text = TEXTS["doc3"]
+    coll.search(text, mode=mode)  # the index in step with the store
+    thread, outcome, go = run_held(lambda: coll.search(text, k=3, mode=mode), "reading", "collection.py")
+    coll.add_texts([text], ids=["doc3"], metadata=[{"edited": True}])  # same text, new metadata
+    go.set()
+    thread.join()
+    assert "error" not in outcome
+    assert "doc3" in [h.id for h in outcome["result"]]
+
+
+def test_info_counts_the_vectors_of_its_own_snapshot(coll):
+    """info() of one snapshot: an index replayed past it by another thread counted more
+    vectors than its store had chunks."""
+    coll.info()
+    thread, outcome, go = run_held(coll.info, "_sync_index", "collection.py")
+    coll.add_texts(["a new note about the weather"], ids=["new"])
+    go.set()
+    thread.join()
+    info = outcome["result"]
+    assert info["index"]["vectors"] == info["chunks"]
+
+
 def test_close_waits_for_a_search_in_progress(coll):
     """close() from one thread while another searches: the search ends (closing its
     connection under it raised sqlite3.ProgrammingError, and could crash the process), and
