@@ -63,7 +63,7 @@ def collection_path(name_or_path: str | os.PathLike, home=None) -> Path:
     """A bare name lives under the home folder; anything with a slash is a path."""
     text = validation.collection_name(name_or_path)
     if os.sep in text or "/" in text or Path(text).is_absolute():
-        return Path(text).expanduser()
+        return validation.user_path(text)
     return home_dir(home) / text
 
 
@@ -486,6 +486,9 @@ class Collection:
         batches = embed_documents(_progress(docs, progress, "doc"), self.embedder,
                                   self.config["chunk_tokens"], self.config["overlap"], report)
         prepared = [doc for batch in batches for doc in batch]
+        for i, doc in enumerate(prepared):  # stored as no chunks, it would remove the document of its id
+            if not doc.chunks:
+                raise InvalidInput(f"texts[{i}] has nothing the model reads (the tokenizer drops all of it)")
         with self.writer() as w:
             # ONE transaction for the call: a failure or a kill part-way leaves none of the
             # documents, so a retry (with generated ids) cannot duplicate any

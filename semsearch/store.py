@@ -23,6 +23,7 @@ import numpy as np
 
 from .errors import CollectionError, InvalidInput, NoSuchCollection
 from .lang import fts_text
+from .validation import INT64
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -492,10 +493,11 @@ def _as_number(value) -> int | float | None:
         return value
     try:
         number = json.loads(value)  # a number in JSON's grammar, as the CLI's --where n=1 gives it
-    except ValueError:
+    except (ValueError, RecursionError):  # '[' * 1000 is too deep to read: no number either
         return None
-    return number if isinstance(number, (int, float)) and not isinstance(number, bool) \
-        and math.isfinite(number) else None
+    if isinstance(number, int) and not isinstance(number, bool):
+        return number if INT64[0] <= number <= INT64[1] else None  # past SQLite's integers: equals none
+    return number if isinstance(number, float) and math.isfinite(number) else None
 
 
 def _as_text(value) -> str:
