@@ -562,11 +562,23 @@ class Collection:
         report.seconds = time.time() - started
         return report
 
-    def delete(self, ids: Iterable[str] | str) -> int:
-        """Delete documents by id (one id, or a list); returns how many existed."""
-        keys = validation.id_list(ids)
-        with self.writer() as w:
-            return w.delete(keys)
+    def delete(self, ids: Iterable[str] | str | None = None, where: dict | None = None) -> int:
+        """Delete documents by id (one id, or a list) or by ``where``, a filter matched as
+        search matches it (every key=value); returns how many existed. An empty ``where`` is
+        refused: it would delete everything (`semsearch rm` removes a collection)."""
+        if (ids is None) == (where is None):
+            raise InvalidInput("delete takes ids or where (one of them)")
+        if where is None:
+            keys = validation.id_list(ids)
+            with self.writer() as w:
+                return w.delete(keys)
+        where = validation.where_filter(where)
+        if not where:
+            raise InvalidInput("where is empty; deleting by filter needs at least one key=value")
+        # matched and deleted in one transaction under the writer lock: a document another
+        # writer adds or changes meanwhile is matched as it is once that write committed
+        with self.writer(), self.store.write():
+            return self.store.delete_matching(where)[0]
 
     def delete_path(self, path: str | os.PathLike) -> int:
         """Delete every document read from ``path`` (a file, or a folder's files)."""

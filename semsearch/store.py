@@ -315,6 +315,13 @@ class Store:
                 self.db.execute("DELETE FROM documents WHERE id = ?", row)
         return found, gone
 
+    def delete_matching(self, where: dict[str, str]) -> tuple[int, list[int]]:
+        """Delete the documents that match ``where`` as a search filter matches them (inside
+        write(): matched and deleted in one transaction); as delete_documents returns."""
+        clause, params = self._matching(where)
+        return self.delete_documents([r[0] for r in self.db.execute(
+            "SELECT d.key FROM documents d WHERE " + clause, params).fetchall()])
+
     # -- reads ------------------------------------------------------------------------------
     def document_hashes(self) -> dict[str, str]:
         return dict(self.db.execute("SELECT key, content_hash FROM documents"))
@@ -361,9 +368,16 @@ class Store:
         return {r[0]: r[1:7] + (json.loads(r[7]) if r[7] != "{}" else {},) for r in rows}
 
     def filter_ids(self, where: dict[str, str]) -> np.ndarray:
-        """Chunk ids whose document matches every key=value in ``where``: ``source`` and
-        ``id`` are the document's file and id, ``metadata.KEY`` is metadata's KEY (a record's
-        own "source" field: ``metadata.source``), any other key is a metadata key."""
+        """Chunk ids whose document matches ``where`` (_matching's rule)."""
+        clause, params = self._matching(where)
+        sql = "SELECT c.id FROM chunks c JOIN documents d ON d.id = c.doc_id WHERE " + clause
+        return np.array([r[0] for r in self.db.execute(sql, params)], dtype=np.int64)
+
+    def _matching(self, where: dict[str, str]) -> tuple[str, list]:
+        """The SQL condition (on documents ``d``) and its parameters for a document that
+        matches every key=value in ``where`` (not empty): ``source`` and ``id`` are the
+        document's file and id, ``metadata.KEY`` is metadata's KEY (a record's own "source"
+        field: ``metadata.source``), any other key is a metadata key."""
         known = {r[0] for r in self.db.execute("SELECT key FROM metadata_keys")}
         clauses, params = [], []
         for key, value in where.items():
@@ -386,8 +400,7 @@ class Store:
                            f"OR json_type(d.metadata, {path}) IN ('integer', 'real') "
                            f"AND json_extract(d.metadata, {path}) = {number})")
             params += [f'$."{key}"', _as_text(value), _as_number(value)]
-        sql = "SELECT c.id FROM chunks c JOIN documents d ON d.id = c.doc_id WHERE " + " AND ".join(clauses)
-        return np.array([r[0] for r in self.db.execute(sql, params)], dtype=np.int64)
+        return " AND ".join(clauses), params
 
     def lexical_documents(self, match: str, k: int, allowed: np.ndarray | None = None) -> list[tuple[int, float]]:
         """BM25 over whole documents: (document row id, score) best first; higher is better.

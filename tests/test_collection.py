@@ -962,3 +962,94 @@ def test_a_glob_that_is_not_a_pattern_is_invalid_input(home, tmp_path, glob):
 def test_a_home_that_is_not_a_path_is_invalid_input():
     with pytest.raises(InvalidInput, match="home"):
         Collection.open("c", home=5)
+
+
+# ---------------------------------------------------------------- delete by filter
+def test_delete_where_deletes_exactly_the_documents_search_matches(home, tmp_path):
+    """delete(where=) matches as search(where=) does: numbers as numbers, booleans, source=
+    (the file), metadata.KEY; the rest stays searchable in every mode, after reopening too."""
+    folder = tmp_path / "files"
+    folder.mkdir()
+    (folder / "guitar.txt").write_text(TOPICS["guitar"])
+    (folder / "bread.txt").write_text(TOPICS["bread"])
+    with small() as coll:
+        coll.add_texts([TOPICS["cats"], TOPICS["rockets"], TOPICS["stocks"], "Owls hunt mice at night."],
+                       ids=["cats", "rockets", "stocks", "owls"],
+                       metadata=[{"n": 1.0, "ok": True}, {"n": 1, "ok": False}, {"n": "1"}, {"n": 2, "ok": True}])
+        coll.add_files([folder])
+        assert coll.delete(where={"n": 1, "ok": True}) == 1  # all keys must match: cats
+        assert coll.delete(where={"ok": False}) == 1  # rockets
+        assert coll.delete(where={"source": str(folder / "guitar.txt")}) == 1
+        assert coll.delete(where={"n": "1"}) == 1  # stocks (cats and rockets are gone)
+        assert coll.delete(where={"n": 7}) == 0
+        left = {"owls", str(folder / "bread.txt")}
+        assert set(coll.store.chunks_per_document()) == left
+    with Collection.open("c") as coll:  # the index file agrees with the store
+        assert coll.info()["index"]["vectors"] == coll.info()["chunks"]
+        for mode in ("dense", "lexical", "hybrid"):
+            assert {h.id for h in coll.search("owls cats rocket shares guitar loaf", k=10, mode=mode)} == left, mode
+        assert coll.delete(where={"metadata.n": 2}) == 1
+        assert {h.id for h in coll.search("owls hunting", k=10, mode="dense")} == {str(folder / "bread.txt")}
+
+
+@pytest.mark.parametrize("where", [{}, None])
+def test_delete_where_that_is_empty_unknown_or_beside_ids_is_refused_and_deletes_nothing(home, where):
+    """An empty filter would match every document: refused, as is delete() of nothing."""
+    with small() as coll:
+        coll.add_texts([TOPICS["cats"], TOPICS["bread"]], ids=["cats", "bread"], metadata={"team": "ops"})
+        with pytest.raises(InvalidInput, match="where"):
+            coll.delete(where=where)
+        with pytest.raises(InvalidInput, match="colour"):
+            coll.delete(where={"colour": "red"})
+        with pytest.raises(InvalidInput, match="ids or where"):
+            coll.delete(["cats"], where={"team": "ops"})
+        assert coll.count() == 2
+
+
+DELETE_RACE_WRITER = textwrap.dedent("""
+    import sys
+    from semsearch.collection import Collection
+    from semsearch.ingest import DocumentInfo, IndexReport, embed_documents
+    with Collection.open(sys.argv[1]) as coll:
+        docs = [(DocumentInfo("moved", metadata={"team": "dev"}), [sys.argv[2]]),
+                (DocumentInfo("joined", metadata={"team": "ops"}), [sys.argv[3]])]
+        prepared = [d for batch in embed_documents(docs, coll.embedder, coll.config["chunk_tokens"],
+                                                   coll.config["overlap"], IndexReport()) for d in batch]
+        with coll.writer() as w:
+            print("held", flush=True)
+            sys.stdin.readline()  # the test's delete is waiting for the writer lock now
+            w.put_many(prepared)
+""")
+
+
+def test_delete_where_matches_in_its_own_transaction_not_before_the_writer_lock(home):
+    """Another process writes while a delete(where=) waits for the writer lock: the filter
+    matches the documents as that write left them. A document changed out of the filter is
+    kept, whole (it was deleted when matched before the lock); one added into it goes."""
+    moved, joined = "".join(LONG.format(n=n, name="moved") for n in range(2)), TOPICS["rockets"]
+    with small() as coll:
+        coll.add_texts([TOPICS["cats"], TOPICS["bread"]], ids=["moved", "stays"],
+                       metadata=[{"team": "ops"}, {"team": "dev"}])
+        writer = subprocess.Popen([sys.executable, "-c", DELETE_RACE_WRITER, str(home / "c"), moved, joined],
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        try:
+            assert writer.stdout.readline().strip() == "held"
+            result = {}
+            deleting = threading.Thread(target=lambda: result.update(n=coll.delete(where={"team": "ops"})))
+            deleting.start()
+            while deleting.is_alive() and not coll._write_lock.locked():  # begun: it waits for the other process
+                deleting.join(0.01)
+            writer.stdin.write("go\n")
+            writer.stdin.close()
+            deleting.join(60)
+            assert writer.wait(60) == 0
+        finally:
+            writer.kill()
+            writer.wait()
+        assert result == {"n": 1}
+        assert coll.store.chunks_per_document() == {"moved": n_chunks(moved, coll), "stays": 1}
+        for mode in ("dense", "lexical", "hybrid"):
+            assert {h.id for h in coll.search("committee budget rocket", k=10, mode=mode)} <= {"moved", "stays"}, mode
+    with Collection.open("c") as coll:
+        assert coll.info()["index"]["vectors"] == coll.info()["chunks"] == n_chunks(moved, coll) + 1
+        assert coll.search("the committee met to review the budget", k=1)[0].id == "moved"
