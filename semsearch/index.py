@@ -393,9 +393,9 @@ class VectorIndex:
         whole = k >= n_sel
         if (whole or allowed_ids is not None and n_sel <= EXACT_FILTER_MAX) and _exact_store(self._inner) \
                 and not isinstance(self._inner, faiss.IndexFlat):
-            if allowed_ids is None:  # every live vector
-                keys = ids if self._native else np.flatnonzero(mask if mask is not None
-                                                               else np.ones(len(ids), bool)).astype(np.int64)
+            if allowed_ids is None:  # every live vector (ids, or positions through the id map)
+                keys = ids if self._native else np.arange(len(ids), dtype=np.int64) if mask is None \
+                    else np.flatnonzero(mask).astype(np.int64)
             return self._exact(q, k, keys, scores, labels)
         keep = []
         sel = None

@@ -6,10 +6,10 @@ Exact indexes must give the oracle's ids and scores (ties aside); approximate on
 recall. Every index, every mode: never a deleted or replaced chunk, never one outside the
 filter, one hit per document with docs=True, and the whole matching set when k exceeds it.
 """
+import contextlib
 import functools
 import shutil
 import sqlite3
-from contextlib import closing
 
 import numpy as np
 import pytest
@@ -22,10 +22,14 @@ WORDS = ("river mountain engine garden window silver forest candle rocket violin
          "saddle tunnel basket ribbon anchor lemon desert island planet ocean bridge tiger piano "
          "camera wallet pillow ladder mirror button kettle hammer carpet bottle pencil").split()
 COLORS = ("red", "green", "blue", "amber")
-KINDS = ("flat", "hnsw", "ivf", "ivfpq", "ondisk")
+KINDS = ("flat", "hnsw", "ivf", "ivfpq", "ondisk", "ondisk-built")  # built: `semsearch build`'s IVF
 EXACT = {"flat", "ondisk"}
-TRAINED = {"ivf", "ivfpq"}  # exact below collection.MIN_TRAIN chunks, lowered to TRAIN_AT here
+TRAINED = {"ivf", "ivfpq", "ondisk-built"}  # exact below collection.MIN_TRAIN chunks, lowered to TRAIN_AT here
 TRAIN_AT = 300  # not 2,000: the same code paths (IVF10 at 400 vectors), a fifth of the searching
+# distributed/ondisk.py's MmapIndex probes its tuned lists only, also for a k past every
+# candidate (test_a_k_past_every_candidate_returns_them_all_on_approximate_indexes)
+SHORT = {"ondisk-built"}
+DIM = 384  # the default model's
 BIG_K = 10_000  # validation.MAX_K: more than any collection here holds
 TOL = 2e-5
 
@@ -38,8 +42,12 @@ def meta(rng):
     return {"color": str(rng.choice(COLORS)), "n": int(rng.integers(0, 4)), "flag": bool(rng.integers(0, 2))}
 
 
-def matches(m, where):
-    return where is None or all(type(m.get(k)) is type(v) and m.get(k) == v for k, v in where.items())
+def matches(m, where, key=None):
+    """Whether a document (metadata m, id key) passes a filter: "id" is its id, "metadata.K"
+    its metadata's K (no metadata key here is named "id"), other keys name metadata."""
+    def get(k):
+        return key if k == "id" else m.get(k.removeprefix("metadata."))
+    return where is None or all(type(get(k)) is type(v) and get(k) == v for k, v in where.items())
 
 
 @pytest.fixture(scope="module")
@@ -54,18 +62,22 @@ class Oracle:
     """What the store holds, read with sqlite3 alone, and exact answers computed from it."""
 
     def __init__(self, path):
-        with closing(sqlite3.connect(f"file:{path / STORE_FILE}?mode=ro", uri=True)) as db:
-            rows = db.execute("SELECT c.id, c.vector, d.key, d.metadata FROM chunks c "
+        with contextlib.closing(sqlite3.connect(f"file:{path / STORE_FILE}?mode=ro", uri=True)) as db:
+            rows = db.execute("SELECT c.id, c.vector, d.key, d.metadata, c.text FROM chunks c "
                               "JOIN documents d ON d.id = c.doc_id ORDER BY c.id").fetchall()
         self.ids = np.array([r[0] for r in rows], np.int64)
-        self.vectors = np.frombuffer(b"".join(r[1] for r in rows), np.float32).reshape(len(rows), -1)
+        self.vectors = np.frombuffer(b"".join(r[1] for r in rows), np.float32).reshape(len(rows), DIM)
         self.keys = [r[2] for r in rows]
         import json
         self.metas = [json.loads(r[3]) for r in rows]
         self.key_of = dict(zip(self.ids.tolist(), self.keys))
+        self.text_of = {r[0]: r[4] for r in rows}
+        self.chunks_of = {}  # key -> [(chunk id, text)]
+        for r in rows:
+            self.chunks_of.setdefault(r[2], []).append((r[0], r[4]))
 
     def allowed(self, where):
-        return np.array([matches(m, where) for m in self.metas], bool)
+        return np.array([matches(m, where, key) for m, key in zip(self.metas, self.keys)], bool)
 
     def dense(self, qv, where):
         """(chunk ids, scores) of every allowed chunk, best first (ties: smaller id)."""
@@ -76,7 +88,8 @@ class Oracle:
 
 
 def check_ranking(got_ids, got_scores, exp_ids, exp_scores, k, exact, what):
-    """got (a top-k) against the oracle's full ranking exp: sizes, order, scores, ids."""
+    """got (a top-k) against the oracle's full ranking exp: live and allowed chunks at their
+    own scores, best first; with ``exact`` also the oracle's size, scores and ids (ties aside)."""
     n = min(k, len(exp_ids))
     score_of = dict(zip(exp_ids.tolist(), exp_scores.tolist()))
     assert len(set(got_ids)) == len(got_ids), f"{what}: a chunk twice"
@@ -84,7 +97,7 @@ def check_ranking(got_ids, got_scores, exp_ids, exp_scores, k, exact, what):
         assert c in score_of, f"{what}: chunk {c} is deleted or outside the filter"
         assert abs(score_of[c] - s) < TOL, f"{what}: chunk {c} scored {s}, oracle {score_of[c]}"
     assert all(a >= b - TOL for a, b in zip(got_scores, got_scores[1:])), f"{what}: not best first"
-    if exact or k >= len(exp_ids):
+    if exact:
         assert len(got_ids) == n, f"{what}: {len(got_ids)} hits, oracle has {n}"
     if exact:
         assert np.allclose(got_scores, exp_scores[:n], atol=TOL), f"{what}: scores differ from the oracle's"
@@ -95,48 +108,72 @@ def check_ranking(got_ids, got_scores, exp_ids, exp_scores, k, exact, what):
 
 
 def check(coll, embedder, state, rng, kind, what, queries=1):
-    """Every mode against the oracle for a few random queries and filters; returns recalls."""
+    """Every mode against the oracle for random queries and filters; returns dense recalls."""
     oracle = Oracle(coll.path)
     assert sorted(set(oracle.keys)) == sorted(state), f"{what}: store holds other documents than written"
+    exact = kind in EXACT
     recalls = []
     for _ in range(queries):
-        query = sentence(rng, 2, 4)
+        query, other = sentence(rng, 2, 4), sentence(rng, 1, 3)
         qv = embedder.embed([query], kind="query")[0]
-        assert coll.search(query, k=3, mode="dense")[0].score == pytest.approx(
-            coll.search(query, k=3, mode="dense", query_vectors=qv[None])[0].score, abs=TOL)
+        assert [h.score for h in coll.search(query, k=3, mode="dense")] == pytest.approx(
+            [h.score for h in coll.search(query, k=3, mode="dense", query_vectors=qv[None])], abs=TOL)
         search = functools.partial(coll.search, query, query_vectors=qv[None])  # embedded once
         qwords = set(query.split())
-        for where in (None, {"color": str(rng.choice(COLORS))},
-                      {"n": int(rng.integers(0, 4)), "flag": bool(rng.integers(0, 2))}):
+        some_key = str(rng.choice(sorted(state))) if state else "none"
+        wheres = [{"color": str(rng.choice(COLORS))}, {"n": int(rng.integers(0, 4)), "flag": bool(rng.integers(0, 2))},
+                  {"id": some_key}, {"metadata.color": str(rng.choice(COLORS)), "flag": False}, {"n": 99}]
+        for where in (None, wheres[int(rng.integers(0, len(wheres)))]):
             tag = f"{what} {query!r} where={where}"
             exp_ids, exp_scores = oracle.dense(qv, where)
+            allowed = set(exp_ids.tolist())
+            score_of = dict(zip(exp_ids.tolist(), exp_scores.tolist()))
             for k in (7, BIG_K):
+                # k past every candidate: every index must give them all, so the exact ranking
+                whole = k >= len(exp_ids) and kind not in SHORT
                 hits = search(k=k, where=where, mode="dense")
                 for h in hits:
                     assert oracle.key_of.get(h.chunk_id) == h.id, f"{tag}: hit {h.id} has chunk {h.chunk_id}"
+                    assert h.cosine == h.score and h.bm25 is None
+                    assert (h.text, h.metadata) == (oracle.text_of[h.chunk_id], state[h.id][1]), f"{tag}: {h.id}"
                 recalls.append(check_ranking([h.chunk_id for h in hits], [h.score for h in hits],
-                                             exp_ids, exp_scores, k, kind in EXACT, f"{tag} dense k={k}"))
+                                             exp_ids, exp_scores, k, exact or whole, f"{tag} dense k={k}"))
+            if exact and len(exp_scores) > 3:  # min_score keeps exactly the chunks at or above it
+                cut = float(exp_scores[len(exp_scores) // 3])
+                hits = search(k=BIG_K, where=where, mode="dense", min_score=cut)
+                assert np.sum(exp_scores >= cut + TOL) <= len(hits) <= np.sum(exp_scores >= cut - TOL), \
+                    f"{tag} min_score: {len(hits)} hits"
+                assert all(h.score >= cut for h in hits), f"{tag} min_score: a hit below it"
             # one hit per document: each document at its best chunk
             best = {}
-            for c, s in zip(exp_ids.tolist(), exp_scores.tolist()):
-                best.setdefault(oracle.key_of[c], (c, s))
+            for c, sc in zip(exp_ids.tolist(), exp_scores.tolist()):
+                best.setdefault(oracle.key_of[c], (c, sc))
             doc_ids = np.array([c for c, _ in best.values()], np.int64)
-            doc_scores = np.array([s for _, s in best.values()], np.float32)
+            doc_scores = np.array([sc for _, sc in best.values()], np.float32)
             for k in (5, BIG_K):
+                whole = k >= len(exp_ids) and kind not in SHORT
                 hits = search(k=k, where=where, mode="dense", docs=True)
                 assert len({h.id for h in hits}) == len(hits), f"{tag} docs k={k}: a document twice"
-                got = [(h.chunk_id, h.score) for h in hits]
-                check_ranking([c for c, _ in got], [s for _, s in got], doc_ids, doc_scores, k,
-                              kind in EXACT, f"{tag} dense docs k={k}")
-            # lexical: exactly the allowed documents holding a query word, once each
-            lexical = {key for key, (text, m) in state.items() if matches(m, where) and qwords & set(text.split())}
+                check_ranking([h.chunk_id for h in hits], [h.score for h in hits], exp_ids, exp_scores, BIG_K,
+                              False, f"{tag} dense docs k={k}")  # live, allowed, its own score
+                if exact or whole:  # and each document at its best chunk
+                    check_ranking([h.chunk_id for h in hits], [h.score for h in hits], doc_ids, doc_scores, k,
+                                  True, f"{tag} dense docs k={k}")
+            # lexical: exactly the allowed documents holding a query word, once each, by BM25
+            lexical = {key for key, (text, _) in state.items() if key in best and qwords & set(text.split())}
             hits = search(k=BIG_K, where=where, mode="lexical")
             assert len({h.id for h in hits}) == len(hits), f"{tag} lexical: a document twice"
             assert {h.id for h in hits} == lexical, f"{tag} lexical: {sorted({h.id for h in hits} ^ lexical)[:5]}"
             for h in hits:
                 assert oracle.key_of.get(h.chunk_id) == h.id, f"{tag} lexical: hit {h.id} has chunk {h.chunk_id}"
+                assert h.score == h.bm25 and h.cosine is None
+            assert all(a.score >= b.score for a, b in zip(hits, hits[1:])), f"{tag} lexical: not best first"
+            for h in hits:  # shown on a chunk holding a query word, when one does
+                words = [set(t.split()) for c, t in oracle.chunks_of[h.id]]
+                if any(qwords & w for w in words):
+                    assert qwords & set(h.text.split()), f"{tag} lexical: {h.id} shown on chunk {h.chunk_id}"
+            assert [h.chunk_id for h in search(k=3, where=where, mode="lexical")] == [h.chunk_id for h in hits[:3]]
             # hybrid: live, allowed chunks only; all of them when the dense side holds them all
-            allowed = set(exp_ids.tolist())
             for docs in (False, True):
                 hits = search(k=BIG_K, where=where, mode="hybrid", docs=docs)
                 got = [h.chunk_id for h in hits]
@@ -144,20 +181,47 @@ def check(coll, embedder, state, rng, kind, what, queries=1):
                 assert set(got) <= allowed, f"{tag} hybrid: chunks {sorted(set(got) - allowed)[:5]} deleted or filtered"
                 for h in hits:
                     assert oracle.key_of[h.chunk_id] == h.id
+                    assert abs(h.cosine - score_of[h.chunk_id]) < TOL, f"{tag} hybrid: cosine of {h.chunk_id}"
+                    assert (h.bm25 is not None) == (h.id in lexical), f"{tag} hybrid: bm25 of {h.id}"
+                assert all(a.score >= b.score for a, b in zip(hits, hits[1:])), f"{tag} hybrid: not best first"
+                assert not hits or hits[0].score <= 1 + 1e-9
+                first = search(k=5, where=where, mode="hybrid", docs=docs)  # depth 100 either way
+                assert [h.chunk_id for h in first] == [h.chunk_id for h in search(
+                    k=40, where=where, mode="hybrid", docs=docs)[:5]], f"{tag} hybrid docs={docs}: k=5 != top 5 of k=40"
                 if docs:
                     assert len({h.id for h in hits}) == len(hits), f"{tag} hybrid docs: a document twice"
                     if len(best) <= 100:
                         assert {h.id for h in hits} == set(best), f"{tag} hybrid docs: not every document"
                 elif len(allowed) <= 100:
                     assert set(got) == allowed, f"{tag} hybrid: not every chunk"
+        # several queries in one call rank as each alone
+        for mode in ("dense", "hybrid"):
+            where = {"color": str(rng.choice(COLORS))}
+            both = coll.search([query, other], k=6, where=where, mode=mode)
+            alone = [coll.search(q, k=6, where=where, mode=mode) for q in (query, other)]
+            for b, a in zip(both, alone):
+                assert [h.chunk_id for h in b] == [h.chunk_id for h in a], f"{what} {mode}: batch != alone"
     return recalls
 
 
-def run_sequence(tmp_path, embedder, pool, kind, seed, steps=8):
+def build(path):
+    """`semsearch build` without Ray: its shards filled one after the other in this process."""
+    from semsearch.distributed import cluster, ondisk
+    from semsearch.distributed.build import build_collection
+    real, connected = ondisk.build, cluster.connected
+    ondisk.build = lambda *a, **kw: real(*a, **{**kw, "use_ray": False})
+    cluster.connected = lambda address=None: contextlib.nullcontext()
+    try:
+        build_collection(path)
+    finally:
+        ondisk.build, cluster.connected = real, connected
+
+
+def run_sequence(tmp_path, embedder, pool, kind, seed, steps=6):
     rng = np.random.default_rng(seed)
     texts, vectors = pool
     path = tmp_path / kind
-    coll = Collection.create(path, index=kind, chunk_tokens=16, overlap=4, embedder=embedder)
+    coll = Collection.create(path, index=kind.split("-")[0], chunk_tokens=16, overlap=4, embedder=embedder)
     reader = Collection.open(path, embedder=embedder)  # another handle: replays what coll writes
     state = {}  # key -> (text, metadata): what the store must hold
     serial = iter(range(10**6))
@@ -179,11 +243,25 @@ def run_sequence(tmp_path, embedder, pool, kind, seed, steps=8):
 
     bulk(400 if kind in TRAINED else 150)
     add_texts([f"t{next(serial)}" for _ in range(12)])
+    if kind == "ondisk-built":
+        build(path)
     stale = None  # an older index file, put back before a reopen: the store's log replays the rest
     recalls = check(coll, embedder, state, rng, kind, f"{kind} start")
     for step in range(steps):
-        op = rng.choice(["add", "replace", "replace_vectors", "delete", "delete_where", "reopen"])
-        if op == "add":
+        op = rng.choice(["add", "replace", "replace_vectors", "delete", "delete_where", "reopen", "rebuild",
+                         "wipe"], p=[.15, .15, .15, .15, .15, .13, .06, .06])
+        if op == "wipe":  # everything deleted and searched, then loaded again (trained kinds: retrained)
+            assert coll.delete(sorted(state)) == len(state)
+            state.clear()
+            check(coll, embedder, state, rng, kind, f"{kind} step {step} empty")
+            bulk(400 if kind in TRAINED else 60)
+            if kind == "ondisk-built":
+                build(path)
+        elif op == "rebuild" and kind.startswith("ondisk"):
+            build(path)
+        elif op == "rebuild":
+            coll.rebuild_index()
+        elif op == "add":
             add_texts([f"t{next(serial)}" for _ in range(int(rng.integers(1, 6)))])
         elif op == "replace":
             add_texts(list(rng.choice(sorted(state), size=3, replace=False)))
@@ -219,7 +297,7 @@ def run_sequence(tmp_path, embedder, pool, kind, seed, steps=8):
             check(reader, embedder, state, rng, kind, f"{kind} step {step} {op} (reader)")
     if kind not in EXACT:
         info = coll.info()["index"]
-        assert info["spec"].lower().startswith({"hnsw": "hnsw", "ivf": "ivf", "ivfpq": "ivf"}[kind]), info
+        assert info["spec"].lower().startswith(kind[:3].replace("ond", "ivf")), info
     coll.close()
     reader.close()
     return recalls
@@ -232,19 +310,22 @@ def test_search_matches_a_brute_force_oracle_through_random_writes(tmp_path, emb
     assert np.mean(recalls) >= 0.9, f"{kind}: mean recall {np.mean(recalls):.3f} against the oracle"
 
 
-@pytest.mark.parametrize("kind", ["hnsw", "ivf", "ivfpq"])
+@pytest.mark.parametrize("kind", ["hnsw", "ivf", "ivfpq", pytest.param("ondisk-built", marks=pytest.mark.xfail(
+    strict=True, reason="MmapIndex.search (distributed/ondisk.py) probes only its tuned lists"))])
 def test_a_k_past_every_candidate_returns_them_all_on_approximate_indexes(tmp_path, embedder, pool, kind,
                                                                         monkeypatch):
     """An IVF probed only its tuned few lists and HNSW's walk missed nodes, so k=10,000 on
-    400 chunks gave some of them (IVF: ~1 in 6), filtered or not."""
+    400 chunks gave only some of them (IVF: ~5 in 6), before deletes and after."""
     monkeypatch.setattr("semsearch.collection.MIN_TRAIN", TRAIN_AT)
     texts, vectors = pool
     rng = np.random.default_rng(5)
     pick = rng.integers(0, len(texts), 400)
     v = vectors[pick] + rng.normal(0, 0.02, (400, vectors.shape[1])).astype(np.float32)
     v /= np.linalg.norm(v, axis=1, keepdims=True)
-    with Collection.create(tmp_path / kind, index=kind, embedder=embedder) as coll:
+    with Collection.create(tmp_path / kind, index=kind.split("-")[0], embedder=embedder) as coll:
         coll.add_vectors([f"v{i}" for i in range(400)], v, [texts[i] for i in pick])
+        if kind == "ondisk-built":
+            build(coll.path)
         for deleted in (False, True):
             if deleted:
                 coll.delete([f"v{i}" for i in range(0, 400, 7)])  # tombstones, where the index keeps them
