@@ -430,20 +430,30 @@ def add(ctx, name, texts, ids, meta, jsonl, model):
 @click.argument("name")
 @click.option("--id", "ids", multiple=True, help="Document id to delete (repeatable).")
 @click.option("--path", "paths", multiple=True, type=click.Path(), help="Delete documents read from this file or folder.")
+@click.option("--where", multiple=True, help="Delete the documents matching this key=value filter "
+              "(repeatable: all must match), as `search --where` matches them; not with --id or --path.")
 @click.pass_context
-def delete(ctx, name, ids, paths):
-    """Delete documents from collection NAME."""
+def delete(ctx, name, ids, paths, where):
+    """Delete documents from collection NAME by id, by file or folder, or by metadata filter;
+    prints how many were deleted."""
     from .collection import Collection
 
-    if not ids and not paths:
-        raise click.UsageError("give --id or --path")
+    filters = parse_pairs(where, "--where")
+    if filters and (ids or paths):
+        raise click.UsageError("give --where alone, or --id/--path (to delete by id within a filter: --where id=ID)")
+    if not ids and not paths and not filters:
+        raise click.UsageError("give --id, --path or --where")
     with Collection.open(name, home=ctx.obj["home"]) as coll:
-        removed = coll.delete(ids) if ids else 0
-        for path in paths:
-            removed += coll.delete_path(path)
+        if filters:
+            removed = coll.delete(where=filters)
+        else:
+            removed = coll.delete(ids) if ids else 0
+            for path in paths:
+                removed += coll.delete_path(path)
         if removed == 0:
-            raise NotFound(f"no document with {'id ' + ', '.join(ids) if ids else 'a path under ' + ', '.join(paths)} "
-                           f"in {coll.name}")
+            what = ("matching " + " ".join(where) if filters else
+                    "with id " + ", ".join(ids) if ids else "with a path under " + ", ".join(paths))
+            raise NotFound(f"no document {what} in {coll.name}")
         click.echo(f"{coll.name}: deleted {removed} document(s); {coll.count()} left")
 
 

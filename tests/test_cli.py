@@ -412,3 +412,42 @@ def test_embed_out_dash_is_stdout_not_a_file_named_dash(model_folder, tmp_path, 
     monkeypatch.chdir(tmp_path)
     result = ok(run("embed", "hello", "--out", "-"))
     assert json.loads(result.stdout)["text"] == "hello" and not (tmp_path / "-").exists()
+
+
+def test_delete_where_deletes_the_documents_search_where_finds_and_says_how_many(home, tmp_path):
+    records = tmp_path / "records.jsonl"
+    records.write_text(
+        '{"id": "r1", "text": "Cats purr and chase mice.", "lang": "en", "year": 2020}\n'
+        '{"id": "r2", "text": "Rockets launch satellites into orbit.", "lang": "en", "year": 2021}\n'
+        '{"id": "r3", "text": "Les chats ronronnent.", "lang": "fr", "year": 2021}\n')
+    ok(run("add", "recs", "--jsonl", records, "--meta", "batch=1"))
+    result = ok(run("delete", "recs", "--where", "year=2021", "--where", "lang=en"))
+    assert result.stdout.strip() == "recs: deleted 1 document(s); 2 left"
+    hits = json.loads(ok(run("search", "recs", "anything", "--where", "year=2021", "--json")).stdout)
+    assert [h["id"] for h in hits] == ["r3"]
+    assert "deleted 2 document(s); 0 left" in ok(run("delete", "recs", "--where", "batch=1")).stdout
+    assert "how many" in run("delete", "--help").output and "--where" in run("delete", "--help").output
+
+
+def test_delete_where_takes_a_relative_source_as_delete_path_does(indexed, docs, monkeypatch):
+    monkeypatch.chdir(docs.parent)
+    assert "deleted 1 document(s); 2 left" in ok(run("delete", "notes", "--where", "source=docs/cats.txt")).stdout
+    hits = json.loads(ok(run("search", "notes", "furry pets", "--json", "--mode", "dense")).stdout)
+    assert {h["source"] for h in hits} == {str(docs / "rockets.md"), str(docs / "bread.txt")}
+
+
+@pytest.mark.parametrize("args, code, match", [
+    (["--where", "source=nowhere.txt"], 3, "no document matching source=nowhere.txt"),
+    (["--where", "colour=red"], 2, "colour"),
+    (["--where", "=red"], 2, "key=value"),
+    (["--where", "id=x", "--id", "x"], 2, "--where alone"),
+    (["--where", "id=x", "--path", "."], 2, "--where alone"),
+    ([], 2, "--where"),
+])
+def test_delete_where_that_matches_nothing_or_is_not_a_filter_is_one_line_and_deletes_nothing(
+        indexed, args, code, match):
+    before, docs = snapshot(indexed), json.loads(ok(run("info", "notes", "--json")).stdout)["documents"]
+    assert_one_line_error(run("delete", "notes", *args), code=code, match=match)
+    assert json.loads(ok(run("info", "notes", "--json")).stdout)["documents"] == docs == len(DOCS)
+    if code == 2:  # refused before any write (one that matched nothing wrote a new generation)
+        assert snapshot(indexed) == before
