@@ -487,6 +487,47 @@ def test_add_search_delete_through_http(http):
     error_of(http.post("/v1/collections/scratch/documents", json={"documents": [{"text": "a"}] * 65}), 413)
 
 
+def test_delete_by_filter_through_http_deletes_exactly_the_matching_documents(server, http):
+    docs = [{"id": "dw-1", "text": "Pack the tent and the sleeping bags for the camping trip.",
+             "metadata": {"trip": "camp", "n": 1}},
+            {"id": "dw-2", "text": "Book the train tickets for the camping weekend.",
+             "metadata": {"trip": "camp", "n": 2.0, "paid": True}},
+            {"id": "dw-3", "text": "Camping stoves need a gas canister.", "metadata": {"trip": "city", "paid": True}}]
+    before = http.get("/v1/collections/scratch").json()["documents"]
+    http.post("/v1/collections/scratch/documents", json={"documents": docs}).raise_for_status()
+    route = "/v1/collections/scratch/documents/delete"
+    assert http.post(route, json={"where": {"trip": "camp", "n": "1"}}).json() == {"deleted": 1}  # dw-1
+    assert http.post(route, json={"where": {"paid": True, "trip": "camp"}}).json() == {"deleted": 1}  # dw-2
+    assert http.post(route, json={"where": {"trip": "camp"}}).json() == {"deleted": 0}
+    for mode in ("dense", "lexical", "hybrid"):
+        hits = http.post("/v1/collections/scratch/search", json={"query": "camping trip", "k": 10, "mode": mode})
+        assert {h["id"] for h in hits.json()["data"]} & {"dw-1", "dw-2", "dw-3"} == {"dw-3"}, mode
+    assert http.post(route, json={"ids": ["dw-3", "nope"]}).json() == {"deleted": 1}
+    info = http.get("/v1/collections/scratch").json()
+    assert info["documents"] == before and info["index"]["vectors"] == info["chunks"]
+    error_of(httpx.post(server.url + route, json={"where": {"trip": "camp"}}), 401)
+
+
+@pytest.mark.parametrize("body, status, words", [
+    ({"where": {}}, 400, "where is empty"),
+    ({}, 400, "ids or where"),
+    ({"where": None}, 400, "ids or where"),
+    ({"ids": ["seed"], "where": {"id": "seed"}}, 400, "ids or where"),
+    ({"where": {"colour": "red"}}, 400, "colour"),
+    ({"where": {"topic": ["a"]}}, 400, "where"),
+    ({"where": "topic=a"}, 400, "where"),
+    ({"ids": []}, 400, "at least 1"),
+    ({"ids": ["x"] * 65}, 413, "at most 64"),
+    ({"wher": {"id": "seed"}}, 400, "unknown field"),
+])
+def test_delete_by_filter_refuses_bad_requests_and_deletes_nothing(http, body, status, words):
+    before = http.get("/v1/collections/scratch").json()["documents"]
+    error = error_of(http.post("/v1/collections/scratch/documents/delete", json=body), status)
+    assert words in error["message"], error
+    assert http.get("/v1/collections/scratch").json()["documents"] == before
+    error_of(http.post("/v1/collections/nope/documents/delete", json={"where": {"id": "seed"}}), 404)
+
+
 def test_search_during_writes_sees_whole_documents(server):
     """A writer replaces one multi-chunk document again and again (version a, version b) while
     readers search for it: every answer holds all chunks of exactly one version."""

@@ -29,7 +29,7 @@ from ..errors import CollectionError, InvalidInput, NotFound, TooLarge
 from .batcher import MicroBatcher, Unbatched
 from .errors import HANDLERS, ClientGone, Unexpected
 from .metrics import CONTENT_TYPE_LATEST, Metrics, RequestMetrics
-from .schemas import AddRequest, EmbeddingsRequest, SearchRequest
+from .schemas import AddRequest, DeleteRequest, EmbeddingsRequest, SearchRequest
 from .security import BEARER, BodyLimit, KeyedRoute
 from .served import ModelMismatch, Served
 from .settings import Settings
@@ -204,6 +204,15 @@ def create_app(embedder, served: Served, settings: Settings = Settings()) -> Fas
             ids = await write(target.add_texts, [d.text for d in body.documents],
                               ids=[d.id for d in body.documents], metadata=[d.metadata or {} for d in body.documents])
         return {"object": "list", "ids": ids}
+
+    @api.post("/v1/collections/{name}/documents/delete")
+    async def delete_documents(name: str, body: DeleteRequest):
+        """Delete by ``ids`` or by ``where`` (Collection.delete): how many existed, 0 too."""
+        async with served.use(name) as target:
+            if body.ids is not None:
+                validation.positive_int(len(body.ids), "the number of ids", settings.max_inputs)
+            deleted = await write(target.delete, body.ids, where=body.where)
+        return {"deleted": deleted}
 
     @api.delete("/v1/collections/{name}/documents/{doc_id:path}")  # ids may hold '/' (sent as %2F or not)
     async def delete_document(name: str, doc_id: str):

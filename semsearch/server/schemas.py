@@ -57,3 +57,8 @@ class Document(Body):
 
 class AddRequest(Body):
     documents: list[Document]
+
+
+class DeleteRequest(Body):
+    ids: list[str] | None = None
+    where: dict[str, Any] | None = None  # matched as a search's where; empty is refused
