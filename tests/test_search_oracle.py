@@ -26,9 +26,6 @@ KINDS = ("flat", "hnsw", "ivf", "ivfpq", "ondisk", "ondisk-built")  # built: `se
 EXACT = {"flat", "ondisk"}
 TRAINED = {"ivf", "ivfpq", "ondisk-built"}  # exact below collection.MIN_TRAIN chunks, lowered to TRAIN_AT here
 TRAIN_AT = 300  # not 2,000: the same code paths (IVF11 at 450 vectors), a fifth of the searching
-# distributed/ondisk.py's MmapIndex probes its tuned lists only, also for a k past every
-# candidate (test_a_k_past_every_candidate_returns_them_all_on_approximate_indexes)
-SHORT = {"ondisk-built"}
 DIM = 384  # the default model's
 BIG_K = 10_000  # validation.MAX_K: more than any collection here holds
 TOL = 2e-5
@@ -130,7 +127,7 @@ def check(coll, embedder, state, rng, kind, what, queries=1):
             score_of = dict(zip(exp_ids.tolist(), exp_scores.tolist()))
             for k in (7, BIG_K):
                 # k past every candidate: every index must give them all, so the exact ranking
-                whole = k >= len(exp_ids) and kind not in SHORT
+                whole = k >= len(exp_ids)
                 hits = search(k=k, where=where, mode="dense")
                 for h in hits:
                     assert oracle.key_of.get(h.chunk_id) == h.id, f"{tag}: hit {h.id} has chunk {h.chunk_id}"
@@ -153,7 +150,7 @@ def check(coll, embedder, state, rng, kind, what, queries=1):
             doc_ids = np.array([c for c, _ in best.values()], np.int64)
             doc_scores = np.array([sc for _, sc in best.values()], np.float32)
             for k in (5, BIG_K):
-                whole = k >= len(exp_ids) and kind not in SHORT
+                whole = k >= len(exp_ids)
                 hits = search(k=k, where=where, mode="dense", docs=True)
                 assert len({h.id for h in hits}) == len(hits), f"{tag} docs k={k}: a document twice"
                 check_ranking([h.chunk_id for h in hits], [h.score for h in hits], exp_ids, exp_scores, BIG_K,
@@ -310,8 +307,7 @@ def test_search_matches_a_brute_force_oracle_through_random_writes(tmp_path, emb
     assert np.mean(recalls) >= 0.9, f"{kind}: mean recall {np.mean(recalls):.3f} against the oracle"
 
 
-@pytest.mark.parametrize("kind", ["hnsw", "ivf", "ivfpq", pytest.param("ondisk-built", marks=pytest.mark.xfail(
-    strict=True, reason="MmapIndex.search (distributed/ondisk.py) probes only its tuned lists"))])
+@pytest.mark.parametrize("kind", ["hnsw", "ivf", "ivfpq", "ondisk-built"])
 def test_a_k_past_every_candidate_returns_them_all_on_approximate_indexes(tmp_path, embedder, pool, kind,
                                                                         monkeypatch):
     """An IVF probed only its tuned few lists and HNSW's walk missed nodes, so k=10,000 on

@@ -467,6 +467,8 @@ class MmapIndex:
             sel = faiss.IDSelectorNot(inner)
             keep += [inner, self._tomb]
         scale = max(1.0, self._index.ntotal / max(n_sel, 1)) if sel is not None else 1.0
+        if k >= n_sel:  # every candidate asked for: the tuned nprobe would miss those in lists it skips
+            nprobe = self._ivf.nlist
         params = faiss.SearchParametersIVF(sel=sel, nprobe=int(min(self._ivf.nlist, math.ceil(nprobe * scale))))
         if self._refine is None:
             D, I = self._index.search(q, k, params=params)
