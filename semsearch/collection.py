@@ -575,10 +575,8 @@ class Collection:
         where = validation.where_filter(where)
         if not where:
             raise InvalidInput("where is empty; deleting by filter needs at least one key=value")
-        # matched and deleted in one transaction under the writer lock: a document another
-        # writer adds or changes meanwhile is matched as it is once that write committed
-        with self.writer(), self.store.write():
-            return self.store.delete_matching(where)[0]
+        with self.writer() as w:
+            return w.delete_where(where)
 
     def delete_path(self, path: str | os.PathLike) -> int:
         """Delete every document read from ``path`` (a file, or a folder's files)."""

@@ -207,6 +207,14 @@ class Writer:
             found, _ = self.store.delete_documents(keys)
         return found
 
+    def delete_where(self, where: dict) -> int:
+        """Delete the documents a search filter ``where`` matches; returns how many. Matched
+        and deleted in one transaction under the lock: a document another writer adds or
+        changes meanwhile is matched as it is once that write has committed."""
+        with self.locked(), self.store.write():
+            found, _ = self.store.delete_matching(where)
+        return found
+
     def remove_missing(self, roots: list[str], seen: set[str], glob: str | None,
                        unread: Iterable[str] = (), listed: Iterable[str] = ()) -> int:
         """Delete documents under ``roots`` that this run did not see, limited to what the
