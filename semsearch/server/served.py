@@ -4,7 +4,10 @@ Started with names, it serves those; with none, every collection under its home,
 there later from its first request on. A collection `semsearch rm` removed (and `index` may
 have made anew under its name) is opened again on its next request; until one exists its
 404 says it was removed. The replaced Collection is closed once no request uses it, for
-searches that took it before the `rm` may still be reading it.
+searches that took it before the `rm` may still be reading it. A removed one is let go
+within SWEEP_SECONDS even if no request asks for its name again: held, its deleted files
+kept their disk space and its index its memory for as long as the server ran (one more
+collection's worth for each name a cron job made and removed).
 """
 from __future__ import annotations
 
@@ -19,6 +22,8 @@ from ..collection import Collection, list_collections
 from ..errors import CollectionError, Conflict, ModelError, NoSuchCollection, Overloaded
 
 log = logging.getLogger("semsearch.server")
+SWEEP_SECONDS = 2.0  # how often the open collections are checked for a `semsearch rm`
+REMEMBERED = 1_024  # removed names whose 404 says so (older ones: 'not served here', as any unknown name)
 
 
 class ModelMismatch(Conflict):
@@ -32,12 +37,14 @@ class Served:
     def __init__(self, embedder, names=(), home=None, device: str = "auto"):
         self.embedder, self.home, self.device = embedder, home, device
         self.given: dict[str, str] = {}  # name -> the name or path it was given as; empty: all under home
-        self.open: dict[str, Collection] = {}  # name -> its latest Collection (a replaced one until reopened)
+        self.open: dict[str, Collection] = {}  # name -> its latest Collection (a removed one until let go)
         self.users: Counter = Counter()  # Collection -> requests using it now
         self.retired: set[Collection] = set()  # replaced, still in use: closed when the last request ends
+        self.removed: dict[str, str] = {}  # name -> why, for a removed one let go before a request asked
         self.closed = False
         self._opening = threading.Lock()
         self._guard = threading.Lock()  # the maps above
+        self._stop = threading.Event()
         try:
             for name in names or list_collections(home):
                 try:
@@ -53,6 +60,7 @@ class Served:
         except BaseException:
             self.close()
             raise
+        threading.Thread(target=self._sweep, name="semsearch-served-sweep", daemon=True).start()
 
     def names(self) -> list[str]:
         """What this server may serve now (reads the home folder when started without names)."""
@@ -81,6 +89,7 @@ class Served:
 
     def close(self) -> None:
         """At shutdown, once requests are done: close every Collection; open none after."""
+        self._stop.set()
         with self._opening:
             with self._guard:
                 self.closed = True
@@ -112,25 +121,49 @@ class Served:
             coll = self._lease(name)
             if coll is not None:
                 return coll
-            old = self.open.get(name)
-            if old is None and name not in self.names():
+            if name in self.open:
+                self._let_go(name)
+            if name not in self.removed and name not in self.names():
                 raise NoSuchCollection(f"no collection {name!r} is served here "
                                        f"(served: {', '.join(self.serving()) or 'none'})")
             try:
                 fresh = self._open(self.given.get(name, name))
             except NoSuchCollection:
-                if old is not None:
-                    old._check_not_removed()  # its 404 says it was removed while open here
+                if name in self.removed:  # its 404 says it was removed while open here
+                    raise NoSuchCollection(self.removed[name]) from None
                 raise
             except ModelError as exc:
                 raise ModelMismatch(f"not serving {name}: {exc.one_line()}") from None
-            finally:
-                if old is not None:
-                    self._retire(old)
             with self._guard:
+                self.removed.pop(name, None)
                 self.open[name] = fresh
                 self.users[fresh] += 1
             return fresh
+
+    def _sweep(self) -> None:
+        """Let go of the collections removed under the server, every SWEEP_SECONDS."""
+        while not self._stop.wait(SWEEP_SECONDS):
+            with self._opening:
+                if self.closed:
+                    return
+                with self._guard:
+                    gone = [name for name, coll in self.open.items() if not self._live(coll)]
+                for name in gone:
+                    self._let_go(name)
+
+    def _let_go(self, name: str) -> None:
+        """Under _opening: forget the Collection served as ``name`` (no longer live) and
+        retire it; remember why, for the 404 of a request that asks for it next."""
+        with self._guard:
+            coll = self.open.pop(name)
+        try:
+            coll._check_not_removed()
+        except NoSuchCollection as exc:
+            with self._guard:
+                self.removed[name] = exc.one_line()
+                if len(self.removed) > REMEMBERED:
+                    del self.removed[next(iter(self.removed))]
+        self._retire(coll)
 
     def _retire(self, coll: Collection) -> None:
         """Close a replaced Collection now if no request uses it, else when the last one ends."""
