@@ -45,7 +45,7 @@ VICTIM = "gamma"            # removed and made again by the CLI every cycle
 WORDS = ("volcano lava magma eruption bread flour oven yeast tide moon ocean wave violin bow string "
          "budget meeting finance report river bridge train station garden seed rain").split()
 # what each figure may rise between the first and the last third before it is called a leak
-ALLOWANCE = {"rss_mb": 40.0, "fds": 6, "threads": 4, "series": 36}  # series: two label sets of a histogram
+ALLOWANCE = {"rss_mb": 64.0, "fds": 6, "threads": 4, "series": 36}  # series: two label sets of a histogram
 SETTLE = 3.0  # seconds before a sample: the server lets go of a removed collection within 2 s
 QUIET = 11.0  # seconds of no requests every third cycle: the threadpool ends threads idle 10 s
 
@@ -182,11 +182,12 @@ class Driver:
                 body["query"] = sentence(rng, 4)
             else:
                 body["queries"] = [sentence(rng, 4) for _ in range(rng.randint(2, 5))]
-            if rng.random() < 0.3:
-                body["where"] = {"team": rng.choice("xyz")}
+            expect = (200, 404)  # 404: a collection the CLI removed meanwhile
+            if rng.random() < 0.3:  # 400 too: one the CLI has made but not yet filled knows no 'team'
+                body["where"], expect = {"team": rng.choice("xyz")}, (200, 400, 404)
             if rng.random() < 0.3:
                 body["docs"] = True
-            self.request("POST", f"/v1/collections/{name}/search", body, fresh=fresh, expect=(200, 404))
+            self.request("POST", f"/v1/collections/{name}/search", body, fresh=fresh, expect=expect)
         elif pick < 0.65:
             target = rng.choice(STABLE)
             docs = [{"id": f"h{i}", "text": sentence(rng, 20), "metadata": {"team": rng.choice("xyz")}}
