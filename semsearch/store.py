@@ -137,7 +137,7 @@ class Store:
         self.read_only = not create and not (os.access(path, os.W_OK) and os.access(path.parent, os.W_OK))
         self._local = threading.local()
         self.closed = False
-        self._connections: list[sqlite3.Connection] = []
+        self._connections: dict[threading.Thread, sqlite3.Connection] = {}  # each thread's
         self._guard = threading.Condition()  # over closed, _connections and _active
         self._active = 0  # snapshots and writes in progress, in all threads
         if create:
@@ -197,7 +197,9 @@ class Store:
             if self.closed:  # close() ran while it was being opened: it would outlive the store
                 db.close()
                 raise CollectionError(f"{self.path} is closed")
-            self._connections.append(db)
+            for thread in [t for t in self._connections if not t.is_alive()]:  # ended: a server's
+                self._connections.pop(thread).close()  # threadpool ends idle threads and starts new ones
+            self._connections[threading.current_thread()] = db
         return db
 
     def close(self) -> None:
@@ -208,7 +210,7 @@ class Store:
             mine = 1 if getattr(self._local, "depth", 0) else 0  # closed from inside a snapshot
             while self._active > mine:
                 self._guard.wait()
-            for db in self._connections:
+            for db in self._connections.values():
                 db.close()
             self._connections.clear()
         self._local = threading.local()

@@ -1,6 +1,6 @@
-"""What a long-running `semsearch serve` holds: the files of collections removed under it,
-and SQLite connections. A real server process, its open files read from /proc/PID/fd.
-benchmarks/server_soak.py is the long version."""
+"""What a long-running `semsearch serve` holds: the files of collections removed under it
+(SQLite connections of ended threads: tests/test_threads.py). A real server process, its
+open files read from /proc/PID/fd. benchmarks/server_soak.py is the long version."""
 from __future__ import annotations
 
 import os
@@ -10,7 +10,6 @@ import subprocess
 import sys
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -91,24 +90,3 @@ def test_a_removed_collection_is_let_go_though_no_request_asks_for_it_again(env,
         assert gone.status_code == 404 and "was removed while it was open" in gone.json()["error"]["message"]
         cli(env, "add", "doomed", "--text", "bread and flour", "--id", "n")  # made anew: served anew
         assert [h["id"] for h in search(base, "doomed").json()["data"]] == ["n"]
-
-
-@pytest.mark.xfail(strict=True, reason="store.py keeps the connection of every thread that ever read it: "
-                                       "fix described in the soak's report (close dead threads' connections)")
-def test_connections_of_threads_that_ended_are_closed(env, tmp_path):
-    """The server's threadpool ends a thread idle for 10 s and starts new ones for the next
-    burst of requests; each new thread opens its own SQLite connection to a collection. The
-    store kept every connection it ever opened, so they grew with every quiet spell
-    (7 -> 11 -> 17 connections for 12 -> 11 -> 13 threads over three bursts). A connection
-    is one descriptor on store.sqlite; there may be no more of them than threads."""
-    home = tmp_path / "indexes"
-    cli(env, "add", "notes", "--text", "a note about lava", "--id", "k")
-    with server(env) as (proc, base):
-        for burst in range(3):
-            if burst:
-                time.sleep(11)  # past the threadpool's idle time: its threads end at the next burst
-            with ThreadPoolExecutor(12) as pool:
-                assert {r.status_code for r in pool.map(lambda _: search(base, "notes", "lexical"), range(48))} == {200}
-        stores = [t for t in open_files(proc.pid, home / "notes") if t.endswith("store.sqlite")]
-        threads = len(os.listdir(f"/proc/{proc.pid}/task"))
-        assert len(stores) <= threads, f"{len(stores)} connections to store.sqlite, {threads} threads"

@@ -85,6 +85,30 @@ def test_info_counts_the_vectors_of_its_own_snapshot(coll):
     assert info["index"]["vectors"] == info["chunks"]
 
 
+def test_connections_of_threads_that_ended_are_closed(coll):
+    """A server's threadpool ends idle threads and starts new ones for the next burst; each
+    new thread opens its own SQLite connection. The store kept every connection it ever
+    opened, so they grew by a burst's threads with every burst, for good. (Counted by the
+    -wal file each holds open: SQLite keeps a closed connection's store.sqlite descriptor
+    for reuse while others hold locks on it.)"""
+    import os
+
+    def connections() -> int:
+        wal = str(coll.store.path.resolve()) + "-wal"
+        return sum(1 for fd in os.listdir("/proc/self/fd") if os.path.realpath(f"/proc/self/fd/{fd}") == wal)
+
+    counts = []
+    for _ in range(5):  # bursts of 6 threads that each search once and end
+        threads = [threading.Thread(target=coll.search, args=("lantern",), kwargs={"mode": "lexical"})
+                   for _ in range(6)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        counts.append(connections())
+    assert max(counts) <= 6 + 1, f"connections open after each burst of 6 threads: {counts}"
+
+
 def test_close_waits_for_a_search_in_progress(coll):
     """close() from one thread while another searches: the search ends (closing its
     connection under it raised sqlite3.ProgrammingError, and could crash the process), and
