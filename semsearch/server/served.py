@@ -149,7 +149,10 @@ class Served:
                 with self._guard:
                     gone = [name for name, coll in self.open.items() if not self._live(coll)]
                 for name in gone:
-                    self._let_go(name)
+                    try:
+                        self._let_go(name)
+                    except Exception as exc:  # noqa: BLE001 - one bad close must not end the sweeping
+                        log.warning("could not let go of removed collection %s: %s", name, exc)
 
     def _let_go(self, name: str) -> None:
         """Under _opening: forget the Collection served as ``name`` (no longer live) and
