@@ -36,12 +36,10 @@ from __future__ import annotations
 import argparse
 import fcntl
 import itertools
-import json
 import logging
 import math
 import os
 import random
-import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -51,6 +49,8 @@ import traceback
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
+
+from torture import read_store  # the store checks the kill -9 soak makes, on the same schema
 
 WORDS = ("harbour tide ferry boat master weather log dawn lantern rope anchor gull pier storm "
          "sail chart compass keel deck mast net fish salt wave reef cargo crew dock").split()
@@ -385,34 +385,9 @@ class Soak:
                     self.defect("the writer lock is held with nothing running")
 
     def check_store(self) -> None:
-        db = sqlite3.connect(self.path / "store.sqlite")
-        try:
-            if (ok := db.execute("PRAGMA integrity_check").fetchone()[0]) != "ok":
-                self.defect(f"integrity_check: {ok}")
-            docs = {key: (doc_id, json.loads(meta)) for key, doc_id, meta
-                    in db.execute("SELECT key, id, metadata FROM documents")}
-            rows = db.execute("SELECT id, doc_id, position, start, end, text FROM chunks "
-                              "ORDER BY doc_id, position").fetchall()
-            fts = {}
-            for table in ("chunks_fts", "documents_fts"):
-                extra = ", rank) VALUES ('integrity-check', 1)" if table == "chunks_fts" else ") VALUES ('integrity-check')"
-                try:
-                    db.execute(f"INSERT INTO {table}({table}{extra}")
-                except sqlite3.DatabaseError as exc:
-                    self.defect(f"{table} integrity-check: {exc}")
-                db.execute(f"CREATE VIRTUAL TABLE temp.{table}_v USING fts5vocab(main, {table}, instance)")
-                fts[table] = {r[0] for r in db.execute(f"SELECT DISTINCT doc FROM temp.{table}_v")}
-        finally:
-            db.close()
-        by_doc = defaultdict(list)
-        for row in rows:
-            by_doc[row[1]].append(row)
-        doc_ids = {doc_id for doc_id, _ in docs.values()}
-        if set(by_doc) != doc_ids:
-            self.defect(f"documents without chunks {sorted(doc_ids - set(by_doc))[:5]}, "
-                        f"chunks without a document {sorted(set(by_doc) - doc_ids)[:5]}")
-        if fts["chunks_fts"] != {r[0] for r in rows} or fts["documents_fts"] != doc_ids:
-            self.defect("FTS5 does not hold exactly the store's chunks and documents")
+        found, docs, by_doc = read_store(self.path / "store.sqlite")
+        for defect in found:
+            self.defect(defect)
         for key, (doc_id, meta) in docs.items():
             chunks = by_doc.get(doc_id, [])
             allowed = [v for v in self.ledger.allowed(key) if v is not ABSENT]

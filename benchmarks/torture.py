@@ -78,6 +78,43 @@ HTTP = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback:
 ABSENT = None  # the state of a document that is not there
 
 
+def read_store(path: Path) -> tuple[list[str], dict[str, tuple[int, dict]], dict[int, list[tuple]]]:
+    """The store as sqlite3 alone reads it, and what is wrong with its structure: SQLite's
+    and FTS5's own integrity checks, documents without chunks (or chunks without one), FTS5
+    not holding exactly the chunks and documents. Returns (defects, key -> (document row
+    id, metadata), document row id -> its chunks (id, doc_id, position, start, end, text)
+    in order); threads_soak.py checks a store with it too."""
+    found = []
+    db = sqlite3.connect(path)
+    try:
+        if (ok := db.execute("PRAGMA integrity_check").fetchone()[0]) != "ok":
+            found.append(f"integrity_check: {ok}")
+        docs = {key: (doc_id, json.loads(meta)) for key, doc_id, meta
+                in db.execute("SELECT key, id, metadata FROM documents")}
+        rows = db.execute("SELECT id, doc_id, position, start, end, text FROM chunks ORDER BY doc_id, position").fetchall()
+        fts = {}
+        for table in ("chunks_fts", "documents_fts"):
+            extra = ", rank) VALUES ('integrity-check', 1)" if table == "chunks_fts" else ") VALUES ('integrity-check')"
+            try:
+                db.execute(f"INSERT INTO {table}({table}{extra}")
+            except sqlite3.DatabaseError as exc:
+                found.append(f"{table} integrity-check: {exc}")
+            db.execute(f"CREATE VIRTUAL TABLE temp.{table}_v USING fts5vocab(main, {table}, instance)")
+            fts[table] = {r[0] for r in db.execute(f"SELECT DISTINCT doc FROM temp.{table}_v")}
+    finally:
+        db.close()
+    by_doc = defaultdict(list)
+    for row in rows:
+        by_doc[row[1]].append(row)
+    doc_ids = {doc_id for doc_id, _ in docs.values()}
+    if set(by_doc) != doc_ids:
+        found.append(f"documents without chunks {sorted(doc_ids - set(by_doc))[:5]}, "
+                     f"chunks without a document {sorted(set(by_doc) - doc_ids)[:5]}")
+    if fts["chunks_fts"] != {r[0] for r in rows} or fts["documents_fts"] != doc_ids:
+        found.append("FTS5 does not hold exactly the store's chunks and documents")
+    return found, docs, by_doc
+
+
 def nonce(rng: random.Random) -> str:
     return "q" + "".join(rng.choice("bcdfghjklmnpstvwxz") for _ in range(9))
 
@@ -479,32 +516,8 @@ class Torture:
         return found
 
     def check_store(self) -> list[str]:
-        found = []
-        db = sqlite3.connect(self.coll / "store.sqlite")
-        try:
-            if (ok := db.execute("PRAGMA integrity_check").fetchone()[0]) != "ok":
-                found.append(f"integrity_check: {ok}")
-            docs = dict(db.execute("SELECT key, id FROM documents"))
-            rows = db.execute("SELECT id, doc_id, position, start, end, text FROM chunks ORDER BY doc_id, position").fetchall()
-            for table in ("chunks_fts", "documents_fts"):
-                extra = ", rank) VALUES ('integrity-check', 1)" if table == "chunks_fts" else ") VALUES ('integrity-check')"
-                try:
-                    db.execute(f"INSERT INTO {table}({table}{extra}")
-                except sqlite3.DatabaseError as exc:
-                    found.append(f"{table} integrity-check: {exc}")
-                db.execute(f"CREATE VIRTUAL TABLE temp.{table}_v USING fts5vocab(main, {table}, instance)")
-            fts_chunks = {r[0] for r in db.execute("SELECT DISTINCT doc FROM temp.chunks_fts_v")}
-            fts_docs = {r[0] for r in db.execute("SELECT DISTINCT doc FROM temp.documents_fts_v")}
-        finally:
-            db.close()
-        by_doc = defaultdict(list)
-        for row in rows:
-            by_doc[row[1]].append(row)
-        if set(by_doc) != set(docs.values()):
-            found.append(f"documents without chunks {sorted(set(docs.values()) - set(by_doc))[:5]}, "
-                         f"chunks without a document {sorted(set(by_doc) - set(docs.values()))[:5]}")
-        if fts_chunks != {r[0] for r in rows} or fts_docs != set(docs.values()):
-            found.append("FTS5 does not hold exactly the store's chunks and documents")
+        found, docs, by_doc = read_store(self.coll / "store.sqlite")
+        docs = {key: doc_id for key, (doc_id, _) in docs.items()}
         for key, doc_id in docs.items():
             chunks = by_doc.get(doc_id, [])
             text = next((t for t in self.state.get(key, ()) if t is not ABSENT
