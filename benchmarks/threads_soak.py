@@ -34,7 +34,6 @@ Prints one summary line; exits 1 on any defect (each printed as it is found).
 from __future__ import annotations
 
 import argparse
-import fcntl
 import itertools
 import logging
 import math
@@ -50,7 +49,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-from torture import read_store  # the store checks the kill -9 soak makes, on the same schema
+from torture import lock_held, read_store  # the store checks the kill -9 soak makes, on the same schema
 
 WORDS = ("harbour tide ferry boat master weather log dawn lantern rope anchor gull pier storm "
          "sail chart compass keel deck mast net fish salt wave reef cargo crew dock").split()
@@ -375,14 +374,8 @@ class Soak:
             self.defect(f"temporary files left: {leaked}")
 
     def check_lock(self) -> None:
-        lock = self.path / "write.lock"
-        if lock.exists():
-            with open(lock) as f:
-                try:
-                    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    fcntl.flock(f, fcntl.LOCK_UN)
-                except BlockingIOError:
-                    self.defect("the writer lock is held with nothing running")
+        if lock_held(self.path / "write.lock"):
+            self.defect("the writer lock is held with nothing running")
 
     def check_store(self) -> None:
         found, docs, by_doc = read_store(self.path / "store.sqlite")

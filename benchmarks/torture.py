@@ -78,6 +78,19 @@ HTTP = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback:
 ABSENT = None  # the state of a document that is not there
 
 
+def lock_held(lock: Path) -> bool:
+    """Whether some process holds the file lock ``lock`` (a missing file: nobody)."""
+    if not lock.exists():
+        return False
+    with open(lock) as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(f, fcntl.LOCK_UN)
+    return False
+
+
 def read_store(path: Path) -> tuple[list[str], dict[str, tuple[int, dict]], dict[int, list[tuple]]]:
     """The store as sqlite3 alone reads it, and what is wrong with its structure: SQLite's
     and FTS5's own integrity checks, documents without chunks (or chunks without one), FTS5
@@ -491,13 +504,8 @@ class Torture:
     def check(self) -> list[str]:
         found = []
         for lock in (self.coll / "write.lock", self.coll / "ondisk-lock" / "build.lock"):
-            if lock.exists():
-                with open(lock) as f:
-                    try:
-                        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                        fcntl.flock(f, fcntl.LOCK_UN)
-                    except BlockingIOError:
-                        found.append(f"{lock.name} is held with nothing running")
+            if lock_held(lock):
+                found.append(f"{lock.name} is held with nothing running")
         if (self.coll / "store.sqlite").is_file():
             found += self.check_store()
             found += self.check_open()
