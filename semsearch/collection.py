@@ -95,6 +95,8 @@ class Collection:
             self.use_embedder(embedder)
         self._index: VectorIndex | None = None
         self._index_gen = -1
+        self._unchecked = False  # loaded from a file and not yet checked against the store
+        self._unsaved = False  # changed since it was loaded from or saved to its file
         self._build = None  # the `semsearch build` the index maps (see _build_mark)
         self._index_lock = _ReadWriteLock()
         self._index_read = None  # a background read of the index file, see _prefetch_index
@@ -234,11 +236,10 @@ class Collection:
         # a `semsearch build` published since: map it, and let go of the one it replaced (its
         # files are deleted; mapped, their disk space would stay in use until this process ends)
         stale = build != self._build
-        if self._index is not None and self._index_gen >= gen and not stale:
+        if self._index is not None and self._index_gen >= gen and not stale and not self._unchecked:
             return
         with self._index_lock.writing():
-            from_file = self._index is None or stale
-            if from_file:
+            if self._index is None or stale:
                 old = self._index
                 self._load_index_file()
                 self._build = build  # once loaded: a load that failed is tried again next time
@@ -252,10 +253,15 @@ class Collection:
                 for ids, vectors in self.store.vectors(since_gen=self._index_gen):
                     self._index.remove(ids)  # replay is idempotent
                     self._index.add(ids, vectors)
-                self._index_gen = gen
-            if from_file and self._index.ntotal != self.store.counts()[1]:  # a last check, once per open
-                log.warning("index file of %s does not match its store; rebuilding it from the store", self.name)
-                self._rebuild()
+                self._index_gen, self._unsaved = gen, True
+            # a last check, once per file loaded, at a snapshot of the file's generation or later
+            # (one saved since this snapshot began is ahead of it: _snapshot begins it again)
+            if self._unchecked and self._index_gen == gen:
+                self._unchecked = False
+                if self._index.ntotal != self.store.counts()[1]:
+                    log.warning("index file of %s does not match its store; rebuilding it from the store",
+                                self.name)
+                    self._rebuild()
 
     def _build_mark(self):
         """Which `semsearch build` is current, if any: publishing one replaces its pointer
@@ -270,9 +276,16 @@ class Collection:
         """Why a `semsearch build` must not be mapped here, as for an index file; else None."""
         if index.meta.get("collection_id") not in (None, self.id):
             return f"the build in {self.path} belongs to another collection (a removed one of the same name)"
-        if generation > self.store.generation():
+        if self._newer_than_store(generation):
             return f"the build of {self.name} is newer than its store (was the store restored from a backup?)"
         return None
+
+    def _newer_than_store(self, generation: int) -> bool:
+        """Whether an index file or build made at ``generation`` is newer than the store
+        itself (a store restored from a backup). One newer than this snapshot only was saved
+        by a writer that committed since the snapshot began: it is used, and _snapshot
+        begins the snapshot again at its generation."""
+        return generation > self.store.generation() and generation > self.store.latest_generation()
 
     def _prefetch_index(self) -> None:
         """Start reading the index file while the model loads: a cold search waits for
@@ -295,7 +308,7 @@ class Collection:
                 built[0].close()
                 log.warning("%s; searching without it until the next `semsearch build %s`", why, self.name)
             elif built is not None:
-                self._index, self._index_gen = built
+                self._loaded(*built)
                 return
             if ondisk:
                 self._rebuild()
@@ -309,10 +322,10 @@ class Collection:
         try:
             if read is not None or file.is_file():
                 index, gen = read.result() if read else VectorIndex.load(file, self.id)
-                if gen > self.store.generation():
+                if self._newer_than_store(gen):
                     raise IndexFileError(f"index file {file} is newer than its store "
                                          "(was the store restored from a backup?)")
-                self._index, self._index_gen = index, gen
+                self._loaded(index, gen)
                 return
             if self.store.counts()[1]:
                 log.warning("index file of %s is missing; rebuilding it from the store", self.name)
@@ -332,7 +345,13 @@ class Collection:
             finally:
                 lock.release()
 
+    def _loaded(self, index, generation: int) -> None:
+        """Take an index read from its file (or a build's files), as it is there."""
+        self._index, self._index_gen = index, generation
+        self._unchecked, self._unsaved = True, False
+
     def _rebuild(self, spec: str | None = None) -> None:
+        self._unchecked, self._unsaved = False, True
         if self.config["index"] == ONDISK:  # never every vector in memory: scan until `semsearch build`
             from .distributed.ondisk import StoreScan
             self._index, self._index_gen = StoreScan(self.store, self.pinned["dim"]), self.store.generation()
@@ -393,12 +412,16 @@ class Collection:
     def _save_index(self) -> None:
         """Save the index file. The store already holds everything, so a failure here is a
         warning: the next open replays or rebuilds, and the caller's write stands. Called
-        under the writer lock, so any other temporary index file is one a killed save left."""
+        under the writer lock, so any other temporary index file is one a killed save left.
+        An index as its file holds it is not saved again (at 1M vectors, 1.5 GB written)."""
+        if not self._unsaved:
+            return
         for orphan in self.path.glob(f".{INDEX_FILE}.*.tmp"):
             orphan.unlink(missing_ok=True)
         try:
             self._index.save(self.path / INDEX_FILE, generation=self._index_gen, owner=self.id,
                              mode=stat.S_IMODE(os.stat(self.store.path).st_mode))  # as open as the store
+            self._unsaved = False
         except OSError as exc:
             log.warning("cannot save the index file of %s (%s); it will be brought up to date "
                         "from the store when next opened", self.name, exc.strerror or exc)

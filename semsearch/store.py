@@ -63,6 +63,7 @@ CREATE TRIGGER IF NOT EXISTS chunks_ad AFTER DELETE ON chunks BEGIN
 END;
 """
 
+GENERATION = "SELECT value FROM meta WHERE key = 'generation'"
 BUILTIN_FILTERS = {"source": "d.source", "id": "d.key"}
 METADATA_PREFIX = "metadata."  # where={"metadata.source": ...}: the metadata key a built-in filter's name hides
 log = logging.getLogger("semsearch")
@@ -224,20 +225,31 @@ class Store:
         self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(value)))
 
     def generation(self) -> int:
-        return int(self.db.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()[0])
+        return int(self.db.execute(GENERATION).fetchone()[0])
+
+    def latest_generation(self) -> int:
+        """The last committed generation, past this thread's snapshot (a connection of its
+        own for this one read); this snapshot's if the file cannot be read now."""
+        try:
+            with closing(_read_only(self.path)) as db:
+                return int(db.execute(GENERATION).fetchone()[0])
+        except sqlite3.Error:
+            return self.generation()
 
     @contextmanager
     def write(self):
         """One atomic write: everything inside commits together or not at all.
 
         The generation is bumped first, so triggers log deletes under it; yields the new
-        generation."""
+        generation. A write that changed no row (a delete of unknown ids) is rolled back,
+        bump and all: every reader replays each new generation, and writers save the index."""
         with self._transaction() as db:
             db.execute("BEGIN IMMEDIATE")
             try:
                 db.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'")
+                bumped = db.total_changes  # counts rows triggers change too
                 yield self.generation()
-                db.execute("COMMIT")
+                db.execute("COMMIT" if db.total_changes != bumped else "ROLLBACK")
             except BaseException:
                 if db.in_transaction:
                     db.execute("ROLLBACK")
