@@ -173,16 +173,19 @@ class Ranker:
 
     def dense_ranking(self, vector: np.ndarray, depth: int, docs: bool, ranking: Ranking | None = None
                       ) -> list[_Ranked]:
-        """The ``depth`` nearest chunks (``ranking``, if known); with ``docs``, as many as it
-        takes to hold ``depth`` documents (or all there are), so that a document's rank, and
+        """The ``depth`` nearest chunks (``ranking``, if known); with ``docs``, the chunks of
+        the ``depth`` nearest documents (or all there are), so that a document's rank, and
         whether it is a candidate at all, depends neither on k nor on how many chunks the
-        documents above it have."""
+        documents above it have (a deeper search holds more documents: they are cut)."""
         raw = self.dense(vector[None], depth, self.allowed)[0] if ranking is None else ranking
         ranked, deeper = self.chunks(raw), depth
         while docs and len(raw) == deeper and len({r.doc_id for r in ranked}) < min(depth, self.documents):
             deeper *= 4  # the index gave all it was asked for: there may be more
             raw = self.dense(vector[None], deeper, self.allowed)[0]
             ranked = self.chunks(raw)
+        if docs:
+            nearest = set(list(dict.fromkeys(r.doc_id for r in ranked))[:depth])
+            ranked = [r for r in ranked if r.doc_id in nearest]
         return ranked
 
     @functools.cached_property
