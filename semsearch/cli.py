@@ -540,9 +540,14 @@ def rm(ctx, name, yes):
                    "[default: auto].")
 @click.option("-k", "k", type=click.IntRange(1), default=100, show_default=True, help="Documents ranked per query.")
 @click.option("--split", default="test", show_default=True, help="Which qrels/SPLIT.tsv to score.")
+@click.option("--ignore-identical-ids", is_flag=True,
+              help="Leave out a retrieved document whose id is the query's, as BEIR's evaluator does by "
+                   "default: for data sets where a query is also a document (ArguAna, Quora). Off by default: "
+                   "elsewhere ids may merely coincide (Cranfield, MED, NPL: query ids 1..225 are also the ids "
+                   "of unrelated documents).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
-def eval_(ctx, dataset, mode, model, variant, collection, index_spec, k, split, as_json):
+def eval_(ctx, dataset, mode, model, variant, collection, index_spec, k, split, ignore_identical_ids, as_json):
     """Score retrieval on a BEIR-format DATASET folder.
 
     DATASET holds corpus.jsonl, queries.jsonl and qrels/SPLIT.tsv; prints nDCG@10,
@@ -551,7 +556,8 @@ def eval_(ctx, dataset, mode, model, variant, collection, index_spec, k, split, 
     from .metrics import METRICS
 
     result = evaluate(dataset, mode=mode, model=model, variant=variant, collection=collection,
-                      index=index_spec, k=k, split=split, home=ctx.obj["home"])
+                      index=index_spec, k=k, split=split, home=ctx.obj["home"],
+                      ignore_identical_ids=ignore_identical_ids)
     if as_json:
         click.echo(json.dumps(result, indent=2))
         return

@@ -9,7 +9,7 @@ from pathlib import Path
 from .collection import Collection
 from .errors import InvalidInput, NotFound
 from .metrics import METRICS, load_beir, score_run
-from .validation import MAX_QUERIES, MAX_QUERY_CHARS, MODES, check_k, choice, path, string, where_filter
+from .validation import MAX_K, MAX_QUERIES, MAX_QUERY_CHARS, MODES, check_k, choice, path, string, where_filter
 
 DEPTH = 100  # documents ranked per query: enough for recall@100 and map@100
 ADD_BATCH = 10_000  # documents a transaction: a killed eval resumes from the last one committed
@@ -17,13 +17,19 @@ ADD_BATCH = 10_000  # documents a transaction: a killed eval resumes from the la
 
 def evaluate(dataset: str | Path, mode: str = "hybrid", model: str | None = None,
              variant: str | None = None, collection: str | None = None, index: str | None = None,
-             k: int = DEPTH, split: str = "test", home=None, **search_options) -> dict:
+             k: int = DEPTH, split: str = "test", home=None, ignore_identical_ids: bool = False,
+             **search_options) -> dict:
     """Score ``mode`` on a BEIR folder; returns {"metrics": {...}, ...details}.
 
     Documents are indexed as title + text, ranked at document level (a document's best
     chunk). ``collection`` reuses (or fills, when new) a named collection instead of a
     temporary one, so several modes can be compared without embedding twice; settings
     that differ from an existing collection's are refused, as everywhere.
+
+    ``ignore_identical_ids`` leaves out a retrieved document whose id is the query's own
+    (BEIR's evaluator does by default): right where a query is also a document (ArguAna,
+    Quora), wrong where query and document ids merely coincide (Cranfield, MED and NPL:
+    query 1 is not about document 1). The k ranked are then k others.
     """
     k, mode = check_k(k), choice(mode, "mode", MODES)  # now, not after embedding the corpus
     # a measure cut deeper than k would be computed on k documents under its own name
@@ -46,16 +52,19 @@ def evaluate(dataset: str | Path, mode: str = "hybrid", model: str | None = None
             qids = list(data.queries)
             asked = [q for q in qids if data.queries[q].strip()]  # a blank query ranks nothing
             run = {q: {} for q in qids}
+            depth = min(k + 1, MAX_K) if ignore_identical_ids else k  # one more, in case it is the query's
             for at in range(0, len(asked), MAX_QUERIES):
                 part = asked[at:at + MAX_QUERIES]
-                results = coll.search([data.queries[q][:MAX_QUERY_CHARS] for q in part], k=k, mode=mode, docs=True,
-                                      **search_options)
-                run.update({q: {hit.id: hit.score for hit in hits} for q, hits in zip(part, results)})
+                results = coll.search([data.queries[q][:MAX_QUERY_CHARS] for q in part], k=depth, mode=mode,
+                                      docs=True, **search_options)
+                for q, hits in zip(part, results):
+                    kept = [hit for hit in hits if not (ignore_identical_ids and hit.id == q)]
+                    run[q] = {hit.id: hit.score for hit in kept[:k]}
             info = coll.info()
     return {
         "dataset": str(dataset), "mode": mode, "model": info["model"]["name"],
         "variant": info["model"]["variant"], "index": info["index"]["spec"],
-        "documents": len(data.corpus), "queries": len(qids),
+        "documents": len(data.corpus), "queries": len(qids), "ignore_identical_ids": bool(ignore_identical_ids),
         "metrics": score_run(data.qrels, run, measures),
         "index_seconds": round(indexed - started, 1), "search_seconds": round(time.time() - indexed, 1),
     }
