@@ -516,7 +516,6 @@ def test_delete_by_filter_through_http_deletes_exactly_the_matching_documents(se
     ({"where": {"colour": "red"}}, 400, "colour"),
     ({"where": {"topic": ["a"]}}, 400, "where"),
     ({"where": "topic=a"}, 400, "where"),
-    ({"ids": []}, 400, "at least 1"),
     ({"ids": ["x"] * 65}, 413, "at most 64"),
     ({"wher": {"id": "seed"}}, 400, "unknown field"),
 ])
@@ -794,13 +793,18 @@ def test_started_with_names_a_collection_made_later_is_not_served(tmp_path, embe
     drive(embedder, tmp_path, script, names=("first",))
 
 
-def test_a_collection_of_another_model_is_refused_with_409_naming_both(tmp_path, embedder, model_folder):
-    """The same weights under another name: a model the collection was not built with."""
+def other_model(model_folder, tmp_path) -> Path:
+    """The same weights under another name: a model a collection may be built with, not this server's."""
     import shutil
 
     other = shutil.copytree(model_folder, tmp_path / "models" / "other-minilm")
     manifest = json.loads((other / "manifest.json").read_text())
     (other / "manifest.json").write_text(json.dumps({**manifest, "name": "test/other-minilm"}))
+    return other
+
+
+def test_a_collection_of_another_model_is_refused_with_409_naming_both(tmp_path, embedder, model_folder):
+    other = other_model(model_folder, tmp_path)
     home = tmp_path / "home"
     make(home, "first", {"tides": DOCS["tides"][0]})
 
@@ -907,3 +911,40 @@ def test_sigterm_drains_in_flight_requests_and_closes_collections(tmp_path, mode
     assert not (tmp_path / "c" / "store.sqlite-wal").exists(), "the collection was not closed"
     with pytest.raises(httpx.TransportError):
         httpx.get(url + "/healthz", timeout=2)
+
+
+# -- deletes of nothing, refusals remembered ----------------------------------------------------
+def test_delete_of_no_ids_deletes_nothing_and_says_0_as_the_library_does(http):
+    """Collection.delete(ids=[]) returns 0; the same call over HTTP was a 400."""
+    before = http.get("/v1/collections/scratch").json()["documents"]
+    assert http.post("/v1/collections/scratch/documents/delete", json={"ids": []}).json() == {"deleted": 0}
+    assert http.get("/v1/collections/scratch").json()["documents"] == before
+
+
+def test_a_collection_of_another_model_is_refused_from_memory_until_made_anew(tmp_path, embedder, model_folder,
+                                                                               monkeypatch):
+    """Each request re-opened it (milliseconds, and the lock every open takes) only to refuse it."""
+    from semsearch.collection import Collection, delete_collection
+
+    other = other_model(model_folder, tmp_path)
+    home = tmp_path / "home"
+    make(home, "alien", {"bread": DOCS["bread"][0]}, model=str(other))
+    opened = []
+    real_open = Collection.open.__func__
+
+    def counted_open(cls, *args, **kwargs):  # the real open, counted
+        opened.append(args[0])
+        return real_open(cls, *args, **kwargs)
+
+    async def script(client, served):
+        monkeypatch.setattr(Collection, "open", classmethod(counted_open))
+        for _ in range(3):
+            message = error_of(await client.post("/v1/collections/alien/search", json={"query": "bread"}), 409)
+            assert "test/other-minilm" in message["message"]
+        assert [c["name"] for c in (await client.get("/v1/collections")).json()["data"]] == []
+        assert opened == ["alien"], "opened again only to be refused again"
+        delete_collection(home / "alien")  # `semsearch rm alien`, then made anew with the server's model
+        make(home, "alien", {"violin": DOCS["violin"][0]})
+        assert await top_ids(client, "alien", "a string instrument played with a bow") == ["violin"]
+
+    drive(embedder, home, script)

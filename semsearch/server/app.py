@@ -207,9 +207,10 @@ def create_app(embedder, served: Served, settings: Settings = Settings()) -> Fas
 
     @api.post("/v1/collections/{name}/documents/delete")
     async def delete_documents(name: str, body: DeleteRequest):
-        """Delete by ``ids`` or by ``where`` (Collection.delete): how many existed, 0 too."""
+        """Delete by ``ids`` (none: 0, as the library's) or by ``where`` (Collection.delete):
+        how many existed, 0 too."""
         async with served.use(name) as target:
-            if body.ids is not None:
+            if body.ids:
                 validation.positive_int(len(body.ids), "the number of ids", settings.max_inputs)
             deleted = await write(target.delete, body.ids, where=body.where)
         return {"deleted": deleted}

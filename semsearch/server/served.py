@@ -7,18 +7,21 @@ have made anew under its name) is opened again on its next request; until one ex
 searches that took it before the `rm` may still be reading it. A removed one is let go
 within SWEEP_SECONDS even if no request asks for its name again: held, its deleted files
 kept their disk space and its index its memory for as long as the server ran (one more
-collection's worth for each name a cron job made and removed).
+collection's worth for each name a cron job made and removed). A collection pinned to
+another model is refused (409) from memory while its store file is the one refused: opening
+it anew for every request took milliseconds and the open lock each time.
 """
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections import Counter
 from contextlib import asynccontextmanager
 
 from starlette.concurrency import run_in_threadpool
 
-from ..collection import Collection, list_collections
+from ..collection import STORE_FILE, Collection, collection_path, list_collections
 from ..errors import CollectionError, Conflict, ModelError, NoSuchCollection, Overloaded
 
 log = logging.getLogger("semsearch.server")
@@ -41,6 +44,7 @@ class Served:
         self.users: Counter = Counter()  # Collection -> requests using it now
         self.retired: set[Collection] = set()  # replaced, still in use: closed when the last request ends
         self.removed: dict[str, str] = {}  # name -> why, for a removed one let go before a request asked
+        self.refused: dict[str, tuple] = {}  # name -> (its store file's stat_key, why), of another model
         self.closed = False
         self._opening = threading.Lock()
         self._guard = threading.Lock()  # the maps above
@@ -74,7 +78,12 @@ class Served:
     @asynccontextmanager
     async def use(self, name: str):
         """The live Collection served as ``name``, not closed until the block ends."""
-        coll = self._lease(name) or await run_in_threadpool(self._reopen, name)
+        coll = self._lease(name)
+        if coll is None:
+            refused = self.refused.get(name)
+            if refused is not None and refused[0] == stat_key(self._store_file(name)):
+                raise ModelMismatch(refused[1])
+            coll = await run_in_threadpool(self._reopen, name)
         try:
             yield coll
         finally:
@@ -96,6 +105,9 @@ class Served:
                 colls = [*self.open.values(), *self.retired]
             for coll in colls:
                 coll.close()
+
+    def _store_file(self, name: str):
+        return collection_path(self.given.get(name, name), self.home) / STORE_FILE
 
     def _open(self, given: str) -> Collection:
         return Collection.open(given, home=self.home, device=self.device, embedder=self.embedder)
@@ -126,6 +138,7 @@ class Served:
             if name not in self.removed and name not in self.names():
                 raise NoSuchCollection(f"no collection {name!r} is served here "
                                        f"(served: {', '.join(self.serving()) or 'none'})")
+            key = stat_key(self._store_file(name))  # before the open: a change meanwhile opens it again
             try:
                 fresh = self._open(self.given.get(name, name))
             except NoSuchCollection:
@@ -133,9 +146,13 @@ class Served:
                     raise NoSuchCollection(self.removed[name]) from None
                 raise
             except ModelError as exc:
-                raise ModelMismatch(f"not serving {name}: {exc.one_line()}") from None
+                why = f"not serving {name}: {exc.one_line()}"
+                with self._guard:
+                    remember(self.refused, name, (key, why))
+                raise ModelMismatch(why) from None
             with self._guard:
                 self.removed.pop(name, None)
+                self.refused.pop(name, None)
                 self.open[name] = fresh
                 self.users[fresh] += 1
             return fresh
@@ -163,9 +180,7 @@ class Served:
             coll._check_not_removed()
         except NoSuchCollection as exc:
             with self._guard:
-                self.removed[name] = exc.one_line()
-                if len(self.removed) > REMEMBERED:
-                    del self.removed[next(iter(self.removed))]
+                remember(self.removed, name, exc.one_line())
         self._retire(coll)
 
     def _retire(self, coll: Collection) -> None:
@@ -176,3 +191,21 @@ class Served:
                 self.retired.add(coll)
         if not busy:
             coll.close()
+
+
+def remember(memo: dict, name: str, value) -> None:
+    """``memo[name] = value``, forgetting the oldest name past REMEMBERED."""
+    memo.pop(name, None)
+    memo[name] = value
+    if len(memo) > REMEMBERED:
+        del memo[next(iter(memo))]
+
+
+def stat_key(path) -> tuple | None:
+    """What tells one store file at ``path`` from the next (a model is pinned once, in a new
+    file): one made anew may reuse a removed one's inode, not its change time."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino, st.st_ctime_ns
