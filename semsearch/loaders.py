@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import codecs
 import csv
+import errno
 import fnmatch
 import hashlib
 import html.parser
@@ -41,6 +42,7 @@ _UTF8_SEQUENCE = re.compile(rb"[\xc2-\xdf][\x80-\xbf]|[\xe0-\xef][\x80-\xbf]{2}|
 UNDECODABLE = "semsearch.undecodable"  # the errors= of every decode of a file's bytes
 NOT_UTF8 = "name is not valid UTF-8 (rename it to index it)"
 NO_RECORDS = "no records"
+CHANGED = "changed while it was being indexed; run again"  # a part of a file cut (jsonl_parts) that is not the one cut
 
 
 @dataclass
@@ -175,6 +177,9 @@ def load_file(path: str, part: Part | None = None) -> Iterator[Document | Skippe
             return
         if ext == ".pdf":
             yield _load_pdf(path)
+            return
+        if part is not None:  # of a file found JSONL text when it was cut; read only if it still is that file
+            yield from _load_jsonl(path, part)
             return
         with open(path, "rb") as f:
             head = f.read(BINARY_SNIFF)
@@ -558,6 +563,8 @@ class Part(NamedTuple):
     end: int  # byte offset past its last line
     line: int  # its first line's number
     encoding: str  # the whole file's (see _Sniff)
+    size: int  # the file's size and modification time when it was cut: a part reads that file only
+    mtime_ns: int
 
 
 def jsonl_parts(path: str, part_bytes: int) -> list[Part]:
@@ -566,9 +573,11 @@ def jsonl_parts(path: str, part_bytes: int) -> list[Part]:
     gives what load_file of the file gives, less the two things only the whole file says:
     a key a record in an earlier part had (Document.where: see duplicate) and "no records"
     (said by every part then). [] where the file stays whole: no bigger than part_bytes,
-    unreadable, binary, blank, or UTF-16 (a newline there is not one byte)."""
+    unreadable, binary, blank, UTF-16 (a newline there is not one byte), or changing as it
+    was cut. A part reads nothing of a file changed since (see _Range)."""
     try:
-        if os.path.getsize(path) <= part_bytes:
+        cut_from = os.stat(path)
+        if cut_from.st_size <= part_bytes:
             return []
         with open(path, "rb") as f:
             if _binary(f.read(BINARY_SNIFF)):
@@ -587,28 +596,48 @@ def jsonl_parts(path: str, part_bytes: int) -> list[Part]:
             pos += len(block)
 
         _, has_text, encoding = _file_info(path, cut)
+        changing = _stamp(os.stat(path)) != _stamp(cut_from)
     except OSError:  # load_file says why, once
         return []
     starts = [s for s in starts if s[0] < pos]
-    if not has_text or encoding == "utf-16" or len(starts) < 2:
+    if not has_text or encoding == "utf-16" or len(starts) < 2 or changing:
         return []
     ends = [s[0] for s in starts[1:]] + [pos]
-    return [Part(start, end, line, encoding) for (start, line), end in zip(starts, ends)]
+    return [Part(start, end, line, encoding, *_stamp(cut_from)) for (start, line), end in zip(starts, ends)]
+
+
+def _stamp(st: os.stat_result) -> tuple[int, int]:
+    return st.st_size, st.st_mtime_ns
 
 
 class _Range(io.RawIOBase):
-    """Bytes [start, end) of a file, read as a file."""
+    """A part's bytes, read as a file: OSError (CHANGED) unless the file is the one it was
+    cut from (its size and mtime, checked after each read: the bytes read are that file's)
+    and the part starts a line. A file changed since the cut had parts starting mid-line:
+    their first line, read as a record, may be a fragment that is valid JSON."""
 
-    def __init__(self, path: str, start: int, end: int):
+    def __init__(self, path: str, part: Part):
         self._file = open(path, "rb")
-        self._file.seek(start)
-        self._left = end - start
+        self._part, self._left = part, part.end - part.start
+        try:
+            self._file.seek(max(part.start - 1, 0))
+            if part.start and self._file.read(1) != b"\n":
+                raise OSError(errno.ESTALE, CHANGED)
+            self._check()
+        except BaseException:
+            self._file.close()
+            raise
+
+    def _check(self) -> None:
+        if _stamp(os.fstat(self._file.fileno())) != (self._part.size, self._part.mtime_ns):
+            raise OSError(errno.ESTALE, CHANGED)
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer) -> int:
         n = self._file.readinto(memoryview(buffer)[:self._left]) if self._left else 0
+        self._check()
         self._left -= n
         return n
 
@@ -621,7 +650,7 @@ def _open_part(path: str, part: Part):
     """A part's lines as _open_text gives the whole file's: decoded in the file's encoding,
     only the file's first part stripped of a byte-order mark."""
     encoding = "utf-8" if part.start and part.encoding == "utf-8-sig" else part.encoding
-    return io.TextIOWrapper(io.BufferedReader(_Range(path, part.start, part.end)), encoding=encoding,
+    return io.TextIOWrapper(io.BufferedReader(_Range(path, part)), encoding=encoding,
                             errors=UNDECODABLE, newline="\n")
 
 

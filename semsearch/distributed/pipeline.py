@@ -90,18 +90,21 @@ class PrepareFiles:
     def _records(self, paths, part, files: int, known: dict) -> Iterator[list[tuple]]:
         """Lists of records, one per embedded batch (~ingest.FLUSH_CHUNKS chunks), in file order:
         ("skipped", source, reason, transient) for unreadable files, ("unchanged", key, where)
-        for documents whose hash is known, ("doc", key, PreparedDocument | None, where) for the
-        rest (None: it could not be chunked; its reason follows as a "skipped" record), and last
-        ("done", files, replaced characters). ``where``: a record's path:line when ``part``
-        (loaders.Part) is loaded, else None. A semsearch error comes back as the one record
-        ("error", exception) (see __call__)."""
+        for documents whose hash is known, ("doc", key, PreparedDocument | None, skip, replaced
+        characters, where) for the rest (None: embedding left it out; ``skip``: (source,
+        reason, transient) where embedding skipped it, else None), and last ("done", files).
+        A document's skip and undecodable bytes come with it: the driver may find it a
+        duplicate (see _apply), and then counts neither, as `index` never reads it.
+        ``where``: a record's path:line when ``part`` (loaders.Part) is loaded, else None. A
+        semsearch error comes back as the one record ("error", exception) (see __call__)."""
         from ..collection import _Counted
         from ..ingest import IndexReport, embed_documents, info_of
         from ..loaders import Part, Skipped, load_file
 
-        report = IndexReport()
+        report = IndexReport()  # embedding's: a skip for each document it leaves out or finds without text, in order
+        said = 0  # of report.skipped, those sent with their document
         loose: deque = deque()  # records of documents not embedded (appended by a reading thread on GPUs)
-        fed: deque = deque()  # (key, where) of the documents sent to be embedded, in order
+        fed: deque = deque()  # (key, where, _Counted) of the documents sent to be embedded, in order
 
         part = part and Part(*part)
 
@@ -113,15 +116,24 @@ class PrepareFiles:
                     elif known.get(doc.key) == doc.content_hash:
                         loose.append(("unchanged", doc.key, part and doc.where))
                     else:
-                        fed.append((doc.key, part and doc.where))
-                        yield info_of(doc), _Counted(doc, report)
+                        counted = _Counted(doc, IndexReport())  # its own count of undecodable bytes
+                        fed.append((doc.key, part and doc.where, counted))
+                        yield info_of(doc), counted
+
+        def sent(key, where, counted, doc=None) -> tuple:
+            """A fed document's record, with its skip (left out: it may read fine next time)."""
+            nonlocal said
+            skip = None
+            if doc is None or not doc.chunks:
+                skip = (*report.skipped[said], doc is None)
+                said += 1
+            return ("doc", key, doc, skip, counted.report.replaced_chars, where)
 
         def taken(upto=None) -> list[tuple]:
             """What is loose, and the documents fed before ``upto`` that embedding left out."""
             out = [loose.popleft() for _ in range(len(loose))]
             while fed and fed[0][0] != upto:
-                key, where = fed.popleft()
-                out.append(("doc", key, None, where))
+                out.append(sent(*fed.popleft()))
             return out
 
         docs = todo()
@@ -132,11 +144,9 @@ class PrepareFiles:
             out = []
             for doc in batch:
                 out += taken(doc.key)
-                key, where = fed.popleft()
-                out.append(("doc", key, doc, where))
+                out.append(sent(*fed.popleft(), doc))
             yield out
-        yield taken() + [("skipped", source, reason, source in report.unread) for source, reason in report.skipped] \
-            + [("done", files, report.replaced_chars)]
+        yield taken() + [("done", files)]
 
 
 def plan(cpus: float, gpus: float, actors: int | None = None) -> dict:
@@ -299,27 +309,33 @@ def _files_done(records: list[tuple]) -> int:
 
 def _apply(record: tuple, w, known: dict, seen: set, report, on_commit, split: dict) -> None:
     """One record from an actor, written or counted as add_files would. Of a file loaded in
-    parts (``split``: {file: parts yet to say "no records"}), a key an earlier part had is
-    a duplicate, and the file has no records if every part says so."""
+    parts (``split``: {file: parts yet to say "no records"; None once the file's own skip is
+    said}): a key an earlier part had is a duplicate, and only that (`index` never reads
+    it); the file's own skip (unreadable, gone or changed since the cut: every part may say
+    it) is said once; "no records" only if every part says so."""
     kind = record[0]
     if kind in ("unchanged", "doc") and record[-1] is not None and record[1] in seen:
         dup = duplicate(record[-1], record[1])
         report.skip(dup.source, dup.reason)
+    elif kind == "skipped" and record[1] in split:
+        left = split[record[1]]
+        if left is not None and record[2] == NO_RECORDS and left > 1:
+            split[record[1]] = left - 1
+        elif left is not None:
+            split[record[1]] = None
+            report.skip(*record[1:])
     elif kind == "skipped":
-        if record[2] == NO_RECORDS and record[1] in split:
-            split[record[1]] -= 1
-            if split[record[1]]:
-                return
         report.skip(*record[1:])
     elif kind == "unchanged":
         seen.add(record[1])
         report.unchanged += 1
-    elif kind == "done":
-        report.replaced_chars += record[2]
-    else:
-        _, key, doc, _ = record
+    elif kind == "doc":
+        _, key, doc, skip, replaced, _ = record
         seen.add(key)
-        if doc is None:  # skipped while embedding (too large): its reason follows; counted as add_files does
+        report.replaced_chars += replaced
+        if skip is not None:
+            report.skip(*skip)
+        if doc is None:  # left out while embedding (too large): counted as add_files does
             return
         if key in known:
             report.updated += 1
