@@ -358,8 +358,12 @@ class Store:
         return docs, chunks
 
     def vectors(self, since_gen: int = 0, batch: int = 50_000) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """(ids, vectors) of live chunks added after ``since_gen``, in batches."""
-        cur = self.db.execute("SELECT id, vector FROM chunks WHERE gen > ? ORDER BY id", (since_gen,))
+        """(ids, vectors) of live chunks added after ``since_gen``, in batches, in id order
+        (a later generation's chunks have larger ids). Past a generation, ordered as the gen
+        index is: ``ORDER BY id`` made SQLite scan every chunk for the few new ones, on
+        every replay (1.6 s at 1M chunks)."""
+        order = "gen, id" if since_gen else "id"
+        cur = self.db.execute(f"SELECT id, vector FROM chunks WHERE gen > ? ORDER BY {order}", (since_gen,))
         while rows := cur.fetchmany(batch):
             ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
             yield ids, np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), -1)
