@@ -225,12 +225,6 @@ def export(
     Runtime fuses the graph itself when it loads it, and measured here that is ~7 %
     faster on short texts than optimum's O2 graph (equal on long ones).
     """
-    try:
-        import onnx
-        from optimum.exporters.onnx import main_export
-    except ImportError:
-        raise ModelError("exporting needs the export extra: pip install 'semsearch[export]'") from None
-
     name, source = source_for(model)
     folder = Path(out) if out else exported_folder(model)
     if folder.exists() and not folder.is_dir():
@@ -248,6 +242,11 @@ def export(
         raise ModelError(f"--optimize must be O1, O2, O3 or none, not {optimize!r}")
     if quantize not in ("int8", "none"):
         raise ModelError(f"--quantize must be int8 or none, not {quantize!r}")
+    try:  # only now: importing optimum takes 7-15 s, which a model already exported never needs
+        import onnx
+        from optimum.exporters.onnx import main_export
+    except ImportError:
+        raise ModelError("exporting needs the export extra: pip install 'semsearch[export]'") from None
 
     started = time.time()
     work = _work_folder(_ensure_parent(folder))

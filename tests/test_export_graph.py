@@ -130,3 +130,16 @@ def test_an_export_killed_part_way_leaves_nothing_the_next_export_keeps(tmp_path
     before = (out / "manifest.json").read_text()
     export(None, out=out, quantize="none", force=True, log=lambda m: None)
     assert (out / "manifest.json").read_text() != before and not list(tmp_path.glob(".export-*"))
+
+
+def test_export_of_a_model_already_exported_imports_no_exporter(model_folder):
+    """`semsearch export` (make demo runs it every time) answers from the cache without
+    importing optimum, torch or onnx: that import alone took 7-15 s."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from semsearch.export import export; folder = export(log=lambda m: None); "
+            "print(folder); print(sorted(m for m in ('optimum', 'torch', 'onnx', 'transformers') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split("\n")
+    assert out[0] == str(model_folder)
+    assert out[1] == "[]"
