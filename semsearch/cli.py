@@ -198,13 +198,13 @@ def embed(texts, file_, fmt, out, model, variant, device, batch_size, kind):
 def read_texts(file_: str | None) -> list[str]:
     """Texts from a file (lines, or records of a .jsonl by the one record rule) or from
     stdin when it is piped."""
-    from .loaders import decode_text, read_records
+    from .loaders import decode_text, read_records, readable_file
 
     if file_ is None:
         if sys.stdin is None or sys.stdin.isatty():
             raise click.UsageError("give texts as arguments, with --file, or on stdin")
         data = sys.stdin.buffer.read()
-    elif file_ != "-" and not os.path.isfile(file_):
+    elif file_ != "-" and not readable_file(file_):
         raise NotFound(f"no such file: {file_}")  # as a missing .jsonl or `index` path: exit 3
     elif str(file_).endswith(".jsonl"):
         return [record_of(rec, file_, n).text for n, rec in enumerate(read_records(file_), 1)]

@@ -361,9 +361,22 @@ def decode_text(data: bytes) -> tuple[str, int]:
 
 def _open_text(path: str, newline: str):
     """The file opened for its text, decoded as _decode does (_unmark what is read); its
-    encoding is found by reading it through once (see _file_info)."""
+    encoding is found by reading it through once (see _file_info). A pipe (`<(cmd)`,
+    /dev/stdin) can be read only once: its bytes are kept and read from memory."""
+    if not os.path.isfile(path):
+        with open(path, "rb") as f:
+            data = f.read()
+        sniff = _Sniff()
+        sniff.feed(data)
+        return io.TextIOWrapper(io.BytesIO(data), encoding=sniff.encoding(), errors=UNDECODABLE, newline=newline)
     _, _, encoding = _file_info(path)
     return open(path, encoding=encoding, errors=UNDECODABLE, newline=newline)
+
+
+def readable_file(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a file to read records or lines from: a regular file or a pipe
+    (`--jsonl <(cmd)`), not a folder or a missing path."""
+    return os.path.exists(path) and not os.path.isdir(path)
 
 
 # ---------------------------------------------------------------- html
@@ -543,7 +556,7 @@ def read_records(path: str | Path) -> Iterator[dict]:
 
 def numbered_records(path: str | Path) -> Iterator[tuple[int, dict]]:
     """(line number, object) for each record of a .jsonl file, checked as read_records does."""
-    if not os.path.isfile(path):
+    if not readable_file(path):
         raise NotFound(f"no such file: {path}")
     for lineno, obj, error, _ in _jsonl_lines(str(path)):
         if error is not None:

@@ -451,3 +451,31 @@ def test_delete_where_that_matches_nothing_or_is_not_a_filter_is_one_line_and_de
     assert json.loads(ok(run("info", "notes", "--json")).stdout)["documents"] == docs == len(DOCS)
     if code == 2:  # refused before any write (one that matched nothing wrote a new generation)
         assert snapshot(indexed) == before
+
+
+def fifo(tmp_path, name: str, data: bytes):
+    """A named pipe that a thread writes ``data`` into once, as `<(cmd)` gives a command."""
+    import os
+    import threading
+
+    path = tmp_path / name
+    os.mkfifo(path)
+
+    def feed():
+        with open(path, "wb") as pipe:
+            pipe.write(data)
+    threading.Thread(target=feed, daemon=True).start()
+    return path
+
+
+def test_pipes_are_read_like_files(home, tmp_path):
+    """`--jsonl <(cmd)`, `--file <(cmd)` and `--queries <(cmd)`: a pipe is read once, so its
+    bytes are not read twice (once to find the encoding); it was 'no such file' (exit 3)."""
+    records = b'{"id": "a", "text": "caf\xc3\xa9 au lait"}\n{"id": "b", "text": "rocket launch"}\n'
+    assert "added 2 document(s)" in ok(run("add", "piped", "--jsonl", fifo(tmp_path, "records", records))).output
+    hits = json.loads(ok(run("search", "piped", "caf\u00e9", "--json", "--mode", "lexical")).output)
+    assert [h["id"] for h in hits] == ["a"] and hits[0]["text"] == "caf\u00e9 au lait"
+    lines = ok(run("embed", "--file", fifo(tmp_path, "texts", b"one\ntwo\n"))).output.splitlines()
+    assert [json.loads(line)["text"] for line in lines] == ["one", "two"]
+    answers = ok(run("search", "piped", "--queries", fifo(tmp_path, "queries", b"rocket\n"))).output.splitlines()
+    assert json.loads(answers[0])["hits"][0]["id"] == "b"
