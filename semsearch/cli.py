@@ -230,7 +230,7 @@ def record_of(rec: dict, file_, number: int):
 
 # -- collections ------------------------------------------------------------------------------
 @cli.command()
-@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@click.argument("paths", nargs=-1, type=click.Path())
 @click.option("--name", required=True, help="Collection name (under --home) or path.")
 @click.option("--glob", default=None, help="Only files matching this pattern, e.g. '*.md'; "
               "documents it does not select are neither added nor removed.")
@@ -264,6 +264,10 @@ def index(ctx, paths, name, glob, model, variant, index_spec, chunk_tokens, over
     giving different ones is an error."""
     from .collection import index_files
 
+    if not paths:  # `index --ray docs --name x`: --ray took the path for its address
+        hint = f" (--ray took {ray_address!r} as its address: put --ray after the paths)" \
+            if ray_address and os.path.exists(ray_address) else ""
+        raise click.UsageError(f"Missing argument 'PATHS...'{hint}.")
     kwargs = {}
     if ray_address is not None:
         from .distributed import index_files

@@ -658,6 +658,24 @@ def test_a_ray_address_with_no_ray_behind_it_fails_in_seconds(tmp_path, home, em
     assert not (home / "far2").exists()  # nor an empty collection made (`list` showed it)
 
 
+def test_a_malformed_ray_address_is_the_callers_mistake(tmp_path, home, embedder):
+    """A --ray address that is no host:port said so through ray.init's own words with exit 1
+    (the 2 of bad input), and `index --ray PATH --name X` only "Missing argument 'PATHS...'"."""
+    import os
+    import subprocess
+    import sys
+
+    small_collection("bad", embedder).close()
+    corpus = write_corpus(tmp_path / "corpus", n_files=1)
+    for args, says in ((["build", "bad", "--ray", "bogus:port"], "give auto or the cluster's GCS address"),
+                       (["index", str(corpus), "--name", "bad2", "--ray", "127.0.0.1:99999"], "host:port"),
+                       (["index", "--ray", str(corpus), "--name", "bad2"], "put --ray after the paths")):
+        run = subprocess.run([sys.executable, "-m", "semsearch", *args], capture_output=True, text=True,
+                             timeout=120, env=dict(os.environ))
+        assert run.returncode == 2 and says in run.stderr and len(run.stderr.splitlines()) == 1, run.stderr[-800:]
+    assert not (home / "bad2").exists()
+
+
 def test_a_copied_built_collection_keeps_faiss_off_stdout(home, embedder, ray_local):
     """faiss printed 'IO_FLAG_ONDISK_SAME_DIR: updating ondisk filename ...' (and, while
     merging, 'resizing ... to N bytes') on stdout: `search --json` of a collection moved or

@@ -45,9 +45,10 @@ def connected(address: str | None = None, num_cpus: int | None = None):
                            "with --ray auto, or give the cluster's GCS address (host:6379)")
     kwargs = dict(include_dashboard=False, log_to_driver=False, configure_logging=False,
                   runtime_env=_runtime_env() or None)
+    if address:
+        check_reachable(address)  # before the try: a malformed address is the caller's (exit 2)
     try:
         if address:
-            check_reachable(address)
             ray.init(address=address, **kwargs)
         else:
             with without_auth_notice():
@@ -128,9 +129,11 @@ def check_reachable(address: str, timeout: float = PROBE_SECONDS) -> None:
         return
     try:
         host, port = canonicalize_bootstrap_address(address).rsplit(":", 1)
-        port = int(port)
+        if not 0 < (port := int(port)) < 65536:
+            raise ValueError(port)
     except (ValueError, AttributeError):
-        return  # ray.init says what is wrong with it
+        raise InvalidInput(f"cannot run on Ray at {given!r}: give auto or the cluster's GCS address "
+                           "as host:port (host:6379)") from None
     try:
         with socket.create_connection((host.strip("[]"), port), timeout=timeout) as s:
             s.settimeout(timeout)
