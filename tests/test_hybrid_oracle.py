@@ -39,15 +39,25 @@ def document(rng, lo, hi):
     return " ".join(words)
 
 
-def make(tmp_path_factory, embedder, n, lo, hi, seed, duplicates=0):
+def make(tmp_path_factory, embedder, n, lo, hi, seed, duplicates=0, edits=0):
     """n documents of lo..hi words in chunks of 16 tokens, with metadata; ``duplicates``
-    more documents repeat earlier texts (the same vectors: exact ties)."""
+    more documents repeat earlier texts (the same vectors: exact ties); then ``edits``
+    documents deleted and as many replaced by new texts."""
     rng = np.random.default_rng(seed)
     texts = [document(rng, lo, hi) for _ in range(n)]
     texts += [texts[int(i)] for i in rng.integers(0, n, duplicates)]
     coll = Collection.create(tmp_path_factory.mktemp("hybrid") / "c", chunk_tokens=16, overlap=4, embedder=embedder)
-    coll.add_texts(texts, ids=[f"d{i}" for i in range(len(texts))],
-                   metadata=[{"color": str(rng.choice(COLORS)), "n": int(rng.integers(0, 3))} for _ in texts])
+
+    def add(ids, texts):
+        coll.add_texts(texts, ids=ids,
+                       metadata=[{"color": str(rng.choice(COLORS)), "n": int(rng.integers(0, 3))} for _ in ids])
+
+    ids = [f"d{i}" for i in range(len(texts))]
+    add(ids, texts)
+    if edits:
+        picked = [str(i) for i in rng.choice(ids, 2 * edits, replace=False)]
+        coll.delete(picked[:edits])
+        add(picked[edits:], [document(rng, lo, hi) for _ in range(edits)])
     return coll
 
 
@@ -55,7 +65,8 @@ def make(tmp_path_factory, embedder, n, lo, hi, seed, duplicates=0):
 def collections(tmp_path_factory, embedder):
     made = {"multi": make(tmp_path_factory, embedder, 200, 3, 50, 1, duplicates=6),  # 1..5 chunks each
             "single": make(tmp_path_factory, embedder, 260, 2, 9, 2),  # one chunk each, past the depth
-            "small": make(tmp_path_factory, embedder, 30, 3, 30, 3)}  # fewer than the depth
+            "small": make(tmp_path_factory, embedder, 30, 3, 30, 3),  # fewer than the depth
+            "edited": make(tmp_path_factory, embedder, 120, 3, 40, 4, edits=20)}  # deletes and replacements
     held = {name: (coll, Oracle(coll.path)) for name, coll in made.items()}
     yield held
     for coll, oracle in held.values():
@@ -203,7 +214,7 @@ def where_of(rng, oracle):
             {"id": oracle.key[int(rng.choice(list(oracle.key)))]}][int(rng.integers(0, 4))]
 
 
-@pytest.mark.parametrize("name", ["multi", "single", "small"])
+@pytest.mark.parametrize("name", ["multi", "single", "small", "edited"])
 def test_lexical_is_fts5_bm25_over_whole_documents(collections, name):
     coll, oracle = collections[name]
     rng = np.random.default_rng(10)
@@ -219,7 +230,7 @@ def test_lexical_is_fts5_bm25_over_whole_documents(collections, name):
                 assert h.chunk_id == oracle.lexical_chunk(text, d), f"{tag}: {h.id} shown on chunk {h.chunk_id}"
 
 
-@pytest.mark.parametrize("name", ["multi", "single", "small"])
+@pytest.mark.parametrize("name", ["multi", "single", "small", "edited"])
 def test_hybrid_is_the_fusion_of_the_dense_and_lexical_rankings(collections, embedder, name):
     coll, oracle = collections[name]
     rng = np.random.default_rng(20)
@@ -243,6 +254,11 @@ def test_hybrid_is_the_fusion_of_the_dense_and_lexical_rankings(collections, emb
                 assert [h.score for h in hits] == pytest.approx([s for _, _, s, _ in expected], abs=1e-12), tag
                 for h in hits:
                     assert abs(h.cosine - float(oracle.vectors[oracle.row[h.chunk_id]] @ qv)) < TOL, tag
+                if expected and k == 60:  # min_score keeps the hits at or above it (the same sums: exact)
+                    cut = expected[len(expected) // 2][2]
+                    hits = coll.search(text, k=k, mode="hybrid", docs=docs, where=where, query_vectors=qv[None],
+                                       min_score=cut, **fusion)
+                    assert [h.chunk_id for h in hits] == [c for c, _, s, _ in expected if s >= cut], f"{tag} {cut}"
     assert skipped <= checked / 4, f"{name}: {skipped} rankings skipped as ambiguous, {checked} checked"
 
 
