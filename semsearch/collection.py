@@ -552,12 +552,12 @@ class Collection:
         self.embedder  # the model loads before the first write, not while holding the lock
         # the lock is taken for each batch's writes, not the whole run: files are read and
         # embedded while other writers may write
-        with self.writer(hold=False) as w:
+        with self.writer(hold=False) as w, _file_progress(files, progress, report) as shown:
             known = w.known_hashes()
             seen: set[str] = set()
 
             def pending():
-                for file in _file_progress(files, progress, report):
+                for file in shown:
                     for doc in load_file(file) if isinstance(file, str) else [file]:
                         if not hasattr(doc, "key"):  # Skipped
                             report.skip(doc.source, doc.reason, doc.transient)
@@ -931,10 +931,16 @@ def _progress(items, enabled: bool, unit: str):
 
 
 def _file_progress(files: list, enabled: bool, report: IndexReport):
-    """Files done out of files found (so an ETA), with documents and documents/s alongside."""
+    """Files read out of files found (so an ETA), with documents written and documents/s
+    alongside, asked when shown: open until the last document is written, as reading runs
+    ahead of embedding (one big file is read at once, then embedded for minutes)."""
     from .progress import bar
-    with bar(files, enabled, unit="file", total=len(files)) as progress:
-        for file in progress:
-            yield file
-            docs = report.added + report.updated + report.unchanged
-            progress.note(f"{docs} docs, {docs / progress.elapsed():.1f} docs/s")
+
+    shown = bar(files, enabled, unit="file", total=len(files))
+
+    def docs() -> str:
+        done = report.added + report.updated + report.unchanged
+        return f"{done} docs, {done / shown.elapsed():.1f} docs/s"
+
+    shown.note(docs)
+    return shown
