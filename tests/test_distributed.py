@@ -74,6 +74,15 @@ def test_shard_build_merged_on_disk_equals_in_memory_ivf(tmp_path, ray_local):
     assert mm.meta["recall_at_10"] >= 0.95 and mm.meta["max_id"] == int(ids.max())
 
 
+def test_recall_of_a_build_smaller_than_k_counts_only_real_neighbours(tmp_path):
+    """A 6-vector build said "recall@10 0.700" for an IVF1 that searches everything: the
+    -1s padding both lists to k were counted as a neighbour found, and 10 as the number there are."""
+    x = clustered(6, 16, seed=4)
+    folder = ondisk.build(write_shards(tmp_path, np.arange(6, dtype=np.int64), x), tmp_path / "ondisk-1",
+                          spec="IVF1,Flat", use_ray=False)
+    assert ondisk.MmapIndex.open(folder).meta["recall_at_10"] == 1.0
+
+
 def test_mmap_index_reopened_keeps_deletes_and_adds(tmp_path):
     x = clustered(2000, 16, seed=2)
     ids = np.arange(2000, dtype=np.int64)
