@@ -27,7 +27,7 @@ import numpy as np
 
 from . import validation
 from .errors import (CollectionBusy, CollectionError, CollectionExists, InvalidInput, ModelError,
-                     NoSuchCollection, ReadOnly)
+                     NoSuchCollection, ReadOnly, WrongModel)
 from .index import IndexFileError, VectorIndex, choose_spec, fsync_dir, resolve_spec
 from .ingest import DocumentInfo, IndexReport, PreparedDocument, Writer, embed_documents, info_of
 from .search import FEEDBACK_DOCS, FEEDBACK_WEIGHT, Fusion, Hit, Ranker
@@ -805,7 +805,7 @@ def load_pinned(pin: dict, device: str = "auto", threads: int | None = None):
 
 def _check_model(coll: Collection, name: str) -> None:
     if name != coll.pinned["name"]:
-        raise ModelError(f"collection {coll.name} was built with {coll.pinned['name']}, "
+        raise WrongModel(f"collection {coll.name} was built with {coll.pinned['name']}, "
                          f"not {name}; search it with its own model or re-index")
 
 

@@ -70,6 +70,11 @@ class ModelNotFound(ModelError, NotFound):
     """No such model folder, export or variant."""
 
 
+class WrongModel(ModelError, Conflict):
+    """A collection was built with another model than the one given: a setting that differs
+    from the collection's, as a variant that differs is (exit 75, HTTP 409)."""
+
+
 class CollectionError(SemsearchError):
     """A collection's files are unreadable or inconsistent in a way the user must fix."""
 

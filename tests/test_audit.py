@@ -568,6 +568,8 @@ CASES = [
     Case("rm-while-another-writes", ("rm", C, "--yes"), code=75, setup=hold_lock, proc=True),
     Case("index-existing-with-other-settings", ("index", "{T}", "--name", C, "--chunk-tokens", "40"),
          code=75, match="chunk"),
+    Case("add-to-existing-with-another-model", ("add", C, "--text", "x", "--model", "some/other-model"),
+         code=75, match="was built with"),  # was 1, where other settings are 75
     # -- not permitted (77) ---------------------------------------------------------------------
     Case("add-to-read-only-collection", ("add", C, "--text", "x"), code=77, match="read-only",
          readonly=True, unchanged="bytes"),
