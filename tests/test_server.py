@@ -820,19 +820,25 @@ def test_a_collection_of_another_model_is_refused_with_409_naming_both(tmp_path,
     drive(embedder, home, script)
 
 
-def test_concurrent_first_requests_open_a_new_collection_once(tmp_path, embedder, monkeypatch):
+def counted_opens(monkeypatch) -> list:
+    """From now on, the names Collection.open is asked for (the real open does the work)."""
     from semsearch.collection import Collection
 
     opened = []
     real_open = Collection.open.__func__
 
-    def counted_open(cls, *args, **kwargs):  # the real open, counted
+    def counted_open(cls, *args, **kwargs):
         opened.append(args[0])
         return real_open(cls, *args, **kwargs)
 
+    monkeypatch.setattr(Collection, "open", classmethod(counted_open))
+    return opened
+
+
+def test_concurrent_first_requests_open_a_new_collection_once(tmp_path, embedder, monkeypatch):
     async def script(client, served):
         make(tmp_path, "later", {"violin": DOCS["violin"][0]})
-        monkeypatch.setattr(Collection, "open", classmethod(counted_open))
+        opened = counted_opens(monkeypatch)
         answers = await asyncio.gather(*[top_ids(client, "later", f"violin bow {i}") for i in range(8)])
         assert answers == [["violin"]] * 8
         assert opened == ["later"], "opened more than once"
@@ -924,20 +930,14 @@ def test_delete_of_no_ids_deletes_nothing_and_says_0_as_the_library_does(http):
 def test_a_collection_of_another_model_is_refused_from_memory_until_made_anew(tmp_path, embedder, model_folder,
                                                                                monkeypatch):
     """Each request re-opened it (milliseconds, and the lock every open takes) only to refuse it."""
-    from semsearch.collection import Collection, delete_collection
+    from semsearch.collection import delete_collection
 
     other = other_model(model_folder, tmp_path)
     home = tmp_path / "home"
     make(home, "alien", {"bread": DOCS["bread"][0]}, model=str(other))
-    opened = []
-    real_open = Collection.open.__func__
-
-    def counted_open(cls, *args, **kwargs):  # the real open, counted
-        opened.append(args[0])
-        return real_open(cls, *args, **kwargs)
 
     async def script(client, served):
-        monkeypatch.setattr(Collection, "open", classmethod(counted_open))
+        opened = counted_opens(monkeypatch)
         for _ in range(3):
             message = error_of(await client.post("/v1/collections/alien/search", json={"query": "bread"}), 409)
             assert "test/other-minilm" in message["message"]
