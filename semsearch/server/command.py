@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from .settings import BODY_TIMEOUT, MAX_WAIT_MS, Settings, read_keys
+from .settings import MAX_WAIT_MS, TIMEOUTS, Settings, read_keys
 
 
 def _default(name):
@@ -53,23 +53,27 @@ def _default(name):
 @click.option("--max-k", type=int, default=_default("max_k"), show_default=True, help="Hits a query may ask for (k).")
 @click.option("--max-body-bytes", type=int, default=_default("max_body_bytes"), show_default=True,
               help="Bytes per request body; larger ones get 413.")
+@click.option("--header-timeout", type=float, default=_default("header_timeout"), show_default=True,
+              help=f"Seconds a request's headers may take to arrive, from the connection's open or the "
+                   f"request's first byte ({TIMEOUTS[0]:g} to {TIMEOUTS[1]:,}); a slower connection is closed "
+                   "(with 408 if part of them came).")
 @click.option("--body-timeout", type=float, default=_default("body_timeout"), show_default=True,
-              help=f"Seconds a request's body may take to arrive after its headers ({BODY_TIMEOUT[0]:g} to "
-                   f"{BODY_TIMEOUT[1]:,}); a slower one gets 408 and its connection is closed.")
+              help=f"Seconds a request's body may take to arrive after its headers ({TIMEOUTS[0]:g} to "
+                   f"{TIMEOUTS[1]:,}); a slower one gets 408 and its connection is closed.")
 @click.option("--max-connections", type=int, default=_default("max_connections"), show_default=True,
               help="Open connections (and requests in flight) at once; beyond it requests get 503.")
 @click.option("--access-log", is_flag=True, help="Log every request (method, path, status; never headers).")
 @click.pass_context
 def serve(ctx, collections, home, host, port, model, variant, device, threads, api_key_file, insecure,
           batching, max_batch_tokens, max_batch_size, workers, max_wait_ms, max_queue, max_inputs, max_chars,
-          max_k, max_body_bytes, body_timeout, max_connections, access_log):
+          max_k, max_body_bytes, header_timeout, body_timeout, max_connections, access_log):
     """Serve embeddings (OpenAI-compatible) and COLLECTIONS (default: all) over HTTP."""
     from .run import serve as run_server
 
     settings = Settings(batching=batching, max_batch_tokens=max_batch_tokens, max_batch_size=max_batch_size,
                         workers=workers, max_wait_ms=max_wait_ms, max_queue=max_queue, max_inputs=max_inputs,
                         max_chars=max_chars, max_k=max_k, max_body_bytes=max_body_bytes,
-                        body_timeout=body_timeout, max_connections=max_connections,
+                        header_timeout=header_timeout, body_timeout=body_timeout, max_connections=max_connections,
                         api_keys=read_keys(api_key_file))
     home = home or (ctx.obj or {}).get("home")
     run_server(collections, home=home, host=host, port=port, model=model, variant=variant, device=device,

@@ -86,6 +86,7 @@ def serve(collections=(), home=None, host: str = "127.0.0.1", port: int = 8000, 
 
     from ..embedder import Embedder
     from .app import create_app
+    from .protocol import http_protocol
     from .served import Served
 
     served = None
@@ -107,9 +108,11 @@ def serve(collections=(), home=None, host: str = "127.0.0.1", port: int = 8000, 
           f" on http://{host}:{port}"
           f"{'' if settings.api_keys else ' without an API key'}", file=sys.stderr, flush=True)
     # keep-alive 30 s, not uvicorn's 5: a client pool reusing a connection the server is
-    # closing gets a reset (the benchmark's one error at 64 clients)
+    # closing gets a reset (the benchmark's one error at 64 clients); no WebSockets (no route
+    # takes one, and an upgraded connection would leave the head timer behind)
     config = uvicorn.Config(app, access_log=access_log, log_level="info", timeout_graceful_shutdown=drain_seconds,
-                            timeout_keep_alive=30, server_header=False, limit_concurrency=settings.max_connections)
+                            timeout_keep_alive=30, server_header=False, limit_concurrency=settings.max_connections,
+                            http=http_protocol(settings.header_timeout), ws="none")
     try:
         uvicorn.Server(config).run(sockets=socks)
     except KeyboardInterrupt:  # Ctrl-C: uvicorn drained and re-raised it; a clean stop, as uvicorn.run ends

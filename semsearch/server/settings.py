@@ -15,7 +15,7 @@ from ..errors import InvalidInput
 
 KEY_ENV = "SEMSEARCH_API_KEY"
 MAX_WAIT_MS = 10_000  # a wait for company longer than this is a mistake, and past ~1e12 threads cannot wait
-BODY_TIMEOUT = (0.1, 3_600)  # seconds a request's body may take to arrive: the range allowed
+TIMEOUTS = (0.1, 3_600)  # seconds a request's head or body may take to arrive: the range allowed
 
 
 @dataclass(frozen=True)
@@ -32,6 +32,8 @@ class Settings:
     max_inputs: int = 2_048         # texts per embeddings request, documents per add
     max_chars: int = 100_000        # characters per embedded text (longer ones are truncated anyway)
     max_k: int = 1_000
+    header_timeout: float = 10.0    # seconds from a connection's open (or a request's first byte) to the end
+                                    # of its headers; past it: closed (408 if part of them came)
     body_timeout: float = 30.0      # seconds from a request's headers to the end of its body; past it: 408
     max_connections: int = 512      # open connections (and requests in flight); past it: 503
     # bearer keys; repr=False keeps them out of logs and tracebacks
@@ -44,7 +46,8 @@ class Settings:
                 raise InvalidInput(f"{name.replace('_', '-')} must be at least 1")
         if not 0 <= self.max_wait_ms <= MAX_WAIT_MS:  # nan too; inf or 1e12 killed the batcher's threads
             raise InvalidInput(f"max-wait-ms must be from 0 to {MAX_WAIT_MS:,}")
-        validation.finite(self.body_timeout, "body-timeout", *BODY_TIMEOUT)
+        validation.finite(self.header_timeout, "header-timeout", *TIMEOUTS)
+        validation.finite(self.body_timeout, "body-timeout", *TIMEOUTS)
         if self.max_inputs > self.max_queue:
             raise InvalidInput("max-inputs must not exceed max-queue (one request must fit the queue)")
 
