@@ -81,11 +81,13 @@ def running(env, *args):
         first = proc.stderr.readline()  # the "serving ..." line, once the socket listens
         found = re.search(r"on http://127\.0\.0\.1:(\d+)", first)
         assert found and int(found[1]) != 0, first
+        watchdog.cancel()
+        threading.Thread(target=proc.stderr.read, daemon=True).start()  # uvicorn's log must not fill the pipe
         yield int(found[1])
     finally:
+        watchdog.cancel()
         proc.send_signal(signal.SIGTERM)
         proc.wait(DEADLINE)
-        watchdog.cancel()
 
 
 def test_port_zero_serves_on_the_free_port_it_prints(env):

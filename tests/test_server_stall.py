@@ -5,43 +5,20 @@ bounded, and what is asserted is the close, not its timing."""
 from __future__ import annotations
 
 import os
-import re
-import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
-from contextlib import contextmanager
 
 import httpx
 import pytest
+from test_serve_cli import DEADLINE, running  # a real server on a free port
 
-DEADLINE = 120  # seconds a server may take to start or stop
 HEADER_TIMEOUT = 2  # the servers' --header-timeout
 WAIT = 30  # seconds a stalled connection may stay open: a bound, far past HEADER_TIMEOUT
 HALF = b"GET /healthz HTTP/1.1\r\nHost: x\r\n"  # a head without its blank line
 GET = HALF + b"\r\n"
-
-
-@contextmanager
-def running(env, *args):
-    """A server on a free port: yields the port it printed; SIGTERM after."""
-    proc = subprocess.Popen([sys.executable, "-m", "semsearch", "serve", "--port", "0", *map(str, args)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    watchdog = threading.Timer(DEADLINE, proc.kill)  # readline() must not wait for ever
-    watchdog.start()
-    try:
-        first = proc.stderr.readline()  # the "serving ..." line, once the socket listens
-        found = re.search(r"on http://127\.0\.0\.1:(\d+)", first)
-        assert found, first
-        watchdog.cancel()
-        threading.Thread(target=proc.stderr.read, daemon=True).start()  # uvicorn's log must not fill the pipe
-        yield int(found[1])
-    finally:
-        watchdog.cancel()
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(DEADLINE)
 
 
 @pytest.fixture(scope="module")
