@@ -176,6 +176,7 @@ class VectorIndex:
             self.params.setdefault(knob, {"efSearch": 16, "nprobe": 1, "k_factor": 1}[knob])
         self._tomb = np.zeros(0, np.int64) if tombstones is None else np.asarray(tombstones, np.int64)
         self._ids_cache = None
+        self._id_bound = None  # >= every id faiss holds, dead ones too (see _above_all)
         self._plain = None  # (knob values, their SearchParameters, objects they point to)
         self._gpu = None
         try:  # HNSW and IndexRefine cannot delete: probe with an empty selection
@@ -282,6 +283,15 @@ class VectorIndex:
                 self._ids_cache = faiss.vector_to_array(self._index.id_map).astype(np.int64)
         return self._ids_cache
 
+    def _above_all(self, ids: np.ndarray) -> bool:
+        """Whether every one of ``ids`` is larger than any id held. A collection's new
+        chunks are (SQLite AUTOINCREMENT), so adding them needs no duplicate check and
+        removing them (a replay is idempotent) finds nothing: both were O(ntotal) a write."""
+        if self._id_bound is None:
+            held = self._ids()
+            self._id_bound = int(held.max()) if len(held) else np.iinfo(np.int64).min
+        return bool(len(ids)) and int(ids.min()) > self._id_bound
+
     def _live_mask(self) -> np.ndarray | None:
         if not len(self._tomb):
             return None
@@ -304,21 +314,23 @@ class VectorIndex:
             return
         if len(np.unique(ids)) != len(ids):
             raise InvalidInput("ids contain duplicates")
-        live = self._ids()
-        mask = self._live_mask()
-        if mask is not None:
-            live = live[mask]
-        dup = ids[np.isin(ids, live)]
-        if len(dup):
-            raise InvalidInput(f"{len(dup)} ids are already in the index, e.g. {int(dup[0])}: remove them first")
+        if not self._above_all(ids):
+            live = self._ids()
+            mask = self._live_mask()
+            if mask is not None:
+                live = live[mask]
+            dup = ids[np.isin(ids, live)]
+            if len(dup):
+                raise InvalidInput(f"{len(dup)} ids are already in the index, e.g. {int(dup[0])}: remove them first")
         self._index.add_with_ids(vectors, ids)
+        self._id_bound = max(self._id_bound, int(ids.max()))
         self._ids_cache = None
         self._gpu = None
 
     def remove(self, ids) -> None:
         """Delete ids (unknown ones are ignored): for real where faiss can, else tombstones."""
         ids = np.unique(self._check_ids(ids))
-        if not len(ids) or not self._index.ntotal:
+        if not len(ids) or not self._index.ntotal or self._above_all(ids):
             return
         if self._removable:  # the IVF hashtable direct map needs an IDSelectorArray;
             # through an id map, a Batch (hashed) avoids a linear scan per vector

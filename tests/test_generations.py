@@ -82,6 +82,7 @@ def test_an_index_file_newer_than_the_store_itself_is_still_rebuilt(written, emb
     backup = store.read_bytes()  # closed: the WAL is checkpointed into it
     with Collection.open(written, embedder=embedder) as c:
         c.add_texts(["a note written after the backup"], ids=["after"])
+        c.rebuild_index()  # the index file saved at that write's generation (one write alone leaves it)
     store.write_bytes(backup)
     for leftover in ("store.sqlite-wal", "store.sqlite-shm"):
         (written / leftover).unlink(missing_ok=True)
@@ -125,9 +126,7 @@ def test_a_write_that_changes_nothing_leaves_the_index_file_as_it_was(written, e
         c.search("harbour", k=1)  # the index loaded from the file
         saved = os.stat(file).st_ino
         c.delete(["no-such-id"])
-        assert os.stat(file).st_ino == saved
-        c.delete(["doc2"])
-        assert os.stat(file).st_ino != saved  # a real change is saved
+        assert os.stat(file).st_ino == saved  # when a real change is saved: test_index_saves.py
 
 
 # ---------------------------------------------------------------- what a replay reads
