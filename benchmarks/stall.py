@@ -4,12 +4,15 @@ Opens ``--stalled`` connections (more than the server's --max-connections, 512) 
 nothing or half a request head and then nothing, then has a real client ask GET /healthz
 on a new connection every ``--every`` seconds for ``--seconds``; prints how many answers
 were 200, 503 or errors, when the first 200 came (seconds after the stalls opened) and the
-200s' latency. ``--reconnect``: the attacker reopens each connection the server closes.
-``--baseline DIR``: run the server from an earlier semsearch/ (git archive) instead.
+200s' latency. ``--reconnect``: the attacker reopens each connection the server closes
+(or refuses: --max-client-connections) at once. The attacker connects from 127.0.0.1; the
+real client from ``--client-source`` (127.0.0.2: another client, as the server sees it;
+all of 127.0.0.0/8 is loopback). ``--baseline DIR``: run the server from an earlier
+semsearch/ (git archive) instead.
 
     python benchmarks/stall.py --mode half                       # this checkout, --header-timeout 10
     python benchmarks/stall.py --mode half --baseline /tmp/before
-    python benchmarks/stall.py --mode half --reconnect
+    python benchmarks/stall.py --mode half --reconnect --client-source 127.0.0.2
 """
 from __future__ import annotations
 
@@ -49,37 +52,47 @@ def start(args, home: Path) -> tuple[subprocess.Popen, int]:
 
 
 class Attacker(threading.Thread):
-    """``n`` connections that send ``payload`` and then nothing; with ``reconnect``, one the
-    server closes is opened again at once."""
+    """``n`` connections from 127.0.0.1 that send ``payload`` and then nothing; with
+    ``reconnect``, one the server closes is opened again at once."""
 
     def __init__(self, port: int, n: int, payload: bytes, reconnect: bool):
         super().__init__(daemon=True)
         self.port, self.payload, self.reconnect = port, payload, reconnect
         self.selector = selectors.DefaultSelector()
-        self.closed_by_server = 0
+        self.closed_by_server = self.refused = self.to_open = 0
         self.stop = threading.Event()
         for _ in range(n):
             self.open()
 
     def open(self) -> None:
         sock = socket.create_connection(("127.0.0.1", self.port))
-        sock.sendall(self.payload)
-        self.selector.register(sock, selectors.EVENT_READ)
+        try:
+            sock.sendall(self.payload)
+        except OSError:  # refused before the payload went out
+            self.closed(sock)
+        else:
+            self.selector.register(sock, selectors.EVENT_READ)
+
+    def closed(self, sock: socket.socket) -> None:
+        sock.close()
+        self.closed_by_server += 1
+        self.to_open += self.reconnect
 
     def run(self) -> None:
         while not self.stop.is_set():
-            for key, _ in self.selector.select(0.1):
+            for _ in range(self.to_open):
+                self.to_open -= 1
+                self.open()
+            for key, _ in self.selector.select(0 if self.to_open else 0.1):
                 try:
                     data = key.fileobj.recv(65536)
                 except OSError:
                     data = b""
                 if data:
-                    continue  # a 408 before the close
+                    self.refused += data.startswith(b"HTTP/1.1 503 ")
+                    continue  # a 408 or 503 before the close
                 self.selector.unregister(key.fileobj)
-                key.fileobj.close()
-                self.closed_by_server += 1
-                if self.reconnect and not self.stop.is_set():
-                    self.open()
+                self.closed(key.fileobj)
 
     def close(self) -> None:
         self.stop.set()
@@ -96,6 +109,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=30.0)
     ap.add_argument("--every", type=float, default=0.25)
     ap.add_argument("--header-timeout", type=float, default=10.0)
+    ap.add_argument("--client-source", default="127.0.0.1", help="the real client's source address")
     ap.add_argument("--baseline", type=Path, default=None)
     args = ap.parse_args()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)  # the server inherits it
@@ -110,9 +124,11 @@ def main() -> None:
         began = time.monotonic()
         attacker.start()
         answers: list[tuple[float, str, float]] = []  # (since the stalls, status, latency)
+        client = httpx.Client(transport=httpx.HTTPTransport(local_address=args.client_source),
+                              limits=httpx.Limits(max_keepalive_connections=0), timeout=5)  # a new connection each
         while (now := time.monotonic()) - began < args.seconds:
             try:
-                status = str(httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code)
+                status = str(client.get(f"http://127.0.0.1:{port}/healthz").status_code)
             except httpx.HTTPError as exc:
                 status = type(exc).__name__
             answers.append((now - began, status, time.monotonic() - now))
@@ -126,7 +142,8 @@ def main() -> None:
     latency = sorted(a[2] * 1e3 for a in ok)
     server = f"baseline {args.baseline}" if args.baseline else f"this checkout, --header-timeout {args.header_timeout:g}"
     print(f"{server}: {args.stalled} stalled ({args.mode}{', reconnecting' if args.reconnect else ''}), "
-          f"{len(answers)} requests in {args.seconds:g} s: {counts}; closed by the server: {attacker.closed_by_server}; "
+          f"real client from {args.client_source}: {len(answers)} requests in {args.seconds:g} s: {counts}; "
+          f"closed by the server: {attacker.closed_by_server} ({attacker.refused} with 503); "
           f"first 200 at {f'{ok[0][0]:.1f} s' if ok else 'never'}; "
           + (f"200s' latency p50 {statistics.median(latency):.1f} ms, max {latency[-1]:.1f} ms" if ok else ""))
 

@@ -1,7 +1,9 @@
 """A connection whose request head stalls is closed (`serve --header-timeout`); uvicorn
 held it for ever, and max-connections of them made every real client's request a 503
-(slowloris). Real `semsearch serve` processes and raw sockets on loopback; every wait is
-bounded, and what is asserted is the close, not its timing."""
+(slowloris). One client address holds at most --max-client-connections: an attacker who
+reopens each closed socket at once no longer holds them all. Real `semsearch serve`
+processes and raw sockets on loopback (all of 127.0.0.0/8: a second client binds
+127.0.0.2); every wait is bounded, and what is asserted is the close, not its timing."""
 from __future__ import annotations
 
 import os
@@ -34,9 +36,8 @@ def port(env):
         yield port
 
 
-def connect(port: int) -> socket.socket:
-    sock = socket.create_connection(("127.0.0.1", port), timeout=WAIT)
-    return sock
+def connect(port: int, source: str = "127.0.0.1") -> socket.socket:
+    return socket.create_connection(("127.0.0.1", port), timeout=WAIT, source_address=(source, 0))
 
 
 def until_closed(sock: socket.socket) -> bytes:
@@ -160,7 +161,7 @@ def test_either_uvicorn_protocol_closes_stalled_heads_and_keeps_keep_alive(base)
 
     listener = socket.create_server(("127.0.0.1", 0))
     port = listener.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(hello, http=http_protocol(1, base), ws="none", lifespan="off",
+    server = uvicorn.Server(uvicorn.Config(hello, http=http_protocol(1, base=base), ws="none", lifespan="off",
                                            timeout_keep_alive=1, log_level="warning"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
     thread.start()
@@ -176,3 +177,130 @@ def test_either_uvicorn_protocol_closes_stalled_heads_and_keeps_keep_alive(base)
         server.should_exit = True
         thread.join(DEADLINE)
         listener.close()
+
+
+CAP = 3  # the capped server's --max-client-connections
+
+
+@pytest.fixture(scope="module")
+def capped(env):
+    with running(env, "--header-timeout", HEADER_TIMEOUT, "--max-client-connections", CAP) as port:
+        yield port
+
+
+def answered(sock: socket.socket) -> bool:
+    """Whether a GET on ``sock`` gets 200; the connection is kept alive."""
+    sock.sendall(GET)
+    return response(sock.makefile("rb"))[0].startswith(b"HTTP/1.1 200 ")
+
+
+def refused(sock: socket.socket) -> bool:
+    """Whether the server closed ``sock`` with the 503 for too many connections (asked nothing)."""
+    data = until_closed(sock)
+    assert data.startswith(b"HTTP/1.1 503 ") and b"connection: close" in data, data[:200]
+    return data.endswith(b"too many connections from this address")
+
+
+def answered_soon(port: int, source: str) -> bool:
+    """Whether a new connection from ``source`` is answered within WAIT s: a slot freed by a
+    close comes back when the server has seen the close, a moment after the client."""
+    deadline = time.monotonic() + WAIT
+    while time.monotonic() < deadline:
+        with connect(port, source) as sock:
+            if answered(sock):
+                return True
+        time.sleep(0.1)
+    return False
+
+
+def test_connections_past_a_clients_cap_are_refused_while_another_address_is_served(capped):
+    held = [connect(capped, "127.0.0.2") for _ in range(CAP)]
+    try:
+        assert all(answered(sock) for sock in held)  # open and counted
+        for _ in range(2):
+            with connect(capped, "127.0.0.2") as extra:
+                assert refused(extra)
+        with connect(capped, "127.0.0.3") as other:
+            assert answered(other)
+        assert all(answered(sock) for sock in held)  # the held ones are still served
+    finally:
+        for sock in held:
+            sock.close()
+
+
+def test_a_client_gets_a_slot_back_when_one_of_its_keep_alive_connections_closes(capped):
+    held = [connect(capped, "127.0.0.4") for _ in range(CAP)]
+    try:
+        assert all(answered(sock) for sock in held)
+        with connect(capped, "127.0.0.4") as extra:
+            assert refused(extra)
+        held.pop().close()
+        assert answered_soon(capped, "127.0.0.4")
+    finally:
+        for sock in held:
+            sock.close()
+
+
+def test_stalled_heads_hold_their_clients_slots_until_the_header_timeout_closes_them(capped):
+    stalled = [connect(capped, "127.0.0.5") for _ in range(CAP)]
+    try:
+        for sock in stalled:
+            sock.sendall(HALF)
+        with connect(capped, "127.0.0.5") as extra:
+            assert refused(extra)  # and it started no head timer: closed at once, without a 408
+        assert all(until_closed(sock).startswith(b"HTTP/1.1 408 ") for sock in stalled)
+        assert answered_soon(capped, "127.0.0.5")
+    finally:
+        for sock in stalled:
+            sock.close()
+
+
+def test_max_client_connections_0_caps_no_client(env):
+    """For a server behind a proxy, where every client has the proxy's address: one
+    address holds more than the default cap (128)."""
+    with running(env, "--max-client-connections", 0) as port:
+        held = []
+        try:
+            for _ in range(130):
+                held.append(connect(port))
+                assert answered(held[-1]), len(held)
+        finally:
+            for sock in held:
+                sock.close()
+
+
+def test_a_negative_max_client_connections_is_one_line_error(env):
+    done = subprocess.run([sys.executable, "-m", "semsearch", "serve", "--max-client-connections", "-1",
+                           "--port", "0"], env=env, capture_output=True, text=True, timeout=DEADLINE)
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert done.returncode == 2 and len(lines) == 1, done.stderr
+    assert lines[0] == "error: max-client-connections must be at least 0 (0: no cap)", lines
+
+
+@pytest.mark.parametrize("base", base_protocols(), ids=lambda base: base.__name__)
+def test_two_servers_with_one_protocol_class_count_each_clients_connections_apart(base):
+    """The counts live on each uvicorn.Server's state, not on the class (tests, and anyone
+    embedding the server, may start several in one process)."""
+    import uvicorn
+
+    from semsearch.server.protocol import http_protocol
+
+    protocol = http_protocol(30, max_client_connections=1, base=base)
+    listeners = [socket.create_server(("127.0.0.1", 0)) for _ in range(2)]
+    servers = [uvicorn.Server(uvicorn.Config(hello, http=protocol, ws="none", lifespan="off", log_level="warning"))
+               for _ in listeners]
+    threads = [threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
+               for server, listener in zip(servers, listeners)]
+    for thread in threads:
+        thread.start()
+    a, b = (listener.getsockname()[1] for listener in listeners)
+    try:
+        with connect(a) as first, connect(b) as second, connect(a) as extra:
+            assert refused(extra)
+            assert answered(first) and answered(second)
+    finally:
+        for server in servers:
+            server.should_exit = True
+        for thread, listener in zip(threads, listeners):
+            thread.join(DEADLINE)
+            listener.close()

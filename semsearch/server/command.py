@@ -62,11 +62,17 @@ def _default(name):
                    f"{TIMEOUTS[1]:,}); a slower one gets 408 and its connection is closed.")
 @click.option("--max-connections", type=int, default=_default("max_connections"), show_default=True,
               help="Open connections (and requests in flight) at once; beyond it requests get 503.")
+@click.option("--max-client-connections", type=int, default=_default("max_client_connections"),
+              show_default=True,
+              help="Open connections one client address (an IPv6 address's /64) may hold; one beyond it is "
+                   "refused at once (503, closed). 0: no cap, for a server behind a proxy (every client has "
+                   "the proxy's address: cap clients there).")
 @click.option("--access-log", is_flag=True, help="Log every request (method, path, status; never headers).")
 @click.pass_context
 def serve(ctx, collections, home, host, port, model, variant, device, threads, api_key_file, insecure,
           batching, max_batch_tokens, max_batch_size, workers, max_wait_ms, max_queue, max_inputs, max_chars,
-          max_k, max_body_bytes, header_timeout, body_timeout, max_connections, access_log):
+          max_k, max_body_bytes, header_timeout, body_timeout, max_connections, max_client_connections,
+          access_log):
     """Serve embeddings (OpenAI-compatible) and COLLECTIONS (default: all) over HTTP."""
     from .run import serve as run_server
 
@@ -74,7 +80,7 @@ def serve(ctx, collections, home, host, port, model, variant, device, threads, a
                         workers=workers, max_wait_ms=max_wait_ms, max_queue=max_queue, max_inputs=max_inputs,
                         max_chars=max_chars, max_k=max_k, max_body_bytes=max_body_bytes,
                         header_timeout=header_timeout, body_timeout=body_timeout, max_connections=max_connections,
-                        api_keys=read_keys(api_key_file))
+                        max_client_connections=max_client_connections, api_keys=read_keys(api_key_file))
     home = home or (ctx.obj or {}).get("home")
     run_server(collections, home=home, host=host, port=port, model=model, variant=variant, device=device,
                threads=threads, settings=settings, insecure=insecure, access_log=access_log)

@@ -36,6 +36,10 @@ class Settings:
                                     # of its headers; past it: closed (408 if part of them came)
     body_timeout: float = 30.0      # seconds from a request's headers to the end of its body; past it: 408
     max_connections: int = 512      # open connections (and requests in flight); past it: 503
+    max_client_connections: int = 128  # open connections per client address (IPv6: per /64); past it: refused
+                                    # (503 + close); 0: no cap (behind a proxy). A quarter of max_connections, and
+                                    # above the pools of httpx and aiohttp (100); not scaled with max_connections:
+                                    # a real client's pool does not shrink with the server's limit
     # bearer keys; repr=False keeps them out of logs and tracebacks
     api_keys: tuple[bytes, ...] = field(default=(), repr=False)
 
@@ -48,6 +52,8 @@ class Settings:
             raise InvalidInput(f"max-wait-ms must be from 0 to {MAX_WAIT_MS:,}")
         validation.finite(self.header_timeout, "header-timeout", *TIMEOUTS)
         validation.finite(self.body_timeout, "body-timeout", *TIMEOUTS)
+        if self.max_client_connections < 0:
+            raise InvalidInput("max-client-connections must be at least 0 (0: no cap)")
         if self.max_inputs > self.max_queue:
             raise InvalidInput("max-inputs must not exceed max-queue (one request must fit the queue)")
 
