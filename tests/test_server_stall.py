@@ -7,6 +7,7 @@ processes and raw sockets on loopback (all of 127.0.0.0/8: a second client binds
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -66,6 +67,13 @@ def served(port: int) -> bool:
     return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=WAIT).status_code == 200
 
 
+def closed_early(port: int, reason: str) -> float:
+    """The server's count of connections it closed before a request, for ``reason`` (/metrics)."""
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=WAIT).text
+    found = re.search(rf'^semsearch_connections_closed_total{{reason="{reason}"}} (\S+)$', text, re.M)
+    return float(found[1]) if found else 0.0
+
+
 def test_a_connection_that_sends_nothing_is_closed_while_others_are_served(port):
     """Closed without an answer: it asked nothing."""
     with connect(port) as stalled:
@@ -75,12 +83,14 @@ def test_a_connection_that_sends_nothing_is_closed_while_others_are_served(port)
 
 @pytest.mark.parametrize("sent", [HALF, b"GE"], ids=["half a head", "two bytes"])
 def test_a_head_that_stalls_gets_408_and_is_closed_while_others_are_served(port, sent):
+    before = closed_early(port, "head_timeout")
     with connect(port) as stalled:
         stalled.sendall(sent)
         assert served(port)
         data = until_closed(stalled)
     assert data.startswith(b"HTTP/1.1 408 "), data[:200]
     assert b"did not arrive within 2 s" in data and b"connection: close" in data
+    assert closed_early(port, "head_timeout") == before + 1  # an operator sees them in /metrics
 
 
 def test_a_keep_alive_connection_stalling_in_its_second_head_gets_408(port):
@@ -217,9 +227,11 @@ def test_connections_past_a_clients_cap_are_refused_while_another_address_is_ser
     held = [connect(capped, "127.0.0.2") for _ in range(CAP)]
     try:
         assert all(answered(sock) for sock in held)  # open and counted
+        before = closed_early(capped, "client_cap")
         for _ in range(2):
             with connect(capped, "127.0.0.2") as extra:
                 assert refused(extra)
+        assert closed_early(capped, "client_cap") == before + 2
         with connect(capped, "127.0.0.3") as other:
             assert answered(other)
         assert all(answered(sock) for sock in held)  # the held ones are still served

@@ -26,6 +26,9 @@ class Metrics:
         self.tokens = Counter("semsearch_embedded_tokens_total", "Tokens embedded (no padding)", registry=r)
         self.truncated = Counter("semsearch_truncated_texts_total", "Texts cut at the model's max length",
                                  registry=r)
+        self.closed = Counter("semsearch_connections_closed_total", "Connections the server closed before "
+                              "a request was read: head_timeout (--header-timeout), client_cap "
+                              "(--max-client-connections)", ["reason"], registry=r)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
@@ -34,6 +37,9 @@ class Metrics:
         self.texts.inc(texts)
         self.tokens.inc(tokens)
         self.truncated.inc(truncated)
+
+    def closed_early(self, reason: str) -> None:
+        self.closed.labels(reason).inc()
 
     def ran(self, texts: int, padded_tokens: int) -> None:
         self.batch_texts.observe(texts)

@@ -31,7 +31,7 @@ class HeaderTimeout:
     read without a default: a uvicorn without it fails loudly, not silently unbounded).
     A body is bounded by BodyLimit; time between requests by ``timeout_keep_alive``."""
 
-    header_timeout: float  # set by http_protocol()
+    header_timeout: float  # set by http_protocol(), as is closed_early(reason): the metrics'
     head_timer = None
     head_begun = False  # bytes of the awaited head arrived
 
@@ -67,6 +67,7 @@ class HeaderTimeout:
             why = b"the request's headers did not arrive within %g s" % self.header_timeout
             self.transport.write(REQUEST_TIMEOUT % (len(why), why))
         self.transport.close()
+        self.closed_early("head_timeout")
 
 
 # sent to a connection refused for its client's count before it asks anything: clients
@@ -135,6 +136,7 @@ class ClientLimit:
                 transport.write(TOO_MANY % (len(why), why))
                 transport.close()
                 clients.refused(client, held)
+                self.closed_early("client_cap")
                 return
             clients.open[client] = held + 1
             self.clients, self.counted_as = clients, client
@@ -150,13 +152,16 @@ class ClientLimit:
         super().connection_lost(exc)
 
 
-def http_protocol(header_timeout: float, max_client_connections: int = 0, base: type | None = None) -> type:
+def http_protocol(header_timeout: float, max_client_connections: int = 0, base: type | None = None,
+                  closed_early=lambda reason: None) -> type:
     """The protocol class to give ``uvicorn.Config(http=...)``: uvicorn's own choice of
-    ``base`` (httptools when installed, else h11) with ClientLimit and HeaderTimeout."""
+    ``base`` (httptools when installed, else h11) with ClientLimit and HeaderTimeout;
+    ``closed_early(reason)`` counts the connections they close."""
     if base is None:
         try:
             from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as base
         except ImportError:  # httptools is the serve extra's; h11 comes with uvicorn
             from uvicorn.protocols.http.h11_impl import H11Protocol as base
     return type(f"Limited{base.__name__}", (ClientLimit, HeaderTimeout, base),
-                {"header_timeout": header_timeout, "max_client_connections": max_client_connections})
+                {"header_timeout": header_timeout, "max_client_connections": max_client_connections,
+                 "closed_early": staticmethod(closed_early)})

@@ -112,7 +112,8 @@ def serve(collections=(), home=None, host: str = "127.0.0.1", port: int = 8000, 
     # takes one, and an upgraded connection would leave the head timer behind)
     config = uvicorn.Config(app, access_log=access_log, log_level="info", timeout_graceful_shutdown=drain_seconds,
                             timeout_keep_alive=30, server_header=False, limit_concurrency=settings.max_connections,
-                            http=http_protocol(settings.header_timeout, settings.max_client_connections), ws="none")
+                            http=http_protocol(settings.header_timeout, settings.max_client_connections,
+                                               closed_early=app.state.metrics.closed_early), ws="none")
     try:
         uvicorn.Server(config).run(sockets=socks)
     except KeyboardInterrupt:  # Ctrl-C: uvicorn drained and re-raised it; a clean stop, as uvicorn.run ends
