@@ -434,12 +434,17 @@ class Collection:
             return
         for orphan in self.path.glob(f".{INDEX_FILE}.*.tmp"):  # as large as the index: not left
             orphan.unlink(missing_ok=True)  # until the next save
+        mode = stat.S_IMODE(os.stat(self.store.path).st_mode)  # the index file is as open as the store
         if getattr(self._index, "kind", "memory") != ONDISK \
                 and self._lag < max(SAVE_FLOOR, SAVE_SHARE * self._index.ntotal):
+            try:  # not saved now: its mode follows the store's all the same, as a save's would
+                if stat.S_IMODE(os.stat(self.path / INDEX_FILE).st_mode) != mode:
+                    os.chmod(self.path / INDEX_FILE, mode)
+            except OSError:  # no file yet, or not ours to change: the next save sets it
+                pass
             return
         try:
-            self._index.save(self.path / INDEX_FILE, generation=self._index_gen, owner=self.id,
-                             mode=stat.S_IMODE(os.stat(self.store.path).st_mode))  # as open as the store
+            self._index.save(self.path / INDEX_FILE, generation=self._index_gen, owner=self.id, mode=mode)
             self._lag = 0
         except OSError as exc:
             log.warning("cannot save the index file of %s (%s); it will be brought up to date "
