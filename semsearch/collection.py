@@ -570,6 +570,7 @@ class Collection:
         from .loaders import list_files, load_file
 
         started = time.time()
+        remove_missing = validation.flag(remove_missing, "remove_missing")
         roots = [validation.source_path(p) for p in validation.path_list(paths)]
         files = list_files(roots, glob=glob)  # NotFound for a missing path, before any write
         report = IndexReport()
@@ -656,6 +657,7 @@ class Collection:
         queries, single = validation.queries(query)
         k = validation.check_k(k)
         validation.choice(mode, "mode", validation.MODES)
+        docs = validation.flag(docs, "docs")
         where = validation.where_filter(where)
         fusion = _fusion(rrf_k, weights, feedback_docs, feedback_weight)
         if min_score is not None:
@@ -755,6 +757,7 @@ def index_files(name_or_path, paths: Iterable[str | os.PathLike], glob: str | No
     ``Collection.add_files`` (`index --ray`: distributed.pipeline.index_paths)."""
     from .loaders import list_files
     paths = validation.path_list(paths)
+    validation.flag(remove_missing, "remove_missing")  # as the rest: before a collection is made
     list_files(paths, glob=glob)  # NotFound now, not after an empty collection is made
     with Collection.open_or_create(name_or_path, **settings) as coll:
         ingest = ingest or Collection.add_files

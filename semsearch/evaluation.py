@@ -9,7 +9,8 @@ from pathlib import Path
 from .collection import Collection
 from .errors import InvalidInput, NotFound
 from .metrics import METRICS, load_beir, score_run
-from .validation import MAX_K, MAX_QUERIES, MAX_QUERY_CHARS, MODES, check_k, choice, path, string, where_filter
+from .validation import (MAX_K, MAX_QUERIES, MAX_QUERY_CHARS, MODES, check_k, choice, flag, path, string,
+                         where_filter)
 
 DEPTH = 100  # documents ranked per query: enough for recall@100 and map@100
 ADD_BATCH = 10_000  # documents a transaction: a killed eval resumes from the last one committed
@@ -32,6 +33,7 @@ def evaluate(dataset: str | Path, mode: str = "hybrid", model: str | None = None
     query 1 is not about document 1). The k ranked are then k others.
     """
     k, mode = check_k(k), choice(mode, "mode", MODES)  # now, not after embedding the corpus
+    ignore_identical_ids = flag(ignore_identical_ids, "ignore_identical_ids")
     # a measure cut deeper than k would be computed on k documents under its own name
     measures = [m for m in METRICS if cut(m) <= k]
     if not measures:

@@ -71,6 +71,14 @@ def check_k(k) -> int:
     return positive_int(k, "k", MAX_K)
 
 
+def flag(value, name: str) -> bool:
+    """True or False (numpy's too); anything else refused: docs="no" was a truthy string,
+    so it meant yes."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise WrongType(f"{name} must be True or False, not {type(value).__name__} {value!r}")
+    return bool(value)
+
+
 def finite(value, name: str, minimum: float | None = None, maximum: float | None = None) -> float:
     """A finite real number (nan and inf are refused), optionally in minimum..maximum."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):

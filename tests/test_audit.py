@@ -623,6 +623,9 @@ CASES = [
     Case("api-k-a-billion", api=lambda c: c.search("cats", k=10**9)),
     Case("api-k-a-bool", api=lambda c: c.search("cats", k=True)),
     Case("api-mode-unknown", api=lambda c: c.search("cats", mode="fuzzy")),
+    Case("api-docs-a-string", api=lambda c: c.search("cats", docs="no"), match="docs must be True or False"),
+    Case("api-remove-missing-a-string", api=lambda c: c.add_files([c.path], remove_missing="no"),
+         match="remove_missing"),  # "no" was truthy: the documents of vanished files were removed
     Case("api-weights-nan", api=lambda c: c.search("cats", weights=(math.nan, 1.0))),
     Case("api-where-value-a-list", api=lambda c: c.search("cats", where={"team": ["pets"]})),
     Case("api-query-none", api=lambda c: c.search(None)),

@@ -49,3 +49,10 @@ def test_eval_help_says_why_identical_ids_are_kept_by_default():
     assert out.exit_code == 0
     text = " ".join(out.output.split())
     assert "--ignore-identical-ids" in text and "ArguAna" in text and "Cranfield" in text
+
+
+def test_ignore_identical_ids_must_be_a_bool(tmp_path, home):
+    """"no" was truthy: it turned the option on."""
+    from semsearch.errors import InvalidInput
+    with pytest.raises(InvalidInput, match="ignore_identical_ids must be True or False"):
+        evaluate(write_beir(tmp_path / "beir"), mode="lexical", ignore_identical_ids="no")
