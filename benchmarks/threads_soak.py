@@ -49,7 +49,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-from torture import lock_held, read_store  # the store checks the kill -9 soak makes, on the same schema
+from torture import index_out_of_step, lock_held, read_store, semsearch_warnings  # the kill -9 soak's checks
 
 WORDS = ("harbour tide ferry boat master weather log dawn lantern rope anchor gull pier storm "
          "sail chart compass keel deck mast net fish salt wave reef cargo crew dock").split()
@@ -398,29 +398,15 @@ class Soak:
                 self.defect(f"{key} was added by a call that returned, and is missing")
 
     def check_open(self) -> None:
-        import numpy as np
         from semsearch import Collection
-        records: list[logging.LogRecord] = []
-        handler = logging.Handler(logging.WARNING)
-        handler.emit = records.append
-        logging.getLogger("semsearch").addHandler(handler)
-        try:
-            with Collection.open(self.path, embedder=self.embedder) as coll:
-                info = coll.info()
-                rows = coll.store.db.execute("SELECT id, vector FROM chunks ORDER BY id").fetchall()
-                if not info["index"]["vectors"] == info["chunks"] == len(rows):
-                    self.defect(f"reopened: the index holds {info['index']['vectors']} vectors, "
-                                f"the store {len(rows)} chunks")
-                if rows:
-                    vectors = np.stack([np.frombuffer(r[1], np.float32) for r in rows])
-                    first = [h[0].chunk_id if h else None for h in coll.search_vectors(vectors, k=1)]
-                    wrong = [r[0] for r, f in zip(rows, first) if f != r[0]]
-                    if wrong:
-                        self.defect(f"reopened: {len(wrong)} chunks not found by their own vector")
-        except Exception as exc:  # noqa: BLE001
-            self.defect(f"reopening failed: {type(exc).__name__}: {exc}")
-        finally:
-            logging.getLogger("semsearch").removeHandler(handler)
+        with semsearch_warnings() as records:
+            try:
+                with Collection.open(self.path, embedder=self.embedder) as coll:
+                    rows = coll.store.db.execute("SELECT id, vector FROM chunks ORDER BY id").fetchall()
+                    for problem in index_out_of_step(coll, [r[0] for r in rows], [r[1] for r in rows]):
+                        self.defect(f"reopened: {problem}")
+            except Exception as exc:  # noqa: BLE001
+                self.defect(f"reopening failed: {type(exc).__name__}: {exc}")
         for r in records:
             self.defect(f"warning: {r.getMessage()}")
 

@@ -39,6 +39,7 @@ It stops at the first defect and keeps that round's logs (--keep-going: count th
 from __future__ import annotations
 
 import argparse
+import contextlib
 import fcntl
 import http.client
 import json
@@ -89,6 +90,36 @@ def lock_held(lock: Path) -> bool:
             return True
         fcntl.flock(f, fcntl.LOCK_UN)
     return False
+
+
+@contextlib.contextmanager
+def semsearch_warnings():
+    """The warning records semsearch logs while the block runs (a list, filled as they come)."""
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = records.append
+    logger = logging.getLogger("semsearch")
+    logger.addHandler(handler)
+    try:
+        yield records
+    finally:
+        logger.removeHandler(handler)
+
+
+def index_out_of_step(coll, ids: list[int], vectors: list[bytes]) -> list[str]:
+    """What is wrong between ``coll``'s index and its store's chunks (``ids``, ``vectors``,
+    read in one snapshot): the counts, and every chunk found first by its own vector."""
+    import numpy as np
+    found, info = [], coll.info()
+    if not info["index"]["vectors"] == info["chunks"] == len(ids):
+        found.append(f"index holds {info['index']['vectors']} vectors, the store {len(ids)} chunks")
+    if ids:
+        first = [hits[0].chunk_id if hits else None
+                 for hits in coll.search_vectors(np.stack([np.frombuffer(v, np.float32) for v in vectors]), k=1)]
+        wrong = [i for i, f in zip(ids, first) if f != i]
+        if wrong:
+            found.append(f"{len(wrong)} chunks are not found by their own vector (e.g. {wrong[:3]})")
+    return found
 
 
 def read_store(path: Path) -> tuple[list[str], dict[str, tuple[int, dict]], dict[int, list[tuple]]]:
@@ -545,46 +576,33 @@ class Torture:
     def check_open(self) -> list[str]:
         """Open with the library: no index file out of step; the index is the store's chunks;
         every document is found by dense and by lexical search."""
-        import numpy as np
         from semsearch.collection import Collection
         from semsearch.embedder import Embedder
 
         if self.embedder is None:
             self.embedder = Embedder.load(device="cpu", threads=1)
-        found, records = [], []
-        handler = logging.Handler(logging.WARNING)
-        handler.emit = records.append
-        logging.getLogger("semsearch").addHandler(handler)
-        try:
-            with Collection.open(self.coll, embedder=self.embedder) as coll:
-                info = coll.info()
-                rows = coll.store.db.execute("SELECT c.id, d.key, c.vector FROM chunks c "
-                                             "JOIN documents d ON d.id = c.doc_id ORDER BY c.id").fetchall()
-                if not info["index"]["vectors"] == info["chunks"] == len(rows):
-                    found.append(f"index holds {info['index']['vectors']} vectors, the store {len(rows)} chunks")
-                if rows:
-                    vectors = np.stack([np.frombuffer(r[2], np.float32) for r in rows])
-                    first = [hits[0].chunk_id if hits else None for hits in coll.search_vectors(vectors, k=1)]
-                    wrong = [r[0] for r, f in zip(rows, first) if f != r[0]]
-                    if wrong:
-                        found.append(f"{len(wrong)} chunks are not found by their own vector (e.g. {wrong[:3]})")
-                keys = sorted({r[1] for r in rows})
-                texts = {key: coll.store.db.execute(
-                    "SELECT text FROM chunks c JOIN documents d ON d.id = c.doc_id WHERE d.key = ? "
-                    "ORDER BY position LIMIT 1", (key,)).fetchone()[0] for key in keys}
-                for i in range(0, len(keys), 200):
-                    part = keys[i:i + 200]
-                    dense = coll.search([texts[k] for k in part], k=10, mode="dense", docs=True)
-                    lexical = coll.search([texts[k].split()[0] for k in part], k=3, mode="lexical")
-                    for key, d, lx in zip(part, dense, lexical):
-                        if key not in [h.id for h in d]:
-                            found.append(f"{key} is not found by dense search for its own text")
-                        if [h.id for h in lx][:1] != [key]:
-                            found.append(f"{key} is not found first by lexical search for its nonce word")
-        except Exception as exc:  # noqa: BLE001 - any failure to open is what we look for
-            found.append(f"opening the collection failed: {type(exc).__name__}: {exc}")
-        finally:
-            logging.getLogger("semsearch").removeHandler(handler)
+        found = []
+        with semsearch_warnings() as records:
+            try:
+                with Collection.open(self.coll, embedder=self.embedder) as coll:
+                    rows = coll.store.db.execute("SELECT c.id, d.key, c.vector FROM chunks c "
+                                                 "JOIN documents d ON d.id = c.doc_id ORDER BY c.id").fetchall()
+                    found += index_out_of_step(coll, [r[0] for r in rows], [r[2] for r in rows])
+                    keys = sorted({r[1] for r in rows})
+                    texts = {key: coll.store.db.execute(
+                        "SELECT text FROM chunks c JOIN documents d ON d.id = c.doc_id WHERE d.key = ? "
+                        "ORDER BY position LIMIT 1", (key,)).fetchone()[0] for key in keys}
+                    for i in range(0, len(keys), 200):
+                        part = keys[i:i + 200]
+                        dense = coll.search([texts[k] for k in part], k=10, mode="dense", docs=True)
+                        lexical = coll.search([texts[k].split()[0] for k in part], k=3, mode="lexical")
+                        for key, d, lx in zip(part, dense, lexical):
+                            if key not in [h.id for h in d]:
+                                found.append(f"{key} is not found by dense search for its own text")
+                            if [h.id for h in lx][:1] != [key]:
+                                found.append(f"{key} is not found first by lexical search for its nonce word")
+            except Exception as exc:  # noqa: BLE001 - any failure to open is what we look for
+                found.append(f"opening the collection failed: {type(exc).__name__}: {exc}")
         for r in records:
             message = r.getMessage()
             if any(word in message for word in ("does not match", "corrupt", "newer than", "keeps being", "another collection")):
