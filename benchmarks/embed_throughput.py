@@ -19,6 +19,7 @@ an engine whose package is missing is reported as skipped.
 """
 from __future__ import annotations
 
+import atexit
 import argparse
 import json
 import os
@@ -471,6 +472,7 @@ def gpu_main(args) -> None:
 
     # fp16 validation on first GPU load (a writable copy of the folder)
     work = Path(tempfile.mkdtemp(prefix="semsearch-gpu-")) / "model"
+    atexit.register(shutil.rmtree, work.parent, True)  # a copy of the model: not left behind
     shutil.copytree(folder, work)
     t = time.perf_counter()
     try:
