@@ -19,8 +19,8 @@ an engine whose package is missing is reported as skipped.
 """
 from __future__ import annotations
 
-import atexit
 import argparse
+import atexit
 import json
 import os
 import platform
