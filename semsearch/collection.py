@@ -32,7 +32,7 @@ from .errors import (CollectionBusy, CollectionError, CollectionExists, InvalidI
 from .index import IndexFileError, VectorIndex, choose_spec, fsync_dir, resolve_spec
 from .ingest import DocumentInfo, IndexReport, PreparedDocument, Writer, embed_documents, info_of
 from .search import FEEDBACK_DOCS, FEEDBACK_WEIGHT, Fusion, Hit, Ranker
-from .store import Store, is_store
+from .store import Store, is_store, room_needed
 
 __all__ = ["Collection", "Hit", "IndexReport", "list_collections", "delete_collection", "collection_path"]
 
@@ -147,18 +147,22 @@ class Collection:
             _remove_own_files(path, shards=False)  # what a killed rm or create left (we hold the lock)
             tmp = path / f".{STORE_FILE}.{uuid.uuid4().hex}.new"  # matched by STORE_SCRATCH
             try:
-                store = Store(tmp, create=True)
-                m = embedder.manifest
-                store.set_meta("model", {
-                    "name": m["name"], "source": m["source"], "folder": str(embedder.folder.resolve()),
-                    "sha256": m["variants"]["fp32"]["sha256"], "dim": m["dim"], "pooling": m["pooling"],
-                    "normalize": m["normalize"], "max_length": m["max_length"], "variant": variant})
-                store.set_meta("config", {"index": index, "chunk_tokens": chunk_tokens, "overlap": overlap,
-                                          "created": time.time()})
-                store.set_meta("collection_id", uuid.uuid4().hex)
-                store.close()
-                os.replace(tmp, path / STORE_FILE)  # the collection exists once its store is complete
-                fsync_dir(path)
+                with room_needed(path):
+                    store = Store(tmp, create=True)
+                    try:  # closed however it ends: an open connection keeps a removed file's space
+                        m = embedder.manifest
+                        store.set_meta("model", {
+                            "name": m["name"], "source": m["source"], "folder": str(embedder.folder.resolve()),
+                            "sha256": m["variants"]["fp32"]["sha256"], "dim": m["dim"], "pooling": m["pooling"],
+                            "normalize": m["normalize"], "max_length": m["max_length"], "variant": variant})
+                        store.set_meta("config", {"index": index, "chunk_tokens": chunk_tokens, "overlap": overlap,
+                                                  "created": time.time()})
+                        store.set_meta("collection_id", uuid.uuid4().hex)
+                        store.checkpoint()  # all in the file renamed into place
+                    finally:
+                        store.close()
+                    os.replace(tmp, path / STORE_FILE)  # the collection exists once its store is complete
+                    fsync_dir(path)
             finally:
                 for leftover in path.glob(tmp.name + "*"):
                     leftover.unlink(missing_ok=True)

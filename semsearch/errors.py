@@ -97,3 +97,11 @@ class ReadOnly(CollectionError):
     exit_code = 77  # EX_NOPERM
     http_status = 403
     error_type = "permission_error"
+
+
+class OutOfSpace(SemsearchError):
+    """The disk that holds a collection is full (or its quota is reached). A write is one
+    transaction, so the failed one left nothing behind: freeing space and retrying helps."""
+    exit_code = 74  # EX_IOERR
+    http_status = 507  # Insufficient Storage
+    error_type = "insufficient_storage"

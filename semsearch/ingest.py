@@ -16,7 +16,7 @@ import numpy as np
 
 from .chunking import Chunk, chunk_documents
 from .embedder import background
-from .errors import InvalidInput, TooLarge
+from .errors import InvalidInput, OutOfSpace, TooLarge
 from .loaders import Document, glob_selects
 from .validation import MAX_DOCUMENT_CHARS, vectors as checked_vectors
 
@@ -151,6 +151,7 @@ class Writer:
         self.dim = collection.pinned["dim"]
         self._lock = lock
         self._locked = lock is None
+        self.stored = 0  # documents this session wrote (committed)
 
     @contextmanager
     def locked(self):
@@ -165,6 +166,20 @@ class Writer:
                 yield
             finally:
                 self._locked = False
+
+    @contextmanager
+    def _write(self):
+        """One store transaction under the writer lock. On a full disk, OutOfSpace also says
+        how many documents this session stored before it: a long ingest commits each
+        document, so those are there (and a re-run of `index` skips them)."""
+        try:
+            with self.locked(), self.store.write() as gen:
+                yield gen
+        except OutOfSpace as exc:
+            if not self.stored:
+                raise
+            raise OutOfSpace(f"{exc}; the {self.stored} document(s) this run wrote before it "
+                             "are stored") from None
 
     def known_hashes(self) -> dict[str, str]:
         with self.store.snapshot():  # a transaction: Collection.close() waits for it
@@ -181,7 +196,7 @@ class Writer:
         for doc, vectors in rows:
             if len(vectors) != len(doc.chunks):
                 raise InvalidInput(f"{doc.key}: {len(doc.chunks)} chunks but {len(vectors)} vectors")
-        with self.locked(), self.store.write() as gen:
+        with self._write() as gen:
             for doc, vectors in rows:
                 if not doc.chunks:
                     self.store.delete_documents([doc.key])
@@ -189,6 +204,7 @@ class Writer:
                 doc_id, _ = self.store.put_document(doc.key, doc.source, doc.content_hash, doc.metadata)
                 self.store.put_chunks(doc_id, gen, ((i, c.start, c.end, c.text, v)
                                                     for i, (c, v) in enumerate(zip(doc.chunks, vectors))))
+        self.stored += len(rows)
 
     def put_all(self, batches: Iterable[list[PreparedDocument]]) -> None:
         """Each document its own transaction, the writer lock taken once a batch, and the
@@ -203,7 +219,7 @@ class Writer:
         """Delete documents by key; returns how many existed."""
         if not keys:
             return 0
-        with self.locked(), self.store.write():
+        with self._write():
             found, _ = self.store.delete_documents(keys)
         return found
 
@@ -211,7 +227,7 @@ class Writer:
         """Delete the documents a search filter ``where`` matches; returns how many. Matched
         and deleted in one transaction under the lock: a document another writer adds or
         changes meanwhile is matched as it is once that write has committed."""
-        with self.locked(), self.store.write():
+        with self._write():
             found, _ = self.store.delete_matching(where)
         return found
 

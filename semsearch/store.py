@@ -6,6 +6,7 @@ built at generation G is brought up to date by replaying what came after G.
 """
 from __future__ import annotations
 
+import errno
 import itertools
 import json
 import logging
@@ -21,7 +22,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from .errors import CollectionError, InvalidInput, NoSuchCollection
+from .errors import CollectionError, InvalidInput, NoSuchCollection, OutOfSpace
 from .lang import fts_text
 from .validation import INT64
 
@@ -105,6 +106,42 @@ def _identity(path: Path) -> tuple[int, int]:
     return st.st_dev, st.st_ino
 
 
+def disk_full(exc: BaseException, folder: Path) -> bool:
+    """Whether ``exc`` says the disk that holds ``folder`` is full: SQLite's SQLITE_FULL
+    (its text before Python 3.11 gave the code), an OSError ENOSPC or EDQUOT, or SQLite's
+    I/O error on a filesystem with no room left (it grows its -shm file by writing to it)."""
+    if isinstance(exc, OSError):
+        return exc.errno in (errno.ENOSPC, errno.EDQUOT)
+    if not isinstance(exc, sqlite3.OperationalError):
+        return False
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is None:  # Python 3.10
+        full, io_error = "database or disk is full" in str(exc), "disk I/O error" in str(exc)
+    else:
+        full, io_error = code & 0xFF == sqlite3.SQLITE_FULL, code & 0xFF == sqlite3.SQLITE_IOERR
+    if full or not io_error:
+        return full
+    try:
+        st = os.statvfs(folder)
+    except OSError:
+        return False
+    return st.f_bavail * st.f_frsize < 1 << 16  # less than the -shm file's next 32 KiB and a page
+
+
+@contextmanager
+def room_needed(folder: Path):
+    """Writes inside fail on a full disk with OutOfSpace, in one line. Each write is one
+    SQLite transaction (or a file made whole before it is renamed into place), so the
+    failed one left nothing behind."""
+    try:
+        yield
+    except (sqlite3.OperationalError, OSError) as exc:
+        if not disk_full(exc, folder):
+            raise
+        raise OutOfSpace(f"the disk that holds {folder} is full, so nothing of this write was stored: "
+                         "free space there and retry") from None
+
+
 def is_store(path: Path) -> bool:
     """Whether ``path`` is a semsearch store (a SQLite file with our meta), read without
     writing a byte: what `rm` checks before deleting anything."""
@@ -143,7 +180,7 @@ class Store:
         self._active = 0  # snapshots and writes in progress, in all threads
         if create:
             try:
-                with closing(sqlite3.connect(path, isolation_level=None)) as db:
+                with room_needed(path.parent), closing(sqlite3.connect(path, isolation_level=None)) as db:
                     db.execute("PRAGMA journal_mode=WAL")  # kept in the file: readers need not set it
                     db.executescript(SCHEMA)
                     db.execute("INSERT OR IGNORE INTO meta VALUES ('generation', '0')")
@@ -187,6 +224,10 @@ class Store:
             db.execute("PRAGMA busy_timeout=10000")
             db.execute("SELECT count(*) FROM meta").fetchone()
         except sqlite3.OperationalError as exc:
+            if disk_full(exc, self.path.parent):
+                raise OutOfSpace(f"the disk that holds {self.path.parent} is full: SQLite cannot make "
+                                 f"room for {self.path.name}-shm, which reading needs too; free space "
+                                 "there and retry") from None
             if "unable to open" in str(exc) and not self.path.exists():
                 raise NoSuchCollection(f"no store at {self.path} (removed since it was opened)") from None
             if "unable to open" in str(exc):
@@ -216,6 +257,12 @@ class Store:
             self._connections.clear()
         self._local = threading.local()
 
+    def checkpoint(self) -> None:
+        """Copy the write-ahead log into the database file now, or raise: close() does it
+        too but fails silently (on a full disk), leaving the data in the -wal file, which a
+        file renamed into place leaves behind."""
+        self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+
     # -- meta ---------------------------------------------------------------------------
     def get_meta(self, key: str, default=None):
         row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
@@ -243,7 +290,7 @@ class Store:
         The generation is bumped first, so triggers log deletes under it; yields the new
         generation. A write that changed no row (a delete of unknown ids) is rolled back,
         bump and all: every reader replays each new generation, and writers save the index."""
-        with self._transaction() as db:
+        with room_needed(self.path.parent), self._transaction() as db:
             db.execute("BEGIN IMMEDIATE")
             try:
                 db.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'")
@@ -490,7 +537,7 @@ class Store:
                 for doc_id, group in itertools.groupby(rows, key=lambda row: row[0]):
                     self._index_text(doc_id, [row[1:] for row in group])
                 self.set_meta("lexical_version", LEXICAL_VERSION)
-        except sqlite3.OperationalError as exc:  # a read-only store: lexical search says so
+        except (sqlite3.OperationalError, OutOfSpace) as exc:  # read-only, or a full disk: lexical search says so
             log.warning("cannot build the document-level lexical index of %s (%s); lexical and "
                         "hybrid search need it: open the collection once with write access", self.path, exc)
 
