@@ -109,18 +109,24 @@ def _identity(path: Path) -> tuple[int, int]:
 def disk_full(exc: BaseException, folder: Path) -> bool:
     """Whether ``exc`` says the disk that holds ``folder`` is full: SQLite's SQLITE_FULL
     (its text before Python 3.11 gave the code), an OSError ENOSPC or EDQUOT, or SQLite's
-    I/O error on a filesystem with no room left (it grows its -shm file by writing to it)."""
+    I/O error on a filesystem with no room left (it grows its -shm file by writing to it).
+    Also faiss's write error (a RuntimeError, from write_index; a Ray task's comes wrapped
+    as one), which names the cause only as strerror's text, if at all."""
     if isinstance(exc, OSError):
         return exc.errno in (errno.ENOSPC, errno.EDQUOT)
-    if not isinstance(exc, sqlite3.OperationalError):
-        return False
-    code = getattr(exc, "sqlite_errorcode", None)
-    if code is None:  # Python 3.10
-        full, io_error = "database or disk is full" in str(exc), "disk I/O error" in str(exc)
+    if isinstance(exc, sqlite3.OperationalError):
+        code = getattr(exc, "sqlite_errorcode", None)
+        if code is None:  # Python 3.10
+            full, io_error = "database or disk is full" in str(exc), "disk I/O error" in str(exc)
+        else:
+            full, io_error = code & 0xFF == sqlite3.SQLITE_FULL, code & 0xFF == sqlite3.SQLITE_IOERR
+        if full or not io_error:
+            return full
+    elif isinstance(exc, RuntimeError) and "write error" in str(exc):
+        if any(os.strerror(e) in str(exc) for e in (errno.ENOSPC, errno.EDQUOT)):
+            return True
     else:
-        full, io_error = code & 0xFF == sqlite3.SQLITE_FULL, code & 0xFF == sqlite3.SQLITE_IOERR
-    if full or not io_error:
-        return full
+        return False
     try:
         st = os.statvfs(folder)
     except OSError:

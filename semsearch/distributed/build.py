@@ -45,25 +45,38 @@ def shards_folder(folder: Path, clear: bool = False) -> Path:
 def export_shards(coll, folder: Path, rows_per_shard: int = SHARD_ROWS) -> tuple[list[Path], int]:
     """Write every live chunk (id, key, chunk, text, metadata, vector) as Parquet shards,
     one store batch (EXPORT_ROWS) at a time; returns (shards, store generation they
-    reflect). One consistent snapshot."""
+    reflect). One consistent snapshot. On a full disk, OutOfSpace, and what it wrote is
+    removed at once (else a failure leaves a .tmp shard: the next export clears the folder)."""
+    from ..errors import OutOfSpace
+    from ..store import disk_full
+
     shards_folder(folder, clear=True).mkdir(parents=True, exist_ok=True)
     shards: list[Path] = []
     shard = None
     store = coll.store
-    with store.snapshot():  # a failure leaves a .tmp shard: the next export clears the folder
-        generation = store.generation()
-        for ids, vectors in store.vectors(batch=EXPORT_ROWS):
-            info = store.chunk_rows(ids.tolist())
-            got = [info[i] for i in ids.tolist()]
-            if shard is None:
-                shard = ondisk.ShardWriter(folder / f"part-{len(shards):05d}.parquet")
-            shard.write(ids, vectors, key=[r[0] for r in got], chunk=[r[1] for r in got],
-                        text=[r[4] for r in got], metadata=[json.dumps(r[6]) for r in got])
-            if shard.rows >= rows_per_shard:
+    try:
+        with store.snapshot():
+            generation = store.generation()
+            for ids, vectors in store.vectors(batch=EXPORT_ROWS):
+                info = store.chunk_rows(ids.tolist())
+                got = [info[i] for i in ids.tolist()]
+                if shard is None:
+                    shard = ondisk.ShardWriter(folder / f"part-{len(shards):05d}.parquet")
+                shard.write(ids, vectors, key=[r[0] for r in got], chunk=[r[1] for r in got],
+                            text=[r[4] for r in got], metadata=[json.dumps(r[6]) for r in got])
+                if shard.rows >= rows_per_shard:
+                    shards.append(shard.close())
+                    shard = None
+            if shard is not None:
                 shards.append(shard.close())
-                shard = None
+    except (OSError, RuntimeError) as exc:
+        if not disk_full(exc, folder):
+            raise
         if shard is not None:
-            shards.append(shard.close())
+            shard.discard()
+        shards_folder(folder, clear=True)
+        raise OutOfSpace(f"the disk that holds {folder} is full: exporting the vectors there stopped and "
+                         "what it wrote is removed; the index in use is unchanged: free space there and retry") from None
     return shards, generation
 
 
@@ -78,7 +91,7 @@ def build_collection(name_or_path, home=None, shards_dir=None, address: str | No
     collection runs at a time (collection.ONDISK_BUILD_LOCK); another fails at once (CollectionBusy)."""
     from .. import validation
     from ..collection import Collection
-    from ..errors import InvalidInput, ReadOnly
+    from ..errors import InvalidInput, OutOfSpace, ReadOnly
     from .cluster import connected
 
     if memory_budget_mb is not None:
@@ -99,9 +112,13 @@ def build_collection(name_or_path, home=None, shards_dir=None, address: str | No
             shards, generation = export_shards(coll, folder, rows_per_shard)
             if not shards:
                 raise InvalidInput(f"collection {coll.name} has no vectors to build an index from")
-            built = ondisk.build(shards, ondisk.next_folder(coll.path), spec=spec,
-                                 memory_budget_mb=memory_budget_mb, generation=generation,
-                                 owner=coll.id, use_ray=True, log=log)
+            try:
+                built = ondisk.build(shards, ondisk.next_folder(coll.path), spec=spec,
+                                     memory_budget_mb=memory_budget_mb, generation=generation,
+                                     owner=coll.id, use_ray=True, log=log)
+            except OutOfSpace:  # the shards are as large as the vectors, and the next build writes them anew
+                shards_folder(folder, clear=True)
+                raise
             ondisk.publish(coll.path, built, stat.S_IMODE(coll.store.path.stat().st_mode))  # as open as the store
             # changes saved for the old build are ignored by the new one (they name their build),
             # and an in-memory index file is never read again (as large as the vectors)

@@ -32,9 +32,10 @@ import faiss
 import numpy as np
 
 from ..collection import ONDISK_CHANGES as CHANGES, ONDISK_POINTER as POINTER, ONDISK_SCRATCH as SCRATCH
-from ..errors import CollectionError, InvalidInput
+from ..errors import CollectionError, InvalidInput, OutOfSpace
 from ..index import TRAIN_MAX, _nlist, _query_like, fsync_dir
 from ..runtime import fd_redirected
+from ..store import disk_full
 
 METRIC = faiss.METRIC_INNER_PRODUCT
 READ_ROWS = 16_384  # Parquet rows read at a time (25 MB at 384-d)
@@ -92,6 +93,16 @@ class ShardWriter:
             self._writer = None
             os.replace(self._tmp, self.path)
         return self.path
+
+    def discard(self) -> None:
+        """Close and remove the unfinished shard: an open file keeps its space once removed."""
+        if self._writer is not None:
+            try:
+                self._writer.close()
+            except OSError:  # its footer does not fit either
+                pass
+            self._writer = None
+        self._tmp.unlink(missing_ok=True)
 
 
 def shard_rows(path) -> int:
@@ -260,10 +271,12 @@ def build(shards: Sequence, out_dir, spec: str = "auto", memory_budget_mb: float
         use_ray = _ray_up()
     out_dir = Path(out_dir)
     t0 = time.perf_counter()
-    n = sum(shard_rows(s) for s in shards)
+    rows = [shard_rows(s) for s in shards]
+    n = sum(rows)
     dim = shard_dim(shards[0])
     if spec == "auto":
         spec = choose_spec(n, dim, memory_budget_mb)
+    check_room(out_dir.parent, space_needed(rows, spec, dim, part_rows))
     train_set = sample(shards, n)
     log(f"training {spec} on {len(train_set):,} of {n:,} vectors")
     trained = train(spec, train_set)
@@ -302,12 +315,61 @@ def build(shards: Sequence, out_dir, spec: str = "auto", memory_budget_mb: float
         if out_dir.exists():
             shutil.rmtree(out_dir)
         os.replace(tmp, out_dir)
+        tmp = out_dir  # not yet published: removed as the scratch was, if what follows fails
         _pin_lists_path(out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException as exc:
+        full = disk_full(exc, out_dir.parent)  # asked while what the build wrote still takes the space
+        shutil.rmtree(tmp, ignore_errors=True)  # at once: as large as the index, it kept the disk full
+        if full:
+            raise OutOfSpace(f"the disk that holds {out_dir.parent} is full: the build stopped and what it "
+                             "wrote is removed; the index in use is unchanged: free space there and retry") from None
         raise
     log(f"built {n:,} vectors: nprobe {nprobe}, recall@10 {recall:.3f} against exact search")
     return out_dir
+
+
+def space_needed(rows: Sequence[int], spec: str, dim: int, part_rows: int = PART_ROWS) -> int:
+    """Bytes a build of shards of ``rows`` vectors has on disk at its peak: the merged lists
+    (an id and a code a vector) and the part files they are merged from (as large, each
+    with a copy of the trained quantizer), or, for IVF-PQ, the lists and the exact vectors
+    it re-ranks with."""
+    ivf = faiss.extract_index_ivf(_new(spec, dim))
+    n = sum(rows)
+    lists = n * (ivf.code_size + 8)
+    quantizer = ivf.nlist * (dim * 4 + 8) + (256 * dim * 4 if _is_pq(spec) else 0)  # + PQ's codebooks
+    parts = sum(max(1, math.ceil(r / part_rows)) for r in rows)
+    refine = n * (dim * 4 + 16) if _is_pq(spec) else 0
+    return lists + max(lists + parts * quantizer, refine) + 2 * quantizer
+
+
+def check_room(folder: Path, need: int) -> None:
+    """OutOfSpace now, before anything is written, for a build the disk has no room for:
+    faiss writes the merged lists through a memory map of a file it grew, and a page the
+    disk has no block for kills the process (SIGBUS) instead of raising."""
+    st = os.statvfs(folder)
+    free = st.f_bavail * st.f_frsize
+    if need > free:
+        raise OutOfSpace(f"the disk that holds {folder} is full for this build: it needs about {_size(need)}, "
+                         f"{_size(free)} are free; nothing was written and the index in use is unchanged: "
+                         "free space there and retry")
+
+
+def _size(n: int) -> str:
+    return f"{n / 2**30:,.1f} GiB" if n >= 2**30 else f"{n / 2**20:,.1f} MiB"
+
+
+def _reserve(path: str, size: int) -> None:
+    """Allocate ``size`` bytes of ``path`` now, or raise OSError (ENOSPC, EDQUOT): the check
+    just before faiss maps the lists file, which also sees a quota (statvfs does not) and
+    what others wrote since check_room. faiss truncates the file as it opens it, so the
+    blocks are let go an instant before its writes take them again."""
+    with open(path, "wb") as f:
+        try:
+            os.posix_fallocate(f.fileno(), 0, size)
+        except OSError as exc:
+            if disk_full(exc, Path(path).parent):
+                raise
+            # a filesystem that cannot allocate ahead (EOPNOTSUPP, EINVAL): check_room's word stands
 
 
 def _merge_parts(index, parts: Sequence[str], lists_file: str) -> None:
@@ -321,6 +383,7 @@ def _merge_parts(index, parts: Sequence[str], lists_file: str) -> None:
     for reader in readers:
         sources.push_back(faiss.extract_index_ivf(reader).invlists)
     ivf = faiss.extract_index_ivf(index)
+    _reserve(lists_file, sum(int(r.ntotal) for r in readers) * (ivf.code_size + 8))
     merged = faiss.OnDiskInvertedLists(ivf.nlist, ivf.code_size, lists_file)
     index.ntotal = ivf.ntotal = merged.merge_from_multiple(sources.data(), sources.size(), False)
     ivf.replace_invlists(merged, True)  # the index owns the merged lists from here
@@ -524,14 +587,18 @@ class MmapIndex:
         delta_vecs = self._delta.index.reconstruct_n(0, self._delta.ntotal) if len(delta_ids) \
             else np.zeros((0, self.dim), np.float32)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        if mode is not None:
-            os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, generation=np.int64(generation), build=np.str_(self.folder.name),
-                     tomb=self._tomb, delta_ids=delta_ids, delta_vecs=delta_vecs)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        try:
+            if mode is not None:
+                os.fchmod(fd, mode)
+            with os.fdopen(fd, "wb") as f:
+                np.savez(f, generation=np.int64(generation), build=np.str_(self.folder.name),
+                         tomb=self._tomb, delta_ids=delta_ids, delta_vecs=delta_vecs)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:  # at once: on a full disk it kept the last free bytes until the next save
+            Path(tmp).unlink(missing_ok=True)
+            raise
 
     def load_changes(self, path) -> int | None:
         """Apply saved changes that belong to this build; their generation, else None."""
