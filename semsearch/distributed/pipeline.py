@@ -22,6 +22,7 @@ import pickle
 import time
 import warnings
 from collections import deque
+from contextlib import closing
 from itertools import chain
 from typing import Callable, Iterable, Iterator
 
@@ -222,6 +223,8 @@ def part_size(path: str, actors: int) -> int:
 
 def prepared_stream(ray, rows: list[dict], files: list[str], coll, shape: dict) -> Iterable[list[tuple]]:
     """Lists of records, one per actor call, in file order, as they finish."""
+    if not files:
+        return
     import ray.data
 
     logging.getLogger("ray.data").setLevel(logging.CRITICAL)  # our own bar, report and errors instead
@@ -288,8 +291,11 @@ def index_paths(coll, paths: Iterable, address: str | None = None, glob: str | N
             shape = plan(*cluster, len(rows))  # the ones there are get the CPUs' threads
         for f, n in split.items():
             log.info("ray: %s in %d parts", f, n)
-        with bar(prepared_stream(ray, rows, files, coll, shape) if files else [], progress,
-                 unit="file", total=len(files), weight=_files_done) as batches:
+        # closed here, while Ray is up, whatever stops the loop (a full disk): else the
+        # failure's traceback kept it until after Ray shut down, and closing it then printed
+        # Ray Data's own traceback ("Exception ignored in ... _iter_batches") below our one line
+        stream = prepared_stream(ray, rows, files, coll, shape)
+        with closing(stream), bar(stream, progress, unit="file", total=len(files), weight=_files_done) as batches:
             for records in batches:
                 with w.locked():
                     for record in records:
