@@ -105,3 +105,8 @@ class OutOfSpace(SemsearchError):
     exit_code = 74  # EX_IOERR
     http_status = 507  # Insufficient Storage
     error_type = "insufficient_storage"
+
+    @classmethod
+    def at(cls, folder, outcome: str) -> "OutOfSpace":
+        """The one wording: which disk, what became of the work (``outcome``), what to do."""
+        return cls(f"the disk that holds {folder} is full: {outcome}: free space there and retry")

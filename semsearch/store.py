@@ -144,8 +144,7 @@ def room_needed(folder: Path):
     except (sqlite3.OperationalError, OSError) as exc:
         if not disk_full(exc, folder):
             raise
-        raise OutOfSpace(f"the disk that holds {folder} is full, so nothing of this write was stored: "
-                         "free space there and retry") from None
+        raise OutOfSpace.at(folder, "nothing of this write was stored") from None
 
 
 def is_store(path: Path) -> bool:
@@ -231,9 +230,8 @@ class Store:
             db.execute("SELECT count(*) FROM meta").fetchone()
         except sqlite3.OperationalError as exc:
             if disk_full(exc, self.path.parent):
-                raise OutOfSpace(f"the disk that holds {self.path.parent} is full: SQLite cannot make "
-                                 f"room for {self.path.name}-shm, which reading needs too; free space "
-                                 "there and retry") from None
+                raise OutOfSpace.at(self.path.parent, f"SQLite cannot make room for {self.path.name}-shm, "
+                                    "which reading needs too") from None
             if "unable to open" in str(exc) and not self.path.exists():
                 raise NoSuchCollection(f"no store at {self.path} (removed since it was opened)") from None
             if "unable to open" in str(exc):
@@ -545,7 +543,8 @@ class Store:
                 self.set_meta("lexical_version", LEXICAL_VERSION)
         except (sqlite3.OperationalError, OutOfSpace) as exc:  # read-only, or a full disk: lexical search says so
             log.warning("cannot build the document-level lexical index of %s (%s); lexical and "
-                        "hybrid search need it: open the collection once with write access", self.path, exc)
+                        "hybrid search need it: open the collection once with write access and room on its disk",
+                        self.path, exc)
 
     def _in(self, sql: str, ids: Iterable[int], first: tuple = ()) -> list:
         """Rows for ``ids``: placeholders for the usual few, a JSON array past SQLite's limit

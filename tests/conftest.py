@@ -32,6 +32,18 @@ def embedder_int8(model_folder):
     return Embedder.load(None, variant="int8", device="cpu")
 
 
+@pytest.fixture(scope="session")
+def ray_local(model_folder):
+    """One local Ray for the whole session (2 CPUs, loopback, no dashboard); started after
+    the model export so the workers inherit SEMSEARCH_CACHE."""
+    import ray
+    from semsearch.distributed.cluster import _runtime_env
+    ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1",
+             log_to_driver=False, configure_logging=False, runtime_env=_runtime_env() or None)
+    yield ray
+    ray.shutdown()
+
+
 @pytest.fixture
 def home(tmp_path, monkeypatch, model_folder):
     """A fresh collections home for one test."""

@@ -12,7 +12,6 @@ import subprocess
 import sys
 
 import numpy as np
-import pytest
 import test_disk_full
 from test_disk_full import ROOM, fill, free, full, make, text
 
@@ -22,24 +21,6 @@ disk, room = test_disk_full.disk, test_disk_full.room  # its fixtures: a tmpfs f
 
 N = 300  # vectors: store, shards and the build's peak fit the 4 MiB tmpfs together
 SPEC = "IVF4,Flat"
-
-
-@pytest.fixture(scope="module")
-def ray_up(model_folder):
-    """The session's Ray if one is up (test_distributed's ray_local), else one for this
-    module, as ray_local starts it, shut down at its end: never two at once."""
-    import ray
-
-    from semsearch.distributed.cluster import _runtime_env
-    if ray.is_initialized():
-        yield ray
-        return
-    ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1",
-             log_to_driver=False, configure_logging=False, runtime_env=_runtime_env() or None)
-    try:
-        yield ray
-    finally:
-        ray.shutdown()
 
 
 def vectors(n: int, seed: int = 0) -> np.ndarray:
@@ -72,7 +53,7 @@ def size(path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
-def test_a_build_on_a_disk_that_fills_stops_in_one_line_and_keeps_the_index_in_use(room, embedder, ray_up):
+def test_a_build_on_a_disk_that_fills_stops_in_one_line_and_keeps_the_index_in_use(room, embedder, ray_local):
     """It said 'No space left on device' and left its .tmp shard (exporting), 'unexpected
     RayTaskError(RuntimeError)' (filling: faiss's write error), or died of SIGBUS (merging:
     faiss writes the lists through a memory map), leaving its scratch folder, as large as
@@ -89,9 +70,9 @@ def test_a_build_on_a_disk_that_fills_stops_in_one_line_and_keeps_the_index_in_u
     # the export does not fit; then it does, but the build's peak (its part files and the
     # merged lists, 2 x lists) does not: the merge would have died of SIGBUS
     for left, says, where in ((shards // 2, "exporting", folder / "shards"),
-                              (shards + lists + lists // 2, "it needs about", folder)):
+                              (shards + lists + lists // 2, "needs about", folder)):
         fill(room.parent, left)
-        line = one_line(cli("build", folder, "--spec", SPEC, ray=ray_up), where)
+        line = one_line(cli("build", folder, "--spec", SPEC, ray=ray_local), where)
         assert says in line and "the index in use is unchanged" in line, line
         free(room.parent)
         assert (folder / "ondisk.json").read_text() == pointer
@@ -104,7 +85,7 @@ def test_a_build_on_a_disk_that_fills_stops_in_one_line_and_keeps_the_index_in_u
     assert build_collection(folder, spec=SPEC)["folder"] == str(folder / "ondisk-2")
 
 
-def test_a_full_disk_leaves_no_temporary_changes_file_and_the_write_stands(room, embedder, ray_up, caplog):
+def test_a_full_disk_leaves_no_temporary_changes_file_and_the_write_stands(room, embedder, ray_local, caplog):
     """An on-disk collection saves its changes since the build (as large as them) after
     each write; on a full disk the save failed with a warning, as it should (the store has
     the write), but left its temporary file, which kept the disk's last bytes."""
@@ -128,7 +109,7 @@ def test_a_full_disk_leaves_no_temporary_changes_file_and_the_write_stands(room,
         assert coll.search_vectors(vectors(1, 2), k=1)[0][0].id == "m0"
 
 
-def test_index_on_ray_into_a_full_disk_exits_74_in_one_line(room, embedder, ray_up, tmp_path):
+def test_index_on_ray_into_a_full_disk_exits_74_in_one_line(room, embedder, ray_local, tmp_path):
     """The driver stopped in one line, then Ray Data printed a traceback below it: the
     stream of results was closed only after Ray had shut down."""
     folder, files = room / "c", tmp_path / "files"
@@ -137,6 +118,6 @@ def test_index_on_ray_into_a_full_disk_exits_74_in_one_line(room, embedder, ray_
         (files / f"f{i:02}.txt").write_text(text(i))
     make(folder, embedder, 1)
     fill(room.parent, ROOM)
-    line = one_line(cli("index", files, "--name", folder, ray=ray_up), folder)
+    line = one_line(cli("index", files, "--name", folder, ray=ray_local), folder)
     assert "nothing of this write was stored" in line
     free(room.parent)

@@ -8,18 +8,6 @@ import pytest
 from semsearch.distributed import ondisk
 
 
-@pytest.fixture(scope="session")
-def ray_local(model_folder):
-    """One local Ray for the whole session (2 CPUs, loopback, no dashboard); started after
-    the model export so the workers inherit SEMSEARCH_CACHE."""
-    import ray
-    from semsearch.distributed.cluster import _runtime_env
-    ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1",
-             log_to_driver=False, configure_logging=False, runtime_env=_runtime_env() or None)
-    yield ray
-    ray.shutdown()
-
-
 def clustered(n, dim, seed=0, centers=40):
     """Unit vectors around a few random centres: IVF-friendly, like real embeddings."""
     rng = np.random.default_rng(seed)

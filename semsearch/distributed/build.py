@@ -75,8 +75,8 @@ def export_shards(coll, folder: Path, rows_per_shard: int = SHARD_ROWS) -> tuple
         if shard is not None:
             shard.discard()
         shards_folder(folder, clear=True)
-        raise OutOfSpace(f"the disk that holds {folder} is full: exporting the vectors there stopped and "
-                         "what it wrote is removed; the index in use is unchanged: free space there and retry") from None
+        raise OutOfSpace.at(folder, "exporting the vectors there stopped and what it wrote is removed; "
+                            "the index in use is unchanged") from None
     return shards, generation
 
 

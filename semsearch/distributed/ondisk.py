@@ -321,8 +321,8 @@ def build(shards: Sequence, out_dir, spec: str = "auto", memory_budget_mb: float
         full = disk_full(exc, out_dir.parent)  # asked while what the build wrote still takes the space
         shutil.rmtree(tmp, ignore_errors=True)  # at once: as large as the index, it kept the disk full
         if full:
-            raise OutOfSpace(f"the disk that holds {out_dir.parent} is full: the build stopped and what it "
-                             "wrote is removed; the index in use is unchanged: free space there and retry") from None
+            raise OutOfSpace.at(out_dir.parent, "the build stopped and what it wrote is removed; "
+                                "the index in use is unchanged") from None
         raise
     log(f"built {n:,} vectors: nprobe {nprobe}, recall@10 {recall:.3f} against exact search")
     return out_dir
@@ -349,9 +349,8 @@ def check_room(folder: Path, need: int) -> None:
     st = os.statvfs(folder)
     free = st.f_bavail * st.f_frsize
     if need > free:
-        raise OutOfSpace(f"the disk that holds {folder} is full for this build: it needs about {_size(need)}, "
-                         f"{_size(free)} are free; nothing was written and the index in use is unchanged: "
-                         "free space there and retry")
+        raise OutOfSpace.at(folder, f"this build needs about {_size(need)} and {_size(free)} are free; "
+                            "nothing was written and the index in use is unchanged")
 
 
 def _size(n: int) -> str:
