@@ -1,4 +1,5 @@
 """The Embedder against the PyTorch model it was exported from, and its edge cases."""
+import contextlib
 import itertools
 import json
 import os
@@ -371,16 +372,32 @@ def test_validate_records_figures_in_the_manifest(model_folder, tmp_path, caplog
     assert variant_state(recorded).startswith("validated on CPU")
 
     (copy / "manifest.json").write_text(json.dumps(manifest))  # unvalidated again, read-only
-    copy.chmod(0o555)
-    try:
-        if os.access(copy, os.W_OK):
-            pytest.skip("running as root: a read-only folder stays writable")
+    with read_only(copy):
         with caplog.at_level("WARNING", logger="semsearch"):
             Embedder.from_folder(copy, "int8", device="cpu").validate()
         assert "could not record it" in caplog.text
         assert "validated" not in read_manifest(copy)["variants"]["int8"]
+
+
+@contextlib.contextmanager
+def read_only(folder):
+    """``folder`` unwritable for this process: by its mode, or for root (whom a mode does not
+    stop, as under CI) by a read-only bind mount of the folder onto itself."""
+    folder.chmod(0o555)
+    mounted = False
+    try:
+        if os.access(folder, os.W_OK):
+            mount = subprocess.run(["mount", "--bind", "-o", "ro", str(folder), str(folder)],
+                                   capture_output=True, text=True)
+            if mount.returncode:
+                pytest.skip(f"cannot make a folder read-only for root ({mount.stderr.strip()})")
+            mounted = True
+        assert not os.access(folder, os.W_OK)
+        yield folder
     finally:
-        copy.chmod(0o755)
+        if mounted:
+            subprocess.run(["umount", str(folder)], check=True)
+        folder.chmod(0o755)
 
 
 def test_from_folder_needs_no_export_extra(model_folder):
