@@ -36,8 +36,8 @@ class Group(click.Group):
             raise OneLineError.of(exc) from None
         except (click.exceptions.Exit, click.exceptions.Abort):
             raise
-        except KeyboardInterrupt:
-            click.echo("interrupted", err=True)
+        except KeyboardInterrupt as exc:  # a long ingest says what it stored (ingest.Writer.session)
+            click.echo(f"interrupted: {exc}" if str(exc) else "interrupted", err=True)
             ctx.exit(130)
         except BrokenPipeError:  # the reader went away (`| head`): end quietly, as a C tool would
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
@@ -263,6 +263,7 @@ def index(ctx, paths, name, glob, model, variant, index_spec, chunk_tokens, over
     remove documents whose files are gone. An existing collection keeps its settings:
     giving different ones is an error."""
     from .collection import index_files
+    from .distributed.cluster import terminate_as_interrupt
 
     if not paths:  # `index --ray docs --name x`: --ray took the path for its address
         hint = f" (--ray took {ray_address!r} as its address: put --ray after the paths)" \
@@ -272,9 +273,10 @@ def index(ctx, paths, name, glob, model, variant, index_spec, chunk_tokens, over
     if ray_address is not None:
         from .distributed import index_files
         kwargs["address"] = None if ray_address == "local" else ray_address
-    coll, report = index_files(name, paths, glob=glob, remove_missing=not keep_missing, progress=True,
-                               model=model, variant=variant, index=index_spec, chunk_tokens=chunk_tokens,
-                               overlap=overlap, home=ctx.obj["home"], **kwargs)
+    with terminate_as_interrupt():  # a scheduler's stop unwinds as Ctrl-C, saying what was stored
+        coll, report = index_files(name, paths, glob=glob, remove_missing=not keep_missing, progress=True,
+                                   model=model, variant=variant, index=index_spec, chunk_tokens=chunk_tokens,
+                                   overlap=overlap, home=ctx.obj["home"], **kwargs)
     skipped = Counter(reason for _, reason in report.skipped)
     click.echo(
         f"{coll['name']}: added {report.added}, updated {report.updated}, unchanged {report.unchanged}, "

@@ -468,13 +468,15 @@ class Collection:
                            "written); it can be searched")
         if not hold:
             self.sync_index()
-            yield Writer(self, self._exclusive)
+            with Writer(self, self._exclusive).session() as w:
+                yield w
             self._finish_writes_if_free()
             return
         with self._exclusive():
             self.sync_index()
             try:
-                yield Writer(self)
+                with Writer(self).session() as w:
+                    yield w
             finally:
                 if self._index is not None:
                     self._finish_writes()

@@ -168,18 +168,23 @@ class Writer:
                 self._locked = False
 
     @contextmanager
-    def _write(self):
-        """One store transaction under the writer lock. On a full disk, OutOfSpace also says
-        how many documents this session stored before it: a long ingest commits each
-        document, so those are there (and a re-run of `index` skips them)."""
+    def session(self):
+        """A long ingest stopped part-way (a full disk, Ctrl-C, SIGTERM) says how many
+        documents it stored before: it commits each on its own, so those are there, and a
+        re-run of `index` skips them."""
         try:
-            with self.locked(), self.store.write() as gen:
-                yield gen
-        except OutOfSpace as exc:
+            yield self
+        except (OutOfSpace, KeyboardInterrupt) as exc:
             if not self.stored:
                 raise
-            raise OutOfSpace(f"{exc}; the {self.stored} document(s) this run wrote before it "
-                             "are stored") from None
+            said = f"{exc}; " if str(exc) else ""
+            raise type(exc)(f"{said}the {self.stored} document(s) this run wrote before it are stored") from None
+
+    @contextmanager
+    def _write(self):
+        """One store transaction under the writer lock."""
+        with self.locked(), self.store.write() as gen:
+            yield gen
 
     def known_hashes(self) -> dict[str, str]:
         with self.store.snapshot():  # a transaction: Collection.close() waits for it

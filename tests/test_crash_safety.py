@@ -10,6 +10,7 @@ import sys
 import textwrap
 import time
 
+import pytest
 
 from semsearch.chunking import iter_chunks
 from semsearch.collection import STORE_FILE, Collection
@@ -124,7 +125,10 @@ def stored_documents(store):
         return 0
 
 
-def test_kill_during_index_then_reindex_completes(home, tmp_path, embedder):
+@pytest.mark.parametrize("stop", [signal.SIGKILL, signal.SIGTERM], ids=["kill -9", "SIGTERM"])
+def test_kill_during_index_then_reindex_completes(home, tmp_path, embedder, stop):
+    """SIGTERM (a scheduler's stop, `timeout`) unwinds as Ctrl-C does and says how many
+    documents are stored; before, the process died on it silently."""
     folder = tmp_path / "docs"
     write_files(folder)
     expected = {str(folder / f"f{i:02d}.txt"): expected_chunks(
@@ -141,8 +145,8 @@ def test_kill_during_index_then_reindex_completes(home, tmp_path, embedder):
                 break
             time.sleep(0.01)
         assert child.poll() is None, f"index finished before it could be killed: {child.stderr.read()}"
-        os.kill(child.pid, signal.SIGKILL)
-        child.wait()
+        os.kill(child.pid, stop)
+        code, err = child.wait(60), child.stderr.read().decode()
     finally:
         child.kill()
         child.wait()
@@ -151,6 +155,10 @@ def test_kill_during_index_then_reindex_completes(home, tmp_path, embedder):
         committed = coll.count()
         assert 0 < committed < N_FILES
         check_consistent(coll, expected)
+    if stop == signal.SIGTERM:
+        assert code == 130 and "Traceback" not in err, err[-800:]
+        assert err.strip().splitlines()[-1] == \
+            f"interrupted: the {committed} document(s) this run wrote before it are stored", err[-800:]
 
     result = subprocess.run(index_cmd(folder), capture_output=True, text=True, check=True)
     assert f"added {N_FILES - committed}," in result.stdout, result.stdout
