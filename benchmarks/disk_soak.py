@@ -50,6 +50,7 @@ BENIGN.update(dict.fromkeys(torture.HTTP_WEIGHTS, torture.HTTP_BENIGN | {507}))
 
 class DiskSoak(Torture):
     """torture.Torture with its SEMSEARCH_HOME on a tmpfs that a filler fills and empties."""
+    benign = BENIGN
 
     def __init__(self, args):
         super().__init__(args)
@@ -223,7 +224,6 @@ def main() -> int:
         parser.error(f"--size-mb must be 1..{LIMIT >> 20}")
     args.seed = args.seed if args.seed is not None else time.time_ns() % 2**31
     args.ray = False
-    torture.BENIGN = BENIGN  # torture's outcomes() and settle() read the module's table
     t = DiskSoak(args)
     print(f"seed {args.seed}; work in {t.work}; a {args.size_mb} MiB tmpfs at {t.disk}", flush=True)
     until = time.time() + 60 * args.minutes

@@ -262,6 +262,8 @@ class Server:
 
 
 class Torture:
+    benign = BENIGN  # the exits that are no defect, by kind of command
+
     def __init__(self, args):
         self.args = args
         self.rng = random.Random(args.seed)
@@ -487,7 +489,7 @@ class Torture:
         for op in ops:
             if op.killed:
                 continue
-            if "Traceback" in op.err or (op.rc != 0 and op.rc not in BENIGN[op.kind]):
+            if "Traceback" in op.err or (op.rc != 0 and op.rc not in self.benign[op.kind]):
                 found.append(f"{op.kind} exited {op.rc}: {op.err.strip()[-600:]}")
             elif op.rc != 0 and sum(line.startswith("error:") for line in op.err.splitlines()) != 1:
                 found.append(f"{op.kind} exited {op.rc} without one error line: {op.err.strip()[-600:]}")
@@ -516,7 +518,7 @@ class Torture:
                 effect = op.effects[key]
             else:
                 continue
-            if op.killed or op.rc == 0 or op.rc not in BENIGN[op.kind]:
+            if op.killed or op.rc == 0 or op.rc not in self.benign[op.kind]:
                 events.append((op.start, op.end, effect, op.rc == 0 and not op.killed))
         now = set(self.state.get(key, {ABSENT}))
         events.sort()
