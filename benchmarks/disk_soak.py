@@ -22,7 +22,6 @@ keeping that round's logs (--keep-going: count them all).
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import errno
 import json
@@ -207,18 +206,9 @@ class DiskSoak(Torture):
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=100, help="at most this many rounds")
-    parser.add_argument("--minutes", type=float, default=10, help="stop starting rounds after this")
+    parser = torture.arguments(__doc__.split("\n\n")[0], minutes=10)
     parser.add_argument("--size-mb", type=int, default=12, help="the tmpfs's size (at most 64)")
     parser.add_argument("--bulk", type=float, default=0.3, help=f"share of rounds with a bulk add of {BULK} documents")
-    parser.add_argument("--jobs", type=int, default=4, help="at most this many commands at once")
-    parser.add_argument("--kill", type=float, default=0.4, help="share of commands SIGKILLed")
-    parser.add_argument("--serve", action="store_true", help="drive a `semsearch serve` of the collection too")
-    parser.add_argument("--server-kill", type=float, default=0.5, help="share of rounds the server is SIGKILLed in")
-    parser.add_argument("--hang", type=float, default=180, help="seconds before a command counts as hung")
-    parser.add_argument("--seed", type=int, default=None)
-    parser.add_argument("--keep-going", action="store_true", help="count every defect instead of stopping")
     args = parser.parse_args()
     if not 0 < args.size_mb <= LIMIT >> 20:
         parser.error(f"--size-mb must be 1..{LIMIT >> 20}")

@@ -666,18 +666,24 @@ class Torture:
         return []
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def arguments(description: str, minutes: float) -> argparse.ArgumentParser:
+    """The options of a soak built on Torture (this one, disk_soak.py)."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--rounds", type=int, default=100, help="at most this many rounds")
-    parser.add_argument("--minutes", type=float, default=20, help="stop starting rounds after this")
+    parser.add_argument("--minutes", type=float, default=minutes, help="stop starting rounds after this")
     parser.add_argument("--jobs", type=int, default=4, help="at most this many commands at once")
     parser.add_argument("--kill", type=float, default=0.4, help="share of commands SIGKILLed")
-    parser.add_argument("--ray", action="store_true", help="run `build` and `index --ray` too (slow)")
     parser.add_argument("--serve", action="store_true", help="drive a `semsearch serve` of the collection too")
     parser.add_argument("--server-kill", type=float, default=0.5, help="share of rounds the server is SIGKILLed in")
     parser.add_argument("--hang", type=float, default=180, help="seconds before a command counts as hung")
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--keep-going", action="store_true", help="count every defect instead of stopping")
+    return parser
+
+
+def main() -> int:
+    parser = arguments(__doc__.split("\n\n")[0], minutes=20)
+    parser.add_argument("--ray", action="store_true", help="run `build` and `index --ray` too (slow)")
     args = parser.parse_args()
     args.seed = args.seed if args.seed is not None else time.time_ns() % 2**31
     t = Torture(args)
