@@ -180,12 +180,6 @@ class Writer:
             said = f"{exc}; " if str(exc) else ""
             raise type(exc)(f"{said}the {self.stored} document(s) this run wrote before it are stored") from None
 
-    @contextmanager
-    def _write(self):
-        """One store transaction under the writer lock."""
-        with self.locked(), self.store.write() as gen:
-            yield gen
-
     def known_hashes(self) -> dict[str, str]:
         with self.store.snapshot():  # a transaction: Collection.close() waits for it
             return self.store.document_hashes()
@@ -201,7 +195,7 @@ class Writer:
         for doc, vectors in rows:
             if len(vectors) != len(doc.chunks):
                 raise InvalidInput(f"{doc.key}: {len(doc.chunks)} chunks but {len(vectors)} vectors")
-        with self._write() as gen:
+        with self.locked(), self.store.write() as gen:
             for doc, vectors in rows:
                 if not doc.chunks:
                     self.store.delete_documents([doc.key])
@@ -224,7 +218,7 @@ class Writer:
         """Delete documents by key; returns how many existed."""
         if not keys:
             return 0
-        with self._write():
+        with self.locked(), self.store.write():
             found, _ = self.store.delete_documents(keys)
         return found
 
@@ -232,7 +226,7 @@ class Writer:
         """Delete the documents a search filter ``where`` matches; returns how many. Matched
         and deleted in one transaction under the lock: a document another writer adds or
         changes meanwhile is matched as it is once that write has committed."""
-        with self._write():
+        with self.locked(), self.store.write():
             found, _ = self.store.delete_matching(where)
         return found
 
