@@ -8,19 +8,20 @@ from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
 
-__all__ = ["Embedder", "Collection", "Hit", "evaluate", "export_model", "SemsearchError"]
+__all__ = ["Embedder", "Collection", "Hit", "StoredDocument", "evaluate", "export_model", "SemsearchError"]
 
 _LAZY = {
     "Embedder": ("embedder", "Embedder"),
     "Collection": ("collection", "Collection"),
     "Hit": ("search", "Hit"),
+    "StoredDocument": ("collection", "StoredDocument"),
     "evaluate": ("evaluation", "evaluate"),
     "export_model": ("export", "export"),
     "SemsearchError": ("errors", "SemsearchError"),
 }
 
 if TYPE_CHECKING:  # what type checkers and editors see; at run time __getattr__ loads them
-    from .collection import Collection
+    from .collection import Collection, StoredDocument
     from .embedder import Embedder
     from .errors import SemsearchError
     from .evaluation import evaluate

@@ -22,19 +22,20 @@ import time
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
 from . import validation
 from .errors import (CollectionBusy, CollectionError, CollectionExists, InvalidInput, ModelError,
-                     NoSuchCollection, ReadOnly, WrongModel)
+                     NoSuchCollection, NoSuchDocument, ReadOnly, WrongModel)
 from .index import IndexFileError, VectorIndex, choose_spec, fsync_dir, resolve_spec
 from .ingest import DocumentInfo, IndexReport, PreparedDocument, Writer, embed_documents, info_of
 from .search import FEEDBACK_DOCS, FEEDBACK_WEIGHT, Fusion, Hit, Ranker
 from .store import Store, is_store, room_needed
 
-__all__ = ["Collection", "Hit", "IndexReport", "list_collections", "delete_collection", "collection_path"]
+__all__ = ["Collection", "Hit", "StoredDocument", "IndexReport", "list_collections", "delete_collection", "collection_path"]
 
 log = logging.getLogger("semsearch")
 
@@ -60,6 +61,7 @@ LOCK_WAIT = 10.0  # seconds a create or a write waits for another process's writ
 # a replayed chunk costs an opener ~0.3 ms in HNSW (Flat ~0.04), so at 1% the most an
 # opener replays costs about what loading the file does (benchmarks/small_writes.py).
 SAVE_FLOOR, SAVE_SHARE = 1_000, 0.01
+DOCUMENT_PAGE = 256  # documents() reads this many a snapshot
 
 
 def home_dir(home: str | os.PathLike | None = None) -> Path:
@@ -77,6 +79,22 @@ def collection_path(name_or_path: str | os.PathLike, home=None) -> Path:
 def list_collections(home=None) -> list[str]:
     root = home_dir(home)
     return sorted(p.name for p in root.iterdir() if (p / STORE_FILE).is_file()) if root.is_dir() else []
+
+
+@dataclass
+class StoredDocument:
+    """A document as the collection holds it. ``text`` is rebuilt from its chunks (each a
+    slice of it): whitespace between chunks comes back as as many spaces, so a hit's
+    ``start``/``end`` index into it, and whitespace after the last chunk is not kept."""
+    id: str
+    text: str | None  # None when read with documents(text=False)
+    source: str | None  # the file it was read from (None: added as text)
+    metadata: dict
+    chunks: int
+    added_at: float  # Unix time of its last add or change
+
+    def to_dict(self) -> dict:
+        return asdict(self)
 
 
 class Collection:
@@ -639,6 +657,48 @@ class Collection:
             return w.delete([key for key, _ in self.store.documents_under(root)])
 
     # -- reading -----------------------------------------------------------------------------
+    def get(self, id: str) -> StoredDocument:
+        """The stored document of ``id``, its text rebuilt from its chunks (see
+        StoredDocument); NoSuchDocument if the collection has none by that id."""
+        key = validation.doc_id(id)
+        for doc in self.documents(ids=[key]):
+            return doc
+        raise NoSuchDocument(f"collection {self.name} has no document {key!r}")
+
+    def documents(self, ids: Iterable[str] | str | None = None, where: dict | None = None,
+                  after: str | None = None, limit: int | None = None, text: bool = True
+                  ) -> Iterator[StoredDocument]:
+        """The stored documents, in id order: those of ``ids`` that exist, and (or else)
+        those ``where`` matches as search matches it, or all; only ids past ``after`` (the
+        last id of a page already read), at most ``limit``. ``text=False`` leaves each
+        one's text out (None). Read a page at a time, each page one consistent snapshot:
+        walking a large collection holds neither much memory nor the store."""
+        keys = None if ids is None else validation.id_list(ids)
+        where = validation.where_filter(where)
+        after = None if after is None else validation.doc_id(after, "after")
+        limit = None if limit is None else validation.positive_int(limit, "limit", validation.INT64[1])
+        text = validation.flag(text, "text")
+        self._check_not_removed()
+        first = self._documents_page(keys, where, after, limit, text)  # a bad where key raises here
+        return self._pages(first, keys, where, limit, text)
+
+    def _pages(self, page: list[StoredDocument], keys, where, limit, text) -> Iterator[StoredDocument]:
+        while page:
+            yield from page
+            if limit is not None:
+                limit -= len(page)
+            if len(page) < DOCUMENT_PAGE or limit == 0:
+                return
+            page = self._documents_page(keys, where, page[-1].id, limit, text)
+
+    def _documents_page(self, keys, where, after, limit, text) -> list[StoredDocument]:
+        """One page of ``documents``, its rows and texts from one snapshot."""
+        with self.store.snapshot():
+            rows = self.store.documents(keys, where, after, min(limit or DOCUMENT_PAGE, DOCUMENT_PAGE))
+            texts = self.store.original_texts(r[0] for r in rows) if text else {}
+        return [StoredDocument(key, texts.get(row_id), source, metadata, chunks, added_at)
+                for row_id, key, source, metadata, added_at, chunks in rows]
+
     def count(self) -> int:
         with self.store.snapshot():  # a transaction: close() waits for it
             return self.store.counts()[0]

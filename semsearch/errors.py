@@ -83,6 +83,10 @@ class NoSuchCollection(CollectionError, NotFound):
     """No collection by that name or path."""
 
 
+class NoSuchDocument(NotFound):
+    """No document by that id in the collection."""
+
+
 class CollectionBusy(CollectionError, Conflict):
     """Another writer holds the collection's lock."""
 

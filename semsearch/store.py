@@ -398,6 +398,37 @@ class Store:
             "SELECT key, source FROM documents WHERE source = ? OR substr(source, 1, ?) = ?",
             (root, len(prefix), prefix)))
 
+    def documents(self, keys: list[str] | None = None, where: dict | None = None,
+                  after: str | None = None, limit: int = 256) -> list[tuple]:
+        """(row id, key, source, metadata, added_at, chunk count) of up to ``limit``
+        documents in key order: those of ``keys`` that exist, and (or else) those ``where``
+        matches (_matching's rule), with keys past ``after`` (a page's last key)."""
+        clauses, params = ["1"], []
+        if where:
+            clause, params = self._matching(where)
+            clauses.append(clause)
+        if keys is not None:
+            params.append(json.dumps(keys))
+            clauses.append(f"d.key IN (SELECT value FROM json_each(?{len(params)}))")
+        if after is not None:
+            params.append(after)
+            clauses.append(f"d.key > ?{len(params)}")
+        params.append(limit)
+        rows = self.db.execute(
+            "SELECT d.id, d.key, d.source, d.metadata, d.added_at, "
+            "(SELECT count(*) FROM chunks c WHERE c.doc_id = d.id) FROM documents d "
+            f"WHERE {' AND '.join(clauses)} ORDER BY d.key LIMIT ?{len(params)}", params).fetchall()
+        return [(*r[:3], json.loads(r[3]), *r[4:]) for r in rows]
+
+    def original_texts(self, doc_ids: Iterable[int]) -> dict[int, str]:
+        """Row id -> the document's text rebuilt from its chunks (each a slice of it). What
+        lies between chunks (whitespace the tokenizer skips) comes back as as many spaces,
+        so a hit's start and end index into it; whitespace past the last chunk is not kept."""
+        rows = self._in("SELECT doc_id, start, end, text FROM chunks WHERE doc_id IN ({}) "
+                        "ORDER BY doc_id, position", doc_ids)
+        return {doc_id: "".join(" " * gap + piece for gap, piece in _pieces(row[1:] for row in group))
+                for doc_id, group in itertools.groupby(rows, key=lambda row: row[0])}
+
     def chunks_per_document(self) -> dict[str, int]:
         """Document key -> number of chunks (0 for none): for checks and tests."""
         return dict(self.db.execute(
@@ -560,11 +591,16 @@ class Store:
 def document_text(spans: Iterable[tuple[int, int, str]]) -> str:
     """A document's text as documents_fts indexes it, from its chunks' (start, end, text) in
     order: each chunk less what it shares with the one before, CJK as lang.fts_text writes it."""
-    parts, reached = [], 0
+    return fts_text(" ".join(piece for _, piece in _pieces(spans)))
+
+
+def _pieces(spans: Iterable[tuple[int, int, str]]) -> Iterator[tuple[int, str]]:
+    """(characters skipped before it, the new part of it) for each chunk in order: chunks
+    overlap, and may leave out what lies between them."""
+    reached = 0
     for start, end, text in spans:
-        parts.append(text[max(0, reached - start):])
+        yield max(0, start - reached), text[max(0, reached - start):]
         reached = max(reached, end)
-    return fts_text(" ".join(parts))
 
 
 def _as_number(value) -> int | float | None:

@@ -229,22 +229,24 @@ def document_texts(texts) -> list[str]:
     return items
 
 
+def doc_id(value, name: str = "id") -> str:
+    """One document id: a str (an int is written out), 1 to MAX_ID_CHARS characters."""
+    if isinstance(value, bool) or not isinstance(value, (str, numbers.Integral)):
+        raise InvalidInput(f"{name} must be a string, not {type(value).__name__}")
+    # an int too long for an id is not written out: str() of one past 4,300 digits raises
+    text = str(value) if isinstance(value, str) or abs(value) < 10 ** MAX_ID_CHARS else ""
+    if not text.strip() or len(text) > MAX_ID_CHARS or "\0" in text:
+        raise InvalidInput(f"{name} must be 1 to {MAX_ID_CHARS} characters, not blank, no NUL")
+    return unicode(text, name)
+
+
 def id_list(ids, name: str = "ids") -> list[str]:
     """Document ids as a list of str. A bare string is one id, never its characters."""
     if isinstance(ids, (str, int)) and not isinstance(ids, bool):
         ids = [ids]
     if isinstance(ids, (bytes, dict)) or not isinstance(ids, Iterable):
         raise InvalidInput(f"{name} must be a list of ids, not {type(ids).__name__}")
-    out = []
-    for i, value in enumerate(ids):
-        if isinstance(value, bool) or not isinstance(value, (str, numbers.Integral)):
-            raise InvalidInput(f"{name}[{i}] must be a string, not {type(value).__name__}")
-        # an int too long for an id is not written out: str() of one past 4,300 digits raises
-        text = str(value) if isinstance(value, str) or abs(value) < 10 ** MAX_ID_CHARS else ""
-        if not text.strip() or len(text) > MAX_ID_CHARS or "\0" in text:
-            raise InvalidInput(f"{name}[{i}] must be 1 to {MAX_ID_CHARS} characters, not blank, no NUL")
-        out.append(unicode(text, f"{name}[{i}]"))
-    return out
+    return [doc_id(value, f"{name}[{i}]") for i, value in enumerate(ids)]
 
 
 def new_ids(ids, n: int) -> list[str | None]:
@@ -258,7 +260,7 @@ def new_ids(ids, n: int) -> list[str | None]:
     given = list(ids)
     if len(given) != n:
         raise InvalidInput(f"got {len(given)} ids for {n} texts")
-    out = [None if i is None else id_list([i], "ids")[0] for i in given]
+    out = [None if value is None else doc_id(value, f"ids[{i}]") for i, value in enumerate(given)]
     named = [i for i in out if i is not None]
     if len(set(named)) != len(named):
         raise InvalidInput("ids must be unique")
