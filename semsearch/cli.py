@@ -12,7 +12,7 @@ import click
 from .errors import NotFound, SemsearchError
 from .models import VARIANT_FILES
 from .search import FEEDBACK_WEIGHT
-from .validation import MAX_QUERIES, MODES as MODE_NAMES
+from .validation import MAX_QUERIES, MODES as MODE_NAMES, key_value_pairs
 
 VARIANTS = click.Choice(list(VARIANT_FILES))
 DEVICES = click.Choice(["auto", "cpu", "cuda"])
@@ -351,7 +351,7 @@ def search(ctx, name, query, k, mode, where, docs, min_score, queries_file, rrf_
     """Search collection NAME for QUERY."""
     from .collection import Collection
 
-    filters = parse_pairs(where, "--where")
+    filters = key_value_pairs(where, "--where")
     if query is not None and queries_file:
         raise click.UsageError("give a QUERY or --queries FILE, not both")
     try:
@@ -390,16 +390,6 @@ def printable(text: str) -> str:
     return "".join(c if c.isprintable() or c in "\t" else repr(c)[1:-1] for c in text)
 
 
-def parse_pairs(pairs, option: str) -> dict:
-    out = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise click.UsageError(f"{option} expects key=value, got {pair!r}")
-        out[key] = value
-    return out
-
-
 @cli.command()
 @click.argument("name")
 @click.option("--text", "texts", multiple=True, help="Text to add (repeatable).")
@@ -420,7 +410,7 @@ def add(ctx, name, texts, ids, meta, jsonl, model):
         raise click.UsageError("give --text or --jsonl")
     if ids and len(ids) != len(texts):
         raise click.UsageError("give one --id per --text")
-    metadata = parse_pairs(meta, "--meta")
+    metadata = key_value_pairs(meta, "--meta")
     items = [(i, t, dict(metadata)) for i, t in zip(ids or [None] * len(texts), texts)]
     if jsonl:
         for number, rec in enumerate(read_records(jsonl), 1):
@@ -444,7 +434,7 @@ def delete(ctx, name, ids, paths, where):
     prints how many were deleted."""
     from .collection import Collection
 
-    filters = parse_pairs(where, "--where")
+    filters = key_value_pairs(where, "--where")
     if filters and (ids or paths):
         raise click.UsageError("give --where alone, or --id/--path (to delete by id within a filter: --where id=ID)")
     if not ids and not paths and not filters:

@@ -312,6 +312,18 @@ def json_value(value, name: str, depth: int = 0):
     return value
 
 
+def key_value_pairs(pairs: Iterable[str], name: str) -> dict[str, str]:
+    """``key=value`` strings (a command line's --where and --meta, a URL's where=) as a
+    dict; the value is what follows the first '='."""
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise InvalidInput(f"{name} expects key=value, got {pair!r}")
+        out[key] = value
+    return out
+
+
 def where_filter(where) -> dict | None:
     """key -> scalar value; the store compares them as their JSON text (None: JSON null).
     A key holding '"', '\\' or a control character (NUL..U+001F) cannot be named in SQLite's
