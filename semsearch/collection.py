@@ -1033,7 +1033,7 @@ def _file_progress(files: list, enabled: bool, report: IndexReport):
 
     def docs() -> str:
         done = report.added + report.updated + report.unchanged
-        return f"{done} docs, {done / shown.elapsed():.1f} docs/s"
+        return f"{done} docs written, {done / shown.elapsed():.1f} docs/s"  # files are read ahead
 
     shown.note(docs)
     return shown

@@ -201,7 +201,7 @@ def test_plain_progress_lines_come_while_one_big_file_is_indexed(home, tmp_path,
                            for i in range(1500)))  # two batches of embedding (ingest.FLUSH_CHUNKS)
     lines = [line for line in ok(run("index", big, "--name", "onefile")).stderr.splitlines()
              if line.startswith("progress: ")]
-    written = {int(re.search(r", (\d+) docs,", line)[1]) for line in lines}
+    written = {int(re.search(r", (\d+) docs written,", line)[1]) for line in lines}
     assert 0 < min(written - {0}, default=0) < 1500, lines  # a line while the second batch embedded
 
 
