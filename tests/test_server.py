@@ -589,6 +589,122 @@ def test_writes_waiting_for_the_writer_lock_leave_searches_their_threads(server,
         asyncio.run(asyncio.wait_for(main(holder), DEADLINE))
 
 
+# -- reading documents back ------------------------------------------------------------------------
+DOCUMENTS = "/v1/collections/docs/documents"
+
+
+def test_get_document_returns_its_text_metadata_and_chunks(http):
+    doc = http.get(f"{DOCUMENTS}/volcano").json()
+    assert doc == {"object": "document", "id": "volcano", "text": DOCS["volcano"][0], "source": None,
+                   "metadata": {"topic": "geology"}, "chunks": 1, "added_at": doc["added_at"]}
+    assert isinstance(doc["added_at"], float) and doc["added_at"] > 1.6e9
+
+
+def test_get_document_with_a_slash_in_its_id_sent_plain_or_as_2f(http):
+    """scratch cuts 16-token chunks: the text comes back whole, joined from several."""
+    doc_id = "h3-read/notes 2024/q1.txt"
+    text = ("The quarterly report covers revenue, hiring and the new office. Revenue grew by a tenth, "
+            "hiring slowed in the spring, and the move to the new office is planned for the autumn.")
+    before = http.get("/v1/collections/scratch").json()["chunks"]
+    added = http.post("/v1/collections/scratch/documents",
+                      json={"documents": [{"id": doc_id, "text": text, "metadata": {"quarter": 1}}]})
+    assert added.json()["ids"] == [doc_id]
+    try:
+        chunks = http.get("/v1/collections/scratch").json()["chunks"] - before
+        assert chunks > 1
+        for path in ("h3-read/notes%202024/q1.txt", "h3-read%2Fnotes%202024%2Fq1.txt"):
+            doc = http.get(f"/v1/collections/scratch/documents/{path}").json()
+            assert (doc["id"], doc["text"], doc["metadata"], doc["chunks"]) == (doc_id, text, {"quarter": 1}, chunks)
+    finally:
+        http.delete("/v1/collections/scratch/documents/h3-read%2Fnotes%202024%2Fq1.txt")
+    error_of(http.get("/v1/collections/scratch/documents/h3-read/notes%202024/q1.txt"), 404)
+
+
+def test_a_missing_document_or_collection_is_404(http):
+    error = error_of(http.get(f"{DOCUMENTS}/no-such-doc"), 404)
+    assert error["type"] == "not_found_error" and "no-such-doc" in error["message"]
+    for path in ("/v1/collections/nope/documents/volcano", "/v1/collections/nope/documents"):
+        assert "nope" in error_of(http.get(path), 404)["message"]
+
+
+def test_document_pages_join_up_to_every_id_in_order(http):
+    ids, after = [], None
+    while True:
+        page = http.get(DOCUMENTS, params={"limit": 4} | ({"after": after} if after else {})).json()
+        assert page["object"] == "list" and 0 < len(page["data"]) <= 4
+        assert (page["first_id"], page["last_id"]) == (page["data"][0]["id"], page["data"][-1]["id"])
+        ids += [d["id"] for d in page["data"]]
+        if not page["has_more"]:
+            break
+        after = page["last_id"]
+    assert ids == sorted(DOCS)
+    whole = http.get(DOCUMENTS).json()  # 100 by default: all six
+    assert [d["id"] for d in whole["data"]] == ids and not whole["has_more"]
+    assert [d["text"] for d in whole["data"]] == [DOCS[i][0] for i in ids]
+    assert not http.get(DOCUMENTS, params={"limit": len(DOCS)}).json()["has_more"]  # exactly all: no more
+    assert http.get(DOCUMENTS, params={"limit": len(DOCS) - 1}).json()["has_more"]
+    empty = http.get(DOCUMENTS, params={"after": ids[-1]}).json()
+    assert (empty["data"], empty["first_id"], empty["last_id"], empty["has_more"]) == ([], None, None, False)
+
+
+def test_document_pages_filter_by_where_and_leave_text_out_on_request(http):
+    def ids(**params):
+        return [d["id"] for d in http.get(DOCUMENTS, params=params).json()["data"]]
+
+    assert ids(where="topic=geology") == ["volcano"]
+    assert ids(where=["topic=geology", "id=bread"]) == []  # every pair must match
+    assert ids(where="id=tides") == ["tides"]
+    bare = http.get(DOCUMENTS, params={"text": "false", "limit": 2}).json()["data"]
+    assert [(d["id"], d["text"], d["metadata"]) for d in bare] == [(i, None, {"topic": DOCS[i][1]})
+                                                                  for i in sorted(DOCS)[:2]]
+
+
+@pytest.mark.parametrize("query, words", [
+    ("limit=0", "limit must be at least 1"),
+    ("limit=-3", "limit must be at least 1"),
+    ("limit=abc", "limit: "),
+    ("limit=2.5", "limit: "),
+    ("limit=1001", "limit must be at most 1,000"),
+    ("text=maybe", "text: "),
+    ("where=noequals", "where expects key=value, got 'noequals'"),
+    ("where==geology", "where expects key=value"),
+    ("where=colour=red", "unknown metadata key 'colour'"),
+    ("after=", "after must be 1 to"),
+    ("limt=3", "limt: unknown field"),  # a misspelt option is refused, not ignored
+])
+def test_document_pages_refuse_bad_parameters_with_one_line(http, query, words):
+    error = error_of(http.get(f"{DOCUMENTS}?{query}"), 400)
+    assert error["type"] == "invalid_request_error" and words in error["message"], error
+
+
+def test_document_reads_need_the_key_and_are_described_in_the_api(server):
+    for path in (DOCUMENTS, f"{DOCUMENTS}/volcano"):
+        assert error_of(httpx.get(server.url + path), 401)["type"] == "authentication_error"
+    paths = httpx.get(server.url + "/openapi.json").json()["paths"]
+    for path in ("/v1/collections/{name}/documents", "/v1/collections/{name}/documents/{doc_id}"):
+        assert paths[path]["get"]["security"] == [{"API key": []}] and paths[path]["get"]["description"]
+    assert {p["name"] for p in paths["/v1/collections/{name}/documents"]["get"]["parameters"]} == {
+        "name", "limit", "after", "where", "text"}
+
+
+def test_document_reads_are_counted_by_route_template_not_by_id(server, http):
+    before = server.metrics()
+    for doc_id in ("volcano", "bread", "no-such-doc"):
+        http.get(f"{DOCUMENTS}/{doc_id}")
+    http.get(DOCUMENTS, params={"limit": 1})
+    after = server.metrics()
+
+    def grew(route, status):
+        key = ("semsearch_http_request_duration_seconds_count",
+               (("method", "GET"), ("route", route), ("status", status)))
+        return after.get(key, 0) - before.get(key, 0)
+
+    assert grew("/v1/collections/{name}/documents/{doc_id:path}", "200") == 2
+    assert grew("/v1/collections/{name}/documents/{doc_id:path}", "404") == 1
+    assert grew("/v1/collections/{name}/documents", "200") == 1
+    assert not [labels for _, labels in after if any("volcano" in value for _, value in labels)]
+
+
 # -- metrics -------------------------------------------------------------------------------------
 def test_metrics_count_requests_errors_texts_and_tokens(server, http):
     before = server.metrics()

@@ -1,7 +1,7 @@
 """The FastAPI app: routes over one shared Embedder, its batcher and the served collections
 (served.py: which they are, opened and reopened as the CLI changes them).
 
-Blocking library calls run in threads (searches and info in the threadpool, writes on a
+Blocking library calls run in threads (searches, info and document reads in the threadpool, writes on a
 few threads of their own); embedding, search queries' included, goes through the batcher,
 so the event loop never waits on ONNX Runtime or SQLite. Everything else is ``async def``: FastAPI runs a plain ``def`` route or
 dependency in its threadpool, a thread hop per request.
@@ -14,11 +14,12 @@ import functools
 import logging
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Annotated
 
 import anyio
 import fastapi_swagger
 import orjson
-from fastapi import APIRouter, FastAPI, Request, Security
+from fastapi import APIRouter, FastAPI, Query, Request, Security
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -29,7 +30,7 @@ from ..errors import CollectionError, InvalidInput, NotFound, TooLarge
 from .batcher import MicroBatcher, Unbatched
 from .errors import HANDLERS, ClientGone, Unexpected
 from .metrics import CONTENT_TYPE_LATEST, Metrics, RequestMetrics
-from .schemas import AddRequest, DeleteRequest, EmbeddingsRequest, SearchRequest
+from .schemas import AddRequest, DeleteRequest, DocumentsQuery, EmbeddingsRequest, SearchRequest
 from .security import BEARER, BodyLimit, KeyedRoute
 from .served import ModelMismatch, Served
 from .settings import Settings
@@ -38,6 +39,7 @@ STATIC = Path(__file__).parent / "static"  # package data (pyproject.toml)
 SWAGGER_UI = Path(fastapi_swagger.__file__).parent / "resources"  # Swagger UI's own files
 log = logging.getLogger("semsearch.server")
 WRITE_THREADS = 4  # writes to one collection take turns; a few let other collections' go on
+DEFAULT_PAGE = 100  # documents a GET .../documents page holds when it gives no limit (OpenAI's lists: 20)
 
 
 class FastJSON(JSONResponse):
@@ -215,6 +217,28 @@ def create_app(embedder, served: Served, settings: Settings = Settings()) -> Fas
             deleted = await write(target.delete, body.ids, where=body.where)
         return {"deleted": deleted}
 
+    @api.get("/v1/collections/{name}/documents")
+    async def list_documents(name: str, query: Annotated[DocumentsQuery, Query()]):
+        """A page of the stored documents, in id order, in OpenAI's list shape: the next
+        page is `after=` this one's `last_id`, while `has_more`."""
+        async with served.use(name) as target:
+            limit = min(DEFAULT_PAGE, settings.max_page) if query.limit is None else page_limit(query.limit, settings)
+            where = validation.key_value_pairs(query.where, "where")
+
+            def page():  # one more than asked for says whether there are more
+                return list(target.documents(where=where, after=query.after, limit=limit + 1, text=query.text))
+            docs = await run_in_threadpool(page)
+        data = [document_object(d) for d in docs[:limit]]
+        return FastJSON({"object": "list", "data": data, "first_id": data[0]["id"] if data else None,
+                         "last_id": data[-1]["id"] if data else None, "has_more": len(docs) > limit})
+
+    @api.get("/v1/collections/{name}/documents/{doc_id:path}")  # ids may hold '/' (sent as %2F or not)
+    async def get_document(name: str, doc_id: str):
+        """One stored document: its text (rebuilt from its chunks, so a hit's start and end
+        index into it), source, metadata, number of chunks and when it was added."""
+        async with served.use(name) as target:
+            return FastJSON(document_object(await run_in_threadpool(target.get, doc_id)))
+
     @api.delete("/v1/collections/{name}/documents/{doc_id:path}")  # ids may hold '/' (sent as %2F or not)
     async def delete_document(name: str, doc_id: str):
         async with served.use(name) as target:
@@ -235,6 +259,18 @@ async def hung_up(receive) -> None:
     the server gets for it is that (or the end of its response)."""
     while (await receive())["type"] != "http.disconnect":
         pass
+
+
+def document_object(doc) -> dict:
+    return {"object": "document", **doc.to_dict()}
+
+
+def page_limit(limit: int, settings: Settings) -> int:
+    """A page's limit; one past --max-page is a 400 (a query's value, not a body too large)."""
+    try:
+        return validation.positive_int(limit, "limit", settings.max_page)
+    except TooLarge as exc:
+        raise InvalidInput(exc.one_line()) from None
 
 
 def check_texts(texts: list[str], settings: Settings, name: str) -> None:

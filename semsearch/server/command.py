@@ -51,6 +51,8 @@ def _default(name):
 @click.option("--max-chars", type=int, default=_default("max_chars"), show_default=True,
               help="Characters per text to embed; longer ones get 413.")
 @click.option("--max-k", type=int, default=_default("max_k"), show_default=True, help="Hits a query may ask for (k).")
+@click.option("--max-page", type=int, default=_default("max_page"), show_default=True,
+              help="Documents one GET .../documents page may ask for (its limit=).")
 @click.option("--max-body-bytes", type=int, default=_default("max_body_bytes"), show_default=True,
               help="Bytes per request body; larger ones get 413.")
 @click.option("--header-timeout", type=float, default=_default("header_timeout"), show_default=True,
@@ -71,14 +73,14 @@ def _default(name):
 @click.pass_context
 def serve(ctx, collections, home, host, port, model, variant, device, threads, api_key_file, insecure,
           batching, max_batch_tokens, max_batch_size, workers, max_wait_ms, max_queue, max_inputs, max_chars,
-          max_k, max_body_bytes, header_timeout, body_timeout, max_connections, max_client_connections,
+          max_k, max_page, max_body_bytes, header_timeout, body_timeout, max_connections, max_client_connections,
           access_log):
     """Serve embeddings (OpenAI-compatible) and COLLECTIONS (default: all) over HTTP."""
     from .run import serve as run_server
 
     settings = Settings(batching=batching, max_batch_tokens=max_batch_tokens, max_batch_size=max_batch_size,
                         workers=workers, max_wait_ms=max_wait_ms, max_queue=max_queue, max_inputs=max_inputs,
-                        max_chars=max_chars, max_k=max_k, max_body_bytes=max_body_bytes,
+                        max_chars=max_chars, max_k=max_k, max_page=max_page, max_body_bytes=max_body_bytes,
                         header_timeout=header_timeout, body_timeout=body_timeout, max_connections=max_connections,
                         max_client_connections=max_client_connections, api_keys=read_keys(api_key_file))
     home = home or (ctx.obj or {}).get("home")

@@ -1,10 +1,10 @@
-"""Request bodies. Unknown fields are refused (a misspelt option must not be ignored
+"""Request bodies and query strings. Unknown fields are refused (a misspelt option must not be ignored
 silently); values are checked by the library, which owns those rules."""
 from __future__ import annotations
 
 from typing import Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_core import PydanticCustomError
 
 from ..validation import lone_surrogate
@@ -62,3 +62,16 @@ class AddRequest(Body):
 class DeleteRequest(Body):
     ids: list[str] | None = None
     where: dict[str, Any] | None = None  # matched as a search's where; empty is refused
+
+
+class DocumentsQuery(BaseModel):
+    """The query string of GET .../documents (a page of stored documents, OpenAI's list
+    paging); values are strings, so unlike a body's they are parsed, not strict."""
+    model_config = ConfigDict(extra="forbid")
+
+    limit: int | None = Field(None, description="Documents in the page: 1 to the server's --max-page "
+                              "(1,000 unless set) [default: 100, or --max-page if lower].")
+    after: str | None = Field(None, description="The last id of the page before: this page starts past it.")
+    where: list[str] = Field([], description="key=value, repeatable: only the documents that match all of "
+                             "them, as a search's where matches (metadata keys, source, id).")
+    text: bool = Field(True, description="false: leave each document's text out (null).")

@@ -32,6 +32,7 @@ class Settings:
     max_inputs: int = 2_048         # texts per embeddings request, documents per add
     max_chars: int = 100_000        # characters per embedded text (longer ones are truncated anyway)
     max_k: int = 1_000
+    max_page: int = 1_000           # documents per page of GET .../documents (its limit=)
     header_timeout: float = 10.0    # seconds from a connection's open (or a request's first byte) to the end
                                     # of its headers; past it: closed (408 if part of them came)
     body_timeout: float = 30.0      # seconds from a request's headers to the end of its body; past it: 408
@@ -45,7 +46,7 @@ class Settings:
 
     def __post_init__(self):
         for name in ("max_batch_tokens", "max_batch_size", "workers", "max_queue", "max_body_bytes",
-                     "max_inputs", "max_chars", "max_k", "max_connections"):
+                     "max_inputs", "max_chars", "max_k", "max_page", "max_connections"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise InvalidInput(f"{name.replace('_', '-')} must be at least 1")
         if not 0 <= self.max_wait_ms <= MAX_WAIT_MS:  # nan too; inf or 1e12 killed the batcher's threads
