@@ -663,7 +663,7 @@ class Collection:
         key = validation.doc_id(id)
         for doc in self.documents(ids=[key]):
             return doc
-        raise NoSuchDocument(f"collection {self.name} has no document {key!r}")
+        raise self._no_document(key)
 
     def documents(self, ids: Iterable[str] | str | None = None, where: dict | None = None,
                   after: str | None = None, limit: int | None = None, text: bool = True
@@ -681,6 +681,9 @@ class Collection:
         self._check_not_removed()
         first = self._documents_page(keys, where, after, limit, text)  # a bad where key raises here
         return self._pages(first, keys, where, limit, text)
+
+    def _no_document(self, key: str) -> NoSuchDocument:
+        return NoSuchDocument(f"collection {self.name} has no document {key!r}")
 
     def _pages(self, page: list[StoredDocument], keys, where, limit, text) -> Iterator[StoredDocument]:
         while page:
@@ -754,6 +757,22 @@ class Collection:
             allowed = self.store.filter_ids(where) if where else None
             ranker = Ranker(self.store, self._dense, allowed)
             return [ranker.hits(ranked, k, False, None) for ranked in self._dense(vectors, k, allowed)]
+
+    def similar(self, id: str, k: int = 10, where: dict | None = None, docs: bool = True) -> list[Hit]:
+        """The documents most like the stored document ``id`` (``docs=False``: the chunks),
+        it left out: dense search with the mean of its chunks' vectors, ``where`` as search
+        takes it. NoSuchDocument if the collection has none by that id."""
+        key = validation.doc_id(id)
+        k = validation.check_k(k)
+        where = validation.where_filter(where)
+        docs = validation.flag(docs, "docs")
+        self._check_not_removed()
+        with self._snapshot():
+            found = self.store.documents([key], limit=1)
+            if not found:
+                raise self._no_document(key)
+            allowed = self.store.filter_ids(where) if where else None
+            return Ranker(self.store, self._dense, allowed).like(found[0][0], k, docs)
 
     @contextmanager
     def _snapshot(self, dense: bool = True):

@@ -216,6 +216,15 @@ class Ranker:
         scores = self.store.best_lexical_chunks(match, [c for ids in chunks.values() for c in ids]) if match else {}
         return {d: max(ids, key=lambda c: scores.get(c, float("-inf"))) for d, ids in chunks.items()}
 
+    def like(self, doc_id: int, k: int, docs: bool) -> list[Hit]:
+        """Hits nearest the document ``doc_id`` (the mean of its chunks' vectors), its own
+        chunks left out: a dense ranking one document (or its chunks) deeper than k."""
+        own = self.store.document_chunks([doc_id])[doc_id]
+        mean = self.store.chunk_vectors(np.array(own, np.int64)).mean(0)
+        vector = mean / max(float(np.linalg.norm(mean)), 1e-12)
+        ranked = self.dense_ranking(vector, k + (1 if docs else len(own)), docs)
+        return self._hits("", vector, [r for r in ranked if r.doc_id != doc_id], k, docs, None, "dense")
+
     def hits(self, ranking: Ranking, k: int, docs: bool, min_score) -> list[Hit]:
         """Hits for a dense chunk ranking (vectors the caller embedded)."""
         return self._hits("", None, self.chunks(ranking), k, docs, min_score, "dense")

@@ -123,3 +123,71 @@ def test_documents_of_a_removed_collection_is_not_found(tmp_path, embedder):
     with pytest.raises(NoSuchCollection):
         c.documents()
     c.close()
+
+
+# -- similar: documents like a stored one ----------------------------------------------------
+TOPICS = {
+    "cats": "Cats are small furry pets that purr, chase mice and sleep most of the day.",
+    "kittens": "A kitten is a young cat; kittens play, purr and nap in the sun.",
+    "rockets": "The rocket launch carried a satellite into orbit around the Earth.",
+    "space": "Astronauts on the space station watched the satellite drift past the Earth.",
+    "bread": "Knead the dough, let it rise overnight, then bake the loaf in a hot oven.",
+    "long": "".join(LONG.format(n=n) for n in range(4)),
+}
+
+
+@pytest.fixture(scope="module")
+def topics(tmp_path_factory, model_folder):
+    with Collection.create(tmp_path_factory.mktemp("similar") / "t", chunk_tokens=32, overlap=8) as c:
+        c.add_texts(list(TOPICS.values()), ids=list(TOPICS),
+                    metadata=[{"kind": "animal"}, {"kind": "animal"}, {"kind": "space"}, {"kind": "space"},
+                              {"kind": "food"}, {"kind": "office"}])
+        yield c
+
+
+def oracle(c, key, docs=True):
+    """The ranking `similar` must give, straight from store.sqlite: cosine of the mean of the
+    document's chunk vectors (normalised) to every other chunk, best chunk per document."""
+    import numpy as np
+
+    rows = c.store.db.execute("SELECT d.key, c.vector FROM chunks c JOIN documents d ON d.id = c.doc_id").fetchall()
+    vectors = np.stack([np.frombuffer(v, np.float32) for _, v in rows])
+    keys = [k for k, _ in rows]
+    mean = vectors[[k == key for k in keys]].mean(0)
+    scores = vectors @ (mean / np.linalg.norm(mean))
+    ranked = sorted(((s, k) for s, k in zip(scores.tolist(), keys) if k != key), reverse=True)
+    if docs:
+        ranked = list({k: (s, k) for s, k in reversed(ranked)}.values())[::-1]
+        ranked = sorted(ranked, reverse=True)
+    return [k for _, k in ranked], [s for s, _ in ranked]
+
+
+@pytest.mark.parametrize("key", ["cats", "rockets", "long"])
+def test_similar_ranks_the_other_documents_as_brute_force_does_and_leaves_the_document_out(topics, key):
+    want_ids, want_scores = oracle(topics, key)
+    hits = topics.similar(key, k=10)
+    assert [h.id for h in hits] == want_ids
+    assert [h.score for h in hits] == pytest.approx(want_scores, abs=1e-5)
+    assert hits[0].id == {"cats": "kittens", "rockets": "space", "long": hits[0].id}[key]
+
+
+def test_similar_chunks_leave_out_every_chunk_of_the_document(topics):
+    want_ids, _ = oracle(topics, "long", docs=False)
+    hits = topics.similar("long", k=3, docs=False)
+    assert [h.id for h in hits] == want_ids[:3] and "long" not in want_ids
+
+
+def test_similar_takes_where_and_k(topics):
+    assert [h.id for h in topics.similar("cats", k=5, where={"kind": "space"})] == \
+        [k for k in oracle(topics, "cats")[0] if k in ("rockets", "space")]
+    assert len(topics.similar("cats", k=2)) == 2
+
+
+def test_similar_of_a_missing_id_or_with_bad_arguments_is_refused(topics):
+    with pytest.raises(NoSuchDocument, match="no document 'nope'"):
+        topics.similar("nope")
+    for kwargs in ({"k": 0}, {"where": {"nokey": 1}}, {"docs": "yes"}):
+        with pytest.raises(InvalidInput):
+            topics.similar("cats", **kwargs)
+    with pytest.raises(InvalidInput):
+        topics.similar("")
