@@ -320,6 +320,8 @@ def key_value_pairs(pairs: Iterable[str], name: str) -> dict[str, str]:
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise InvalidInput(f"{name} expects key=value, got {pair!r}")
+        if key in out:  # the last would win: a filter of two values, or a value lost
+            raise InvalidInput(f"{name} gives {key!r} twice ({key}={out[key]}, {pair}); give each key once")
         out[key] = value
     return out
 

@@ -130,6 +130,13 @@ def test_bad_where_format_is_a_usage_error(indexed):
     assert "Traceback" not in result.output and "key=value" in result.stderr
 
 
+@pytest.mark.parametrize("command", [("search", "notes", "cats", "--where"), ("add", "notes", "--text", "x", "--meta")])
+def test_a_key_given_twice_is_an_error_not_the_last_one_winning(indexed, command):
+    *args, option = command
+    result = run(*args, option, "team=a", option, "team=b")
+    assert_one_line_error(result, 2, "gives 'team' twice")
+
+
 def test_search_k_zero_is_an_error(indexed):
     before = snapshot(indexed)
     assert_one_line_error(run("search", "notes", "cats", "-k", 0), code=2)
