@@ -12,7 +12,7 @@ import click
 from .errors import NotFound, SemsearchError
 from .models import VARIANT_FILES
 from .search import FEEDBACK_WEIGHT
-from .validation import MAX_QUERIES, MODES as MODE_NAMES, key_value_pairs
+from .validation import MAX_QUERIES, MODES as MODE_NAMES, doc_id, key_value_pairs
 
 VARIANTS = click.Choice(list(VARIANT_FILES))
 DEVICES = click.Choice(["auto", "cpu", "cuda"])
@@ -388,6 +388,95 @@ def search(ctx, name, query, k, mode, where, docs, min_score, queries_file, rrf_
 def printable(text: str) -> str:
     """Text safe for a terminal: control characters (escape sequences) shown as \\x.. codes."""
     return "".join(c if c.isprintable() or c in "\t" else repr(c)[1:-1] for c in text)
+
+
+STORED_TEXT = ("A document's text is rebuilt from its stored chunks: whitespace between chunks "
+               "comes back as as many spaces, whitespace at its end is dropped.")
+IDS_ARE = ("Ids are what `search --json` shows as id: a file's path as indexed, PATH#ID for a "
+           "record of an indexed .jsonl, the id given to `add` (--id, a record's id) or generated.")
+
+
+@cli.command()
+@click.argument("name")
+@click.argument("ids", nargs=-1, required=True, metavar="ID...")
+@click.option("--json", "as_json", is_flag=True,
+              help="One JSON object a line: id, text, source (null: added as text), metadata, "
+                   "chunks, added_at (Unix time).")
+@click.pass_context
+def get(ctx, name, ids, as_json):
+    """Print the documents of collection NAME with these IDs, in the order given.
+
+    Each is a header line (id, source or "(text)", chunks, when it was added in local time,
+    metadata as JSON) and its text below, indented. An ID the collection lacks is named in
+    an error line after the others are printed (exit 3).
+
+    {STORED_TEXT} {IDS_ARE}"""
+    from .collection import Collection
+    from .errors import NoSuchDocument
+
+    # one id given twice is printed once; a bad one is named by its place (ID 2)
+    wanted = list(dict.fromkeys(doc_id(value, f"ID {n}") for n, value in enumerate(ids, 1)))
+    with Collection.open(name, home=ctx.obj["home"]) as coll:
+        found = {doc.id: doc for doc in coll.documents(ids=wanted)}
+        for key in wanted:
+            if key in found:
+                echo_document(found[key], as_json)
+        missing = [key for key in wanted if key not in found]
+        if missing:
+            shown = ", ".join(map(repr, missing[:3])) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+            raise NoSuchDocument(f"collection {coll.name} has no document{'s' if len(missing) > 1 else ''} {shown}")
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--where", multiple=True, help="Only documents matching this key=value filter (repeatable: "
+              "all must match), as `search --where` matches them: source=FILE, id=ID, a metadata key.")
+@click.option("--after", default=None, metavar="ID",
+              help="Only ids after this one in id order: the last id of a page already printed.")
+@click.option("--limit", type=int, default=None, help="At most this many documents [default: all].")
+@click.option("--text", "with_text", is_flag=True, help="Print each document's text too (as `get` does).")
+@click.option("--json", "as_json", is_flag=True,
+              help="One JSON object a line, the fields of `get --json`; text is null without --text.")
+@click.pass_context
+def documents(ctx, name, where, after, limit, with_text, as_json):
+    """List the documents of collection NAME in id order, one line each.
+
+    A line holds the id, the source (or "(text)" for one added as text), its chunks, when it
+    was added in local time and its metadata as JSON; with --text its text follows, indented.
+    Printed as they are read, a page at a time, so a collection of any size streams; nothing
+    matching prints "no documents" (--json: nothing). Page with --limit N, then --after the
+    last id printed.
+
+    {STORED_TEXT} {IDS_ARE}"""
+    from .collection import Collection
+
+    filters = key_value_pairs(where, "--where")
+    with Collection.open(name, home=ctx.obj["home"]) as coll:
+        listed = False
+        for doc in coll.documents(where=filters, after=after, limit=limit, text=with_text):
+            echo_document(doc, as_json)
+            listed = True
+    if not listed and not as_json:
+        click.echo("no documents")
+
+
+for _command in (get, documents):  # one wording of the shared paragraphs
+    _command.help = _command.help.format(STORED_TEXT=STORED_TEXT, IDS_ARE=IDS_ARE)
+
+
+def echo_document(doc, as_json: bool) -> None:
+    """One stored document: a JSON line, or a header line and its text indented (a
+    header is never indented, so where each text ends is plain), safe for a terminal."""
+    if as_json:
+        click.echo(json.dumps(doc.to_dict(), ensure_ascii=False))
+        return
+    from datetime import datetime
+
+    added = datetime.fromtimestamp(doc.added_at).astimezone().isoformat(timespec="seconds")
+    click.echo(printable(f"{doc.id}  {doc.source or '(text)'}  {doc.chunks} chunk{'' if doc.chunks == 1 else 's'}  "
+                         f"added {added}  {json.dumps(doc.metadata, ensure_ascii=False)}"))
+    if doc.text:
+        click.echo("\n".join(f"    {printable(line)}" if line else "" for line in doc.text.splitlines()))
 
 
 @cli.command()
