@@ -392,7 +392,7 @@ def printable(text: str) -> str:
 
 STORED_TEXT = ("A document's text is rebuilt from its stored chunks: whitespace between chunks "
                "comes back as as many spaces, whitespace at its end is dropped.")
-IDS_ARE = ("Ids are what `search --json` shows as id: a file's path as indexed, PATH#ID for a "
+IDS_ARE = ("Ids are what `search --json` shows as id: a file's absolute path, PATH#ID for a "
            "record of an indexed .jsonl, the id given to `add` (--id, a record's id) or generated.")
 
 
