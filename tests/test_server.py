@@ -705,6 +705,68 @@ def test_document_reads_are_counted_by_route_template_not_by_id(server, http):
     assert not [labels for _, labels in after if any("volcano" in value for _, value in labels)]
 
 
+# -- documents like a stored one ----------------------------------------------------------------------
+SIMILAR = "/v1/collections/docs/similar"
+
+
+def test_similar_ranks_the_other_documents_by_a_stored_ones_vectors(http):
+    """Of the six, the volcano's nearest is the tides (the natural world); it is not its own hit."""
+    hits = http.post(SIMILAR, json={"id": "volcano"}).json()["data"]
+    assert hits[0]["id"] == "tides" and hits[0]["text"] == DOCS["tides"][0]
+    assert sorted(h["id"] for h in hits) == sorted(set(DOCS) - {"volcano"})
+    assert [h["score"] for h in hits] == sorted((h["score"] for h in hits), reverse=True)
+    searched = http.post("/v1/collections/docs/search", json={"query": "tides", "k": 1}).json()["data"][0]
+    assert set(hits[0]) == set(searched) and hits[0]["metadata"] == {"topic": "science"}
+    assert http.post(SIMILAR, json={"id": "tides"}).json()["data"][0]["id"] == "volcano"
+
+
+def test_similar_takes_k_and_where(http):
+    assert [h["id"] for h in http.post(SIMILAR, json={"id": "volcano", "k": 2}).json()["data"]] == ["tides", "bicycle"]
+    body = {"id": "volcano", "where": {"topic": "cooking"}, "docs": True, "k": 50}
+    assert [h["id"] for h in http.post(SIMILAR, json=body).json()["data"]] == ["bread"]
+    assert http.post(SIMILAR, json={"id": "volcano", "where": {"topic": "geology"}}).json()["data"] == []
+
+
+def test_similar_with_docs_false_answers_each_chunk(http):
+    """scratch cuts 16-token chunks: a long document is several hits, one per chunk, unless docs."""
+    text = ("Tomatoes need full sun, deep watering twice a week and a stake to climb. Pinch out the side "
+            "shoots, feed them once the first fruit sets, and pick them as soon as they turn red.")
+    http.post("/v1/collections/scratch/documents", json={"documents": [{"id": "h4-similar", "text": text}]})
+    try:
+        chunks = http.get("/v1/collections/scratch/documents/h4-similar").json()["chunks"]
+        assert chunks > 1
+        body = {"id": "seed", "where": {"id": "h4-similar"}, "k": 50}
+        per_chunk = http.post("/v1/collections/scratch/similar", json={**body, "docs": False}).json()["data"]
+        assert sorted(h["chunk"] for h in per_chunk) == list(range(chunks))
+        assert all(h["id"] == "h4-similar" and text[h["start"]:h["end"]] == h["text"] for h in per_chunk)
+        assert [h["id"] for h in http.post("/v1/collections/scratch/similar", json=body).json()["data"]] == [
+            "h4-similar"]
+    finally:
+        http.delete("/v1/collections/scratch/documents/h4-similar")
+
+
+def test_similar_to_a_missing_document_or_in_a_missing_collection_is_404(http):
+    error = error_of(http.post(SIMILAR, json={"id": "no-such-doc"}), 404)
+    assert error["type"] == "not_found_error" and "no-such-doc" in error["message"]
+    assert "nope" in error_of(http.post("/v1/collections/nope/similar", json={"id": "volcano"}), 404)["message"]
+
+
+@pytest.mark.parametrize("body, status, words", [
+    ({"id": "volcano", "k": 51}, 413, "k must be at most 50"),
+    ({"id": "volcano", "k": 0}, 400, "k must be at least 1"),
+    ({"id": "volcano", "k": "5"}, 400, "k: "),
+    ({"k": 3}, 400, "id: Field required"),
+    ({"id": 7}, 400, "id: "),
+    ({"id": ""}, 400, "id must be 1 to"),
+    ({"id": "volcano", "docs": "yes"}, 400, "docs: "),
+    ({"id": "volcano", "where": {"topic": {"$in": ["a"]}}}, 400, "where"),
+    ({"id": "volcano", "where": {"colour": "red"}}, 400, "unknown metadata key 'colour'"),
+    ({"id": "volcano", "query": "lava"}, 400, "query: unknown field"),
+])
+def test_similar_refuses_bad_requests_with_one_line(http, body, status, words):
+    assert words in error_of(http.post(SIMILAR, json=body), status)["message"]
+
+
 # -- metrics -------------------------------------------------------------------------------------
 def test_metrics_count_requests_errors_texts_and_tokens(server, http):
     before = server.metrics()

@@ -30,7 +30,7 @@ from ..errors import CollectionError, InvalidInput, NotFound, TooLarge
 from .batcher import MicroBatcher, Unbatched
 from .errors import HANDLERS, ClientGone, Unexpected
 from .metrics import CONTENT_TYPE_LATEST, Metrics, RequestMetrics
-from .schemas import AddRequest, DeleteRequest, DocumentsQuery, EmbeddingsRequest, SearchRequest
+from .schemas import AddRequest, DeleteRequest, DocumentsQuery, EmbeddingsRequest, SearchRequest, SimilarRequest
 from .security import BEARER, BodyLimit, KeyedRoute
 from .served import ModelMismatch, Served
 from .settings import Settings
@@ -190,6 +190,15 @@ def create_app(embedder, served: Served, settings: Settings = Settings()) -> Fas
             if single:
                 return FastJSON({"object": "list", "data": [h.to_dict() for h in found]})
             return FastJSON({"object": "list", "results": [{"data": [h.to_dict() for h in hits]} for hits in found]})
+
+    @api.post("/v1/collections/{name}/similar")
+    async def similar(name: str, body: SimilarRequest):
+        """The documents (``docs``: false, the chunks) most like the stored document ``id``,
+        it left out, as a search answers them: nothing to embed, its vectors are stored."""
+        async with served.use(name) as target:
+            validation.positive_int(body.k, "k", settings.max_k)
+            found = await run_in_threadpool(target.similar, body.id, k=body.k, where=body.where, docs=body.docs)
+        return FastJSON({"object": "list", "data": [h.to_dict() for h in found]})
 
     writing = anyio.CapacityLimiter(WRITE_THREADS)
 

@@ -40,13 +40,22 @@ class EmbeddingsRequest(Body):
         return value
 
 
-class SearchRequest(Body):
+class Ranked(Body):
+    """What a ranked answer's request gives besides what it ranks by."""
+    k: int = 10
+    where: dict[str, Any] | None = None
+
+
+class SearchRequest(Ranked):
     query: str | None = None
     queries: list[str] | None = None
-    k: int = 10
     mode: str = "hybrid"
-    where: dict[str, Any] | None = None
     docs: bool = False
+
+
+class SimilarRequest(Ranked):
+    id: str  # the stored document the others are ranked by; left out of the answer
+    docs: bool = True
 
 
 class Document(Body):
