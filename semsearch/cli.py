@@ -192,7 +192,7 @@ def embed(texts, file_, fmt, out, model, variant, device, batch_size, kind):
     if truncated:
         click.echo(f"note: {truncated} text(s) cut at {embedder.max_length} tokens", err=True)
     if fmt == "npy":
-        click.echo(f"wrote {len(items)}x{embedder.dim} embeddings to {out}", err=True)
+        click.echo(f"wrote {len(items)}x{embedder.dim} embeddings to {'stdout' if out == '-' else out}", err=True)
 
 
 def read_texts(file_: str | None) -> list[str]:
@@ -324,15 +324,19 @@ def build(ctx, name, shards, memory_budget, spec, ray_address):
                f"{out['nprobe']}: recall@10 {out['recall_at_10']:.3f} against exact search")
 
 
+where_option = click.option(
+    "--where", multiple=True, help="key=value metadata filter (repeatable: all must match); "
+    "source=FILE and id=ID match a document's file and id; metadata.KEY=VALUE names a "
+    "metadata key those hide (metadata.source=wiki).")
+
+
 @cli.command()
 @click.argument("name")
 @click.argument("query", required=False)
 @click.option("-k", "k", type=int, default=10, show_default=True, help="Hits per query (1 to 10,000).")
 @click.option("--mode", type=MODES, default="hybrid", show_default=True,
               help="dense: by meaning (vectors); lexical: BM25 over words; hybrid: both, fused.")
-@click.option("--where", multiple=True, help="key=value metadata filter (repeatable: all must match); "
-              "source=FILE and id=ID match a document's file and id; metadata.KEY=VALUE names a "
-              "metadata key those hide (metadata.source=wiki).")
+@where_option
 @click.option("--docs", is_flag=True, help="One hit per document.")
 @click.option("--min-score", type=float, default=None,
               help="Drop hits scoring below this: dense, cosine (-1..1); lexical, BM25; hybrid, "
@@ -371,6 +375,31 @@ def search(ctx, name, query, k, mode, where, docs, min_score, queries_file, rrf_
         if query is None:
             raise click.UsageError("give a QUERY or --queries FILE")
         hits = coll.search(query, **options)
+    echo_hits(hits, as_json, mode)
+
+
+@cli.command()
+@click.argument("name")
+@click.argument("doc", metavar="ID")
+@click.option("-k", "k", type=int, default=10, show_default=True, help="Hits (1 to 10,000).")
+@where_option
+@click.option("--chunks", is_flag=True, help="Rank passages (several may come from one document), not documents.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON, as `search --json` does.")
+@click.pass_context
+def similar(ctx, name, doc, k, where, chunks, as_json):
+    """Print the documents of collection NAME most like its document ID, ID left out.
+
+    Nearest by meaning (dense search) to the mean of ID's passage vectors; a hit's score is
+    its cosine similarity to that. {IDS_ARE}"""
+    from .collection import Collection
+
+    with Collection.open(name, home=ctx.obj["home"]) as coll:
+        hits = coll.similar(doc, k=k, where=key_value_pairs(where, "--where"), docs=not chunks)
+    echo_hits(hits, as_json, "dense")
+
+
+def echo_hits(hits: list, as_json: bool, mode: str) -> None:
+    """Ranked hits: indented JSON, or a line each with a preview of its passage."""
     if as_json:
         click.echo(json.dumps([h.to_dict() for h in hits], ensure_ascii=False, indent=2))
         return
@@ -460,7 +489,7 @@ def documents(ctx, name, where, after, limit, with_text, as_json):
         click.echo("no documents")
 
 
-for _command in (get, documents):  # one wording of the shared paragraphs
+for _command in (get, documents, similar):  # one wording of the shared paragraphs
     _command.help = _command.help.format(STORED_TEXT=STORED_TEXT, IDS_ARE=IDS_ARE)
 
 
@@ -506,9 +535,12 @@ def add(ctx, name, texts, ids, meta, jsonl, model):
             record = record_of(rec, jsonl, number)
             items.append((record.id, record.text, {**metadata, **record.metadata}))
     with Collection.open_or_create(name, model=model, home=ctx.obj["home"]) as coll:
+        named = [i for i, _, _ in items if i is not None]
+        held = sum(1 for _ in coll.documents(ids=named, text=False)) if named else 0  # for the message only
         added = coll.add_texts([t for _, t, _ in items], ids=[i for i, _, _ in items],
                                metadata=[m for _, _, m in items])
-        click.echo(f"{coll.name}: added {len(added)} document(s); {coll.count()} in the collection")
+        replaced = f", {held} replacing the one of the same id" if held else ""
+        click.echo(f"{coll.name}: added {len(added)} document(s){replaced}; {coll.count()} in the collection")
 
 
 @cli.command()

@@ -190,3 +190,44 @@ def test_a_reader_that_stops_early_ends_documents_quietly(home, tmp_path):
     proc.stdout.close()
     assert proc.wait(120) == 141
     assert proc.stderr.read() == b""
+
+
+# -- similar ----------------------------------------------------------------------------------
+def test_similar_prints_the_documents_most_like_one_it_left_out(notes):
+    home, texts, docs = notes
+    r1 = f"{docs / 'recs.jsonl'}#r1"
+    hits = json.loads(ok(cli(notes, "similar", "notes", r1, "--json")).stdout)
+    assert r1 not in [h["id"] for h in hits] and len(hits) == len(texts) - 1
+    from semsearch.collection import Collection
+    with Collection.open(home / "notes") as coll:
+        assert [h["id"] for h in hits] == [h.id for h in coll.similar(r1)]
+    assert [h["score"] for h in hits] == sorted((h["score"] for h in hits), reverse=True)
+    human = ok(cli(notes, "similar", "notes", r1, "-k", 2)).stdout.splitlines()
+    assert len(human) == 4 and human[0].startswith(" 1. ") and hits[0]["id"] in human[0]
+
+
+def test_similar_takes_where_and_chunks(notes):
+    home, texts, docs = notes
+    minutes = str(docs / "minutes.md")
+    hits = json.loads(ok(cli(notes, "similar", "notes", "note-1", "--where", "lang=en", "--json")).stdout)
+    assert {h["metadata"]["lang"] for h in hits} == {"en"}
+    chunks = json.loads(ok(cli(notes, "similar", "notes", f"{docs / 'recs.jsonl'}#r2", "--chunks", "-k", 50,
+                               "--json")).stdout)
+    assert [h["id"] for h in chunks].count(minutes) > 1  # several passages of one document
+
+
+def test_similar_of_a_missing_id_or_a_bad_k_is_one_line(notes):
+    assert_one_line_error(cli(notes, "similar", "notes", "nope"), 3, "has no document 'nope'")
+    assert_one_line_error(cli(notes, "similar", "notes", "note-1", "-k", 0), 2, "k must be at least 1")
+
+
+def test_add_says_how_many_documents_replaced_one_of_their_id(home):
+    ok(run("add", "c", "--text", "one", "--id", "a"))
+    said = ok(run("add", "c", "--text", "uno", "--id", "a", "--text", "two", "--id", "b")).stdout
+    assert said.strip() == "c: added 2 document(s), 1 replacing the one of the same id; 2 in the collection"
+    assert ok(run("add", "c", "--text", "three")).stdout.strip() == "c: added 1 document(s); 3 in the collection"
+
+
+def test_embed_npy_to_stdout_says_stdout(model_folder):
+    result = ok(run("embed", "hello", "--format", "npy", "--out", "-"))
+    assert "embeddings to stdout" in result.stderr
