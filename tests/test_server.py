@@ -664,7 +664,6 @@ def test_document_pages_filter_by_where_and_leave_text_out_on_request(http):
     ("limit=-3", "limit must be at least 1"),
     ("limit=abc", "limit: "),
     ("limit=2.5", "limit: "),
-    ("limit=1001", "limit must be at most 1,000"),
     ("text=maybe", "text: "),
     ("where=noequals", "where expects key=value, got 'noequals'"),
     ("where==geology", "where expects key=value"),
@@ -675,6 +674,11 @@ def test_document_pages_filter_by_where_and_leave_text_out_on_request(http):
 def test_document_pages_refuse_bad_parameters_with_one_line(http, query, words):
     error = error_of(http.get(f"{DOCUMENTS}?{query}"), 400)
     assert error["type"] == "invalid_request_error" and words in error["message"], error
+
+
+def test_a_page_limit_past_max_page_is_413_as_k_past_max_k_is(http):
+    error = error_of(http.get(f"{DOCUMENTS}?limit=1001"), 413)
+    assert error["type"] == "invalid_request_error" and "limit must be at most 1,000, got 1,001" in error["message"]
 
 
 def test_document_reads_need_the_key_and_are_described_in_the_api(server):

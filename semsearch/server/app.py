@@ -231,7 +231,8 @@ def create_app(embedder, served: Served, settings: Settings = Settings()) -> Fas
         """A page of the stored documents, in id order, in OpenAI's list shape: the next
         page is `after=` this one's `last_id`, while `has_more`."""
         async with served.use(name) as target:
-            limit = min(DEFAULT_PAGE, settings.max_page) if query.limit is None else page_limit(query.limit, settings)
+            limit = min(DEFAULT_PAGE, settings.max_page) if query.limit is None else \
+                validation.positive_int(query.limit, "limit", settings.max_page)
             where = validation.key_value_pairs(query.where, "where")
 
             def page():  # one more than asked for says whether there are more
@@ -272,14 +273,6 @@ async def hung_up(receive) -> None:
 
 def document_object(doc) -> dict:
     return {"object": "document", **doc.to_dict()}
-
-
-def page_limit(limit: int, settings: Settings) -> int:
-    """A page's limit; one past --max-page is a 400 (a query's value, not a body too large)."""
-    try:
-        return validation.positive_int(limit, "limit", settings.max_page)
-    except TooLarge as exc:
-        raise InvalidInput(exc.one_line()) from None
 
 
 def check_texts(texts: list[str], settings: Settings, name: str) -> None:
