@@ -21,8 +21,8 @@ import threading
 import time
 import uuid
 from contextlib import contextmanager
-from pathlib import Path
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
 import numpy as np
