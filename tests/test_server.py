@@ -874,6 +874,72 @@ def test_search_page_keeps_its_search_in_the_address(server):
         assert "key=value" in page.inner_text("#status") and not page.query_selector_all("#hits li")
 
 
+def page_hit_ids(page) -> list[str]:
+    return [m.inner_text().split("id ")[1].split(" ")[0] for m in page.query_selector_all("#hits .meta")]
+
+
+def test_search_page_shows_a_hits_whole_document_with_its_passage_marked(server, http):
+    """The passage is cut by code points (the 𝔠𝔞𝔱 🐈 before it are two UTF-16 units each in
+    JavaScript), scrolled into view, and the document's text is text, never HTML."""
+    from urllib.parse import urlencode
+
+    lines = [f"Line {i}: the garden path needs weeding and the fence needs a coat of paint." for i in range(20)]
+    text = "\n".join(["𝔠𝔞𝔱 🐈 <b>not bold</b> <img src=x onerror=alert(1)>", *lines,
+                      "The lighthouse keeper polished the brass lamp at midnight."])
+    http.post("/v1/collections/scratch/documents", json={"documents": [{"id": "h4/page", "text": text}]})
+    address = {"collection": "scratch", "query": "a lighthouse keeper polishing a brass lamp", "mode": "dense",
+               "k": "1", "where": "id=h4/page"}
+    try:
+        with chromium_page(server, "/?" + urlencode(address)) as page:
+            page.fill("#key", server.key)
+            page.click("#key-form button")
+            hit = page.wait_for_selector("#hits li.hit")
+            assert int(hit.query_selector(".meta").inner_text().split("chunk ")[1].split(" ")[0]) > 5
+            hit.query_selector("button.whole").click()
+            mark = page.wait_for_selector("#hits .document mark")
+            assert mark.text_content() == hit.query_selector(".text").text_content()
+            assert "lighthouse keeper" in mark.text_content()
+            panel = hit.query_selector(".document")
+            assert panel.text_content() == text and panel.query_selector("b, img") is None
+            assert page.evaluate("""(mark) => {
+                const m = mark.getBoundingClientRect(), p = mark.parentElement.getBoundingClientRect();
+                return p.top <= m.top && m.bottom <= p.bottom && 0 <= m.top && m.bottom <= innerHeight;
+            }""", mark), "the passage was not scrolled into view"
+            assert page.evaluate("(panel) => panel.scrollTop", panel) > 0  # it was below the panel's fold
+            hit.query_selector("button.whole").click()  # a second click hides it
+            page.wait_for_selector("#hits .document", state="detached")
+            assert not page.query_selector("#status.error")
+    finally:
+        http.delete("/v1/collections/scratch/documents/h4%2Fpage")
+
+
+def test_search_page_lists_the_documents_like_a_hit_at_an_address_of_their_own(server, http):
+    from urllib.parse import urlencode
+
+    address = {"collection": "docs", "query": "magma and lava", "mode": "dense", "docs": "1"}
+    like = [h["id"] for h in http.post(SIMILAR, json={"id": "volcano", "k": 10}).json()["data"]]
+    with chromium_page(server, "/?" + urlencode(address)) as page:
+        page.fill("#key", server.key)
+        page.click("#key-form button")
+        first = page.wait_for_selector("#hits li.hit")
+        assert page_hit_ids(page)[0] == "volcano"
+        first.query_selector("button.like").click()
+        page.wait_for_function("location.search.includes('like=volcano')")
+        page.wait_for_function("document.querySelector('#hits .meta')?.innerText.includes('id tides')")
+        assert page_hit_ids(page) == like and "volcano" not in like
+        assert "collection=docs" in page.url and "like volcano" in page.inner_text("#status")
+        assert page.input_value("#query") == ""
+
+        page.go_back()  # the search again
+        page.wait_for_function("document.querySelector('#hits .meta')?.innerText.includes('id volcano')")
+        assert page.input_value("#query") == "magma and lava"
+        page.go_forward()
+        page.wait_for_function("document.querySelector('#hits .meta')?.innerText.includes('id tides')")
+        page.reload()  # as a bookmark opens it
+        page.wait_for_function("document.querySelectorAll('#hits li.hit').length > 0")
+        assert page_hit_ids(page) == like
+
+
 def test_api_docs_render_offline_in_chromium(server):
     """/docs is Swagger UI with its files served by the server itself."""
     with chromium_page(server, "/docs") as page:

@@ -38,7 +38,10 @@ async function loadCollections() {
   say(collections.data.length ? "" : "This server serves no collection.");
 }
 
-function show(hits) {
+const collectionPath = (name) => `/v1/collections/${encodeURIComponent(name)}`;
+
+// The hits of a search or a similar request in collection `name`, each with its two actions.
+function show(hits, name) {
   const list = $("hits");
   const template = $("hit");
   list.replaceChildren(...hits.map((hit) => {
@@ -48,8 +51,32 @@ function show(hits) {
     item.querySelector(".text").textContent = hit.text;
     const meta = Object.entries(hit.metadata || {}).map(([k, v]) => `${k}: ${JSON.stringify(v)}`);
     item.querySelector(".meta").textContent = [`id ${hit.id}`, `chunk ${hit.chunk}`, ...meta].join(" · ");
+    item.querySelector(".whole").addEventListener("click", () => showDocument(item, name, hit));
+    item.querySelector(".like").addEventListener("click", () => go(likeParams(name, hit.id)));
     return item;
   }));
+}
+
+// The hit's whole document under it (a second click hides it), its passage marked and
+// scrolled to. start and end count code points, as Python's str does, so the text is cut
+// as Array.from's code points: JavaScript's own indices count UTF-16 units.
+async function showDocument(item, name, hit) {
+  if (item.querySelector(".document")) return item.querySelector(".document").remove();
+  try {
+    const doc = await api(`${collectionPath(name)}/documents/${encodeURIComponent(hit.id)}`);
+    if (item.querySelector(".document")) return;  // a second click's answer came first
+    const chars = Array.from(doc.text);
+    const mark = document.createElement("mark");
+    mark.textContent = chars.slice(hit.start, hit.end).join("");
+    const panel = document.createElement("div");
+    panel.className = "document";
+    panel.append(chars.slice(0, hit.start).join(""), mark, chars.slice(hit.end).join(""));  // text nodes
+    item.append(panel);
+    mark.scrollIntoView({ block: "center" });
+    if (mark.textContent !== hit.text) say(`${hit.id} has changed since this search`, true);
+  } catch (error) {
+    say(error.message, true);
+  }
 }
 
 // The form's state lives in the address (?collection=…&query=…), so a search can be
@@ -65,7 +92,19 @@ function readForm() {
 
 function fillForm(params) {
   for (const id of FIELDS) if (params.has(id)) $(id).value = params.get(id);
+  if (params.has("like")) $("query").value = "";
   $("docs").checked = params.get("docs") === "1";
+}
+
+// The documents like `id` are an address too (?collection=…&like=ID), with the form's k,
+// filter and one-hit-per-document.
+function likeParams(name, id) {
+  const params = readForm();
+  params.delete("query");
+  params.delete("mode");
+  params.set("collection", name);
+  params.set("like", id);
+  return params;
 }
 
 // "team=finance; year=2020" -> {team: "finance", year: "2020"}: `search --where`'s pairs,
@@ -81,39 +120,47 @@ function parseWhere(text) {
   return where;
 }
 
-async function search(params) {
-  say("Searching…");
+// A search, or with like=ID the documents like that one (POST …/similar).
+async function run(params) {
+  const like = params.get("like");
+  say(like === null ? "Searching…" : "Finding similar documents…");
   try {
-    const body = { query: params.get("query") || "", mode: params.get("mode") || "hybrid",
-      k: Number(params.get("k") || 10), docs: params.get("docs") === "1" };
+    const body = { k: Number(params.get("k") || 10), docs: params.get("docs") === "1" };
     const where = parseWhere(params.get("where") || "");
     if (Object.keys(where).length) body.where = where;
+    if (like === null) Object.assign(body, { query: params.get("query") || "", mode: params.get("mode") || "hybrid" });
+    else body.id = like;
     const started = performance.now();
     const name = params.get("collection") || "";
-    const result = await api(`/v1/collections/${encodeURIComponent(name)}/search`, body);
-    show(result.data);
-    say(`${result.data.length} hits in ${Math.round(performance.now() - started)} ms`);
+    const result = await api(`${collectionPath(name)}/${like === null ? "search" : "similar"}`, body);
+    show(result.data, name);
+    const what = like === null ? "hits" : `hits like ${like}`;
+    say(`${result.data.length} ${what} in ${Math.round(performance.now() - started)} ms`);
   } catch (error) {
     show([]);
     say(error.message, true);
   }
 }
 
-function searchFromAddress() {
+function go(params) {
+  history.pushState(null, "", "?" + params);
+  fillForm(params);
+  run(params);
+}
+
+function runFromAddress() {
   const params = new URLSearchParams(location.search);
   fillForm(params);
-  if (params.has("query")) search(params);
+  if (params.has("query") || params.has("like")) run(params);
   else show([]);
 }
 
 $("search").addEventListener("submit", (event) => {
   event.preventDefault();
-  const params = readForm();
-  history.pushState(null, "", "?" + params);
-  search(params);
+  go(readForm());
 });
 
-window.addEventListener("popstate", searchFromAddress);
+window.addEventListener("popstate", runFromAddress);
 
 $("key-form").addEventListener("submit", async (event) => {
   event.preventDefault();
@@ -124,6 +171,6 @@ $("key-form").addEventListener("submit", async (event) => {
 });
 
 function start() {
-  loadCollections().then(searchFromAddress, (error) => say(error.message, true));
+  loadCollections().then(runFromAddress, (error) => say(error.message, true));
 }
 start();
