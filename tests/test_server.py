@@ -298,10 +298,12 @@ def test_embeddings_refuses_bad_requests_with_one_line(http, body, status, param
 def test_malformed_json_is_400_saying_why(http):
     for raw, why in ((b'{"model": "m", "input": ', "Expecting value at character 24"), (b"\xff\xfe", "Expecting"),
                      (b'{"model": "m", "input": "caf\xe9"}', "not UTF-8 (byte 0xe9 at 28)"),  # Latin-1, not UTF-8
-                     (b"[" * 5000 + b"]" * 5000, "nested too deeply")):
+                     (b"[" * 5000 + b"]" * 5000, "nested too deeply"),
+                     (b'{"model": "m', "Unterminated string starting at character 10"),  # Python's ends in "at"
+                     (b'{"model": "a\tb"}', "Invalid control character at character 12")):
         r = http.post("/v1/embeddings", content=raw, headers={"Content-Type": "application/json"})
         error = error_of(r, 400)
-        assert error["code"] == "json_invalid" and why in error["message"], error
+        assert error["code"] == "json_invalid" and why in error["message"] and " at at " not in error["message"], error
 
 
 def test_a_client_that_leaves_mid_body_is_counted_as_gone_not_as_a_bad_request(server):

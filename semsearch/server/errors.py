@@ -70,7 +70,9 @@ def validation_error(request, exc: RequestValidationError) -> JSONResponse:
     first = exc.errors()[0]
     if first.get("type") == "json_invalid":  # say what and where: "JSON decode error" did not
         why, where = (first.get("ctx") or {}).get("error") or first.get("msg"), first.get("loc", ())[1:]
-        return bad_json(f"{why} at character {where[0]}" if where else why)
+        if where:  # some of Python's messages end in "at" themselves ("Unterminated string starting at")
+            why = f"{re.sub(r' at$', '', why)} at character {where[0]}"
+        return bad_json(why)
     if tuple(first.get("loc", ())) == ("body",):  # not JSON at all, or not an object
         return error_response(400, "the body must be a JSON object (Content-Type: application/json)",
                               "invalid_request_error", code=first.get("type"))
