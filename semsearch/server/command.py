@@ -29,7 +29,7 @@ def _default(name):
               help="auto: CUDA when it attaches, else the CPU.")
 @click.option("--threads", type=click.IntRange(1), default=None,
               help="ONNX Runtime threads each model run uses [default: on a CPU 1, or cores / --workers "
-                   "when --workers is given; on a GPU ONNX Runtime's own].")
+                   "when --workers is given; on a GPU 1, as only shape arithmetic runs on the CPU].")
 @click.option("--api-key-file", type=click.Path(dir_okay=False),
               help="File with API keys, one per line ('#' comments); SEMSEARCH_API_KEY adds one "
                    "[default: no key on loopback].")

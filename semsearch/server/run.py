@@ -20,7 +20,8 @@ def model_plan(device: str, threads: int | None, workers: int | None) -> tuple[i
     """(ONNX Runtime threads a run, runs side by side). On a CPU, one single-threaded run
     per core: runs over all cores stall whenever another process takes one of them (on the
     shared 2-core machine, a third of the single-threaded runs' throughput:
-    benchmarks/README.md). On a GPU, one run at a time with the runtime's own threads."""
+    benchmarks/README.md). On a GPU, one run at a time (runtime.Session gives it one CPU thread
+    unless ``threads`` says otherwise)."""
     from ..runtime import cpu_cores, cuda_unusable
 
     if device != "cpu" and cuda_unusable() is None:
