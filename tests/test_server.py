@@ -951,14 +951,15 @@ def test_api_docs_render_offline_in_chromium(server):
 
 
 # -- following the collections under the server (the app in-process, real collections) ---------------
-def drive(embedder, home, script, names=()):
+def drive(embedder, home, script, names=(), settings=None):
     """``script(client, served)`` against the app in-process over ``home``, its lifespan run
     (batcher up; the collections closed after), as `semsearch serve [NAMES] --home HOME` builds it."""
     from semsearch.server.app import create_app
     from semsearch.server.served import Served
+    from semsearch.server.settings import Settings
 
     served = Served(embedder, names, home=home, device="cpu")
-    app = create_app(embedder, served)
+    app = create_app(embedder, served, settings or Settings())
 
     async def main():
         async with app.router.lifespan_context(app), httpx.AsyncClient(
@@ -1000,6 +1001,25 @@ def test_a_collection_removed_and_made_anew_under_the_server_is_served_anew(tmp_
         assert (await client.get("/v1/collections/notes")).json()["documents"] == 1
 
     drive(embedder, tmp_path, script, names=("notes",))
+
+
+def test_a_request_that_gives_no_k_or_limit_is_not_refused_for_the_default_past_the_servers_cap(tmp_path, embedder):
+    """`serve --max-k 5`: a search that gave no k was a 413 'k must be at most 5, got 10'."""
+    from semsearch.server.settings import Settings
+
+    make(tmp_path, "notes", {f"n{i:02}": f"Note {i}: the weather on day {i} was {'wet' if i % 2 else 'dry'}."
+                             for i in range(12)})
+
+    async def script(client, served):
+        for route, body in (("search", {"query": "was it wet or dry"}), ("similar", {"id": "n00"})):
+            r = await client.post(f"/v1/collections/notes/{route}", json=body)
+            assert r.status_code == 200 and len(r.json()["data"]) == 5, r.text
+            r = await client.post(f"/v1/collections/notes/{route}", json={**body, "k": 6})
+            assert "k must be at most 5, got 6" in error_of(r, 413)["message"]
+        page = (await client.get("/v1/collections/notes/documents")).json()
+        assert len(page["data"]) == 5 and page["has_more"]
+
+    drive(embedder, tmp_path, script, names=("notes",), settings=Settings(max_k=5, max_page=5))
 
 
 def test_started_without_names_a_collection_made_later_is_listed_and_searched(tmp_path, embedder):

@@ -39,6 +39,7 @@ STATIC = Path(__file__).parent / "static"  # package data (pyproject.toml)
 SWAGGER_UI = Path(fastapi_swagger.__file__).parent / "resources"  # Swagger UI's own files
 log = logging.getLogger("semsearch.server")
 WRITE_THREADS = 4  # writes to one collection take turns; a few let other collections' go on
+DEFAULT_K = 10  # hits a search or similar request gets when it gives no k (the library's default)
 DEFAULT_PAGE = 100  # documents a GET .../documents page holds when it gives no limit (OpenAI's lists: 20)
 
 
@@ -177,7 +178,7 @@ def create_app(embedder, served: Served, settings: Settings = Settings()) -> Fas
         async with served.use(name) as target:
             if (body.query is None) == (body.queries is None):
                 raise InvalidInput("give either query (one string) or queries (a list of strings)")
-            validation.positive_int(body.k, "k", settings.max_k)
+            k = count(body.k, DEFAULT_K, "k", settings.max_k)
             asked = body.query if body.query is not None else body.queries
             queries, single = validation.queries(asked)
             check_texts(queries, settings, "query" if single else "queries")
@@ -185,7 +186,7 @@ def create_app(embedder, served: Served, settings: Settings = Settings()) -> Fas
             vectors = None
             if body.mode != "lexical":  # queries share model runs with embedding requests
                 vectors, _ = await embed(request, queries, "query")
-            found = await run_in_threadpool(target.search, asked, k=body.k, mode=body.mode, where=body.where,
+            found = await run_in_threadpool(target.search, asked, k=k, mode=body.mode, where=body.where,
                                             docs=body.docs, query_vectors=vectors)
             if single:
                 return FastJSON({"object": "list", "data": [h.to_dict() for h in found]})
@@ -196,8 +197,8 @@ def create_app(embedder, served: Served, settings: Settings = Settings()) -> Fas
         """The documents (``docs``: false, the chunks) most like the stored document ``id``,
         it left out, as a search answers them: nothing to embed, its vectors are stored."""
         async with served.use(name) as target:
-            validation.positive_int(body.k, "k", settings.max_k)
-            found = await run_in_threadpool(target.similar, body.id, k=body.k, where=body.where, docs=body.docs)
+            k = count(body.k, DEFAULT_K, "k", settings.max_k)
+            found = await run_in_threadpool(target.similar, body.id, k=k, where=body.where, docs=body.docs)
         return FastJSON({"object": "list", "data": [h.to_dict() for h in found]})
 
     writing = anyio.CapacityLimiter(WRITE_THREADS)
@@ -231,8 +232,7 @@ def create_app(embedder, served: Served, settings: Settings = Settings()) -> Fas
         """A page of the stored documents, in id order, in OpenAI's list shape: the next
         page is `after=` this one's `last_id`, while `has_more`."""
         async with served.use(name) as target:
-            limit = min(DEFAULT_PAGE, settings.max_page) if query.limit is None else \
-                validation.positive_int(query.limit, "limit", settings.max_page)
+            limit = count(query.limit, DEFAULT_PAGE, "limit", settings.max_page)
             where = validation.key_value_pairs(query.where, "where")
 
             def page():  # one more than asked for says whether there are more
@@ -273,6 +273,13 @@ async def hung_up(receive) -> None:
 
 def document_object(doc) -> dict:
     return {"object": "document", **doc.to_dict()}
+
+
+def count(value: int | None, default: int, name: str, limit: int) -> int:
+    """A count a request may leave out (k, limit): then ``default``, or the server's limit if
+    lower, for a request must not be refused for a value it did not give; given, 1 to the
+    limit (past it a 413)."""
+    return min(default, limit) if value is None else validation.positive_int(value, name, limit)
 
 
 def check_texts(texts: list[str], settings: Settings, name: str) -> None:

@@ -42,7 +42,8 @@ class EmbeddingsRequest(Body):
 
 class Ranked(Body):
     """What a ranked answer's request gives besides what it ranks by."""
-    k: int = 10
+    k: int | None = Field(None, description="Hits: 1 to the server's --max-k (1,000 unless set) "
+                          "[default: 10, or --max-k if lower].")
     where: dict[str, Any] | None = None
 
 
