@@ -30,7 +30,7 @@ from semsearch.collection import Collection
 from semsearch.errors import SemsearchError
 
 SEED = 20240611
-RANDOM_REQUESTS = 150  # after the sweep's 515: 665 requests in all
+RANDOM_REQUESTS = 150  # after the sweep's 745: 895 requests in all
 MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 DOCS = {  # id -> (text, metadata)
     "volcano": ("Volcanoes erupt when magma rises through the crust and escapes as lava and ash.",
@@ -138,6 +138,13 @@ class Values:
             "where": self.where,
             "docs": lambda: self.pick([True, False, None, 1, "true", 0.0])})
 
+    def similar(self) -> dict:
+        return self.mutate({"id": self.pick(list(DOCS))}, {
+            "id": lambda: self.pick([*STRINGS, 7, True, None, ["volcano"], {}, 2**64, "k" * 1001, "fz-1"]),
+            "k": self.k,
+            "where": self.where,
+            "docs": lambda: self.pick([True, False, None, 1, "true", 0.0])})
+
     def document(self) -> dict:
         body = {"text": f"fuzz note {self.rng.randrange(10**6)}", "id": f"fz-{self.rng.randrange(40)}",
                 "metadata": {"topic": "fuzz"}}
@@ -158,7 +165,7 @@ class Values:
 
     def path_part(self) -> str:
         raw = self.pick([*STRINGS[:30], "fz-1", "fz-2", "docs", "a/b", "%", "?x=1", "#f", " ", "k" * 3000])
-        return quote(raw.encode("utf-8", "surrogatepass"), safe=self.pick(["", "/"]))
+        return url_part(raw, self.pick(["", "/"]))
 
 
 def raw_json(value) -> bytes:
@@ -168,6 +175,12 @@ def raw_json(value) -> bytes:
 
 SCALARS = [None, True, False, *NUMBERS, *STRINGS]
 SEARCH_PATH, DOCUMENTS_PATH = "/v1/collections/docs/search", "/v1/collections/docs/documents"
+SIMILAR_PATH = "/v1/collections/docs/similar"
+
+
+def url_part(value: str, safe: str = "") -> str:
+    """A value as a URL's path segment or query value (a lone surrogate as its UTF-8 bytes would be)."""
+    return quote(value.encode("utf-8", "surrogatepass"), safe=safe)
 
 
 def sweep(values: Values):
@@ -181,11 +194,19 @@ def sweep(values: Values):
         doc = {"text": f"fuzz note {values.rng.randrange(10**6)}", "id": f"fz-{values.rng.randrange(40)}", **fields}
         return "POST", DOCUMENTS_PATH, raw_json({"documents": [doc]})
 
+    def similar(**fields):
+        return "POST", SIMILAR_PATH, raw_json({"id": values.pick(list(DOCS)), **fields})
+
     for value in STRINGS:
         yield search(query=value)
         yield "POST", "/v1/embeddings", raw_json({"model": MODEL, "input": ["lava", value]})
         yield document(text=value)
         yield document(id=value)
+        yield similar(id=value)
+        yield "GET", f"{DOCUMENTS_PATH}/{url_part(value, values.pick(['', '/']))}", None
+    for value in values.rng.sample([*STRINGS, *map(str, NUMBERS)], 12):  # a page's query parameters
+        for name in ("limit", "after", "where", "text"):
+            yield "GET", f"{DOCUMENTS_PATH}?{name}={url_part(value)}", None
     for value in SCALARS:
         yield search(where={"topic": value})  # a metadata key
         yield search(where={values.pick(KEYS[1:8]): value})
@@ -196,6 +217,9 @@ def sweep(values: Values):
     for value in values.rng.sample(SCALARS, 20):
         yield search(queries=["moon", value])
         yield search(k=value)
+        yield similar(k=value)
+        yield similar(where={values.pick(KEYS[:8]): value})
+        yield similar(docs=value)
     for k in (0, -1, 51, 10**9, 2**64, 2.0, True, "5", math.nan, math.inf, -0.0, [5]):
         yield search(k=k)
 
@@ -208,9 +232,12 @@ def requests_of(values: Values, n: int):
         route = i % 8
         if route == 0:
             yield "POST", "/v1/embeddings", raw_json(values.embeddings())
-        elif route in (1, 2):
+        elif route in (1, 2):  # a search, now and then the documents like one
             name = "docs" if values.rng.random() < 0.8 else values.path_part()
-            yield "POST", f"/v1/collections/{name}/search", raw_json(values.search())
+            if route == 2 and values.rng.random() < 0.5:
+                yield "POST", f"/v1/collections/{name}/similar", raw_json(values.similar())
+            else:
+                yield "POST", f"/v1/collections/{name}/search", raw_json(values.search())
         elif route == 3:
             yield "POST", "/v1/collections/docs/documents", raw_json(values.documents())
         elif route == 4:
@@ -221,10 +248,11 @@ def requests_of(values: Values, n: int):
         elif route == 6:
             query = "&".join(f"{values.path_part()}={values.path_part()}" for _ in range(values.rng.randrange(1, 3)))
             path = values.pick(["/v1/collections", "/v1/collections/docs", "/v1/models", "/readyz",
-                                "/v1/collections/" + values.path_part()])
+                                "/v1/collections/" + values.path_part(), DOCUMENTS_PATH,
+                                f"{DOCUMENTS_PATH}/{values.pick([*DOCS, values.path_part()])}"])
             yield "GET", f"{path}?{query}", None
         else:  # a body of another shape: not an object, or not JSON at all
-            path = values.pick(["/v1/embeddings", "/v1/collections/docs/search", "/v1/collections/docs/documents"])
+            path = values.pick(["/v1/embeddings", SEARCH_PATH, DOCUMENTS_PATH, SIMILAR_PATH])
             body = values.pick([lambda: raw_json(values.any()), lambda: b"9" * 5000, lambda: b"[" * 3000,
                                 lambda: b'{"query": 1e999}', lambda: b'{"query": "lava", "k": 1' + b"0" * 400 + b"}",
                                 lambda: b'{"query": "\\ud800\\udc00"}', lambda: b"\xc3\x28", lambda: b"",
