@@ -12,7 +12,7 @@ import click
 from .errors import NotFound, SemsearchError
 from .models import VARIANT_FILES
 from .search import FEEDBACK_WEIGHT
-from .validation import MAX_QUERIES, MODES as MODE_NAMES, doc_id, key_value_pairs
+from .validation import DEFAULT_K, MAX_QUERIES, MODES as MODE_NAMES, doc_id, key_value_pairs
 
 VARIANTS = click.Choice(list(VARIANT_FILES))
 DEVICES = click.Choice(["auto", "cpu", "cuda"])
@@ -333,7 +333,7 @@ where_option = click.option(
 @cli.command()
 @click.argument("name")
 @click.argument("query", required=False)
-@click.option("-k", "k", type=int, default=10, show_default=True, help="Hits per query (1 to 10,000).")
+@click.option("-k", "k", type=int, default=DEFAULT_K, show_default=True, help="Hits per query (1 to 10,000).")
 @click.option("--mode", type=MODES, default="hybrid", show_default=True,
               help="dense: by meaning (vectors); lexical: BM25 over words; hybrid: both, fused.")
 @where_option
@@ -381,7 +381,7 @@ def search(ctx, name, query, k, mode, where, docs, min_score, queries_file, rrf_
 @cli.command()
 @click.argument("name")
 @click.argument("doc", metavar="ID")
-@click.option("-k", "k", type=int, default=10, show_default=True, help="Hits (1 to 10,000).")
+@click.option("-k", "k", type=int, default=DEFAULT_K, show_default=True, help="Hits (1 to 10,000).")
 @where_option
 @click.option("--chunks", is_flag=True, help="Rank passages (several may come from one document), not documents.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON, as `search --json` does.")

@@ -706,7 +706,7 @@ class Collection:
         with self.store.snapshot():  # a transaction: close() waits for it
             return self.store.counts()[0]
 
-    def search(self, query: str | Sequence[str], k: int = 10, where: dict | None = None,
+    def search(self, query: str | Sequence[str], k: int = validation.DEFAULT_K, where: dict | None = None,
                mode: str = "hybrid", docs: bool = False, min_score: float | None = None,
                rrf_k: int = 60, weights: tuple[float, float] = (1.0, 1.0),
                feedback_docs: int = FEEDBACK_DOCS, feedback_weight: float = FEEDBACK_WEIGHT,
@@ -747,7 +747,7 @@ class Collection:
                                                                       min_score, fusion)
         return results[0] if single else results
 
-    def search_vectors(self, vectors: np.ndarray, k: int = 10, where: dict | None = None) -> list[list[Hit]]:
+    def search_vectors(self, vectors: np.ndarray, k: int = validation.DEFAULT_K, where: dict | None = None) -> list[list[Hit]]:
         """Dense search with query vectors you embedded yourself: a list of hits per row."""
         vectors = validation.unit_vectors(vectors, self.pinned["dim"], "query vectors")
         k = validation.check_k(k)
@@ -758,7 +758,7 @@ class Collection:
             ranker = Ranker(self.store, self._dense, allowed)
             return [ranker.hits(ranked, k, False, None) for ranked in self._dense(vectors, k, allowed)]
 
-    def similar(self, id: str, k: int = 10, where: dict | None = None, docs: bool = True) -> list[Hit]:
+    def similar(self, id: str, k: int = validation.DEFAULT_K, where: dict | None = None, docs: bool = True) -> list[Hit]:
         """The documents most like the stored document ``id`` (``docs=False``: the chunks),
         it left out: dense search with the mean of its chunks' vectors, ``where`` as search
         takes it. NoSuchDocument if the collection has none by that id."""

@@ -17,6 +17,7 @@ import numpy as np
 
 from .errors import InvalidInput, TooLarge, WrongType
 
+DEFAULT_K = 10                 # hits a search gives when asked for no number (every front door)
 MAX_K = 10_000                 # hits per query: beyond this a ranking is an export, not a search
 MAX_QUERIES = 10_000           # queries per search call
 MAX_QUERY_CHARS = 20_000       # a query past a few pages is a document (lexical cost grows with its terms)

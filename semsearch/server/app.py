@@ -39,7 +39,6 @@ STATIC = Path(__file__).parent / "static"  # package data (pyproject.toml)
 SWAGGER_UI = Path(fastapi_swagger.__file__).parent / "resources"  # Swagger UI's own files
 log = logging.getLogger("semsearch.server")
 WRITE_THREADS = 4  # writes to one collection take turns; a few let other collections' go on
-DEFAULT_K = 10  # hits a search or similar request gets when it gives no k (the library's default)
 DEFAULT_PAGE = 100  # documents a GET .../documents page holds when it gives no limit (OpenAI's lists: 20)
 
 
@@ -178,7 +177,7 @@ def create_app(embedder, served: Served, settings: Settings = Settings()) -> Fas
         async with served.use(name) as target:
             if (body.query is None) == (body.queries is None):
                 raise InvalidInput("give either query (one string) or queries (a list of strings)")
-            k = count(body.k, DEFAULT_K, "k", settings.max_k)
+            k = count(body.k, validation.DEFAULT_K, "k", settings.max_k)
             asked = body.query if body.query is not None else body.queries
             queries, single = validation.queries(asked)
             check_texts(queries, settings, "query" if single else "queries")
@@ -197,7 +196,7 @@ def create_app(embedder, served: Served, settings: Settings = Settings()) -> Fas
         """The documents (``docs``: false, the chunks) most like the stored document ``id``,
         it left out, as a search answers them: nothing to embed, its vectors are stored."""
         async with served.use(name) as target:
-            k = count(body.k, DEFAULT_K, "k", settings.max_k)
+            k = count(body.k, validation.DEFAULT_K, "k", settings.max_k)
             found = await run_in_threadpool(target.similar, body.id, k=k, where=body.where, docs=body.docs)
         return FastJSON({"object": "list", "data": [h.to_dict() for h in found]})
 
