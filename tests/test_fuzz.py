@@ -376,7 +376,7 @@ def state(coll: Collection) -> tuple:
 
 def api_calls(values: Values, coll: Collection, embedder, live: set):
     """(label, call) for odd values at each argument of search, add_texts, delete,
-    delete_path and embed; most values once at each, a seeded sample of the rest.
+    delete_path, get, documents, similar and embed; most values once at each, a seeded sample of the rest.
     ``live``: the ids the collection holds, kept up to date as the calls say."""
     def add(texts, **kw):
         live.update(coll.add_texts(texts, **kw))
@@ -397,7 +397,15 @@ def api_calls(values: Values, coll: Collection, embedder, live: set):
         yield f"delete({v!r:.40})", lambda v=v: delete(v if isinstance(v, str) and v.startswith("fz") else [v])
         if isinstance(v, str):
             yield f"delete_path({v!r:.40})", lambda v=v: coll.delete_path(v)
+        yield f"get({v!r:.40})", lambda v=v: coll.get(v)
+        yield f"similar({v!r:.40})", lambda v=v: coll.similar(v)
+        yield f"documents(ids=[{v!r:.40}])", lambda v=v: list(coll.documents(ids=[v]))
+        yield f"documents(after={v!r:.40})", lambda v=v: list(coll.documents(after=v, limit=2))
     for v in sample:
+        for name in ("where", "limit", "text"):
+            yield f"documents({name}={v!r:.40})", lambda v=v, name=name: list(coll.documents(**{name: v}))
+        for name in ("k", "where", "docs"):
+            yield f"similar({name}={v!r:.40})", lambda v=v, name=name: coll.similar(KNOWN[1], **{name: v})
         yield f"search(k={v!r:.40})", lambda v=v: coll.search("lava", k=v)
         yield f"search(mode={v!r:.40})", lambda v=v: coll.search("lava", mode=v)
         yield f"search(weights=({v!r:.40}, 1))", lambda v=v: coll.search("lava", weights=(v, 1))
