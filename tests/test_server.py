@@ -869,6 +869,9 @@ def test_search_page_keeps_its_search_in_the_address(server):
         page.go_back()  # the first search again, filter and all
         page.wait_for_function("document.querySelector('#hits .meta')?.innerText.includes('id bread')")
         assert hit_ids(page) == ["bread"] and page.input_value("#where") == "topic=cooking"
+        page.go_forward()  # the second search: its address has no filter, so the box has none
+        page.wait_for_function("document.querySelector('#hits .meta')?.innerText.includes('id violin')")
+        assert page.input_value("#where") == "" and page.input_value("#query") == "string instrument"
 
         page.fill("#where", "topic")  # not key=value: said on the page, nothing sent
         page.click("#search button")

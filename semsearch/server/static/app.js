@@ -90,9 +90,14 @@ function readForm() {
   return params;
 }
 
+// A field the address leaves out goes back to its default: back or forward to a search
+// without a filter must not leave the last one's in the box. The collection stays chosen.
 function fillForm(params) {
-  for (const id of FIELDS) if (params.has(id)) $(id).value = params.get(id);
-  if (params.has("like")) $("query").value = "";
+  for (const id of FIELDS) {
+    const field = $(id);
+    if (params.has(id)) field.value = params.get(id);
+    else if (id !== "collection") field.value = field.tagName === "SELECT" ? field.options[0].value : field.defaultValue;
+  }
   $("docs").checked = params.get("docs") === "1";
 }
 
