@@ -2,9 +2,10 @@
 
 Not part of the test suite (it runs for as long as it is allowed). Each round changes a
 folder of text files, then runs real CLI processes against one collection under a
-temporary SEMSEARCH_HOME: `index` of the folder, `add` (new ids and replacements),
-`delete`, `search`, `info`, `rm`, and with --ray `build` and `index --ray`, a few at a
-time, and SIGKILLs some of them: a quarter early (start-up, creation), the rest late in their run, where they
+temporary SEMSEARCH_HOME: `index` of the folder, `add` (new ids and replacements, with
+metadata), `delete`, `search`, `info`, `rm`, the reads `get`, `documents --text` (some
+with --where on the metadata, some a page: --after, --limit) and `similar`, and with --ray
+`build` and `index --ray`, a few at a time, and SIGKILLs some of them: a quarter early (start-up, creation), the rest late in their run, where they
 commit and save the index (the delay learnt from earlier runs of the same command).
 
 After each round, with nothing running, it checks that:
@@ -17,14 +18,21 @@ After each round, with nothing running, it checks that:
   - the collection opens without an index file that is corrupt or out of step with the
     store after replay, and its index holds exactly the store's chunks;
   - `info` works, every command not killed exited 0 or with a one-line error (no traceback),
-    every search hit is a slice of a text its document had;
+    every search hit is a slice of a text its document had (with that text's metadata);
+  - every document a read printed holds, whole, a text (and its metadata) it may have held
+    during the round, not an older one; `documents` lists ids in strictly increasing order,
+    only matching ones, and leaves out none that was there all round; `get` and `similar`
+    say an id is missing (exit 3, HTTP 404) only if it may have been; `similar` leaves the
+    asked id out and ranks by score;
   - after one more write (a sentinel `add`), no temporary file is left.
 
 With --serve, a real `semsearch serve` of the collection takes part: HTTP clients add,
 replace, delete and search through it alongside the commands, and in half the rounds it is
 SIGKILLed (mostly while an HTTP write is in flight), then started again after the round;
 else it runs on through `rm` and the commands that make the collection anew.
-A write answered 2xx counts as a command that exited 0, one left without an answer by the
+The HTTP clients also read: GET one document, GET the
+pages of the list (following has_more and last_id to the end), POST similar; checked as the
+commands are. A write answered 2xx counts as a command that exited 0, one left without an answer by the
 kill as a killed command (whole or not at all), and a server that was not killed must answer
 every request (a 4xx it may give is one line in OpenAI's error shape; a 500 is a defect).
 After each round it also checks that the server, up all along or restarted, finds every
@@ -46,6 +54,7 @@ import json
 import logging
 import os
 import random
+import re
 import shutil
 import signal
 import sqlite3
@@ -55,8 +64,9 @@ import tempfile
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -67,11 +77,15 @@ WORDS = ("harbour tide ferry boat master weather log dawn lantern rope anchor gu
          "sail chart compass keel deck mast net fish salt wave reef cargo crew dock").split()
 TEMP_PATTERNS = (".index.faiss.*.tmp", ".store.sqlite.*.new*", ".ondisk-changes.npz.*.tmp")
 BENIGN = {"add": {3, 75}, "replace": {3, 75}, "delete": {3, 75}, "index": {3, 75}, "search": {3},
-          "info": {3}, "rm": {3, 75}, "build": {2, 3, 75}, "rayindex": {3, 75}}  # one-line refusals
+          "info": {3}, "rm": {3, 75}, "build": {2, 3, 75}, "rayindex": {3, 75},
+          "get": {3, 75}, "documents": {3, 75}, "similar": {3, 75}}  # one-line refusals
 WEIGHTS = {"add": 30, "replace": 10, "delete": 12, "index": 14, "search": 14, "info": 4, "rm": 5, "build": 3,
-           "rayindex": 3}
+           "rayindex": 3, "get": 5, "documents": 5, "similar": 4}
 RAY = ("build", "rayindex")  # run only with --ray: each starts a local Ray (seconds)
-HTTP_WEIGHTS = {"hadd": 20, "hreplace": 8, "hdelete": 8, "hsearch": 12}  # with --serve
+HTTP_WEIGHTS = {"hadd": 20, "hreplace": 8, "hdelete": 8, "hsearch": 12,
+                "hget": 4, "hdocuments": 4, "hsimilar": 4}  # with --serve
+READS = ("get", "documents", "similar", "hget", "hdocuments", "hsimilar")  # what they print is checked (check_read)
+TIDES = ("high", "low")  # the metadata key writes set (tide=..., with a batch nonce) and reads filter on
 DOWN, NO_ANSWER = -1, -2  # an HTTP op's rc: the server was not up (refused); it hung up unasked
 HTTP_BENIGN = {404, 409, 503, DOWN}  # the collection removed (or the document), the writer lock busy, overloaded
 BENIGN.update(dict.fromkeys(HTTP_WEIGHTS, HTTP_BENIGN))
@@ -174,6 +188,7 @@ class Op:
     kind: str
     args: list
     effects: dict = field(default_factory=dict)  # key -> text (or ABSENT) it writes if it commits
+    ask: dict = field(default_factory=dict)  # a read's question: ids or id, where, after, limit, k, docs, page
     kill_at: float | None = None
     start: float = 0.0
     end: float = 0.0
@@ -277,6 +292,7 @@ class Torture:
         self.coll = self.home / NAME
         self.state: dict[str, set] = {}  # key -> the texts (or ABSENT) it may hold now
         self.history: dict[str, set] = defaultdict(set)  # key -> every text it ever held
+        self.metadata: dict[str, dict] = {}  # text -> the metadata written with it (none: {})
         self.files: dict[str, str] = {}  # file key (its path) -> its text now (absent: deleted)
         self.took = defaultdict(lambda: 1.0)  # command -> seconds it takes (running mean)
         self.took["build"] = self.took["rayindex"] = 6.0
@@ -286,6 +302,7 @@ class Torture:
         self.embedder = None
         self.server = Server(self) if args.serve else None
         self.server_kills = self.server_follows = 0
+        self.reads, self.checked = Counter(), Counter()  # read kind -> how many ran; were checked
 
     # -- the folder `index` reads -------------------------------------------------------------
     def mutate_folder(self) -> None:
@@ -307,6 +324,7 @@ class Torture:
         key = str(path.resolve())
         self.files[key] = text
         self.history[key].add(text)
+        self.metadata[text] = {"path": key, "type": "txt"}  # what `index` gives a .txt file
 
     # -- one round ----------------------------------------------------------------------------
     def plan(self) -> list[Op]:
@@ -321,8 +339,9 @@ class Torture:
             held = [k for k, s in self.state.items() if not k.startswith("/") and k not in used and s != {ABSENT}]
             if kind in ("replace", "delete", "hreplace", "hdelete") and not held:
                 kind = "add"
+            meta = {"tide": rng.choice(TIDES), "batch": nonce(rng)}  # what this op's adds write with their texts
             if kind in HTTP_WEIGHTS:
-                op = self.plan_http(kind, held)
+                op = self.plan_http(kind, held, meta)
             elif kind == "add":
                 keys = [f"k{nonce(rng)}" for _ in range(rng.randint(1, 3))]
                 op = Op(kind, ["add", NAME], {k: make_text(rng) for k in keys})
@@ -332,6 +351,13 @@ class Torture:
                 key = rng.choice(held)
                 op = Op(kind, ["add", NAME, "--text", make_text(rng), "--id", key])
                 op.effects[key] = op.args[3]
+            elif kind in READS:
+                op = Op(kind, [kind, NAME], ask=self.ask(kind))
+                op.args += list(op.ask.get("ids", [])) + ([op.ask["id"], "-k", str(op.ask["k"])] if "id" in op.ask else [])
+                op.args += ["--json"] + ["--text"] * (kind == "documents") + ["--chunks"] * (op.ask.get("docs") is False)
+                op.args += [a for key, value in op.ask.get("where", {}).items() for a in ("--where", f"{key}={value}")]
+                op.args += [a for name in ("after", "limit") if op.ask.get(name) is not None
+                            for a in (f"--{name}", str(op.ask[name]))]
             elif kind == "delete":
                 key = rng.choice(held)
                 op = Op(kind, ["delete", NAME, "--id", key], {key: ABSENT})
@@ -348,17 +374,39 @@ class Torture:
                 op = Op(kind, ["rm", NAME, "--yes"])
             else:
                 op = Op(kind, ["build", NAME])
+            if kind in ("add", "replace"):
+                op.args += ["--meta", f"tide={meta['tide']}", "--meta", f"batch={meta['batch']}"]
             used |= set(op.effects) if kind not in ("index", "rayindex") else set()
             for key, text in op.effects.items():
                 if text is not ABSENT:
                     self.history[key].add(text)
+                    self.metadata.setdefault(text, meta)
             if rng.random() < self.args.kill and kind not in HTTP_WEIGHTS:
                 early = rng.random() < 0.25
                 op.kill_at = rng.uniform(0, 0.4) if early else self.took[kind] * rng.uniform(0.5, 1.1)
             ops.append(op)
         return ops
 
-    def plan_http(self, kind: str, held: list) -> Op:
+    def ask(self, kind: str) -> dict:
+        """A read's question: ids the soak wrote (most there at the round's start, some perhaps
+        deleted since), at times a tide filter; a `documents` sometimes a page (after, limit),
+        an HTTP one walked to the end in pages of ``page``."""
+        rng = self.rng
+        known = sorted(self.state) or [f"k{nonce(rng)}"]
+        there = [k for k in known if ABSENT not in self.state.get(k, {ABSENT})]
+
+        def pick() -> str:
+            return rng.choice(there if there and rng.random() < 0.8 else known)
+        where = {"tide": rng.choice(TIDES)} if rng.random() < 0.3 else {}
+        if kind in ("get", "hget"):
+            return {"ids": list(dict.fromkeys(pick() for _ in range(rng.randint(1, 3) if kind == "get" else 1)))}
+        if kind in ("similar", "hsimilar"):
+            return {"id": pick(), "k": rng.randint(1, 20), "where": where, "docs": rng.random() < 0.7}
+        paged = rng.random() < 0.4
+        return {"where": where, "after": pick() if paged else None,
+                "limit": rng.randint(1, 20) if paged and kind == "documents" else None, "page": rng.randint(1, 30)}
+
+    def plan_http(self, kind: str, held: list, meta: dict) -> Op:
         """An HTTP request to the server: args are (method, path, JSON body)."""
         rng, docs = self.rng, f"/v1/collections/{NAME}/documents"
         if kind == "hadd":
@@ -368,18 +416,54 @@ class Torture:
         elif kind == "hdelete":
             key = rng.choice(held)
             return Op(kind, ["DELETE", f"{docs}/{key}", None], {key: ABSENT})
+        elif kind == "hget":
+            ask = self.ask(kind)
+            return Op(kind, ["GET", f"{docs}/{urllib.parse.quote(ask['ids'][0], safe='')}", None], ask=ask)
+        elif kind == "hdocuments":  # run_http adds the query string of each page
+            return Op(kind, ["GET", docs, None], ask=self.ask(kind))
+        elif kind == "hsimilar":
+            ask = self.ask(kind)
+            return Op(kind, ["POST", f"/v1/collections/{NAME}/similar",
+                             {"id": ask["id"], "k": ask["k"], "where": ask["where"] or None, "docs": ask["docs"]}], ask=ask)
         else:
             return Op(kind, ["POST", f"/v1/collections/{NAME}/search",
                              {"query": " ".join(rng.sample(WORDS, 3)), "k": 20, "docs": rng.random() < 0.5,
                               "mode": rng.choice(["dense", "lexical", "hybrid"])}])
-        op.args.append({"documents": [{"id": k, "text": t} for k, t in op.effects.items()]})
+        op.args.append({"documents": [{"id": k, "text": t, "metadata": meta} for k, t in op.effects.items()]})
         return op
 
     def run_http(self, op: Op, logs: Path, n: int) -> None:
         """Send an HTTP op; rc 0 for a 2xx, else its status (DOWN: refused, NO_ANSWER: the
-        connection closed unanswered). No answer while the server was being killed: killed."""
+        connection closed unanswered). No answer while the server was being killed: killed.
+        An `hdocuments` walks the pages, each past the last one's last_id, while has_more
+        (and while ids advance): out is then the pages, a JSON list."""
         method, path, body = op.args
         op.start = time.monotonic()
+        sent, pages, after = [], [], op.ask.get("after")
+        while True:
+            if op.kind == "hdocuments":
+                query = [("limit", op.ask["page"])] + [("where", f"{k}={v}") for k, v in op.ask["where"].items()]
+                path = op.args[1] + "?" + urllib.parse.urlencode(query + ([("after", after)] if after else []))
+            self.send(op, method, path, body)
+            sent.append(f"{method} {path} {json.dumps(body)}\n{op.rc}\n{op.out}\n{op.err}")
+            if op.kind != "hdocuments" or op.rc != 0 or op.killed:
+                break
+            pages.append(json.loads(op.out))
+            last = pages[-1]["last_id"]
+            if not pages[-1]["has_more"] or last is None or (after is not None and last <= after):
+                break
+            after = last
+        op.end = time.monotonic()
+        (logs / f"{n}.out").write_text("\n".join(sent))
+        if not op.killed and op.rc == 0:
+            self.took[op.kind] = 0.7 * self.took[op.kind] + 0.3 * (op.end - op.start)
+            if op.kind in ("hsearch", "hsimilar"):
+                op.out = json.dumps(json.loads(op.out)["data"])  # the hits, as `search --json` prints them
+            elif op.kind == "hdocuments":
+                op.out = json.dumps(pages)
+
+    def send(self, op: Op, method: str, path: str, body) -> None:
+        """One HTTP request of ``op``: its rc, out, err (or killed)."""
         url = self.server.url
         try:
             if url is None:
@@ -407,12 +491,6 @@ class Torture:
                 op.killed = True
             else:
                 op.rc, op.err = NO_ANSWER, f"no answer, and the server was not killed: {reason!r}"
-        op.end = time.monotonic()
-        (logs / f"{n}.out").write_text(f"{method} {path} {json.dumps(body)}\n{op.rc}\n{op.out}\n{op.err}")
-        if not op.killed and op.rc == 0:
-            self.took[op.kind] = 0.7 * self.took[op.kind] + 0.3 * (op.end - op.start)
-        if op.kind == "hsearch" and op.rc == 0:
-            op.out = json.dumps(json.loads(op.out)["data"])  # the hits, as `search --json` prints them
 
     def run(self, op: Op, logs: Path, n: int) -> None:
         if op.kind in HTTP_WEIGHTS:
@@ -484,27 +562,115 @@ class Torture:
 
     # -- what the commands say ------------------------------------------------------------------
     def outcomes(self, ops: list[Op]) -> list[str]:
-        """Each command's exit, each search's hits; then what each document may hold now."""
+        """Each command's exit, each search's hits, what each read printed; then what each
+        document may hold now."""
         found = []
         for op in ops:
+            self.reads[op.kind] += op.kind in READS
             if op.killed:
                 continue
             if "Traceback" in op.err or (op.rc != 0 and op.rc not in self.benign[op.kind]):
                 found.append(f"{op.kind} exited {op.rc}: {op.err.strip()[-600:]}")
             elif op.rc != 0 and sum(line.startswith("error:") for line in op.err.splitlines()) != 1:
                 found.append(f"{op.kind} exited {op.rc} without one error line: {op.err.strip()[-600:]}")
-            if op.kind in ("search", "hsearch") and op.rc == 0:
+            if (op.kind in ("search", "hsearch") and op.rc == 0) or (op.kind in READS and op.rc in (0, 3, 404)):
                 try:
-                    hits = json.loads(op.out)
-                except ValueError:
-                    found.append(f"search printed no JSON: {op.out[:300]}")
-                    continue
-                for h in hits:
-                    if not any(t[h["start"]:h["end"]] == h["text"] for t in self.history.get(h["id"], ())):
-                        found.append(f"search hit {h['id']} chunk {h['chunk']} is no text it ever had")
+                    found += self.check_read(op, ops) if op.kind in READS else self.check_hits(op, json.loads(op.out))
+                except (ValueError, KeyError, TypeError, AttributeError) as exc:
+                    found.append(f"{op.kind} printed what the soak cannot read ({exc!r}): {op.out[:300]}")
         for key in set(self.history) | set(self.state):
             self.state[key] = self.settle(key, ops)
         return found
+
+    def check_hits(self, op: Op, hits: list) -> list[str]:
+        """Each hit of a search or similar is a slice of a text its document had, with that
+        text's metadata."""
+        return [f"{op.kind} hit {h['id']} chunk {h['chunk']} is no text it ever had (with its metadata)"
+                for h in hits if not any(t[h["start"]:h["end"]] == h["text"] and self.metadata.get(t, {}) == h["metadata"]
+                                         for t in self.history.get(h["id"], ()))]
+
+    def check_read(self, op: Op, ops: list[Op]) -> list[str]:
+        """What a read (exit 0, or 3 / HTTP 404: something missing) printed, against what
+        each document may have held during the round (``during``)."""
+        self.checked[op.kind] += 1
+        ask, found = op.ask, []
+        missing = []
+        if op.rc != 0:
+            named = re.search(r"has no documents? (.*)", op.err)
+            if named is None:  # the collection itself: only an `rm` of this round removes it
+                return [] if any(o.kind == "rm" for o in ops) else [f"{op.kind} says {op.err.strip()!r}, and no rm ran"]
+            missing = re.findall(r"'([^']*)'", named.group(1))
+            found += [f"{op.kind} says {key} is missing, and it was there all round"
+                      for key in missing if ABSENT not in self.during(key, ops)]
+            found += [f"{op.kind} names {key} missing, which it did not ask for"
+                      for key in missing if key not in ask.get("ids", [ask.get("id")])]
+            if op.kind in ("similar", "hsimilar"):
+                return found
+        if op.kind in ("similar", "hsimilar"):
+            hits, where = json.loads(op.out), ask["where"]
+            ids, scores = [h["id"] for h in hits], [h["score"] for h in hits]
+            if ask["id"] in ids:
+                found.append(f"{op.kind} of {ask['id']} lists it")
+            if scores != sorted(scores, reverse=True) or len(hits) > ask["k"] or (ask["docs"] and len(set(ids)) < len(ids)):
+                found.append(f"{op.kind}: {len(hits)} hits for k {ask['k']}, ids {ids}, scores {scores}: not ranked")
+            found += [f"{op.kind} hit {h['id']} does not match {where}" for h in hits
+                      if any(h["metadata"].get(k) != v for k, v in where.items())]
+            return found + self.check_hits(op, hits)
+        if op.kind == "hdocuments":
+            pages = json.loads(op.out)
+            docs = [d for page in pages for d in page["data"]]
+            found += [f"hdocuments: a page with has_more {p['has_more']} and last_id {p['last_id']} ends in "
+                      f"{p['data'][-1]['id'] if p['data'] else None}" for p in pages
+                      if p["last_id"] != (p["data"][-1]["id"] if p["data"] else None) or (p["has_more"] and not p["data"])]
+            if pages and pages[-1]["has_more"]:
+                found.append(f"hdocuments: the walk stopped at {pages[-1]['last_id']} with has_more (ids did not advance)")
+        elif op.kind == "hget":
+            docs = [json.loads(op.out)] if op.rc == 0 else []
+        else:
+            docs = [json.loads(line) for line in op.out.splitlines()]
+        for d in docs:
+            key, text, may = d["id"], d["text"], self.during(d["id"], ops) - {ABSENT}
+            if text not in may:
+                kind = "an older text" if text in self.history.get(key, ()) else "a text no command wrote"
+                found.append(f"{op.kind} printed {key} with {kind}: {str(text)[:200]!r}")
+            elif d["metadata"] != self.metadata.get(text, {}) or d["source"] != (key if key.startswith("/") else None):
+                found.append(f"{op.kind} printed {key} with metadata {d['metadata']} and source {d['source']}, "
+                             f"its text's are {self.metadata.get(text, {})}")
+            if not (isinstance(d["chunks"], int) and d["chunks"] >= 1):
+                found.append(f"{op.kind} printed {key} with {d['chunks']!r} chunks")
+        ids = [d["id"] for d in docs]
+        if op.kind in ("get", "hget"):
+            if ids != [key for key in ask["ids"] if key not in missing]:
+                found.append(f"{op.kind} of {ask['ids']} printed {ids}, missing {missing}")
+            return found
+        where, after, limit = ask["where"], ask["after"], ask["limit"]
+        if ids != sorted(set(ids)):
+            found.append(f"{op.kind}: ids not strictly increasing: {ids[:50]}")
+        found += [f"{op.kind} after {after} listed {key}" for key in ids if after is not None and key <= after]
+        found += [f"{op.kind} where {where} listed {d['id']} ({d['metadata']})" for d in docs
+                  if any(d["metadata"].get(k) != v for k, v in where.items())]
+        if limit is not None and len(ids) > limit:
+            found.append(f"{op.kind} with limit {limit} listed {len(ids)}")
+        end = ids[-1] if limit is not None and len(ids) == limit else None
+        sure = [key for key in self.state if (after is None or key > after) and (end is None or key <= end)
+                and ABSENT not in (may := self.during(key, ops))
+                and all(self.metadata.get(t, {}).get(k) == v for t in may for k, v in where.items())]
+        found += [f"{op.kind} left out {key}, there all round" for key in sorted(set(sure) - set(ids))[:5]]
+        return found
+
+    def may_commit(self, op: Op) -> bool:
+        """Whether ``op`` may have committed its writes: it exited 0, was killed, or failed
+        in a way that is no refusal."""
+        return op.killed or op.rc == 0 or op.rc not in self.benign[op.kind]
+
+    def during(self, key: str, ops: list[Op]) -> set:
+        """The values ``key`` may have held at some moment of the round: what it held at the
+        start, and what any command of the round that may have committed wrote to it."""
+        may = set(self.state.get(key, {ABSENT}))
+        for op in ops:
+            if self.may_commit(op) and (op.kind == "rm" or key in op.effects):
+                may.add(ABSENT if op.kind == "rm" else op.effects[key])
+        return may
 
     def settle(self, key: str, ops: list[Op]) -> set:
         """The values ``key`` may hold after the round: the commands touching it applied in
@@ -518,7 +684,7 @@ class Torture:
                 effect = op.effects[key]
             else:
                 continue
-            if op.killed or op.rc == 0 or op.rc not in self.benign[op.kind]:
+            if self.may_commit(op):
                 events.append((op.start, op.end, effect, op.rc == 0 and not op.killed))
         now = set(self.state.get(key, {ABSENT}))
         events.sort()
@@ -699,6 +865,8 @@ def main() -> int:
     finally:
         if t.server:
             t.server.stop()
+    reads = ", ".join(f"{k} {t.checked[k]}/{t.reads[k]}" for k in READS if t.reads[k])
+    print(f"reads checked/run: {reads or 'none'}", flush=True)
     serving = (f", server killed {t.server_kills} times, started {t.server.starts}, served on through "
                f"{t.server_follows} rounds' rm" if t.server else "")
     print(f"done: {t.rounds} rounds, {t.commands} commands, {t.kills} killed{serving}, {len(t.defects)} defects "
