@@ -4,19 +4,33 @@ design.md promises that a server may share one Embedder and one Collection acros
 Each round opens the collection once (`Collection.open_or_create`) and lets N threads share
 it, each running a random mix of: add_texts (new ids, replaced ids, with metadata), delete
 (by id, by where), search in every mode (dense / lexical / hybrid, with and without where,
-docs=True), info(), now and then a second Collection object on the same folder in the same
-process; with --processes a `semsearch add` process writes at the same time. Near the end
-of the round one thread closes the shared object while the others still run: every call
-from then on must raise a CollectionError (a call in flight may also finish).
+docs=True), info(), the read paths (documents() walks: whole, with where, text=False, and
+limit/after pages stitched together; get and similar of ids that exist, were just deleted
+or are being written), now and then a second Collection object on the same folder in the
+same process; with --processes a `semsearch add` process writes at the same time. Walks
+read --page documents a snapshot (collection.DOCUMENT_PAGE, set for the run: a small page
+makes a small collection's walk span many snapshots). Near the end of the round one thread
+closes the shared object while the others still run, first reading a walk's first page and
+then closing between pages: every call from then on must raise a CollectionError (a call
+in flight may also finish), the walk's next page too.
 
 Checked during the round, for every call:
   - no exception other than the documented ones (CollectionBusy under the 10 s lock wait,
-    CollectionError once closed);
+    CollectionError once closed, NoSuchDocument where allowed below), each one line; no
+    thread still running two minutes past the time limit (a deadlock);
   - a search hit is a slice of a text its document was given, with that version's metadata,
     matching the where filter; no version that a write which ended before the search began
     had replaced or deleted (a search sees everything committed before it started); one
     hit per document where asked;
-  - info() is consistent: the index holds as many vectors as the store chunks.
+  - info() is consistent: the index holds as many vectors as the store chunks;
+  - a walk's ids strictly increase (across stitched pages too); each document it yields
+    is one version (text and metadata together; metadata alone with text=False) that a
+    write began before its page was read and none surely replaced before the walk did,
+    matching its where; every document there all along (its last write ended before the
+    walk began, none began before it ended) is yielded;
+  - get gives such a version, NoSuchDocument only when absent is such a state (deleted,
+    or not yet committed); similar likewise, never the asked id, scores descending, at
+    most k hits, each hit checked as a search's.
 After each round, with nothing running:
   - SQLite integrity_check, FTS5 integrity-check, documents / chunks / both FTS tables in step,
     every chunk a slice of its document's text, positions 0..n-1, tiling the text;
@@ -45,7 +59,7 @@ import tempfile
 import threading
 import time
 import traceback
-from collections import Counter, defaultdict
+from collections import Counter, defaultdict, deque
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,6 +73,8 @@ SETTINGS = {"chunk_tokens": 24, "overlap": 4}  # short chunks: several per docum
 INF = math.inf
 ABSENT = None
 SKIP = "skip"  # what an operation returns when it did not call the collection
+HANG = 120.0  # seconds past the time limit after which a thread still running is stuck
+WRITES = ("add", "replace", "retag", "delete", "delete_where", "second", "process_add")
 
 
 def nonce(rng: random.Random) -> str:
@@ -119,6 +135,24 @@ class Ledger:
         sure_starts = [w.start for w in writes if w.sure]
         return [w.value for w in writes if not any(s > w.end for s in sure_starts)]
 
+    def possible(self, key: str, start: float, end: float) -> list:
+        """The states a snapshot begun between ``start`` and ``end`` may see ``key`` in: a
+        write's value if it began before ``end`` and no sure write replaced it before ``start``."""
+        writes = [Write(key, ABSENT, -INF, -INF, True)] + self.of(key)
+        return [w.value for w in writes if w.start < end
+                and not any(o.sure and o.start > w.end and o.end < start for o in writes)]
+
+    def steady(self, key: str, start: float, end: float) -> tuple | None:
+        """The value ``key`` surely held all along from ``start`` to ``end`` (its last write
+        before then ended before ``start``, after every earlier one; none began since), or None."""
+        writes = [w for w in self.of(key) if w.start < end]
+        if not writes:
+            return None
+        last = writes[-1]
+        if last.sure and last.end < start and all(w.end < last.start for w in writes[:-1]):
+            return last.value
+        return None
+
     def stale(self, write: Write, search_start: float) -> bool:
         """Whether a sure write replaced or deleted ``write`` before a search began."""
         return any(w.sure and w.start > write.end and w.end < search_start for w in self.of(write.key))
@@ -134,6 +168,8 @@ class Soak:
         self.defects: list[str] = []
         self.counts = Counter()
         self.rounds = 0
+        self.stuck = False
+        self.deleted = deque(maxlen=32)  # ids just deleted (under the ledger's lock): get and similar ask for them
         self._guard = threading.Lock()
 
     def defect(self, message: str) -> None:
@@ -149,33 +185,40 @@ class Soak:
         closing, closed = threading.Event(), threading.Event()  # close() called; close() returned
         seeds = [self.rng.randrange(2**32) for _ in range(self.threads)]
         close_after = self.rng.randint(self.ops * 3 // 5, self.ops - 1) if self.close_it else None
-        workers = [threading.Thread(target=self.worker, name=f"soak-{i}",
+        workers = [threading.Thread(target=self.worker, name=f"soak-{i}", daemon=True,
                                     args=(coll, random.Random(s), deadline, closing, closed,
                                           close_after if i == 0 else None))
                    for i, s in enumerate(seeds)]
         if self.processes:
-            workers.append(threading.Thread(target=self.cli_writer, args=(random.Random(seeds[0] + 1), deadline)))
+            workers.append(threading.Thread(target=self.cli_writer, name="soak-cli", daemon=True,
+                                            args=(random.Random(seeds[0] + 1), deadline)))
         for w in workers:
             w.start()
         for w in workers:
-            w.join()
+            w.join(max(0.0, deadline + HANG - time.monotonic()))
+        if any(w.is_alive() for w in workers):  # daemons: the process may still end
+            frames = sys._current_frames()
+            for w in (w for w in workers if w.is_alive()):
+                stack = traceback.extract_stack(frames[w.ident])[-4:] if w.ident in frames else []
+                at = " < ".join(f"{Path(f.filename).name}:{f.lineno} {f.name}" for f in reversed(stack))
+                self.defect(f"{w.name} still running {HANG:.0f} s past the time limit (a deadlock?) at {at}")
+            self.stuck = True
+            return
         if not closing.is_set():
             coll.close()
         self.check()
 
     def worker(self, coll, rng: random.Random, deadline: float, closing: threading.Event,
                closed: threading.Event, close_after: int | None) -> None:
-        from semsearch.errors import CollectionBusy, CollectionError
-        kinds = ["add", "replace", "retag", "delete", "delete_where", "search", "present", "info", "second"]
-        weights = [14, 6, 6, 5, 3, 24, 12, 3, 1]
+        from semsearch.errors import CollectionBusy, CollectionError, SemsearchError
+        kinds = ["add", "replace", "retag", "delete", "delete_where", "search", "present", "info", "second",
+                 "walk", "get", "similar"]
+        weights = [14, 6, 6, 5, 3, 24, 12, 3, 1, 6, 8, 6]
         for n in range(self.ops):
             if time.monotonic() > deadline:
                 return
             if n == close_after:
-                closing.set()  # a write in flight finishes first: close() waits for it
-                coll.close()
-                closed.set()
-                self.counts["close"] += 1
+                self.close_between_pages(coll, closing, closed)
                 continue
             kind = rng.choices(kinds, weights)[0]
             after_close = closed.is_set()
@@ -184,16 +227,57 @@ class Soak:
                 if after_close and touched and kind != "second":
                     self.defect(f"{kind} on a closed Collection returned instead of raising CollectionError")
                 self.counts[kind] += 1
-            except CollectionBusy:
+            except CollectionBusy as exc:
+                self.one_line(kind, exc)
                 self.counts["busy"] += 1
             except CollectionError as exc:
+                self.one_line(kind, exc)
                 if not closing.is_set():
                     self.defect(f"{kind}: CollectionError on an open collection: {exc}")
                 self.counts["refused_closed"] += 1
+            except SemsearchError as exc:  # NoSuchDocument the op did not expect, InvalidInput
+                self.defect(f"{kind}: {type(exc).__name__}: {exc}")
             except Exception as exc:  # noqa: BLE001 - any other exception is a defect
                 where = traceback.extract_tb(exc.__traceback__)[-1]
                 self.defect(f"{kind}{' (closing)' if closing.is_set() else ''}: {type(exc).__name__}: {exc} "
                             f"at {Path(where.filename).name}:{where.lineno}")
+
+    def one_line(self, what: str, exc: Exception) -> None:
+        if "\n" in str(exc).strip() or not str(exc).strip():
+            self.defect(f"{what}: {type(exc).__name__} is not one line: {str(exc)!r}")
+
+    def close_between_pages(self, coll, closing: threading.Event, closed: threading.Event) -> None:
+        """Read a walk's first page, close the collection, read on: a full first page means
+        another page is asked for, which must raise CollectionError ("closed"), nothing else."""
+        from semsearch import collection
+        from semsearch.errors import CollectionError
+        page = collection.DOCUMENT_PAGE
+        walk, first = None, []
+        try:
+            walk = coll.documents(text=False)
+            first = list(itertools.islice(walk, page))
+        except CollectionError:
+            pass  # the worker's own checks judge these; here only what follows close() matters
+        except Exception as exc:  # noqa: BLE001
+            self.defect(f"a walk before close(): {type(exc).__name__}: {exc}")
+        closing.set()  # a write in flight finishes first: close() waits for it
+        coll.close()
+        closed.set()
+        self.counts["close"] += 1
+        if len(first) < page:
+            return
+        try:
+            doc = next(walk)
+            self.defect(f"a walk's next page after close() gave {doc.id} instead of raising CollectionError")
+        except StopIteration:
+            self.defect("a walk's next page after close() ended the walk instead of raising CollectionError")
+        except CollectionError as exc:
+            self.one_line("walk after close", exc)
+            if "closed" not in str(exc):
+                self.defect(f"a walk's next page after close(): CollectionError without 'closed': {exc}")
+            self.counts["walk_closed_between_pages"] += 1
+        except Exception as exc:  # noqa: BLE001
+            self.defect(f"a walk's next page after close(): {type(exc).__name__}: {exc}")
 
     # -- the operations ----------------------------------------------------------------------
     def _put(self, coll, keys: list[str], rng: random.Random, texts: list[str] | None = None) -> None:
@@ -266,6 +350,8 @@ class Soak:
         keys = self.ledger.keys()
         chosen = rng.sample(keys, min(len(keys), rng.randint(1, 3))) + [f"missing-{nonce(rng)}"]
         made = self.ledger.begin([(k, ABSENT) for k in chosen])
+        with self.ledger.lock:
+            self.deleted.extend(chosen)
         try:
             coll.delete(chosen)
         except BaseException:
@@ -281,6 +367,8 @@ class Soak:
         tag, keys = rng.choice(tags)
         # it deletes a key only if that key's version then is this batch's: maybe, for each
         made = self.ledger.begin([(k, ABSENT) for k in keys])
+        with self.ledger.lock:
+            self.deleted.extend(keys)
         try:
             self._delete_where(coll, tag)
         finally:
@@ -326,6 +414,134 @@ class Soak:
             start = time.monotonic()
             hits = other.search(rng.choice(WORDS), k=5, mode="hybrid")
             self.check_hits(hits, start, time.monotonic(), None, False, "second object's search")
+
+    def _committed(self) -> bool:
+        """Whether a document with metadata was surely written (a where names a known key)."""
+        return any(w.sure and w.value for key in self.ledger.keys() for w in self.ledger.of(key))
+
+    def _some_id(self, rng: random.Random) -> str | None:
+        """An id that exists, was just deleted, or is being written (or never was)."""
+        with self.ledger.lock:
+            deleted = list(self.deleted)
+        if deleted and rng.random() < 0.3:
+            return rng.choice(deleted)
+        keys = self.ledger.keys()
+        return rng.choice(keys) if keys else None
+
+    def op_walk(self, coll, rng):
+        """A documents() walk: whole, with where, text=False, or limit/after pages stitched."""
+        from semsearch import collection
+        from semsearch.errors import CollectionError
+        variant = rng.choice(("all", "where", "no_text", "paged"))
+        where = {"group": rng.choice(GROUPS)} if variant == "where" and self._committed() else None
+        text = variant != "no_text"
+        page = collection.DOCUMENT_PAGE
+        got = []  # (document, when its page's read began, when it was yielded)
+        start = time.monotonic()
+        try:
+            if variant == "paged":
+                limit, after = rng.randint(1, 3 * page), None
+                while True:
+                    began = time.monotonic()
+                    part = list(coll.documents(after=after, limit=limit))
+                    got += [(d, began, time.monotonic()) for d in part]
+                    if len(part) > limit:
+                        self.defect(f"documents(limit={limit}) gave {len(part)} documents")
+                    if len(part) < limit:
+                        break
+                    after = part[-1].id
+            else:
+                walk, began = coll.documents(where=where, text=text), start  # reads the first page
+                for i in itertools.count():
+                    asked = time.monotonic()
+                    doc = next(walk, None)
+                    if doc is None:
+                        break
+                    began = asked if i and i % page == 0 else began  # this next() read a page
+                    got.append((doc, began, time.monotonic()))
+        except CollectionError as exc:
+            if got:  # closed between pages: one line, saying so
+                self.one_line("walk", exc)
+                if "closed" not in str(exc):
+                    self.defect(f"walk: CollectionError between pages without 'closed': {exc}")
+                self.counts["walk_closed_between_pages"] += 1
+            raise
+        end = time.monotonic()
+        self.counts["walked"] += len(got)
+        self.check_walk(got, start, end, where, text, variant)
+
+    def check_walk(self, got: list, start: float, end: float, where, text: bool, variant: str) -> None:
+        what = f"{variant} walk"
+        ids = [d.id for d, _, _ in got]
+        if any(a >= b for a, b in zip(ids, ids[1:])):
+            bad = next((a, b) for a, b in zip(ids, ids[1:]) if a >= b)
+            self.defect(f"{what}: ids not strictly increasing: {bad[0]!r} then {bad[1]!r}")
+        for doc, began, yielded in got:
+            possible = [v for v in self.ledger.possible(doc.id, began, yielded) if v is not ABSENT]
+            if text and (doc.text, doc.metadata) not in possible:
+                texts, metas = [v[0] for v in possible], [v[1] for v in possible]
+                self.defect(f"{what}: {doc.id} {doc.text!r:.40} {doc.metadata} is no version it may hold "
+                            f"(text {'is' if doc.text in texts else 'is not'} one, metadata "
+                            f"{'is' if doc.metadata in metas else 'is not'} one)")
+            if not text and (doc.text is not None or doc.metadata not in [v[1] for v in possible]):
+                self.defect(f"{what}: {doc.id} text={doc.text!r:.40} metadata {doc.metadata} is no version's")
+            if doc.chunks < 1:
+                self.defect(f"{what}: {doc.id} has {doc.chunks} chunks")
+            if where and any(doc.metadata.get(k) != v for k, v in where.items()):
+                self.defect(f"{what}: {doc.id} with metadata {doc.metadata} does not match where={where}")
+        found = set(ids)
+        for key in self.ledger.keys():
+            value = self.ledger.steady(key, start, end)
+            if value is not ABSENT and key not in found and not (
+                    where and any(value[1].get(k) != v for k, v in where.items())):
+                self.defect(f"{what}: {key}, there all along, was not yielded")
+        self.counts["walk_checked"] += 1
+
+    def op_get(self, coll, rng):
+        from semsearch.errors import NoSuchDocument
+        key = self._some_id(rng)
+        if key is None:
+            return SKIP
+        start = time.monotonic()
+        try:
+            doc = coll.get(key)
+            value = (doc.text, doc.metadata)
+        except NoSuchDocument as exc:
+            self.one_line("get", exc)
+            doc, value = None, ABSENT
+        possible = self.ledger.possible(key, start, time.monotonic())
+        if doc is not None and doc.id != key:
+            self.defect(f"get({key!r}) gave the document {doc.id!r}")
+        if value not in possible:
+            self.defect(f"get({key!r}): NoSuchDocument, though it was surely there" if value is ABSENT else
+                        f"get({key!r}): {doc.text!r:.40} {doc.metadata} is no version it may hold")
+        self.counts["get_absent" if value is ABSENT else "get_found"] += 1
+
+    def op_similar(self, coll, rng):
+        from semsearch.errors import NoSuchDocument
+        key = self._some_id(rng)
+        if key is None:
+            return SKIP
+        where = {"group": rng.choice(GROUPS)} if rng.random() < 0.3 and self._committed() else None
+        k, docs = rng.randint(1, 12), rng.random() < 0.6
+        start = time.monotonic()
+        try:
+            hits = coll.similar(key, k=k, where=where, docs=docs)
+        except NoSuchDocument as exc:
+            self.one_line("similar", exc)
+            if ABSENT not in self.ledger.possible(key, start, time.monotonic()):
+                self.defect(f"similar({key!r}): NoSuchDocument, though it was surely there")
+            self.counts["similar_absent"] += 1
+            return
+        end = time.monotonic()
+        if not any(v is not ABSENT for v in self.ledger.possible(key, start, end)):
+            self.defect(f"similar({key!r}) answered for a document that was surely not there")
+        if key in [h.id for h in hits]:
+            self.defect(f"similar({key!r}) gave the asked document among its hits")
+        scores = [h.score for h in hits]
+        if scores != sorted(scores, reverse=True) or len(hits) > k:
+            self.defect(f"similar({key!r}, k={k}): {len(hits)} hits, scores not descending: {scores}")
+        self.check_hits(hits, start, end, where, docs, "similar")
 
     def cli_writer(self, rng: random.Random, deadline: float) -> None:
         """`semsearch add` processes writing to the collection while the threads run."""
@@ -412,14 +628,20 @@ class Soak:
 
 
 def soak(path: Path, embedder, rounds: int, seconds: float, seed: int, threads: int = 8, ops: int = 40,
-         processes: bool = False, log=print) -> Soak:
-    """Run rounds on the collection at ``path`` until ``rounds`` or ``seconds``; returns the Soak."""
+         processes: bool = False, page: int = 16, log=print) -> Soak:
+    """Run rounds on the collection at ``path`` until ``rounds`` or ``seconds``; returns the
+    Soak. documents() reads ``page`` documents a snapshot meanwhile (then the library's own)."""
+    from semsearch import collection
     s = Soak(Path(path), embedder, seed, threads, ops, processes, log=log)
     end = time.monotonic() + seconds
-    for _ in itertools.repeat(None, rounds):
-        if time.monotonic() > end:
-            break
-        s.round(end)
+    default, collection.DOCUMENT_PAGE = collection.DOCUMENT_PAGE, page
+    try:
+        for _ in itertools.repeat(None, rounds):
+            if time.monotonic() > end or s.stuck:
+                break
+            s.round(end)
+    finally:
+        collection.DOCUMENT_PAGE = default
     return s
 
 
@@ -431,6 +653,7 @@ def main() -> int:
     parser.add_argument("--ops", type=int, default=40, help="calls per thread per round")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--processes", action="store_true", help="`semsearch add` processes write too")
+    parser.add_argument("--page", type=int, default=16, help="documents a walk reads per snapshot")
     args = parser.parse_args()
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     from semsearch import Embedder
@@ -439,11 +662,16 @@ def main() -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     started = time.monotonic()
     s = soak(path, Embedder.load(device="cpu"), args.rounds, args.seconds, args.seed, args.threads,
-             args.ops, args.processes)
-    ops = sum(v for k, v in s.counts.items() if k != "close")
-    detail = ", ".join(f"{k} {v}" for k, v in sorted(s.counts.items()))
+             args.ops, args.processes, args.page)
+    c = s.counts
+    derived = {"close", "present_checked", "walked", "walk_checked", "walk_closed_between_pages",
+               "get_found", "get_absent", "similar_absent"}  # counted in an operation's own count too
+    ops = sum(v for k, v in c.items() if k not in derived)
+    detail = ", ".join(f"{k} {v}" for k, v in sorted(c.items()))
     print(f"threads_soak: seed {args.seed}, {s.rounds} rounds, {args.threads} threads, {ops} operations "
-          f"({detail}), {len(s.defects)} defects, {time.monotonic() - started:.0f} s")
+          f"({detail}); walks {c['walk']}, documents yielded {c['walked']}, gets {c['get']}, "
+          f"similars {c['similar']}, writes {sum(c[k] for k in WRITES)}, {len(s.defects)} defects, "
+          f"{time.monotonic() - started:.0f} s")
     return 1 if s.defects else 0
 
 

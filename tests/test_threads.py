@@ -164,3 +164,46 @@ def test_threads_soak_finds_no_defect(home, embedder):
     result = soak(home / "soak", embedder, rounds=2, seconds=60, seed=7, threads=6, ops=20, log=lambda m: None)
     assert result.rounds == 2
     assert not result.defects, result.defects[:5]
+    assert all(result.counts[read] for read in ("walk", "walked", "get", "similar")), result.counts
+
+
+def test_close_while_a_walk_is_between_pages(home, embedder):
+    """close() from one thread while another's documents() walk is between pages (it holds
+    no snapshot there, so close() need not wait for it): the walk's next page raises a
+    one-line CollectionError, not a sqlite3 error, and nothing hangs."""
+    import itertools
+
+    import numpy as np
+
+    from semsearch.collection import DOCUMENT_PAGE
+
+    n = DOCUMENT_PAGE + 1
+    vectors = np.random.default_rng(0).standard_normal((n, embedder.dim)).astype(np.float32)
+    c = Collection.create("paged", embedder=embedder)
+    c.add_vectors([f"d{i:04d}" for i in range(n)], vectors / np.linalg.norm(vectors, axis=1, keepdims=True),
+                  [f"text {i}" for i in range(n)])
+    read, go, outcome = threading.Event(), threading.Event(), {}
+
+    def walk():
+        pages = c.documents()
+        outcome["first"] = list(itertools.islice(pages, DOCUMENT_PAGE))
+        read.set()
+        go.wait()
+        try:
+            outcome["next"] = next(pages)
+        except Exception as exc:  # noqa: BLE001 - the test looks at what it was
+            outcome["error"] = exc
+
+    walker = threading.Thread(target=walk, daemon=True)
+    walker.start()
+    assert read.wait(60)
+    closer = threading.Thread(target=c.close, daemon=True)
+    closer.start()
+    closer.join(60)
+    assert not closer.is_alive(), "close() waits for a walk that is between pages"
+    go.set()
+    walker.join(60)
+    assert len(outcome["first"]) == DOCUMENT_PAGE and "next" not in outcome
+    error = outcome.get("error")
+    assert isinstance(error, CollectionError) and "closed" in str(error), repr(error)
+    assert "\n" not in str(error)
