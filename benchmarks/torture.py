@@ -302,6 +302,7 @@ class Torture:
         self.embedder = None
         self.server = Server(self) if args.serve else None
         self.server_kills = self.server_follows = 0
+        self.there = False  # whether the collection was there at the round's start
         self.reads, self.checked = Counter(), Counter()  # read kind -> how many ran; were checked
 
     # -- the folder `index` reads -------------------------------------------------------------
@@ -525,6 +526,7 @@ class Torture:
         logs = self.work / "logs" / f"r{self.rounds}"
         logs.mkdir(parents=True)
         self.mutate_folder()
+        self.there = (self.coll / "store.sqlite").is_file()  # the collection, at the round's start
         ops = self.plan()
         queue, lock = list(enumerate(ops)), threading.Lock()
 
@@ -597,8 +599,9 @@ class Torture:
         missing = []
         if op.rc != 0:
             named = re.search(r"has no documents? (.*)", op.err)
-            if named is None:  # the collection itself: only an `rm` of this round removes it
-                return [] if any(o.kind == "rm" for o in ops) else [f"{op.kind} says {op.err.strip()!r}, and no rm ran"]
+            if named is None:  # the collection itself: not there yet, or an `rm` of this round removed it
+                return [] if not self.there or any(o.kind == "rm" for o in ops) else [
+                    f"{op.kind} says {op.err.strip()!r}, and the collection was there, no rm ran"]
             missing = re.findall(r"'([^']*)'", named.group(1))
             found += [f"{op.kind} says {key} is missing, and it was there all round"
                       for key in missing if ABSENT not in self.during(key, ops)]
