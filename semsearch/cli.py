@@ -452,8 +452,7 @@ def get(ctx, name, ids, as_json):
                 echo_document(found[key], as_json)
         missing = [key for key in wanted if key not in found]
         if missing:
-            shown = ", ".join(map(repr, missing[:3])) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
-            raise NoSuchDocument(f"collection {coll.name} has no document{'s' if len(missing) > 1 else ''} {shown}")
+            raise NoSuchDocument.of(coll.name, missing)
 
 
 @cli.command()

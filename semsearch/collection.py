@@ -663,7 +663,7 @@ class Collection:
         key = validation.doc_id(id)
         for doc in self.documents(ids=[key]):
             return doc
-        raise self._no_document(key)
+        raise NoSuchDocument.of(self.name, [key])
 
     def documents(self, ids: Iterable[str] | str | None = None, where: dict | None = None,
                   after: str | None = None, limit: int | None = None, text: bool = True
@@ -681,9 +681,6 @@ class Collection:
         self._check_not_removed()
         first = self._documents_page(keys, where, after, limit, text)  # a bad where key raises here
         return self._pages(first, keys, where, limit, text)
-
-    def _no_document(self, key: str) -> NoSuchDocument:
-        return NoSuchDocument(f"collection {self.name} has no document {key!r}")
 
     def _pages(self, page: list[StoredDocument], keys, where, limit, text) -> Iterator[StoredDocument]:
         while page:
@@ -770,7 +767,7 @@ class Collection:
         with self._snapshot():
             found = self.store.documents([key], limit=1)
             if not found:
-                raise self._no_document(key)
+                raise NoSuchDocument.of(self.name, [key])
             allowed = self.store.filter_ids(where) if where else None
             return Ranker(self.store, self._dense, allowed).like(found[0][0], k, docs)
 

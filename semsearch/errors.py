@@ -86,6 +86,12 @@ class NoSuchCollection(CollectionError, NotFound):
 class NoSuchDocument(NotFound):
     """No document by that id in the collection."""
 
+    @classmethod
+    def of(cls, collection: str, ids: list[str]) -> "NoSuchDocument":
+        """The one wording, for one missing id or several (the first three named)."""
+        shown = ", ".join(map(repr, ids[:3])) + (f" and {len(ids) - 3} more" if len(ids) > 3 else "")
+        return cls(f"collection {collection} has no document{'s' if len(ids) > 1 else ''} {shown}")
+
 
 class CollectionBusy(CollectionError, Conflict):
     """Another writer holds the collection's lock."""
