@@ -12,7 +12,7 @@ import click
 from .errors import NotFound, SemsearchError
 from .models import VARIANT_FILES
 from .search import FEEDBACK_WEIGHT
-from .validation import DEFAULT_K, MAX_QUERIES, MODES as MODE_NAMES, doc_id, key_value_pairs
+from .validation import DEFAULT_K, MAX_QUERIES, MODES as MODE_NAMES, doc_id, key_value_pairs, where_conditions
 
 VARIANTS = click.Choice(list(VARIANT_FILES))
 DEVICES = click.Choice(["auto", "cpu", "cuda"])
@@ -324,10 +324,15 @@ def build(ctx, name, shards, memory_budget, spec, ray_address):
                f"{out['nprobe']}: recall@10 {out['recall_at_10']:.3f} against exact search")
 
 
-where_option = click.option(
-    "--where", multiple=True, help="key=value metadata filter (repeatable: all must match); "
-    "source=FILE and id=ID match a document's file and id; metadata.KEY=VALUE names a "
-    "metadata key those hide (metadata.source=wiki).")
+def where_option(what: str = "Only documents that match"):
+    """The one --where of search, similar, documents and delete: validation.where_conditions' grammar."""
+    return click.option(
+        "--where", multiple=True, metavar="COND",
+        help=f"{what} KEY=VALUE (repeatable: all must hold); also KEY!=VALUE, KEY>VALUE, KEY>=VALUE, "
+        "KEY<VALUE, KEY<=VALUE (numbers as numbers, other text in character order: date>=2024-01), "
+        "or a JSON object ('{\"team\": {\"$in\": [\"a\", \"b\"]}}'). A list value matches when "
+        "one of its items does. source=FILE and id=ID match a document's file and id; "
+        "metadata.KEY names a metadata key those hide (metadata.source=wiki).")
 
 
 @cli.command()
@@ -336,7 +341,7 @@ where_option = click.option(
 @click.option("-k", "k", type=int, default=DEFAULT_K, show_default=True, help="Hits per query (1 to 10,000).")
 @click.option("--mode", type=MODES, default="hybrid", show_default=True,
               help="dense: by meaning (vectors); lexical: BM25 over words; hybrid: both, fused.")
-@where_option
+@where_option()
 @click.option("--docs", is_flag=True, help="One hit per document.")
 @click.option("--min-score", type=float, default=None,
               help="Drop hits scoring below this: dense, cosine (-1..1); lexical, BM25; hybrid, "
@@ -355,7 +360,7 @@ def search(ctx, name, query, k, mode, where, docs, min_score, queries_file, rrf_
     """Search collection NAME for QUERY."""
     from .collection import Collection
 
-    filters = key_value_pairs(where, "--where")
+    filters = where_conditions(where, "--where")
     if query is not None and queries_file:
         raise click.UsageError("give a QUERY or --queries FILE, not both")
     try:
@@ -382,7 +387,7 @@ def search(ctx, name, query, k, mode, where, docs, min_score, queries_file, rrf_
 @click.argument("name")
 @click.argument("doc", metavar="ID")
 @click.option("-k", "k", type=int, default=DEFAULT_K, show_default=True, help="Hits (1 to 10,000).")
-@where_option
+@where_option()
 @click.option("--chunks", is_flag=True, help="Rank passages (several may come from one document), not documents.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON, as `search --json` does.")
 @click.pass_context
@@ -394,7 +399,7 @@ def similar(ctx, name, doc, k, where, chunks, as_json):
     from .collection import Collection
 
     with Collection.open(name, home=ctx.obj["home"]) as coll:
-        hits = coll.similar(doc, k=k, where=key_value_pairs(where, "--where"), docs=not chunks)
+        hits = coll.similar(doc, k=k, where=where_conditions(where, "--where"), docs=not chunks)
     echo_hits(hits, as_json, "dense")
 
 
@@ -457,8 +462,7 @@ def get(ctx, name, ids, as_json):
 
 @cli.command()
 @click.argument("name")
-@click.option("--where", multiple=True, help="Only documents matching this key=value filter (repeatable: "
-              "all must match), as `search --where` matches them: source=FILE, id=ID, a metadata key.")
+@where_option()
 @click.option("--after", default=None, metavar="ID",
               help="Only ids after this one in id order: the last id of a page already printed.")
 @click.option("--limit", type=int, default=None, help="At most this many documents [default: all].")
@@ -478,7 +482,7 @@ def documents(ctx, name, where, after, limit, with_text, as_json):
     {STORED_TEXT} {IDS_ARE}"""
     from .collection import Collection
 
-    filters = key_value_pairs(where, "--where")
+    filters = where_conditions(where, "--where")
     with Collection.open(name, home=ctx.obj["home"]) as coll:
         listed = False
         for doc in coll.documents(where=filters, after=after, limit=limit, text=with_text):
@@ -546,15 +550,14 @@ def add(ctx, name, texts, ids, meta, jsonl, model):
 @click.argument("name")
 @click.option("--id", "ids", multiple=True, help="Document id to delete (repeatable).")
 @click.option("--path", "paths", multiple=True, type=click.Path(), help="Delete documents read from this file or folder.")
-@click.option("--where", multiple=True, help="Delete the documents matching this key=value filter "
-              "(repeatable: all must match), as `search --where` matches them; not with --id or --path.")
+@where_option("Delete the documents (not with --id or --path) that match")
 @click.pass_context
 def delete(ctx, name, ids, paths, where):
     """Delete documents from collection NAME by id, by file or folder, or by metadata filter;
     prints how many were deleted."""
     from .collection import Collection
 
-    filters = key_value_pairs(where, "--where")
+    filters = where_conditions(where, "--where")
     if filters and (ids or paths):
         raise click.UsageError("give --where alone, or --id/--path (to delete by id within a filter: --where id=ID)")
     if not ids and not paths and not filters:

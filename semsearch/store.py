@@ -24,7 +24,7 @@ import numpy as np
 
 from .errors import CollectionError, InvalidInput, NoSuchCollection, OutOfSpace
 from .lang import fts_text
-from .validation import INT64
+from .validation import INT64, RANGE_OPERATORS
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -473,33 +473,42 @@ class Store:
         sql = "SELECT c.id FROM chunks c JOIN documents d ON d.id = c.doc_id WHERE " + clause
         return np.array([r[0] for r in self.db.execute(sql, params)], dtype=np.int64)
 
-    def _matching(self, where: dict[str, str]) -> tuple[str, list]:
+    def _matching(self, where: dict) -> tuple[str, list]:
         """The SQL condition (on documents ``d``) and its parameters for a document that
-        matches every key=value in ``where`` (not empty): ``source`` and ``id`` are the
-        document's file and id, ``metadata.KEY`` is metadata's KEY (a record's own "source"
-        field: ``metadata.source``), any other key is a metadata key."""
+        matches every condition in ``where`` (validation.where_filter's form, not empty):
+        ``source`` and ``id`` are the document's file and id, ``metadata.KEY`` is metadata's
+        KEY (a record's own "source" field: ``metadata.source``), any other key is a metadata
+        key. A metadata list matches when the list as a whole or one of its items does."""
         known = {r[0] for r in self.db.execute("SELECT key FROM metadata_keys")}
-        clauses, params = [], []
-        for key, value in where.items():
-            if key in BUILTIN_FILTERS:  # None: no source (texts added directly)
-                clauses.append(f"{BUILTIN_FILTERS[key]} IS ?{len(params) + 1}")
-                params.append(None if value is None else _as_text(value))
-                continue
-            if key.startswith(METADATA_PREFIX) and key not in known:
-                key = key[len(METADATA_PREFIX):]
-            if key not in known:
-                choices = ", ".join(sorted(known | set(BUILTIN_FILTERS)))
-                hidden = ", ".join(f"{METADATA_PREFIX}{k}" for k in sorted(known & set(BUILTIN_FILTERS)))
-                raise InvalidInput(f"unknown metadata key {key!r} in where (known: {choices}"
-                                   f"{f'; the metadata keys named as built-in filters: {hidden}' if hidden else ''})")
-            # as JSON text (true/false/null, numbers, strings as-is), or numbers as numbers
-            path, value_, number = (f"?{len(params) + i}" for i in (1, 2, 3))
-            clauses.append(f"(CASE json_type(d.metadata, {path}) WHEN 'true' THEN 'true' WHEN 'false' "
-                           f"THEN 'false' WHEN 'null' THEN 'null' "
-                           f"ELSE CAST(json_extract(d.metadata, {path}) AS TEXT) END = {value_} "
-                           f"OR json_type(d.metadata, {path}) IN ('integer', 'real') "
-                           f"AND json_extract(d.metadata, {path}) = {number})")
-            params += [f'$."{key}"', _as_text(value), _as_number(value)]
+        params: list = []
+
+        def param(value) -> str:
+            params.append(value)
+            return f"?{len(params)}"
+
+        clauses = []
+        for key, condition in where.items():
+            ops = condition if isinstance(condition, dict) else {"$eq": condition}
+            if key in BUILTIN_FILTERS:
+                column = BUILTIN_FILTERS[key]
+                if list(ops) == ["$eq"]:  # the plain case as it always was: the key's index serves it
+                    value = ops["$eq"]
+                    clauses.append(f"{column} IS {param(None if value is None else _as_text(value))}")
+                    continue
+                value_of = (f"CASE WHEN {column} IS NULL THEN 'null' ELSE 'text' END", column)
+                present, items = f"{column} IS NOT NULL", None
+            else:
+                if key.startswith(METADATA_PREFIX) and key not in known:
+                    key = key[len(METADATA_PREFIX):]
+                if key not in known:
+                    choices = ", ".join(sorted(known | set(BUILTIN_FILTERS)))
+                    hidden = ", ".join(f"{METADATA_PREFIX}{k}" for k in sorted(known & set(BUILTIN_FILTERS)))
+                    raise InvalidInput(f"unknown metadata key {key!r} in where (known: {choices}"
+                                       f"{f'; the metadata keys named as built-in filters: {hidden}' if hidden else ''})")
+                path = param(f'$."{key}"')
+                value_of = (f"json_type(d.metadata, {path})", f"json_extract(d.metadata, {path})")
+                present, items = f"json_type(d.metadata, {path}) IS NOT NULL", path
+            clauses += _conditions(ops, value_of, present, items, param)
         return " AND ".join(clauses), params
 
     def lexical_documents(self, match: str, k: int, allowed: np.ndarray | None = None) -> list[tuple[int, float]]:
@@ -601,6 +610,58 @@ def _pieces(spans: Iterable[tuple[int, int, str]]) -> Iterator[tuple[int, str]]:
     for start, end, text in spans:
         yield max(0, start - reached), text[max(0, reached - start):]
         reached = max(reached, end)
+
+
+def _conditions(ops: dict, value_of: tuple[str, str], present: str, items: str | None, param) -> list[str]:
+    """SQL for one key's operators. ``value_of``: the stored value's JSON type and SQL value;
+    ``present``: true where the key is; ``items``: the JSON path of a metadata value, whose
+    list items are matched one by one (a list matches when one of its items does)."""
+    def matched(test) -> str:  # test(type, value) on the value, or on one of its items
+        whole = test(*value_of)
+        if items is None:
+            return f"({whole})"
+        return (f"({whole} OR {value_of[0]} = 'array' AND EXISTS (SELECT 1 FROM json_each(d.metadata, {items}) e "
+                f"WHERE {test('e.type', 'e.atom')}))")
+
+    def equals_any(values) -> str:
+        pairs = param(json.dumps([[_as_text(v), _as_number(v)] for v in values]))
+        each = ("json_extract(v.value, '$[0]')", "json_extract(v.value, '$[1]')")  # [text, number]
+        return matched(lambda t, a: f"EXISTS (SELECT 1 FROM json_each({pairs}) v WHERE {_equals(t, a, *each)})")
+
+    out = []
+    for op, operand in ops.items():
+        if op in ("$eq", "$ne"):
+            text, number = param(_as_text(operand)), param(_as_number(operand))
+            test = matched(lambda t, a: _equals(t, a, text, number))
+            out.append(test if op == "$eq" else f"NOT COALESCE({test}, 0)")
+        elif op in ("$in", "$nin"):
+            test = equals_any(operand)
+            out.append(test if op == "$in" else f"NOT COALESCE({test}, 0)")
+        elif op == "$exists":
+            out.append(present if operand else f"NOT ({present})")
+    bounds = [(RANGE_OPERATORS[op], bound) for op, bound in ops.items() if op in RANGE_OPERATORS]
+    if bounds:  # one value (or one item of a list) must lie within all of a key's bounds
+        bounds = [(sign, param(_as_text(b)), param(_as_number(b)))
+                  for sign, b in bounds]
+        out.append(matched(lambda t, a: " AND ".join(_compares(t, a, *bound) for bound in bounds)))
+    return out
+
+
+def _equals(t: str, a: str, text: str, number: str) -> str:
+    """SQL: a stored value (JSON type t, SQL value a) equals a filter value given as its JSON
+    text (true/false/null, numbers and strings as written) or, when it is one, its number."""
+    return (f"(CASE {t} WHEN 'true' THEN 'true' WHEN 'false' THEN 'false' WHEN 'null' THEN 'null' "
+            f"ELSE CAST({a} AS TEXT) END = {text} OR {t} IN ('integer', 'real') AND {a} = {number})")
+
+
+def _compares(t: str, a: str, sign: str, text: str, number: str) -> str:
+    """SQL: a stored value lies on ``sign``'s side of a bound. Numbers, and texts that spell
+    one, compare as numbers with a bound that is or spells a number; other texts compare
+    character by character with the bound as written (ISO dates sort right: 2024-01-05 >=
+    2024); booleans, null, lists and dicts never do."""
+    spells_number = f"CASE WHEN json_valid({a}) THEN json_type({a}) IN ('integer', 'real') END"
+    return (f"CASE WHEN {t} IN ('integer', 'real') THEN {a} {sign} {number} WHEN {t} = 'text' THEN "
+            f"CASE WHEN {spells_number} THEN CAST({a} AS NUMERIC) {sign} {number} ELSE {a} {sign} {text} END END")
 
 
 def _as_number(value) -> int | float | None:

@@ -6,9 +6,11 @@ anything is read or written.
 """
 from __future__ import annotations
 
+import json
 import math
 import numbers
 import os
+import re
 import unicodedata
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -28,7 +30,13 @@ MODES = ("dense", "lexical", "hybrid")
 MAX_WEIGHT = 1e6               # fusion and feedback weights: beyond this the arithmetic overflows, to no use
 MIN_WEIGHT = 1e-6              # a fusion weight other than 0: below it, the best fused score rounds to 0
 MAX_NAME_BYTES = 255           # one folder name on the usual filesystems
-MAX_WHERE_KEYS = 100           # each key is one more AND for SQLite, whose expression depth ends near 1,000
+MAX_WHERE_CONDITIONS = 100     # each is one more AND for SQLite, whose expression depth ends near 1,000
+MAX_IN_VALUES = 1_000          # values of one $in/$nin (sent to SQLite as one JSON array, not one OR each)
+# A where filter's operators (MongoDB's and Chroma's names); a plain value means $eq.
+WHERE_OPERATORS = ("$eq", "$ne", "$gt", "$gte", "$lt", "$lte", "$in", "$nin", "$exists")
+RANGE_OPERATORS = {"$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}
+# --where KEY<op>VALUE on a command line or in a URL: the operator each spelling means
+COMPARISONS = {"=": "$eq", "==": "$eq", "!=": "$ne", ">": "$gt", ">=": "$gte", "<": "$lt", "<=": "$lte"}
 INT64 = (-2**63, 2**63 - 1)    # SQLite's integers: a larger one is stored as a float and never equals itself
 
 
@@ -328,31 +336,106 @@ def key_value_pairs(pairs: Iterable[str], name: str) -> dict[str, str]:
 
 
 def where_filter(where) -> dict | None:
-    """key -> scalar value; the store compares them as their JSON text (None: JSON null).
-    A key holding '"', '\\' or a control character (NUL..U+001F) cannot be named in SQLite's
-    JSON path (it matches the key as JSON writes it, escaped), so it is refused: it found
-    nothing, silently."""
+    """key -> a value it must equal, or -> {operator: operand} (WHERE_OPERATORS; several on
+    a key must all hold). The store compares values as their JSON text (None: JSON null) or
+    as numbers. A key holding '"', '\\' or a control character (NUL..U+001F) cannot be named
+    in SQLite's JSON path (it matches the key as JSON writes it, escaped), so it is refused:
+    it found nothing, silently."""
     if where is None or where == {}:
         return None
     if not isinstance(where, dict):
         raise InvalidInput(f"where must be a dict of key -> value, not {type(where).__name__}")
-    if len(where) > MAX_WHERE_KEYS:
-        raise TooLarge(f"where has {len(where):,} keys; the limit is {MAX_WHERE_KEYS}")
-    out = {}
-    for key, value in where.items():
+    out, conditions = {}, 0
+    for key, condition in where.items():
         if not isinstance(key, str) or not key or any(c in '"\\' or c < " " for c in key):
             raise InvalidInput(f"where keys must be non-empty strings without '\"', '\\' or control "
                                f"characters, got {key!r}")
-        if isinstance(value, np.generic):  # numpy's 1 or True is compared as Python's
-            value = value.item()
-        if value is not None and not isinstance(value, (str, int, float, bool)):
-            raise InvalidInput(f"where[{key!r}] must be a string, number or boolean")
-        if isinstance(value, float) and not math.isfinite(value):
-            raise InvalidInput(f"where[{key!r}] is {value}, which no stored value equals")
-        if key == "source" and isinstance(value, str) and value.strip() and "\0" not in value:
-            value = source_path(value)  # docs/a.txt finds what `index docs` stored, as delete --path does
-        out.update(json_value({key: value}, "where"))  # surrogates, integers beyond 64 bits
+        if not isinstance(condition, dict):
+            out[key] = _where_value(key, condition)
+            conditions += 1
+            continue
+        if not condition:
+            raise InvalidInput(f"where[{key!r}] is an empty dict; give a value or an operator "
+                               f"({', '.join(WHERE_OPERATORS)})")
+        out[key] = {op: _where_operand(key, op, operand) for op, operand in condition.items()}
+        conditions += len(condition)
+    if conditions > MAX_WHERE_CONDITIONS:
+        raise TooLarge(f"where has {conditions:,} conditions; the limit is {MAX_WHERE_CONDITIONS}")
     return out
+
+
+def _where_operand(key: str, op, operand):
+    """One operator's operand, checked: $in/$nin a list of values, $exists true or false,
+    a range bound a string or number (order means nothing for booleans and null)."""
+    name = f"where[{key!r}][{op!r}]"
+    if op not in WHERE_OPERATORS:
+        raise InvalidInput(f"where[{key!r}] has an unknown operator {op!r} (known: {', '.join(WHERE_OPERATORS)}; "
+                           "a metadata value that is itself a dict cannot be matched)")
+    if op == "$exists":
+        return flag(operand, name)
+    if op in ("$in", "$nin"):
+        if not isinstance(operand, (list, tuple)):
+            raise InvalidInput(f"{name} must be a list of values, not {type(operand).__name__}")
+        if len(operand) > MAX_IN_VALUES:
+            raise TooLarge(f"{name} has {len(operand):,} values; the limit is {MAX_IN_VALUES:,}")
+        return [_where_value(key, value, name) for value in operand]
+    value = _where_value(key, operand, name)
+    if op in RANGE_OPERATORS and (value is None or isinstance(value, bool)):
+        raise InvalidInput(f"{name} must be a string or a number to compare with, not {json.dumps(value)}")
+    return value
+
+
+def _where_value(key: str, value, name: str | None = None):
+    """A value a stored one is compared with: a string, number, boolean or None."""
+    name = name or f"where[{key!r}]"
+    if isinstance(value, np.generic):  # numpy's 1 or True is compared as Python's
+        value = value.item()
+    if value is not None and not isinstance(value, (str, int, float, bool)):
+        raise InvalidInput(f"{name} must be a string, number or boolean"
+                           f"{' (or a dict of operators)' if name == f'where[{key!r}]' else ''}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise InvalidInput(f"{name} is {value}, which no stored value equals")
+    if key == "source" and isinstance(value, str) and value.strip() and "\0" not in value:
+        value = source_path(value)  # docs/a.txt finds what `index docs` stored, as delete --path does
+    return json_value(value, name)  # surrogates, integers beyond 64 bits
+
+
+_COMPARISON = re.compile(r"([^=!<>]+?)(==|=|!=|>=|<=|>|<)(.*)", re.DOTALL)
+
+
+def where_conditions(items: Iterable[str], name: str) -> dict:
+    """A command line's --where (or a URL's where=) strings as a where filter: KEY=VALUE,
+    KEY!=VALUE, KEY>VALUE, KEY>=VALUE, KEY<VALUE, KEY<=VALUE (the value as text; the store
+    reads one that spells a number as that number), or a JSON object in where's own form,
+    for what a string cannot say ({"team": {"$in": ["a", "b"]}}). Conditions on one key add
+    up (year>=2020 and year<2024); one operator given twice on a key is refused, as the last
+    would silently win."""
+    out: dict[str, dict] = {}
+    for item in items:
+        if item.lstrip().startswith("{"):
+            try:
+                given = json.loads(item)
+            except (ValueError, RecursionError) as exc:
+                raise InvalidInput(f"{name} {item!r} is not a valid JSON object: {exc}") from None
+            if not isinstance(given, dict):
+                raise InvalidInput(f"{name} {item!r} is not a JSON object")
+            conditions = [(key, value if isinstance(value, dict) else {"$eq": value})
+                          for key, value in given.items()]
+        elif match := _COMPARISON.fullmatch(item):
+            key, spelled, value = match.groups()
+            conditions = [(key, {COMPARISONS[spelled]: value})]
+        else:
+            raise InvalidInput(f"{name} expects KEY=VALUE (or !=, <, <=, >, >=; or a JSON object), got {item!r}")
+        for key, ops in conditions:
+            held = out.setdefault(key, {})
+            for op, value in ops.items():
+                if op in held:
+                    hint = (f'for any of several values: \'{{"{key}": {{"$in": [...]}}}}\'' if op == "$eq"
+                            else "give each condition once")
+                    raise InvalidInput(f"{name} gives {key!r} {op} twice ({json.dumps(held[op])}, "
+                                       f"{json.dumps(value)}); {hint}")
+                held[op] = value
+    return {key: ops["$eq"] if list(ops) == ["$eq"] else ops for key, ops in out.items()}
 
 
 def vectors(array, dim: int, name: str = "vectors") -> np.ndarray:

@@ -127,14 +127,15 @@ def test_unknown_collection_is_a_one_line_error(home):
 def test_bad_where_format_is_a_usage_error(indexed):
     result = run("search", "notes", "cats", "--where", "no-equals-sign")
     assert result.exit_code == 2
-    assert "Traceback" not in result.output and "key=value" in result.stderr
+    assert "Traceback" not in result.output and "key=value" in result.stderr.lower()
 
 
 @pytest.mark.parametrize("command", [("search", "notes", "cats", "--where"), ("add", "notes", "--text", "x", "--meta")])
 def test_a_key_given_twice_is_an_error_not_the_last_one_winning(indexed, command):
     *args, option = command
     result = run(*args, option, "team=a", option, "team=b")
-    assert_one_line_error(result, 2, "gives 'team' twice")
+    assert_one_line_error(result, 2, "gives 'team' ")
+    assert "twice" in result.stderr
 
 
 def test_search_k_zero_is_an_error(indexed):
@@ -464,7 +465,7 @@ def test_delete_where_takes_a_relative_source_as_delete_path_does(indexed, docs,
 @pytest.mark.parametrize("args, code, match", [
     (["--where", "source=nowhere.txt"], 3, "no document matching source=nowhere.txt"),
     (["--where", "colour=red"], 2, "colour"),
-    (["--where", "=red"], 2, "key=value"),
+    (["--where", "=red"], 2, "KEY=VALUE"),
     (["--where", "id=x", "--id", "x"], 2, "--where alone"),
     (["--where", "id=x", "--path", "."], 2, "--where alone"),
     ([], 2, "--where"),

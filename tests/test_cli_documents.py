@@ -109,7 +109,7 @@ def test_get_of_many_missing_ids_names_a_few_and_counts_the_rest(notes):
     (["get", "notes", "note-1", " "], "ID 2 must be 1 to"),
     (["documents", "notes", "--limit", "0"], "limit must be at least 1"),
     (["documents", "notes", "--after", ""], "after must be 1 to"),
-    (["documents", "notes", "--where", "no-equals-sign"], "--where expects key=value"),
+    (["documents", "notes", "--where", "no-equals-sign"], "--where expects KEY=VALUE"),
     (["documents", "notes", "--where", "colour=red"], "unknown metadata key 'colour'"),
 ])
 def test_bad_input_is_one_line_exit_2_and_prints_nothing(notes, args, match):

@@ -667,8 +667,8 @@ def test_document_pages_filter_by_where_and_leave_text_out_on_request(http):
     ("limit=abc", "limit: "),
     ("limit=2.5", "limit: "),
     ("text=maybe", "text: "),
-    ("where=noequals", "where expects key=value, got 'noequals'"),
-    ("where==geology", "where expects key=value"),
+    ("where=noequals", "where expects KEY=VALUE (or !=, <, <=, >, >=; or a JSON object), got 'noequals'"),
+    ("where==geology", "where expects KEY=VALUE"),
     ("where=colour=red", "unknown metadata key 'colour'"),
     ("after=", "after must be 1 to"),
     ("limt=3", "limt: unknown field"),  # a misspelt option is refused, not ignored

@@ -232,7 +232,7 @@ def create_app(embedder, served: Served, settings: Settings = Settings()) -> Fas
         page is `after=` this one's `last_id`, while `has_more`."""
         async with served.use(name) as target:
             limit = count(query.limit, DEFAULT_PAGE, "limit", settings.max_page)
-            where = validation.key_value_pairs(query.where, "where")
+            where = validation.where_conditions(query.where, "where")
 
             def page():  # one more than asked for says whether there are more
                 return list(target.documents(where=where, after=query.after, limit=limit + 1, text=query.text))

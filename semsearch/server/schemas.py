@@ -82,6 +82,7 @@ class DocumentsQuery(BaseModel):
     limit: int | None = Field(None, description="Documents in the page: 1 to the server's --max-page "
                               "(1,000 unless set) [default: 100, or --max-page if lower].")
     after: str | None = Field(None, description="The last id of the page before: this page starts past it.")
-    where: list[str] = Field([], description="key=value, repeatable: only the documents that match all of "
-                             "them, as a search's where matches (metadata keys, source, id).")
+    where: list[str] = Field([], description="KEY=VALUE (or !=, <, <=, >, >=, or a JSON object of "
+                             "operators), repeatable: only the documents that match all of them, as a "
+                             "search's where matches (metadata keys, source, id).")
     text: bool = Field(True, description="false: leave each document's text out (null).")
