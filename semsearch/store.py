@@ -495,8 +495,8 @@ class Store:
                     value = ops["$eq"]
                     clauses.append(f"{column} IS {param(None if value is None else _as_text(value))}")
                     continue
-                value_of = (f"CASE WHEN {column} IS NULL THEN 'null' ELSE 'text' END", column)
-                present, items = f"{column} IS NOT NULL", None
+                kind = f"CASE WHEN {column} IS NULL THEN 'null' ELSE 'text' END"
+                matched, present = (lambda test: f"({test(kind, column)})"), f"{column} IS NOT NULL"
             else:
                 if key.startswith(METADATA_PREFIX) and key not in known:
                     key = key[len(METADATA_PREFIX):]
@@ -505,10 +505,13 @@ class Store:
                     hidden = ", ".join(f"{METADATA_PREFIX}{k}" for k in sorted(known & set(BUILTIN_FILTERS)))
                     raise InvalidInput(f"unknown metadata key {key!r} in where (known: {choices}"
                                        f"{f'; the metadata keys named as built-in filters: {hidden}' if hidden else ''})")
-                path = param(f'$."{key}"')
-                value_of = (f"json_type(d.metadata, {path})", f"json_extract(d.metadata, {path})")
-                present, items = f"json_type(d.metadata, {path}) IS NOT NULL", path
-            clauses += _conditions(ops, value_of, present, items, param)
+                member = f"SELECT 1 FROM json_each(d.metadata) e WHERE e.key = {param(key)}"  # one parse
+
+                def matched(test, member=member):  # the value, or one item of a list value
+                    return (f"EXISTS ({member} AND ({test('e.type', 'e.value')} OR e.type = 'array' AND "
+                            f"EXISTS (SELECT 1 FROM json_each(e.value) i WHERE {test('i.type', 'i.value')})))")
+                present = f"EXISTS ({member})"
+            clauses += _conditions(ops, matched, present, param)
         return " AND ".join(clauses), params
 
     def lexical_documents(self, match: str, k: int, allowed: np.ndarray | None = None) -> list[tuple[int, float]]:
@@ -612,27 +615,21 @@ def _pieces(spans: Iterable[tuple[int, int, str]]) -> Iterator[tuple[int, str]]:
         reached = max(reached, end)
 
 
-def _conditions(ops: dict, value_of: tuple[str, str], present: str, items: str | None, param) -> list[str]:
-    """SQL for one key's operators. ``value_of``: the stored value's JSON type and SQL value;
-    ``present``: true where the key is; ``items``: the JSON path of a metadata value, whose
-    list items are matched one by one (a list matches when one of its items does)."""
-    def matched(test) -> str:  # test(type, value) on the value, or on one of its items
-        whole = test(*value_of)
-        if items is None:
-            return f"({whole})"
-        return (f"({whole} OR {value_of[0]} = 'array' AND EXISTS (SELECT 1 FROM json_each(d.metadata, {items}) e "
-                f"WHERE {test('e.type', 'e.atom')}))")
-
-    def equals_any(values) -> str:
-        pairs = param(json.dumps([[_as_text(v), _as_number(v)] for v in values]))
-        each = ("json_extract(v.value, '$[0]')", "json_extract(v.value, '$[1]')")  # [text, number]
-        return matched(lambda t, a: f"EXISTS (SELECT 1 FROM json_each({pairs}) v WHERE {_equals(t, a, *each)})")
+def _conditions(ops: dict, matched, present: str, param) -> list[str]:
+    """SQL for one key's operators. ``matched(test)``: SQL true where test(type, value) holds
+    for the key's value (or, for a metadata list, one of its items); ``present``: true where
+    the key is."""
+    def equals_any(values) -> str:  # each set once, as a lookup: not an OR (or a scan) per value
+        texts = param(json.dumps([_as_text(v) for v in values]))
+        numbers = param(json.dumps([n for n in map(_as_number, values) if n is not None]))
+        return matched(lambda t, a: _equals(t, a, f"IN (SELECT value FROM json_each({texts}))",
+                                            f"IN (SELECT value FROM json_each({numbers}))"))
 
     out = []
     for op, operand in ops.items():
         if op in ("$eq", "$ne"):
             text, number = param(_as_text(operand)), param(_as_number(operand))
-            test = matched(lambda t, a: _equals(t, a, text, number))
+            test = matched(lambda t, a: _equals(t, a, f"= {text}", f"= {number}"))
             out.append(test if op == "$eq" else f"NOT COALESCE({test}, 0)")
         elif op in ("$in", "$nin"):
             test = equals_any(operand)
@@ -647,11 +644,12 @@ def _conditions(ops: dict, value_of: tuple[str, str], present: str, items: str |
     return out
 
 
-def _equals(t: str, a: str, text: str, number: str) -> str:
-    """SQL: a stored value (JSON type t, SQL value a) equals a filter value given as its JSON
-    text (true/false/null, numbers and strings as written) or, when it is one, its number."""
+def _equals(t: str, a: str, text_test: str, number_test: str) -> str:
+    """SQL: a stored value (JSON type t, SQL value a) equals a filter value: its JSON text
+    (true/false/null, numbers and strings as written) passes ``text_test`` ("= ?2", "IN
+    (...)"), or it is a number that passes ``number_test``."""
     return (f"(CASE {t} WHEN 'true' THEN 'true' WHEN 'false' THEN 'false' WHEN 'null' THEN 'null' "
-            f"ELSE CAST({a} AS TEXT) END = {text} OR {t} IN ('integer', 'real') AND {a} = {number})")
+            f"ELSE CAST({a} AS TEXT) END {text_test} OR {t} IN ('integer', 'real') AND {a} {number_test})")
 
 
 def _compares(t: str, a: str, sign: str, text: str, number: str) -> str:
