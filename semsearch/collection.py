@@ -636,7 +636,7 @@ class Collection:
 
     def delete(self, ids: Iterable[str] | str | None = None, where: dict | None = None) -> int:
         """Delete documents by id (one id, or a list) or by ``where``, a filter matched as
-        search matches it (every key=value); returns how many existed. An empty ``where`` is
+        search matches it (every condition); returns how many existed. An empty ``where`` is
         refused: it would delete everything (`semsearch rm` removes a collection)."""
         if (ids is None) == (where is None):
             raise InvalidInput("delete takes ids or where (one of them)")
@@ -646,7 +646,7 @@ class Collection:
                 return w.delete(keys)
         where = validation.where_filter(where)
         if not where:
-            raise InvalidInput("where is empty; deleting by filter needs at least one key=value")
+            raise InvalidInput("where is empty; deleting by filter needs at least one condition")
         with self.writer() as w:
             return w.delete_where(where)
 
@@ -716,7 +716,9 @@ class Collection:
         the best chunks of the ``feedback_docs`` documents a z-score fusion puts first, by ``feedback_weight``
         (Rocchio pseudo-relevance feedback; 0 turns it off). ``docs`` keeps one hit per
         document (lexical always gives one). ``where`` filters on document metadata
-        before ranking, on both sides. What each mode's score means: search.Hit.
+        before ranking, on both sides: key -> value, or -> {operator: operand} ($ne, $gt,
+        $gte, $lt, $lte, $in, $nin, $exists; validation.where_filter); a list value matches
+        by any item. What each mode's score means: search.Hit.
         ``query_vectors``: the queries already embedded (one row each, with the pinned model
         and its query prompt), e.g. by a server's batcher.
         """
