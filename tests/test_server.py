@@ -462,7 +462,7 @@ def test_search_several_queries_with_a_filter_and_docs(http):
     ({"k": 3}, 400, "either query"),
     ({"query": "x", "queries": ["y"]}, 400, "either query"),
     ({"queries": ["q"] * 65}, 413, "at most 64"),
-    ({"query": "x", "where": {"topic": {"$in": ["a"]}}}, 400, "where"),
+    ({"query": "x", "where": {"topic": {"$in": "a"}}}, 400, "where['topic']['$in'] must be a list of values"),
     ({"query": "x", "limit": 3}, 400, "unknown field"),
     ({"query": "x" * 2_001}, 413, "the limit is 2,000"),
 ])
@@ -480,7 +480,9 @@ def test_add_search_delete_through_http(http):
     assert http.delete("/v1/collections/scratch/documents/note-1").json() == {"id": "note-1", "deleted": True}
     hits = http.post("/v1/collections/scratch/search", json={"query": "when is the meeting", "k": 5}).json()["data"]
     assert "note-1" not in [h["id"] for h in hits]
-    assert error_of(http.delete("/v1/collections/scratch/documents/note-1"), 404)["type"] == "not_found_error"
+    gone = error_of(http.delete("/v1/collections/scratch/documents/note-1"), 404)  # as GET words it
+    assert gone == error_of(http.get("/v1/collections/scratch/documents/note-1"), 404)
+    assert (gone["type"], gone["code"]) == ("not_found_error", "no_such_document") and "'note-1'" in gone["message"]
     for doc_id, path in (("a/b c", "a%2Fb%20c"), ("notes/2024/q1.txt", "notes/2024/q1.txt")):
         http.post("/v1/collections/scratch/documents", json={"documents": [{"id": doc_id, "text": "a path id"}]})
         assert http.delete(f"/v1/collections/scratch/documents/{path}").json() == {"id": doc_id, "deleted": True}
@@ -527,6 +529,119 @@ def test_delete_by_filter_refuses_bad_requests_and_deletes_nothing(http, body, s
     assert words in error["message"], error
     assert http.get("/v1/collections/scratch").json()["documents"] == before
     error_of(http.post("/v1/collections/nope/documents/delete", json={"where": {"id": "seed"}}), 404)
+
+
+# -- where's operators and its list form ---------------------------------------------------------
+WHERE_DOCS = {  # id -> metadata: numbers to range over, a list matched by any item, a key some lack
+    "w-2019": {"year": 2019, "team": "a", "tags": ["x", "y"]},
+    "w-2020": {"year": 2020, "team": "b", "tags": ["y"]},
+    "w-2022": {"year": 2022, "team": "c"},
+    "w-2024": {"year": 2024, "team": "a", "tags": ["x"]},
+}
+
+
+@pytest.fixture
+def where_docs(http):
+    """WHERE_DOCS in scratch for one test (the other documents there have no year)."""
+    docs = [{"id": i, "text": f"A note the {m['team']} team wrote in {m['year']}.", "metadata": m}
+            for i, m in WHERE_DOCS.items()]
+    http.post("/v1/collections/scratch/documents", json={"documents": docs}).raise_for_status()
+    try:
+        yield
+    finally:
+        http.post("/v1/collections/scratch/documents/delete", json={"ids": list(WHERE_DOCS)}).raise_for_status()
+
+
+def searched(http, where) -> set[str]:
+    """The ids a dense search with ``where`` finds, k past them all: exactly what the filter lets through."""
+    body = {"query": "a note a team wrote", "k": 50, "mode": "dense", "docs": True, "where": where}
+    r = http.post("/v1/collections/scratch/search", json=body)
+    assert r.status_code == 200, r.text
+    return {h["id"] for h in r.json()["data"]}
+
+
+@pytest.mark.parametrize("where, found", [
+    ({"year": {"$gte": 2020, "$lt": 2024}}, {"w-2020", "w-2022"}),
+    ({"team": {"$in": ["a", "b"]}}, {"w-2019", "w-2020", "w-2024"}),
+    ({"team": {"$nin": ["a", "b"]}, "year": {"$exists": True}}, {"w-2022"}),
+    ({"tags": "x"}, {"w-2019", "w-2024"}),  # a list value matches by any of its items
+    ({"tags": {"$in": ["y"]}, "year": {"$gt": 2019}}, {"w-2020"}),
+    ({"year": {"$exists": True}, "tags": {"$exists": False}}, {"w-2022"}),
+    (["year>=2020", "team!=c"], {"w-2020", "w-2024"}),  # the list form: --where's strings
+    (["year>2019", "year<=2022"], {"w-2020", "w-2022"}),
+    (['{"team": {"$in": ["a", "c"]}}', "tags=x"], {"w-2019", "w-2024"}),
+    (["tags=y"], {"w-2019", "w-2020"}),
+])
+def test_search_where_takes_operators_and_the_command_lines_strings(http, where_docs, where, found):
+    assert searched(http, where) == found
+
+
+def test_similar_takes_the_where_list_form(http, where_docs):
+    for where in (["year>2019"], {"year": {"$gt": 2019}}):
+        body = {"id": "w-2019", "k": 50, "where": where}
+        hits = http.post("/v1/collections/scratch/similar", json=body).json()["data"]
+        assert {h["id"] for h in hits} == {"w-2020", "w-2022", "w-2024"}, where
+
+
+def test_delete_by_a_range_or_the_list_form_deletes_exactly_those(http, where_docs):
+    route = "/v1/collections/scratch/documents/delete"
+    assert http.post(route, json={"where": {"year": {"$lt": 2020.5}}}).json() == {"deleted": 2}
+    assert searched(http, {"year": {"$exists": True}}) == {"w-2022", "w-2024"}
+    assert http.post(route, json={"where": ["year>=2024", "team=a"]}).json() == {"deleted": 1}
+    assert searched(http, {"year": {"$exists": True}}) == {"w-2022"}
+
+
+def test_document_pages_take_where_operators_in_the_address(http, where_docs):
+    from urllib.parse import quote
+
+    def ids(query: str) -> list[str]:
+        r = http.get(f"/v1/collections/scratch/documents?{query}")
+        assert r.status_code == 200, r.text
+        return [d["id"] for d in r.json()["data"]]
+
+    assert ids("where=" + quote("year>=2020", safe="")) == ["w-2020", "w-2022", "w-2024"]
+    assert ids("where=year%3E2019&where=year%3C2024") == ["w-2020", "w-2022"]
+    assert ids("where=" + quote('{"team": {"$in": ["a"]}}', safe="")) == ["w-2019", "w-2024"]
+    assert ids("where=tags%3Dx&where=" + quote("team!=a", safe="")) == []
+
+
+def test_the_api_description_shows_both_forms_of_where(server):
+    schemas = httpx.get(server.url + "/openapi.json").json()["components"]["schemas"]
+    for name in ("SearchRequest", "SimilarRequest", "DeleteRequest"):
+        where = schemas[name]["properties"]["where"]
+        assert '"$gte": 2020' in where["description"] and '"year>=2020"' in where["description"], name
+        assert {"object", "array"} <= {form.get("type") for form in where["anyOf"]}, name
+
+
+BAD_WHERE = [  # where, status, the library's (or the body's) one line
+    ({"year": {"$near": 2020}}, 400, "where['year'] has an unknown operator '$near'"),
+    ({"year": {}}, 400, "where['year'] is an empty dict"),
+    ({"year": {"$gte": True}}, 400, "where['year']['$gte'] must be a string or a number to compare with, not true"),
+    ({"year": {"$lt": None}}, 400, "not null"),
+    ({"team": {"$in": "a"}}, 400, "where['team']['$in'] must be a list of values, not str"),
+    ({"team": {"$in": list(range(1_001))}}, 413, "where['team']['$in'] has 1,001 values; the limit is 1,000"),
+    ({"team": {"$eq": {"$eq": "a"}}}, 400, "where['team']['$eq'] must be a string, number or boolean"),
+    ({"colour": {"$gte": 1}}, 400, "unknown metadata key 'colour'"),
+    (["noequals"], 400, "where expects KEY=VALUE (or !=, <, <=, >, >=; or a JSON object), got 'noequals'"),
+    (["year>=2020", "year>=2021"], 400, "where gives 'year' $gte twice"),
+    (['{"year": {"$gte": null}}'], 400, "not null"),
+    (["{nope"], 400, "is not a valid JSON object"),
+    (['{"team": {"$in": [%s]}}' % ",".join(["1"] * 1_001)], 413, "has 1,001 values; the limit is 1,000"),
+    (["colour=red"], 400, "unknown metadata key 'colour'"),
+    (["team=a", 7], 400, "where: must be an object of conditions"),
+    ("team=a", 400, "where: must be an object of conditions"),
+]
+
+
+@pytest.mark.parametrize("route", ["search", "similar", "documents/delete"])
+@pytest.mark.parametrize("where, status, words", BAD_WHERE)
+def test_a_malformed_where_is_refused_with_the_librarys_one_line(http, route, where, status, words):
+    before = http.get("/v1/collections/scratch").json()["documents"]
+    body = {"where": where} | ({"query": "a note"} if route == "search" else {"id": "seed"} if route == "similar"
+                               else {})
+    error = error_of(http.post(f"/v1/collections/scratch/{route}", json=body), status)
+    assert error["type"] == "invalid_request_error" and words in error["message"], error
+    assert http.get("/v1/collections/scratch").json()["documents"] == before
 
 
 def test_search_during_writes_sees_whole_documents(server):
@@ -765,7 +880,7 @@ def test_similar_to_a_missing_document_or_in_a_missing_collection_is_404(http):
     ({"id": 7}, 400, "id: "),
     ({"id": ""}, 400, "id must be 1 to"),
     ({"id": "volcano", "docs": "yes"}, 400, "docs: "),
-    ({"id": "volcano", "where": {"topic": {"$in": ["a"]}}}, 400, "where"),
+    ({"id": "volcano", "where": {"topic": {"$in": "a"}}}, 400, "where['topic']['$in'] must be a list of values"),
     ({"id": "volcano", "where": {"colour": "red"}}, 400, "unknown metadata key 'colour'"),
     ({"id": "volcano", "query": "lava"}, 400, "query: unknown field"),
 ])
@@ -873,10 +988,43 @@ def test_search_page_keeps_its_search_in_the_address(server):
         page.wait_for_function("document.querySelector('#hits .meta')?.innerText.includes('id violin')")
         assert page.input_value("#where") == "" and page.input_value("#query") == "string instrument"
 
-        page.fill("#where", "topic")  # not key=value: said on the page, nothing sent
+        page.fill("#where", "topic")  # no condition: the server's one line, on the page
         page.click("#search button")
         page.wait_for_selector("#status.error")
-        assert "key=value" in page.inner_text("#status") and not page.query_selector_all("#hits li")
+        assert page.inner_text("#status") == ("where expects KEY=VALUE (or !=, <, <=, >, >=; or a JSON object), "
+                                              "got 'topic'") and not page.query_selector_all("#hits li")
+
+
+def test_search_page_filters_by_a_range_and_the_similar_view_keeps_it(server, http, where_docs):
+    """The box's conditions go to the server as --where's strings: a range narrows the hits."""
+    from urllib.parse import urlencode
+
+    address = {"collection": "scratch", "query": "a note a team wrote", "mode": "dense", "k": "20", "docs": "1"}
+    with chromium_page(server, "/?" + urlencode(address)) as page:
+        page.fill("#key", server.key)
+        page.click("#key-form button")
+        page.wait_for_function("document.querySelectorAll('#hits li.hit').length > 0")
+        assert set(WHERE_DOCS) <= set(page_hit_ids(page))
+
+        page.fill("#where", " year>=2020 ; ; year<2024 ")
+        page.click("#search button")
+        page.wait_for_function("location.search.includes('where=')")
+        page.wait_for_function("document.querySelectorAll('#hits li.hit').length === 2")
+        assert sorted(page_hit_ids(page)) == ["w-2020", "w-2022"] and not page.query_selector("#status.error")
+
+        page.query_selector("#hits li.hit button.like").click()  # the documents like it, filter and all
+        page.wait_for_function("location.search.includes('like=')")
+        page.wait_for_function("document.querySelectorAll('#hits li.hit').length === 1")
+        assert page_hit_ids(page)[0] in {"w-2020", "w-2022"} and page.input_value("#where") == " year>=2020 ; ; year<2024 "
+
+        page.go_back()
+        page.wait_for_function("document.querySelectorAll('#hits li.hit').length === 2")
+        assert sorted(page_hit_ids(page)) == ["w-2020", "w-2022"]
+
+        page.fill("#where", "year>=true; year>=2020")  # the server's refusal, as the page says errors
+        page.click("#search button")
+        page.wait_for_selector("#status.error")
+        assert "gives 'year' $gte twice" in page.inner_text("#status") and not page.query_selector_all("#hits li")
 
 
 def page_hit_ids(page) -> list[str]:

@@ -26,7 +26,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
 from .. import __version__, validation
-from ..errors import CollectionError, InvalidInput, NotFound, TooLarge
+from ..errors import CollectionError, InvalidInput, NoSuchDocument, NotFound, TooLarge
 from .batcher import MicroBatcher, Unbatched
 from .errors import HANDLERS, ClientGone, Unexpected
 from .metrics import CONTENT_TYPE_LATEST, Metrics, RequestMetrics
@@ -182,10 +182,11 @@ def create_app(embedder, served: Served, settings: Settings = Settings()) -> Fas
             queries, single = validation.queries(asked)
             check_texts(queries, settings, "query" if single else "queries")
             validation.choice(body.mode, "mode", validation.MODES)  # before embedding for nothing
+            where = body.where_filter()
             vectors = None
             if body.mode != "lexical":  # queries share model runs with embedding requests
                 vectors, _ = await embed(request, queries, "query")
-            found = await run_in_threadpool(target.search, asked, k=k, mode=body.mode, where=body.where,
+            found = await run_in_threadpool(target.search, asked, k=k, mode=body.mode, where=where,
                                             docs=body.docs, query_vectors=vectors)
             if single:
                 return FastJSON({"object": "list", "data": [h.to_dict() for h in found]})
@@ -197,7 +198,7 @@ def create_app(embedder, served: Served, settings: Settings = Settings()) -> Fas
         it left out, as a search answers them: nothing to embed, its vectors are stored."""
         async with served.use(name) as target:
             k = count(body.k, validation.DEFAULT_K, "k", settings.max_k)
-            found = await run_in_threadpool(target.similar, body.id, k=k, where=body.where, docs=body.docs)
+            found = await run_in_threadpool(target.similar, body.id, k=k, where=body.where_filter(), docs=body.docs)
         return FastJSON({"object": "list", "data": [h.to_dict() for h in found]})
 
     writing = anyio.CapacityLimiter(WRITE_THREADS)
@@ -223,7 +224,7 @@ def create_app(embedder, served: Served, settings: Settings = Settings()) -> Fas
         async with served.use(name) as target:
             if body.ids:
                 validation.positive_int(len(body.ids), "the number of ids", settings.max_inputs)
-            deleted = await write(target.delete, body.ids, where=body.where)
+            deleted = await write(target.delete, body.ids, where=body.where_filter())
         return {"deleted": deleted}
 
     @api.get("/v1/collections/{name}/documents")
@@ -251,9 +252,8 @@ def create_app(embedder, served: Served, settings: Settings = Settings()) -> Fas
     @api.delete("/v1/collections/{name}/documents/{doc_id:path}")  # ids may hold '/' (sent as %2F or not)
     async def delete_document(name: str, doc_id: str):
         async with served.use(name) as target:
-            deleted = await write(target.delete, [doc_id])
-        if not deleted:
-            raise NotFound(f"collection {name} has no document {doc_id!r}")
+            if not await write(target.delete, [doc_id]):
+                raise NoSuchDocument.of(target.name, [doc_id])  # as GET of it words it
         return {"id": doc_id, "deleted": True}
 
     app.include_router(api)

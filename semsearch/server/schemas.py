@@ -7,7 +7,12 @@ from typing import Any, Literal, Union
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_core import PydanticCustomError
 
-from ..validation import lone_surrogate
+from ..validation import lone_surrogate, where_conditions
+
+WHERE = ('Only what matches every condition (metadata keys, source, id): an object, '
+         '{"team": "ops", "year": {"$gte": 2020, "$lt": 2024}, "tag": {"$in": ["a", "b"]}} (operators $eq $ne '
+         '$gt $gte $lt $lte $in $nin $exists; a list value matches by any item), or a list of the command '
+         'line\'s --where strings, ["team=ops", "year>=2020"] (KEY=VALUE, or !=, <, <=, >, >=).')
 
 
 class Body(BaseModel):
@@ -40,11 +45,29 @@ class EmbeddingsRequest(Body):
         return value
 
 
-class Ranked(Body):
+class Filtered(Body):
+    """A request with a where filter, in either of its forms (WHERE)."""
+    where: dict[str, Any] | list[str] | None = Field(None, description=WHERE)
+
+    @field_validator("where", mode="before")
+    @classmethod
+    def where_form(cls, value):
+        """Say which two forms there are: pydantic would name only the first it tried."""
+        if value is None or isinstance(value, dict) or (
+                isinstance(value, list) and all(isinstance(item, str) for item in value)):
+            return value
+        raise PydanticCustomError("where_form", 'must be an object of conditions ({"year": {"$gte": 2020}}) '
+                                  'or a list of KEY<op>VALUE strings (["year>=2020"])')
+
+    def where_filter(self) -> dict | None:
+        """The filter for the library, which checks it: a list is parsed as --where's strings are."""
+        return where_conditions(self.where, "where") if isinstance(self.where, list) else self.where
+
+
+class Ranked(Filtered):
     """What a ranked answer's request gives besides what it ranks by."""
     k: int | None = Field(None, description="Hits: 1 to the server's --max-k (1,000 unless set) "
                           "[default: 10, or --max-k if lower].")
-    where: dict[str, Any] | None = None
 
 
 class SearchRequest(Ranked):
@@ -69,9 +92,8 @@ class AddRequest(Body):
     documents: list[Document]
 
 
-class DeleteRequest(Body):
-    ids: list[str] | None = None
-    where: dict[str, Any] | None = None  # matched as a search's where; empty is refused
+class DeleteRequest(Filtered):
+    ids: list[str] | None = None  # or where (Filtered), matched as a search's; an empty where is refused
 
 
 class DocumentsQuery(BaseModel):

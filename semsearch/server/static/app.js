@@ -112,18 +112,9 @@ function likeParams(name, id) {
   return params;
 }
 
-// "team=finance; year=2020" -> {team: "finance", year: "2020"}: `search --where`'s pairs,
-// whose values the server matches against numbers and booleans as the CLI's do.
-function parseWhere(text) {
-  const where = {};
-  for (const pair of text.split(";")) {
-    if (!pair.trim()) continue;
-    const at = pair.indexOf("=");
-    if (at < 1) throw new Error(`a filter is key=value, not "${pair.trim()}"`);
-    where[pair.slice(0, at).trim()] = pair.slice(at + 1).trim();
-  }
-  return where;
-}
+// "team=finance; year>=2020" -> ["team=finance", "year>=2020"]: the server reads each as
+// `search --where` does (validation.where_conditions) and says what it cannot read.
+const whereList = (text) => text.split(";").map((piece) => piece.trim()).filter(Boolean);
 
 // A search, or with like=ID the documents like that one (POST …/similar).
 async function run(params) {
@@ -131,8 +122,8 @@ async function run(params) {
   say(like === null ? "Searching…" : "Finding similar documents…");
   try {
     const body = { k: Number(params.get("k") || 10), docs: params.get("docs") === "1" };
-    const where = parseWhere(params.get("where") || "");
-    if (Object.keys(where).length) body.where = where;
+    const where = whereList(params.get("where") || "");
+    if (where.length) body.where = where;
     if (like === null) Object.assign(body, { query: params.get("query") || "", mode: params.get("mode") || "hybrid" });
     else body.id = like;
     const started = performance.now();
