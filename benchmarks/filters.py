@@ -1,8 +1,8 @@
 """Where filters: what a filtered search costs, and what its filter costs against a
 hand-written SQL query that finds the same chunks (a ratio, in the same run).
 
-A collection of N one-chunk documents with random unit vectors (add_vectors; no model
-runs) is built in a temporary folder, each with metadata {"team": t0..t9, "year":
+A collection of N documents of --chunks chunks each, with random unit vectors (no model
+runs), is built in a temporary folder, each with metadata {"team": t0..t9, "year":
 2000..2024 (a number), "date": an ISO date (text), "tags": 0-3 of 20 words (a list)}.
 For each filter, medians of --runs:
   - filter: store.filter_ids(where), the allowed chunk ids (store._matching's SQL);
@@ -28,7 +28,7 @@ from semsearch import Collection
 from semsearch.validation import where_filter
 
 WORDS = [f"w{i}" for i in range(20)]
-JOIN = "SELECT c.id FROM chunks c JOIN documents d ON d.id = c.doc_id WHERE "
+JOIN = "SELECT c.id FROM chunks c WHERE c.doc_id IN (SELECT d.id FROM documents d WHERE {})"
 FILTERS = [  # (label, where, hand-written SQL condition on d)
     ("team=t3", {"team": "t3"}, "json_extract(d.metadata, '$.team') = 't3'"),
     ("team!=t3", {"team": {"$ne": "t3"}}, "json_extract(d.metadata, '$.team') IS NOT 't3'"),
@@ -57,42 +57,50 @@ def medians(calls: dict, runs: int) -> dict:
     return {name: statistics.median(t) for name, t in times.items()}
 
 
-def build(path: Path, n: int) -> Collection:
+def build(path: Path, n: int, chunks: int = 1) -> Collection:
+    """n documents of ``chunks`` chunks each, written through the store (add_vectors makes
+    one-chunk documents only), then indexed."""
     coll = Collection.create(path, index="Flat")
     rng = np.random.default_rng(0)
+    store = coll.store
     for start in range(0, n, 10_000):
-        ids = [f"d{i:07d}" for i in range(start, min(n, start + 10_000))]
-        vectors = rng.standard_normal((len(ids), coll.pinned["dim"])).astype(np.float32)
+        ids = range(start, min(n, start + 10_000))
+        vectors = rng.standard_normal((len(ids) * chunks, coll.pinned["dim"])).astype(np.float32)
         vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-        metadata = [{"team": f"t{i % 10}", "year": 2000 + i % 25,
-                     "date": f"{2020 + i % 5}-{1 + i % 12:02d}-{1 + i % 28:02d}",
-                     "tags": [str(w) for w in rng.choice(WORDS, size=i % 4, replace=False)]}
-                    for i in range(start, start + len(ids))]
-        coll.add_vectors(ids, vectors, [f"document {i}" for i in ids], metadata)
+        with coll.writer(), store.write() as gen:
+            for row, i in enumerate(ids):
+                meta = {"team": f"t{i % 10}", "year": 2000 + i % 25,
+                        "date": f"{2020 + i % 5}-{1 + i % 12:02d}-{1 + i % 28:02d}",
+                        "tags": [str(w) for w in rng.choice(WORDS, size=i % 4, replace=False)]}
+                doc_id, _ = store.put_document(f"d{i:07d}", None, None, meta)
+                store.put_chunks(doc_id, gen, ((p, 20 * p, 20 * p + 19, f"document {i} part {p:4d}",
+                                                vectors[row * chunks + p]) for p in range(chunks)))
+    coll.sync_index()
     return coll
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=100_000, help="documents in the collection")
+    parser.add_argument("--chunks", type=int, default=1, help="chunks per document")
     parser.add_argument("--runs", type=int, default=7, help="timed runs of each figure (median)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="semsearch-filters-") as tmp:
-        coll = build(Path(tmp) / "c", args.n)
+        coll = build(Path(tmp) / "c", args.n, args.chunks)
         db = sqlite3.connect(Path(tmp) / "c" / "store.sqlite")
         query = np.eye(1, coll.pinned["dim"], dtype=np.float32)
         coll.search_vectors(query, k=1)  # the index loaded
         unfiltered = medians({"search": lambda: coll.search_vectors(query, k=10)}, args.runs)["search"]
-        print(f"{args.n:,} documents; search_vectors(k=10) without a filter: {unfiltered * 1e3:.1f} ms\n")
+        print(f"{args.n:,} documents of {args.chunks} chunk(s); search_vectors(k=10) without a filter: {unfiltered * 1e3:.1f} ms\n")
         print("| filter | matches | filter | hand SQL | ratio | filtered search |")
         print("|---|---|---|---|---|---|")
         for label, where, sql in FILTERS:
             checked = where_filter(where)
             mine = coll.store.filter_ids(checked)
-            hand = np.array([r[0] for r in db.execute(JOIN + sql)], dtype=np.int64)
+            hand = np.array([r[0] for r in db.execute(JOIN.format(sql))], dtype=np.int64)
             assert np.array_equal(np.sort(mine), np.sort(hand)), label
             t = medians({"mine": lambda: coll.store.filter_ids(checked),
-                         "hand": lambda: db.execute(JOIN + sql).fetchall(),
+                         "hand": lambda: db.execute(JOIN.format(sql)).fetchall(),
                          "search": lambda: coll.search_vectors(query, k=10, where=where)}, args.runs)
             t_mine, t_hand, t_search = t["mine"], t["hand"], t["search"]
             print(f"| `{label}` | {len(mine):,} | {t_mine * 1e3:.1f} ms | {t_hand * 1e3:.1f} ms | "

@@ -468,9 +468,11 @@ class Store:
         return {r[0]: r[1:7] + (json.loads(r[7]) if r[7] != "{}" else {},) for r in rows}
 
     def filter_ids(self, where: dict[str, str]) -> np.ndarray:
-        """Chunk ids whose document matches ``where`` (_matching's rule)."""
+        """Chunk ids whose document matches ``where`` (_matching's rule). The documents are
+        matched first, each once, then their chunks looked up: a join would match a
+        document's metadata once per chunk (10x the work for documents of 10 chunks)."""
         clause, params = self._matching(where)
-        sql = "SELECT c.id FROM chunks c JOIN documents d ON d.id = c.doc_id WHERE " + clause
+        sql = f"SELECT c.id FROM chunks c WHERE c.doc_id IN (SELECT d.id FROM documents d WHERE {clause})"
         return np.array([r[0] for r in self.db.execute(sql, params)], dtype=np.int64)
 
     def _matching(self, where: dict) -> tuple[str, list]:
