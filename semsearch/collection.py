@@ -11,6 +11,7 @@ across processes, the lock file.
 """
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -20,6 +21,7 @@ import stat
 import threading
 import time
 import uuid
+from collections import OrderedDict
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -124,6 +126,7 @@ class Collection:
         self._lag = 0  # chunks added or removed since loaded from or saved to its file (inf: rebuilt)
         self._build = None  # the `semsearch build` the index maps (see _build_mark)
         self._index_lock = _ReadWriteLock()
+        self._allowed = _AllowedCache()
         self._index_read = None  # a background read of the index file, see _prefetch_index
         self._write_lock = threading.Lock()
 
@@ -741,7 +744,7 @@ class Collection:
                     raise InvalidInput(f"got {len(vectors)} query vectors for {len(queries)} queries")
         self._check_not_removed()  # a server must not go on answering from a removed collection
         with self._snapshot(dense=mode != "lexical"):
-            allowed = self.store.filter_ids(where) if where else None
+            allowed = self._allowed_by(where)
             results = Ranker(self.store, self._dense, allowed).search(queries, vectors, k, mode, docs,
                                                                       min_score, fusion)
         return results[0] if single else results
@@ -753,7 +756,7 @@ class Collection:
         where = validation.where_filter(where)
         self._check_not_removed()
         with self._snapshot():
-            allowed = self.store.filter_ids(where) if where else None
+            allowed = self._allowed_by(where)
             ranker = Ranker(self.store, self._dense, allowed)
             return [ranker.hits(ranked, k, False, None) for ranked in self._dense(vectors, k, allowed)]
 
@@ -770,8 +773,17 @@ class Collection:
             found = self.store.documents([key], limit=1)
             if not found:
                 raise NoSuchDocument.of(self.name, [key])
-            allowed = self.store.filter_ids(where) if where else None
+            allowed = self._allowed_by(where)
             return Ranker(self.store, self._dense, allowed).like(found[0][0], k, docs)
+
+    def _allowed_by(self, where: dict | None) -> np.ndarray | None:
+        """The chunk ids ``where`` allows (None: all), inside a snapshot. Remembered for the
+        snapshot's generation (every write bumps it), so a filter sent with every request
+        (a tenant's) is matched once per write, not once per search."""
+        if not where:
+            return None
+        key = (self.store.generation(), json.dumps(where, sort_keys=True))
+        return self._allowed.get(key, lambda: self.store.filter_ids(where))
 
     @contextmanager
     def _snapshot(self, dense: bool = True):
@@ -936,6 +948,34 @@ def _fusion(rrf_k, weights, feedback_docs, feedback_weight) -> Fusion:
     return Fusion(validation.positive_int(rrf_k, "rrf_k", 10_000), validation.weights(weights),
                   validation.positive_int(feedback_docs, "feedback_docs", 1_000) if feedback_docs else 0,
                   validation.finite(feedback_weight, "feedback_weight", 0.0, validation.MAX_WEIGHT))
+
+
+class _AllowedCache:
+    """The last few filters' allowed chunk ids, keyed by (generation, filter), shared by
+    threads: bounded in entries and in ids (4M ids = 32 MB), older generations dropped as a
+    newer one comes in. The arrays are read-only, as every thread gets the same one."""
+
+    def __init__(self, entries: int = 32, max_ids: int = 4_000_000):
+        self._lock = threading.Lock()
+        self._items: OrderedDict[tuple[int, str], np.ndarray] = OrderedDict()
+        self._ids, self.entries, self.max_ids = 0, entries, max_ids
+
+    def get(self, key: tuple[int, str], compute) -> np.ndarray:
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+        found = compute()  # outside the lock: another thread's filter need not wait for this one
+        found.flags.writeable = False
+        with self._lock:
+            if key not in self._items:
+                for old in [k for k in self._items if k[0] < key[0]]:
+                    self._ids -= len(self._items.pop(old))
+                self._items[key] = found
+                self._ids += len(found)
+                while len(self._items) > self.entries or self._ids > self.max_ids:
+                    self._ids -= len(self._items.popitem(last=False)[1])
+        return found
 
 
 class _ReadWriteLock:

@@ -229,3 +229,35 @@ def test_the_command_line_filters_with_operators_and_refuses_in_one_line(coll, t
     out = runner.invoke(cli, ["search", str(c.path), "text", "--where", "n>1", "--where", "n>2"])
     assert out.exit_code == 2 and out.output.startswith("error: --where gives 'n' $gt twice")
     assert len(out.output.strip().splitlines()) == 1
+
+
+def test_a_filter_repeated_after_writes_sees_each_write(coll):
+    c, _ = coll
+    with Collection.create(c.path.parent / "cached") as d:
+        one = lambda: np.eye(1, 384, dtype=np.float32)
+        found = lambda: sorted(h.id for h in d.search_vectors(one(), k=10, where={"team": "a"})[0])
+        d.add_vectors(["x", "y"], np.eye(2, 384, dtype=np.float32), ["x", "y"], [{"team": "a"}, {"team": "b"}])
+        assert found() == ["x"]
+        d.add_vectors(["z"], one(), ["z"], [{"team": "a"}])
+        assert found() == ["x", "z"]
+        d.add_vectors(["x"], one(), ["x"], [{"team": "b"}])  # x replaced: no longer team a
+        assert found() == ["z"]
+        d.delete("z")
+        assert found() == []
+        assert [h.id for h in d.search("x", k=5, mode="lexical", where={"team": "b"})] == ["x"]
+
+
+def test_a_filter_sent_with_every_search_is_matched_once_per_write(coll, monkeypatch):
+    c, _ = coll
+    with Collection.create(c.path.parent / "counted") as d:
+        d.add_vectors(["x", "y"], np.eye(2, 384, dtype=np.float32), ["x", "y"], [{"team": "a"}, {"team": "b"}])
+        matched = []
+        real = d.store.filter_ids
+        monkeypatch.setattr(d.store, "filter_ids", lambda where: matched.append(where) or real(where))
+        for _ in range(3):
+            assert d.search_vectors(np.eye(1, 384, dtype=np.float32), where={"team": "a"})[0][0].id == "x"
+            assert d.similar("y", where={"team": {"$in": ["a"]}})[0].id == "x"
+        assert len(matched) == 2
+        d.add_vectors(["w"], np.eye(1, 384, dtype=np.float32), ["w"], [{"team": "a"}])
+        assert len(d.search_vectors(np.eye(1, 384, dtype=np.float32), where={"team": "a"})[0]) == 2
+        assert len(matched) == 3
