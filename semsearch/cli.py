@@ -538,12 +538,13 @@ def add(ctx, name, texts, ids, meta, jsonl, model):
             record = record_of(rec, jsonl, number)
             items.append((record.id, record.text, {**metadata, **record.metadata}))
     with Collection.open_or_create(name, model=model, home=ctx.obj["home"]) as coll:
-        named = [i for i, _, _ in items if i is not None]
-        held = sum(1 for _ in coll.documents(ids=named, text=False)) if named else 0  # for the message only
-        added = coll.add_texts([t for _, t, _ in items], ids=[i for i, _, _ in items],
-                               metadata=[m for _, _, m in items])
-        replaced = f", {held} replacing the one of the same id" if held else ""
-        click.echo(f"{coll.name}: added {len(added)} document(s){replaced}; {coll.count()} in the collection")
+        done = coll.add_texts_report([t for _, t, _ in items], ids=[i for i, _, _ in items],
+                                     metadata=[m for _, _, m in items])
+        said = "".join(f", {n} {what}" for n, what in (
+            (done.replaced, "replacing the one of the same id"),
+            (done.unchanged, "unchanged (same text and metadata: nothing embedded)"),
+            (done.metadata_updated, "with the same text, only the metadata updated (nothing embedded)")) if n)
+        click.echo(f"{coll.name}: added {len(done.ids)} document(s){said}; {coll.count()} in the collection")
 
 
 @cli.command()

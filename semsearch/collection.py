@@ -33,11 +33,12 @@ from . import validation
 from .errors import (CollectionBusy, CollectionError, CollectionExists, InvalidInput, ModelError,
                      NoSuchCollection, NoSuchDocument, ReadOnly, WrongModel)
 from .index import IndexFileError, VectorIndex, choose_spec, fsync_dir, resolve_spec
-from .ingest import DocumentInfo, IndexReport, PreparedDocument, Writer, embed_documents, info_of
+from .ingest import (AddReport, IndexReport, PreparedDocument, Writer, embed_documents, holds_text, info_of,
+                     text_hash)
 from .search import FEEDBACK_DOCS, FEEDBACK_WEIGHT, Fusion, Hit, Ranker
 from .store import Store, is_store, room_needed
 
-__all__ = ["Collection", "Hit", "StoredDocument", "IndexReport", "list_collections", "delete_collection", "collection_path"]
+__all__ = ["Collection", "Hit", "StoredDocument", "IndexReport", "AddReport", "list_collections", "delete_collection", "collection_path"]
 
 log = logging.getLogger("semsearch")
 
@@ -93,7 +94,7 @@ class StoredDocument:
     source: str | None  # the file it was read from (None: added as text)
     metadata: dict
     chunks: int
-    added_at: float  # Unix time of its last add or change
+    added_at: float  # Unix time its text was last added or changed (a change of metadata alone keeps it)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -549,25 +550,50 @@ class Collection:
                   metadata: Sequence[dict] | dict | None = None, progress: bool = False) -> list[str]:
         """Add (or replace, by id) one document per text, all or none; returns the ids.
 
-        An id that is None (or no ``ids`` at all) gets a generated one."""
+        An id that is None (or no ``ids`` at all) gets a generated one. A text its id holds
+        already is not embedded again: see add_texts_report, which says what was written."""
+        return self.add_texts_report(texts, ids, metadata, progress).ids
+
+    def add_texts_report(self, texts: Sequence[str], ids: Sequence[str] | None = None,
+                         metadata: Sequence[dict] | dict | None = None, progress: bool = False) -> AddReport:
+        """add_texts, returning an AddReport: the ids, and how many documents were new,
+        replaced, had only their metadata updated, or were unchanged.
+
+        Apps that sync their documents send the same texts again and again: a document
+        whose id holds that very text already (added as text, compared by a hash of it) is
+        not embedded again; if its metadata differs, only the metadata is replaced and its
+        ``added_at`` stays (when its text was added); if not, nothing is written. Documents
+        added before texts kept a hash are embedded once more, then skipped likewise."""
         texts = validation.document_texts(texts)
         ids = [uuid.uuid4().hex[:16] if i is None else i for i in validation.new_ids(ids, len(texts))]
         metadata = validation.metadata_list(metadata, len(texts))
-        docs = [(DocumentInfo(key, None, None, meta), [text]) for key, text, meta in zip(ids, texts, metadata)]
-        report = IndexReport()
+        docs = [PreparedDocument(key, None, text_hash(text), meta) for key, text, meta in zip(ids, texts, metadata)]
+        position = {key: i for i, key in enumerate(ids)}
+
+        def embed(todo: list[PreparedDocument], shown: bool = False) -> None:
+            """Chunks and vectors for ``todo``, in place."""
+            if not todo:  # nothing changed: the model need not even load
+                return
+            batches = embed_documents(_progress([(doc, [texts[position[doc.key]]]) for doc in todo], shown, "doc"),
+                                      self.embedder, self.config["chunk_tokens"], self.config["overlap"],
+                                      IndexReport())
+            made = {doc.key: doc for batch in batches for doc in batch}
+            for doc in todo:
+                got = made.get(doc.key)
+                doc.chunks, doc.vectors = (got.chunks, got.vectors) if got else ([], None)
+                if not doc.chunks:  # stored as no chunks, it would remove the document of its id
+                    raise InvalidInput(f"texts[{position[doc.key]}] has nothing the model reads "
+                                       "(the tokenizer drops all of it)")
+
+        with self.store.snapshot():
+            held = self.store.held(ids)
         # embedded before the writer lock is taken (the model loads here too), so other
-        # writers wait on this call only for its transaction
-        batches = embed_documents(_progress(docs, progress, "doc"), self.embedder,
-                                  self.config["chunk_tokens"], self.config["overlap"], report)
-        prepared = [doc for batch in batches for doc in batch]
-        for i, doc in enumerate(prepared):  # stored as no chunks, it would remove the document of its id
-            if not doc.chunks:
-                raise InvalidInput(f"texts[{i}] has nothing the model reads (the tokenizer drops all of it)")
+        # writers wait on this call only for its transaction; put_texts checks again in it
+        embed([doc for doc in docs if not holds_text(held.get(doc.key), doc)], progress)
         with self.writer() as w:
             # ONE transaction for the call: a failure or a kill part-way leaves none of the
             # documents, so a retry (with generated ids) cannot duplicate any
-            w.put_many(prepared)
-        return ids
+            return w.put_texts(docs, embed)
 
     def add_vectors(self, ids: Sequence[str], vectors, texts: Sequence[str],
                     metadata: Sequence[dict] | dict | None = None) -> list[str]:

@@ -7,6 +7,7 @@ collection replays the store's new generations into it (the store is the truth).
 """
 from __future__ import annotations
 
+import hashlib
 import os
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -17,7 +18,7 @@ import numpy as np
 from .chunking import Chunk, chunk_documents
 from .embedder import background
 from .errors import InvalidInput, OutOfSpace, TooLarge
-from .loaders import Document, glob_selects
+from .loaders import Document, _canonical, glob_selects
 from .validation import MAX_DOCUMENT_CHARS, vectors as checked_vectors
 
 FLUSH_CHUNKS = 1024  # chunks embedded together: length-sorting 1024 is within 2 % of sorting all
@@ -42,6 +43,31 @@ class IndexReport:
         self.skipped.append((source, reason))
         if transient:
             self.unread.add(source)
+
+
+@dataclass
+class AddReport:
+    """What one add of texts did (Collection.add_texts_report): the ids, given or
+    generated, in order, and how many were new, replaced a document of the same id with
+    another text (embedded), held that text already with other metadata (only the
+    metadata written: not embedded) or held it already as given (nothing written)."""
+    ids: list[str]
+    added: int = 0
+    replaced: int = 0
+    metadata_updated: int = 0
+    unchanged: int = 0
+
+
+def text_hash(text: str) -> str:
+    """The content_hash of a text added directly: sha256 of its UTF-8, as a file's is of its bytes."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def holds_text(held: tuple | None, doc: "DocumentInfo") -> bool:
+    """Whether the store's row for doc's id (Store.held's (source, content_hash,
+    metadata), None: no such document) is doc's very text, added as text (a file's
+    document of that id keeps the file's hash and was chunked from what the file holds)."""
+    return held is not None and held[0] is None and held[1] is not None and held[1] == doc.content_hash
 
 
 @dataclass
@@ -190,20 +216,56 @@ class Writer:
 
     def put_many(self, docs: list[PreparedDocument]) -> None:
         """Insert or replace several documents in ONE transaction: all or none."""
-        rows = [(doc, checked_vectors(doc.vectors if doc.chunks else np.zeros((0, self.dim)), self.dim))
-                for doc in docs]
-        for doc, vectors in rows:
-            if len(vectors) != len(doc.chunks):
-                raise InvalidInput(f"{doc.key}: {len(doc.chunks)} chunks but {len(vectors)} vectors")
+        rows = [(doc, self._checked(doc)) for doc in docs]
         with self.locked(), self.store.write() as gen:
             for doc, vectors in rows:
-                if not doc.chunks:
-                    self.store.delete_documents([doc.key])
-                    continue
-                doc_id, _ = self.store.put_document(doc.key, doc.source, doc.content_hash, doc.metadata)
-                self.store.put_chunks(doc_id, gen, ((i, c.start, c.end, c.text, v)
-                                                    for i, (c, v) in enumerate(zip(doc.chunks, vectors))))
+                self._write(doc, vectors, gen)
         self.stored += len(rows)
+
+    def put_texts(self, docs: list[PreparedDocument], embed) -> AddReport:
+        """put_many for texts added directly (content_hash: text_hash), in ONE transaction,
+        writing only what changed: a document the store holds with that very text is not
+        written again, only its metadata if that differs (its chunks, vectors and added_at
+        stay). What the store holds is read inside the transaction, under the writer lock.
+        A document given without vectors (the caller found its text held) that another
+        writer changed or deleted since is embedded there, by ``embed(docs)``: the store
+        ends with this call's text and its vectors all the same."""
+        report = AddReport([doc.key for doc in docs])
+        rows = {doc.key: self._checked(doc) for doc in docs if doc.vectors is not None}
+        with self.locked(), self.store.write() as gen:
+            held = self.store.held(report.ids)
+            stale = [doc for doc in docs if doc.vectors is None and not holds_text(held.get(doc.key), doc)]
+            if stale:  # rare: changed by another writer since the caller looked
+                embed(stale)
+                rows.update((doc.key, self._checked(doc)) for doc in stale)
+            for doc in docs:
+                if not holds_text(held.get(doc.key), doc):
+                    self._write(doc, rows[doc.key], gen)
+                    report.replaced += doc.key in held
+                    report.added += doc.key not in held
+                elif _canonical(held[doc.key][2]) != _canonical(doc.metadata):
+                    self.store.set_metadata(doc.key, doc.metadata)
+                    report.metadata_updated += 1
+                else:
+                    report.unchanged += 1
+        self.stored += len(docs) - report.unchanged
+        return report
+
+    def _checked(self, doc: PreparedDocument) -> np.ndarray:
+        """The document's vectors, checked: one per chunk, of the collection's dimension."""
+        vectors = checked_vectors(doc.vectors if doc.chunks else np.zeros((0, self.dim)), self.dim)
+        if len(vectors) != len(doc.chunks):
+            raise InvalidInput(f"{doc.key}: {len(doc.chunks)} chunks but {len(vectors)} vectors")
+        return vectors
+
+    def _write(self, doc: PreparedDocument, vectors: np.ndarray, gen: int) -> None:
+        """Insert or replace one document (no chunks: remove it), inside a write."""
+        if not doc.chunks:
+            self.store.delete_documents([doc.key])
+            return
+        doc_id, _ = self.store.put_document(doc.key, doc.source, doc.content_hash, doc.metadata)
+        self.store.put_chunks(doc_id, gen, ((i, c.start, c.end, c.text, v)
+                                            for i, (c, v) in enumerate(zip(doc.chunks, vectors))))
 
     def put_all(self, batches: Iterable[list[PreparedDocument]]) -> None:
         """Each document its own transaction, the writer lock taken once a batch, and the

@@ -350,8 +350,18 @@ class Store:
         cur = self.db.execute(
             "INSERT INTO documents(key, source, content_hash, metadata, added_at) VALUES (?,?,?,?,?)",
             (key, source, content_hash, json.dumps(metadata, ensure_ascii=False), time.time()))
-        self.db.executemany("INSERT OR IGNORE INTO metadata_keys VALUES (?)", [(k,) for k in metadata])
+        self._note_keys(metadata)
         return cur.lastrowid, old
+
+    def set_metadata(self, key: str, metadata: dict) -> None:
+        """Replace a document's metadata alone: its chunks, vectors and added_at stay."""
+        self.db.execute("UPDATE documents SET metadata = ? WHERE key = ?",
+                        (json.dumps(metadata, ensure_ascii=False), key))
+        self._note_keys(metadata)
+
+    def _note_keys(self, metadata: dict) -> None:
+        """Record metadata's keys: a where filter refuses a key no document was written with."""
+        self.db.executemany("INSERT OR IGNORE INTO metadata_keys VALUES (?)", [(k,) for k in metadata])
 
     def put_chunks(self, doc_id: int, gen: int, rows: Iterable[tuple[int, int, int, str, np.ndarray]]) -> list[int]:
         """Insert ALL of a new document's (position, start, end, text, vector) rows, in
@@ -390,6 +400,12 @@ class Store:
     # -- reads ------------------------------------------------------------------------------
     def document_hashes(self) -> dict[str, str]:
         return dict(self.db.execute("SELECT key, content_hash FROM documents"))
+
+    def held(self, keys: Iterable[str]) -> dict[str, tuple[str | None, str | None, dict]]:
+        """Key -> (source, content_hash, metadata) of the documents of ``keys`` that exist."""
+        rows = self.db.execute("SELECT key, source, content_hash, metadata FROM documents "
+                               "WHERE key IN (SELECT value FROM json_each(?))", (json.dumps(list(keys)),))
+        return {key: (source, digest, json.loads(meta)) for key, source, digest, meta in rows}
 
     def documents_under(self, root: str) -> list[tuple[str, str]]:
         """(key, source) of documents whose source file lies under ``root``."""

@@ -727,6 +727,9 @@ def test_get_document_with_a_slash_in_its_id_sent_plain_or_as_2f(http):
                       json={"documents": [{"id": doc_id, "text": text, "metadata": {"quarter": 1}}]})
     assert added.json()["ids"] == [doc_id]
     try:
+        again = http.post("/v1/collections/scratch/documents",  # sent again as it is: not embedded
+                          json={"documents": [{"id": doc_id, "text": text, "metadata": {"quarter": 1}}]}).json()
+        assert (added.json()["added"], again["ids"], again["unchanged"], again["metadata_updated"]) == (1, [doc_id], 1, 0)
         chunks = http.get("/v1/collections/scratch").json()["chunks"] - before
         assert chunks > 1
         for path in ("h3-read/notes%202024/q1.txt", "h3-read%2Fnotes%202024%2Fq1.txt"):

@@ -213,9 +213,12 @@ def create_app(embedder, served: Served, settings: Settings = Settings()) -> Fas
     async def add_documents(name: str, body: AddRequest):
         async with served.use(name) as target:
             validation.positive_int(len(body.documents), "the number of documents", settings.max_inputs)
-            ids = await write(target.add_texts, [d.text for d in body.documents],
-                              ids=[d.id for d in body.documents], metadata=[d.metadata or {} for d in body.documents])
-        return {"object": "list", "ids": ids}
+            done = await write(target.add_texts_report, [d.text for d in body.documents],
+                               ids=[d.id for d in body.documents], metadata=[d.metadata or {} for d in body.documents])
+        # counts of the ids: new, replacing a document's text, of a held text with new metadata
+        # (not embedded), unchanged (nothing written)
+        return {"object": "list", "ids": done.ids, "added": done.added, "replaced": done.replaced,
+                "metadata_updated": done.metadata_updated, "unchanged": done.unchanged}
 
     @api.post("/v1/collections/{name}/documents/delete")
     async def delete_documents(name: str, body: DeleteRequest):
