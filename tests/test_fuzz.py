@@ -30,7 +30,7 @@ from semsearch.collection import Collection
 from semsearch.errors import SemsearchError
 
 SEED = 20240611
-RANDOM_REQUESTS = 150  # after the sweep's 745: 895 requests in all
+RANDOM_REQUESTS = 150  # after the sweep's 1,387: 1,537 requests in all
 MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 DOCS = {  # id -> (text, metadata)
     "volcano": ("Volcanoes erupt when magma rises through the crust and escapes as lava and ash.",
@@ -55,6 +55,21 @@ STRINGS = ["", " ", "\t\n", "x", "lava", "a" * 2001, "b" * 300, "\ud800", "a\udf
            "1e999", "9" * 30, "[" * 1000, "{}", "~nosuchuser/x", "/", "..", "%2F", "geology", *FTS]
 KEYS = ["topic", "n", "flag", "tags", "id", "source", "metadata.topic", "metadata.source", "", " ", "$", "a.b",
         'a"b', "a\0b", "\ud800", "é", "a[0]", "$.topic", "\\", "k" * 2000, "unknown"]
+
+OPERATORS = [*validation.WHERE_OPERATORS, "$near", "$regex", "$and", "$or", "$not", "gte", "$GTE", "$", "",
+             "$in ", "$eq\0", "\ud800", "$exists"]
+OPERANDS = [[], [1, "a", None, True], [[1], [2]], [["moon"]], {"$gte": 1}, {"$in": [1]}, {}, [math.nan],
+            [math.inf, -math.inf], [{"a": 1}], list(range(1_001)), ["moon"] * 5_000, [None] * 1_000]
+WHERE_STRINGS = [  # --where's grammar (a URL's where=, a body's list form), odd
+    "n>=1", "n>1", "n<2.5", "n<=2.5", "n!=1", "n==1", "tags=moon", "topic!=geology", "flag=true", "n>", ">=1", "n>=",
+    "n=>1", "n<>1", "n!==1", "n===1", "n>>1", "n<<1", "n>=<1", "=", "!=", "<", ">=", "==", "n>=nan", "n<inf",
+    "n>=-inf", "n>=1e999", "n>=" + "9" * 30, "n<=-0", "n>=\0", "\ud800>=1", "n>=\ud800", " n >= 1 ", "n\n>=1",
+    "topic=a=b", "topic==", '{"n": {"$gte": 1}}', '{"n": {"$near": 1}}', '{"n": {}}', '{"n": [1]}', "{nope",
+    "{", "[]", '"n"', "{}", '{"n": {"$gte": NaN}}', '{"n": {"$lt": Infinity}}', '{"n": {"$gte": true}}',
+    '{"n": {"$gte": null}}', '{"n": {"$exists": "yes"}}', '{"n": {"$in": 1}}', '{"n": {"$in": [[1]]}}',
+    '{"n": {"$in": [%s]}}' % ",".join(["1"] * 1_001), '{"n": {"$gte": 1, "$gt": 0, "$lt": 3, "$lte": 2}}',
+    '{"n": 1, "n": 2}', '{"n": {"$eq": {"$eq": 1}}}', '{"n": ' * 400 + "1" + "}" * 400, "{" * 5000, '{"n": ' + "[" * 5000,
+    '{"\\ud800": 1}', '{"tags": {"$nin": ["moon"]}, "topic": {"$ne": "x"}}', '{"": 1}', '{"a\\"b": 1}']
 
 
 def deep(depth: int, leaf="x"):
@@ -90,9 +105,24 @@ class Values:
     def text(self):
         return self.pick(STRINGS) if self.rng.random() < 0.8 else self.any()
 
+    def operators(self):
+        """{op: operand} for one key: a known operator with an odd operand, or an odd operator."""
+        ops = {}
+        for _ in range(self.rng.randrange(1, 4)):
+            op = self.pick(validation.WHERE_OPERATORS) if self.rng.random() < 0.7 else self.pick(OPERATORS)
+            ops[op] = self.pick([self.scalar, self.any, lambda: self.pick(OPERANDS),
+                                 lambda: [self.scalar() for _ in range(self.rng.randrange(4))]])()
+        return ops
+
     def where(self):
-        if self.rng.random() < 0.2:
+        roll = self.rng.random()
+        if roll < 0.15:
             return self.any()
+        if roll < 0.3:  # the list form: --where's strings
+            return [self.pick(WHERE_STRINGS) if self.rng.random() < 0.8 else self.text()
+                    for _ in range(self.rng.randrange(4))]
+        if roll < 0.55:
+            return {self.pick(KEYS[:8]): self.operators() for _ in range(self.rng.randrange(1, 3))}
         keys = [self.pick(KEYS[:8]) if self.rng.random() < 0.7 else self.pick(KEYS) for _ in range(3)]
         return {key: self.scalar() if self.rng.random() < 0.8 else self.any()
                 for key in keys[:self.rng.randrange(1, 4)]}
@@ -222,6 +252,28 @@ def sweep(values: Values):
         yield similar(docs=value)
     for k in (0, -1, 51, 10**9, 2**64, 2.0, True, "5", math.nan, math.inf, -0.0, [5]):
         yield search(k=k)
+    for where in odd_wheres(values):  # operators, odd operands, --where's strings, at every door of where
+        yield search(where=where)
+        yield similar(where=where)
+        if isinstance(where, dict):  # never one that could delete the seeded documents
+            yield "POST", f"{DOCUMENTS_PATH}/delete", raw_json({"where": {**where, "id": "fz-never"}})
+    for text in WHERE_STRINGS:
+        yield "GET", f"{DOCUMENTS_PATH}?where={url_part(text)}&where=n%3E%3D1", None
+        yield "POST", f"{DOCUMENTS_PATH}/delete", raw_json({"where": [text, "id=fz-never"]})
+
+
+def odd_wheres(values: Values):
+    """Each odd operator and operand on a key, each odd --where string in the list form, then
+    a seeded sample of mixes."""
+    for op in OPERATORS:
+        yield {values.pick(KEYS[:8]): {op: values.pick([1, "moon", [1, "moon"], True])}}
+    for operand in [*OPERANDS, *values.rng.sample(SCALARS, 15), deep(25), deep(5)]:
+        for op in values.rng.sample(validation.WHERE_OPERATORS, 3):
+            yield {values.pick(KEYS[:8]): {op: operand}}
+    for text in WHERE_STRINGS:
+        yield [text]
+    for _ in range(20):
+        yield values.where()
 
 
 def requests_of(values: Values, n: int):
@@ -419,6 +471,15 @@ def api_calls(values: Values, coll: Collection, embedder, live: set):
         yield f"embed({v!r:.40})", lambda v=v: embedder.embed(v)
         yield f"embed(kind={v!r:.40})", lambda v=v: embedder.embed(["lava"], kind=v)
         yield f"embed(batch_size={v!r:.40})", lambda v=v: embedder.embed(["lava"], batch_size=v)
+    for where in odd_wheres(values):
+        yield f"search(where={where!r:.60})", lambda w=where: coll.search("lava", where=w, mode="lexical")
+        yield f"similar(where={where!r:.60})", lambda w=where: coll.similar(KNOWN[1], where=w)
+        yield f"documents(where={where!r:.60})", lambda w=where: list(coll.documents(where=w, limit=5))
+        if isinstance(where, dict):  # never one that could delete the seeded documents
+            yield f"delete(where={where!r:.60})", lambda w=where: coll.delete(where={**w, "id": "fz-never"})
+    for text in WHERE_STRINGS:
+        yield f"where_conditions({text!r:.60})", \
+            lambda t=text: coll.search("lava", where=validation.where_conditions([t, "n>=0"], "where"))
     for v in (deep(30), deep(19), {"k": [1, "a", None]}, {"\ud800": 1}, {1: 2}, [{"a": 1}], "x"):
         yield f"add_texts(metadata={v!r:.40})", lambda v=v: add(["fuzz note"], ids=["fz-m"], metadata=[v])
     yield "delete(10**5000)", lambda: delete(10**5000)
@@ -462,6 +523,8 @@ def cli_args(values: Values, path: str):
         lambda: ["search", path, "lava", "--where", f"topic={pick(texts)}"],
         lambda: ["search", path, "lava", "--where", f"{pick([argv_text(k) for k in KEYS])}=geology"],
         lambda: ["search", path, "lava", "--where", f"source={pick(texts)}"],
+        lambda: ["search", path, "lava", "--where", argv_text(pick(WHERE_STRINGS)), "--where", "n>=0"],
+        lambda: ["documents", path, "--where", argv_text(pick(WHERE_STRINGS))],
         lambda: ["search", path, "lava", "-k", pick(texts + ["0", "-1", "2.5", "99999999999999999999"])],
         lambda: ["search", path, "lava", "--weights", pick(["5e-324,0", "nan,1", "1,inf", "-0,1", "1e308,1", ",", "1"])],
         lambda: ["search", path, "lava", "--min-score", pick(["nan", "inf", "-1e308", "x"])],
