@@ -18,7 +18,7 @@ import numpy as np
 from .chunking import Chunk, chunk_documents
 from .embedder import background
 from .errors import InvalidInput, OutOfSpace, TooLarge
-from .loaders import Document, _canonical, glob_selects
+from .loaders import Document, canonical_json, glob_selects
 from .validation import MAX_DOCUMENT_CHARS, vectors as checked_vectors
 
 FLUSH_CHUNKS = 1024  # chunks embedded together: length-sorting 1024 is within 2 % of sorting all
@@ -243,7 +243,7 @@ class Writer:
                     self._write(doc, rows[doc.key], gen)
                     report.replaced += doc.key in held
                     report.added += doc.key not in held
-                elif _canonical(held[doc.key][2]) != _canonical(doc.metadata):
+                elif canonical_json(held[doc.key][2]) != canonical_json(doc.metadata):
                     self.store.set_metadata(doc.key, doc.metadata)
                     report.metadata_updated += 1
                 else:

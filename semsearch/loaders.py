@@ -437,7 +437,7 @@ def _load_html(path: str, ext: str) -> Document | Skipped:
 # ---------------------------------------------------------------- records
 
 
-def _canonical(obj) -> bytes:
+def canonical_json(obj) -> bytes:
     return json.dumps(obj, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode()
 
 
@@ -480,7 +480,7 @@ def _record_doc(path: str, rec: dict, position: int, replaced: int = 0) -> Docum
     except InvalidInput as e:
         return str(e)
     rid = parsed.id if parsed.id is not None else str(position)
-    return Document(f"{path}#{rid}", path, parsed.metadata, hashlib.sha256(_canonical(rec)).hexdigest(),
+    return Document(f"{path}#{rid}", path, parsed.metadata, hashlib.sha256(canonical_json(rec)).hexdigest(),
                     lambda: split_text(parsed.text), replaced)
 
 
