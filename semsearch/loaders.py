@@ -438,6 +438,8 @@ def _load_html(path: str, ext: str) -> Document | Skipped:
 
 
 def canonical_json(obj) -> bytes:
+    """One spelling of a JSON value (keys sorted, no spaces): a record's hash, and whether
+    re-added metadata is the same, compare by it, so key order alone is no change."""
     return json.dumps(obj, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode()
 
 
