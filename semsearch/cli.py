@@ -604,6 +604,8 @@ def info(ctx, name, as_json):
                + (f", {knobs}" if knobs else ""))
     click.echo(f"  documents: {data['documents']}   chunks: {data['chunks']}")
     click.echo(f"  chunking:  {data['chunk_tokens']} tokens, overlap {data['overlap']}")
+    click.echo(f"  metadata:  {', '.join(printable(k) for k in data['metadata_keys']) or '(none)'}"
+               f"   (--where KEY…; also source, id)")
     click.echo(f"  size:      {data['size_bytes'] / 1e6:.1f} MB")
     if data.get("notice"):
         click.echo(f"note: {data['notice']}")

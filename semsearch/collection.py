@@ -846,6 +846,7 @@ class Collection:
         with self._snapshot():
             docs, chunks = self.store.counts()
             generation = self.store.generation()
+            keys = self.store.metadata_keys()
             index = {"kind": getattr(self._index, "kind", "memory"),
                      "requested": self.config["index"], "spec": self._index.spec,
                      "params": self._index.params, "vectors": self._index.ntotal}
@@ -858,6 +859,7 @@ class Collection:
             "index": index,
             "chunk_tokens": self.config["chunk_tokens"], "overlap": self.config["overlap"],
             "documents": docs, "chunks": chunks, "generation": generation,
+            "metadata_keys": keys,  # what a where filter may name, besides source and id
             "size_bytes": sum(p.stat().st_size for p in self.path.iterdir() if p.is_file()),
             "notice": self.notice(),
         }

@@ -407,6 +407,10 @@ class Store:
                                "WHERE key IN (SELECT value FROM json_each(?))", (json.dumps(list(keys)),))
         return {key: (source, digest, json.loads(meta)) for key, source, digest, meta in rows}
 
+    def metadata_keys(self) -> list[str]:
+        """Every metadata key a document was written with, sorted: the keys a where may name."""
+        return [r[0] for r in self.db.execute("SELECT key FROM metadata_keys ORDER BY key")]
+
     def documents_under(self, root: str) -> list[tuple[str, str]]:
         """(key, source) of documents whose source file lies under ``root``."""
         prefix = root.rstrip("/") + "/"  # compared literally: LIKE would treat _ and % as wildcards
@@ -497,7 +501,7 @@ class Store:
         ``source`` and ``id`` are the document's file and id, ``metadata.KEY`` is metadata's
         KEY (a record's own "source" field: ``metadata.source``), any other key is a metadata
         key. A metadata list matches when the list as a whole or one of its items does."""
-        known = {r[0] for r in self.db.execute("SELECT key FROM metadata_keys")}
+        known = set(self.metadata_keys())
         params: list = []
 
         def param(value) -> str:

@@ -261,3 +261,10 @@ def test_a_filter_sent_with_every_search_is_matched_once_per_write(coll, monkeyp
         d.add_vectors(["w"], np.eye(1, 384, dtype=np.float32), ["w"], [{"team": "a"}])
         assert len(d.search_vectors(np.eye(1, 384, dtype=np.float32), where={"team": "a"})[0]) == 2
         assert len(matched) == 3
+
+
+def test_info_names_the_metadata_keys_a_filter_may_use(coll):
+    c, _ = coll
+    assert c.info()["metadata_keys"] == sorted(KEYS)
+    out = CliRunner().invoke(cli, ["info", str(c.path)])
+    assert out.exit_code == 0 and "  metadata:  n, s, tags" in out.output
