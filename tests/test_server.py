@@ -352,6 +352,8 @@ SURROGATE = "\\ud800"  # JSON may escape one; no tokenizer or database takes it
     ("/v1/collections/docs/search", '{"query": "a%s"}' % SURROGATE, "query"),
     ("/v1/collections/docs/search", '{"query": "a%s", "mode": "lexical"}' % SURROGATE, "query"),
     ("/v1/collections/docs/search", '{"query": "a", "where": {"topic": "%s"}}' % SURROGATE, "where"),
+    ("/v1/collections/docs/search", '{"query": "a", "where": ["topic=%s"]}' % SURROGATE, "where"),
+    ("/v1/collections/docs/similar", '{"id": "volcano", "where": {"topic": {"$in": ["%s"]}}}' % SURROGATE, "where"),
     ("/v1/collections/scratch/documents", '{"documents": [{"text": "a%s"}]}' % SURROGATE, "documents.0.text"),
     ("/v1/collections/scratch/documents", '{"documents": [{"text": "a", "id": "%s"}]}' % SURROGATE,
      "documents.0.id"),
