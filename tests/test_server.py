@@ -630,6 +630,7 @@ BAD_WHERE = [  # where, status, the library's (or the body's) one line
     (["{nope"], 400, "is not a valid JSON object"),
     (['{"team": {"$in": [%s]}}' % ",".join(["1"] * 1_001)], 413, "has 1,001 values; the limit is 1,000"),
     (["colour=red"], 400, "unknown metadata key 'colour'"),
+    ([f"key{i}>=1" for i in range(101)], 413, "where has 101 conditions; the limit is 100"),
     (["team=a", 7], 400, "where: must be an object of conditions"),
     ("team=a", 400, "where: must be an object of conditions"),
 ]
