@@ -415,10 +415,8 @@ def where_conditions(items: Iterable[str], name: str) -> dict:
         if item.lstrip().startswith("{"):
             try:
                 given = json.loads(item)
-            except (ValueError, RecursionError) as exc:
+            except (ValueError, RecursionError) as exc:  # (what parses, starting with '{', is an object)
                 raise InvalidInput(f"{name} {item!r} is not a valid JSON object: {exc}") from None
-            if not isinstance(given, dict):
-                raise InvalidInput(f"{name} {item!r} is not a JSON object")
             conditions = [(key, value if isinstance(value, dict) else {"$eq": value})
                           for key, value in given.items()]
         elif match := _COMPARISON.fullmatch(item):

@@ -182,7 +182,7 @@ def create_app(embedder, served: Served, settings: Settings = Settings()) -> Fas
             queries, single = validation.queries(asked)
             check_texts(queries, settings, "query" if single else "queries")
             validation.choice(body.mode, "mode", validation.MODES)  # before embedding for nothing
-            where = body.where_filter()
+            where = validation.where_filter(body.where_filter())  # refused before embedding for nothing
             vectors = None
             if body.mode != "lexical":  # queries share model runs with embedding requests
                 vectors, _ = await embed(request, queries, "query")
