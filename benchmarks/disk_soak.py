@@ -35,7 +35,7 @@ import time
 from collections import Counter
 
 import torture
-from torture import ABSENT, NAME, WORDS, Op, Torture, nonce
+from torture import ABSENT, NAME, WORDS, Op, Torture, nonce, version
 
 LIMIT = 64 << 20  # never fill a filesystem larger than this: it is not ours
 BULK = 1050  # documents in a bulk add: more than collection.SAVE_FLOOR, so its writer saves the index file
@@ -158,11 +158,11 @@ class DiskSoak(Torture):
             path = self.work / "bulk" / f"r{self.rounds}.jsonl"
             path.parent.mkdir(exist_ok=True)
             path.write_text("".join(json.dumps({"id": k, "text": t}) + "\n" for k, t in records.items()))
-            op = Op("bulk", ["add", NAME, "--jsonl", str(path)], records)
+            op = Op("bulk", ["add", NAME, "--jsonl", str(path)], {k: version(t, {}) for k, t in records.items()})
             if rng.random() < self.args.kill:
                 op.kill_at = rng.uniform(0, 0.4) if rng.random() < 0.25 else self.took["bulk"] * rng.uniform(0.5, 1.1)
-            for key, text in records.items():
-                self.history[key].add(text)
+            for key, v in op.effects.items():
+                self.history[key].add(v)
             ops.insert(rng.randint(0, len(ops)), op)
         return ops
 

@@ -3,8 +3,10 @@
 Not part of the test suite (it runs for as long as it is allowed). Each round changes a
 folder of text files, then runs real CLI processes against one collection under a
 temporary SEMSEARCH_HOME: `index` of the folder, `add` (new ids and replacements, with
-metadata), `delete`, `search`, `info`, `rm`, the reads `get`, `documents --text` (some
-with --where on the metadata, some a page: --after, --limit) and `similar`, and with --ray
+metadata; resends of a text an id may hold, with its --meta or other: some on an id another
+command of the round is writing), `delete`, `search`, `info`, `rm`, the reads `get`,
+`documents --text` (some a page: --after, --limit) and `similar`; searches and reads take
+a --where at times (tide=V, year>=V, year<V with tide!=V, a JSON object with $in), and with --ray
 `build` and `index --ray`, a few at a time, and SIGKILLs some of them: a quarter early (start-up, creation), the rest late in their run, where they
 commit and save the index (the delay learnt from earlier runs of the same command).
 
@@ -13,12 +15,14 @@ After each round, with nothing running, it checks that:
   - the store passes SQLite's integrity check, every document has chunks and every chunk a
     document, the chunks tile the document's text, FTS5 holds exactly the store's rows;
   - every document a command that exited 0 wrote (and nothing later may have removed) is
-    there with its text, found by dense and lexical search; every one a delete or index that
+    there with its text and metadata (a version: a resend with other metadata is a new one),
+    found by dense and lexical search; every one a delete or index that
     exited 0 removed is gone; nothing is there that no command wrote;
   - the collection opens without an index file that is corrupt or out of step with the
     store after replay, and its index holds exactly the store's chunks;
   - `info` works, every command not killed exited 0 or with a one-line error (no traceback),
-    every search hit is a slice of a text its document had (with that text's metadata);
+    every search hit is a slice of a text its document had (with the metadata it had with
+    it) and matches the search's where (`matches`: design.md's rule);
   - every document a read printed holds, whole, a text (and its metadata) it may have held
     during the round, not an older one; `documents` lists ids in strictly increasing order,
     only matching ones, and leaves out none that was there all round; `get` and `similar`
@@ -76,21 +80,88 @@ NAME = "torture"
 WORDS = ("harbour tide ferry boat master weather log dawn lantern rope anchor gull pier storm "
          "sail chart compass keel deck mast net fish salt wave reef cargo crew dock").split()
 TEMP_PATTERNS = (".index.faiss.*.tmp", ".store.sqlite.*.new*", ".ondisk-changes.npz.*.tmp")
-BENIGN = {"add": {3, 75}, "replace": {3, 75}, "delete": {3, 75}, "index": {3, 75}, "search": {3},
+BENIGN = {"add": {3, 75}, "replace": {3, 75}, "resend": {3, 75}, "delete": {3, 75}, "index": {3, 75}, "search": {3},
           "info": {3}, "rm": {3, 75}, "build": {2, 3, 75}, "rayindex": {3, 75},
           "get": {3, 75}, "documents": {3, 75}, "similar": {3, 75}}  # one-line refusals
-WEIGHTS = {"add": 30, "replace": 10, "delete": 12, "index": 14, "search": 14, "info": 4, "rm": 5, "build": 3,
+WEIGHTS = {"add": 30, "replace": 10, "resend": 10, "delete": 12, "index": 14, "search": 14, "info": 4, "rm": 5, "build": 3,
            "rayindex": 3, "get": 5, "documents": 5, "similar": 4}
 RAY = ("build", "rayindex")  # run only with --ray: each starts a local Ray (seconds)
 HTTP_WEIGHTS = {"hadd": 20, "hreplace": 8, "hdelete": 8, "hsearch": 12,
                 "hget": 4, "hdocuments": 4, "hsimilar": 4}  # with --serve
 READS = ("get", "documents", "similar", "hget", "hdocuments", "hsimilar")  # what they print is checked (check_read)
-TIDES = ("high", "low")  # the metadata key writes set (tide=..., with a batch nonce) and reads filter on
+TIDES = ("high", "low")  # the metadata keys writes set (tide=..., year=..., a batch nonce) and reads filter on
+YEARS = (2000, 2030)
 DOWN, NO_ANSWER = -1, -2  # an HTTP op's rc: the server was not up (refused); it hung up unasked
 HTTP_BENIGN = {404, 409, 503, DOWN}  # the collection removed (or the document), the writer lock busy, overloaded
 BENIGN.update(dict.fromkeys(HTTP_WEIGHTS, HTTP_BENIGN))
 HTTP = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: no proxy from the environment
 ABSENT = None  # the state of a document that is not there
+
+
+def version(text: str, meta: dict) -> tuple[str, str]:
+    """What a document holds: its text and its metadata (as canonical JSON, so hashable)."""
+    return text, json.dumps(meta, sort_keys=True)
+
+
+def meta_of(v: tuple[str, str]) -> dict:
+    return json.loads(v[1])
+
+
+def _number(value):
+    """A number, or a text that spells one, as a number (the rule compares those as numbers)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return value
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _equal(stored, value) -> bool:
+    return stored == value or (_number(stored) is not None and _number(stored) == _number(value))
+
+
+SIGNS = {"$gt": lambda a, b: a > b, "$gte": lambda a, b: a >= b, "$lt": lambda a, b: a < b,
+         "$lte": lambda a, b: a <= b}
+
+
+def matches(meta: dict, where: dict | None) -> bool:
+    """design.md's rule for the metadata the soaks write (texts, numbers and texts that spell
+    one, lists of texts): a value means $eq, a list matches by any item, $ne/$nin are the
+    complements (a document without the key included), ranges compare numbers (one item must
+    meet all of a key's bounds), $exists asks for the key. threads_soak.py checks with it too."""
+    for key, condition in (where or {}).items():
+        ops = condition if isinstance(condition, dict) else {"$eq": condition}
+        items = [] if key not in meta else meta[key] if isinstance(meta[key], list) else [meta[key]]
+        for op, operand in ops.items():
+            if op == "$exists" and (key in meta) != operand:
+                return False
+            if op in ("$eq", "$ne") and any(_equal(i, operand) for i in items) != (op == "$eq"):
+                return False
+            if op in ("$in", "$nin") and any(_equal(i, v) for i in items for v in operand) != (op == "$in"):
+                return False
+        bounds = [(SIGNS[op], _number(b)) for op, b in ops.items() if op in SIGNS]
+        if bounds and not any(_number(i) is not None and all(sign(_number(i), b) for sign, b in bounds)
+                              for i in items):
+            return False
+    return True
+
+
+def random_filter(rng: random.Random) -> tuple[dict, list[str]]:
+    """A filter as the library reads it and as --where strings (a URL's where= too): none, a
+    tide, ranges over year (KEY>=V, KEY<V with KEY!=V), or a JSON object with $in."""
+    year = rng.randint(*YEARS)
+    return rng.choice((
+        lambda: ({}, []),
+        lambda: ({}, []),
+        lambda: ({"tide": (t := rng.choice(TIDES))}, [f"tide={t}"]),
+        lambda: ({"year": {"$gte": year}}, [f"year>={year}"]),
+        lambda: ({"year": {"$lt": year}, "tide": {"$ne": (t := rng.choice(TIDES))}}, [f"year<{year}", f"tide!={t}"]),
+        lambda: ({"tide": {"$in": (ts := rng.sample(TIDES, 1))}, "year": {"$lte": year}},
+                 [json.dumps({"tide": {"$in": ts}, "year": {"$lte": year}})]),
+    ))()
 
 
 def lock_held(lock: Path) -> bool:
@@ -188,7 +259,7 @@ class Op:
     kind: str
     args: list
     effects: dict = field(default_factory=dict)  # key -> text (or ABSENT) it writes if it commits
-    ask: dict = field(default_factory=dict)  # a read's question: ids or id, where, after, limit, k, docs, page
+    ask: dict = field(default_factory=dict)  # a read's question: ids or id, where (and its --where strings), after, limit, k, docs, page
     kill_at: float | None = None
     start: float = 0.0
     end: float = 0.0
@@ -290,10 +361,9 @@ class Torture:
         self.env = {**os.environ, "SEMSEARCH_HOME": str(self.home), "PYTHONUNBUFFERED": "1"}
         self.env.pop("SEMSEARCH_DEBUG", None)
         self.coll = self.home / NAME
-        self.state: dict[str, set] = {}  # key -> the texts (or ABSENT) it may hold now
-        self.history: dict[str, set] = defaultdict(set)  # key -> every text it ever held
-        self.metadata: dict[str, dict] = {}  # text -> the metadata written with it (none: {})
-        self.files: dict[str, str] = {}  # file key (its path) -> its text now (absent: deleted)
+        self.state: dict[str, set] = {}  # key -> the versions (text, metadata) or ABSENT it may hold now
+        self.history: dict[str, set] = defaultdict(set)  # key -> every version it ever held
+        self.files: dict[str, tuple] = {}  # file key (its path) -> its version now (absent: deleted)
         self.took = defaultdict(lambda: 1.0)  # command -> seconds it takes (running mean)
         self.took["build"] = self.took["rayindex"] = 6.0
         self.kills = self.rounds = self.commands = 0
@@ -304,6 +374,7 @@ class Torture:
         self.server_kills = self.server_follows = 0
         self.there = False  # whether the collection was there at the round's start
         self.reads, self.checked = Counter(), Counter()  # read kind -> how many ran; were checked
+        self.ran = Counter()  # resends (racing: on an id another write of the round sends to), filtered ops
 
     # -- the folder `index` reads -------------------------------------------------------------
     def mutate_folder(self) -> None:
@@ -323,9 +394,8 @@ class Torture:
         text = make_text(self.rng, long=self.rng.random() < 0.3)
         path.write_text(text)
         key = str(path.resolve())
-        self.files[key] = text
-        self.history[key].add(text)
-        self.metadata[text] = {"path": key, "type": "txt"}  # what `index` gives a .txt file
+        self.files[key] = version(text, {"path": key, "type": "txt"})  # what `index` gives a .txt file
+        self.history[key].add(self.files[key])
 
     # -- one round ----------------------------------------------------------------------------
     def plan(self) -> list[Op]:
@@ -340,23 +410,33 @@ class Torture:
             held = [k for k, s in self.state.items() if not k.startswith("/") and k not in used and s != {ABSENT}]
             if kind in ("replace", "delete", "hreplace", "hdelete") and not held:
                 kind = "add"
-            meta = {"tide": rng.choice(TIDES), "batch": nonce(rng)}  # what this op's adds write with their texts
+            # what this op's adds write with their texts (the command line writes strings)
+            meta = {"tide": rng.choice(TIDES), "batch": nonce(rng), "year": str(rng.randint(*YEARS))}
+            if kind == "resend" and not (texts := self.resendable(used, ops)):
+                kind = "add"
             if kind in HTTP_WEIGHTS:
-                op = self.plan_http(kind, held, meta)
+                op = self.plan_http(kind, held, meta, used, ops)
             elif kind == "add":
                 keys = [f"k{nonce(rng)}" for _ in range(rng.randint(1, 3))]
-                op = Op(kind, ["add", NAME], {k: make_text(rng) for k in keys})
-                for k, text in op.effects.items():
-                    op.args += ["--text", text, "--id", k]
+                op = Op(kind, ["add", NAME], {k: version(make_text(rng), meta) for k in keys})
+                for k, v in op.effects.items():
+                    op.args += ["--text", v[0], "--id", k]
             elif kind == "replace":
                 key = rng.choice(held)
                 op = Op(kind, ["add", NAME, "--text", make_text(rng), "--id", key])
-                op.effects[key] = op.args[3]
+                op.effects[key] = version(op.args[3], meta)
+            elif kind == "resend":  # a text the id may hold, as it is (unchanged) or with other --meta
+                key, v = rng.choice(texts)
+                if rng.random() < 0.5 and all(isinstance(x, str) for x in meta_of(v).values()):
+                    meta = meta_of(v)
+                op = Op(kind, ["add", NAME, "--text", v[0], "--id", key], {key: version(v[0], meta)})
+                self.ran["resend"] += 1
+                op.args += [a for k, x in meta.items() for a in ("--meta", f"{k}={x}")]
             elif kind in READS:
                 op = Op(kind, [kind, NAME], ask=self.ask(kind))
                 op.args += list(op.ask.get("ids", [])) + ([op.ask["id"], "-k", str(op.ask["k"])] if "id" in op.ask else [])
                 op.args += ["--json"] + ["--text"] * (kind == "documents") + ["--chunks"] * (op.ask.get("docs") is False)
-                op.args += [a for key, value in op.ask.get("where", {}).items() for a in ("--where", f"{key}={value}")]
+                op.args += [a for cond in op.ask.get("strings", []) for a in ("--where", cond)]
                 op.args += [a for name in ("after", "limit") if op.ask.get(name) is not None
                             for a in (f"--{name}", str(op.ask[name]))]
             elif kind == "delete":
@@ -366,9 +446,11 @@ class Torture:
                 op = Op(kind, ["index", str(self.docs), "--name", NAME] + ["--ray"] * (kind == "rayindex"),
                         {k: self.files.get(k, ABSENT) for k in self.history if k.startswith("/")})
             elif kind == "search":
+                where, strings = random_filter(rng)
                 op = Op(kind, ["search", NAME, " ".join(rng.sample(WORDS, 3)), "--json", "-k", "20",
                                "--mode", rng.choice(["dense", "lexical", "hybrid"])]
-                        + (["--docs"] if rng.random() < 0.5 else []))
+                        + (["--docs"] if rng.random() < 0.5 else []) + [a for c in strings for a in ("--where", c)],
+                        ask={"where": where, "strings": strings})
             elif kind == "info":
                 op = Op(kind, ["info", NAME, "--json"])
             elif kind == "rm":
@@ -376,17 +458,27 @@ class Torture:
             else:
                 op = Op(kind, ["build", NAME])
             if kind in ("add", "replace"):
-                op.args += ["--meta", f"tide={meta['tide']}", "--meta", f"batch={meta['batch']}"]
+                op.args += [a for k, x in meta.items() for a in ("--meta", f"{k}={x}")]
             used |= set(op.effects) if kind not in ("index", "rayindex") else set()
-            for key, text in op.effects.items():
-                if text is not ABSENT:
-                    self.history[key].add(text)
-                    self.metadata.setdefault(text, meta)
+            for key, v in op.effects.items():
+                if v is not ABSENT:
+                    self.history[key].add(v)
             if rng.random() < self.args.kill and kind not in HTTP_WEIGHTS:
                 early = rng.random() < 0.25
                 op.kill_at = rng.uniform(0, 0.4) if early else self.took[kind] * rng.uniform(0.5, 1.1)
             ops.append(op)
         return ops
+
+    def resendable(self, used: set, ops: list[Op]) -> list[tuple[str, tuple]]:
+        """(id, version) pairs to send again: a text an id added as text may hold now; at times
+        an id a write planned this round is sending another text to, so the two race (a
+        resend that found its text held, then another writer's text: put_texts embeds it)."""
+        racing = [(k, v) for op in ops if op.kind in ("replace", "resend", "hreplace") for k, v in op.effects.items()]
+        if racing and self.rng.random() < 0.4:
+            self.ran["resend_racing"] += 1
+            return racing
+        return sorted((k, v) for k, s in self.state.items() if not k.startswith("/") and k not in used
+                      for v in s if v is not ABSENT)
 
     def ask(self, kind: str) -> dict:
         """A read's question: ids the soak wrote (most there at the round's start, some perhaps
@@ -398,22 +490,30 @@ class Torture:
 
         def pick() -> str:
             return rng.choice(there if there and rng.random() < 0.8 else known)
-        where = {"tide": rng.choice(TIDES)} if rng.random() < 0.3 else {}
+        where, strings = random_filter(rng)
         if kind in ("get", "hget"):
             return {"ids": list(dict.fromkeys(pick() for _ in range(rng.randint(1, 3) if kind == "get" else 1)))}
         if kind in ("similar", "hsimilar"):
-            return {"id": pick(), "k": rng.randint(1, 20), "where": where, "docs": rng.random() < 0.7}
+            return {"id": pick(), "k": rng.randint(1, 20), "where": where, "strings": strings, "docs": rng.random() < 0.7}
         paged = rng.random() < 0.4
-        return {"where": where, "after": pick() if paged else None,
+        return {"where": where, "strings": strings, "after": pick() if paged else None,
                 "limit": rng.randint(1, 20) if paged and kind == "documents" else None, "page": rng.randint(1, 30)}
 
-    def plan_http(self, kind: str, held: list, meta: dict) -> Op:
-        """An HTTP request to the server: args are (method, path, JSON body)."""
+    def plan_http(self, kind: str, held: list, meta: dict, used: set, ops: list[Op]) -> Op:
+        """An HTTP request to the server: args are (method, path, JSON body). Its adds write
+        year as a number and a list of tags; a third of its replacements resend a text the
+        id may hold (with its metadata, or new)."""
         rng, docs = self.rng, f"/v1/collections/{NAME}/documents"
+        meta = {**meta, "year": int(meta["year"]), "tags": rng.sample(TIDES + ("mid",), rng.randint(1, 2))}
         if kind == "hadd":
-            op = Op(kind, ["POST", docs], {f"k{nonce(rng)}": make_text(rng) for _ in range(rng.randint(1, 3))})
+            op = Op(kind, ["POST", docs], {f"k{nonce(rng)}": version(make_text(rng), meta)
+                                           for _ in range(rng.randint(1, 3))})
+        elif kind == "hreplace" and rng.random() < 0.35 and (texts := self.resendable(used, ops)):
+            key, v = rng.choice(texts)
+            op = Op(kind, ["POST", docs], {key: v if rng.random() < 0.5 else version(v[0], meta)})
+            self.ran["hresend"] += 1
         elif kind == "hreplace":
-            op = Op(kind, ["POST", docs], {rng.choice(held): make_text(rng)})
+            op = Op(kind, ["POST", docs], {rng.choice(held): version(make_text(rng), meta)})
         elif kind == "hdelete":
             key = rng.choice(held)
             return Op(kind, ["DELETE", f"{docs}/{key}", None], {key: ABSENT})
@@ -426,11 +526,13 @@ class Torture:
             ask = self.ask(kind)
             return Op(kind, ["POST", f"/v1/collections/{NAME}/similar",
                              {"id": ask["id"], "k": ask["k"], "where": ask["where"] or None, "docs": ask["docs"]}], ask=ask)
-        else:
+        else:  # a body's where: the library's object, or the --where strings
+            where, strings = random_filter(rng)
             return Op(kind, ["POST", f"/v1/collections/{NAME}/search",
                              {"query": " ".join(rng.sample(WORDS, 3)), "k": 20, "docs": rng.random() < 0.5,
-                              "mode": rng.choice(["dense", "lexical", "hybrid"])}])
-        op.args.append({"documents": [{"id": k, "text": t, "metadata": meta} for k, t in op.effects.items()]})
+                              "mode": rng.choice(["dense", "lexical", "hybrid"]),
+                              "where": rng.choice((where, strings)) or None}], ask={"where": where, "strings": strings})
+        op.args.append({"documents": [{"id": k, "text": v[0], "metadata": meta_of(v)} for k, v in op.effects.items()]})
         return op
 
     def run_http(self, op: Op, logs: Path, n: int) -> None:
@@ -443,7 +545,7 @@ class Torture:
         sent, pages, after = [], [], op.ask.get("after")
         while True:
             if op.kind == "hdocuments":
-                query = [("limit", op.ask["page"])] + [("where", f"{k}={v}") for k, v in op.ask["where"].items()]
+                query = [("limit", op.ask["page"])] + [("where", c) for c in op.ask["strings"]]
                 path = op.args[1] + "?" + urllib.parse.urlencode(query + ([("after", after)] if after else []))
             self.send(op, method, path, body)
             sent.append(f"{method} {path} {json.dumps(body)}\n{op.rc}\n{op.out}\n{op.err}")
@@ -569,6 +671,7 @@ class Torture:
         found = []
         for op in ops:
             self.reads[op.kind] += op.kind in READS
+            self.ran["filtered"] += bool(op.ask.get("where"))
             if op.killed:
                 continue
             if "Traceback" in op.err or (op.rc != 0 and not self.refused(op, ops)):
@@ -578,6 +681,9 @@ class Torture:
             if (op.kind in ("search", "hsearch") and op.rc == 0) or (op.kind in READS and op.rc in (0, 3, 404)):
                 try:
                     found += self.check_read(op, ops) if op.kind in READS else self.check_hits(op, json.loads(op.out))
+                    if op.kind in ("search", "hsearch"):
+                        found += [f"{op.kind} --where {op.ask['strings']} hit {h['id']} ({h['metadata']})"
+                                  for h in json.loads(op.out) if not matches(h["metadata"], op.ask["where"])]
                 except (ValueError, KeyError, TypeError, AttributeError) as exc:
                     found.append(f"{op.kind} printed what the soak cannot read ({exc!r}): {op.out[:300]}")
         for key in set(self.history) | set(self.state):
@@ -585,11 +691,11 @@ class Torture:
         return found
 
     def check_hits(self, op: Op, hits: list) -> list[str]:
-        """Each hit of a search or similar is a slice of a text its document had, with that
-        text's metadata."""
+        """Each hit of a search or similar is a slice of a text its document had, with the
+        metadata it had with that text."""
         return [f"{op.kind} hit {h['id']} chunk {h['chunk']} is no text it ever had (with its metadata)"
-                for h in hits if not any(t[h["start"]:h["end"]] == h["text"] and self.metadata.get(t, {}) == h["metadata"]
-                                         for t in self.history.get(h["id"], ()))]
+                for h in hits if not any(v[0][h["start"]:h["end"]] == h["text"] and meta_of(v) == h["metadata"]
+                                         for v in self.history.get(h["id"], ()))]
 
     def check_read(self, op: Op, ops: list[Op]) -> list[str]:
         """What a read (exit 0, or 3 / HTTP 404: something missing) printed, against what
@@ -616,8 +722,8 @@ class Torture:
                 found.append(f"{op.kind} of {ask['id']} lists it")
             if scores != sorted(scores, reverse=True) or len(hits) > ask["k"] or (ask["docs"] and len(set(ids)) < len(ids)):
                 found.append(f"{op.kind}: {len(hits)} hits for k {ask['k']}, ids {ids}, scores {scores}: not ranked")
-            found += [f"{op.kind} hit {h['id']} does not match {where}" for h in hits
-                      if any(h["metadata"].get(k) != v for k, v in where.items())]
+            found += [f"{op.kind} hit {h['id']} ({h['metadata']}) does not match {where}" for h in hits
+                      if not matches(h["metadata"], where)]
             return found + self.check_hits(op, hits)
         if op.kind == "hdocuments":
             pages = json.loads(op.out)
@@ -633,12 +739,12 @@ class Torture:
             docs = [json.loads(line) for line in op.out.splitlines()]
         for d in docs:
             key, text, may = d["id"], d["text"], self.during(d["id"], ops) - {ABSENT}
-            if text not in may:
-                kind = "an older text" if text in self.history.get(key, ()) else "a text no command wrote"
+            if text not in [v[0] for v in may]:
+                kind = "an older text" if text in [v[0] for v in self.history.get(key, ())] else "a text no command wrote"
                 found.append(f"{op.kind} printed {key} with {kind}: {str(text)[:200]!r}")
-            elif d["metadata"] != self.metadata.get(text, {}) or d["source"] != (key if key.startswith("/") else None):
+            elif version(text, d["metadata"]) not in may or d["source"] != (key if key.startswith("/") else None):
                 found.append(f"{op.kind} printed {key} with metadata {d['metadata']} and source {d['source']}, "
-                             f"its text's are {self.metadata.get(text, {})}")
+                             f"its text's may be {[meta_of(v) for v in may if v[0] == text]}")
             if not (isinstance(d["chunks"], int) and d["chunks"] >= 1):
                 found.append(f"{op.kind} printed {key} with {d['chunks']!r} chunks")
         ids = [d["id"] for d in docs]
@@ -651,22 +757,22 @@ class Torture:
             found.append(f"{op.kind}: ids not strictly increasing: {ids[:50]}")
         found += [f"{op.kind} after {after} listed {key}" for key in ids if after is not None and key <= after]
         found += [f"{op.kind} where {where} listed {d['id']} ({d['metadata']})" for d in docs
-                  if any(d["metadata"].get(k) != v for k, v in where.items())]
+                  if not matches(d["metadata"], where)]
         if limit is not None and len(ids) > limit:
             found.append(f"{op.kind} with limit {limit} listed {len(ids)}")
         end = ids[-1] if limit is not None and len(ids) == limit else None
         sure = [key for key in self.state if (after is None or key > after) and (end is None or key <= end)
                 and ABSENT not in (may := self.during(key, ops))
-                and all(self.metadata.get(t, {}).get(k) == v for t in may for k, v in where.items())]
+                and all(matches(meta_of(v), where) for v in may)]
         found += [f"{op.kind} left out {key}, there all round" for key in sorted(set(sure) - set(ids))[:5]]
         return found
 
     def refused(self, op: Op, ops: list[Op]) -> bool:
         """Whether ``op``'s exit is a refusal, no defect: one of its kind's benign exits, or a
-        read's where on tide in a collection made anew this round (one knows no tide before
-        an add of one commits; so the sentinel writes one)."""
-        return op.rc in self.benign[op.kind] or (op.kind in READS and op.rc in (2, 400) and self.made_anew(ops)
-                                                 and "unknown metadata key 'tide'" in op.err)
+        where on tide or year in a collection made anew this round (one knows no key before
+        an add of one commits; so the sentinel writes both)."""
+        return op.rc in self.benign[op.kind] or (bool(op.ask.get("where")) and op.rc in (2, 400) and self.made_anew(ops)
+                                                 and re.search(r"unknown metadata key '(tide|year)'", op.err) is not None)
 
     def made_anew(self, ops: list[Op]) -> bool:
         """Whether the collection may have been missing, or made anew, during the round."""
@@ -738,16 +844,15 @@ class Torture:
 
     def check_store(self) -> list[str]:
         found, docs, by_doc = read_store(self.coll / "store.sqlite")
-        docs = {key: doc_id for key, (doc_id, _) in docs.items()}
-        for key, doc_id in docs.items():
+        for key, (doc_id, meta) in docs.items():
             chunks = by_doc.get(doc_id, [])
-            text = next((t for t in self.state.get(key, ()) if t is not ABSENT
+            text = next((t for t, m in self.state.get(key, set()) - {ABSENT} if meta_of((t, m)) == meta
                          and all(r[5] == t[r[3]:r[4]] for r in chunks) and chunks
                          and chunks[0][3] == 0 and chunks[-1][4] == len(t)), None)
             if key not in self.state:
                 found.append(f"{key} is there, and no command wrote it")
             elif text is None:
-                found.append(f"{key} holds none of the texts it may hold ({len(chunks)} chunks)")
+                found.append(f"{key} holds none of the versions (text and metadata) it may hold ({len(chunks)} chunks)")
             elif [r[2] for r in chunks] != list(range(len(chunks))):
                 found.append(f"{key}: chunk positions {[r[2] for r in chunks]}")
         for key, may in self.state.items():
@@ -837,13 +942,14 @@ class Torture:
         no temporary file."""
         self.sentinel += 1
         key, text = f"sentinel{self.sentinel}", f"{nonce(self.rng)} sentinel {self.sentinel} of the harbour."
-        done = subprocess.run(CLI + ["add", NAME, "--text", text, "--id", key, "--meta", "tide=high"], env=self.env,
+        # tide and year: so a collection the sentinel made knows the keys reads filter on
+        done = subprocess.run(CLI + ["add", NAME, "--text", text, "--id", key, "--meta", "tide=high",
+                                     "--meta", "year=2015"], env=self.env,
                               capture_output=True, text=True, timeout=self.args.hang)
         if done.returncode != 0:
             return [f"the sentinel add exited {done.returncode}: {done.stderr.strip()[-400:]}"]
-        self.state[key] = {text}
-        self.metadata[text] = {"tide": "high"}  # so a collection the sentinel made knows the key reads filter on
-        self.history[key].add(text)
+        self.state[key] = {version(text, {"tide": "high", "year": "2015"})}
+        self.history[key] |= self.state[key]
         return []
 
 
@@ -881,7 +987,9 @@ def main() -> int:
         if t.server:
             t.server.stop()
     reads = ", ".join(f"{k} {t.checked[k]}/{t.reads[k]}" for k in READS if t.reads[k])
-    print(f"reads checked/run: {reads or 'none'}", flush=True)
+    print(f"reads checked/run: {reads or 'none'}; texts resent: {t.ran['resend']} by add, {t.ran['hresend']} "
+          f"by HTTP ({t.ran['resend_racing']} racing another write of the id); commands with a where: "
+          f"{t.ran['filtered']}", flush=True)
     serving = (f", server killed {t.server_kills} times, started {t.server.starts}, served on through "
                f"{t.server_follows} rounds' rm" if t.server else "")
     print(f"done: {t.rounds} rounds, {t.commands} commands, {t.kills} killed{serving}, {len(t.defects)} defects "
