@@ -2,11 +2,16 @@
 
 design.md promises that a server may share one Embedder and one Collection across threads.
 Each round opens the collection once (`Collection.open_or_create`) and lets N threads share
-it, each running a random mix of: add_texts (new ids, replaced ids, with metadata), delete
-(by id, by where), search in every mode (dense / lexical / hybrid, with and without where,
-docs=True), info(), the read paths (documents() walks: whole, with where, text=False, and
+it, each running a random mix of: add_texts_report (new ids, replaced ids, with metadata:
+a group, a numeric year, a list of tags), resends of a document's text with its metadata
+(unchanged: nothing written) or new metadata (only the metadata written), most on ids just
+written so that they race with replacements and deletes (put_texts then embeds inside its
+transaction), delete (by id, by where), search in every mode (dense / lexical / hybrid,
+with and without where, docs=True), info(), the read paths (documents() walks: whole, with where, text=False, and
 limit/after pages stitched together; get and similar of ids that exist, were just deleted
-or are being written), now and then a second Collection object on the same folder in the
+or are being written), filters with operators (ranges over year, $in, $ne, $nin, a tag
+matched as a list's item), most of them one of the round's three, again and again between
+writes (the filter cache's case: a stale cached filter gives wrong hits or misses one), now and then a second Collection object on the same folder in the
 same process; with --processes a `semsearch add` process writes at the same time. Walks
 read --page documents a snapshot (collection.DOCUMENT_PAGE, set for the run: a small page
 makes a small collection's walk span many snapshots). Near the end of the round one thread
@@ -15,11 +20,15 @@ then closing between pages: every call from then on must raise a CollectionError
 in flight may also finish), the walk's next page too.
 
 Checked during the round, for every call:
+  - each add's outcome (AddReport: added, replaced, metadata_updated, unchanged) is what
+    the ledger says, for the calls whose documents nothing else wrote around them; a
+    resent text keeps its added_at;
   - no exception other than the documented ones (CollectionBusy under the 10 s lock wait,
     CollectionError once closed, NoSuchDocument where allowed below), each one line; no
     thread still running two minutes past the time limit (a deadlock);
   - a search hit is a slice of a text its document was given, with that version's metadata,
-    matching the where filter; no version that a write which ended before the search began
+    matching the where filter (design.md's rule: torture.matches); a search for a document's
+    whole text, with a filter its metadata matched all along, finds it; no version that a write which ended before the search began
     had replaced or deleted (a search sees everything committed before it started); one
     hit per document where asked;
   - info() is consistent: the index holds as many vectors as the store chunks;
@@ -43,11 +52,13 @@ After each round, with nothing running:
     SEMSEARCH_HOME=$(mktemp -d) nice -n 19 .venv/bin/python benchmarks/threads_soak.py \
         --rounds 20 --seconds 600 --threads 8 --seed 1 [--processes]
 
-Prints one summary line; exits 1 on any defect (each printed as it is found).
+Prints one summary line (with how often put_texts embedded inside its transaction and how
+often the filter cache answered: `counting`); exits 1 on any defect (each printed as found).
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import logging
 import math
@@ -63,18 +74,21 @@ from collections import Counter, defaultdict, deque
 from dataclasses import dataclass
 from pathlib import Path
 
-from torture import index_out_of_step, lock_held, read_store, semsearch_warnings  # the kill -9 soak's checks
+from torture import index_out_of_step, lock_held, matches, read_store, semsearch_warnings  # the kill -9 soak's checks
 
 WORDS = ("harbour tide ferry boat master weather log dawn lantern rope anchor gull pier storm "
          "sail chart compass keel deck mast net fish salt wave reef cargo crew dock").split()
 GROUPS = ("red", "green", "blue")
+TAGS = ("alpha", "beta", "gamma", "delta")  # a list-valued field: a where matches it by any item
+YEARS = (2000, 2030)  # a numeric field: where ranges over it
+OUTCOMES = ("added", "replaced", "metadata_updated", "unchanged")  # AddReport's counts
 TEMP_PATTERNS = (".index.faiss.*.tmp", ".store.sqlite.*.new*")
 SETTINGS = {"chunk_tokens": 24, "overlap": 4}  # short chunks: several per document, cheaply
 INF = math.inf
 ABSENT = None
 SKIP = "skip"  # what an operation returns when it did not call the collection
 HANG = 120.0  # seconds past the time limit after which a thread still running is stuck
-WRITES = ("add", "replace", "retag", "delete", "delete_where", "second", "process_add")
+WRITES = ("add", "replace", "retag", "resend", "delete", "delete_where", "second", "process_add")
 
 
 def nonce(rng: random.Random) -> str:
@@ -84,6 +98,28 @@ def nonce(rng: random.Random) -> str:
 def make_text(rng: random.Random) -> str:
     """A unique text (its nonce word is what lexical search finds it by), 1 to ~6 chunks."""
     return f"{nonce(rng)} " + " ".join(rng.choice(WORDS) for _ in range(rng.choice((5, 12, 30, 60, 90)))) + "."
+
+
+def random_where(rng: random.Random) -> dict:
+    """A filter on the fields every write sets: equality, $ne, $in, ranges over year, a tag."""
+    year = rng.randint(*YEARS)
+    return rng.choice((
+        lambda: {"group": rng.choice(GROUPS)},
+        lambda: {"group": {"$ne": rng.choice(GROUPS)}},
+        lambda: {"group": {"$in": rng.sample(GROUPS, 2)}},
+        lambda: {"year": {"$gte": year}},
+        lambda: {"year": {"$lt": year}},
+        lambda: {"year": {"$gte": year - 8, "$lte": year}},
+        lambda: {"tags": rng.choice(TAGS)},
+        lambda: {"tags": {"$in": rng.sample(TAGS, 2)}},
+        lambda: {"tags": {"$nin": [rng.choice(TAGS)]}, "year": {"$gt": year - 15}},
+        lambda: {"group": rng.choice(GROUPS), "year": {"$lte": year}},
+    ))()
+
+
+def random_meta(rng: random.Random, tag: str, n: int) -> dict:
+    return {"batch": tag, "group": rng.choice(GROUPS), "n": n, "year": rng.randint(*YEARS),
+            "tags": rng.sample(TAGS, rng.randint(1, 2))}
 
 
 @dataclass
@@ -153,6 +189,17 @@ class Ledger:
             return last.value
         return None
 
+    def alone(self, key: str, mine: list[Write], start: float, end: float):
+        """The value ``key`` surely held from ``start`` to ``end`` with no write but ``mine``
+        begun meanwhile (ABSENT: never written), or SKIP when other writes may interleave."""
+        writes = [w for w in self.of(key) if w.start < end and not any(w is m for m in mine)]
+        if not writes:
+            return ABSENT
+        last = writes[-1]
+        if last.sure and last.end < start and all(w.end < last.start for w in writes[:-1]):
+            return last.value
+        return SKIP
+
     def stale(self, write: Write, search_start: float) -> bool:
         """Whether a sure write replaced or deleted ``write`` before a search began."""
         return any(w.sure and w.start > write.end and w.end < search_start for w in self.of(write.key))
@@ -170,6 +217,8 @@ class Soak:
         self.rounds = 0
         self.stuck = False
         self.deleted = deque(maxlen=32)  # ids just deleted (under the ledger's lock): get and similar ask for them
+        self.recent = deque(maxlen=6)  # ids just written: replace, retag and resend race on them
+        self.filters: list[dict] = []  # this round's filters: most filtered reads repeat one (the cache)
         self._guard = threading.Lock()
 
     def defect(self, message: str) -> None:
@@ -184,6 +233,7 @@ class Soak:
         self.rounds += 1
         closing, closed = threading.Event(), threading.Event()  # close() called; close() returned
         seeds = [self.rng.randrange(2**32) for _ in range(self.threads)]
+        self.filters = [random_where(self.rng) for _ in range(3)]
         close_after = self.rng.randint(self.ops * 3 // 5, self.ops - 1) if self.close_it else None
         workers = [threading.Thread(target=self.worker, name=f"soak-{i}", daemon=True,
                                     args=(coll, random.Random(s), deadline, closing, closed,
@@ -211,9 +261,9 @@ class Soak:
     def worker(self, coll, rng: random.Random, deadline: float, closing: threading.Event,
                closed: threading.Event, close_after: int | None) -> None:
         from semsearch.errors import CollectionBusy, CollectionError, SemsearchError
-        kinds = ["add", "replace", "retag", "delete", "delete_where", "search", "present", "info", "second",
-                 "walk", "get", "similar"]
-        weights = [14, 6, 6, 5, 3, 24, 12, 3, 1, 6, 8, 6]
+        kinds = ["add", "replace", "retag", "resend", "delete", "delete_where", "search", "present", "info",
+                 "second", "walk", "get", "similar"]
+        weights = [12, 6, 5, 6, 5, 3, 24, 12, 3, 1, 6, 8, 6]
         for n in range(self.ops):
             if time.monotonic() > deadline:
                 return
@@ -280,41 +330,97 @@ class Soak:
             self.defect(f"a walk's next page after close(): {type(exc).__name__}: {exc}")
 
     # -- the operations ----------------------------------------------------------------------
-    def _put(self, coll, keys: list[str], rng: random.Random, texts: list[str] | None = None) -> None:
+    def _put(self, coll, keys: list[str], rng: random.Random, texts: list[str] | None = None,
+             metas: list[dict] | None = None, watch: bool = False) -> None:
+        """add_texts_report of ``keys``: new texts, or ``texts`` (and ``metas``) given. Each
+        document's outcome is checked where nothing else wrote it around the call; with
+        ``watch`` its added_at too (read before and after: it stays unless the text changed)."""
         tag = nonce(rng)
         texts = texts or [make_text(rng) for _ in keys]
-        meta = [{"batch": tag, "group": rng.choice(GROUPS), "n": i} for i in range(len(keys))]
+        meta = metas or [random_meta(rng, tag, i) for i in range(len(keys))]
+        start, before = time.monotonic(), self._added_at(coll, keys) if watch else {}
         made = self.ledger.begin([(k, (t, m)) for k, t, m in zip(keys, texts, meta)])
         try:
-            got = coll.add_texts(texts, ids=keys, metadata=meta)
+            report = coll.add_texts_report(texts, ids=keys, metadata=meta)
         except BaseException:
             self.ledger.end(made, False)
             raise
         self.ledger.end(made, True)
         with self.ledger.lock:
-            self.ledger.tags[tag] = keys
-        if got != keys:
-            self.defect(f"add_texts returned ids {got}, not {keys}")
+            for key, m in zip(keys, meta):  # a resent document keeps its batch
+                if key not in self.ledger.tags.setdefault(m["batch"], []):
+                    self.ledger.tags[m["batch"]].append(key)
+            self.recent.extend(keys)
+        if report.ids != keys:
+            self.defect(f"add_texts_report returned ids {report.ids}, not {keys}")
+        got = [getattr(report, name) for name in OUTCOMES]
+        for name, n in zip(OUTCOMES, got):
+            self.counts["outcome_" + name] += n
+        if sum(got) != len(keys):
+            self.defect(f"add_texts_report of {len(keys)} texts counts {dict(zip(OUTCOMES, got))}")
+        after = self._added_at(coll, keys) if watch else {}
+        end = time.monotonic()
+        priors = [self.ledger.alone(k, made, start, end) for k in keys]
+        if any(p is SKIP for p in priors):
+            return
+        expected = Counter("added" if p is ABSENT else "replaced" if p[0] != t else
+                           "metadata_updated" if p[1] != m else "unchanged" for p, t, m in zip(priors, texts, meta))
+        self.counts["outcome_checked"] += 1
+        if got != [expected[name] for name in OUTCOMES]:
+            self.defect(f"add_texts_report of {keys} (nothing else writing them) counts {dict(zip(OUTCOMES, got))}, "
+                        f"not {dict(expected)}")
+        for key, prior, text in zip(keys, priors, texts):
+            if watch and prior is not ABSENT and prior[0] == text and before.get(key) != after.get(key):
+                self.defect(f"{key}: its text resent, added_at {before.get(key)} became {after.get(key)}")
+
+    @staticmethod
+    def _added_at(coll, keys: list[str]) -> dict[str, float]:
+        return {d.id: d.added_at for d in coll.documents(ids=keys, text=False)}
+
+    def _hot(self, rng: random.Random, n: int, written: bool = False) -> list[str]:
+        """Up to ``n`` ids: most often ones just written (so writes race on them), else any
+        (``written``: only ids some write gave a text)."""
+        with self.ledger.lock:
+            recent = list(self.recent)
+        keys = [k for k in self.ledger.keys() if not written or any(w.value for w in self.ledger.of(k))]
+        pool = [k for k in recent if k in keys] if recent and rng.random() < 0.6 else keys
+        pool = pool or keys
+        return rng.sample(sorted(set(pool)), min(len(set(pool)), n))
+
+    def _latest(self, key: str) -> tuple:
+        """The value of the latest write begun on ``key`` that gave it a text."""
+        return [w for w in self.ledger.of(key) if w.value][-1].value
 
     def op_add(self, coll, rng):
         self._put(coll, [f"d{nonce(rng)}" for _ in range(rng.randint(1, 4))], rng)
 
     def op_replace(self, coll, rng):
-        keys = self.ledger.keys()
-        if not keys:
+        chosen = self._hot(rng, rng.randint(1, 3))
+        if not chosen:
             return self.op_add(coll, rng)
-        chosen = rng.sample(keys, min(len(keys), rng.randint(1, 3)))
         self._put(coll, chosen + [f"d{nonce(rng)}" for _ in range(rng.randint(0, 1))], rng)
 
     def op_retag(self, coll, rng):
-        """Replace documents with their own (latest begun) text and new metadata: a metadata
-        update, after which a search must still find them (see op_present)."""
-        keys = [k for k in self.ledger.keys() if any(w.value for w in self.ledger.of(k))]
-        if not keys:
+        """Resend documents' own (latest begun) text with new metadata: only the metadata is
+        written (added_at stays), after which a search must still find them (op_present)."""
+        chosen = self._hot(rng, rng.randint(1, 3), written=True)
+        if not chosen:
             return self.op_add(coll, rng)
-        chosen = rng.sample(keys, min(len(keys), rng.randint(1, 3)))
-        texts = [[w for w in self.ledger.of(k) if w.value][-1].value[0] for k in chosen]
-        self._put(coll, chosen, rng, texts)
+        self._put(coll, chosen, rng, [self._latest(k)[0] for k in chosen], watch=True)
+
+    def op_resend(self, coll, rng):
+        """Resend documents' latest begun text and metadata as they are: unchanged, nothing
+        written, unless another write changed them meanwhile (put_texts' race: embedded in
+        the transaction). At times with a new document, whose embedding widens the race."""
+        chosen = self._hot(rng, rng.randint(1, 3), written=True)
+        if not chosen:
+            return self.op_add(coll, rng)
+        values = [self._latest(k) for k in chosen]
+        texts, metas = [t for t, _ in values], [m for _, m in values]
+        if rng.random() < 0.3:
+            chosen, texts = chosen + [f"d{nonce(rng)}"], texts + [make_text(rng)]
+            metas = metas + [random_meta(rng, nonce(rng), 0)]
+        self._put(coll, chosen, rng, texts, metas, watch=True)
 
     def op_present(self, coll, rng):
         """Dense search for a document's whole text (one chunk: its own vector is the query's)
@@ -329,22 +435,28 @@ class Soak:
         versions = [w for w in self.ledger.of(key) if w.sure and w.value and w.end < start]
         if not versions:
             return SKIP
-        text = versions[-1].value[0]
-        hits = coll.search(text, k=5, mode=rng.choice(("dense", "hybrid")), docs=rng.random() < 0.5)
+        text, meta = versions[-1].value
+        # at times with a filter its metadata matches: most often one of the round's (cached)
+        fits = [f for f in self.filters if matches(meta, f)] + [{"year": {"$lte": meta["year"]}}] * ("year" in meta)
+        where = rng.choice(fits) if fits and rng.random() < 0.5 else None
+        hits = coll.search(text, k=5, where=where, mode=rng.choice(("dense", "hybrid")), docs=rng.random() < 0.5)
         end = time.monotonic()
-        self.check_hits(hits, start, end, None, False, "search for a whole text")
+        self.check_hits(hits, start, end, where, False, "search for a whole text")
         writes = self.ledger.of(key)
         # surely there: a sure write of this text ended before the search, and every write that
-        # may have come after it (started before the search ended) writes this text too
+        # may have come after it (started before the search ended) writes this text too (and
+        # metadata the filter matches)
         last = [w for w in writes if w.sure and w.end < start and w.value and w.value[0] == text]
-        if len(text.split()) > 6 or not last or any(
-                w.start < end and w.end > last[-1].start and w is not last[-1] and (not w.value or w.value[0] != text)
+        if len(text.split()) > 6 or not last or not matches(last[-1].value[1], where) or any(
+                w.start < end and w.end > last[-1].start and w is not last[-1]
+                and (not w.value or w.value[0] != text or not matches(w.value[1], where))
                 for w in writes):
             return
+        self.counts["present_filtered" if where else "present_unfiltered"] += 1
         self.counts["present_checked"] += 1
         if key not in [h.id for h in hits]:
             self.defect(f"search for the whole text of {key}, there all along, did not find it "
-                        f"(found {[h.id for h in hits]})")
+                        f"{f'with where={where} ' if where else ''}(found {[h.id for h in hits]})")
 
     def op_delete(self, coll, rng):
         keys = self.ledger.keys()
@@ -387,8 +499,7 @@ class Soak:
     def op_search(self, coll, rng):
         keys = self.ledger.keys()
         mode = rng.choice(("dense", "lexical", "hybrid"))
-        committed = any(w.sure and w.value for key in keys for w in self.ledger.of(key))
-        where = {"group": rng.choice(GROUPS)} if rng.random() < 0.35 and committed else None
+        where = self._where(rng, 0.5)
         docs = rng.random() < 0.4
         if keys and rng.random() < 0.7:  # a known document's nonce word (lexical finds it)
             versions = [w for w in self.ledger.of(rng.choice(keys)) if w.value]
@@ -396,9 +507,11 @@ class Soak:
         else:
             query = " ".join(rng.sample(WORDS, 2))
         k = rng.randint(1, 15)
-        start = time.monotonic()
-        hits = coll.search(query, k=k, where=where, mode=mode, docs=docs)
-        self.check_hits(hits, start, time.monotonic(), where, docs or mode == "lexical", f"{mode} search")
+        for _ in range(rng.randint(2, 4) if where and rng.random() < 0.4 else 1):  # a tenant's filter, again
+            start = time.monotonic()
+            hits = coll.search(query, k=k, where=where, mode=mode, docs=docs)
+            self.check_hits(hits, start, time.monotonic(), where, docs or mode == "lexical", f"{mode} search")
+            query = " ".join(rng.sample(WORDS, 2))
 
     def op_info(self, coll, rng):
         info = coll.info()
@@ -414,6 +527,15 @@ class Soak:
             start = time.monotonic()
             hits = other.search(rng.choice(WORDS), k=5, mode="hybrid")
             self.check_hits(hits, start, time.monotonic(), None, False, "second object's search")
+
+    def _where(self, rng: random.Random, share: float) -> dict | None:
+        """A filter for ``share`` of the reads once a write with metadata committed: most often
+        one of the round's few (the same filter again and again between writes: the cache's
+        case), else a new one."""
+        if rng.random() >= share or not self._committed():
+            return None
+        self.counts["filtered"] += 1
+        return rng.choice(self.filters) if rng.random() < 0.75 else random_where(rng)
 
     def _committed(self) -> bool:
         """Whether a document with metadata was surely written (a where names a known key)."""
@@ -433,7 +555,7 @@ class Soak:
         from semsearch import collection
         from semsearch.errors import CollectionError
         variant = rng.choice(("all", "where", "no_text", "paged"))
-        where = {"group": rng.choice(GROUPS)} if variant == "where" and self._committed() else None
+        where = self._where(rng, 1.0) if variant == "where" else None
         text = variant != "no_text"
         page = collection.DOCUMENT_PAGE
         got = []  # (document, when its page's read began, when it was yielded)
@@ -487,13 +609,12 @@ class Soak:
                 self.defect(f"{what}: {doc.id} text={doc.text!r:.40} metadata {doc.metadata} is no version's")
             if doc.chunks < 1:
                 self.defect(f"{what}: {doc.id} has {doc.chunks} chunks")
-            if where and any(doc.metadata.get(k) != v for k, v in where.items()):
+            if not matches(doc.metadata, where):
                 self.defect(f"{what}: {doc.id} with metadata {doc.metadata} does not match where={where}")
         found = set(ids)
         for key in self.ledger.keys():
             value = self.ledger.steady(key, start, end)
-            if value is not ABSENT and key not in found and not (
-                    where and any(value[1].get(k) != v for k, v in where.items())):
+            if value is not ABSENT and key not in found and matches(value[1], where):
                 self.defect(f"{what}: {key}, there all along, was not yielded")
         self.counts["walk_checked"] += 1
 
@@ -522,7 +643,7 @@ class Soak:
         key = self._some_id(rng)
         if key is None:
             return SKIP
-        where = {"group": rng.choice(GROUPS)} if rng.random() < 0.3 and self._committed() else None
+        where = self._where(rng, 0.4)
         k, docs = rng.randint(1, 12), rng.random() < 0.6
         start = time.monotonic()
         try:
@@ -551,10 +672,10 @@ class Soak:
                 return
             keys = self.ledger.keys()
             key = rng.choice(keys) if keys and rng.random() < 0.5 else f"p{nonce(rng)}"
-            text, tag, group = make_text(rng), nonce(rng), rng.choice(GROUPS)
-            made = self.ledger.begin([(key, (text, {"batch": tag, "group": group}))])
-            run = subprocess.run([cli, "add", str(self.path), "--text", text, "--id", key,
-                                  "--meta", f"batch={tag}", "--meta", f"group={group}"],
+            text, tag, group, year = make_text(rng), nonce(rng), rng.choice(GROUPS), rng.randint(*YEARS)
+            made = self.ledger.begin([(key, (text, {"batch": tag, "group": group, "year": str(year)}))])
+            run = subprocess.run([cli, "add", str(self.path), "--text", text, "--id", key, "--meta", f"batch={tag}",
+                                  "--meta", f"group={group}", "--meta", f"year={year}"],
                                  capture_output=True, text=True)
             self.ledger.end(made, run.returncode == 0)
             self.counts["process_add"] += 1
@@ -578,7 +699,7 @@ class Soak:
                             f"{hit.metadata} is no text+metadata its document was given")
             elif all(self.ledger.stale(w, start) for w in versions):
                 self.defect(f"{what}: hit {hit.id} is a version replaced or deleted before the search began")
-            if where and any(hit.metadata.get(key) != value for key, value in where.items()):
+            if not matches(hit.metadata, where):
                 self.defect(f"{what}: hit {hit.id} with metadata {hit.metadata} does not match where={where}")
 
     def check(self) -> None:
@@ -636,13 +757,42 @@ def soak(path: Path, embedder, rounds: int, seconds: float, seed: int, threads: 
     end = time.monotonic() + seconds
     default, collection.DOCUMENT_PAGE = collection.DOCUMENT_PAGE, page
     try:
-        for _ in itertools.repeat(None, rounds):
-            if time.monotonic() > end or s.stuck:
-                break
-            s.round(end)
+        with counting(s.counts):
+            for _ in itertools.repeat(None, rounds):
+                if time.monotonic() > end or s.stuck:
+                    break
+                s.round(end)
     finally:
         collection.DOCUMENT_PAGE = default
     return s
+
+
+@contextlib.contextmanager
+def counting(counts: Counter):
+    """Count, without changing what they do, how often put_texts embeds inside its transaction
+    (race_embedded: a text another writer changed after the caller looked) and how often a
+    filter's allowed ids come from the cache (filter_cache_hit) or are matched (_miss): a soak
+    that never reaches those branches proves nothing about them."""
+    from semsearch import collection, ingest
+    put_texts, get = ingest.Writer.put_texts, collection._AllowedCache.get
+
+    def counted_put_texts(self, docs, embed):
+        def counted_embed(stale):
+            counts["race_embedded"] += len(stale)
+            return embed(stale)
+        return put_texts(self, docs, counted_embed)
+
+    def counted_get(self, key, compute):
+        missed = []
+        found = get(self, key, lambda: missed.append(1) or compute())
+        counts["filter_cache_miss" if missed else "filter_cache_hit"] += 1
+        return found
+
+    ingest.Writer.put_texts, collection._AllowedCache.get = counted_put_texts, counted_get
+    try:
+        yield
+    finally:
+        ingest.Writer.put_texts, collection._AllowedCache.get = put_texts, get
 
 
 def main() -> int:
@@ -665,12 +815,19 @@ def main() -> int:
              args.ops, args.processes, args.page)
     c = s.counts
     derived = {"close", "present_checked", "walked", "walk_checked", "walk_closed_between_pages",
-               "get_found", "get_absent", "similar_absent"}  # counted in an operation's own count too
+               "get_found", "get_absent", "similar_absent", "filtered", "present_filtered", "present_unfiltered",
+               "outcome_checked", "race_embedded", "filter_cache_hit", "filter_cache_miss",
+               *("outcome_" + o for o in OUTCOMES)}  # counted in an operation's own count too
     ops = sum(v for k, v in c.items() if k not in derived)
-    detail = ", ".join(f"{k} {v}" for k, v in sorted(c.items()))
+    detail = ", ".join(f"{k} {v}" for k, v in sorted(c.items()) if k not in derived)
+    outcomes = ", ".join(f"{o} {c['outcome_' + o]}" for o in OUTCOMES)
     print(f"threads_soak: seed {args.seed}, {s.rounds} rounds, {args.threads} threads, {ops} operations "
           f"({detail}); walks {c['walk']}, documents yielded {c['walked']}, gets {c['get']}, "
-          f"similars {c['similar']}, writes {sum(c[k] for k in WRITES)}, {len(s.defects)} defects, "
+          f"whole-text searches checked {c['present_checked']} ({c['present_filtered']} with a filter), "
+          f"similars {c['similar']}, writes {sum(c[k] for k in WRITES)} (documents: "
+          f"{outcomes}; {c['outcome_checked']} calls' "
+          f"outcomes checked; {c['race_embedded']} embedded in the transaction), filtered reads {c['filtered']} "
+          f"(filter cache: {c['filter_cache_hit']} hits, {c['filter_cache_miss']} matched), {len(s.defects)} defects, "
           f"{time.monotonic() - started:.0f} s")
     return 1 if s.defects else 0
 
