@@ -5,8 +5,9 @@ Each round opens the collection once (`Collection.open_or_create`) and lets N th
 it, each running a random mix of: add_texts_report (new ids, replaced ids, with metadata:
 a group, a numeric year, a list of tags), resends of a document's text with its metadata
 (unchanged: nothing written) or new metadata (only the metadata written), most on ids just
-written so that they race with replacements and deletes (put_texts then embeds inside its
-transaction), delete (by id, by where), search in every mode (dense / lexical / hybrid,
+written so that they race with replacements and deletes, and races on purpose (a resend
+with a long new text while another thread replaces the resent document: put_texts then
+embeds inside its transaction, and whoever committed last must have written it), delete (by id, by where), search in every mode (dense / lexical / hybrid,
 with and without where, docs=True), info(), the read paths (documents() walks: whole, with where, text=False, and
 limit/after pages stitched together; get and similar of ids that exist, were just deleted
 or are being written), filters with operators (ranges over year, $in, $ne, $nin, a tag
@@ -59,6 +60,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import itertools
 import logging
 import math
@@ -88,7 +90,7 @@ INF = math.inf
 ABSENT = None
 SKIP = "skip"  # what an operation returns when it did not call the collection
 HANG = 120.0  # seconds past the time limit after which a thread still running is stuck
-WRITES = ("add", "replace", "retag", "resend", "delete", "delete_where", "second", "process_add")
+WRITES = ("add", "replace", "retag", "resend", "race", "delete", "delete_where", "second", "process_add")
 
 
 def nonce(rng: random.Random) -> str:
@@ -261,9 +263,9 @@ class Soak:
     def worker(self, coll, rng: random.Random, deadline: float, closing: threading.Event,
                closed: threading.Event, close_after: int | None) -> None:
         from semsearch.errors import CollectionBusy, CollectionError, SemsearchError
-        kinds = ["add", "replace", "retag", "resend", "delete", "delete_where", "search", "present", "info",
+        kinds = ["add", "replace", "retag", "resend", "race", "delete", "delete_where", "search", "present", "info",
                  "second", "walk", "get", "similar"]
-        weights = [12, 6, 5, 6, 5, 3, 24, 12, 3, 1, 6, 8, 6]
+        weights = [12, 6, 5, 6, 3, 5, 3, 24, 12, 3, 1, 6, 8, 6]
         for n in range(self.ops):
             if time.monotonic() > deadline:
                 return
@@ -331,7 +333,7 @@ class Soak:
 
     # -- the operations ----------------------------------------------------------------------
     def _put(self, coll, keys: list[str], rng: random.Random, texts: list[str] | None = None,
-             metas: list[dict] | None = None, watch: bool = False) -> None:
+             metas: list[dict] | None = None, watch: bool = False) -> list[Write]:
         """add_texts_report of ``keys``: new texts, or ``texts`` (and ``metas``) given. Each
         document's outcome is checked where nothing else wrote it around the call; with
         ``watch`` its added_at too (read before and after: it stays unless the text changed)."""
@@ -362,7 +364,7 @@ class Soak:
         end = time.monotonic()
         priors = [self.ledger.alone(k, made, start, end) for k in keys]
         if any(p is SKIP for p in priors):
-            return
+            return made
         expected = Counter("added" if p is ABSENT else "replaced" if p[0] != t else
                            "metadata_updated" if p[1] != m else "unchanged" for p, t, m in zip(priors, texts, meta))
         self.counts["outcome_checked"] += 1
@@ -372,6 +374,7 @@ class Soak:
         for key, prior, text in zip(keys, priors, texts):
             if watch and prior is not ABSENT and prior[0] == text and before.get(key) != after.get(key):
                 self.defect(f"{key}: its text resent, added_at {before.get(key)} became {after.get(key)}")
+        return made
 
     @staticmethod
     def _added_at(coll, keys: list[str]) -> dict[str, float]:
@@ -457,6 +460,55 @@ class Soak:
         if key not in [h.id for h in hits]:
             self.defect(f"search for the whole text of {key}, there all along, did not find it "
                         f"{f'with where={where} ' if where else ''}(found {[h.id for h in hits]})")
+
+    def op_race(self, coll, rng):
+        """put_texts' race on purpose: resend a document's text together with a long new one
+        (embedded before the lock: a wide window) while another thread replaces that document
+        with a short text (embedded at once, committed first): the resend, which found its
+        text held, finds another in its transaction and embeds its own there."""
+        from semsearch.errors import CollectionBusy, CollectionError
+        chosen = self._hot(rng, 1, written=True)
+        if not chosen:
+            return self.op_add(coll, rng)
+        key, (text, meta) = chosen[0], self._latest(chosen[0])
+        rival_rng, rivals = random.Random(rng.random()), []
+        short = f"{nonce(rival_rng)} {rival_rng.choice(WORDS)}."
+
+        def rival():
+            try:
+                rivals.extend(self._put(coll, [key], rival_rng, [short]))
+            except (CollectionBusy, CollectionError):
+                pass  # busy, or closed meanwhile: judged as any write's (the ledger has it as unsure)
+            except Exception as exc:  # noqa: BLE001
+                self.defect(f"race's rival replace: {type(exc).__name__}: {exc}")
+        other = threading.Thread(target=rival, name=f"{threading.current_thread().name}-rival", daemon=True)
+        start = time.monotonic()
+        other.start()
+        try:
+            long, new = f"{nonce(rng)} " + " ".join(rng.choice(WORDS) for _ in range(240)) + ".", f"d{nonce(rng)}"
+            made = self._put(coll, [key, new], rng, [text, long], [meta, random_meta(rng, nonce(rng), 0)])
+        finally:
+            other.join()
+        self.check_race(coll, key, new, made + rivals, start, hashlib.sha256(short.encode()).hexdigest())
+
+    def check_race(self, coll, key: str, new: str, ours: list[Write], start: float, rival: str) -> None:
+        """Whoever committed last wrote ``key``: a chunk's generation is its write's, and the
+        resend wrote ``new`` in its transaction. If the rival's text is there, the rival
+        must have committed after the resend (only checked when no other write touched the
+        two ids meanwhile)."""
+        if len(ours) < 3:  # the rival did not commit
+            return
+        with coll.store.snapshot():
+            rows = {k: (digest, gen) for k, digest, gen in coll.store.db.execute(
+                "SELECT d.key, d.content_hash, MAX(c.gen) FROM documents d JOIN chunks c ON c.doc_id = d.id "
+                "WHERE d.key IN (?, ?) GROUP BY d.key", (key, new))}
+        others = [w for k in (key, new) for w in self.ledger.of(k) if not any(w is o for o in ours)]
+        if key not in rows or new not in rows or any(w.end >= start for w in others):
+            return
+        self.counts["race_checked"] += 1
+        if rows[key][0] == rival and rows[key][1] < rows[new][1]:
+            self.defect(f"{key}: resent in a write committed at generation {rows[new][1]}, after the rival's "
+                        f"replacement ({rows[key][1]}), and it holds the rival's text")
 
     def op_delete(self, coll, rng):
         keys = self.ledger.keys()
@@ -816,7 +868,7 @@ def main() -> int:
     c = s.counts
     derived = {"close", "present_checked", "walked", "walk_checked", "walk_closed_between_pages",
                "get_found", "get_absent", "similar_absent", "filtered", "present_filtered", "present_unfiltered",
-               "outcome_checked", "race_embedded", "filter_cache_hit", "filter_cache_miss",
+               "outcome_checked", "race_embedded", "race_checked", "filter_cache_hit", "filter_cache_miss",
                *("outcome_" + o for o in OUTCOMES)}  # counted in an operation's own count too
     ops = sum(v for k, v in c.items() if k not in derived)
     detail = ", ".join(f"{k} {v}" for k, v in sorted(c.items()) if k not in derived)
@@ -826,7 +878,7 @@ def main() -> int:
           f"whole-text searches checked {c['present_checked']} ({c['present_filtered']} with a filter), "
           f"similars {c['similar']}, writes {sum(c[k] for k in WRITES)} (documents: "
           f"{outcomes}; {c['outcome_checked']} calls' "
-          f"outcomes checked; {c['race_embedded']} embedded in the transaction), filtered reads {c['filtered']} "
+          f"outcomes checked; {c['race_embedded']} embedded in the transaction, {c['race_checked']} races' order checked), filtered reads {c['filtered']} "
           f"(filter cache: {c['filter_cache_hit']} hits, {c['filter_cache_miss']} matched), {len(s.defects)} defects, "
           f"{time.monotonic() - started:.0f} s")
     return 1 if s.defects else 0

@@ -158,17 +158,17 @@ def test_close_from_a_thread_while_others_read_and_write(coll):
 
 def test_threads_soak_finds_no_defect(home, embedder):
     """A small run of benchmarks/threads_soak.py: threads sharing one Collection add,
-    replace, resend texts as they are or with new metadata, delete, search and walk with
-    operator filters (most repeated, so the filter cache answers) and close it; each add's
-    outcome is checked where nothing else wrote its documents; store, FTS5 and index agree
-    after each round."""
+    replace, resend texts as they are or with new metadata (racing a replacement too),
+    delete, search and walk with operator filters (most repeated, so the filter cache
+    answers) and close it; each add's outcome is checked where nothing else wrote its
+    documents; store, FTS5 and index agree after each round."""
     from threads_soak import soak
 
     result = soak(home / "soak", embedder, rounds=2, seconds=60, seed=7, threads=6, ops=20, log=lambda m: None)
     assert result.rounds == 2
     assert not result.defects, result.defects[:5]
     assert all(result.counts[read] for read in ("walk", "walked", "get", "similar")), result.counts
-    assert all(result.counts[op] for op in ("resend", "retag", "filtered", "outcome_checked", "outcome_unchanged",
+    assert all(result.counts[op] for op in ("resend", "retag", "race", "filtered", "outcome_checked", "outcome_unchanged",
                                             "outcome_metadata_updated")), result.counts
 
 
