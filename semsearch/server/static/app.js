@@ -114,7 +114,9 @@ function likeParams(name, id) {
 
 // "team=finance; year>=2020" -> ["team=finance", "year>=2020"]: the server reads each as
 // `search --where` does (validation.where_conditions) and says what it cannot read.
-const whereList = (text) => text.split(";").map((piece) => piece.trim()).filter(Boolean);
+// A box that holds one JSON object is sent whole: its strings may hold ';'.
+const whereList = (text) => text.trim().startsWith("{") ? [text.trim()]
+  : text.split(";").map((piece) => piece.trim()).filter(Boolean);
 
 // A search, or with like=ID the documents like that one (POST …/similar).
 async function run(params) {
