@@ -390,7 +390,7 @@ class Store:
                 self.db.execute("DELETE FROM documents WHERE id = ?", row)
         return found, gone
 
-    def delete_matching(self, where: dict[str, str]) -> tuple[int, list[int]]:
+    def delete_matching(self, where: dict) -> tuple[int, list[int]]:
         """Delete the documents that match ``where`` as a search filter matches them (inside
         write(): matched and deleted in one transaction); as delete_documents returns."""
         clause, params = self._matching(where)
@@ -487,7 +487,7 @@ class Store:
             "FROM chunks c JOIN documents d ON d.id = c.doc_id WHERE c.id IN ({})", ids)
         return {r[0]: r[1:7] + (json.loads(r[7]) if r[7] != "{}" else {},) for r in rows}
 
-    def filter_ids(self, where: dict[str, str]) -> np.ndarray:
+    def filter_ids(self, where: dict) -> np.ndarray:
         """Chunk ids whose document matches ``where`` (_matching's rule). The documents are
         matched first, each once, then their chunks looked up: a join would match a
         document's metadata once per chunk (10x the work for documents of 10 chunks)."""
@@ -660,8 +660,7 @@ def _conditions(ops: dict, matched, present: str, param) -> list[str]:
             out.append(present if operand else f"NOT ({present})")
     bounds = [(RANGE_OPERATORS[op], bound) for op, bound in ops.items() if op in RANGE_OPERATORS]
     if bounds:  # one value (or one item of a list) must lie within all of a key's bounds
-        bounds = [(sign, param(_as_text(b)), param(_as_number(b)))
-                  for sign, b in bounds]
+        bounds = [(sign, param(_as_text(b)), param(_as_number(b))) for sign, b in bounds]
         out.append(matched(lambda t, a: " AND ".join(_compares(t, a, *bound) for bound in bounds)))
     return out
 

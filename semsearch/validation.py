@@ -338,18 +338,15 @@ def key_value_pairs(pairs: Iterable[str], name: str) -> dict[str, str]:
 def where_filter(where) -> dict | None:
     """key -> a value it must equal, or -> {operator: operand} (WHERE_OPERATORS; several on
     a key must all hold). The store compares values as their JSON text (None: JSON null) or
-    as numbers. A key holding '"', '\\' or a control character (NUL..U+001F) cannot be named
-    in SQLite's JSON path (it matches the key as JSON writes it, escaped), so it is refused:
-    it found nothing, silently."""
+    as numbers, and finds a key by its name as stored, whatever characters it holds."""
     if where is None or where == {}:
         return None
     if not isinstance(where, dict):
         raise InvalidInput(f"where must be a dict of key -> value, not {type(where).__name__}")
     out, conditions = {}, 0
     for key, condition in where.items():
-        if not isinstance(key, str) or not key or any(c in '"\\' or c < " " for c in key):
-            raise InvalidInput(f"where keys must be non-empty strings without '\"', '\\' or control "
-                               f"characters, got {key!r}")
+        if not isinstance(key, str) or not key:
+            raise InvalidInput(f"where keys must be non-empty strings, got {key!r}")
         if not isinstance(condition, dict):
             out[key] = _where_value(key, condition)
             conditions += 1
