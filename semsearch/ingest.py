@@ -178,6 +178,7 @@ class Writer:
         self._lock = lock
         self._locked = lock is None
         self.stored = 0  # documents this session wrote (committed)
+        self._last = None  # the last write's (stored before, after, generation, a key it wrote chunks of)
 
     @contextmanager
     def locked(self):
@@ -201,10 +202,29 @@ class Writer:
         try:
             yield self
         except (OutOfSpace, KeyboardInterrupt) as exc:
-            if not self.stored:
+            stored = self._settled()
+            if not stored:
                 raise
             said = f"{exc}; " if str(exc) else ""
-            raise type(exc)(f"{said}the {self.stored} document(s) this run wrote before it are stored") from None
+            raise type(exc)(f"{said}the {stored} document(s) this run wrote before it are stored") from None
+
+    def _counting(self, gen: int, docs: list[PreparedDocument], n: int) -> None:
+        """Inside a write, its last step before the commit: what ``stored`` becomes once it
+        commits, in ONE assignment. A stop raises at any instant (SIGTERM, Ctrl-C), also
+        between the commit and the count, so _settled asks the store which holds."""
+        key = next((doc.key for doc in docs if doc.chunks and doc.vectors is not None), None)
+        self._last = (self.stored, self.stored + n, gen, key)
+
+    def _settled(self) -> int:
+        """How many documents this session stored, exactly, whatever instant it stopped at."""
+        if self._last is None:
+            return self.stored
+        before, after, gen, key = self._last
+        try:
+            committed = self.store.wrote(key, gen) if key is not None else self.store.generation() >= gen
+        except Exception:  # the store unreadable now: the count as last known
+            return self.stored
+        return after if committed else before
 
     def known_hashes(self) -> dict[str, str]:
         with self.store.snapshot():  # a transaction: Collection.close() waits for it
@@ -220,7 +240,8 @@ class Writer:
         with self.locked(), self.store.write() as gen:
             for doc, vectors in rows:
                 self._write(doc, vectors, gen)
-        self.stored += len(rows)
+            self._counting(gen, docs, len(rows))
+        self.stored = self._last[1]
 
     def put_texts(self, docs: list[PreparedDocument], embed) -> AddReport:
         """put_many for texts added directly (content_hash: text_hash), in ONE transaction,
@@ -238,9 +259,11 @@ class Writer:
             if stale:  # rare: changed by another writer since the caller looked
                 embed(stale)
                 rows.update((doc.key, self._checked(doc)) for doc in stale)
+            written = []
             for doc in docs:
                 if not holds_text(held.get(doc.key), doc):
                     self._write(doc, rows[doc.key], gen)
+                    written.append(doc)
                     report.replaced += doc.key in held
                     report.added += doc.key not in held
                 elif canonical_json(held[doc.key][2]) != canonical_json(doc.metadata):
@@ -248,7 +271,8 @@ class Writer:
                     report.metadata_updated += 1
                 else:
                     report.unchanged += 1
-        self.stored += len(docs) - report.unchanged
+            self._counting(gen, written, len(docs) - report.unchanged)
+        self.stored = self._last[1]
         return report
 
     def _checked(self, doc: PreparedDocument) -> np.ndarray:

@@ -407,6 +407,11 @@ class Store:
                                "WHERE key IN (SELECT value FROM json_each(?))", (json.dumps(list(keys)),))
         return {key: (source, digest, json.loads(meta)) for key, source, digest, meta in rows}
 
+    def wrote(self, key: str, gen: int) -> bool:
+        """Whether the write of generation ``gen`` committed chunks of document ``key``."""
+        return self.db.execute("SELECT 1 FROM chunks c JOIN documents d ON d.id = c.doc_id "
+                               "WHERE d.key = ? AND c.gen = ? LIMIT 1", (key, gen)).fetchone() is not None
+
     def metadata_keys(self) -> list[str]:
         """Every metadata key a document was written with, sorted: the keys a where may name."""
         return [r[0] for r in self.db.execute("SELECT key FROM metadata_keys ORDER BY key")]

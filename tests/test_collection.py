@@ -704,8 +704,8 @@ def test_where_compares_numbers_as_numbers(collection_of):
     assert found(True) == found("one") == set()
 
 
-@pytest.mark.parametrize("where", [{'say "hi"': 1}, {"a\0b": 1}, {"tag": float("nan")}])
-def test_where_a_json_path_cannot_name_or_json_cannot_hold_is_invalid_input(filtered, where):
+@pytest.mark.parametrize("where", [{"a\0b": 1}, {"tag": float("nan")}])
+def test_where_a_key_no_document_has_or_json_cannot_hold_is_invalid_input(filtered, where):
     with pytest.raises(InvalidInput):
         filtered.search("bread", where=where)
 

