@@ -648,6 +648,32 @@ def rm(ctx, name, yes):
     click.echo(f"removed collection {name} ({path})")
 
 
+@cli.command()
+@click.argument("name")
+@click.argument("dest")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def backup(ctx, name, dest, as_json):
+    """Copy collection NAME to DEST, a new name under --home or a folder path.
+
+    The copy is the collection as it was at one instant, even while a server, an `index`
+    or an `add` is writing to it (copying the folder with cp then can tear the store from
+    its write-ahead log). It is a collection itself: search it by its path, or restore it
+    with `semsearch backup DEST NAME` once NAME is removed. An on-disk build is not copied;
+    `semsearch build DEST` remakes it from the store."""
+    from .collection import Collection
+
+    with Collection.open(name, home=ctx.obj["home"]) as coll:
+        result = coll.backup(dest, home=ctx.obj["home"])
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+        return
+    click.echo(f"backed up {printable(name)} to {printable(result['path'])}: {result['documents']} documents, "
+               f"{result['chunks']} chunks (generation {result['generation']}), "
+               f"{result['size_bytes'] / 1e6:.1f} MB in {result['seconds']:.1f}s"
+               + ("" if result["index_file"] else "; its index is built from the store when first opened"))
+
+
 @cli.command(name="eval")
 @click.argument("dataset", type=click.Path(file_okay=False))
 @click.option("--mode", type=MODES, default="hybrid", show_default=True,

@@ -864,6 +864,48 @@ class Collection:
             "notice": self.notice(),
         }
 
+    def backup(self, dest, home=None) -> dict:
+        """Copy this collection, as it is at one instant, to ``dest`` (a name under ``home``
+        or a folder) while others go on writing to it: copying its files instead can tear
+        the store from its write-ahead log. The copy is a collection of its own, searched by
+        its path; back it up again to restore it. Its store is one snapshot (Store.copy_to);
+        the index file, read before that snapshot began, is no newer than it, so the copy's
+        first opener replays the rest as after a crash. An on-disk build is not copied
+        (as large as the vectors, and derived): `semsearch build` remakes it from the store.
+        Made like a store at create: under the destination's lock, renamed into place whole."""
+        self._check_not_removed()
+        path = collection_path(dest, home)
+        if path.resolve() == self.path.resolve():
+            raise InvalidInput(f"{path} is collection {self.name} itself; back it up into another folder")
+        if path.exists() and not path.is_dir():
+            raise InvalidInput(f"{path} is a file; a collection is a folder")
+        started = time.monotonic()
+        path.mkdir(parents=True, exist_ok=True)
+        with _locked(path, wait=LOCK_WAIT):
+            if (path / STORE_FILE).is_file():
+                raise CollectionExists(f"collection {path} already exists; back up into a new name or folder")
+            _remove_own_files(path, shards=False)  # what a killed backup or create left (we hold the lock)
+            tag = uuid.uuid4().hex
+            index_tmp, store_tmp = path / f".{INDEX_FILE}.{tag}.tmp", path / f".{STORE_FILE}.{tag}.new"
+            try:
+                with room_needed(path):
+                    index_copied = _copy_whole(self.path / INDEX_FILE, index_tmp)
+                    with self.store.snapshot():
+                        generation = self.store.generation()
+                        docs, chunks = self.store.counts()
+                        self.store.copy_to(store_tmp)
+                    if index_copied:
+                        os.replace(index_tmp, path / INDEX_FILE)
+                    os.replace(store_tmp, path / STORE_FILE)  # the copy exists once its store is whole
+                    fsync_dir(path)
+            finally:
+                for leftover in [index_tmp, *path.glob(store_tmp.name + "*")]:
+                    leftover.unlink(missing_ok=True)
+        return {"name": path.name, "path": str(path.resolve()), "source": str(self.path.resolve()),
+                "documents": docs, "chunks": chunks, "generation": generation, "index_file": index_copied,
+                "size_bytes": sum(p.stat().st_size for p in path.iterdir() if p.is_file()),
+                "seconds": round(time.monotonic() - started, 3)}
+
     def notice(self) -> str | None:
         """What to do when most of the text is in a script the model was not trained on."""
         from .lang import script_notice
@@ -1044,6 +1086,22 @@ class _ReadWriteLock:
             with self._cond:
                 self._writer = None
                 self._cond.notify_all()
+
+
+def _copy_whole(source: Path, target: Path) -> bool:
+    """Copy ``source`` to ``target`` and fsync it; False if there is no ``source``. Files
+    are replaced whole (written aside, renamed), so an open one is one version throughout."""
+    try:
+        with open(source, "rb") as src, open(target, "wb") as dst:
+            shutil.copyfileobj(src, dst, 1 << 20)
+            dst.flush()
+            os.fsync(dst.fileno())
+    except FileNotFoundError:
+        if source.exists():  # the target's folder went away: not ours to hide
+            raise
+        target.unlink(missing_ok=True)
+        return False
+    return True
 
 
 def _try_lock(path: Path):

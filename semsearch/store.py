@@ -319,6 +319,19 @@ class Store:
             finally:
                 db.execute("COMMIT")
 
+    def copy_to(self, target: Path) -> None:
+        """Write this thread's snapshot of the store into the new file ``target`` with
+        SQLite's online backup, in one step (stepwise, every commit by another connection
+        would restart it): writers go on meanwhile, as with any reader. The copy is checked
+        (quick_check) before it is closed. Call inside a snapshot that has read."""
+        if not self.in_snapshot:
+            raise RuntimeError("copy_to reads one snapshot: call it inside snapshot()")
+        with closing(sqlite3.connect(target, isolation_level=None)) as copy:
+            self.db.backup(copy)
+            verdict = copy.execute("PRAGMA quick_check").fetchone()[0]
+        if verdict != "ok":
+            raise CollectionError(f"the copy of {self.path} at {target} fails SQLite's check ({verdict})")
+
     @property
     def in_snapshot(self) -> bool:
         """Whether this thread is inside a snapshot or write of this store."""
