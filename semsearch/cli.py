@@ -399,8 +399,26 @@ def similar(ctx, name, doc, k, where, chunks, as_json):
     from .collection import Collection
 
     with Collection.open(name, home=ctx.obj["home"]) as coll:
+        doc = file_document_ids(coll, [doc_id(doc, "ID")])[doc]
         hits = coll.similar(doc, k=k, where=where_conditions(where, "--where"), docs=not chunks)
     echo_hits(hits, as_json, "dense")
+
+
+def file_document_ids(coll, ids: list[str]) -> dict[str, str]:
+    """Each ID given -> the id to read: itself, or, for one the collection lacks that names a
+    file here (relative, ~, through a link), that file's document id, its absolute path:
+    `get notes plan.md` from the notes folder."""
+    held = {d.id for d in coll.documents(ids=ids, text=False)}
+    out = {key: key for key in ids}
+    for key in ids:
+        spelled = os.path.expanduser(key)
+        if key in held or not os.path.exists(spelled):
+            continue
+        for alt in dict.fromkeys((os.path.abspath(spelled), os.path.realpath(spelled))):
+            if alt != key and any(coll.documents(ids=[alt], text=False)):
+                out[key] = alt
+                break
+    return out
 
 
 def echo_hits(hits: list, as_json: bool, mode: str) -> None:
@@ -426,8 +444,9 @@ def printable(text: str) -> str:
 
 STORED_TEXT = ("A document's text is rebuilt from its stored chunks: whitespace between chunks "
                "comes back as as many spaces, whitespace at its end is dropped.")
-IDS_ARE = ("Ids are what `search --json` shows as id: a file's absolute path, PATH#ID for a "
-           "record of an indexed .jsonl, the id given to `add` (--id, a record's id) or generated.")
+IDS_ARE = ("Ids are what `search --json` shows as id: a file's absolute path (a relative one "
+           "works too), PATH#ID for a record of an indexed .jsonl, the id given to `add` (--id, a "
+           "record's id) or generated.")
 
 
 @cli.command()
@@ -451,11 +470,12 @@ def get(ctx, name, ids, as_json):
     # one id given twice is printed once; a bad one is named by its place (ID 2)
     wanted = list(dict.fromkeys(doc_id(value, f"ID {n}") for n, value in enumerate(ids, 1)))
     with Collection.open(name, home=ctx.obj["home"]) as coll:
-        found = {doc.id: doc for doc in coll.documents(ids=wanted)}
+        stored = file_document_ids(coll, wanted)
+        found = {doc.id: doc for doc in coll.documents(ids=list(stored.values()))}
         for key in wanted:
-            if key in found:
-                echo_document(found[key], as_json)
-        missing = [key for key in wanted if key not in found]
+            if stored[key] in found:
+                echo_document(found[stored[key]], as_json)
+        missing = [key for key in wanted if stored[key] not in found]
         if missing:
             raise NoSuchDocument.of(coll.name, missing)
 
