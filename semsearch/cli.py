@@ -406,18 +406,13 @@ def similar(ctx, name, doc, k, where, chunks, as_json):
 
 def file_document_ids(coll, ids: list[str]) -> dict[str, str]:
     """Each ID given -> the id to read: itself, or, for one the collection lacks that names a
-    file here (relative, ~, through a link), that file's document id, its absolute path:
-    `get notes plan.md` from the notes folder."""
+    file here (relative, ~, through a link), that file's document id (its real path, as
+    `index` stores it): `get notes plan.md` from the notes folder."""
     held = {d.id for d in coll.documents(ids=ids, text=False)}
     out = {key: key for key in ids}
     for key in ids:
-        spelled = os.path.expanduser(key)
-        if key in held or not os.path.exists(spelled):
-            continue
-        for alt in dict.fromkeys((os.path.abspath(spelled), os.path.realpath(spelled))):
-            if alt != key and any(coll.documents(ids=[alt], text=False)):
-                out[key] = alt
-                break
+        if key not in held and os.path.exists(os.path.expanduser(key)):
+            out[key] = os.path.realpath(os.path.expanduser(key))
     return out
 
 
