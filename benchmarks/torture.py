@@ -82,9 +82,9 @@ WORDS = ("harbour tide ferry boat master weather log dawn lantern rope anchor gu
 TEMP_PATTERNS = (".index.faiss.*.tmp", ".store.sqlite.*.new*", ".ondisk-changes.npz.*.tmp")
 BENIGN = {"add": {3, 75}, "replace": {3, 75}, "resend": {3, 75}, "delete": {3, 75}, "index": {3, 75}, "search": {3},
           "info": {3}, "rm": {3, 75}, "build": {2, 3, 75}, "rayindex": {3, 75},
-          "get": {3, 75}, "documents": {3, 75}, "similar": {3, 75}}  # one-line refusals
+          "get": {3, 75}, "documents": {3, 75}, "similar": {3, 75}, "backup": {3}}  # one-line refusals
 WEIGHTS = {"add": 30, "replace": 10, "resend": 10, "delete": 12, "index": 14, "search": 14, "info": 4, "rm": 5, "build": 3,
-           "rayindex": 3, "get": 5, "documents": 5, "similar": 4}
+           "rayindex": 3, "get": 5, "documents": 5, "similar": 4, "backup": 4}
 RAY = ("build", "rayindex")  # run only with --ray: each starts a local Ray (seconds)
 HTTP_WEIGHTS = {"hadd": 20, "hreplace": 8, "hdelete": 8, "hsearch": 12,
                 "hget": 4, "hdocuments": 4, "hsimilar": 4}  # with --serve
@@ -455,6 +455,8 @@ class Torture:
                 op = Op(kind, ["info", NAME, "--json"])
             elif kind == "rm":
                 op = Op(kind, ["rm", NAME, "--yes"])
+            elif kind == "backup":  # into a folder of its own (check_backup)
+                op = Op(kind, ["backup", NAME, str(self.work / "backups" / nonce(rng))])
             else:
                 op = Op(kind, ["build", NAME])
             if kind in ("add", "replace"):
@@ -672,6 +674,8 @@ class Torture:
         for op in ops:
             self.reads[op.kind] += op.kind in READS
             self.ran["filtered"] += bool(op.ask.get("where"))
+            if op.kind == "backup":
+                found += self.check_backup(op, ops)
             if op.killed:
                 continue
             if "Traceback" in op.err or (op.rc != 0 and not self.refused(op, ops)):
@@ -842,25 +846,55 @@ class Torture:
             found.append(f"temporary files left after a write: {leaked}")
         return found
 
-    def check_store(self) -> list[str]:
-        found, docs, by_doc = read_store(self.coll / "store.sqlite")
+    def check_store(self, store: Path | None = None, state: dict | None = None) -> list[str]:
+        """The store's documents against ``state`` (key -> the versions or ABSENT it may hold):
+        the collection's after the round, by default."""
+        state = self.state if state is None else state
+        found, docs, by_doc = read_store(store or self.coll / "store.sqlite")
         for key, (doc_id, meta) in docs.items():
             chunks = by_doc.get(doc_id, [])
-            text = next((t for t, m in self.state.get(key, set()) - {ABSENT} if meta_of((t, m)) == meta
+            text = next((t for t, m in state.get(key, set()) - {ABSENT} if meta_of((t, m)) == meta
                          and all(r[5] == t[r[3]:r[4]] for r in chunks) and chunks
                          and chunks[0][3] == 0 and chunks[-1][4] == len(t)), None)
-            if key not in self.state:
+            if key not in state:
                 found.append(f"{key} is there, and no command wrote it")
             elif text is None:
                 found.append(f"{key} holds none of the versions (text and metadata) it may hold ({len(chunks)} chunks)")
             elif [r[2] for r in chunks] != list(range(len(chunks))):
                 found.append(f"{key}: chunk positions {[r[2] for r in chunks]}")
-        for key, may in self.state.items():
+        for key, may in state.items():
             if ABSENT not in may and key not in docs:
                 found.append(f"{key} was written by a command that exited 0, and is missing")
         return found
 
-    def check_open(self) -> list[str]:
+    def check_backup(self, op: Op, ops: list[Op]) -> list[str]:
+        """A backup that exited 0, or was killed after its store was renamed into place, made
+        a whole copy in which every document holds a version it held during the round and
+        none that was there all round is missing, and which opens with its index in step.
+        A killed one that left no store left nothing that stops the next backup into its
+        folder, run now. Before ``settle``: the state at the round's start counts."""
+        dest = Path(op.args[2])
+        if not (dest / "store.sqlite").is_file():
+            if op.rc == 0:
+                return [f"backup exited 0 and left no store in {dest}"]
+            if not op.killed:
+                return []  # refused (the collection missing): check_store sees the rest
+            again = subprocess.run(CLI + op.args, env=self.env, capture_output=True, text=True, timeout=self.args.hang)
+            self.ran["backup_again"] += 1
+            if again.returncode in self.benign["backup"]:
+                return []
+            if again.returncode != 0:
+                return [f"a backup into the folder a killed one left exited {again.returncode}: "
+                        f"{again.stderr.strip()[-400:]}"]
+        self.ran["backup_checked"] += 1
+        during = {key: self.during(key, ops) for key in set(self.state) | set(self.history)}
+        found = [f"backup: {d}" for d in self.check_store(dest / "store.sqlite", during) + self.check_open(dest)]
+        found += [f"backup left {p.name}" for pattern in TEMP_PATTERNS for p in dest.glob(pattern)]
+        if not found:
+            shutil.rmtree(dest)
+        return found
+
+    def check_open(self, path: Path | None = None) -> list[str]:
         """Open with the library: no index file out of step; the index is the store's chunks;
         every document is found by dense and by lexical search."""
         from semsearch.collection import Collection
@@ -871,7 +905,7 @@ class Torture:
         found = []
         with semsearch_warnings() as records:
             try:
-                with Collection.open(self.coll, embedder=self.embedder) as coll:
+                with Collection.open(path or self.coll, embedder=self.embedder) as coll:
                     rows = coll.store.db.execute("SELECT c.id, d.key, c.vector FROM chunks c "
                                                  "JOIN documents d ON d.id = c.doc_id ORDER BY c.id").fetchall()
                     found += index_out_of_step(coll, [r[0] for r in rows], [r[2] for r in rows])
@@ -989,7 +1023,8 @@ def main() -> int:
     reads = ", ".join(f"{k} {t.checked[k]}/{t.reads[k]}" for k in READS if t.reads[k])
     print(f"reads checked/run: {reads or 'none'}; texts resent: {t.ran['resend']} by add, {t.ran['hresend']} "
           f"by HTTP ({t.ran['resend_racing']} racing another write of the id); commands with a where: "
-          f"{t.ran['filtered']}", flush=True)
+          f"{t.ran['filtered']}; backups checked: {t.ran['backup_checked']} ({t.ran['backup_again']} made again "
+          "into a killed one's folder)", flush=True)
     serving = (f", server killed {t.server_kills} times, started {t.server.starts}, served on through "
                f"{t.server_follows} rounds' rm" if t.server else "")
     print(f"done: {t.rounds} rounds, {t.commands} commands, {t.kills} killed{serving}, {len(t.defects)} defects "
