@@ -140,9 +140,10 @@ def glob_selects(path: str | Path, root: str | Path, glob: str) -> bool:
     return any(fnmatch.fnmatch(rel, p) or fnmatch.fnmatch(name, p) for p in pats)
 
 
-def _walk(root: Path, folder: Path, glob: str | None, walked: set | None = None) -> Iterator[Path | Skipped]:
+def _walk(root: Path, folder: str | Path, glob: str | None, walked: set | None = None) -> Iterator[str | Skipped]:
     """Files under ``folder``. Symlinks are followed, but no folder is walked twice
-    (``walked``: their device and inode), so a link back up ends instead of looping."""
+    (``walked``: their device and inode), so a link back up ends instead of looping.
+    Paths stay strings (a Path made for each entry was half the cost of a watch's poll)."""
     walked = set() if walked is None else walked
     try:
         st = os.stat(folder)
@@ -157,7 +158,7 @@ def _walk(root: Path, folder: Path, glob: str | None, walked: set | None = None)
     for e in entries:
         if e.name.startswith("."):
             continue
-        p = Path(e.path)
+        p = e.path
         try:
             is_dir, is_file = e.is_dir(), e.is_file()
         except OSError as err:  # e.g. a symlink to itself
@@ -174,7 +175,7 @@ def _walk(root: Path, folder: Path, glob: str | None, walked: set | None = None)
             yield p
 
 
-def _printable(path: Path) -> str:
+def _printable(path: str | Path) -> str:
     """The path, with bytes of its name that are not UTF-8 written as \\xNN (printable, storable)."""
     return os.fsencode(path).decode("utf-8", "backslashreplace")
 
