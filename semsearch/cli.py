@@ -276,7 +276,7 @@ def index(ctx, paths, name, glob, model, variant, index_spec, chunk_tokens, over
     again at the next poll after it changes. A PATH that disappears pauses the syncing until
     it is back (its documents stay). Other writers (`semsearch serve`, `add`) write to the
     collection while it watches. Ctrl-C or SIGTERM between passes stops it (exit 0); during
-    a pass they stop it as they stop `index`."""
+    a pass they stop it as they stop `index` (what it stored stays; exit 130)."""
     from .collection import index_files
     from .distributed.cluster import terminate_as_interrupt
 

@@ -42,6 +42,11 @@ class Script(threading.Event):
         return False
 
 
+def count(name="notes"):
+    with Collection.open(name) as coll:
+        return coll.count()
+
+
 def texts(name="notes"):
     with Collection.open(name) as coll:
         return {os.path.basename(d.source or d.id): d.text for d in coll.documents()}
@@ -183,11 +188,11 @@ def wait_for(condition, what):
 class Watching:
     """A `semsearch index --watch` process, its stdout and stderr in files."""
 
-    def __init__(self, notes, out):
+    def __init__(self, notes, out, *options):
         self.out, self.err = out.with_suffix(".out"), out.with_suffix(".err")
         with open(self.out, "w") as stdout, open(self.err, "w") as stderr:
-            self.child = subprocess.Popen([sys.executable, "-m", "semsearch", "index", str(notes), "--name",
-                                           "notes", "--watch", "--every", "0.1"], stdout=stdout, stderr=stderr)
+            self.child = subprocess.Popen([sys.executable, "-m", "semsearch", "index", str(notes), "--name", "notes",
+                                           "--watch", "--every", "0.1", *options], stdout=stdout, stderr=stderr)
 
     def lines(self):
         return self.out.read_text().splitlines()
@@ -266,3 +271,26 @@ def test_the_watch_command_follows_edits_lets_others_write_and_stops_on_a_signal
         watch.kill()
     assert code == 0 and "Traceback" not in err, err
     assert lines[-1] == "notes: stopped watching after 1 sync pass(es); 3 documents in the collection", lines
+
+
+def test_a_signal_during_a_pass_stops_the_watch_as_it_stops_index(home, tmp_path):
+    """Mid-pass, SIGINT is Ctrl-C in `index`: exit 130, saying what the pass had stored."""
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    write(notes / "a.txt", "Cats purr and sleep most of the day.")
+    watch = Watching(notes, tmp_path / "mid", "--chunk-tokens", "16", "--overlap", "4")
+    try:
+        wait_for(lambda: watch.lines(), "the first pass's line")
+        batch = notes / ".batch"  # hidden while it is written, then there at once: one pass sees it whole
+        batch.mkdir()
+        for i in range(120):  # a pass of ~3,600 chunks: a commit every 1,024 (ingest.FLUSH_CHUNKS)
+            (batch / f"n{i:03d}.txt").write_text(" ".join([f"Note {i} is about ships, harbours and the sea."] * 30))
+        batch.rename(notes / "batch")
+        wait_for(lambda: count() > 1, "the big pass's first commit")
+        code, lines, err = watch.stop(signal.SIGINT)
+    finally:
+        watch.kill()
+    stored = count() - 1
+    assert code == 130 and "Traceback" not in err, err
+    assert 0 < stored < 120 and len(lines) == 1, lines
+    assert err.splitlines()[-1] == f"interrupted: the {stored} document(s) this run wrote before it are stored", err
