@@ -253,15 +253,30 @@ def record_of(rec: dict, file_, number: int):
                    "run; ADDRESS joins a running cluster: auto, or its GCS host:port (run on a node "
                    "of the cluster: Ray Data does not work through Ray Client, ray://). "
                    "Put it after PATHS.")
+@click.option("--watch", is_flag=True,
+              help="Keep running: poll PATHS and sync again whenever a file is added, changed or "
+                   "removed (a line for each pass that changed something); Ctrl-C stops.")
+@click.option("--every", type=float, default=None, metavar="SECONDS",
+              help="With --watch: seconds between polls, each a stat of every file [default: 2].")
 @click.pass_context
-def index(ctx, paths, name, glob, model, variant, index_spec, chunk_tokens, overlap, keep_missing, ray_address):
+def index(ctx, paths, name, glob, model, variant, index_spec, chunk_tokens, overlap, keep_missing, ray_address,
+          watch, every):
     """Index files and folders into collection NAME, created if needed.
 
     Folders are walked recursively (hidden files skipped); .txt .md .rst .html .json .jsonl
     .csv .tsv, and .pdf with the pdf extra; text not in UTF-8 (or UTF-16 with its mark) is
     read as Windows-1252 when it looks like it. Run it again to embed only new or changed files and
     remove documents whose files are gone. An existing collection keeps its settings:
-    giving different ones is an error."""
+    giving different ones is an error.
+
+    With --watch it then keeps the collection in sync: every --every seconds it stats the
+    files (reading none) and, when one was added, changed or removed, syncs as a new run
+    would, printing the local time and what it added, updated, removed and newly skipped (a
+    file skipped is named once, not every pass). A file caught half-written is indexed
+    again at the next poll after it changes. A PATH that disappears pauses the syncing until
+    it is back (its documents stay). Other writers (`semsearch serve`, `add`) write to the
+    collection while it watches. Ctrl-C or SIGTERM between passes stops it (exit 0); during
+    a pass they stop it as they stop `index` (what it stored stays; exit 130)."""
     from .collection import index_files
     from .distributed.cluster import terminate_as_interrupt
 
@@ -269,6 +284,15 @@ def index(ctx, paths, name, glob, model, variant, index_spec, chunk_tokens, over
         hint = f" (--ray took {ray_address!r} as its address: put --ray after the paths)" \
             if ray_address and os.path.exists(ray_address) else ""
         raise click.UsageError(f"Missing argument 'PATHS...'{hint}.")
+    if every is not None and not watch:
+        raise click.UsageError("--every is the time between --watch's polls: give --watch too")
+    if watch and ray_address is not None:
+        raise click.UsageError("--watch does not run on Ray: each pass syncs a few changed files, on "
+                               "one model kept loaded here, where Ray would start its workers every pass")
+    if watch:
+        watch_index(ctx, paths, name, glob, keep_missing, every, model=model, variant=variant,
+                    index=index_spec, chunk_tokens=chunk_tokens, overlap=overlap)
+        return
     kwargs = {}
     if ray_address is not None:
         from .distributed import index_files
@@ -277,6 +301,11 @@ def index(ctx, paths, name, glob, model, variant, index_spec, chunk_tokens, over
         coll, report = index_files(name, paths, glob=glob, remove_missing=not keep_missing, progress=True,
                                    model=model, variant=variant, index=index_spec, chunk_tokens=chunk_tokens,
                                    overlap=overlap, home=ctx.obj["home"], **kwargs)
+    echo_index_report(coll, report)
+
+
+def echo_index_report(coll: dict, report) -> None:
+    """What an `index` run did: counts, then the skipped files by reason, a few named."""
     skipped = Counter(reason for _, reason in report.skipped)
     click.echo(
         f"{coll['name']}: added {report.added}, updated {report.updated}, unchanged {report.unchanged}, "
@@ -293,6 +322,33 @@ def index(ctx, paths, name, glob, model, variant, index_spec, chunk_tokens, over
         click.echo(f"  {report.replaced_chars} undecodable byte(s) replaced with U+FFFD")
     if coll.get("notice"):
         click.echo(f"note: {coll['notice']}")
+
+
+def watch_index(ctx, paths, name, glob, keep_missing, every, **settings) -> None:
+    """`index --watch`: the first pass reported as `index` reports, each later pass that
+    changed something in one line (its new skips named below it), and a line when stopped."""
+    from datetime import datetime
+
+    from .watch import DEFAULT_EVERY, watch_files
+
+    def on_pass(done) -> None:
+        coll, report = done.collection, done.report
+        if done.number == 1:
+            echo_index_report({"name": coll.name, "documents": coll.count(), "notice": coll.notice()}, report)
+            click.echo(f"watching for changes every {every or DEFAULT_EVERY:g}s; Ctrl-C stops", err=True)
+        elif done.changed:
+            now = datetime.now().astimezone().strftime("%Y-%m-%d %H:%M:%S")
+            click.echo(f"{now} {coll.name}: added {report.added}, updated {report.updated}, "
+                       f"removed {report.removed}, skipped {len(done.new_skips)}; "
+                       f"{coll.count()} documents in the collection")
+            for source, reason in sorted(done.new_skips):
+                click.echo(f"    {printable(source)}: {printable(reason)}")
+
+    watched = watch_files(name, paths, every=DEFAULT_EVERY if every is None else every, on_pass=on_pass,
+                          glob=glob, remove_missing=not keep_missing, progress=True, signals=True,
+                          home=ctx.obj["home"], **settings)
+    click.echo(f"{watched.name}: stopped watching after {watched.passes} sync pass(es); "
+               f"{watched.documents} documents in the collection")
 
 
 @cli.command()

@@ -103,6 +103,30 @@ def list_files(paths: Iterable[str | Path], glob: str | None = None) -> list[str
     return out
 
 
+def file_stamps(paths: Iterable[str | Path], glob: str | None = None) -> list[tuple]:
+    """The files list_files finds, each as (path, size, mtime_ns, ctime_ns), or (path,
+    reason) for a folder it could not read or a file gone since the walk: what a watch
+    compares between polls (watch.py). Only stats, no file opened; the change time also
+    moves when a copy keeps an old mtime (cp -p) or the file's mode changes. A file of a
+    type never read is there or not, (path,): a log growing beside the notes (or a
+    collection's own store inside a watched folder) changes nothing that is indexed."""
+    stamps: list[tuple] = []
+    for f in list_files(paths, glob):
+        if isinstance(f, Skipped):
+            stamps.append((f.source, f.reason))
+            continue
+        if os.path.splitext(f)[1].lower() not in SUPPORTED:
+            stamps.append((f,))
+            continue
+        try:
+            st = os.stat(f)
+        except OSError as e:
+            stamps.append((f, _os_reason(e)))
+            continue
+        stamps.append((f, st.st_size, st.st_mtime_ns, st.st_ctime_ns))
+    return stamps
+
+
 def glob_selects(path: str | Path, root: str | Path, glob: str) -> bool:
     """THE glob rule: does ``glob`` select the file ``path`` found under folder ``root``?
 
@@ -116,9 +140,10 @@ def glob_selects(path: str | Path, root: str | Path, glob: str) -> bool:
     return any(fnmatch.fnmatch(rel, p) or fnmatch.fnmatch(name, p) for p in pats)
 
 
-def _walk(root: Path, folder: Path, glob: str | None, walked: set | None = None) -> Iterator[Path | Skipped]:
+def _walk(root: Path, folder: str | Path, glob: str | None, walked: set | None = None) -> Iterator[str | Skipped]:
     """Files under ``folder``. Symlinks are followed, but no folder is walked twice
-    (``walked``: their device and inode), so a link back up ends instead of looping."""
+    (``walked``: their device and inode), so a link back up ends instead of looping.
+    Paths stay strings (a Path made for each entry was half the cost of a watch's poll)."""
     walked = set() if walked is None else walked
     try:
         st = os.stat(folder)
@@ -133,7 +158,7 @@ def _walk(root: Path, folder: Path, glob: str | None, walked: set | None = None)
     for e in entries:
         if e.name.startswith("."):
             continue
-        p = Path(e.path)
+        p = e.path
         try:
             is_dir, is_file = e.is_dir(), e.is_file()
         except OSError as err:  # e.g. a symlink to itself
@@ -150,7 +175,7 @@ def _walk(root: Path, folder: Path, glob: str | None, walked: set | None = None)
             yield p
 
 
-def _printable(path: Path) -> str:
+def _printable(path: str | Path) -> str:
     """The path, with bytes of its name that are not UTF-8 written as \\xNN (printable, storable)."""
     return os.fsencode(path).decode("utf-8", "backslashreplace")
 

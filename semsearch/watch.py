@@ -1,0 +1,134 @@
+"""Keep a collection in step with folders as their files change (`semsearch index --watch`).
+
+It polls: every few seconds it stats the files the index walk finds (loaders.file_stamps:
+path, size, mtime and ctime; nothing is opened) and runs a sync pass, the one `index`
+runs (Collection.add_files), only when that changed. Polling needs no dependency and works
+on every filesystem, network mounts and container bind mounts included, where inotify
+events do not arrive. An idle poll costs a walk and a stat a file (benchmarks/watch_poll.py).
+
+A pass syncs every file, so a burst of edits between two polls is one pass, and a file
+caught half-written is indexed as it was then and again at the next poll, once its size
+or times have moved on.
+"""
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from dataclasses import dataclass, field
+from typing import Callable
+
+from . import validation
+from .errors import NotFound
+from .ingest import IndexReport
+
+__all__ = ["watch_files", "Pass", "WatchReport"]
+
+log = logging.getLogger("semsearch")
+
+DEFAULT_EVERY = 2.0
+MIN_EVERY, MAX_EVERY = 0.01, 86_400.0  # seconds between polls: faster only burns CPU; slower, wait a day
+
+
+@dataclass
+class Pass:
+    """One sync pass of a watch, as ``on_pass`` gets it."""
+    number: int  # 1: the first, which syncs what changed since the collection was last indexed
+    report: IndexReport
+    new_skips: list  # (source, reason) this pass skipped that the pass before did not: say them once
+    collection: object  # the open Collection
+
+    @property
+    def changed(self) -> bool:
+        """Whether it wrote anything or skipped a file it had not skipped before."""
+        r = self.report
+        return bool(r.added or r.updated or r.removed or self.new_skips)
+
+
+@dataclass
+class WatchReport:
+    passes: int = 0  # sync passes run, the first included
+    polls: int = 0  # polls after the first pass (most of them find nothing changed)
+    name: str = ""  # the collection's
+    documents: int = 0  # in the collection when the watch stopped
+    skipped: list = field(default_factory=list)  # what the last pass skipped
+
+
+def watch_files(name_or_path, paths, every: float = DEFAULT_EVERY, stop: threading.Event | None = None,
+                on_pass: Callable[[Pass], None] | None = None, glob: str | None = None,
+                remove_missing: bool = True, progress: bool = False, signals: bool = False,
+                **settings) -> WatchReport:
+    """Index ``paths`` into a collection as index_files does (created if needed, the same
+    ``settings``), then poll every ``every`` seconds and sync again whenever a file was
+    added, changed or removed, until ``stop`` (a threading.Event) is set.
+
+    The collection stays open and its model loaded across passes, but the writer lock is
+    held only while a pass writes (Collection.add_files takes it batch by batch; between
+    passes this holds no lock and no SQLite transaction), so a server of the same
+    collection or a `semsearch add` writes whenever they like. Their writes are in the
+    store, which every pass's write session replays into the index before writing; a
+    pass removes only documents read from files under ``paths`` that are gone.
+
+    A path that disappears (an unmounted share, a folder renamed) stops the passes until it
+    is back, said once: a pass would fail as `index` does on a missing path, and never
+    removes the documents of a whole folder because it could not be seen.
+
+    ``on_pass`` is called after each pass. ``signals`` (main thread only): Ctrl-C and
+    SIGTERM end the watch, which returns between passes; during a pass they raise
+    KeyboardInterrupt as they stop `index` (saying what it stored)."""
+    from .collection import index_files
+    from .loaders import file_stamps
+
+    every = validation.finite(every, "every (seconds)", MIN_EVERY, MAX_EVERY)
+    stop = threading.Event() if stop is None else stop
+    watched = WatchReport()
+    busy = [True]  # in a pass (the first from the start: it creates or opens the collection)
+
+    def watch(coll, roots, glob, remove_missing, progress):
+        skipped: set = set()
+
+        def sync(progress: bool) -> None:
+            nonlocal skipped
+            busy[0] = True
+            report = coll.add_files(roots, glob=glob, remove_missing=remove_missing, progress=progress)
+            busy[0] = False
+            new = [s for s in report.skipped if s not in skipped]
+            skipped, watched.skipped = set(report.skipped), report.skipped
+            watched.passes += 1
+            if on_pass is not None:
+                on_pass(Pass(watched.passes, report, new, coll))
+
+        seen = file_stamps(roots, glob)  # before the pass: what changes during it shows next poll
+        sync(progress)
+        missing = None
+        while not stop.wait(every):
+            watched.polls += 1
+            try:
+                now = file_stamps(roots, glob)
+            except NotFound as exc:
+                if missing != str(exc):
+                    log.warning("%s; no sync until it is back (its documents stay)", exc)
+                missing = str(exc)
+                continue
+            if missing is not None:
+                log.warning("%s is back; watching again", missing.split(": ", 1)[-1])
+                missing = None
+            if now != seen and not stop.is_set():
+                seen = now
+                sync(False)
+
+    def stopping(signum, frame):
+        if busy[0]:
+            raise KeyboardInterrupt
+        stop.set()
+
+    handled = signals and threading.current_thread() is threading.main_thread()
+    previous = {s: signal.signal(s, stopping) for s in (signal.SIGINT, signal.SIGTERM)} if handled else {}
+    try:
+        info, _ = index_files(name_or_path, paths, glob=glob, remove_missing=remove_missing,
+                              progress=progress, ingest=watch, **settings)
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    watched.name, watched.documents = info["name"], info["documents"]
+    return watched
