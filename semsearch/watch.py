@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from . import validation
-from .errors import NotFound
+from .errors import CollectionBusy, NotFound
 from .ingest import IndexReport
 
 __all__ = ["watch_files", "Pass", "WatchReport"]
@@ -69,6 +69,9 @@ def watch_files(name_or_path, paths, every: float = DEFAULT_EVERY, stop: threadi
     store, which every pass's write session replays into the index before writing; a
     pass removes only documents read from files under ``paths`` that are gone.
 
+    A pass that finds the collection busy (another writer held its lock for longer than a
+    write waits) is said and run again at the next poll; what it wrote before stays.
+
     A path that disappears (an unmounted share, a folder renamed) stops the passes until it
     is back, said once: a pass would fail as `index` does on a missing path, and never
     removes the documents of a whole folder because it could not be seen.
@@ -90,8 +93,10 @@ def watch_files(name_or_path, paths, every: float = DEFAULT_EVERY, stop: threadi
         def sync(progress: bool) -> None:
             nonlocal skipped
             busy[0] = True
-            report = coll.add_files(roots, glob=glob, remove_missing=remove_missing, progress=progress)
-            busy[0] = False
+            try:
+                report = coll.add_files(roots, glob=glob, remove_missing=remove_missing, progress=progress)
+            finally:
+                busy[0] = False
             new = [s for s in report.skipped if s not in skipped]
             skipped, watched.skipped = set(report.skipped), report.skipped
             watched.passes += 1
@@ -114,8 +119,12 @@ def watch_files(name_or_path, paths, every: float = DEFAULT_EVERY, stop: threadi
                 log.warning("%s is back; watching again", missing.split(": ", 1)[-1])
                 missing = None
             if now != seen and not stop.is_set():
+                try:
+                    sync(False)
+                except CollectionBusy as exc:  # another writer held the lock past its wait: not fatal
+                    log.warning("%s; syncing again at the next poll", exc)
+                    continue
                 seen = now
-                sync(False)
 
     def stopping(signum, frame):
         if busy[0]:

@@ -294,3 +294,32 @@ def test_a_signal_during_a_pass_stops_the_watch_as_it_stops_index(home, tmp_path
     assert code == 130 and "Traceback" not in err, err
     assert 0 < stored < 120 and len(lines) == 1, lines
     assert err.splitlines()[-1] == f"interrupted: the {stored} document(s) this run wrote before it are stored", err
+
+
+def test_a_pass_that_finds_the_collection_busy_runs_again_at_the_next_poll(home, tmp_path, embedder,
+                                                                             monkeypatch, caplog):
+    """Another writer holding the lock past a write's wait fails that pass, not the watch."""
+    from semsearch import collection
+    monkeypatch.setattr(collection, "LOCK_WAIT", 0.2)  # a write waits 0.2 s for the lock, not 10
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "a.txt").write_text("Cats purr and sleep most of the day.")
+    passes, held = [], []
+
+    def hold():  # a change, and the writer lock held as another process would hold it
+        (notes / "b.txt").write_text("The rocket carried a satellite into orbit.")
+        held.append(collection._acquire(home / "notes", 0))
+        assert held[0] is not None
+
+    def release():
+        assert len(passes) == 1 and "b.txt" not in texts()  # the busy pass wrote nothing, counted none
+        held[0].release()
+
+    def after():
+        assert len(passes) == 2 and passes[1].report.added == 1 and "b.txt" in texts()
+
+    with caplog.at_level(logging.WARNING, logger="semsearch"):
+        watched = watch_files("notes", [notes], every=0.01, on_pass=passes.append, embedder=embedder,
+                              stop=Script(hold, release, after))
+    assert watched.passes == 2
+    assert sum("syncing again at the next poll" in r.getMessage() for r in caplog.records) == 1, caplog.text
