@@ -107,29 +107,35 @@ def test_export_refuses_what_is_not_a_model_or_not_a_folder_in_one_line(tmp_path
 def test_an_export_killed_part_way_leaves_nothing_the_next_export_keeps(tmp_path, model_folder):
     """A killed export left its scratch folder (~100 MB here, GBs for large models) in the
     cache forever; the next export removes it, and a forced re-export replaces the folder
-    whole: the model folder is the old export or the new one, never a mix."""
+    whole: the model folder is the old export or the new one, never a mix. (One export
+    here, not two: the killed one and the next are both forced over a copy of the session's.)"""
+    import hashlib
     import os
+    import shutil
     import signal
     import subprocess
     import sys
     import time
 
     from semsearch.embedder import Embedder
-    from semsearch.export import export
-    out = tmp_path / "model"
-    cmd = [sys.executable, "-m", "semsearch", "export", "--out", str(out), "--quantize", "none"]
+    from semsearch.export import VARIANT_FILES, export
+    out = shutil.copytree(model_folder, tmp_path / "model")  # fp32 and int8
+    files = lambda: {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in out.iterdir()}
+    before = files()
+    assert VARIANT_FILES["int8"] in before
+    cmd = [sys.executable, "-m", "semsearch", "export", "--out", str(out), "--quantize", "none", "--force"]
     proc = subprocess.Popen(cmd, env=dict(os.environ), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
     while not list(tmp_path.glob(".export-*/raw-none")) and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait(10)
-    assert not out.exists() and list(tmp_path.glob(".export-*")), "expected the kill to land mid-export"
-    export(None, out=out, quantize="none", log=lambda m: None)
-    assert not list(tmp_path.glob(".export-*")) and Embedder.load(str(out), device="cpu").dim == 384
-    before = (out / "manifest.json").read_text()
+    assert list(tmp_path.glob(".export-*")), "expected the kill to land mid-export"
+    assert files() == before  # the old export, untouched
     export(None, out=out, quantize="none", force=True, log=lambda m: None)
-    assert (out / "manifest.json").read_text() != before and not list(tmp_path.glob(".export-*"))
+    assert not list(tmp_path.glob(".export-*")) and Embedder.load(str(out), device="cpu").dim == 384
+    assert files()["manifest.json"] != before["manifest.json"]
+    assert not (out / VARIANT_FILES["int8"]).exists()  # replaced whole: nothing of the old one left
 
 
 def test_export_of_a_model_already_exported_imports_no_exporter(model_folder):
