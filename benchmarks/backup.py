@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import shutil
 import sqlite3
-import statistics
 import tempfile
 import threading
 import time
@@ -30,6 +29,8 @@ from pathlib import Path
 import numpy as np
 
 from semsearch import Collection
+
+from filters import medians  # the calls taking turns in every run
 
 DIM = 384
 
@@ -48,16 +49,6 @@ def build(path: Path, n: int, rng) -> Collection:
                          metadata=[{"team": f"t{hash(i) % 10}"} for i in ids])
     coll.rebuild_index()  # the index file saved as of the last write
     return coll
-
-
-def medians(calls: dict, runs: int) -> dict:
-    times = {name: [] for name in calls}
-    for _ in range(runs):
-        for name, call in calls.items():
-            started = time.perf_counter()
-            call()
-            times[name].append(time.perf_counter() - started)
-    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def writer_rate(coll: Collection, seconds: float, batch: int, rng, backup) -> tuple[float, int]:
