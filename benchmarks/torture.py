@@ -5,7 +5,8 @@ folder of text files, then runs real CLI processes against one collection under 
 temporary SEMSEARCH_HOME: `index` of the folder, `add` (new ids and replacements, with
 metadata; resends of a text an id may hold, with its --meta or other: some on an id another
 command of the round is writing), `delete`, `search`, `info`, `rm`, the reads `get`,
-`documents --text` (some a page: --after, --limit) and `similar`; searches and reads take
+`documents --text` (some a page: --after, --limit) and `similar`, and `backup` into a folder
+of its own (check_backup: the copy is checked as a collection); searches and reads take
 a --where at times (tide=V, year>=V, year<V with tide!=V, a JSON object with $in), and with --ray
 `build` and `index --ray`, a few at a time, and SIGKILLs some of them: a quarter early (start-up, creation), the rest late in their run, where they
 commit and save the index (the delay learnt from earlier runs of the same command).
