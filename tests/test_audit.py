@@ -155,6 +155,7 @@ class Case:
     proc: bool = False  # a real process instead of CliRunner
     readonly: bool = False  # run in a namespace where {C} is mounted read-only
     timeout: int = 90
+    waits: bool = False  # waits out another process's writer lock (LOCK_WAIT, 10 s): see `waiting`
 
 
 @dataclass
@@ -173,13 +174,19 @@ def run_cli(ctx: Ctx, case: Case) -> Result:
         if result.exception is not None and not isinstance(result.exception, SystemExit):
             raise AssertionError(f"the command raised {result.exception!r}") from result.exception
         return Result(result.exit_code, result.stdout, result.stderr)
-    env = {**os.environ, **ctx.env, "PYTHONWARNINGS": "ignore"}
-    command = [sys.executable, "-m", "semsearch", *args]
-    if case.readonly:
-        command = read_only(ctx.C, command)
+    command, env = cli_process(ctx, case)
     done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=case.timeout,
                           stdin=subprocess.DEVNULL)
     return Result(done.returncode, done.stdout, done.stderr)
+
+
+def cli_process(ctx: Ctx, case: Case) -> tuple[list[str], dict]:
+    """The row's command line as a real process, and its environment."""
+    env = {**os.environ, **ctx.env, "PYTHONWARNINGS": "ignore"}
+    command = [sys.executable, "-m", "semsearch", *[ctx.fmt(a) for a in case.args]]
+    if case.readonly:
+        command = read_only(ctx.C, command)
+    return command, env
 
 
 def read_only(folder: Path, command: list[str]) -> list[str]:
@@ -562,9 +569,12 @@ CASES = [
     Case("rm-folder-with-foreign-sqlite", ("rm", C, "--yes"), code=3, setup=foreign_store(True),
          unchanged="bytes"),  # item 2
     # -- busy or conflicting (75) ------------------------------------------------------------
-    Case("add-while-another-writes", ("add", C, "--text", "x"), code=75, setup=hold_lock, proc=True),
-    Case("index-while-another-writes", ("index", "{T}", "--name", C), code=75, setup=hold_lock, proc=True),
-    Case("delete-while-another-writes", ("delete", C, "--id", "1"), code=75, setup=hold_lock, proc=True),
+    Case("add-while-another-writes", ("add", C, "--text", "x"), code=75, setup=hold_lock, proc=True,
+         waits=True),
+    Case("index-while-another-writes", ("index", "{T}", "--name", C), code=75, setup=hold_lock, proc=True,
+         waits=True),
+    Case("delete-while-another-writes", ("delete", C, "--id", "1"), code=75, setup=hold_lock, proc=True,
+         waits=True),
     Case("rm-while-another-writes", ("rm", C, "--yes"), code=75, setup=hold_lock, proc=True),
     Case("index-existing-with-other-settings", ("index", "{T}", "--name", C, "--chunk-tokens", "40"),
          code=75, match="chunk"),
@@ -649,18 +659,57 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("case", [pytest.param(c, id=c.id) for c in CASES])
-def test_audit(case: Case, base, pristine, other, model_folder, can_mount_read_only, tmp_path):
-    if case.readonly and not can_mount_read_only:
-        pytest.skip("cannot make a read-only folder here")
-    ctx = Ctx(C=tmp_path / "c", T=tmp_path / "t", base=base, other=other, model=Path(model_folder))
+def row_ctx(folder: Path, base, other, model_folder) -> Ctx:
+    ctx = Ctx(C=folder / "c", T=folder / "t", base=base, other=other, model=Path(model_folder))
     shutil.copytree(base, ctx.C)
     ctx.T.mkdir()
+    return ctx
+
+
+@pytest.fixture(scope="module")
+def waiting(base, other, model_folder, tmp_path_factory):
+    """The rows that wait out another process's writer lock, all started at once (set up
+    each in its own folder, as test_audit does): their 10 s waits overlap instead of adding
+    up. {id: (ctx, process)}; test_audit checks each as its own row."""
+    started = {}
     try:
-        if case.setup:
+        for case in CASES:
+            if case.waits:
+                assert case.setup and case.unchanged != "bytes"  # set up here, checked by the row
+                ctx = row_ctx(tmp_path_factory.mktemp(case.id), base, other, model_folder)
+                started[case.id] = (ctx, None)
+                case.setup(ctx)
+                command, env = cli_process(ctx, case)
+                started[case.id] = (ctx, subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                                          text=True, env=env, stdin=subprocess.DEVNULL))
+        yield started
+    finally:
+        for ctx, proc in started.values():
+            if proc is not None:
+                proc.kill()
+                proc.wait()
+            if ctx.proc is not None and ctx.proc.poll() is None:
+                ctx.proc.kill()
+                ctx.proc.wait()
+
+
+@pytest.mark.parametrize("case", [pytest.param(c, id=c.id) for c in CASES])
+def test_audit(case: Case, base, pristine, other, model_folder, can_mount_read_only, tmp_path, request):
+    if case.readonly and not can_mount_read_only:
+        pytest.skip("cannot make a read-only folder here")
+    if case.waits:
+        ctx, proc = request.getfixturevalue("waiting")[case.id]
+    else:
+        ctx = row_ctx(tmp_path, base, other, model_folder)
+    try:
+        if case.setup and not case.waits:
             case.setup(ctx)
         before = pristine if case.unchanged == "data" else snapshot(ctx.C, case.unchanged)
-        result = run_api(ctx, case) if case.api else run_cli(ctx, case)
+        if case.waits:
+            stdout, stderr = proc.communicate(timeout=case.timeout)
+            result = Result(proc.returncode, stdout, stderr)
+        else:
+            result = run_api(ctx, case) if case.api else run_cli(ctx, case)
         assert_outcome(case, result)
         if case.check:
             case.check(ctx, result)

@@ -930,30 +930,42 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-back
                   "--disable-component-update", "--disable-sync", "--no-first-run"]
 
 
-@contextmanager
-def chromium_page(server, path: str):
-    """A page of Debian's chromium at ``path``; on leaving, checks that everything it
-    loaded came from the server (no CDN: the page and the docs must work offline).
-    `make test` installs chromium; these tests are never skipped for want of it."""
+@pytest.fixture(scope="module")
+def browser():
+    """One Debian chromium for the page tests (each gets a context of its own: no cookie,
+    storage or cache of another test's). `make test` installs chromium; these tests are
+    never skipped for want of it."""
     from playwright.sync_api import sync_playwright
 
     assert Path(CHROMIUM).is_file(), "Debian's chromium is missing: `apt-get install -y chromium` (make test does)"
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS, headless=True)
         try:
-            page = browser.new_page()
-            page.set_default_timeout(30_000)
-            requests = []
-            page.on("request", lambda req: requests.append(req.url))
-            page.goto(server.url + path)
-            yield page
-            assert all(url.startswith(server.url) for url in requests), f"{path} reached beyond the server"
+            yield browser
         finally:
             browser.close()
 
 
-def test_search_page_finds_a_document_in_chromium(server):
-    with chromium_page(server, "/") as page:
+@contextmanager
+def chromium_page(browser, server, path: str):
+    """A page of chromium, in a fresh context, at ``path``; on leaving, checks that
+    everything it loaded came from the server (no CDN: the page and the docs must work
+    offline)."""
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        page.set_default_timeout(30_000)
+        requests = []
+        page.on("request", lambda req: requests.append(req.url))
+        page.goto(server.url + path)
+        yield page
+        assert all(url.startswith(server.url) for url in requests), f"{path} reached beyond the server"
+    finally:
+        context.close()
+
+
+def test_search_page_finds_a_document_in_chromium(browser, server):
+    with chromium_page(browser, server, "/") as page:
         page.fill("#key", server.key)  # the server has a key: the page asks for it
         page.click("#key-form button")
         page.wait_for_selector("#collection option[value=docs]", state="attached")
@@ -967,14 +979,14 @@ def test_search_page_finds_a_document_in_chromium(server):
         assert float(first.query_selector(".score").inner_text()) > 0
 
 
-def test_search_page_keeps_its_search_in_the_address(server):
+def test_search_page_keeps_its_search_in_the_address(browser, server):
     """A search is a URL (bookmarked, shared, gone back to), with its filter and one hit per document."""
     from urllib.parse import urlencode
 
     wanted = {"collection": "docs", "query": "something to eat", "mode": "dense", "k": "5",
               "where": "topic=cooking", "docs": "1"}
     hit_ids = lambda page: [li.inner_text().split("id ")[1].split(" ")[0] for li in page.query_selector_all("#hits .meta")]
-    with chromium_page(server, "/?" + urlencode(wanted)) as page:
+    with chromium_page(browser, server, "/?" + urlencode(wanted)) as page:
         page.fill("#key", server.key)
         page.click("#key-form button")
         page.wait_for_function("document.querySelectorAll('#hits li.hit').length > 0")
@@ -1001,12 +1013,12 @@ def test_search_page_keeps_its_search_in_the_address(server):
                                               "got 'topic'") and not page.query_selector_all("#hits li")
 
 
-def test_search_page_filters_by_a_range_and_the_similar_view_keeps_it(server, http, where_docs):
+def test_search_page_filters_by_a_range_and_the_similar_view_keeps_it(browser, server, http, where_docs):
     """The box's conditions go to the server as --where's strings: a range narrows the hits."""
     from urllib.parse import urlencode
 
     address = {"collection": "scratch", "query": "a note a team wrote", "mode": "dense", "k": "20", "docs": "1"}
-    with chromium_page(server, "/?" + urlencode(address)) as page:
+    with chromium_page(browser, server, "/?" + urlencode(address)) as page:
         page.fill("#key", server.key)
         page.click("#key-form button")
         page.wait_for_function("document.querySelectorAll('#hits li.hit').length > 0")
@@ -1042,7 +1054,7 @@ def page_hit_ids(page) -> list[str]:
     return [m.inner_text().split("id ")[1].split(" ")[0] for m in page.query_selector_all("#hits .meta")]
 
 
-def test_search_page_shows_a_hits_whole_document_with_its_passage_marked(server, http):
+def test_search_page_shows_a_hits_whole_document_with_its_passage_marked(browser, server, http):
     """The passage is cut by code points (the 𝔠𝔞𝔱 🐈 before it are two UTF-16 units each in
     JavaScript), scrolled into view, and the document's text is text, never HTML."""
     from urllib.parse import urlencode
@@ -1054,7 +1066,7 @@ def test_search_page_shows_a_hits_whole_document_with_its_passage_marked(server,
     address = {"collection": "scratch", "query": "a lighthouse keeper polishing a brass lamp", "mode": "dense",
                "k": "1", "where": "id=h4/page"}
     try:
-        with chromium_page(server, "/?" + urlencode(address)) as page:
+        with chromium_page(browser, server, "/?" + urlencode(address)) as page:
             page.fill("#key", server.key)
             page.click("#key-form button")
             hit = page.wait_for_selector("#hits li.hit")
@@ -1077,12 +1089,12 @@ def test_search_page_shows_a_hits_whole_document_with_its_passage_marked(server,
         http.delete("/v1/collections/scratch/documents/h4%2Fpage")
 
 
-def test_search_page_lists_the_documents_like_a_hit_at_an_address_of_their_own(server, http):
+def test_search_page_lists_the_documents_like_a_hit_at_an_address_of_their_own(browser, server, http):
     from urllib.parse import urlencode
 
     address = {"collection": "docs", "query": "magma and lava", "mode": "dense", "docs": "1"}
     like = [h["id"] for h in http.post(SIMILAR, json={"id": "volcano", "k": 10}).json()["data"]]
-    with chromium_page(server, "/?" + urlencode(address)) as page:
+    with chromium_page(browser, server, "/?" + urlencode(address)) as page:
         page.fill("#key", server.key)
         page.click("#key-form button")
         first = page.wait_for_selector("#hits li.hit")
@@ -1104,9 +1116,9 @@ def test_search_page_lists_the_documents_like_a_hit_at_an_address_of_their_own(s
         assert page_hit_ids(page) == like
 
 
-def test_api_docs_render_offline_in_chromium(server):
+def test_api_docs_render_offline_in_chromium(browser, server):
     """/docs is Swagger UI with its files served by the server itself."""
-    with chromium_page(server, "/docs") as page:
+    with chromium_page(browser, server, "/docs") as page:
         page.wait_for_selector('.opblock-summary-path[data-path="/v1/embeddings"]')
         assert page.query_selector('.opblock-summary-path[data-path="/v1/collections/{name}/search"]') is not None
         assert page.query_selector("button.authorize") is not None  # where a key is given
