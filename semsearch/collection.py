@@ -679,11 +679,12 @@ class Collection:
         with self.writer() as w:
             return w.delete_where(where)
 
-    def delete_path(self, path: str | os.PathLike) -> int:
-        """Delete every document read from ``path`` (a file, or a folder's files)."""
-        root = validation.source_path(path)
+    def delete_path(self, path: str | os.PathLike | Iterable[str | os.PathLike]) -> int:
+        """Delete every document read from ``path`` (a file, or a folder's files; or a list
+        of them, in one write)."""
+        roots = [validation.source_path(p, "path") for p in validation.path_list(path, "path")]
         with self.writer() as w:
-            return w.delete([key for key, _ in self.store.documents_under(root)])
+            return w.delete(sorted({key for root in roots for key, _ in self.store.documents_under(root)}))
 
     # -- reading -----------------------------------------------------------------------------
     def get(self, id: str) -> StoredDocument:

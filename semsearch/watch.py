@@ -1,18 +1,22 @@
 """Keep a collection in step with folders as their files change (`semsearch index --watch`).
 
 It polls: every few seconds it stats the files the index walk finds (loaders.file_stamps:
-path, size, mtime and ctime; nothing is opened) and runs a sync pass, the one `index`
-runs (Collection.add_files), only when that changed. Polling needs no dependency and works
-on every filesystem, network mounts and container bind mounts included, where inotify
-events do not arrive. An idle poll costs a walk and a stat a file (benchmarks/watch_poll.py).
+path, size, mtime and ctime; nothing is opened) and runs a sync pass only when that
+changed. Polling needs no dependency and works on every filesystem, network mounts and
+container bind mounts included, where inotify events do not arrive. An idle poll costs a
+walk and a stat a file (benchmarks/watch_poll.py).
 
-A pass syncs every file, so a burst of edits between two polls is one pass, and a file
-caught half-written is indexed as it was then and again at the next poll, once its size
-or times have moved on.
+The first pass is the one `index` runs (Collection.add_files over PATHS). A later pass
+reads only the files whose stat changed (new ones too: add_files over those files, so a
+.jsonl's dropped records go as well) and removes the documents of files gone
+(Collection.delete_path): its cost follows the change, not the tree. A burst of edits
+between two polls is one pass, and a file caught half-written is indexed as it was then and
+again at the next poll, once its size or times have moved on.
 """
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 from dataclasses import dataclass, field
@@ -88,28 +92,39 @@ def watch_files(name_or_path, paths, every: float = DEFAULT_EVERY, stop: threadi
     busy = [True]  # in a pass (the first from the start: it creates or opens the collection)
 
     def watch(coll, roots, glob, remove_missing, progress):
-        skipped: set = set()
+        skipped: dict = {}  # source -> why, as the passes so far left it
 
-        def sync(progress: bool) -> None:
-            nonlocal skipped
+        def sync(files, gone: list, progress: bool) -> None:
+            """One pass: ``files`` read (None: all under roots, as `index`), the documents of the
+            files ``gone`` removed."""
             busy[0] = True
             try:
-                report = coll.add_files(roots, glob=glob, remove_missing=remove_missing, progress=progress)
+                report = coll.add_files(roots if files is None else files, glob=glob,
+                                        remove_missing=remove_missing, progress=progress) if files != [] \
+                    else IndexReport()
+                if gone and remove_missing:
+                    report.removed += coll.delete_path(gone)
             finally:
                 busy[0] = False
-            new = [s for s in report.skipped if s not in skipped]
-            skipped, watched.skipped = set(report.skipped), report.skipped
+            if files is None:
+                skipped.clear()
+            for source in [*(files or ()), *gone]:  # re-read or gone: what they said before is void
+                for name in {source, os.path.realpath(source)}:
+                    skipped.pop(name, None)
+            new = [s for s in report.skipped if skipped.get(s[0]) != s[1]]
+            skipped.update(report.skipped)
+            watched.skipped = sorted(skipped.items())
             watched.passes += 1
             if on_pass is not None:
                 on_pass(Pass(watched.passes, report, new, coll))
 
-        seen = file_stamps(roots, glob)  # before the pass: what changes during it shows next poll
-        sync(progress)
+        seen = stamps(roots)  # before the pass: what changes during it shows next poll
+        sync(None, [], progress)
         missing = None
         while not stop.wait(every):
             watched.polls += 1
             try:
-                now = file_stamps(roots, glob)
+                now = stamps(roots)
             except NotFound as exc:
                 if missing != str(exc):
                     log.warning("%s; no sync until it is back (its documents stay)", exc)
@@ -119,12 +134,22 @@ def watch_files(name_or_path, paths, every: float = DEFAULT_EVERY, stop: threadi
                 log.warning("%s is back; watching again", missing.split(": ", 1)[-1])
                 missing = None
             if now != seen and not stop.is_set():
+                changed = [path for path, stamp in now.items() if seen.get(path) != stamp]
+                gone = [path for path, stamp in seen.items() if path not in now and len(stamp) == 3]
                 try:
-                    sync(False)
+                    sync(changed, gone, False)
                 except CollectionBusy as exc:  # another writer held the lock past its wait: not fatal
                     log.warning("%s; syncing again at the next poll", exc)
                     continue
+                except NotFound as exc:  # a changed file gone before the pass read it: next poll
+                    log.info("%s; syncing again at the next poll", exc)
+                    continue
                 seen = now
+
+    def stamps(roots) -> dict:
+        """path -> (size, mtime_ns, ctime_ns) of a file read, (why,) of one skipped, () of
+        one of a type never read (loaders.file_stamps)."""
+        return {entry[0]: entry[1:] for entry in file_stamps(roots, glob)}
 
     def stopping(signum, frame):
         if busy[0]:

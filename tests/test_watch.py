@@ -90,11 +90,13 @@ def test_a_watch_syncs_each_change_in_one_pass_and_says_a_skip_once(home, tmp_pa
     def touched():
         assert len(passes) == 5 and passes[4].report.updated == 1
         assert texts()["e.txt"] == "The first half of a note and its second half."
-        assert passes[4].new_skips == [] and passes[4].report.skipped  # skipped still, said once
+        assert passes[4].new_skips == []  # blob.txt is skipped still, and said once
+        assert passes[4].report.unchanged == 0  # only the file that changed was read
         os.utime(notes / "d.txt")  # a new mtime, the same text
 
     def folder_gone():
         assert len(passes) == 6 and not passes[5].changed  # synced, nothing written, nothing to say
+        assert passes[5].report.unchanged == 1  # d.txt read again, the 3 others not
         notes.rename(tmp_path / "away")
 
     def still_gone():
@@ -113,6 +115,7 @@ def test_a_watch_syncs_each_change_in_one_pass_and_says_a_skip_once(home, tmp_pa
                               stop=Script(lambda: None, burst, recreate, half_written, finished, touched,
                                           folder_gone, still_gone, back, after_back))
     assert (watched.passes, watched.polls, watched.documents) == (6, 10, 4)
+    assert watched.skipped == [(str(notes / "blob.txt"), "binary file")]
     missing = [r.getMessage() for r in caplog.records if "no sync until it is back" in r.getMessage()]
     assert len(missing) == 1 and str(notes) in missing[0], caplog.text  # said once, not every poll
     assert sum("watching again" in r.getMessage() for r in caplog.records) == 1
@@ -323,3 +326,34 @@ def test_a_pass_that_finds_the_collection_busy_runs_again_at_the_next_poll(home,
                               stop=Script(hold, release, after))
     assert watched.passes == 2
     assert sum("syncing again at the next poll" in r.getMessage() for r in caplog.records) == 1, caplog.text
+
+
+def test_a_later_pass_reads_only_what_changed_and_drops_what_it_no_longer_holds(home, tmp_path, embedder):
+    """A record dropped from a .jsonl goes, a removed folder's documents go (in one write),
+    and the files that did not change are not read again."""
+    import json
+    import shutil
+    notes = tmp_path / "notes"
+    (notes / "sub").mkdir(parents=True)
+    recs = [{"id": f"r{i}", "text": t} for i, t in enumerate(["Cats purr.", "Rockets fly.", "Bread rises."])]
+    (notes / "recs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    for i, text in enumerate(["Tides turn.", "Gulls cry.", "Ropes fray."]):
+        (notes / "sub" / f"s{i}.txt").write_text(text)
+    (notes / "x.txt").write_text("The harbour master logs the weather.")
+    passes = []
+
+    def change():
+        assert len(passes) == 1 and passes[0].report.added == 7
+        (notes / "recs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs if r["id"] != "r1"))
+        shutil.rmtree(notes / "sub")
+
+    def check():
+        report = passes[1].report
+        assert (len(passes), report.added, report.updated, report.removed) == (2, 0, 0, 4)
+        assert report.unchanged == 2  # r0 and r2, read again with their file; x.txt not read
+        with Collection.open("notes") as coll:
+            ids = sorted(d.id for d in coll.documents(text=False))
+        assert ids == sorted([f"{notes / 'recs.jsonl'}#r0", f"{notes / 'recs.jsonl'}#r2", str(notes / "x.txt")])
+
+    watch_files("notes", [notes], every=0.01, on_pass=passes.append, embedder=embedder,
+                stop=Script(change, check))
