@@ -1,6 +1,7 @@
 """The `semsearch` command: parse, call the library, print. No logic of its own."""
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -9,7 +10,7 @@ from collections import Counter
 
 import click
 
-from .errors import NotFound, SemsearchError
+from .errors import NotFound, OutOfSpace, SemsearchError
 from .models import VARIANT_FILES
 from .search import FEEDBACK_WEIGHT
 from .validation import DEFAULT_K, MAX_QUERIES, MODES as MODE_NAMES, doc_id, key_value_pairs, where_conditions
@@ -46,7 +47,7 @@ class Group(click.Group):
             if os.environ.get("SEMSEARCH_DEBUG"):
                 raise
             click.echo(f"error: {describe(exc)}", err=True)
-            ctx.exit(getattr(exc, "exit_code", 1) if isinstance(exc, SemsearchError) else 1)
+            ctx.exit(exit_code(exc))
 
 
 class OneLineError(click.ClickException):
@@ -64,6 +65,16 @@ class OneLineError(click.ClickException):
     def show(self, file=None) -> None:
         lines = self.format_message().strip().splitlines()
         click.echo(f"error: {lines[0] if lines else 'invalid usage'}", err=True)
+
+
+def exit_code(exc: BaseException) -> int:
+    """Ours know theirs; a full disk met outside a collection (an export, `embed --out`) is
+    OutOfSpace's 74, as inside one; anything else 1."""
+    if isinstance(exc, SemsearchError):
+        return exc.exit_code
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return OutOfSpace.exit_code
+    return 1
 
 
 def describe(exc: BaseException) -> str:
@@ -167,6 +178,7 @@ def embed(texts, file_, fmt, out, model, variant, device, batch_size, kind):
     import numpy as np
 
     from .embedder import Embedder
+    from .files import NEW_FILE_MODE, atomic_file
 
     items = list(texts) or read_texts(file_)
     if fmt == "npy" and not out:
@@ -174,9 +186,11 @@ def embed(texts, file_, fmt, out, model, variant, device, batch_size, kind):
     embedder = Embedder.load(model, variant=variant, device=device)
     windows = embedder.stream_counted(items, kind=kind, batch_size=batch_size, progress=len(items) > 256)
     truncated = done = 0
-    # at OUT itself (np.save(path) would add .npy); - (or none) is stdout
-    with click.open_file(out or "-", "wb" if fmt == "npy" else "w", encoding=None if fmt == "npy" else "utf-8",
-                         atomic=bool(out) and out != "-") as stream:
+    # at OUT itself (np.save(path) would add .npy), whole or not at all; - (or none) is stdout
+    binary = fmt == "npy"
+    to_file = atomic_file(out, "wb" if binary else "w", permissions=NEW_FILE_MODE,
+                          **({} if binary else {"encoding": "utf-8"})) if out and out != "-" else None
+    with to_file or click.open_file("-", "wb" if binary else "w", encoding=None if binary else "utf-8") as stream:
         if fmt == "npy":
             np.lib.format.write_array_header_1_0(stream, {
                 "descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)), "fortran_order": False,

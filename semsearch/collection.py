@@ -881,15 +881,15 @@ class Collection:
         if path.exists() and not path.is_dir():
             raise InvalidInput(f"{path} is a file; a collection is a folder")
         started = time.monotonic()
-        path.mkdir(parents=True, exist_ok=True)
-        with _locked(path, wait=LOCK_WAIT):
-            if (path / STORE_FILE).is_file():
-                raise CollectionExists(f"collection {path} already exists; back up into a new name or folder")
-            _remove_own_files(path, shards=False)  # what a killed backup or create left (we hold the lock)
-            tag = uuid.uuid4().hex
-            index_tmp, store_tmp = path / f".{INDEX_FILE}.{tag}.tmp", path / f".{STORE_FILE}.{tag}.new"
-            try:
-                with room_needed(path):
+        with room_needed(path, "no copy was made"):
+            path.mkdir(parents=True, exist_ok=True)
+            with _locked(path, wait=LOCK_WAIT):
+                if (path / STORE_FILE).is_file():
+                    raise CollectionExists(f"collection {path} already exists; back up into a new name or folder")
+                _remove_own_files(path, shards=False)  # what a killed backup or create left (we hold the lock)
+                tag = uuid.uuid4().hex
+                index_tmp, store_tmp = path / f".{INDEX_FILE}.{tag}.tmp", path / f".{STORE_FILE}.{tag}.new"
+                try:
                     index_copied = _copy_whole(self.path / INDEX_FILE, index_tmp)
                     with self.store.snapshot():
                         generation = self.store.generation()
@@ -899,9 +899,9 @@ class Collection:
                         os.replace(index_tmp, path / INDEX_FILE)
                     os.replace(store_tmp, path / STORE_FILE)  # the copy exists once its store is whole
                     fsync_dir(path)
-            finally:
-                for leftover in [index_tmp, *path.glob(store_tmp.name + "*")]:
-                    leftover.unlink(missing_ok=True)
+                finally:
+                    for leftover in [index_tmp, *path.glob(store_tmp.name + "*")]:
+                        leftover.unlink(missing_ok=True)
         return {"name": path.name, "path": str(path.resolve()), "source": str(self.path.resolve()),
                 "documents": docs, "chunks": chunks, "generation": generation, "index_file": index_copied,
                 "size_bytes": sum(p.stat().st_size for p in path.iterdir() if p.is_file()),

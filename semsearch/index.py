@@ -18,7 +18,6 @@ import math
 import os
 import re
 import struct
-import tempfile
 import zlib
 from pathlib import Path
 
@@ -26,6 +25,7 @@ import faiss
 import numpy as np
 
 from .errors import InvalidInput, SemsearchError
+from .files import atomic_file, fsync_dir  # noqa: F401 - fsync_dir: where collection.py and ondisk.py import it
 
 METRIC = faiss.METRIC_INNER_PRODUCT
 EXACT_FILTER_MAX = 20_000   # filters up to this many ids are scored exactly
@@ -150,15 +150,6 @@ def _query_like(points: np.ndarray, rng, cosine: float = 0.75) -> np.ndarray:
 
 def _sel_array(ids: np.ndarray):
     return faiss.IDSelectorArray(len(ids), faiss.swig_ptr(ids)), ids
-
-
-def fsync_dir(path) -> None:
-    """Make a rename inside ``path`` durable (the last step of every atomic file write)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class VectorIndex:
@@ -524,20 +515,9 @@ class VectorIndex:
         header = json.dumps({"spec": self.spec, "params": self.params, "dim": self.dim,
                              "generation": int(generation), "owner": owner, "ntomb": len(self._tomb),
                              "nbytes": int(payload.nbytes), "crc32": crc}).encode()
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            if mode is not None:
-                os.fchmod(fd, mode)
-            with os.fdopen(fd, "wb") as f:
-                f.write(memoryview(payload))
-                f.write(tomb + header + struct.pack("<I", len(header)) + _MAGIC)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        fsync_dir(path.parent)
+        with atomic_file(path, permissions=mode) as f:
+            f.write(memoryview(payload))
+            f.write(tomb + header + struct.pack("<I", len(header)) + _MAGIC)
 
     @classmethod
     def load(cls, path, owner: str | None = None) -> tuple["VectorIndex", int]:

@@ -117,15 +117,9 @@ def check_manifest(manifest, where) -> None:
 
 def write_manifest(folder: Path, manifest: dict) -> None:
     """Replace the manifest atomically (temporary file in the folder, fsync, rename)."""
-    tmp = folder / f".{MANIFEST}.{os.getpid()}.tmp"
-    try:
-        with open(tmp, "w") as fh:
-            fh.write(json.dumps(manifest, indent=2))
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, folder / MANIFEST)
-    finally:
-        tmp.unlink(missing_ok=True)
+    from .files import NEW_FILE_MODE, atomic_file
+    with atomic_file(folder / MANIFEST, "w", permissions=NEW_FILE_MODE) as fh:
+        fh.write(json.dumps(manifest, indent=2))
 
 
 def variant_state(info: dict) -> str:

@@ -135,16 +135,16 @@ def disk_full(exc: BaseException, folder: Path) -> bool:
 
 
 @contextmanager
-def room_needed(folder: Path):
+def room_needed(folder: Path, outcome: str = "nothing of this write was stored"):
     """Writes inside fail on a full disk with OutOfSpace, in one line. Each write is one
     SQLite transaction (or a file made whole before it is renamed into place), so the
-    failed one left nothing behind."""
+    failed one left nothing behind (``outcome`` says so)."""
     try:
         yield
     except (sqlite3.OperationalError, OSError) as exc:
         if not disk_full(exc, folder):
             raise
-        raise OutOfSpace.at(folder, "nothing of this write was stored") from None
+        raise OutOfSpace.at(folder, outcome) from None
 
 
 def is_store(path: Path) -> bool:

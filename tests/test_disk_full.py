@@ -207,3 +207,28 @@ def test_server_add_on_a_full_disk_is_a_507_in_openais_error_shape(room, embedde
         assert (await client.get("/v1/collections/notes")).json()["documents"] == 30
 
     drive(embedder, room, script, names=("notes",))
+
+
+def test_a_backup_onto_a_full_disk_exits_74_and_leaves_no_collection(room, embedder, home):
+    """The copy does not fit: one line, exit 74, and nothing in its folder that is or looks
+    like a collection (its scratch store and index file removed); with room, the same
+    backup then completes."""
+    make(home / "src", embedder, 30)
+    dest = room / "copy"
+    fill(room.parent, ROOM)
+    line = assert_one_line_error(run("backup", "src", dest), code=74)
+    full(line, dest)
+    assert "no copy was made" in line
+    assert leftovers(dest) == [] and not (dest / "store.sqlite").exists()
+    free(room.parent)
+    ok(run("backup", "src", dest))
+    assert counted(dest, embedder) == (30, ["d3"])
+
+
+def test_embed_out_onto_a_full_disk_exits_74_in_one_line_and_leaves_no_file(room):
+    """A full disk outside any collection (here `embed --out`) is the same exit 74."""
+    fill(room.parent, 0)
+    line = assert_one_line_error(run("embed", "some text", "--format", "npy", "--out", room / "v.npy"), code=74)
+    assert "No space left on device" in line
+    free(room.parent)
+    assert list(room.iterdir()) == []

@@ -33,7 +33,8 @@ import numpy as np
 
 from ..collection import ONDISK_CHANGES as CHANGES, ONDISK_POINTER as POINTER, ONDISK_SCRATCH as SCRATCH
 from ..errors import CollectionError, InvalidInput, OutOfSpace
-from ..index import TRAIN_MAX, _nlist, _query_like, fsync_dir
+from ..files import atomic_file, fsync_dir
+from ..index import TRAIN_MAX, _nlist, _query_like
 from ..runtime import fd_redirected
 from ..store import disk_full
 
@@ -585,19 +586,9 @@ class MmapIndex:
         delta_ids = faiss.vector_to_array(self._delta.id_map).astype(np.int64)
         delta_vecs = self._delta.index.reconstruct_n(0, self._delta.ntotal) if len(delta_ids) \
             else np.zeros((0, self.dim), np.float32)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            if mode is not None:
-                os.fchmod(fd, mode)
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, generation=np.int64(generation), build=np.str_(self.folder.name),
-                         tomb=self._tomb, delta_ids=delta_ids, delta_vecs=delta_vecs)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:  # at once: on a full disk it kept the last free bytes until the next save
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_file(path, permissions=mode) as f:
+            np.savez(f, generation=np.int64(generation), build=np.str_(self.folder.name),
+                     tomb=self._tomb, delta_ids=delta_ids, delta_vecs=delta_vecs)
 
     def load_changes(self, path) -> int | None:
         """Apply saved changes that belong to this build; their generation, else None."""
@@ -713,15 +704,8 @@ def publish(parent, folder: Path, mode: int | None = None) -> None:
         for f in folder.iterdir():
             os.chmod(f, mode)
         os.chmod(folder, mode | (mode & 0o444) >> 2)  # folders: x where r
-    fd, tmp = tempfile.mkstemp(prefix=f".{POINTER}.", dir=parent)
-    if mode is not None:
-        os.fchmod(fd, mode)
-    with os.fdopen(fd, "w") as f:
+    with atomic_file(parent / POINTER, "w", permissions=mode) as f:  # durable before the old build goes
         json.dump({"current": folder.name}, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, parent / POINTER)
-    fsync_dir(parent)  # the new name is durable before the old build goes
     if old is not None and old != folder and old.exists():
         shutil.rmtree(old, ignore_errors=True)
 
