@@ -785,7 +785,9 @@ def check(ctx, name, repair, as_json):
             if item["check"] not in wrong:
                 click.echo(f"ok: {item['what']}")
         for p in report["problems"]:
-            click.echo(f"problem: {printable(p['problem'])}; {p['fix']}")
+            click.echo(f"problem: {printable(p['problem'])}")
+        for fix in dict.fromkeys(p["fix"] for p in report["problems"]):
+            click.echo(f"to fix: {fix}")
         for note in report["notes"]:
             click.echo(f"note: {printable(note)}")
     if not report["ok"]:

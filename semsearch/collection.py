@@ -971,8 +971,9 @@ class Collection:
                 docs, chunks = self.store.counts()
         except sqlite3.DatabaseError:  # count(*) reads an index SQLite's check found damaged
             docs = chunks = None
-        problems = [{"check": name, "problem": text, "fix": CHECKS[name][2], "repairable": CHECKS[name][1]}
-                    for name, texts in found.items() for text in texts]
+        damaged = bool(found["sqlite"])  # then nothing is repaired: every finding has the file's fix
+        problems = [{"check": name, "problem": text, "fix": CHECKS["sqlite" if damaged else name][2],
+                     "repairable": CHECKS[name][1] and not damaged} for name, texts in found.items() for text in texts]
         return {"name": self.name, "path": str(self.path.resolve()), "documents": docs, "chunks": chunks,
                 "index": facts, "checks": [{"check": name, "what": CHECKS[name][0], "ok": not found[name]}
                                            for name in CHECKS],
@@ -1021,6 +1022,9 @@ class Collection:
                 return [f"index file {file}, brought up to the store, holds {index.ntotal} vectors "
                         f"for {chunks} chunks"], facts
             ids, vectors = self.store.sample_chunks(CHECK_SAMPLE)
+        with np.errstate(all="ignore"):  # a vector that is not of length 1 is the vectors check's finding
+            unit = np.abs(np.linalg.norm(vectors, axis=1) - 1) <= validation.UNIT_TOLERANCE
+        ids, vectors = ids[unit], vectors[unit]
         if not len(ids):
             return [], facts
         scores, hits = index.search(vectors, CHECK_K)

@@ -744,12 +744,19 @@ def check_store(db: sqlite3.Connection) -> dict[str, list[str]]:
             except sqlite3.DatabaseError as exc:
                 found[name].append(f"cannot be read ({exc})")
     finally:
-        db.execute("COMMIT")
+        try:
+            db.execute("COMMIT")
+        except sqlite3.DatabaseError:  # on a damaged file: a read transaction, nothing to keep
+            if db.in_transaction:
+                db.execute("ROLLBACK")
     return found
 
 
 def _check_sqlite(db: sqlite3.Connection, found: dict) -> None:
-    rows = [r[0] for r in db.execute("PRAGMA integrity_check")]
+    try:
+        rows = [r[0] for r in db.execute("PRAGMA integrity_check")]
+    except sqlite3.DatabaseError as exc:  # a page too damaged to walk
+        rows = [str(exc)]
     # a newer SQLite checks FTS5 tables here too: those findings are the lexical check's
     fts = [r for r in rows if any(t in r for t in LEXICAL_TABLES)]
     found["lexical"] += fts
