@@ -1008,7 +1008,7 @@ class Collection:
         try:
             index, gen = VectorIndex.load(file, self.id) if file.is_file() else (None, -1)
         except IndexFileError as exc:
-            return [str(exc)], {"file": False}
+            return [str(exc)], {"file": True}
         with self.store.snapshot():
             chunks = self.store.counts()[1]
             if index is None:

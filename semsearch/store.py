@@ -766,9 +766,9 @@ def _check_sqlite(db: sqlite3.Connection, found: dict) -> None:
 
 
 def _check_lexical(db: sqlite3.Connection, found: dict) -> None:
-    chunks = {r[0]: r[1] for r in db.execute("SELECT id, text FROM chunks")}
+    chunks = {r[0] for r in db.execute("SELECT id FROM chunks")}
     docs = {r[0] for r in db.execute("SELECT DISTINCT doc_id FROM chunks WHERE doc_id IN (SELECT id FROM documents)")}
-    for table, should in (("chunks_fts", set(chunks)), ("documents_fts", docs)):
+    for table, should in (("chunks_fts", chunks), ("documents_fts", docs)):
         if not db.execute("SELECT 1 FROM sqlite_master WHERE name = ?", (table,)).fetchone():
             found["lexical"].append(f"{table} is missing")
             continue
@@ -776,7 +776,9 @@ def _check_lexical(db: sqlite3.Connection, found: dict) -> None:
         held = {r[0] for r in db.execute(f"SELECT DISTINCT doc FROM temp.{table}_check")}
         missing = should - held
         if missing:  # a text with no word in it (punctuation alone) has no entry to see
-            texts = {i: chunks[i] for i in missing} if table == "chunks_fts" else _document_texts(db, missing)
+            texts = dict(db.execute("SELECT id, text FROM chunks WHERE id IN (SELECT value FROM json_each(?))",
+                                    (json.dumps(sorted(missing)),))) if table == "chunks_fts" \
+                else _document_texts(db, missing)
             missing -= _wordless(db, texts)
         extra = held - should
         if missing or extra:

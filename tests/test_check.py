@@ -25,6 +25,7 @@ DOCS = {
     "bread": "Knead the dough for ten minutes, let it rise twice, then bake the loaf until golden.",
     "comet": "The comet's tail glows because sunlight pushes dust and gas away from its icy nucleus.",
     "quokka": "A quokkaberry festival drew crowds to the island harbour every spring.",
+    "marks": "?!? ... !!! -- ;;",  # no word for FTS5 to index: held by neither table, and whole
 }
 
 
