@@ -78,6 +78,8 @@ def test_a_whole_collection_passes_every_check(coll):
     text = ok(run("check", coll)).stdout.splitlines()
     assert text[0].startswith("c (") and [line for line in text[1:] if not line.startswith("ok: ")] == []
     assert len(text) == 1 + len(CHECKS)
+    shown = ok(run("check", "--help")).stdout
+    assert "--repair" in shown and "It cannot fix a damaged store file" in " ".join(shown.split())
 
 
 def test_fts_rows_removed_behind_its_back_are_rebuilt(coll):
@@ -102,18 +104,24 @@ def test_fts_rows_removed_behind_its_back_are_rebuilt(coll):
     assert lexical_ids(coll, "quokkaberry") == ["quokka"]
 
 
-@pytest.mark.parametrize("damage", ["another collection's", "truncated"])
-def test_a_bad_index_file_is_said_and_rebuilt(coll, other, damage):
+@pytest.mark.parametrize("damage", ["another collection's", "truncated", "newer than its store"])
+def test_a_bad_index_file_is_said_and_rebuilt(coll, base, other, embedder, damage):
     file = coll / "index.faiss"
     if damage == "truncated":
         file.write_bytes(file.read_bytes()[: file.stat().st_size // 2])
+    elif damage == "newer than its store":  # a store put back from an older copy, its index file left
+        with Collection.open(coll, embedder=embedder) as c:
+            c.add_texts(["a later note about lighthouses"], ids=["later"])
+            c.rebuild_index()  # saved at the later generation
+        shutil.copy(base / "store.sqlite", coll / "store.sqlite")
     else:
         shutil.copy(other / "index.faiss", file)
     before = file.read_bytes()
     report, _ = check(coll, code=1)
     [problem] = report["problems"]
     assert problem["check"] == "index" and problem["repairable"]
-    assert ("belongs to another collection" if damage != "truncated" else "corrupt or truncated") in problem["problem"]
+    assert {"truncated": "corrupt or truncated", "another collection's": "belongs to another collection"}.get(
+        damage, damage) in problem["problem"]
     assert file.read_bytes() == before  # a check without --repair writes nothing
     report, _ = check(coll, "--repair")
     assert report["ok"] and report["repaired"] == ["rebuilt the vector index from the store and saved it"]
