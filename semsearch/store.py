@@ -195,8 +195,11 @@ class Store:
             self._file = _identity(path)
         except FileNotFoundError:  # removed since the check above
             raise NoSuchCollection(f"no store at {path}") from None
-        self.db  # open (and check) this thread's connection now, so a bad file fails here
-        self._upgrade_lexical()
+        try:
+            self.db  # open (and check) this thread's connection now, so a bad file fails here
+            self._upgrade_lexical()
+        except sqlite3.DatabaseError as exc:  # a page that meta's reads need is damaged
+            raise self._unreadable(exc) from None
 
     def replaced(self) -> bool:
         """Whether the file at our path is no longer the one this store opened (removed by
@@ -236,9 +239,9 @@ class Store:
                 raise NoSuchCollection(f"no store at {self.path} (removed since it was opened)") from None
             if "unable to open" in str(exc):
                 raise CollectionError(f"cannot open {self.path} ({exc}): check its permissions") from None
-            raise CollectionError(f"{self.path} is not a readable semsearch store ({exc})") from None
+            raise self._unreadable(exc) from None
         except sqlite3.DatabaseError as exc:
-            raise CollectionError(f"{self.path} is not a readable semsearch store ({exc})") from None
+            raise self._unreadable(exc) from None
         with self._guard:
             if self.closed:  # close() ran while it was being opened: it would outlive the store
                 db.close()
@@ -247,6 +250,10 @@ class Store:
                 self._connections.pop(thread).close()  # threadpool ends idle threads and starts new ones
             self._connections[threading.current_thread()] = db
         return db
+
+    def _unreadable(self, exc: sqlite3.DatabaseError) -> CollectionError:
+        return CollectionError(f"{self.path} is not a readable semsearch store ({exc}); if the file is "
+                               "damaged, restore a backup or index again")
 
     def close(self) -> None:
         """Close every thread's connection once the snapshots and writes in progress have
@@ -742,7 +749,7 @@ def check_store(db: sqlite3.Connection) -> dict[str, list[str]]:
             try:
                 check(db, found)
             except sqlite3.DatabaseError as exc:
-                found[name].append(f"cannot be read ({exc})")
+                found[name].append(f"the {name} check cannot read the store ({exc})")
     finally:
         try:
             db.execute("COMMIT")

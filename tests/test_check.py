@@ -130,16 +130,21 @@ def test_a_bad_index_file_is_said_and_rebuilt(coll, base, other, embedder, damag
         assert c.search(DOCS["comet"], k=1, mode="dense")[0].id == "comet"
 
 
-def test_a_damaged_page_is_not_repairable(coll):
+def overwrite_page(coll: Path, of: str) -> None:
+    """Garbage over the (root) page of table or index ``of``, the collection closed."""
     db = raw(coll)
     page_size = db.execute("PRAGMA page_size").fetchone()[0]
-    root = db.execute("SELECT rootpage FROM sqlite_master WHERE name = 'chunks_gen'").fetchone()[0]
+    root = db.execute("SELECT rootpage FROM sqlite_master WHERE name = ?", (of,)).fetchone()[0]
     db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     db.close()
     assert root > 1 and not (coll / "store.sqlite-wal").exists()
-    with open(coll / "store.sqlite", "r+b") as f:  # the page of an index: the store still opens
+    with open(coll / "store.sqlite", "r+b") as f:
         f.seek((root - 1) * page_size)
         f.write(b"\xde\xad\xbe\xef" * (page_size // 4))
+
+
+def test_a_damaged_page_is_not_repairable(coll):
+    overwrite_page(coll, "chunks_gen")  # the page of an index: the store still opens
     before = (coll / "store.sqlite").read_bytes()
     for flags in ((), ("--repair",)):
         report, _ = check(coll, *flags, code=1)
@@ -194,3 +199,9 @@ def test_a_read_only_collection_is_checked_not_repaired(coll, tmp_path):
     finally:
         for p in [probe, coll, *coll.iterdir()]:  # file modes (not root): put back for cleanup
             p.chmod(p.stat().st_mode | 0o200)
+
+
+def test_a_store_too_damaged_to_open_fails_in_one_line(coll):
+    overwrite_page(coll, "sqlite_autoindex_meta_1")  # how a store's settings are looked up
+    line = assert_one_line_error(run("check", coll), 1, "is not a readable semsearch store")
+    assert line.endswith("(database disk image is malformed); if the file is damaged, restore a backup or index again")
