@@ -956,7 +956,7 @@ class Collection:
             raise ReadOnly(f"collection {self.name} is read-only here ({self.path} cannot be written); "
                            "it can be checked, not repaired")
         found, repaired = self._examine(), []
-        fixable = {name for name in CHECKS if found[name] and CHECKS[name][1]}
+        fixable = {name for name in CHECKS if found[name] and self._fix(name, False)[0]}
         if repair and fixable and not found["sqlite"]:  # a damaged file is not written to
             if fixable - {"index"}:
                 with self.writer():
@@ -971,13 +971,23 @@ class Collection:
                 docs, chunks = self.store.counts()
         except sqlite3.DatabaseError:  # count(*) reads an index SQLite's check found damaged
             docs = chunks = None
-        damaged = bool(found["sqlite"])  # then nothing is repaired: every finding has the file's fix
-        problems = [{"check": name, "problem": text, "fix": CHECKS["sqlite" if damaged else name][2],
-                     "repairable": CHECKS[name][1] and not damaged} for name, texts in found.items() for text in texts]
+        problems = []
+        for name, texts in found.items():
+            repairable, fix = self._fix(name, found["sqlite"])
+            problems += [{"check": name, "problem": text, "fix": fix, "repairable": repairable} for text in texts]
         return {"name": self.name, "path": str(self.path.resolve()), "documents": docs, "chunks": chunks,
                 "index": facts, "checks": [{"check": name, "what": CHECKS[name][0], "ok": not found[name]}
                                            for name in CHECKS],
                 "problems": problems, "notes": notes, "repaired": repaired, "ok": not problems}
+
+    def _fix(self, check: str, damaged) -> tuple[bool, str]:
+        """Whether check(repair=True) fixes a finding of ``check``, and what to do about it.
+        In a store that fails SQLite's check nothing is repaired: every finding gets its fix."""
+        if damaged:
+            return False, CHECKS["sqlite"][2]
+        if check == "index" and self.config["index"] == ONDISK:
+            return False, f"`semsearch build {self.name}` makes the on-disk index again from the store"
+        return CHECKS[check][1], CHECKS[check][2]
 
     def _examine(self) -> dict[str, list]:
         """Each check's findings (CHECKS), with "notes" and the index's "facts"."""
@@ -994,9 +1004,10 @@ class Collection:
         the fault): it must be readable, this collection's, no newer than the store, and,
         brought up to the store, hold one vector per chunk; CHECK_SAMPLE chunks spread over
         the store must each find themselves in their top CHECK_K hits with their own vector
-        (cosine >= 0.999; a vector stored CHECK_K times or more may be crowded out by its
-        copies: those pass). Flat scores every vector, so every one must; an approximate
-        index (HNSW, IVF) may miss a few by design, so up to 2 % of the sample may. An
+        (at cosine >= 0.999 in Flat; a vector stored CHECK_K times or more may be crowded out
+        by its copies: those pass). Flat scores every vector, so every one must; an
+        approximate index (HNSW, IVF, PQ's approximate scores) may miss a few by design, so
+        up to 2 % of the sample may. An
         on-disk collection's index is compared by count only."""
         if self.config["index"] == ONDISK or (self.path / ONDISK_POINTER).is_file():
             with self._snapshot():
@@ -1028,7 +1039,8 @@ class Collection:
         if not len(ids):
             return [], facts
         scores, hits = index.search(vectors, CHECK_K)
-        found = ((hits == ids[:, None]) & (scores >= 0.999)).any(axis=1) | (scores[:, -1] >= 0.999)
+        close = scores >= 0.999 if index.exhaustive else True  # a compressed index's scores are approximate
+        found = ((hits == ids[:, None]) & close).any(axis=1) | (scores[:, -1] >= 0.999)
         missed = ids[~found]
         facts["sampled"] = len(ids)
         if len(missed) > (0 if index.exhaustive else 0.02 * len(ids)):

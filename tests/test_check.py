@@ -82,6 +82,13 @@ def test_a_whole_collection_passes_every_check(coll):
     assert "--repair" in shown and "It cannot fix a damaged store file" in " ".join(shown.split())
 
 
+def test_an_approximate_index_passes(tmp_path, embedder):
+    with Collection.create(tmp_path / "h", embedder=embedder, index="hnsw", chunk_tokens=12, overlap=2) as c:
+        c.add_texts(list(DOCS.values()), ids=list(DOCS))
+        report = c.check()
+    assert report["ok"] and report["index"]["spec"].startswith("HNSW") and report["index"]["sampled"] > 10
+
+
 def test_fts_rows_removed_behind_its_back_are_rebuilt(coll):
     db = raw(coll)
     doc_id = db.execute("SELECT id FROM documents WHERE key = 'quokka'").fetchone()[0]
@@ -205,3 +212,16 @@ def test_a_store_too_damaged_to_open_fails_in_one_line(coll):
     overwrite_page(coll, "sqlite_autoindex_meta_1")  # how a store's settings are looked up
     line = assert_one_line_error(run("check", coll), 1, "is not a readable semsearch store")
     assert line.endswith("(database disk image is malformed); if the file is damaged, restore a backup or index again")
+
+
+def test_an_index_whose_vectors_differ_from_the_store_is_found(coll):
+    db = raw(coll)  # two chunks' vectors swapped in the store: same count, each still of length 1
+    (a, va), (b, vb) = db.execute("SELECT c.id, c.vector FROM chunks c JOIN documents d ON d.id = c.doc_id "
+                                  "WHERE d.key IN ('cats', 'comet') AND c.position = 0 ORDER BY d.key").fetchall()
+    db.executemany("UPDATE chunks SET vector = ? WHERE id = ?", [(vb, a), (va, b)])
+    db.close()
+    report, _ = check(coll, code=1)
+    [problem] = report["problems"]
+    assert problem["check"] == "index" and problem["problem"].startswith("2 of ")
+    assert "sampled chunks are not found by their own vector" in problem["problem"]
+    assert check(coll, "--repair")[0]["ok"]
