@@ -13,15 +13,17 @@ commit and save the index (the delay learnt from earlier runs of the same comman
 
 After each round, with nothing running, it checks that:
   - the writer lock (and the build lock) can be taken at once: no holder died with it held;
-  - the store passes SQLite's integrity check, every document has chunks and every chunk a
-    document, the chunks tile the document's text, FTS5 holds exactly the store's rows;
+  - the store passes SQLite's and FTS5's integrity checks, every document has chunks and
+    every chunk a document, the chunks tile the document's text, FTS5 holds exactly the
+    store's rows, the vectors are of length 1 (semsearch.store.check_store);
   - every document a command that exited 0 wrote (and nothing later may have removed) is
     there with its text and metadata (a version: a resend with other metadata is a new one),
     found by dense and lexical search; every one a delete or index that
     exited 0 removed is gone; nothing is there that no command wrote;
   - the collection opens without an index file that is corrupt or out of step with the
     store after replay, and its index holds exactly the store's chunks;
-  - `info` works, every command not killed exited 0 or with a one-line error (no traceback),
+  - `info` works, `semsearch check` exits 0 (store.check_store's rule, which the store
+    check above uses too, and the index file read on its own), every command not killed exited 0 or with a one-line error (no traceback),
     every search hit is a slice of a text its document had (with the metadata it had with
     it) and matches the search's where (`matches`: design.md's rule);
   - every document a read printed holds, whole, a text (and its metadata) it may have held
@@ -209,39 +211,26 @@ def index_out_of_step(coll, ids: list[int], vectors: list[bytes]) -> list[str]:
 
 
 def read_store(path: Path) -> tuple[list[str], dict[str, tuple[int, dict]], dict[int, list[tuple]]]:
-    """The store as sqlite3 alone reads it, and what is wrong with its structure: SQLite's
-    and FTS5's own integrity checks, documents without chunks (or chunks without one), FTS5
-    not holding exactly the chunks and documents. Returns (defects, key -> (document row
-    id, metadata), document row id -> its chunks (id, doc_id, position, start, end, text)
-    in order); threads_soak.py checks a store with it too."""
-    found = []
-    db = sqlite3.connect(path)
+    """The store as sqlite3 alone reads it, and what is wrong with its structure by the
+    library's own rule (semsearch.store.check_store, what `semsearch check` runs: SQLite's
+    and FTS5's integrity checks, documents without chunks or chunks without one, FTS5 not
+    holding exactly the chunks and documents, positions, vectors). Returns (defects, key ->
+    (document row id, metadata), document row id -> its chunks (id, doc_id, position, start,
+    end, text) in order); threads_soak.py checks a store with it too."""
+    from semsearch.store import check_store
+
+    db = sqlite3.connect(path, isolation_level=None)
     try:
-        if (ok := db.execute("PRAGMA integrity_check").fetchone()[0]) != "ok":
-            found.append(f"integrity_check: {ok}")
+        found = [f"{check}: {problem}" for check, problems in check_store(db).items() if check != "notes"
+                 for problem in problems]
         docs = {key: (doc_id, json.loads(meta)) for key, doc_id, meta
                 in db.execute("SELECT key, id, metadata FROM documents")}
         rows = db.execute("SELECT id, doc_id, position, start, end, text FROM chunks ORDER BY doc_id, position").fetchall()
-        fts = {}
-        for table in ("chunks_fts", "documents_fts"):
-            extra = ", rank) VALUES ('integrity-check', 1)" if table == "chunks_fts" else ") VALUES ('integrity-check')"
-            try:
-                db.execute(f"INSERT INTO {table}({table}{extra}")
-            except sqlite3.DatabaseError as exc:
-                found.append(f"{table} integrity-check: {exc}")
-            db.execute(f"CREATE VIRTUAL TABLE temp.{table}_v USING fts5vocab(main, {table}, instance)")
-            fts[table] = {r[0] for r in db.execute(f"SELECT DISTINCT doc FROM temp.{table}_v")}
     finally:
         db.close()
     by_doc = defaultdict(list)
     for row in rows:
         by_doc[row[1]].append(row)
-    doc_ids = {doc_id for doc_id, _ in docs.values()}
-    if set(by_doc) != doc_ids:
-        found.append(f"documents without chunks {sorted(doc_ids - set(by_doc))[:5]}, "
-                     f"chunks without a document {sorted(set(by_doc) - doc_ids)[:5]}")
-    if fts["chunks_fts"] != {r[0] for r in rows} or fts["documents_fts"] != doc_ids:
-        found.append("FTS5 does not hold exactly the store's chunks and documents")
     return found, docs, by_doc
 
 
@@ -836,6 +825,10 @@ class Torture:
             info = subprocess.run(CLI + ["info", NAME, "--json"], env=self.env, capture_output=True, text=True)
             if info.returncode != 0:
                 found.append(f"info exited {info.returncode}: {info.stderr.strip()[-400:]}")
+            checked = subprocess.run(CLI + ["check", NAME], env=self.env, capture_output=True, text=True)
+            if checked.returncode != 0:  # `semsearch check`: the store and its index file whole
+                problems = [line for line in checked.stdout.splitlines() if line.startswith("problem:")]
+                found.append(f"check exited {checked.returncode}: {problems} {checked.stderr.strip()[-400:]}")
         else:
             missing = [k for k, s in self.state.items() if ABSENT not in s]
             if missing:

@@ -759,6 +759,58 @@ def backup(ctx, name, dest, as_json):
                + ("" if result["index_file"] else "; its index is built from the store when first opened"))
 
 
+@cli.command()
+@click.argument("name")
+@click.option("--repair", is_flag=True, help="Fix what can be rebuilt (under the writer lock: safe beside a server).")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.pass_context
+def check(ctx, name, repair, as_json):
+    """Check that collection NAME is whole, after a crash, disk trouble or a folder copied
+    by hand; exit 0 when it is (or --repair made it so), 1 when a problem remains.
+
+    \b
+    Checked: the store file (SQLite's full integrity_check); the lexical index (FTS5's own
+    check of both tables, and that they hold exactly the chunks and documents); every
+    document has chunks and every chunk a document; each document's chunk positions are
+    0..n-1; every vector is finite, of length 1 and the model's dimension; the index file
+    is readable, this collection's, no newer than the store, holds one vector per chunk,
+    and 1,000 chunks spread over the store each find themselves by their own vector.
+
+    \b
+    --repair rebuilds the lexical index and the index file from the store, and deletes
+    documents left without chunks (and chunks without a document): only damage makes
+    those. It cannot fix a damaged store file, chunk positions or vectors: restore a
+    backup (`semsearch backup`) or re-index. A read-only collection can be checked, not
+    repaired."""
+    from .collection import Collection
+    from .errors import Damaged
+
+    with Collection.open(name, home=ctx.obj["home"]) as coll:
+        report = coll.check(repair=repair)
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+    else:
+        counts = "" if report["documents"] is None else f": {report['documents']} documents, {report['chunks']} chunks"
+        click.echo(f"{printable(report['name'])} ({printable(report['path'])}){counts}")
+        for line in report["repaired"]:
+            click.echo(f"repaired: {line}")
+        wrong = {p["check"] for p in report["problems"]}
+        for item in report["checks"]:
+            if item["check"] not in wrong:
+                click.echo(f"ok: {item['what']}")
+        for p in report["problems"]:
+            click.echo(f"problem: {printable(p['problem'])}")
+        for fix in dict.fromkeys(p["fix"] for p in report["problems"]):
+            click.echo(f"to fix: {fix}")
+        for note in report["notes"]:
+            click.echo(f"note: {printable(note)}")
+    if not report["ok"]:
+        n = len(report["problems"])
+        hint = "" if repair or not all(p["repairable"] for p in report["problems"]) else \
+            f"; `semsearch check {name} --repair` fixes {'it' if n == 1 else 'them'}"
+        raise Damaged(f"collection {report['name']} has {n} problem{'s' if n > 1 else ''}{hint}")
+
+
 @cli.command(name="eval")
 @click.argument("dataset", type=click.Path(file_okay=False))
 @click.option("--mode", type=MODES, default="hybrid", show_default=True,

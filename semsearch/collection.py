@@ -17,6 +17,7 @@ import math
 import os
 import re
 import shutil
+import sqlite3
 import stat
 import threading
 import time
@@ -65,6 +66,27 @@ LOCK_WAIT = 10.0  # seconds a create or a write waits for another process's writ
 # opener replays costs about what loading the file does (benchmarks/small_writes.py).
 SAVE_FLOOR, SAVE_SHARE = 1_000, 0.01
 DOCUMENT_PAGE = 256  # documents() reads this many a snapshot
+CHECK_SAMPLE, CHECK_K = 1_000, 10  # check(): chunks that must find themselves, in their top CHECK_K
+RESTORE = ("not repairable here: restore a backup (`semsearch backup` made one?) or re-index "
+           "into a new collection")
+CHECKS = {  # check() -> (what it checks, whether check(repair=True) fixes it, what to do), in order
+    "sqlite": ("the store file: SQLite's full integrity_check", False,
+               "the database file is damaged; " + RESTORE),
+    "lexical": ("the lexical index: FTS5's integrity-check of chunks_fts and documents_fts, holding "
+                "exactly the chunks and the documents", True,
+                "`semsearch check --repair` rebuilds the lexical indexes from the chunks"),
+    "documents": ("every document has chunks, every chunk a document", True,
+                  "`semsearch check --repair` deletes them (only damage makes them; add those documents "
+                  "again after)"),
+    "positions": ("each document's chunks are at positions 0..n-1", False,
+                  "add those documents again (`semsearch index` or `add`), or " + RESTORE),
+    "vectors": ("every vector is finite, of length 1 and the model's dimension", False,
+                "add those documents again (their vectors are embedded again), or " + RESTORE),
+    "index": ("the vector index file: readable, this collection's, one vector per chunk, "
+              "each sampled chunk found by its own vector", True,
+              "`semsearch check --repair` rebuilds the index file from the store (opening "
+              "rebuilds it in memory meanwhile)"),
+}
 
 
 def home_dir(home: str | os.PathLike | None = None) -> Path:
@@ -282,13 +304,7 @@ class Collection:
                 self._index_gen = gen
                 return
             if self._index_gen < gen:
-                deleted = self.store.deleted_since(self._index_gen)
-                self._index.remove(deleted)
-                self._lag += len(deleted)
-                for ids, vectors in self.store.vectors(since_gen=self._index_gen):
-                    self._index.remove(ids)  # replay is idempotent
-                    self._index.add(ids, vectors)
-                    self._lag += len(ids)
+                self._lag += self._replay(self._index, self._index_gen)
                 self._index_gen = gen
             # a last check, once per file loaded, at a snapshot of the file's generation or later
             # (one saved since this snapshot began is ahead of it: _snapshot begins it again)
@@ -298,6 +314,18 @@ class Collection:
                     log.warning("index file of %s does not match its store; rebuilding it from the store",
                                 self.name)
                     self._rebuild()
+
+    def _replay(self, index, since: int) -> int:
+        """Bring ``index``, made at generation ``since``, up to this snapshot's generation
+        (idempotent); returns how many chunks it removed or added."""
+        deleted = self.store.deleted_since(since)
+        index.remove(deleted)
+        changed = len(deleted)
+        for ids, vectors in self.store.vectors(since_gen=since):
+            index.remove(ids)
+            index.add(ids, vectors)
+            changed += len(ids)
+        return changed
 
     def _build_mark(self):
         """Which `semsearch build` is current, if any: publishing one replaces its pointer
@@ -906,6 +934,120 @@ class Collection:
                 "documents": docs, "chunks": chunks, "generation": generation, "index_file": index_copied,
                 "size_bytes": sum(p.stat().st_size for p in path.iterdir() if p.is_file()),
                 "seconds": round(time.monotonic() - started, 3)}
+
+    def check(self, repair: bool = False) -> dict:
+        """Whether the collection is whole (`semsearch check`): the store's invariants
+        (store.check_store: SQLite's integrity_check, both FTS5 tables, documents and their
+        chunks, the vectors) and the vector index (CHECK_SAMPLE chunks must find themselves:
+        _index_problems). Returns {"name", "path", "documents", "chunks", "index" (what it
+        is), "checks": [{"check", "what", "ok"}] (CHECKS, in order), "problems": [{"check",
+        "problem", "fix", "repairable"}], "notes" (what could not be checked here),
+        "repaired": [what was repaired], "ok": no problem left}.
+
+        ``repair``: under the writer lock (beside a running server), delete documents without
+        chunks and chunks without a document, rebuild the lexical tables from the chunks and
+        the vector index from the store (and save it), then check again. A store that fails
+        SQLite's own check, or whose chunks are wrong (positions, vectors), is not repaired:
+        restore a backup or re-index (nothing is repaired in a store that fails SQLite's
+        check: writing to a damaged file can spread the damage). ReadOnly where the folder
+        cannot be written."""
+        repair = validation.flag(repair, "repair")
+        self._check_not_removed()
+        if repair and self.store.read_only:
+            raise ReadOnly(f"collection {self.name} is read-only here ({self.path} cannot be written); "
+                           "it can be checked, not repaired")
+        found, repaired = self._examine(), []
+        fixable = {name for name in CHECKS if found[name] and self._fix(name, False)[0]}
+        if repair and fixable and not found["sqlite"]:  # a damaged file is not written to
+            if fixable - {"index"}:
+                with self.writer():
+                    repaired += self.store.repair(found)
+            if "index" in fixable:
+                self.rebuild_index()
+                repaired.append("rebuilt the vector index from the store and saved it")
+            found = self._examine()
+        notes, facts = found.pop("notes"), found.pop("facts")
+        try:
+            with self.store.snapshot():
+                docs, chunks = self.store.counts()
+        except sqlite3.DatabaseError:  # count(*) reads an index SQLite's check found damaged
+            docs = chunks = None
+        problems = []
+        for name, texts in found.items():
+            repairable, fix = self._fix(name, found["sqlite"])
+            problems += [{"check": name, "problem": text, "fix": fix, "repairable": repairable} for text in texts]
+        return {"name": self.name, "path": str(self.path.resolve()), "documents": docs, "chunks": chunks,
+                "index": facts, "checks": [{"check": name, "what": CHECKS[name][0], "ok": not found[name]}
+                                           for name in CHECKS],
+                "problems": problems, "notes": notes, "repaired": repaired, "ok": not problems}
+
+    def _fix(self, check: str, damaged) -> tuple[bool, str]:
+        """Whether check(repair=True) fixes a finding of ``check``, and what to do about it.
+        In a store that fails SQLite's check nothing is repaired: every finding gets its fix."""
+        if damaged:
+            return False, CHECKS["sqlite"][2]
+        if check == "index" and self.config["index"] == ONDISK:
+            return False, f"`semsearch build {self.name}` makes the on-disk index again from the store"
+        return CHECKS[check][1], CHECKS[check][2]
+
+    def _examine(self) -> dict[str, list]:
+        """Each check's findings (CHECKS), with "notes" and the index's "facts"."""
+        found = self.store.problems()
+        try:
+            found["index"], found["facts"] = self._index_problems()
+        except sqlite3.DatabaseError as exc:  # a damaged store (the sqlite check says where)
+            found["index"], found["facts"] = [f"the index cannot be brought up to the store ({exc})"], {}
+        return found
+
+    def _index_problems(self) -> tuple[list[str], dict]:
+        """What is wrong with the vector index, and what it is. An in-memory collection's
+        index file is read on its own (opening would warn and rebuild it in memory, hiding
+        the fault): it must be readable, this collection's, no newer than the store, and,
+        brought up to the store, hold one vector per chunk; CHECK_SAMPLE chunks spread over
+        the store must each find themselves in their top CHECK_K hits with their own vector
+        (at cosine >= 0.999 in Flat; a vector stored CHECK_K times or more may be crowded out
+        by its copies: those pass). Flat scores every vector, so every one must; an
+        approximate index (HNSW, IVF, PQ's approximate scores) may miss a few by design, so
+        up to 2 % of the sample may. An
+        on-disk collection's index is compared by count only."""
+        if self.config["index"] == ONDISK or (self.path / ONDISK_POINTER).is_file():
+            with self._snapshot():
+                n, chunks = self._index.ntotal, self.store.counts()[1]
+            facts = {"kind": getattr(self._index, "kind", "memory"), "vectors": n}
+            wrong = [f"the on-disk index holds {n} vectors for {chunks} chunks"] if n != chunks else []
+            return wrong, facts
+        file = self.path / INDEX_FILE
+        try:
+            index, gen = VectorIndex.load(file, self.id) if file.is_file() else (None, -1)
+        except IndexFileError as exc:
+            return [str(exc)], {"file": True}
+        with self.store.snapshot():
+            chunks = self.store.counts()[1]
+            if index is None:
+                return ([f"index file {file} is missing"] if chunks else []), {"file": False}
+            facts = {"file": True, "spec": index.spec, "generation": gen}
+            if gen > self.store.generation():  # loaded before this snapshot began: newer than any store state
+                return [f"index file {file} is newer than its store (was the store restored from a backup?)"], facts
+            self._replay(index, gen)
+            facts["vectors"] = index.ntotal
+            if index.ntotal != chunks:
+                return [f"index file {file}, brought up to the store, holds {index.ntotal} vectors "
+                        f"for {chunks} chunks"], facts
+            ids, vectors = self.store.sample_chunks(CHECK_SAMPLE)
+        with np.errstate(all="ignore"):  # a vector that is not of length 1 is the vectors check's finding
+            unit = np.abs(np.linalg.norm(vectors, axis=1) - 1) <= validation.UNIT_TOLERANCE
+        ids, vectors = ids[unit], vectors[unit]
+        if not len(ids):
+            return [], facts
+        scores, hits = index.search(vectors, CHECK_K)
+        close = scores >= 0.999 if index.exhaustive else True  # a compressed index's scores are approximate
+        found = ((hits == ids[:, None]) & close).any(axis=1) | (scores[:, -1] >= 0.999)
+        missed = ids[~found]
+        facts["sampled"] = len(ids)
+        if len(missed) > (0 if index.exhaustive else 0.02 * len(ids)):
+            return [f"{len(missed)} of {len(ids)} sampled chunks are not found by their own vector "
+                    f"(e.g. chunk {missed[0]})"], facts
+        return [], facts
 
     def notice(self) -> str | None:
         """What to do when most of the text is in a script the model was not trained on."""

@@ -93,6 +93,12 @@ class NoSuchDocument(NotFound):
         return cls(f"collection {collection} has no document{'s' if len(ids) > 1 else ''} {shown}")
 
 
+class Damaged(CollectionError):
+    """`semsearch check` found a collection's files damaged (a crash, a disk fault, files
+    copied by hand), and --repair could not (or was not asked to) fix it: the files'
+    fault, not the caller's input."""
+
+
 class CollectionBusy(CollectionError, Conflict):
     """Another writer holds the collection's lock."""
 

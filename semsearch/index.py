@@ -295,6 +295,11 @@ class VectorIndex:
         return int(self._index.ntotal) - len(self._tomb)
 
     @property
+    def exhaustive(self) -> bool:
+        """Whether a search scores every vector (Flat): each stored vector then finds itself."""
+        return isinstance(self._inner, faiss.IndexFlat)
+
+    @property
     def tombstone_ratio(self) -> float:
         return len(self._tomb) / self._index.ntotal if self._index.ntotal else 0.0
 

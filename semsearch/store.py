@@ -195,8 +195,11 @@ class Store:
             self._file = _identity(path)
         except FileNotFoundError:  # removed since the check above
             raise NoSuchCollection(f"no store at {path}") from None
-        self.db  # open (and check) this thread's connection now, so a bad file fails here
-        self._upgrade_lexical()
+        try:
+            self.db  # open (and check) this thread's connection now, so a bad file fails here
+            self._upgrade_lexical()
+        except sqlite3.DatabaseError as exc:  # a page that meta's reads need is damaged
+            raise self._unreadable(exc) from None
 
     def replaced(self) -> bool:
         """Whether the file at our path is no longer the one this store opened (removed by
@@ -236,9 +239,9 @@ class Store:
                 raise NoSuchCollection(f"no store at {self.path} (removed since it was opened)") from None
             if "unable to open" in str(exc):
                 raise CollectionError(f"cannot open {self.path} ({exc}): check its permissions") from None
-            raise CollectionError(f"{self.path} is not a readable semsearch store ({exc})") from None
+            raise self._unreadable(exc) from None
         except sqlite3.DatabaseError as exc:
-            raise CollectionError(f"{self.path} is not a readable semsearch store ({exc})") from None
+            raise self._unreadable(exc) from None
         with self._guard:
             if self.closed:  # close() ran while it was being opened: it would outlive the store
                 db.close()
@@ -247,6 +250,10 @@ class Store:
                 self._connections.pop(thread).close()  # threadpool ends idle threads and starts new ones
             self._connections[threading.current_thread()] = db
         return db
+
+    def _unreadable(self, exc: sqlite3.DatabaseError) -> CollectionError:
+        return CollectionError(f"{self.path} is not a readable semsearch store ({exc}); if the file is "
+                               "damaged, restore a backup or index again")
 
     def close(self) -> None:
         """Close every thread's connection once the snapshots and writes in progress have
@@ -618,16 +625,61 @@ class Store:
             with self.write():
                 if self.get_meta("lexical_version") == LEXICAL_VERSION:  # another process did it
                     return
-                self.db.execute("DROP TABLE IF EXISTS documents_fts")
-                self.db.execute(LEXICAL_SCHEMA)
-                rows = self.db.execute("SELECT doc_id, start, end, text FROM chunks ORDER BY doc_id, position")
-                for doc_id, group in itertools.groupby(rows, key=lambda row: row[0]):
-                    self._index_text(doc_id, [row[1:] for row in group])
-                self.set_meta("lexical_version", LEXICAL_VERSION)
+                self._build_lexical()
         except (sqlite3.OperationalError, OutOfSpace) as exc:  # read-only, or a full disk: lexical search says so
             log.warning("cannot build the document-level lexical index of %s (%s); lexical and "
                         "hybrid search need it: open the collection once with write access and room on its disk",
                         self.path, exc)
+
+    def _build_lexical(self) -> None:
+        """(Re)build documents_fts from the chunks (inside write())."""
+        self.db.execute("DROP TABLE IF EXISTS documents_fts")
+        self.db.execute(LEXICAL_SCHEMA)
+        rows = self.db.execute("SELECT doc_id, start, end, text FROM chunks ORDER BY doc_id, position")
+        for doc_id, group in itertools.groupby(rows, key=lambda row: row[0]):
+            self._index_text(doc_id, [row[1:] for row in group])
+        self.set_meta("lexical_version", LEXICAL_VERSION)
+
+    # -- checks and repairs (`semsearch check`) ----------------------------------------------
+    def problems(self) -> dict[str, list[str]]:
+        """check_store's findings (not inside a snapshot: it takes its own)."""
+        if self.in_snapshot:
+            raise RuntimeError("problems() takes its own transactions: call it outside snapshot()")
+        with self._transaction() as db:
+            return check_store(db)
+
+    def repair(self, found: dict[str, list[str]]) -> list[str]:
+        """Fix, in one write, what check_store ``found`` that can be rebuilt from the chunks;
+        returns what was done. Documents without chunks and chunks without a document are
+        deleted: only damage makes them (every write stores a document with all its chunks,
+        and deletes them together), their text is gone or unreachable (search shows a chunk
+        through its document), and their ids come back with the next `index` or `add`. Then
+        both lexical tables are rebuilt from the chunks (FTS5's 'rebuild'; documents_fts as
+        an upgrade builds it), as an orphan's entries go with them."""
+        done = []
+        with self.write():
+            if found.get("documents"):
+                gone = self.db.execute("DELETE FROM chunks WHERE doc_id NOT IN (SELECT id FROM documents)").rowcount
+                empty = self.db.execute("DELETE FROM documents WHERE id NOT IN (SELECT doc_id FROM chunks)").rowcount
+                if gone or empty:
+                    done.append(f"deleted {empty} document(s) without chunks and {gone} chunk(s) without a document")
+            if found.get("lexical") or done:
+                self.db.execute("INSERT INTO chunks_fts(chunks_fts) VALUES ('rebuild')")
+                self._build_lexical()
+                done.append("rebuilt the lexical indexes (chunks_fts, documents_fts) from the chunks")
+        return done
+
+    def sample_chunks(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, vectors) of up to ``n`` chunks spread evenly over the store in id order, of
+        the pinned dimension (a vector of another length is check_store's finding)."""
+        total = self.db.execute("SELECT count(*) FROM chunks").fetchone()[0]
+        dim = self.get_meta("model")["dim"]
+        rows = self.db.execute(
+            "SELECT id, vector FROM chunks WHERE length(vector) = ? AND id IN (SELECT id FROM (SELECT id, "
+            "row_number() OVER (ORDER BY id) AS r FROM chunks) WHERE (r - 1) % ? = 0) ORDER BY id LIMIT ?",
+            (dim * 4, max(1, total // n), n)).fetchall()
+        ids = np.array([r[0] for r in rows], dtype=np.int64)
+        return ids, np.frombuffer(b"".join(r[1] for r in rows), np.float32).reshape(len(rows), dim)
 
     def _in(self, sql: str, ids: Iterable[int], first: tuple = ()) -> list:
         """Rows for ``ids``: placeholders for the usual few, a JSON array past SQLite's limit
@@ -653,6 +705,147 @@ def _pieces(spans: Iterable[tuple[int, int, str]]) -> Iterator[tuple[int, str]]:
     for start, end, text in spans:
         yield max(0, start - reached), text[max(0, reached - start):]
         reached = max(reached, end)
+
+
+STORE_CHECKS = ("sqlite", "lexical", "documents", "positions", "vectors")  # check_store's, in its order
+LEXICAL_TABLES = ("chunks_fts", "documents_fts")
+
+
+def check_store(db: sqlite3.Connection) -> dict[str, list[str]]:
+    """What is wrong with a store, by check (STORE_CHECKS; an empty list: passed; "notes":
+    what could not be checked here), read with ``db`` alone, an autocommit connection
+    (benchmarks/torture.py passes a plain one). The invariants every write keeps: SQLite's
+    full integrity_check; FTS5's integrity-check of both lexical tables (chunks_fts against
+    the chunks, rank 1), each holding exactly the chunks, and the documents with chunks;
+    every document with chunks at positions 0..n-1 and every chunk with a document; every
+    vector of the pinned dimension, finite and of length 1 (validation.UNIT_TOLERANCE).
+    FTS5's integrity-check is an INSERT, so SQLite runs it only under its write lock: in a
+    transaction of its own, rolled back (a writer waits for it; a read-only store skips it,
+    its other checks still run). The rest reads one snapshot. A check the damage keeps from
+    reading says so as its finding."""
+    found: dict[str, list[str]] = {name: [] for name in STORE_CHECKS}
+    found["notes"] = []
+    for table in LEXICAL_TABLES:
+        try:
+            db.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:  # read-only, or a writer held the store 10 s
+            found["notes"].append(f"FTS5's integrity-check of {table} was not run ({exc})")
+            continue
+        try:
+            if db.execute("SELECT 1 FROM sqlite_master WHERE name = ?", (table,)).fetchone():
+                db.execute(f"INSERT INTO {table}({table}, rank) VALUES ('integrity-check', ?)",
+                           (int(table == "chunks_fts"),))
+        except sqlite3.DatabaseError as exc:
+            if "readonly" in str(exc):  # BEGIN IMMEDIATE is allowed on some read-only connections
+                found["notes"].append(f"FTS5's integrity-check of {table} was not run ({exc})")
+            else:
+                found["lexical"].append(f"{table} fails FTS5's integrity-check ({exc})")
+        finally:
+            db.execute("ROLLBACK")
+    db.execute("BEGIN")
+    try:
+        for name, check in (("sqlite", _check_sqlite), ("lexical", _check_lexical),
+                            ("documents", _check_documents), ("vectors", _check_vectors)):
+            try:
+                check(db, found)
+            except sqlite3.DatabaseError as exc:
+                found[name].append(f"the {name} check cannot read the store ({exc})")
+    finally:
+        try:
+            db.execute("COMMIT")
+        except sqlite3.DatabaseError:  # on a damaged file: a read transaction, nothing to keep
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+    return found
+
+
+def _check_sqlite(db: sqlite3.Connection, found: dict) -> None:
+    try:
+        rows = [r[0] for r in db.execute("PRAGMA integrity_check")]
+    except sqlite3.DatabaseError as exc:  # a page too damaged to walk
+        rows = [str(exc)]
+    # a newer SQLite checks FTS5 tables here too: those findings are the lexical check's
+    fts = [r for r in rows if any(t in r for t in LEXICAL_TABLES)]
+    found["lexical"] += fts
+    pages = [r for r in rows if r != "ok" and r not in fts]
+    if pages:
+        found["sqlite"].append(f"integrity_check: {pages[0]}" + (f" (and {len(pages) - 1} more)" if len(pages) > 1 else ""))
+
+
+def _check_lexical(db: sqlite3.Connection, found: dict) -> None:
+    chunks = {r[0] for r in db.execute("SELECT id FROM chunks")}
+    docs = {r[0] for r in db.execute("SELECT DISTINCT doc_id FROM chunks WHERE doc_id IN (SELECT id FROM documents)")}
+    for table, should in (("chunks_fts", chunks), ("documents_fts", docs)):
+        if not db.execute("SELECT 1 FROM sqlite_master WHERE name = ?", (table,)).fetchone():
+            found["lexical"].append(f"{table} is missing")
+            continue
+        db.execute(f"CREATE VIRTUAL TABLE IF NOT EXISTS temp.{table}_check USING fts5vocab(main, {table}, instance)")
+        held = {r[0] for r in db.execute(f"SELECT DISTINCT doc FROM temp.{table}_check")}
+        missing = should - held
+        if missing:  # a text with no word in it (punctuation alone) has no entry to see
+            texts = dict(db.execute("SELECT id, text FROM chunks WHERE id IN (SELECT value FROM json_each(?))",
+                                    (json.dumps(sorted(missing)),))) if table == "chunks_fts" \
+                else _document_texts(db, missing)
+            missing -= _wordless(db, texts)
+        extra = held - should
+        if missing or extra:
+            what = "chunks" if table == "chunks_fts" else "documents"
+            found["lexical"].append(f"{table} lacks {len(missing)} of the {what} (e.g. {sorted(missing)[:3]}) "
+                                    f"and holds {len(extra)} that are not (e.g. {sorted(extra)[:3]})")
+
+
+def _document_texts(db: sqlite3.Connection, doc_ids: set[int]) -> dict[int, str]:
+    rows = db.execute("SELECT doc_id, start, end, text FROM chunks WHERE doc_id IN "
+                      "(SELECT value FROM json_each(?)) ORDER BY doc_id, position", (json.dumps(sorted(doc_ids)),))
+    return {doc_id: document_text(row[1:] for row in group)
+            for doc_id, group in itertools.groupby(rows, key=lambda row: row[0])}
+
+
+def _wordless(db: sqlite3.Connection, texts: dict[int, str]) -> set[int]:
+    """The ids of ``texts`` in which the lexical tokenizer finds no word."""
+    db.execute("CREATE VIRTUAL TABLE IF NOT EXISTS temp.words_check USING fts5(text, content='', "
+               "tokenize='porter unicode61 remove_diacritics 2')")
+    db.execute("CREATE VIRTUAL TABLE IF NOT EXISTS temp.words_check_v USING fts5vocab(temp, words_check, instance)")
+    db.execute("INSERT INTO temp.words_check(words_check) VALUES ('delete-all')")
+    db.executemany("INSERT INTO temp.words_check(rowid, text) VALUES (?, ?)", texts.items())
+    return set(texts) - {r[0] for r in db.execute("SELECT DISTINCT doc FROM temp.words_check_v")}
+
+
+def _check_documents(db: sqlite3.Connection, found: dict) -> None:
+    empty = [r[0] for r in db.execute("SELECT key FROM documents WHERE id NOT IN (SELECT doc_id FROM chunks) "
+                                      "ORDER BY key LIMIT 4")]
+    if empty:
+        n = db.execute("SELECT count(*) FROM documents WHERE id NOT IN (SELECT doc_id FROM chunks)").fetchone()[0]
+        found["documents"].append(f"{n} document(s) without chunks (e.g. {empty[:3]})")
+    orphans = db.execute("SELECT count(*), min(rowid) FROM pragma_foreign_key_check('chunks')").fetchone()
+    if orphans[0]:
+        found["documents"].append(f"{orphans[0]} chunk(s) without a document (e.g. chunk {orphans[1]})")
+    gaps = [r[0] for r in db.execute(
+        "SELECT d.key FROM documents d JOIN chunks c ON c.doc_id = d.id GROUP BY d.id "
+        "HAVING min(c.position) != 0 OR max(c.position) != count(*) - 1 OR count(DISTINCT c.position) != count(*) "
+        "ORDER BY d.key LIMIT 4")]
+    if gaps:
+        found["positions"].append(f"document(s) whose chunk positions are not 0..n-1 (e.g. {gaps[:3]})")
+
+
+def _check_vectors(db: sqlite3.Connection, found: dict) -> None:
+    from .validation import UNIT_TOLERANCE
+    dim = json.loads(db.execute("SELECT value FROM meta WHERE key = 'model'").fetchone()[0])["dim"]
+    wrong = db.execute("SELECT count(*), min(id) FROM chunks WHERE length(vector) != ? OR typeof(vector) != 'blob'",
+                       (dim * 4,)).fetchone()
+    if wrong[0]:
+        found["vectors"].append(f"{wrong[0]} chunk vector(s) are not {dim}-d float32 (e.g. chunk {wrong[1]})")
+    bad, first = 0, None
+    cur = db.execute("SELECT id, vector FROM chunks WHERE length(vector) = ? AND typeof(vector) = 'blob'", (dim * 4,))
+    while rows := cur.fetchmany(20_000):
+        vectors = np.frombuffer(b"".join(r[1] for r in rows), np.float32).reshape(len(rows), dim)
+        with np.errstate(all="ignore"):
+            off = ~(np.abs(np.linalg.norm(vectors, axis=1) - 1) <= UNIT_TOLERANCE)  # NaN and inf too
+        if off.any():
+            bad += int(off.sum())
+            first = first if first is not None else rows[int(np.flatnonzero(off)[0])][0]
+    if bad:
+        found["vectors"].append(f"{bad} chunk vector(s) are not finite vectors of length 1 (e.g. chunk {first})")
 
 
 def _conditions(ops: dict, matched, present: str, param) -> list[str]:

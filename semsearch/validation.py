@@ -446,12 +446,15 @@ def vectors(array, dim: int, name: str = "vectors") -> np.ndarray:
     return np.ascontiguousarray(array)
 
 
+UNIT_TOLERANCE = 0.01  # how far from 1 a stored vector's length may be (semsearch check: the same)
+
+
 def unit_vectors(array, dim: int, name: str = "vectors") -> np.ndarray:
     """Finite (n, dim) float32 rows of length 1 (within 1 %): stored vectors are compared by
     inner product as cosines, so a longer one would top every search and a zero one none."""
     array = vectors(array, dim, name)
     norms = np.linalg.norm(array, axis=1)
-    bad = np.flatnonzero(np.abs(norms - 1) > 0.01)
+    bad = np.flatnonzero(np.abs(norms - 1) > UNIT_TOLERANCE)
     if len(bad):
         raise InvalidInput(f"{name} must be L2-normalised: row {bad[0]} has length {norms[bad[0]]:.4g}")
     return array
