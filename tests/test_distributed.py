@@ -104,14 +104,15 @@ WORDS = ("wing flow pressure boundary layer heat transfer shock wave laminar tur
          "supersonic nozzle compressor blade vortex drag lift stall panel buckling").split()
 
 
-def write_corpus(folder, n_files=12, words=60, seed=0):
-    """Text files of varied length, records, and the bad input the loaders skip."""
+def write_corpus(folder, n_files=12, words=60, seed=0, grow=37):
+    """Text files of varied length (``words`` + ``grow`` x i), records, and the bad input
+    the loaders skip."""
     import json
     import random
     rng = random.Random(seed)
     folder.mkdir(parents=True, exist_ok=True)
     for i in range(n_files):
-        (folder / f"doc{i:02d}.txt").write_text(" ".join(rng.choice(WORDS) for _ in range(words + 37 * i)))
+        (folder / f"doc{i:02d}.txt").write_text(" ".join(rng.choice(WORDS) for _ in range(words + grow * i)))
     (folder / "notes.md").write_text("# Notes\n\nThe boundary layer separates near the trailing edge.")
     (folder / "records.jsonl").write_text(
         json.dumps({"id": "r1", "text": "shock wave in a nozzle", "team": "aero"}) + "\n"
@@ -158,7 +159,7 @@ def same_report(r1, r2):
 def test_index_on_ray_equals_single_process_then_incremental(tmp_path, home, ray_local):
     from semsearch.collection import Collection
     from semsearch.distributed import index_paths
-    corpus = write_corpus(tmp_path / "corpus")
+    corpus = write_corpus(tmp_path / "corpus", n_files=8)  # 60 to 319 words: 1 or 2 chunks each
     with Collection.create("local") as local, Collection.create("onray") as onray:
         r_local, r_ray = local.add_files([corpus]), index_paths(onray, [corpus])
         assert same_report(r_local, r_ray), (r_local, r_ray)
@@ -330,7 +331,8 @@ def test_worker_killed_mid_job_every_document_once(tmp_path, home, ray_local):
 
     from semsearch.collection import Collection
     from semsearch.distributed import index_paths
-    corpus = write_corpus(tmp_path / "corpus", n_files=24, words=300)  # 6 calls on one actor
+    # calls of 4 files (~1,200 words) on one actor, 5 or more: the actor is busy when it is killed
+    corpus = write_corpus(tmp_path / "corpus", n_files=16, words=300, grow=0)
     killed, later = [], set()
     earlier = {p.pid for p in _map_workers()}  # idle actors of earlier tests' jobs, not yet reaped
 
@@ -366,7 +368,8 @@ def test_driver_killed_rerun_embeds_only_what_was_not_committed(tmp_path, home, 
 
     from semsearch.collection import Collection
     from semsearch.distributed import index_paths
-    corpus = write_corpus(tmp_path / "corpus", n_files=40, words=200)  # 10 calls: commits keep coming
+    # 10+ calls of 4 files (~800 words): commits keep coming (the corpus is embedded 3 times: no more)
+    corpus = write_corpus(tmp_path / "corpus", n_files=40, words=200, grow=0)
     address = ray_local.get_runtime_context().gcs_address
     store = home / "crash" / "store.sqlite"
 
@@ -474,7 +477,8 @@ def test_build_exports_shards_and_searches_them_memory_mapped(tmp_path, home, ra
 def test_ivfpq_build_refines_with_exact_vectors(tmp_path):
     x = clustered(3000, 32, seed=4)
     ids = np.arange(3000, dtype=np.int64)[::-1].copy()  # ids in no particular order
-    folder = ondisk.build(write_shards(tmp_path, ids, x), tmp_path / "ondisk-1", spec="IVF16,PQ8",
+    # np: no polysemous training (faiss's default for PQ8; search never uses it): 3 s, not 20
+    folder = ondisk.build(write_shards(tmp_path, ids, x), tmp_path / "ondisk-1", spec="IVF16,PQ8np",
                           use_ray=False)
     mm = ondisk.MmapIndex.open(folder)
     q = clustered(40, 32, seed=5)
@@ -867,7 +871,7 @@ def test_files_that_kill_their_worker_every_time_end_the_job_in_one_line(tmp_pat
     from semsearch.distributed import index_paths
     from semsearch.distributed.pipeline import RETRIES
     from semsearch.errors import SemsearchError
-    corpus = write_corpus(tmp_path / "corpus", n_files=8)
+    corpus = write_corpus(tmp_path / "corpus", n_files=4)
     with Collection.create("poisoned") as coll:
         coll.add_files([corpus])
         before = coll.count()
@@ -959,26 +963,49 @@ def after_the_cut():
     return hooked
 
 
+@pytest.fixture(scope="module")
+def dump_indexed(tmp_path_factory, ray_local):
+    """A corpus (dump.jsonl, note.txt) and a collection of it indexed on Ray in 2,000-byte
+    parts, made once for the tests below, which each take a copy of the collection (its
+    keys are the corpus's paths: the corpus stays here, written anew for each test)."""
+    from semsearch.collection import Collection
+    from semsearch.distributed import index_paths
+    base = tmp_path_factory.mktemp("cut")
+    corpus = base / "corpus"
+
+    def write():
+        corpus.mkdir(exist_ok=True)
+        write_dump(corpus / "dump.jsonl")
+        (corpus / "note.txt").write_text("the boundary layer separates near the trailing edge")
+        return corpus
+
+    with Collection.create(base / "c") as coll:
+        index_paths(coll, [write()], actors=2, part_bytes=2000)
+    return write, base / "c"
+
+
 @pytest.mark.parametrize("change", ["rewritten", "appended", "removed"])
 def test_a_jsonl_file_changed_after_its_cut_is_skipped_in_one_line_and_nothing_of_it_read(
-        tmp_path, home, ray_local, after_the_cut, change):
+        home, dump_indexed, after_the_cut, change):
     """A file rewritten between the cut and the read gave parts that start mid-line: a line's
     tail that is valid JSON was indexed as a record of its own (keyed by the part's first
     line), the rest reported as "invalid JSON" at lines it is not; one appended to was cut
     short. Now no part reads a file other than the one cut: the file is skipped in one line
     (transient: nothing indexed of it is lost) and the next run indexes it as `index` does."""
+    import shutil
+
     from semsearch.collection import Collection
     from semsearch.distributed import index_paths
     from semsearch.loaders import CHANGED, jsonl_parts
     from test_jsonl_parts import fragments_at
-    corpus = tmp_path / "corpus"
-    corpus.mkdir()
-    dump = write_dump(corpus / "dump.jsonl")
-    (corpus / "note.txt").write_text("the boundary layer separates near the trailing edge")
+    write_corpus_again, indexed = dump_indexed
+    corpus = write_corpus_again()  # as it was indexed (an earlier test changed it)
+    dump = corpus / "dump.jsonl"
     part_bytes = 2000
-    with Collection.create("c") as coll:
-        index_paths(coll, [corpus], actors=2, part_bytes=part_bytes)
+    shutil.copytree(indexed, home / "c")
+    with Collection.open("c") as coll:
         before = contents(coll)[0]
+        assert f"{dump}#r2" in before and str(corpus / "note.txt") in before
         write_dump(dump, change=200)  # to be read again, and cut again
         parts = jsonl_parts(str(dump), part_bytes)
         assert len(parts) > 4
