@@ -285,8 +285,9 @@ def index(ctx, paths, name, glob, model, variant, index_spec, chunk_tokens, over
 
     With --watch it then keeps the collection in sync: every --every seconds it stats the
     files (reading none) and, when one was added, changed or removed, reads only those (and
-    removes the documents of those gone), printing the local time and what it added, updated, removed and newly skipped (a
-    file skipped is named once, not every pass). A file caught half-written is indexed
+    removes the documents of those gone), printing the local time and what it added,
+    updated, removed and newly skipped (a file skipped is named once, not every pass).
+    A file caught half-written is indexed
     again at the next poll after it changes. A PATH that disappears pauses the syncing until
     it is back (its documents stay). Other writers (`semsearch serve`, `add`) write to the
     collection while it watches. Ctrl-C or SIGTERM between passes stops it (exit 0); during
