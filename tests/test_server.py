@@ -930,11 +930,11 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-back
                   "--disable-component-update", "--disable-sync", "--no-first-run"]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="class")
 def browser():
-    """One Debian chromium for the page tests (each gets a context of its own: no cookie,
-    storage or cache of another test's). `make test` installs chromium; these tests are
-    never skipped for want of it."""
+    """One Debian chromium for TestPagesInChromium (each test gets a context of its own: no
+    cookie, storage or cache of another test's). `make test` installs chromium; these tests
+    are never skipped for want of it."""
     from playwright.sync_api import sync_playwright
 
     assert Path(CHROMIUM).is_file(), "Debian's chromium is missing: `apt-get install -y chromium` (make test does)"
@@ -964,167 +964,174 @@ def chromium_page(browser, server, path: str):
         context.close()
 
 
-def test_search_page_finds_a_document_in_chromium(browser, server):
-    with chromium_page(browser, server, "/") as page:
-        page.fill("#key", server.key)  # the server has a key: the page asks for it
-        page.click("#key-form button")
-        page.wait_for_selector("#collection option[value=docs]", state="attached")
-        page.select_option("#collection", "docs")
-        page.fill("#query", "making a loaf at home with yeast and an oven")
-        page.select_option("#mode", "dense")
-        page.click("#search button")
-        first = page.wait_for_selector("#hits li.hit")
-        assert first.query_selector(".text").inner_text() == DOCS["bread"][0]
-        assert "id bread" in first.query_selector(".meta").inner_text()
-        assert float(first.query_selector(".score").inner_text()) > 0
-
-
-def test_search_page_keeps_its_search_in_the_address(browser, server):
-    """A search is a URL (bookmarked, shared, gone back to), with its filter and one hit per document."""
-    from urllib.parse import urlencode
-
-    wanted = {"collection": "docs", "query": "something to eat", "mode": "dense", "k": "5",
-              "where": "topic=cooking", "docs": "1"}
-    hit_ids = lambda page: [li.inner_text().split("id ")[1].split(" ")[0] for li in page.query_selector_all("#hits .meta")]
-    with chromium_page(browser, server, "/?" + urlencode(wanted)) as page:
-        page.fill("#key", server.key)
-        page.click("#key-form button")
-        page.wait_for_function("document.querySelectorAll('#hits li.hit').length > 0")
-        assert hit_ids(page) == ["bread"]  # the filter, from the address, left one document of six
-        assert page.input_value("#query") == "something to eat" and page.is_checked("#docs")
-
-        page.fill("#query", "string instrument")
-        page.fill("#where", "")
-        page.click("#search button")
-        page.wait_for_function("document.querySelector('#hits .meta')?.innerText.includes('id violin')")
-        assert "query=string+instrument" in page.url and "where" not in page.url
-
-        page.go_back()  # the first search again, filter and all
-        page.wait_for_function("document.querySelector('#hits .meta')?.innerText.includes('id bread')")
-        assert hit_ids(page) == ["bread"] and page.input_value("#where") == "topic=cooking"
-        page.go_forward()  # the second search: its address has no filter, so the box has none
-        page.wait_for_function("document.querySelector('#hits .meta')?.innerText.includes('id violin')")
-        assert page.input_value("#where") == "" and page.input_value("#query") == "string instrument"
-
-        page.fill("#where", "topic")  # no condition: the server's one line, on the page
-        page.click("#search button")
-        page.wait_for_selector("#status.error")
-        assert page.inner_text("#status") == ("where expects KEY=VALUE (or !=, <, <=, >, >=; or a JSON object), "
-                                              "got 'topic'") and not page.query_selector_all("#hits li")
-
-
-def test_search_page_filters_by_a_range_and_the_similar_view_keeps_it(browser, server, http, where_docs):
-    """The box's conditions go to the server as --where's strings: a range narrows the hits."""
-    from urllib.parse import urlencode
-
-    address = {"collection": "scratch", "query": "a note a team wrote", "mode": "dense", "k": "20", "docs": "1"}
-    with chromium_page(browser, server, "/?" + urlencode(address)) as page:
-        page.fill("#key", server.key)
-        page.click("#key-form button")
-        page.wait_for_function("document.querySelectorAll('#hits li.hit').length > 0")
-        assert set(WHERE_DOCS) <= set(page_hit_ids(page))
-
-        page.fill("#where", " year>=2020 ; ; year<2024 ")
-        page.click("#search button")
-        page.wait_for_function("location.search.includes('where=')")
-        page.wait_for_function("document.querySelectorAll('#hits li.hit').length === 2")
-        assert sorted(page_hit_ids(page)) == ["w-2020", "w-2022"] and not page.query_selector("#status.error")
-
-        page.query_selector("#hits li.hit button.like").click()  # the documents like it, filter and all
-        page.wait_for_function("location.search.includes('like=')")
-        page.wait_for_function("document.querySelectorAll('#hits li.hit').length === 1")
-        assert page_hit_ids(page)[0] in {"w-2020", "w-2022"} and page.input_value("#where") == " year>=2020 ; ; year<2024 "
-
-        page.go_back()
-        page.wait_for_function("document.querySelectorAll('#hits li.hit').length === 2")
-        assert sorted(page_hit_ids(page)) == ["w-2020", "w-2022"]
-
-        page.fill("#where", '{"year": {"$gte": 2020}, "team": {"$nin": ["a", "x;y"]}}')  # sent whole: ';' in it
-        page.click("#search button")
-        page.wait_for_function("document.querySelectorAll('#hits li.hit').length === 2")
-        assert sorted(page_hit_ids(page)) == ["w-2020", "w-2022"] and not page.query_selector("#status.error")
-
-        page.fill("#where", "year>=true; year>=2020")  # the server's refusal, as the page says errors
-        page.click("#search button")
-        page.wait_for_selector("#status.error")
-        assert "gives 'year' $gte twice" in page.inner_text("#status") and not page.query_selector_all("#hits li")
-
-
 def page_hit_ids(page) -> list[str]:
     return [m.inner_text().split("id ")[1].split(" ")[0] for m in page.query_selector_all("#hits .meta")]
 
 
-def test_search_page_shows_a_hits_whole_document_with_its_passage_marked(browser, server, http):
-    """The passage is cut by code points (the 𝔠𝔞𝔱 🐈 before it are two UTF-16 units each in
-    JavaScript), scrolled into view, and the document's text is text, never HTML."""
-    from urllib.parse import urlencode
+class TestPagesInChromium:
+    """The search page and the API docs in one chromium (the class's `browser`: it is
+    closed after the last of them, as Playwright's event loop must be before the tests
+    below call asyncio.run)."""
 
-    lines = [f"Line {i}: the garden path needs weeding and the fence needs a coat of paint." for i in range(20)]
-    text = "\n".join(["𝔠𝔞𝔱 🐈 <b>not bold</b> <img src=x onerror=alert(1)>", *lines,
-                      "The lighthouse keeper polished the brass lamp at midnight."])
-    http.post("/v1/collections/scratch/documents", json={"documents": [{"id": "h4/page", "text": text}]})
-    address = {"collection": "scratch", "query": "a lighthouse keeper polishing a brass lamp", "mode": "dense",
-               "k": "1", "where": "id=h4/page"}
-    try:
+    def test_search_page_finds_a_document_in_chromium(self, browser, server):
+        with chromium_page(browser, server, "/") as page:
+            page.fill("#key", server.key)  # the server has a key: the page asks for it
+            page.click("#key-form button")
+            page.wait_for_selector("#collection option[value=docs]", state="attached")
+            page.select_option("#collection", "docs")
+            page.fill("#query", "making a loaf at home with yeast and an oven")
+            page.select_option("#mode", "dense")
+            page.click("#search button")
+            first = page.wait_for_selector("#hits li.hit")
+            assert first.query_selector(".text").inner_text() == DOCS["bread"][0]
+            assert "id bread" in first.query_selector(".meta").inner_text()
+            assert float(first.query_selector(".score").inner_text()) > 0
+
+
+    def test_search_page_keeps_its_search_in_the_address(self, browser, server):
+        """A search is a URL (bookmarked, shared, gone back to), with its filter and one hit per document."""
+        from urllib.parse import urlencode
+
+        wanted = {"collection": "docs", "query": "something to eat", "mode": "dense", "k": "5",
+                  "where": "topic=cooking", "docs": "1"}
+        hit_ids = lambda page: [li.inner_text().split("id ")[1].split(" ")[0] for li in page.query_selector_all("#hits .meta")]
+        with chromium_page(browser, server, "/?" + urlencode(wanted)) as page:
+            page.fill("#key", server.key)
+            page.click("#key-form button")
+            page.wait_for_function("document.querySelectorAll('#hits li.hit').length > 0")
+            assert hit_ids(page) == ["bread"]  # the filter, from the address, left one document of six
+            assert page.input_value("#query") == "something to eat" and page.is_checked("#docs")
+
+            page.fill("#query", "string instrument")
+            page.fill("#where", "")
+            page.click("#search button")
+            page.wait_for_function("document.querySelector('#hits .meta')?.innerText.includes('id violin')")
+            assert "query=string+instrument" in page.url and "where" not in page.url
+
+            page.go_back()  # the first search again, filter and all
+            page.wait_for_function("document.querySelector('#hits .meta')?.innerText.includes('id bread')")
+            assert hit_ids(page) == ["bread"] and page.input_value("#where") == "topic=cooking"
+            page.go_forward()  # the second search: its address has no filter, so the box has none
+            page.wait_for_function("document.querySelector('#hits .meta')?.innerText.includes('id violin')")
+            assert page.input_value("#where") == "" and page.input_value("#query") == "string instrument"
+
+            page.fill("#where", "topic")  # no condition: the server's one line, on the page
+            page.click("#search button")
+            page.wait_for_selector("#status.error")
+            assert page.inner_text("#status") == ("where expects KEY=VALUE (or !=, <, <=, >, >=; or a JSON object), "
+                                                  "got 'topic'") and not page.query_selector_all("#hits li")
+
+
+    def test_search_page_filters_by_a_range_and_the_similar_view_keeps_it(self, browser, server, http, where_docs):
+        """The box's conditions go to the server as --where's strings: a range narrows the hits."""
+        from urllib.parse import urlencode
+
+        address = {"collection": "scratch", "query": "a note a team wrote", "mode": "dense", "k": "20", "docs": "1"}
         with chromium_page(browser, server, "/?" + urlencode(address)) as page:
             page.fill("#key", server.key)
             page.click("#key-form button")
-            hit = page.wait_for_selector("#hits li.hit")
-            assert int(hit.query_selector(".meta").inner_text().split("chunk ")[1].split(" ")[0]) > 5
-            hit.query_selector("button.whole").click()
-            mark = page.wait_for_selector("#hits .document mark")
-            assert mark.text_content() == hit.query_selector(".text").text_content()
-            assert "lighthouse keeper" in mark.text_content()
-            panel = hit.query_selector(".document")
-            assert panel.text_content() == text and panel.query_selector("b, img") is None
-            assert page.evaluate("""(mark) => {
-                const m = mark.getBoundingClientRect(), p = mark.parentElement.getBoundingClientRect();
-                return p.top <= m.top && m.bottom <= p.bottom && 0 <= m.top && m.bottom <= innerHeight;
-            }""", mark), "the passage was not scrolled into view"
-            assert page.evaluate("(panel) => panel.scrollTop", panel) > 0  # it was below the panel's fold
-            hit.query_selector("button.whole").click()  # a second click hides it
-            page.wait_for_selector("#hits .document", state="detached")
-            assert not page.query_selector("#status.error")
-    finally:
-        http.delete("/v1/collections/scratch/documents/h4%2Fpage")
+            page.wait_for_function("document.querySelectorAll('#hits li.hit').length > 0")
+            assert set(WHERE_DOCS) <= set(page_hit_ids(page))
+
+            page.fill("#where", " year>=2020 ; ; year<2024 ")
+            page.click("#search button")
+            page.wait_for_function("location.search.includes('where=')")
+            page.wait_for_function("document.querySelectorAll('#hits li.hit').length === 2")
+            assert sorted(page_hit_ids(page)) == ["w-2020", "w-2022"] and not page.query_selector("#status.error")
+
+            page.query_selector("#hits li.hit button.like").click()  # the documents like it, filter and all
+            page.wait_for_function("location.search.includes('like=')")
+            page.wait_for_function("document.querySelectorAll('#hits li.hit').length === 1")
+            assert page_hit_ids(page)[0] in {"w-2020", "w-2022"} and page.input_value("#where") == " year>=2020 ; ; year<2024 "
+
+            page.go_back()
+            page.wait_for_function("document.querySelectorAll('#hits li.hit').length === 2")
+            assert sorted(page_hit_ids(page)) == ["w-2020", "w-2022"]
+
+            page.fill("#where", '{"year": {"$gte": 2020}, "team": {"$nin": ["a", "x;y"]}}')  # sent whole: ';' in it
+            page.click("#search button")
+            page.wait_for_function("document.querySelectorAll('#hits li.hit').length === 2")
+            assert sorted(page_hit_ids(page)) == ["w-2020", "w-2022"] and not page.query_selector("#status.error")
+
+            page.fill("#where", "year>=true; year>=2020")  # the server's refusal, as the page says errors
+            page.click("#search button")
+            page.wait_for_selector("#status.error")
+            assert "gives 'year' $gte twice" in page.inner_text("#status") and not page.query_selector_all("#hits li")
 
 
-def test_search_page_lists_the_documents_like_a_hit_at_an_address_of_their_own(browser, server, http):
-    from urllib.parse import urlencode
+    def test_search_page_shows_a_hits_whole_document_with_its_passage_marked(self, browser, server, http):
+        """The passage is cut by code points (the 𝔠𝔞𝔱 🐈 before it are two UTF-16 units each in
+        JavaScript), scrolled into view, and the document's text is text, never HTML."""
+        from urllib.parse import urlencode
 
-    address = {"collection": "docs", "query": "magma and lava", "mode": "dense", "docs": "1"}
-    like = [h["id"] for h in http.post(SIMILAR, json={"id": "volcano", "k": 10}).json()["data"]]
-    with chromium_page(browser, server, "/?" + urlencode(address)) as page:
-        page.fill("#key", server.key)
-        page.click("#key-form button")
-        first = page.wait_for_selector("#hits li.hit")
-        assert page_hit_ids(page)[0] == "volcano"
-        first.query_selector("button.like").click()
-        page.wait_for_function("location.search.includes('like=volcano')")
-        page.wait_for_function("document.querySelector('#hits .meta')?.innerText.includes('id tides')")
-        assert page_hit_ids(page) == like and "volcano" not in like
-        assert "collection=docs" in page.url and "like volcano" in page.inner_text("#status")
-        assert page.input_value("#query") == ""
-
-        page.go_back()  # the search again
-        page.wait_for_function("document.querySelector('#hits .meta')?.innerText.includes('id volcano')")
-        assert page.input_value("#query") == "magma and lava"
-        page.go_forward()
-        page.wait_for_function("document.querySelector('#hits .meta')?.innerText.includes('id tides')")
-        page.reload()  # as a bookmark opens it
-        page.wait_for_function("document.querySelectorAll('#hits li.hit').length > 0")
-        assert page_hit_ids(page) == like
-
-
-def test_api_docs_render_offline_in_chromium(browser, server):
-    """/docs is Swagger UI with its files served by the server itself."""
-    with chromium_page(browser, server, "/docs") as page:
-        page.wait_for_selector('.opblock-summary-path[data-path="/v1/embeddings"]')
-        assert page.query_selector('.opblock-summary-path[data-path="/v1/collections/{name}/search"]') is not None
-        assert page.query_selector("button.authorize") is not None  # where a key is given
+        lines = [f"Line {i}: the garden path needs weeding and the fence needs a coat of paint." for i in range(20)]
+        text = "\n".join(["𝔠𝔞𝔱 🐈 <b>not bold</b> <img src=x onerror=alert(1)>", *lines,
+                          "The lighthouse keeper polished the brass lamp at midnight."])
+        http.post("/v1/collections/scratch/documents", json={"documents": [{"id": "h4/page", "text": text}]})
+        address = {"collection": "scratch", "query": "a lighthouse keeper polishing a brass lamp", "mode": "dense",
+                   "k": "1", "where": "id=h4/page"}
+        try:
+            with chromium_page(browser, server, "/?" + urlencode(address)) as page:
+                page.fill("#key", server.key)
+                page.click("#key-form button")
+                hit = page.wait_for_selector("#hits li.hit")
+                assert int(hit.query_selector(".meta").inner_text().split("chunk ")[1].split(" ")[0]) > 5
+                hit.query_selector("button.whole").click()
+                mark = page.wait_for_selector("#hits .document mark")
+                assert mark.text_content() == hit.query_selector(".text").text_content()
+                assert "lighthouse keeper" in mark.text_content()
+                panel = hit.query_selector(".document")
+                assert panel.text_content() == text and panel.query_selector("b, img") is None
+                assert page.evaluate("""(mark) => {
+                    const m = mark.getBoundingClientRect(), p = mark.parentElement.getBoundingClientRect();
+                    return p.top <= m.top && m.bottom <= p.bottom && 0 <= m.top && m.bottom <= innerHeight;
+                }""", mark), "the passage was not scrolled into view"
+                assert page.evaluate("(panel) => panel.scrollTop", panel) > 0  # it was below the panel's fold
+                hit.query_selector("button.whole").click()  # a second click hides it
+                page.wait_for_selector("#hits .document", state="detached")
+                assert not page.query_selector("#status.error")
+        finally:
+            http.delete("/v1/collections/scratch/documents/h4%2Fpage")
 
 
-# -- following the collections under the server (the app in-process, real collections) ---------------
+    def test_search_page_lists_the_documents_like_a_hit_at_an_address_of_their_own(self, browser, server, http):
+        from urllib.parse import urlencode
+
+        address = {"collection": "docs", "query": "magma and lava", "mode": "dense", "docs": "1"}
+        like = [h["id"] for h in http.post(SIMILAR, json={"id": "volcano", "k": 10}).json()["data"]]
+        with chromium_page(browser, server, "/?" + urlencode(address)) as page:
+            page.fill("#key", server.key)
+            page.click("#key-form button")
+            first = page.wait_for_selector("#hits li.hit")
+            assert page_hit_ids(page)[0] == "volcano"
+            first.query_selector("button.like").click()
+            page.wait_for_function("location.search.includes('like=volcano')")
+            page.wait_for_function("document.querySelector('#hits .meta')?.innerText.includes('id tides')")
+            assert page_hit_ids(page) == like and "volcano" not in like
+            assert "collection=docs" in page.url and "like volcano" in page.inner_text("#status")
+            assert page.input_value("#query") == ""
+
+            page.go_back()  # the search again
+            page.wait_for_function("document.querySelector('#hits .meta')?.innerText.includes('id volcano')")
+            assert page.input_value("#query") == "magma and lava"
+            page.go_forward()
+            page.wait_for_function("document.querySelector('#hits .meta')?.innerText.includes('id tides')")
+            page.reload()  # as a bookmark opens it
+            page.wait_for_function("document.querySelectorAll('#hits li.hit').length > 0")
+            assert page_hit_ids(page) == like
+
+
+    def test_api_docs_render_offline_in_chromium(self, browser, server):
+        """/docs is Swagger UI with its files served by the server itself."""
+        with chromium_page(browser, server, "/docs") as page:
+            page.wait_for_selector('.opblock-summary-path[data-path="/v1/embeddings"]')
+            assert page.query_selector('.opblock-summary-path[data-path="/v1/collections/{name}/search"]') is not None
+            assert page.query_selector("button.authorize") is not None  # where a key is given
+
+
+    # -- following the collections under the server (the app in-process, real collections) ---------------
+
+
 def drive(embedder, home, script, names=(), settings=None):
     """``script(client, served)`` against the app in-process over ``home``, its lifespan run
     (batcher up; the collections closed after), as `semsearch serve [NAMES] --home HOME` builds it."""
