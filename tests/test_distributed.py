@@ -477,10 +477,12 @@ def test_build_exports_shards_and_searches_them_memory_mapped(tmp_path, home, ra
 def test_ivfpq_build_refines_with_exact_vectors(tmp_path):
     x = clustered(3000, 32, seed=4)
     ids = np.arange(3000, dtype=np.int64)[::-1].copy()  # ids in no particular order
-    # np: no polysemous training (faiss's default for PQ8; search never uses it): 3 s, not 20
-    folder = ondisk.build(write_shards(tmp_path, ids, x), tmp_path / "ondisk-1", spec="IVF16,PQ8np",
+    # the spelling users (and choose_spec) give: the build skips faiss's polysemous training,
+    # which search never uses (3 s, not 20)
+    folder = ondisk.build(write_shards(tmp_path, ids, x), tmp_path / "ondisk-1", spec="IVF16,PQ8",
                           use_ray=False)
     mm = ondisk.MmapIndex.open(folder)
+    assert not ondisk._new("IVF16,PQ8", 32).do_polysemous_training
     q = clustered(40, 32, seed=5)
     exact = faiss.IndexIDMap(faiss.IndexFlatIP(32))
     exact.add_with_ids(x, ids)
