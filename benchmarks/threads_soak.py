@@ -183,13 +183,8 @@ class Ledger:
     def steady(self, key: str, start: float, end: float) -> tuple | None:
         """The value ``key`` surely held all along from ``start`` to ``end`` (its last write
         before then ended before ``start``, after every earlier one; none began since), or None."""
-        writes = [w for w in self.of(key) if w.start < end]
-        if not writes:
-            return None
-        last = writes[-1]
-        if last.sure and last.end < start and all(w.end < last.start for w in writes[:-1]):
-            return last.value
-        return None
+        value = self.alone(key, [], start, end)
+        return None if value is SKIP else value
 
     def alone(self, key: str, mine: list[Write], start: float, end: float):
         """The value ``key`` surely held from ``start`` to ``end`` with no write but ``mine``
