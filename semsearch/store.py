@@ -26,14 +26,16 @@ from .errors import CollectionError, InvalidInput, NoSuchCollection, OutOfSpace
 from .lang import fts_text
 from .validation import INT64, RANGE_OPERATORS
 
-SCHEMA = """
+TOKENIZE = "porter unicode61 remove_diacritics 2"  # both lexical tables, and check's word test
+
+SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS documents (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     key TEXT NOT NULL UNIQUE,
     source TEXT,
     content_hash TEXT,
-    metadata TEXT NOT NULL DEFAULT '{}',
+    metadata TEXT NOT NULL DEFAULT '{{}}',
     added_at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS documents_source ON documents(source);
@@ -53,7 +55,7 @@ CREATE TABLE IF NOT EXISTS deleted_chunks (id INTEGER NOT NULL, gen INTEGER NOT 
 CREATE INDEX IF NOT EXISTS deleted_gen ON deleted_chunks(gen);
 CREATE TABLE IF NOT EXISTS metadata_keys (key TEXT PRIMARY KEY);
 CREATE VIRTUAL TABLE IF NOT EXISTS chunks_fts USING fts5(
-    text, content='chunks', content_rowid='id', tokenize='porter unicode61 remove_diacritics 2'
+    text, content='chunks', content_rowid='id', tokenize='{TOKENIZE}'
 );
 CREATE TRIGGER IF NOT EXISTS chunks_ai AFTER INSERT ON chunks BEGIN
     INSERT INTO chunks_fts(rowid, text) VALUES (new.id, new.text);
@@ -74,9 +76,9 @@ log = logging.getLogger("semsearch")
 # rebuilt from the chunks by document_text(), the same way on insert and on delete. A store
 # whose table is missing or of another LEXICAL_VERSION gets it (re)built when opened.
 LEXICAL_VERSION = 1
-LEXICAL_SCHEMA = """
+LEXICAL_SCHEMA = f"""
 CREATE VIRTUAL TABLE documents_fts USING fts5(
-    text, content='', tokenize='porter unicode61 remove_diacritics 2'
+    text, content='', tokenize='{TOKENIZE}'
 );
 """
 
@@ -804,7 +806,7 @@ def _document_texts(db: sqlite3.Connection, doc_ids: set[int]) -> dict[int, str]
 def _wordless(db: sqlite3.Connection, texts: dict[int, str]) -> set[int]:
     """The ids of ``texts`` in which the lexical tokenizer finds no word."""
     db.execute("CREATE VIRTUAL TABLE IF NOT EXISTS temp.words_check USING fts5(text, content='', "
-               "tokenize='porter unicode61 remove_diacritics 2')")
+               f"tokenize='{TOKENIZE}')")
     db.execute("CREATE VIRTUAL TABLE IF NOT EXISTS temp.words_check_v USING fts5vocab(temp, words_check, instance)")
     db.execute("INSERT INTO temp.words_check(words_check) VALUES ('delete-all')")
     db.executemany("INSERT INTO temp.words_check(rowid, text) VALUES (?, ?)", texts.items())
