@@ -246,8 +246,14 @@ def record_of(rec: dict, file_, number: int):
 @cli.command()
 @click.argument("paths", nargs=-1, type=click.Path())
 @click.option("--name", required=True, help="Collection name (under --home) or path.")
-@click.option("--glob", default=None, help="Only files matching this pattern, e.g. '*.md'; "
-              "documents it does not select are neither added nor removed.")
+@click.option("--glob", multiple=True, metavar="PATTERN",
+              help="Only files in folders matching this pattern (its path under the folder, or its "
+                   "name), e.g. '*.md'; repeat it for several (a file matching any is taken).")
+@click.option("--exclude", multiple=True, metavar="PATTERN",
+              help="Leave out files and folders matching this pattern (not walked into): a name "
+                   "('node_modules', '*.log'), a path under the folder ('drafts/*.md'), or an "
+                   "absolute path; a trailing / matches folders only ('build/'). Repeatable. "
+                   "Documents that --glob or --exclude leave out are neither added nor removed.")
 @click.option("--model", default=None, help="Model for a new collection (default: all-MiniLM-L6-v2).")
 @click.option("--variant", type=click.Choice(["fp32", "int8"]), default=None,
               help="Model variant for a new collection [default: fp32].")
@@ -273,8 +279,8 @@ def record_of(rec: dict, file_, number: int):
 @click.option("--every", type=float, default=None, metavar="SECONDS",
               help="With --watch: seconds between polls, each a stat of every file [default: 2].")
 @click.pass_context
-def index(ctx, paths, name, glob, model, variant, index_spec, chunk_tokens, overlap, keep_missing, ray_address,
-          watch, every):
+def index(ctx, paths, name, glob, exclude, model, variant, index_spec, chunk_tokens, overlap, keep_missing,
+          ray_address, watch, every):
     """Index files and folders into collection NAME, created if needed.
 
     Folders are walked recursively (hidden files skipped); .txt .md .rst .html .json .jsonl
@@ -305,17 +311,17 @@ def index(ctx, paths, name, glob, model, variant, index_spec, chunk_tokens, over
         raise click.UsageError("--watch does not run on Ray: each pass syncs a few changed files, on "
                                "one model kept loaded here, where Ray would start its workers every pass")
     if watch:
-        watch_index(ctx, paths, name, glob, keep_missing, every, model=model, variant=variant,
-                    index=index_spec, chunk_tokens=chunk_tokens, overlap=overlap)
+        watch_index(ctx, paths, name, keep_missing, every, glob=glob, exclude=exclude, model=model,
+                    variant=variant, index=index_spec, chunk_tokens=chunk_tokens, overlap=overlap)
         return
     kwargs = {}
     if ray_address is not None:
         from .distributed import index_files
         kwargs["address"] = None if ray_address == "local" else ray_address
     with terminate_as_interrupt():  # a scheduler's stop unwinds as Ctrl-C, saying what was stored
-        coll, report = index_files(name, paths, glob=glob, remove_missing=not keep_missing, progress=True,
-                                   model=model, variant=variant, index=index_spec, chunk_tokens=chunk_tokens,
-                                   overlap=overlap, home=ctx.obj["home"], **kwargs)
+        coll, report = index_files(name, paths, glob=glob, exclude=exclude, remove_missing=not keep_missing,
+                                   progress=True, model=model, variant=variant, index=index_spec,
+                                   chunk_tokens=chunk_tokens, overlap=overlap, home=ctx.obj["home"], **kwargs)
     echo_index_report(coll, report)
 
 
@@ -339,7 +345,7 @@ def echo_index_report(coll: dict, report) -> None:
         click.echo(f"note: {coll['notice']}")
 
 
-def watch_index(ctx, paths, name, glob, keep_missing, every, **settings) -> None:
+def watch_index(ctx, paths, name, keep_missing, every, **settings) -> None:
     """`index --watch`: the first pass reported as `index` reports, each later pass that
     changed something in one line (its new skips named below it), and a line when stopped."""
     from datetime import datetime
@@ -360,7 +366,7 @@ def watch_index(ctx, paths, name, glob, keep_missing, every, **settings) -> None
                 click.echo(f"    {printable(source)}: {printable(reason)}")
 
     watched = watch_files(name, paths, every=DEFAULT_EVERY if every is None else every, on_pass=on_pass,
-                          glob=glob, remove_missing=not keep_missing, progress=True, signals=True,
+                          remove_missing=not keep_missing, progress=True, signals=True,
                           home=ctx.obj["home"], **settings)
     click.echo(f"{watched.name}: stopped watching after {watched.passes} sync pass(es); "
                f"{watched.documents} documents in the collection")

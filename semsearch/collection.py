@@ -645,15 +645,18 @@ class Collection:
                 w.flush()
         return list(ids)
 
-    def add_files(self, paths: Iterable[str | os.PathLike], glob: str | None = None,
-                  remove_missing: bool = True, progress: bool = False) -> IndexReport:
-        """Index files and folders: new or changed files are embedded, vanished ones removed."""
-        from .loaders import list_files, load_file
+    def add_files(self, paths: Iterable[str | os.PathLike], glob=None, remove_missing: bool = True,
+                  progress: bool = False, exclude=None) -> IndexReport:
+        """Index files and folders: new or changed files are embedded, vanished ones removed.
+        ``glob``, ``exclude``: a pattern or a list of them, which files in folders are taken
+        (loaders.Selection); documents they leave out are neither added nor removed."""
+        from .loaders import Selection, list_files, load_file
 
         started = time.time()
         remove_missing = validation.flag(remove_missing, "remove_missing")
         roots = [validation.source_path(p) for p in validation.path_list(paths)]
-        files = list_files(roots, glob=glob)  # NotFound for a missing path, before any write
+        select = Selection.of(glob, exclude)
+        files = list_files(roots, select)  # NotFound for a missing path, before any write
         report = IndexReport()
         self.embedder  # the model loads before the first write, not while holding the lock
         # the lock is taken for each batch's writes, not the whole run: files are read and
@@ -687,7 +690,7 @@ class Collection:
                                               self.config["overlap"], report)))
             if remove_missing:
                 listed = [f for f in files if isinstance(f, str)]
-                report.removed = w.remove_missing(roots, seen, glob, report.unread, listed)
+                report.removed = w.remove_missing(roots, seen, select, report.unread, listed)
         report.seconds = time.time() - started
         return report
 
@@ -1057,20 +1060,21 @@ class Collection:
         return script_notice(texts, self.pinned["name"])
 
 
-def index_files(name_or_path, paths: Iterable[str | os.PathLike], glob: str | None = None,
-                remove_missing: bool = True, progress: bool = False, ingest=None,
+def index_files(name_or_path, paths: Iterable[str | os.PathLike], glob=None,
+                remove_missing: bool = True, progress: bool = False, ingest=None, exclude=None,
                 **settings) -> tuple[dict, IndexReport]:
     """Index files into a collection, creating it if needed; missing paths fail before a
     collection is created. Returns (collection name, document count and notice, report).
-    ``ingest(coll, paths, glob=, remove_missing=, progress=)`` replaces
+    ``ingest(coll, paths, glob=, exclude=, remove_missing=, progress=)`` replaces
     ``Collection.add_files`` (`index --ray`: distributed.pipeline.index_paths)."""
-    from .loaders import list_files
+    from .loaders import Selection, list_files
     paths = validation.path_list(paths)
     validation.flag(remove_missing, "remove_missing")  # as the rest: before a collection is made
-    list_files(paths, glob=glob)  # NotFound now, not after an empty collection is made
+    list_files(paths, Selection.of(glob, exclude))  # NotFound now, not after an empty collection is made
     with Collection.open_or_create(name_or_path, **settings) as coll:
         ingest = ingest or Collection.add_files
-        report = ingest(coll, paths, glob=glob, remove_missing=remove_missing, progress=progress)
+        report = ingest(coll, paths, glob=glob, exclude=exclude, remove_missing=remove_missing,
+                        progress=progress)
         return {"name": coll.name, "documents": coll.count(), "notice": coll.notice()}, report
 
 

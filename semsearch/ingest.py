@@ -18,7 +18,7 @@ import numpy as np
 from .chunking import Chunk, chunk_documents
 from .embedder import background
 from .errors import InvalidInput, OutOfSpace, TooLarge
-from .loaders import Document, canonical_json, glob_selects
+from .loaders import Document, Selection, canonical_json
 from .validation import MAX_DOCUMENT_CHARS, vectors as checked_vectors
 
 FLUSH_CHUNKS = 1024  # chunks embedded together: length-sorting 1024 is within 2 % of sorting all
@@ -316,10 +316,10 @@ class Writer:
             found, _ = self.store.delete_matching(where)
         return found
 
-    def remove_missing(self, roots: list[str], seen: set[str], glob: str | None,
+    def remove_missing(self, roots: list[str], seen: set[str], select: Selection,
                        unread: Iterable[str] = (), listed: Iterable[str] = ()) -> int:
-        """Delete documents under ``roots`` that this run did not see, limited to what the
-        glob selects (the same rule that walked the folders). A file this run could not read
+        """Delete documents under ``roots`` that this run did not see, limited to what
+        ``select`` takes (the rule that walked the folders). A file this run could not read
         (``unread``: IndexReport.unread) keeps what was indexed from it, and so does one this
         run did not list but that exists (another writer indexed it since this run listed the
         files); of a file it ``listed`` and read, what it no longer holds goes."""
@@ -328,8 +328,7 @@ class Writer:
             gone = sorted({key for root in roots for key, source in self.store.documents_under(root)
                            if key not in seen and source not in unread
                            and (source in listed or not os.path.exists(source))
-                           and (glob is None or not os.path.isdir(root)
-                                                   or glob_selects(source, root, glob))})
+                           and (not os.path.isdir(root) or select.selects(source, root))})
             return self.delete(gone)
 
     def flush(self) -> None:

@@ -24,7 +24,7 @@ from typing import Callable, Iterable, Iterator, NamedTuple
 
 from .errors import InvalidInput, NotFound
 from . import validation
-from .validation import path_list, string
+from .validation import path_list
 
 SUPPORTED = {".txt", ".md", ".rst", ".html", ".htm", ".json", ".jsonl", ".csv", ".tsv", ".pdf"}
 PLAIN = {".txt", ".md", ".rst"}
@@ -68,24 +68,22 @@ class Skipped:
 # ---------------------------------------------------------------- walking
 
 
-def iter_documents(paths: Iterable[str | Path], glob: str | None = None) -> Iterator[Document | Skipped]:
-    """Yield a Document or Skipped for every file under ``paths`` (see list_files)."""
-    files = list_files(paths, glob)
+def iter_documents(paths: Iterable[str | Path], glob=None, exclude=None) -> Iterator[Document | Skipped]:
+    """Yield a Document or Skipped for every file under ``paths`` (see list_files, Selection)."""
+    files = list_files(paths, Selection.of(glob, exclude))
     return (doc for f in files for doc in (load_file(f) if isinstance(f, str) else [f]))
 
 
-def list_files(paths: Iterable[str | Path], glob: str | None = None) -> list[str | Skipped]:
+def list_files(paths: Iterable[str | Path], select: Selection | None = None) -> list[str | Skipped]:
     """Absolute paths of the files under ``paths``, once each, or Skipped for unreadable folders.
 
-    Folders are walked recursively in sorted order, skipping hidden entries;
-    ``glob`` filters files found in folders (matched against the path relative
-    to the folder, or the bare name). Files named explicitly are always taken.
+    Folders are walked recursively in sorted order, skipping hidden entries and what
+    ``select`` leaves out (Selection). Files named explicitly are always taken.
     The walk is done up front, so progress can show an ETA; missing paths
     raise NotFound before anything is read.
     """
     roots = [Path(p) for p in path_list(paths)]
-    if glob is not None:
-        string(glob, "glob")
+    select = Selection() if select is None else select
     for p in roots:
         if validation.lone_surrogate(str(p)) is not None:  # SQLite would refuse it mid-run
             raise InvalidInput(f"{_printable(p)}: {NOT_UTF8}")
@@ -94,7 +92,7 @@ def list_files(paths: Iterable[str | Path], glob: str | None = None) -> list[str
     out: list[str | Skipped] = []
     seen: set[str] = set()
     for root in roots:
-        for f in _walk(root, root, glob) if root.is_dir() else [root]:
+        for f in _walk(str(root), root, select) if root.is_dir() else [root]:
             if isinstance(f, Skipped):
                 out.append(f)
             elif (path := os.path.abspath(f)) not in seen:
@@ -103,7 +101,7 @@ def list_files(paths: Iterable[str | Path], glob: str | None = None) -> list[str
     return out
 
 
-def file_stamps(paths: Iterable[str | Path], glob: str | None = None) -> list[tuple]:
+def file_stamps(paths: Iterable[str | Path], select: Selection | None = None) -> list[tuple]:
     """The files list_files finds, each as (path, size, mtime_ns, ctime_ns), or (path,
     reason) for a folder it could not read or a file gone since the walk: what a watch
     compares between polls (watch.py). Only stats, no file opened; the change time also
@@ -111,7 +109,7 @@ def file_stamps(paths: Iterable[str | Path], glob: str | None = None) -> list[tu
     type never read is there or not, (path,): a log growing beside the notes (or a
     collection's own store inside a watched folder) changes nothing that is indexed."""
     stamps: list[tuple] = []
-    for f in list_files(paths, glob):
+    for f in list_files(paths, select):
         if isinstance(f, Skipped):
             stamps.append((f.source, f.reason))
             continue
@@ -127,20 +125,65 @@ def file_stamps(paths: Iterable[str | Path], glob: str | None = None) -> list[tu
     return stamps
 
 
-def glob_selects(path: str | Path, root: str | Path, glob: str) -> bool:
-    """THE glob rule: does ``glob`` select the file ``path`` found under folder ``root``?
+@dataclass(frozen=True)
+class Selection:
+    """THE rule for which files under a walked folder a run takes; the walk, a watch's poll
+    and the removal of vanished documents all ask it, so a run removes only what it would
+    have read (a narrower --glob removes nothing outside it).
 
-    Matched against the path relative to the folder, or the bare file name; a leading
-    ``**/`` also matches at the top. Walking a folder and removing vanished documents
-    both ask this, so re-indexing with a narrower glob removes only what it selects.
-    """
-    rel = Path(os.path.relpath(path, root)).as_posix()
-    name = os.path.basename(path)
-    pats = [glob, glob[3:]] if glob.startswith("**/") else [glob]
-    return any(fnmatch.fnmatch(rel, p) or fnmatch.fnmatch(name, p) for p in pats)
+    ``globs``: a file must match one (none given: every file), against its path relative to
+    the folder or its bare name; a leading ``**/`` also matches at the top.
+    ``excludes``: the file, and every folder between it and the walked folder, must match
+    none. A pattern without ``/`` matches a name (``node_modules``, ``*.log``); one with
+    ``/``, the path relative to the folder (``drafts/*.md``), or the absolute path when it
+    starts with ``/``; a trailing ``/`` matches folders only (``build/``). The walk does not
+    descend into an excluded folder."""
+    globs: tuple[str, ...] = ()
+    excludes: tuple[str, ...] = ()
+
+    @classmethod
+    def of(cls, glob=None, exclude=None) -> "Selection":
+        """From what a user gives: None, a pattern or a list of them (validated here)."""
+        return cls(validation.patterns(glob, "glob"), validation.patterns(exclude, "exclude"))
+
+    def selects(self, path: str, root: str) -> bool:
+        """Whether the file ``path``, under the folder ``root``, is one a walk of ``root`` takes."""
+        if self.excludes:
+            parts = os.path.relpath(path, root).split(os.sep)
+            for depth in range(1, len(parts)):  # the folders between
+                if self.excluded(os.path.join(root, *parts[:depth]), root, True):
+                    return False
+            if self.excluded(path, root, False):
+                return False
+        return self.globbed(path, root)
+
+    def globbed(self, path: str, root: str) -> bool:
+        if not self.globs:
+            return True
+        rel, name = os.path.relpath(path, root), os.path.basename(path)
+        return any(fnmatch.fnmatch(rel, p) or fnmatch.fnmatch(name, p)
+                   for glob in self.globs for p in ([glob, glob[3:]] if glob.startswith("**/") else [glob]))
+
+    def excluded(self, path: str, root: str, is_dir: bool) -> bool:
+        """Whether an exclude matches this file or folder itself (not the folders above it)."""
+        for pattern in self.excludes:
+            if pattern.endswith("/") and not is_dir:
+                continue
+            pattern = pattern.rstrip("/") or "/"
+            if "/" not in pattern:
+                hit = fnmatch.fnmatch(os.path.basename(path), pattern)
+            elif pattern.startswith("/"):
+                hit = fnmatch.fnmatch(os.path.abspath(path), pattern)
+            else:
+                rel = os.path.relpath(path, root)
+                hit = any(fnmatch.fnmatch(rel, p)
+                          for p in ([pattern, pattern[3:]] if pattern.startswith("**/") else [pattern]))
+            if hit:
+                return True
+        return False
 
 
-def _walk(root: Path, folder: str | Path, glob: str | None, walked: set | None = None) -> Iterator[str | Skipped]:
+def _walk(root: str, folder: str | Path, select: Selection, walked: set | None = None) -> Iterator[str | Skipped]:
     """Files under ``folder``. Symlinks are followed, but no folder is walked twice
     (``walked``: their device and inode), so a link back up ends instead of looping.
     Paths stay strings (a Path made for each entry was half the cost of a watch's poll)."""
@@ -164,13 +207,15 @@ def _walk(root: Path, folder: str | Path, glob: str | None, walked: set | None =
         except OSError as err:  # e.g. a symlink to itself
             yield Skipped(_printable(p), _os_reason(err), transient=True)
             continue
+        if select.excludes and select.excluded(p, root, is_dir):
+            continue
         if not is_dir and (not (is_file or os.path.exists(p))  # a dangling link: a vanished file
-                           or glob is not None and not glob_selects(p, root, glob)):
+                           or not select.globbed(p, root)):
             continue  # (a FIFO or socket goes on, for load_file to report)
         if validation.lone_surrogate(e.name) is not None:
             yield Skipped(_printable(p), NOT_UTF8)
         elif is_dir:
-            yield from _walk(root, p, glob, walked)
+            yield from _walk(root, p, select, walked)
         else:
             yield p
 

@@ -187,6 +187,20 @@ def path_list(paths, name: str = "paths") -> list[str]:
     return [path(p, f"{name}[{i}]") for i, p in enumerate(paths)]
 
 
+def patterns(value, name: str) -> tuple[str, ...]:
+    """File-name patterns (--glob, --exclude): None, one pattern, or a list of them, each a
+    non-empty str ("" would select or exclude nothing anyone means)."""
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        value = [value]
+    if isinstance(value, (bytes, dict)) or not isinstance(value, Iterable):
+        raise WrongType(f"{name} must be a pattern or a list of patterns, not {type(value).__name__}")
+    value = list(value)
+    return tuple(unicode(string(v, f"{name}[{i}]" if len(value) > 1 else name), name)
+                 for i, v in enumerate(value))
+
+
 def text_list(texts, name: str = "texts", start: int = 0) -> list[str]:
     """A list of str from one str or a sequence of str; anything else is InvalidInput.
     ``start``: the number of the first (a window of a longer stream), for the message."""

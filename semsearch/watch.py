@@ -59,7 +59,7 @@ class WatchReport:
 
 
 def watch_files(name_or_path, paths, every: float = DEFAULT_EVERY, stop: threading.Event | None = None,
-                on_pass: Callable[[Pass], None] | None = None, glob: str | None = None,
+                on_pass: Callable[[Pass], None] | None = None, glob=None, exclude=None,
                 remove_missing: bool = True, progress: bool = False, signals: bool = False,
                 **settings) -> WatchReport:
     """Index ``paths`` into a collection as index_files does (created if needed, the same
@@ -84,14 +84,15 @@ def watch_files(name_or_path, paths, every: float = DEFAULT_EVERY, stop: threadi
     SIGTERM end the watch, which returns between passes; during a pass they raise
     KeyboardInterrupt as they stop `index` (saying what it stored)."""
     from .collection import index_files
-    from .loaders import file_stamps
+    from .loaders import Selection, file_stamps
 
     every = validation.finite(every, "every (seconds)", MIN_EVERY, MAX_EVERY)
     stop = threading.Event() if stop is None else stop
     watched = WatchReport()
     busy = [True]  # in a pass (the first from the start: it creates or opens the collection)
 
-    def watch(coll, roots, glob, remove_missing, progress):
+    def watch(coll, roots, glob, exclude, remove_missing, progress):
+        select = Selection.of(glob, exclude)
         skipped: dict = {}  # source -> why, as the passes so far left it
 
         def sync(files, gone: list, progress: bool) -> None:
@@ -99,7 +100,7 @@ def watch_files(name_or_path, paths, every: float = DEFAULT_EVERY, stop: threadi
             files ``gone`` removed."""
             busy[0] = True
             try:
-                report = coll.add_files(roots if files is None else files, glob=glob,
+                report = coll.add_files(roots if files is None else files, glob=glob, exclude=exclude,
                                         remove_missing=remove_missing, progress=progress) if files != [] \
                     else IndexReport()
                 if gone and remove_missing:
@@ -118,13 +119,13 @@ def watch_files(name_or_path, paths, every: float = DEFAULT_EVERY, stop: threadi
             if on_pass is not None:
                 on_pass(Pass(watched.passes, report, new, coll))
 
-        seen = stamps(roots)  # before the pass: what changes during it shows next poll
+        seen = stamps(roots, select)  # before the pass: what changes during it shows next poll
         sync(None, [], progress)
         missing = None
         while not stop.wait(every):
             watched.polls += 1
             try:
-                now = stamps(roots)
+                now = stamps(roots, select)
             except NotFound as exc:
                 if missing != str(exc):
                     log.warning("%s; no sync until it is back (its documents stay)", exc)
@@ -146,10 +147,10 @@ def watch_files(name_or_path, paths, every: float = DEFAULT_EVERY, stop: threadi
                     continue
                 seen = now
 
-    def stamps(roots) -> dict:
+    def stamps(roots, select) -> dict:
         """path -> (size, mtime_ns, ctime_ns) of a file read, (why,) of one skipped, () of
         one of a type never read (loaders.file_stamps)."""
-        return {entry[0]: entry[1:] for entry in file_stamps(roots, glob)}
+        return {entry[0]: entry[1:] for entry in file_stamps(roots, select)}
 
     def stopping(signum, frame):
         if busy[0]:
@@ -159,7 +160,7 @@ def watch_files(name_or_path, paths, every: float = DEFAULT_EVERY, stop: threadi
     handled = signals and threading.current_thread() is threading.main_thread()
     previous = {s: signal.signal(s, stopping) for s in (signal.SIGINT, signal.SIGTERM)} if handled else {}
     try:
-        info, _ = index_files(name_or_path, paths, glob=glob, remove_missing=remove_missing,
+        info, _ = index_files(name_or_path, paths, glob=glob, exclude=exclude, remove_missing=remove_missing,
                               progress=progress, ingest=watch, **settings)
     finally:
         for s, handler in previous.items():

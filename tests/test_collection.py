@@ -952,7 +952,7 @@ def test_a_model_that_is_blank_or_not_a_name_is_invalid_input(home, model, tmp_p
     assert list(tmp_path.iterdir()) == [home]
 
 
-@pytest.mark.parametrize("glob", [5, ["*.txt"], ""])
+@pytest.mark.parametrize("glob", [5, ["*.txt", 3], ""])
 def test_a_glob_that_is_not_a_pattern_is_invalid_input(home, tmp_path, glob):
     (tmp_path / "a.txt").write_text("A plain note about kites.")
     with small() as coll, pytest.raises(InvalidInput, match="glob"):

@@ -121,6 +121,35 @@ def test_a_watch_syncs_each_change_in_one_pass_and_says_a_skip_once(home, tmp_pa
     assert sum("watching again" in r.getMessage() for r in caplog.records) == 1
 
 
+def test_a_watch_leaves_out_what_its_excludes_and_globs_leave_out(home, tmp_path, embedder):
+    """Edits under an excluded folder, or to a file no glob selects, set off no pass; the
+    watch's passes read and remove by the same rule as its first one."""
+    notes = tmp_path / "notes"
+    (notes / "node_modules").mkdir(parents=True)
+    (notes / "a.md").write_text("Cats purr and sleep most of the day.")
+    (notes / "b.txt").write_text("Not a markdown file: never taken.")
+    (notes / "node_modules" / "x.md").write_text("A vendored readme.")
+    passes = []
+
+    def vendored():
+        assert [p.report.added for p in passes] == [1]
+        (notes / "node_modules" / "y.md").write_text("Another vendored readme.")
+        (notes / "node_modules" / "x.md").unlink()
+        (notes / "b.txt").write_text("Still not markdown.")
+
+    def selected():
+        assert len(passes) == 1  # nothing it takes changed: no pass
+        (notes / "c.md").write_text("Rockets carry satellites into orbit.")
+        (notes / "a.md").unlink()
+
+    def done():
+        assert [(p.report.added, p.report.removed) for p in passes] == [(1, 0), (1, 1)]
+
+    watch_files("notes", [notes], every=0.01, stop=Script(vendored, selected, done), on_pass=passes.append,
+                glob="*.md", exclude="node_modules", embedder=embedder)
+    assert set(texts()) == {"c.md"}
+
+
 class Counting(threading.Event):
     """A plain stop event that counts the watch's waits on it (one before each poll)."""
     waits = 0

@@ -262,20 +262,22 @@ def prepared_stream(ray, rows: list[dict], files: list[str], coll, shape: dict) 
                              f"skips it; not indexed: the files from {files[min(done, len(files) - 1)]} on") from None
 
 
-def index_paths(coll, paths: Iterable, address: str | None = None, glob: str | None = None,
+def index_paths(coll, paths: Iterable, address: str | None = None, glob=None,
                 remove_missing: bool = True, progress: bool = False, actors: int | None = None,
-                on_commit: Callable[[str], None] | None = None, part_bytes: int | None = None):
+                on_commit: Callable[[str], None] | None = None, part_bytes: int | None = None,
+                exclude=None):
     """``coll.add_files`` with loading, chunking and embedding on Ray: same documents,
     chunks, vectors, report and incremental behaviour. ``on_commit(key)`` runs after each
     document is committed; ``part_bytes``: the size a JSONL file is cut in (see units)."""
     from .. import validation
     from ..ingest import IndexReport
-    from ..loaders import list_files
+    from ..loaders import Selection, list_files
     from ..progress import bar
 
     started = time.time()
     roots = [validation.source_path(p) for p in validation.path_list(paths)]  # as add_files
-    listed = list_files(roots, glob=glob)  # NotFound for a missing path, before any write
+    select = Selection.of(glob, exclude)
+    listed = list_files(roots, select)  # NotFound for a missing path, before any write
     report = IndexReport()
     for s in listed:
         if not isinstance(s, str):
@@ -304,7 +306,7 @@ def index_paths(coll, paths: Iterable, address: str | None = None, glob: str | N
                 docs = report.added + report.updated + report.unchanged
                 batches.note(f"{docs} docs, {report.chunks / batches.elapsed():.0f} chunks/s")
         if remove_missing:
-            report.removed = w.remove_missing(roots, seen, glob, report.unread, files)
+            report.removed = w.remove_missing(roots, seen, select, report.unread, files)
     report.seconds = time.time() - started
     return report
 
