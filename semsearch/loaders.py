@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import codecs
 import csv
+import datetime
 import errno
 import fnmatch
 import hashlib
 import html.parser
 import io
 import json
+import logging
 import math
 import os
 import re
@@ -387,9 +389,101 @@ def _load_plain(path: str, ext: str) -> Document | Skipped:
     digest, has_text, encoding = _file_info(path)
     if not has_text:
         return Skipped(path, "empty file")
-    doc = Document(path, path, {"path": path, "type": ext[1:]}, digest, lambda: iter(()))
-    doc.segments = lambda: _read_segments(path, encoding, doc)
+    meta = {"path": path, "type": ext[1:]}
+    skip, title = 0, None
+    if ext == ".md":
+        skip, fields = _front_matter(path, encoding)
+        for key, value in fields.items():
+            meta.setdefault(key, value)  # the loader's path and type stay
+        title = fields.get("title")
+        title = " ".join(title.split()) if isinstance(title, str) else None  # as an HTML <title>
+    doc = Document(path, path, meta, digest, lambda: iter(()))
+    doc.segments = lambda: _body_segments(path, encoding, doc, skip, title)
     return doc
+
+
+log = logging.getLogger("semsearch")
+MAX_FRONT_MATTER = 64 * 1024  # bytes of a file's head searched for its front matter's end
+# a YAML block on the file's first line, ended by a --- or ... line
+_FRONT_MATTER = re.compile(r"---[ \t]*\r?\n(.*?)^(?:---|\.\.\.)[ \t]*(?:\r?\n|\Z)", re.DOTALL | re.MULTILINE)
+
+
+def _front_matter(path: str, encoding: str) -> tuple[int, dict]:
+    """(characters of text the front matter takes, its fields as metadata) of a Markdown
+    file; (0, {}) where it has none, or one that cannot be metadata, which stays in the
+    text (a warning says why). Only the file's head is read: a big file stays streamed."""
+    with open(path, "rb") as f:
+        data = f.read(MAX_FRONT_MATTER + 1)
+    whole = len(data) <= MAX_FRONT_MATTER
+    head, _ = _unmark(codecs.getincrementaldecoder(encoding)(errors=UNDECODABLE).decode(data[:MAX_FRONT_MATTER], whole))
+    if not re.match(r"---[ \t]*\r?\n", head):
+        return 0, {}
+    match = _FRONT_MATTER.match(head if whole else head[:head.rfind("\n") + 1])  # no line cut short
+    if match is None:
+        if not whole:
+            log.warning("%s: no end of front matter in its first %d KB; indexed as plain text",
+                        path, MAX_FRONT_MATTER // 1024)
+        return 0, {}
+    import yaml  # here, not at the top: `import semsearch` stays light
+
+    try:
+        data = yaml.load(match.group(1), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+        if data is not None and not isinstance(data, dict):
+            return 0, {}  # a list or a string: no front matter, but a --- rule around text
+        fields = validation.json_value(_fields(data or {}, [MAX_FRONT_MATTER]), "front matter")
+    except (InvalidInput, yaml.YAMLError, ValueError, RecursionError) as e:
+        log.warning("%s: front matter not read, indexed as plain text: %s", path, " ".join(str(e).split()))
+        return 0, {}
+    return match.end(), fields
+
+
+def _fields(mapping: dict, budget: list[int], prefix: str = "", depth: int = 0) -> dict:
+    """Front-matter fields as metadata: a nested mapping's keys flattened to ``a.b`` (a
+    where matches top-level keys only), dates as ISO text, None left out. ``budget``: the
+    values still allowed, so YAML aliases cannot expand into millions of them."""
+    if depth > validation.MAX_METADATA_DEPTH:
+        raise ValueError(f"nested more than {validation.MAX_METADATA_DEPTH} levels deep")
+    out = {}
+    for key, value in mapping.items():
+        name = f"{prefix}{key}" if isinstance(key, str) else key  # json_value refuses a key not text
+        if isinstance(value, dict):
+            _spend(budget)
+            out.update(_fields(value, budget, f"{name}.", depth + 1))
+        elif (value := _value(value, budget)) is not None:
+            out.setdefault(name, value)
+    return out
+
+
+def _value(value, budget: list[int]):
+    """A front-matter value as JSON holds it (json_value checks the rest: no NaN, no bytes)."""
+    _spend(budget)
+    if isinstance(value, datetime.date):  # and datetime, its subclass
+        return value.isoformat()
+    if isinstance(value, list):
+        return [v for v in (_value(item, budget) for item in value) if v is not None]
+    if isinstance(value, dict):  # in a list: kept as an object
+        return {k: v for k, item in value.items() if (v := _value(item, budget)) is not None}
+    return value
+
+
+def _spend(budget: list[int]) -> None:
+    budget[0] -= 1
+    if budget[0] < 0:
+        raise ValueError("too many values (aliases expanding?)")
+
+
+def _body_segments(path: str, encoding: str, doc: Document, skip: int, title: str | None) -> Iterator[str]:
+    """The file's text less its first ``skip`` characters (the front matter), the title
+    in the first piece (a segment is chunked on its own: alone, the title is no context)."""
+    head = f"{title}\n" if title else ""
+    for segment in _read_segments(path, encoding, doc):
+        cut = min(skip, len(segment))
+        skip -= cut
+        if segment[cut:]:
+            yield head + segment[cut:]
+            head = ""
+    if head:
+        yield head
 
 
 def _binary(head: bytes) -> bool:
