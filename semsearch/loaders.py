@@ -28,6 +28,8 @@ from .errors import InvalidInput, NotFound
 from . import validation
 from .validation import path_list
 
+log = logging.getLogger("semsearch")
+
 SUPPORTED = {".txt", ".md", ".rst", ".html", ".htm", ".json", ".jsonl", ".csv", ".tsv", ".pdf"}
 PLAIN = {".txt", ".md", ".rst"}
 TEXT_FIELDS = ("text", "content", "body")
@@ -402,7 +404,6 @@ def _load_plain(path: str, ext: str) -> Document | Skipped:
     return doc
 
 
-log = logging.getLogger("semsearch")
 MAX_FRONT_MATTER = 64 * 1024  # bytes of a file's head searched for its front matter's end
 # a YAML block on the file's first line, ended by a --- or ... line
 _FRONT_MATTER = re.compile(r"---[ \t]*\r?\n(.*?)^(?:---|\.\.\.)[ \t]*(?:\r?\n|\Z)", re.DOTALL | re.MULTILINE)
