@@ -251,8 +251,9 @@ def record_of(rec: dict, file_, number: int):
                    "name), e.g. '*.md'; repeat it for several (a file matching any is taken).")
 @click.option("--exclude", multiple=True, metavar="PATTERN",
               help="Leave out files and folders matching this pattern (not walked into): a name "
-                   "('node_modules', '*.log'), a path under the folder ('drafts/*.md'), or an "
-                   "absolute path; a trailing / matches folders only ('build/'). Repeatable. "
+                   "('node_modules', '*.log'), a path under the folder ('drafts/*.md'; '/build': "
+                   "at its top only), or an absolute path; a trailing / matches folders only "
+                   "('build/'). Repeatable. "
                    "Documents that --glob or --exclude leave out are neither added nor removed.")
 @click.option("--model", default=None, help="Model for a new collection (default: all-MiniLM-L6-v2).")
 @click.option("--variant", type=click.Choice(["fp32", "int8"]), default=None,

@@ -139,9 +139,10 @@ class Selection:
     the folder or its bare name; a leading ``**/`` also matches at the top.
     ``excludes``: the file, and every folder between it and the walked folder, must match
     none. A pattern without ``/`` matches a name (``node_modules``, ``*.log``); one with
-    ``/``, the path relative to the folder (``drafts/*.md``), or the absolute path when it
-    starts with ``/``; a trailing ``/`` matches folders only (``build/``). The walk does not
-    descend into an excluded folder."""
+    ``/``, the path relative to the folder (``drafts/*.md``); one that starts with ``/``,
+    the absolute path or, as in a .gitignore, the path from the folder (``/build``: only at
+    its top); a trailing ``/`` matches folders only (``build/``). The walk does not descend
+    into an excluded folder."""
     globs: tuple[str, ...] = ()
     excludes: tuple[str, ...] = ()
 
@@ -176,12 +177,13 @@ class Selection:
             pattern = pattern.rstrip("/") or "/"
             if "/" not in pattern:
                 hit = fnmatch.fnmatch(os.path.basename(path), pattern)
-            elif pattern.startswith("/"):
-                hit = fnmatch.fnmatch(os.path.abspath(path), pattern)
             else:
                 rel = os.path.relpath(path, root)
-                hit = any(fnmatch.fnmatch(rel, p)
-                          for p in ([pattern, pattern[3:]] if pattern.startswith("**/") else [pattern]))
+                if pattern.startswith("/"):  # the absolute path, or (as in .gitignore) anchored at the folder
+                    hit = fnmatch.fnmatch(os.path.abspath(path), pattern) or fnmatch.fnmatch(rel, pattern[1:])
+                else:
+                    hit = any(fnmatch.fnmatch(rel, p)
+                              for p in ([pattern, pattern[3:]] if pattern.startswith("**/") else [pattern]))
             if hit:
                 return True
         return False

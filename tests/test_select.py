@@ -50,6 +50,7 @@ ALL = sorted(os.path.relpath(rel, "notes") for rel in FILES)
     ({"exclude": "drafts/*.md"}, ["drafts/idea.md"]),  # a path under the folder
     ({"exclude": "**/node_modules"}, ["node_modules/pkg/README.md", "sub/node_modules/deep.md"]),
     ({"exclude": "sub/node_modules"}, ["sub/node_modules/deep.md"]),
+    ({"exclude": "/node_modules"}, ["node_modules/pkg/README.md"]),  # anchored at the folder, as in .gitignore
     ({"glob": ["*.md", "drafts/*"], "exclude": "node_modules"},
      ["node_modules/pkg/README.md", "server.log.txt", "sub/node_modules/deep.md", "todo.txt", "build/out.txt"]),
 ])
