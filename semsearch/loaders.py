@@ -30,7 +30,8 @@ from .validation import path_list
 
 log = logging.getLogger("semsearch")
 
-SUPPORTED = {".txt", ".md", ".rst", ".html", ".htm", ".json", ".jsonl", ".csv", ".tsv", ".pdf"}
+OFFICE = {".docx", ".pptx", ".odt", ".epub"}  # zip archives of XML (office.py)
+SUPPORTED = {".txt", ".md", ".rst", ".html", ".htm", ".json", ".jsonl", ".csv", ".tsv", ".pdf", *OFFICE}
 PLAIN = {".txt", ".md", ".rst"}
 TEXT_FIELDS = ("text", "content", "body")
 ID_FIELDS = ("id", "_id")
@@ -253,6 +254,10 @@ def load_file(path: str, part: Part | None = None) -> Iterator[Document | Skippe
             return
         if ext == ".pdf":
             yield _load_pdf(path)
+            return
+        if ext in OFFICE:
+            from .office import load_office
+            yield load_office(path, ext)
             return
         if part is not None:  # of a file found JSONL text when it was cut; read only if it still is that file
             yield from _load_jsonl(path, part)
@@ -589,16 +594,22 @@ def _load_html(path: str, ext: str) -> Document | Skipped:
     p = _HTMLText()
     p.feed(text)
     p.close()
-    body = "".join(p.parts).strip()
-    title = " ".join("".join(p.title).split())
-    if not body and not title:
-        return Skipped(path, "empty file")
     meta = {"path": path, "type": ext[1:]}
+    body = titled(meta, "".join(p.title), "".join(p.parts).strip())
+    if not body:
+        return Skipped(path, "empty file")
+    digest = hashlib.sha256(data).hexdigest()
+    return Document(path, path, meta, digest, lambda: split_text(body), replaced)
+
+
+def titled(meta: dict, title: str, body: str) -> str:
+    """THE title rule (HTML, office files): a title, its blanks made single spaces, goes
+    in the metadata and on the first line of the text, which search then finds it in."""
+    title = " ".join(title.split())
     if title:
         meta["title"] = title
         body = f"{title}\n{body}" if body else title
-    digest = hashlib.sha256(data).hexdigest()
-    return Document(path, path, meta, digest, lambda: split_text(body), replaced)
+    return body
 
 
 # ---------------------------------------------------------------- records
