@@ -262,35 +262,33 @@ class Writer:
     def reuser(self, known: dict[str, str]) -> Reuse:
         """embed_documents's ``reuse`` for a run that found ``known`` (known_hashes()): a
         moved, renamed or copied file is not embedded again (see reused). Inverted here, in
-        memory: a lookup by hash costs no index in the store."""
-        holders: dict[str, list[str]] = {}
-        for key, digest in known.items():
-            if digest is not None:
-                holders.setdefault(digest, []).append(key)
-        return lambda info: self.reused(info, holders.get(info.content_hash, ()))
+        memory (a lookup by hash needs no index in the store), one document a hash: where
+        documents of two kinds share one (the same bytes as .md and .txt), the other kind's
+        file is embedded."""
+        holders = {digest: key for key, digest in known.items() if digest is not None}
+        return lambda info: self.reused(info, holders.get(info.content_hash))
 
-    def reused(self, info: DocumentInfo, keys: Iterable[str]) -> PreparedDocument | None:
-        """``info`` ready to write with the chunks and vectors of one of the documents
-        ``keys`` that holds its very text now: the same content hash and text_kind. Chunking
-        settings and the model are the collection's own (pinned), so they are what embedding
-        would give. The source is read whole in one snapshot, so a copy is complete, and
-        stays so whatever happens to the source after; None where no document of ``keys``
-        holds that text (any more: another writer may have changed or deleted it since
-        they were listed), and the caller embeds it."""
+    def reused(self, info: DocumentInfo, key: str | None) -> PreparedDocument | None:
+        """``info`` ready to write with the chunks and vectors of document ``key`` if that
+        holds its very text now: the same content hash and text_kind. Chunking settings and
+        the model are the collection's own (pinned), so they are what embedding would give.
+        The source is read whole in one snapshot, so a copy is complete, and stays so
+        whatever happens to the source after; None where ``key`` does not hold that text
+        (any more: another writer may have changed or deleted it since the run listed it),
+        and the caller embeds it."""
         kind = text_kind(info.key, info.source, info.metadata)
-        keys = [key for key in keys if key != info.key]
-        if kind is None or info.content_hash is None or not keys:
+        if kind is None or key is None or key == info.key:
             return None
         with self.store.snapshot():
-            for key, (source, digest, metadata) in self.store.held(keys).items():
-                if digest != info.content_hash or text_kind(key, source, metadata) != kind:
-                    continue
-                rows = self.store.chunks_of(key)
-                if rows:  # n_tokens is not stored, and not needed once embedded
-                    vectors = np.frombuffer(b"".join(r[3] for r in rows), np.float32).reshape(len(rows), -1)
-                    return PreparedDocument(info.key, info.source, info.content_hash, info.metadata,
-                                            [Chunk(text, start, end, 0) for start, end, text, _ in rows], vectors)
-        return None
+            held = self.store.held([key]).get(key)
+            if held is None or held[1] != info.content_hash or text_kind(key, held[0], held[2]) != kind:
+                return None
+            rows = self.store.chunks_of(key)
+        if not rows:
+            return None
+        chunks = [Chunk(text, start, end, 0) for start, end, text, _ in rows]  # n_tokens: not stored, not needed
+        vectors = np.frombuffer(b"".join(r[3] for r in rows), np.float32).reshape(len(rows), -1)
+        return PreparedDocument(info.key, info.source, info.content_hash, info.metadata, chunks, vectors)
 
     def put(self, doc: PreparedDocument) -> None:
         """Insert or replace one document (with no chunks: remove it), atomically."""

@@ -15,9 +15,11 @@ import pytest
 from semsearch.collection import STORE_FILE, Collection
 from semsearch.ingest import info_of
 from semsearch.loaders import load_file
+from semsearch.watch import watch_files
 
 from test_add_unchanged import Counting, embedded
 from test_cli import ok, run
+from test_watch import Script
 
 FILES = {
     "cats.txt": "Cats are small furry pets that purr, chase mice and sleep most of the day. " * 8,
@@ -184,3 +186,22 @@ def test_index_says_how_many_documents_it_reused(home, tmp_path):
     said = ok(run("index", tmp_path / "docs", "--name", "n")).stdout
     assert "n: added 5, updated 0, unchanged 0, removed 5, skipped 0; 5 reused (moved or copied: " \
            "not embedded);" in said, said
+
+
+def test_a_watch_pass_reuses_a_folder_moved_under_it(home, base, embedder):
+    counting, passes = Counting(embedder), []
+
+    def move():
+        assert len(passes) == 1 and passes[0].report.added == 5
+        counting.passages.clear()
+        os.rename(base / "notes", base / "moved")
+
+    def moved():
+        report = passes[1].report
+        assert (len(passes), report.added, report.reused, report.removed) == (2, 5, 5, 5)
+        assert counting.passages == []
+
+    watch_files("w", [base], every=0.01, on_pass=passes.append, embedder=counting,
+                stop=Script(lambda: None, move, moved))
+    with Collection.open("w") as coll:
+        assert sorted(coll.store.document_hashes()) == keys_of(base / "moved")
