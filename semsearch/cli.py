@@ -327,12 +327,17 @@ def index(ctx, paths, name, glob, exclude, model, variant, index_spec, chunk_tok
     echo_index_report(coll, report)
 
 
+def reused(report) -> str:
+    """The index line's count of documents written without embedding, where there are any."""
+    return f" {report.reused} reused (moved or copied: not embedded);" if report.reused else ""
+
+
 def echo_index_report(coll: dict, report) -> None:
     """What an `index` run did: counts, then the skipped files by reason, a few named."""
     skipped = Counter(reason for _, reason in report.skipped)
     click.echo(
         f"{coll['name']}: added {report.added}, updated {report.updated}, unchanged {report.unchanged}, "
-        f"removed {report.removed}, skipped {len(report.skipped)}; {report.chunks} chunks in "
+        f"removed {report.removed}, skipped {len(report.skipped)};{reused(report)} {report.chunks} chunks in "
         f"{report.seconds:.1f}s ({coll['documents']} documents in the collection)")
     for reason, count in skipped.most_common():
         click.echo(f"  skipped {count}: {reason}")
@@ -362,7 +367,7 @@ def watch_index(ctx, paths, name, keep_missing, every, **settings) -> None:
         elif done.changed:
             now = datetime.now().astimezone().strftime("%Y-%m-%d %H:%M:%S")
             click.echo(f"{now} {coll.name}: added {report.added}, updated {report.updated}, "
-                       f"removed {report.removed}, skipped {len(done.new_skips)}; "
+                       f"removed {report.removed}, skipped {len(done.new_skips)};{reused(report)} "
                        f"{coll.count()} documents in the collection")
             for source, reason in sorted(done.new_skips):
                 click.echo(f"    {printable(source)}: {printable(reason)}")

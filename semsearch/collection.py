@@ -648,6 +648,8 @@ class Collection:
     def add_files(self, paths: Iterable[str | os.PathLike], glob=None, remove_missing: bool = True,
                   progress: bool = False, exclude=None) -> IndexReport:
         """Index files and folders: new or changed files are embedded, vanished ones removed.
+        A file whose text the collection holds under another id (moved, renamed or copied)
+        gets that document's chunks and vectors (Writer.reused), not embedded again.
         ``glob``, ``exclude``: a pattern or a list of them, which files in folders are taken
         (loaders.Selection); documents they leave out are neither added nor removed."""
         from .loaders import Selection, list_files, load_file
@@ -687,7 +689,7 @@ class Collection:
                     yield batch
 
             w.put_all(counted(embed_documents(pending(), self.embedder, self.config["chunk_tokens"],
-                                              self.config["overlap"], report)))
+                                              self.config["overlap"], report, w.reuser(known))))
             if remove_missing:
                 listed = [f for f in files if isinstance(f, str)]
                 report.removed = w.remove_missing(roots, seen, select, report.unread, listed)

@@ -11,7 +11,7 @@ import hashlib
 import os
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -30,6 +30,7 @@ class IndexReport:
     added: int = 0
     updated: int = 0
     unchanged: int = 0
+    reused: int = 0  # of added and updated: chunks and vectors copied, not embedded (Writer.reused)
     removed: int = 0
     chunks: int = 0
     replaced_chars: int = 0
@@ -104,29 +105,50 @@ def info_of(doc: Document) -> DocumentInfo:
     return DocumentInfo(doc.key, doc.source, doc.content_hash, doc.metadata)
 
 
+def text_kind(key: str, source: str | None, metadata: dict) -> tuple | None:
+    """What decides a document's text besides its content hash: a file's loader type (the
+    same bytes give another text as .md, whose front matter is read, than as .txt); for a
+    record, nothing (its text is its record's, whether from .jsonl, .json or .csv). None: a
+    text added directly (its hash is of the text, not of a file's bytes)."""
+    if source is None:
+        return None
+    return ("file", metadata.get("type")) if key == source else ("record",)
+
+
+Reuse = Callable[[DocumentInfo], "PreparedDocument | None"]
+
+
 def embed_documents(docs: Iterable[tuple[DocumentInfo, Iterable[str]]], embedder, chunk_tokens: int,
-                    overlap: int, report: IndexReport) -> Iterator[list[PreparedDocument]]:
+                    overlap: int, report: IndexReport, reuse: Reuse | None = None) -> Iterator[list[PreparedDocument]]:
     """Batches of prepared documents, embedding ~FLUSH_CHUNKS chunks at a time.
 
-    A document that cannot be read or is too large is skipped (reported), never fatal.
+    A document that cannot be read or is too large is skipped (reported), never fatal. One
+    that ``reuse`` (Writer.reuser) prepares from the store is neither read nor embedded.
     Where the Embedder overlaps its stages (a GPU), the next batch is read, chunked and
     embedded on a thread while the caller stores this one: there the GPU's share of
     ingest is small, and it would otherwise wait on every store."""
-    batches = _prepared(docs, embedder, chunk_tokens, overlap, report)
+    batches = _prepared(docs, embedder, chunk_tokens, overlap, report, reuse)
     return background(batches) if embedder.overlap else batches
 
 
-def _prepared(docs, embedder, chunk_tokens: int, overlap: int, report: IndexReport) -> Iterator[list[PreparedDocument]]:
+def _prepared(docs, embedder, chunk_tokens: int, overlap: int, report: IndexReport,
+              reuse: Reuse | None) -> Iterator[list[PreparedDocument]]:
     batch: list[PreparedDocument] = []
     pending = 0
-    for group in _read_groups(docs, report):
-        chunked = chunk_documents([text for _, text in group], embedder.tokenizer, chunk_tokens, overlap)
-        for (info, _), chunks in zip(group, chunked):
-            if not chunks:
-                report.skip(info.source or info.key, "no text")
-            report.chunks += len(chunks)
-            batch.append(PreparedDocument(info.key, info.source, info.content_hash, info.metadata, chunks))
-            pending += len(chunks)
+    for group in _read_groups(docs, report, reuse):
+        chunked = iter(chunk_documents([text for _, text in group if text is not None],
+                                       embedder.tokenizer, chunk_tokens, overlap))
+        for info, text in group:
+            if text is None:  # reused: its chunks and vectors are the store's
+                doc = info
+                report.reused += 1
+            else:
+                doc = PreparedDocument(info.key, info.source, info.content_hash, info.metadata, next(chunked))
+                if not doc.chunks:
+                    report.skip(info.source or info.key, "no text")
+            report.chunks += len(doc.chunks)
+            batch.append(doc)
+            pending += len(doc.chunks)  # reused ones too: a moved folder is written batch by batch
             if pending >= FLUSH_CHUNKS:
                 yield _embedded(batch, embedder)
                 batch, pending = [], 0
@@ -134,19 +156,25 @@ def _prepared(docs, embedder, chunk_tokens: int, overlap: int, report: IndexRepo
         yield _embedded(batch, embedder)
 
 
-def _read_groups(docs: Iterable[tuple[DocumentInfo, Iterable[str]]],
-                 report: IndexReport) -> Iterator[list[tuple[DocumentInfo, list[str]]]]:
+def _read_groups(docs: Iterable[tuple[DocumentInfo, Iterable[str]]], report: IndexReport,
+                 reuse: Reuse | None = None) -> Iterator[list[tuple[DocumentInfo, list[str] | None]]]:
     """Documents read whole, in groups of about CHUNK_GROUP_CHARS to chunk together; one
-    that cannot be read or is too large is reported and left out."""
+    that cannot be read or is too large is reported and left out. One that ``reuse``
+    prepares comes as (that PreparedDocument, None), unread."""
     group, size = [], 0
     for info, segments in docs:
-        try:
-            text = read_text(segments)
-        except (TooLarge, OSError) as exc:
-            report.skip(info.source or info.key, getattr(exc, "strerror", None) or str(exc), transient=True)
-            continue
-        group.append((info, text))
-        size += sum(map(len, text))
+        prepared = reuse(info) if reuse is not None else None
+        if prepared is not None:
+            group.append((prepared, None))
+            size += prepared.chunks[-1].end
+        else:
+            try:
+                text = read_text(segments)
+            except (TooLarge, OSError) as exc:
+                report.skip(info.source or info.key, getattr(exc, "strerror", None) or str(exc), transient=True)
+                continue
+            group.append((info, text))
+            size += sum(map(len, text))
         if size >= CHUNK_GROUP_CHARS:
             yield group
             group, size = [], 0
@@ -155,10 +183,11 @@ def _read_groups(docs: Iterable[tuple[DocumentInfo, Iterable[str]]],
 
 
 def _embedded(batch: list[PreparedDocument], embedder) -> list[PreparedDocument]:
-    texts = [c.text for doc in batch for c in doc.chunks]
+    todo = [doc for doc in batch if doc.vectors is None]  # not those reused
+    texts = [c.text for doc in todo for c in doc.chunks]
     vectors = embedder.embed(texts, kind="passage") if texts else np.zeros((0, embedder.dim), np.float32)
     start = 0
-    for doc in batch:
+    for doc in todo:
         doc.vectors, start = vectors[start:start + len(doc.chunks)], start + len(doc.chunks)
     return batch
 
@@ -229,6 +258,37 @@ class Writer:
     def known_hashes(self) -> dict[str, str]:
         with self.store.snapshot():  # a transaction: Collection.close() waits for it
             return self.store.document_hashes()
+
+    def reuser(self, known: dict[str, str]) -> Reuse:
+        """embed_documents's ``reuse`` for a run that found ``known`` (known_hashes()): a
+        moved, renamed or copied file is not embedded again (see reused). Inverted here, in
+        memory (a lookup by hash needs no index in the store), one document a hash: where
+        documents of two kinds share one (the same bytes as .md and .txt), the other kind's
+        file is embedded."""
+        holders = {digest: key for key, digest in known.items() if digest is not None}
+        return lambda info: self.reused(info, holders.get(info.content_hash))
+
+    def reused(self, info: DocumentInfo, key: str | None) -> PreparedDocument | None:
+        """``info`` ready to write with the chunks and vectors of document ``key`` if that
+        holds its very text now: the same content hash and text_kind. Chunking settings and
+        the model are the collection's own (pinned), so they are what embedding would give.
+        The source is read whole in one snapshot, so a copy is complete, and stays so
+        whatever happens to the source after; None where ``key`` does not hold that text
+        (any more: another writer may have changed or deleted it since the run listed it),
+        and the caller embeds it."""
+        kind = text_kind(info.key, info.source, info.metadata)
+        if kind is None or key is None or key == info.key:
+            return None
+        with self.store.snapshot():
+            held = self.store.held([key]).get(key)
+            if held is None or held[1] != info.content_hash or text_kind(key, held[0], held[2]) != kind:
+                return None
+            rows = self.store.chunks_of(key)
+        if not rows:
+            return None
+        chunks = [Chunk(text, start, end, 0) for start, end, text, _ in rows]  # n_tokens: not stored, not needed
+        vectors = np.frombuffer(b"".join(r[3] for r in rows), np.float32).reshape(len(rows), -1)
+        return PreparedDocument(info.key, info.source, info.content_hash, info.metadata, chunks, vectors)
 
     def put(self, doc: PreparedDocument) -> None:
         """Insert or replace one document (with no chunks: remove it), atomically."""

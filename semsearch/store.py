@@ -429,6 +429,11 @@ class Store:
                                "WHERE key IN (SELECT value FROM json_each(?))", (json.dumps(list(keys)),))
         return {key: (source, digest, json.loads(meta)) for key, source, digest, meta in rows}
 
+    def chunks_of(self, key: str) -> list[tuple[int, int, str, bytes]]:
+        """(start, end, text, vector) of document ``key``'s chunks, in order (Writer.reused)."""
+        return self.db.execute("SELECT c.start, c.end, c.text, c.vector FROM chunks c JOIN documents d "
+                               "ON d.id = c.doc_id WHERE d.key = ? ORDER BY c.position", (key,)).fetchall()
+
     def wrote(self, key: str, gen: int) -> bool:
         """Whether the write of generation ``gen`` committed chunks of document ``key``."""
         return self.db.execute("SELECT 1 FROM chunks c JOIN documents d ON d.id = c.doc_id "
