@@ -348,6 +348,10 @@ def echo_index_report(coll: dict, report) -> None:
         click.echo(f"    and {len(report.skipped) - len(shown)} more")
     if report.replaced_chars:
         click.echo(f"  {report.replaced_chars} undecodable byte(s) replaced with U+FFFD")
+    if report.left_behind:
+        click.echo(f"note: {report.left_behind} document(s) whose files were moved here are still in the "
+                   f"collection under their old paths (outside the paths indexed); "
+                   f"`semsearch delete {coll['name']} --missing` removes those whose files are gone")
     if coll.get("notice"):
         click.echo(f"note: {coll['notice']}")
 
@@ -650,21 +654,32 @@ def add(ctx, name, texts, ids, meta, jsonl, model):
 @click.argument("name")
 @click.option("--id", "ids", multiple=True, help="Document id to delete (repeatable).")
 @click.option("--path", "paths", multiple=True, type=click.Path(), help="Delete documents read from this file or folder.")
+@click.option("--missing", is_flag=True,
+              help="Delete the documents whose files are gone (moved, renamed or deleted), of "
+                   "the whole collection or, with --path, under those paths: after a folder was "
+                   "moved and indexed at its new place, its old documents.")
 @where_option("Delete the documents (not with --id or --path) that match")
 @click.pass_context
-def delete(ctx, name, ids, paths, where):
-    """Delete documents from collection NAME by id, by file or folder, or by metadata filter;
-    prints how many were deleted."""
+def delete(ctx, name, ids, paths, missing, where):
+    """Delete documents from collection NAME by id, by file or folder, by metadata filter,
+    or those whose files are gone (--missing); prints how many were deleted."""
     from .collection import Collection
 
     filters = where_conditions(where, "--where")
-    if filters and (ids or paths):
+    if filters and (ids or paths or missing):
         raise click.UsageError("give --where alone, or --id/--path (to delete by id within a filter: --where id=ID)")
-    if not ids and not paths and not filters:
-        raise click.UsageError("give --id, --path or --where")
+    if missing and ids:
+        raise click.UsageError("--missing takes no --id (a document read from a file has its path as id: "
+                               "--missing --path FILE)")
+    if not ids and not paths and not filters and not missing:
+        raise click.UsageError("give --id, --path, --where or --missing")
     with Collection.open(name, home=ctx.obj["home"]) as coll:
         if filters:
             removed = coll.delete(where=filters)
+        elif missing:
+            removed = coll.delete_missing(paths or None)
+            click.echo(f"{coll.name}: deleted {removed} document(s) whose files are gone; {coll.count()} left")
+            return
         else:
             removed = coll.delete(ids) if ids else 0
             for path in paths:

@@ -693,6 +693,7 @@ class Collection:
             if remove_missing:
                 listed = [f for f in files if isinstance(f, str)]
                 report.removed = w.remove_missing(roots, seen, select, report.unread, listed)
+            report.left_behind = w.left_behind()
         report.seconds = time.time() - started
         return report
 
@@ -718,6 +719,24 @@ class Collection:
         roots = [validation.source_path(p, "path") for p in validation.path_list(path, "path")]
         with self.writer() as w:
             return w.delete(sorted({key for root in roots for key, _ in self.store.documents_under(root)}))
+
+    def delete_missing(self, path: str | os.PathLike | Iterable[str | os.PathLike] | None = None) -> int:
+        """Delete the documents read from files that are gone (moved, renamed or deleted),
+        or only those under ``path``: what a re-index of a folder does for its own files,
+        for files whose folder is not indexed any more (a folder moved and indexed at its
+        new place, its vectors reused, leaves its old documents here). Files are checked
+        outside the lock (a slow share blocks no writer), then once more under it."""
+        roots = ["/"] if path is None else \
+            [validation.source_path(p, "path") for p in validation.path_list(path, "path")]
+        with self.store.snapshot():
+            held = {key: source for root in roots for key, source in self.store.documents_under(root)}
+        gone = {source for source in set(held.values()) if not os.path.exists(source)}
+        with self.writer() as w, w.locked():
+            gone = {source for source in gone if not os.path.exists(source)}  # not back meanwhile
+            keys = sorted(key for key, source in held.items() if source in gone)
+            with self.store.snapshot():  # as they are now: another writer may have replaced one
+                now = self.store.held(keys)
+            return w.delete([key for key in keys if key in now and now[key][0] == held[key]])
 
     # -- reading -----------------------------------------------------------------------------
     def get(self, id: str) -> StoredDocument:

@@ -32,6 +32,9 @@ class IndexReport:
     unchanged: int = 0
     reused: int = 0  # of added and updated: chunks and vectors copied, not embedded (Writer.reused)
     removed: int = 0
+    # documents whose files are gone, outside the paths indexed, whose chunks a reuse copied:
+    # the old place of files moved here, left in the collection (`delete --missing`)
+    left_behind: int = 0
     chunks: int = 0
     replaced_chars: int = 0
     seconds: float = 0.0
@@ -207,6 +210,7 @@ class Writer:
         self._lock = lock
         self._locked = lock is None
         self.stored = 0  # documents this session wrote (committed)
+        self.reused_from: set[str] = set()  # the documents reused() copied
         self._last = None  # the last write's (stored before, after, generation, a key it wrote chunks of)
 
     @contextmanager
@@ -286,6 +290,7 @@ class Writer:
             rows = self.store.chunks_of(key)
         if not rows:
             return None
+        self.reused_from.add(key)
         chunks = [Chunk(text, start, end, 0) for start, end, text, _ in rows]  # n_tokens: not stored, not needed
         vectors = np.frombuffer(b"".join(r[3] for r in rows), np.float32).reshape(len(rows), -1)
         return PreparedDocument(info.key, info.source, info.content_hash, info.metadata, chunks, vectors)
@@ -359,6 +364,13 @@ class Writer:
                 for doc in batch:
                     self.put(doc)
             self.flush()
+
+    def left_behind(self) -> int:
+        """How many of the documents reused() copied are still here with their files gone:
+        the old place of files moved (remove_missing removes those under the paths indexed)."""
+        with self.store.snapshot():
+            held = self.store.held(sorted(self.reused_from))
+        return sum(1 for source, _, _ in held.values() if source and not os.path.exists(source))
 
     def delete(self, keys: list[str]) -> int:
         """Delete documents by key; returns how many existed."""

@@ -205,3 +205,37 @@ def test_a_watch_pass_reuses_a_folder_moved_under_it(home, base, embedder):
                 stop=Script(lambda: None, move, moved))
     with Collection.open("w") as coll:
         assert sorted(coll.store.document_hashes()) == keys_of(base / "moved")
+
+
+def test_a_folder_moved_and_indexed_at_its_new_place_says_what_it_left_behind(coll, tmp_path, base):
+    """Indexing only the new place reuses the vectors but cannot see the old place: the run
+    says so, and `delete --missing` removes the old documents (only those whose files are gone)."""
+    old, new = base / "notes", tmp_path / "moved"
+    coll.add_files([old])
+    (tmp_path / "kept.txt").write_text("A file indexed on its own that is still there.")
+    coll.add_files([tmp_path / "kept.txt"])
+    os.rename(old, new)
+    report = coll.add_files([new])
+    assert (report.added, report.reused, report.removed, report.left_behind) == (5, 5, 0, 5)
+    assert coll.add_files([new]).left_behind == 0  # nothing reused this time: nothing said
+    assert coll.count() == 11
+    assert coll.delete_missing(new) == 0  # under the new place: all there
+    assert coll.delete_missing([old / "sub", tmp_path / "kept.txt"]) == 1  # the old place's sub/bread.txt
+    assert coll.delete_missing() == 4
+    assert sorted(k for k, _ in coll.store.documents_under("/")) == sorted(keys_of(new) + [str(tmp_path / "kept.txt")])
+    assert coll.delete_missing() == 0
+
+
+def test_delete_missing_from_the_command_line(home, tmp_path, base):
+    old, new = base / "notes", tmp_path / "moved"
+    ok(run("index", old, "--name", "notes"))
+    os.rename(old, new)
+    out = ok(run("index", new, "--name", "notes")).output
+    assert "5 reused" in out and "note: 5 document(s) whose files were moved here are still" in out
+    assert "semsearch delete notes --missing" in out
+    assert "deleted 0 document(s) whose files are gone; 10 left" in ok(
+        run("delete", "notes", "--missing", "--path", new)).output
+    assert "deleted 5 document(s) whose files are gone; 5 left" in ok(run("delete", "notes", "--missing")).output
+    for bad in (["--missing", "--id", "x"], ["--missing", "--where", "year=2020"]):
+        result = run("delete", "notes", *bad)
+        assert result.exit_code == 2 and "Traceback" not in result.output, result.output
