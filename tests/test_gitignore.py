@@ -3,6 +3,7 @@ left out, by the walk, a watch's poll and the removal of vanished documents alik
 oracle is git itself: `git ls-files --others --cached --exclude-standard` on the same tree."""
 import json
 import os
+import random
 import subprocess
 import threading
 
@@ -48,7 +49,7 @@ def git(*args, cwd):
     return subprocess.run(["git", *args], cwd=cwd, env=env, check=True, capture_output=True, text=True).stdout
 
 
-def repo(tmp_path, files=FILES, gitignores=GITIGNORES):
+def repo(tmp_path, files=FILES, gitignores=GITIGNORES, track="notes.md"):
     root = tmp_path / "repo"
     root.mkdir()
     git("init", "-q", cwd=root)
@@ -57,7 +58,8 @@ def repo(tmp_path, files=FILES, gitignores=GITIGNORES):
         (root / rel).write_text(text)
     with open(root / ".git" / "info" / "exclude", "a") as f:
         f.write("secret.md\n")
-    git("add", next(iter(files)), cwd=root)  # one tracked file, for --cached
+    if track:
+        git("add", track, cwd=root)  # one tracked file, for --cached
     return root
 
 
@@ -151,7 +153,7 @@ def test_a_watch_takes_an_edited_gitignore_at_its_next_poll(home, tmp_path, embe
     """A file a .gitignore comes to ignore is neither read again nor removed (even once
     deleted); one it no longer ignores is indexed at the next pass."""
     root = repo(tmp_path, {"a.md": "Cats purr and sleep most of the day.", "b.md": "Dogs bark at the mail.",
-                           "server.log.txt": "GET /index 200 in 3 ms"}, {".gitignore": "*.log.txt\n"})
+                           "server.log.txt": "GET /index 200 in 3 ms"}, {".gitignore": "*.log.txt\n"}, track=None)
     passes = []
 
     def ignore_b():
@@ -220,3 +222,26 @@ def test_pathspec_is_imported_only_when_a_gitignore_is_read(tmp_path):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     assert subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                           check=True).stdout.split() == ["False"]
+
+
+PATTERNS = ["*", "!*/", "!*.md", "foo/**", "**/x.md", "a/**/b", "build/", "/a", "b/", "!b/", "!x.md", "*.txt",
+            "foo", "!foo/", "a/*", "!a/b", "doc/*/", "**/", "!**/", "*/", "a/**", "!/a/b", "[ab]", "!y.txt", "?"]
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_random_trees_and_gitignores_take_what_git_lists(tmp_path, seed):
+    """Folders named like the patterns, .gitignores of 1-4 of them (folder-only, anchored, **,
+    ! of folders and files): the walk takes what git lists, and selects() agrees."""
+    rnd = random.Random(seed)
+    folders, files, gitignores = [""], {}, {}
+    for _ in range(8):
+        folders.append(os.path.join(rnd.choice(folders), rnd.choice(["a", "b", "foo", "build", "doc"])))
+    for folder in dict.fromkeys(folders):
+        for name in rnd.sample(["x.md", "y.txt", "z.md", "a.txt"], 3):
+            files[os.path.join(folder, name)] = "text"
+        if rnd.random() < 0.5:
+            gitignores[os.path.join(folder, ".gitignore")] = "\n".join(rnd.sample(PATTERNS, rnd.randint(1, 4)))
+    root = repo(tmp_path, files, gitignores, track=None)
+    assert taken(root, gitignore=True) == git_takes(root)
+    select = Selection.of(gitignore=True)
+    assert [rel for rel in taken(root) if select.selects(str(root / rel), str(root))] == taken(root, gitignore=True)
