@@ -255,6 +255,10 @@ def record_of(rec: dict, file_, number: int):
                    "at its top only), or an absolute path; a trailing / matches folders only "
                    "('build/'). Repeatable. "
                    "Documents that --glob or --exclude leave out are neither added nor removed.")
+@click.option("--gitignore", is_flag=True,
+              help="Leave out what git ignores: the .gitignore files in and above the folders (up to "
+                   "the repository's root) and .git/info/exclude; not the global excludes file. "
+                   "A folder outside a repository still takes its .gitignore files.")
 @click.option("--model", default=None, help="Model for a new collection (default: all-MiniLM-L6-v2).")
 @click.option("--variant", type=click.Choice(["fp32", "int8"]), default=None,
               help="Model variant for a new collection [default: fp32].")
@@ -280,8 +284,8 @@ def record_of(rec: dict, file_, number: int):
 @click.option("--every", type=float, default=None, metavar="SECONDS",
               help="With --watch: seconds between polls, each a stat of every file [default: 2].")
 @click.pass_context
-def index(ctx, paths, name, glob, exclude, model, variant, index_spec, chunk_tokens, overlap, keep_missing,
-          ray_address, watch, every):
+def index(ctx, paths, name, glob, exclude, gitignore, model, variant, index_spec, chunk_tokens, overlap,
+          keep_missing, ray_address, watch, every):
     """Index files and folders into collection NAME, created if needed.
 
     Folders are walked recursively (hidden files skipped); .txt .md (its YAML front matter
@@ -313,17 +317,18 @@ def index(ctx, paths, name, glob, exclude, model, variant, index_spec, chunk_tok
         raise click.UsageError("--watch does not run on Ray: each pass syncs a few changed files, on "
                                "one model kept loaded here, where Ray would start its workers every pass")
     if watch:
-        watch_index(ctx, paths, name, keep_missing, every, glob=glob, exclude=exclude, model=model,
-                    variant=variant, index=index_spec, chunk_tokens=chunk_tokens, overlap=overlap)
+        watch_index(ctx, paths, name, keep_missing, every, glob=glob, exclude=exclude, gitignore=gitignore,
+                    model=model, variant=variant, index=index_spec, chunk_tokens=chunk_tokens, overlap=overlap)
         return
     kwargs = {}
     if ray_address is not None:
         from .distributed import index_files
         kwargs["address"] = None if ray_address == "local" else ray_address
     with terminate_as_interrupt():  # a scheduler's stop unwinds as Ctrl-C, saying what was stored
-        coll, report = index_files(name, paths, glob=glob, exclude=exclude, remove_missing=not keep_missing,
-                                   progress=True, model=model, variant=variant, index=index_spec,
-                                   chunk_tokens=chunk_tokens, overlap=overlap, home=ctx.obj["home"], **kwargs)
+        coll, report = index_files(name, paths, glob=glob, exclude=exclude, gitignore=gitignore,
+                                   remove_missing=not keep_missing, progress=True, model=model, variant=variant,
+                                   index=index_spec, chunk_tokens=chunk_tokens, overlap=overlap,
+                                   home=ctx.obj["home"], **kwargs)
     echo_index_report(coll, report)
 
 

@@ -646,18 +646,19 @@ class Collection:
         return list(ids)
 
     def add_files(self, paths: Iterable[str | os.PathLike], glob=None, remove_missing: bool = True,
-                  progress: bool = False, exclude=None) -> IndexReport:
+                  progress: bool = False, exclude=None, gitignore: bool = False) -> IndexReport:
         """Index files and folders: new or changed files are embedded, vanished ones removed.
         A file whose text the collection holds under another id (moved, renamed or copied)
         gets that document's chunks and vectors (Writer.reused), not embedded again.
         ``glob``, ``exclude``: a pattern or a list of them, which files in folders are taken
-        (loaders.Selection); documents they leave out are neither added nor removed."""
+        (loaders.Selection); ``gitignore``: not those git ignores (ignore.py). Documents
+        they leave out are neither added nor removed."""
         from .loaders import Selection, list_files, load_file
 
         started = time.time()
         remove_missing = validation.flag(remove_missing, "remove_missing")
         roots = [validation.source_path(p) for p in validation.path_list(paths)]
-        select = Selection.of(glob, exclude)
+        select = Selection.of(glob, exclude, gitignore)
         files = list_files(roots, select)  # NotFound for a missing path, before any write
         report = IndexReport()
         self.embedder  # the model loads before the first write, not while holding the lock
@@ -1083,19 +1084,19 @@ class Collection:
 
 def index_files(name_or_path, paths: Iterable[str | os.PathLike], glob=None,
                 remove_missing: bool = True, progress: bool = False, ingest=None, exclude=None,
-                **settings) -> tuple[dict, IndexReport]:
+                gitignore: bool = False, **settings) -> tuple[dict, IndexReport]:
     """Index files into a collection, creating it if needed; missing paths fail before a
     collection is created. Returns (collection name, document count and notice, report).
-    ``ingest(coll, paths, glob=, exclude=, remove_missing=, progress=)`` replaces
+    ``ingest(coll, paths, glob=, exclude=, gitignore=, remove_missing=, progress=)`` replaces
     ``Collection.add_files`` (`index --ray`: distributed.pipeline.index_paths)."""
     from .loaders import Selection, list_files
     paths = validation.path_list(paths)
     validation.flag(remove_missing, "remove_missing")  # as the rest: before a collection is made
-    list_files(paths, Selection.of(glob, exclude))  # NotFound now, not after an empty collection is made
+    list_files(paths, Selection.of(glob, exclude, gitignore))  # NotFound now, not after an empty collection is made
     with Collection.open_or_create(name_or_path, **settings) as coll:
         ingest = ingest or Collection.add_files
-        report = ingest(coll, paths, glob=glob, exclude=exclude, remove_missing=remove_missing,
-                        progress=progress)
+        report = ingest(coll, paths, glob=glob, exclude=exclude, gitignore=gitignore,
+                        remove_missing=remove_missing, progress=progress)
         return {"name": coll.name, "documents": coll.count(), "notice": coll.notice()}, report
 
 

@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator, NamedTuple
 
 from .errors import InvalidInput, NotFound
-from . import validation
+from . import ignore, validation
+from .ignore import GitIgnore
 from .validation import path_list
 
 log = logging.getLogger("semsearch")
@@ -73,9 +74,10 @@ class Skipped:
 # ---------------------------------------------------------------- walking
 
 
-def iter_documents(paths: Iterable[str | Path], glob=None, exclude=None) -> Iterator[Document | Skipped]:
+def iter_documents(paths: Iterable[str | Path], glob=None, exclude=None,
+                   gitignore: bool = False) -> Iterator[Document | Skipped]:
     """Yield a Document or Skipped for every file under ``paths`` (see list_files, Selection)."""
-    files = list_files(paths, Selection.of(glob, exclude))
+    files = list_files(paths, Selection.of(glob, exclude, gitignore))
     return (doc for f in files for doc in (load_file(f) if isinstance(f, str) else [f]))
 
 
@@ -143,23 +145,36 @@ class Selection:
     ``/``, the path relative to the folder (``drafts/*.md``); one that starts with ``/``,
     the absolute path or, as in a .gitignore, the path from the folder (``/build``: only at
     its top); a trailing ``/`` matches folders only (``build/``). The walk does not descend
-    into an excluded folder."""
+    into an excluded folder.
+    ``gitignore`` (--gitignore): also what git ignores (semsearch/ignore.py), read as the
+    walk goes; the folder walked itself is taken, as a file named is."""
     globs: tuple[str, ...] = ()
     excludes: tuple[str, ...] = ()
+    gitignore: GitIgnore | None = None  # the run's parsed .gitignore files; None: not asked
 
     @classmethod
-    def of(cls, glob=None, exclude=None) -> "Selection":
+    def of(cls, glob=None, exclude=None, gitignore=False) -> "Selection":
         """From what a user gives: None, a pattern or a list of them (validated here)."""
-        return cls(validation.patterns(glob, "glob"), validation.patterns(exclude, "exclude"))
+        globs, excludes = validation.patterns(glob, "glob"), validation.patterns(exclude, "exclude")
+        if not validation.flag(gitignore, "gitignore"):
+            return cls(globs, excludes)
+        return cls(globs, excludes, GitIgnore())
 
     def selects(self, path: str, root: str) -> bool:
         """Whether the file ``path``, under the folder ``root``, is one a walk of ``root`` takes."""
-        if self.excludes:
+        if self.excludes or self.gitignore is not None:
             parts = os.path.relpath(path, root).split(os.sep)
+            here = os.path.abspath(root)
+            chain = self.gitignore.top(here) if self.gitignore is not None else ()
             for depth in range(1, len(parts)):  # the folders between
-                if self.excluded(os.path.join(root, *parts[:depth]), root, True):
+                here = os.path.join(here, parts[depth - 1])
+                if self.excludes and self.excluded(os.path.join(root, *parts[:depth]), root, True) or \
+                        chain and ignore.ignored(chain, here, True):
                     return False
-            if self.excluded(path, root, False):
+                if self.gitignore is not None:
+                    chain = self.gitignore.below(chain, here)
+            if self.excluded(path, root, False) or \
+                    chain and ignore.ignored(chain, os.path.join(here, parts[-1]), False):
                 return False
         return self.globbed(path, root)
 
@@ -190,10 +205,12 @@ class Selection:
         return False
 
 
-def _walk(root: str, folder: str | Path, select: Selection, walked: set | None = None) -> Iterator[str | Skipped]:
+def _walk(root: str, folder: str | Path, select: Selection, walked: set | None = None,
+          chain: tuple | None = None) -> Iterator[str | Skipped]:
     """Files under ``folder``. Symlinks are followed, but no folder is walked twice
     (``walked``: their device and inode), so a link back up ends instead of looping.
-    Paths stay strings (a Path made for each entry was half the cost of a watch's poll)."""
+    Paths stay strings (a Path made for each entry was half the cost of a watch's poll).
+    ``chain``: the .gitignore rules of the folder above (ignore.py), with --gitignore."""
     walked = set() if walked is None else walked
     try:
         st = os.stat(folder)
@@ -205,6 +222,10 @@ def _walk(root: str, folder: str | Path, select: Selection, walked: set | None =
     except OSError as e:
         yield Skipped(str(folder), _os_reason(e), transient=True)
         return
+    git = select.gitignore
+    if git is not None:
+        here = os.path.abspath(folder)
+        chain = git.top(here) if chain is None else git.below(chain, here)
     for e in entries:
         if e.name.startswith("."):
             continue
@@ -216,13 +237,15 @@ def _walk(root: str, folder: str | Path, select: Selection, walked: set | None =
             continue
         if select.excludes and select.excluded(p, root, is_dir):
             continue
+        if git is not None and chain and ignore.ignored(chain, os.path.join(here, e.name), is_dir):
+            continue
         if not is_dir and (not (is_file or os.path.exists(p))  # a dangling link: a vanished file
                            or not select.globbed(p, root)):
             continue  # (a FIFO or socket goes on, for load_file to report)
         if validation.lone_surrogate(e.name) is not None:
             yield Skipped(_printable(p), NOT_UTF8)
         elif is_dir:
-            yield from _walk(root, p, select, walked)
+            yield from _walk(root, p, select, walked, chain)
         else:
             yield p
 

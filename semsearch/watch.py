@@ -60,7 +60,7 @@ class WatchReport:
 
 def watch_files(name_or_path, paths, every: float = DEFAULT_EVERY, stop: threading.Event | None = None,
                 on_pass: Callable[[Pass], None] | None = None, glob=None, exclude=None,
-                remove_missing: bool = True, progress: bool = False, signals: bool = False,
+                gitignore: bool = False, remove_missing: bool = True, progress: bool = False, signals: bool = False,
                 **settings) -> WatchReport:
     """Index ``paths`` into a collection as index_files does (created if needed, the same
     ``settings``), then poll every ``every`` seconds and sync again whenever a file was
@@ -80,6 +80,10 @@ def watch_files(name_or_path, paths, every: float = DEFAULT_EVERY, stop: threadi
     is back, said once: a pass would fail as `index` does on a missing path, and never
     removes the documents of a whole folder because it could not be seen.
 
+    ``glob``, ``exclude``, ``gitignore``: which files in folders are taken, as for index_files;
+    a .gitignore edited while it watches takes effect at the next poll (the walk reads it
+    again), and a file it comes to leave out keeps its documents.
+
     ``on_pass`` is called after each pass. ``signals`` (main thread only): Ctrl-C and
     SIGTERM end the watch, which returns between passes; during a pass they raise
     KeyboardInterrupt as they stop `index` (saying what it stored)."""
@@ -91,8 +95,8 @@ def watch_files(name_or_path, paths, every: float = DEFAULT_EVERY, stop: threadi
     watched = WatchReport()
     busy = [True]  # in a pass (the first from the start: it creates or opens the collection)
 
-    def watch(coll, roots, glob, exclude, remove_missing, progress):
-        select = Selection.of(glob, exclude)
+    def watch(coll, roots, glob, exclude, gitignore, remove_missing, progress):
+        select = Selection.of(glob, exclude, gitignore)  # one for the watch: .gitignores parsed once
         skipped: dict = {}  # source -> why, as the passes so far left it
 
         def sync(files, gone: list, progress: bool) -> None:
@@ -101,8 +105,8 @@ def watch_files(name_or_path, paths, every: float = DEFAULT_EVERY, stop: threadi
             busy[0] = True
             try:
                 report = coll.add_files(roots if files is None else files, glob=glob, exclude=exclude,
-                                        remove_missing=remove_missing, progress=progress) if files != [] \
-                    else IndexReport()
+                                        gitignore=gitignore, remove_missing=remove_missing,
+                                        progress=progress) if files != [] else IndexReport()
                 if gone and remove_missing:
                     report.removed += coll.delete_path(gone)
             finally:
@@ -136,7 +140,10 @@ def watch_files(name_or_path, paths, every: float = DEFAULT_EVERY, stop: threadi
                 missing = None
             if now != seen and not stop.is_set():
                 changed = [path for path, stamp in now.items() if seen.get(path) != stamp]
-                gone = [path for path, stamp in seen.items() if path not in now and len(stamp) == 3]
+                # gone: no longer walked and not there; one still there is left out now (a
+                # .gitignore edited under --gitignore): its documents stay, as a run keeps them
+                gone = [path for path, stamp in seen.items()
+                        if path not in now and len(stamp) == 3 and not os.path.exists(path)]
                 try:
                     sync(changed, gone, False)
                 except CollectionBusy as exc:  # another writer held the lock past its wait: not fatal
@@ -160,8 +167,8 @@ def watch_files(name_or_path, paths, every: float = DEFAULT_EVERY, stop: threadi
     handled = signals and threading.current_thread() is threading.main_thread()
     previous = {s: signal.signal(s, stopping) for s in (signal.SIGINT, signal.SIGTERM)} if handled else {}
     try:
-        info, _ = index_files(name_or_path, paths, glob=glob, exclude=exclude, remove_missing=remove_missing,
-                              progress=progress, ingest=watch, **settings)
+        info, _ = index_files(name_or_path, paths, glob=glob, exclude=exclude, gitignore=gitignore,
+                              remove_missing=remove_missing, progress=progress, ingest=watch, **settings)
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)

@@ -265,7 +265,7 @@ def prepared_stream(ray, rows: list[dict], files: list[str], coll, shape: dict) 
 def index_paths(coll, paths: Iterable, address: str | None = None, glob=None,
                 remove_missing: bool = True, progress: bool = False, actors: int | None = None,
                 on_commit: Callable[[str], None] | None = None, part_bytes: int | None = None,
-                exclude=None):
+                exclude=None, gitignore: bool = False):
     """``coll.add_files`` with loading, chunking and embedding on Ray: same documents,
     chunks, vectors, report and incremental behaviour. ``on_commit(key)`` runs after each
     document is committed; ``part_bytes``: the size a JSONL file is cut in (see units)."""
@@ -276,7 +276,7 @@ def index_paths(coll, paths: Iterable, address: str | None = None, glob=None,
 
     started = time.time()
     roots = [validation.source_path(p) for p in validation.path_list(paths)]  # as add_files
-    select = Selection.of(glob, exclude)
+    select = Selection.of(glob, exclude, gitignore)
     listed = list_files(roots, select)  # NotFound for a missing path, before any write
     report = IndexReport()
     for s in listed:
