@@ -283,9 +283,13 @@ def record_of(rec: dict, file_, number: int):
                    "removed (a line for each pass that changed something); Ctrl-C stops.")
 @click.option("--every", type=float, default=None, metavar="SECONDS",
               help="With --watch: seconds between polls, each a stat of every file [default: 2].")
+@click.option("--dry-run", is_flag=True,
+              help="Say what this run would add (+), update (~), copy from a moved file (reused) and "
+                   "remove (-), a line each, and what it would skip; the files are read, but no model "
+                   "is loaded and nothing is written.")
 @click.pass_context
 def index(ctx, paths, name, glob, exclude, gitignore, model, variant, index_spec, chunk_tokens, overlap,
-          keep_missing, ray_address, watch, every):
+          keep_missing, ray_address, watch, every, dry_run):
     """Index files and folders into collection NAME, created if needed.
 
     Folders are walked recursively (hidden files skipped); .txt .md (its YAML front matter
@@ -316,6 +320,16 @@ def index(ctx, paths, name, glob, exclude, gitignore, model, variant, index_spec
     if watch and ray_address is not None:
         raise click.UsageError("--watch does not run on Ray: each pass syncs a few changed files, on "
                                "one model kept loaded here, where Ray would start its workers every pass")
+    if dry_run and watch:
+        raise click.UsageError("--dry-run says what one run would do: not with --watch")
+    if dry_run:
+        from .collection import plan_files
+        plan = plan_files(name, paths, glob=glob, exclude=exclude, gitignore=gitignore,
+                          remove_missing=not keep_missing, reuse=ray_address is None, model=model,
+                          variant=variant, index=index_spec, chunk_tokens=chunk_tokens, overlap=overlap,
+                          home=ctx.obj["home"])
+        echo_index_plan(name, plan)
+        return
     if watch:
         watch_index(ctx, paths, name, keep_missing, every, glob=glob, exclude=exclude, gitignore=gitignore,
                     model=model, variant=variant, index=index_spec, chunk_tokens=chunk_tokens, overlap=overlap)
@@ -330,6 +344,21 @@ def index(ctx, paths, name, glob, exclude, gitignore, model, variant, index_spec
                                    index=index_spec, chunk_tokens=chunk_tokens, overlap=overlap,
                                    home=ctx.obj["home"], **kwargs)
     echo_index_report(coll, report)
+
+
+def echo_index_plan(name: str, plan) -> None:
+    """`index --dry-run`: the counts, then a line a document to add, update or remove."""
+    made = "" if plan.exists else "; the collection would be created"
+    copied = f"; {len(plan.reused)} of those added or updated reused (moved or copied: not embedded)" \
+        if plan.reused else ""
+    click.echo(f"{name} (dry run, nothing written): would add {len(plan.new)}, update {len(plan.changed)}, "
+               f"remove {len(plan.removed)}; unchanged {plan.unchanged}, skipped {len(plan.skipped)}{copied}{made}")
+    reused = set(plan.reused)
+    for mark, keys in (("+", plan.new), ("~", plan.changed), ("-", plan.removed)):
+        for key in keys:
+            click.echo(f"{mark} {printable(key)}" + ("  (reused)" if key in reused else ""))
+    for source, reason in sorted(plan.skipped):
+        click.echo(f"  skipped {printable(source)}: {printable(reason)}")
 
 
 def reused(report) -> str:

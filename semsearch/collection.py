@@ -23,7 +23,7 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
@@ -34,8 +34,8 @@ from . import validation
 from .errors import (CollectionBusy, CollectionError, CollectionExists, InvalidInput, ModelError,
                      NoSuchCollection, NoSuchDocument, ReadOnly, WrongModel)
 from .index import IndexFileError, VectorIndex, choose_spec, fsync_dir, resolve_spec
-from .ingest import (AddReport, IndexReport, PreparedDocument, Writer, embed_documents, holds_text, info_of,
-                     text_hash)
+from .ingest import (AddReport, IndexPlan, IndexReport, PreparedDocument, Writer, changed_documents,
+                     embed_documents, holds_text, info_of, missing_documents, reusable, text_hash)
 from .search import FEEDBACK_DOCS, FEEDBACK_WEIGHT, Fusion, Hit, Ranker
 from .store import Store, is_store, room_needed
 
@@ -653,7 +653,7 @@ class Collection:
         ``glob``, ``exclude``: a pattern or a list of them, which files in folders are taken
         (loaders.Selection); ``gitignore``: not those git ignores (ignore.py). Documents
         they leave out are neither added nor removed."""
-        from .loaders import Selection, list_files, load_file
+        from .loaders import Selection, list_files
 
         started = time.time()
         remove_missing = validation.flag(remove_missing, "remove_missing")
@@ -669,16 +669,8 @@ class Collection:
             seen: set[str] = set()
 
             def pending():
-                for file in shown:
-                    for doc in load_file(file) if isinstance(file, str) else [file]:
-                        if not hasattr(doc, "key"):  # Skipped
-                            report.skip(doc.source, doc.reason, doc.transient)
-                            continue
-                        seen.add(doc.key)
-                        if known.get(doc.key) == doc.content_hash:
-                            report.unchanged += 1
-                            continue
-                        yield info_of(doc), _Counted(doc, report)
+                for doc in changed_documents(shown, known, report, seen):
+                    yield info_of(doc), _Counted(doc, report)
 
             def counted(batches):  # a document skipped while embedding (too large) is neither
                 for batch in batches:
@@ -1098,6 +1090,45 @@ def index_files(name_or_path, paths: Iterable[str | os.PathLike], glob=None,
         report = ingest(coll, paths, glob=glob, exclude=exclude, gitignore=gitignore,
                         remove_missing=remove_missing, progress=progress)
         return {"name": coll.name, "documents": coll.count(), "notice": coll.notice()}, report
+
+
+def plan_files(name_or_path, paths: Iterable[str | os.PathLike], glob=None, exclude=None,
+               gitignore: bool = False, remove_missing: bool = True, reuse: bool = True, home=None,
+               model: str | None = None, **settings) -> IndexPlan:
+    """What index_files would do with these arguments, none of it done (`index --dry-run`):
+    the files are walked and read (hashed) as a run reads them, and compared with what the
+    collection holds, but no model is loaded, nothing is written and no collection is made.
+    An existing collection's settings are checked as a run checks them. ``reuse``: whether
+    the run copies moved files' vectors (`index --ray` does not)."""
+    from .loaders import Selection, list_files
+
+    remove_missing, reuse = validation.flag(remove_missing, "remove_missing"), validation.flag(reuse, "reuse")
+    roots = [validation.source_path(p) for p in validation.path_list(paths)]
+    select = Selection.of(glob, exclude, gitignore)
+    files = list_files(roots, select)  # NotFound for a missing path
+    plan, report, seen = IndexPlan(), IndexReport(), set()
+    path = collection_path(name_or_path, home)
+    plan.exists = (path / STORE_FILE).is_file()
+    coll = Collection.open(path, model=model) if plan.exists else None
+    with coll if coll is not None else nullcontext():
+        known = {}
+        if coll is not None:
+            coll.check_settings(**settings)
+            with coll.store.snapshot():
+                known = coll.store.document_hashes()
+        holders = {digest: key for key, digest in known.items() if digest is not None}
+        for doc in changed_documents(files, known, report, seen):
+            (plan.changed if doc.key in known else plan.new).append(doc.key)
+            if reuse and doc.content_hash in holders:
+                with coll.store.snapshot():
+                    if reusable(coll.store, info_of(doc), holders[doc.content_hash]):
+                        plan.reused.append(doc.key)
+        if remove_missing and coll is not None:
+            with coll.store.snapshot():
+                plan.removed = missing_documents(coll.store, roots, seen, select, report.unread,
+                                                 [f for f in files if isinstance(f, str)])
+    plan.unchanged, plan.skipped = report.unchanged, report.skipped
+    return plan
 
 
 def delete_collection(name_or_path, home=None) -> Path:

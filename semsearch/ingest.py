@@ -18,7 +18,7 @@ import numpy as np
 from .chunking import Chunk, chunk_documents
 from .embedder import background
 from .errors import InvalidInput, OutOfSpace, TooLarge
-from .loaders import Document, Selection, canonical_json
+from .loaders import Document, Selection, canonical_json, load_file
 from .validation import MAX_DOCUMENT_CHARS, vectors as checked_vectors
 
 FLUSH_CHUNKS = 1024  # chunks embedded together: length-sorting 1024 is within 2 % of sorting all
@@ -47,6 +47,20 @@ class IndexReport:
         self.skipped.append((source, reason))
         if transient:
             self.unread.add(source)
+
+
+@dataclass
+class IndexPlan:
+    """What an `index` run would do (collection.plan_files), none of it done: the ids it
+    would add (new), update (changed), copy rather than embed (reused: of new and changed),
+    and remove, how many it would find unchanged, and the files it would skip."""
+    new: list[str] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)
+    reused: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    unchanged: int = 0
+    skipped: list = field(default_factory=list)  # (source, reason)
+    exists: bool = False  # the collection; if not, the run would create it
 
 
 @dataclass
@@ -106,6 +120,50 @@ def read_text(segments: Iterable[str]) -> list[str]:
 
 def info_of(doc: Document) -> DocumentInfo:
     return DocumentInfo(doc.key, doc.source, doc.content_hash, doc.metadata)
+
+
+def changed_documents(files: Iterable, known: dict[str, str], report: IndexReport,
+                      seen: set[str]) -> Iterator[Document]:
+    """The documents of ``files`` (paths, or Skipped from the walk) that ``known`` (key ->
+    content hash: what the collection holds) does not hold as they are, which an index run
+    embeds; skips are reported and unchanged ones counted, and every key read goes into
+    ``seen`` (what remove_missing keeps)."""
+    for file in files:
+        for doc in load_file(file) if isinstance(file, str) else [file]:
+            if not hasattr(doc, "key"):  # Skipped
+                report.skip(doc.source, doc.reason, doc.transient)
+                continue
+            seen.add(doc.key)
+            if known.get(doc.key) == doc.content_hash:
+                report.unchanged += 1
+                continue
+            yield doc
+
+
+def missing_documents(store, roots: list[str], seen: set[str], select: Selection,
+                      unread: Iterable[str] = (), listed: Iterable[str] = ()) -> list[str]:
+    """The documents under ``roots`` that a run which read ``seen`` removes (call inside a
+    snapshot or the writer lock), limited to what ``select`` takes (the rule that walked
+    the folders). A file the run could not read (``unread``: IndexReport.unread) keeps what
+    was indexed from it, and so does one the run did not list but that exists (another
+    writer indexed it since the run listed the files); of a file it ``listed`` and read,
+    what it no longer holds goes."""
+    unread, listed = set(unread), set(listed)
+    return sorted({key for root in roots for key, source in store.documents_under(root)
+                   if key not in seen and source not in unread
+                   and (source in listed or not os.path.exists(source))
+                   and (not os.path.isdir(root) or select.selects(source, root))})
+
+
+def reusable(store, info: DocumentInfo, key: str | None) -> bool:
+    """Whether document ``key`` holds the very text of ``info`` under another id, so its
+    chunks and vectors are what embedding it would give: the same content hash and
+    text_kind (call inside a snapshot)."""
+    kind = text_kind(info.key, info.source, info.metadata)
+    if kind is None or key is None or key == info.key:
+        return False
+    held = store.held([key]).get(key)
+    return held is not None and held[1] == info.content_hash and text_kind(key, held[0], held[2]) == kind
 
 
 def text_kind(key: str, source: str | None, metadata: dict) -> tuple | None:
@@ -280,12 +338,8 @@ class Writer:
         whatever happens to the source after; None where ``key`` does not hold that text
         (any more: another writer may have changed or deleted it since the run listed it),
         and the caller embeds it."""
-        kind = text_kind(info.key, info.source, info.metadata)
-        if kind is None or key is None or key == info.key:
-            return None
         with self.store.snapshot():
-            held = self.store.held([key]).get(key)
-            if held is None or held[1] != info.content_hash or text_kind(key, held[0], held[2]) != kind:
+            if not reusable(self.store, info, key):
                 return None
             rows = self.store.chunks_of(key)
         if not rows:
@@ -390,18 +444,9 @@ class Writer:
 
     def remove_missing(self, roots: list[str], seen: set[str], select: Selection,
                        unread: Iterable[str] = (), listed: Iterable[str] = ()) -> int:
-        """Delete documents under ``roots`` that this run did not see, limited to what
-        ``select`` takes (the rule that walked the folders). A file this run could not read
-        (``unread``: IndexReport.unread) keeps what was indexed from it, and so does one this
-        run did not list but that exists (another writer indexed it since this run listed the
-        files); of a file it ``listed`` and read, what it no longer holds goes."""
-        unread, listed = set(unread), set(listed)
+        """Delete the documents under ``roots`` this run did not see (missing_documents)."""
         with self.locked():
-            gone = sorted({key for root in roots for key, source in self.store.documents_under(root)
-                           if key not in seen and source not in unread
-                           and (source in listed or not os.path.exists(source))
-                           and (not os.path.isdir(root) or select.selects(source, root))})
-            return self.delete(gone)
+            return self.delete(missing_documents(self.store, roots, seen, select, unread, listed))
 
     def flush(self) -> None:
         self.collection.sync_index()
