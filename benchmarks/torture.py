@@ -389,12 +389,12 @@ class Torture:
             self.write_file(self.folder() / f"f{nonce(rng)}{'.md' if rng.random() < 0.3 else '.txt'}")
         files = sorted(p for p in self.docs.rglob("*") if p.is_file())
         dirs = sorted(p for p in self.docs.iterdir() if p.is_dir())
-        if rng.random() < 0.4:  # move or rename a file, into any folder
+        if files and rng.random() < 0.4:  # move or rename a file, into any folder
             src = rng.choice(files)
             self.moved(src, self.folder() / f"f{nonce(rng)}{src.suffix}", os.rename)
         if dirs and rng.random() < 0.2:  # rename a subfolder, all its files with it
             self.moved(rng.choice(dirs), self.docs / f"d{nonce(rng)}", os.rename)
-        if rng.random() < 0.3:  # a copy: two documents of one text
+        if files and rng.random() < 0.3:  # a copy: two documents of one text
             src = rng.choice(sorted(p for p in self.docs.rglob("*") if p.is_file()))
             self.moved(src, src.parent / f"f{nonce(rng)}{src.suffix}", shutil.copyfile)
 
@@ -439,21 +439,22 @@ class Torture:
         """How many of the files ``keys`` an `index` run that lists them (and no other writer of
         files) must reuse: those the collection does not hold as they are, whose text (and
         type: their metadata less path) another document holds at the round's start. None
-        where that is not certain: a file's document may hold one of several versions, or a
-        holder is a file the run updates (written before or after the copy is read)."""
-        if any(len(s) != 1 for k, s in self.state.items() if k.startswith("/")):
-            return None
-        held = {k: next(iter(s)) for k, s in self.state.items() if k.startswith("/") and s != {ABSENT}}
-
+        where that is not certain: a file's document may or may not hold it as it is, a holder
+        may or may not hold it, or a holder is a file the run updates (written before or after
+        the copy is read)."""
         def kind(v):
             return v[0], json.dumps({**meta_of(v), "path": None}, sort_keys=True)
-        holders = defaultdict(set)
-        for k, v in held.items():
-            holders[kind(v)].add(k)
-        new = [k for k in keys if held.get(k) != self.files[k]]
-        if any(h in new for k in new for h in holders[kind(self.files[k])]):
+        sure, maybe = defaultdict(set), defaultdict(set)  # kind -> documents that hold it; may
+        for k, s in self.state.items():
+            for v in s - {ABSENT} if k.startswith("/") else ():
+                (sure if len(s) == 1 else maybe)[kind(v)].add(k)
+        if any(self.files[k] in self.state.get(k, {ABSENT}) and len(self.state[k]) > 1 for k in keys):
             return None
-        return sum(bool(holders[kind(self.files[k])]) for k in new)
+        new = [k for k in keys if self.state.get(k) != {self.files[k]}]
+        holders = [sure[kind(self.files[k])] - {k} for k in new]
+        if any((m := maybe[kind(self.files[k])] - {k}) and not h or (h | m) & set(new) for k, h in zip(new, holders)):
+            return None
+        return sum(bool(h) for h in holders)
 
     # -- one round ----------------------------------------------------------------------------
     def plan(self) -> list[Op]:
