@@ -1,8 +1,9 @@
 """A randomized kill -9 soak of one collection: real `semsearch` processes, several at once.
 
 Not part of the test suite (it runs for as long as it is allowed). Each round changes a
-folder of text files, then runs real CLI processes against one collection under a
-temporary SEMSEARCH_HOME: `index` of the folder, `add` (new ids and replacements, with
+folder of text files (.txt, and .md with front matter; subfolders; moved, renamed, copied:
+what `index` reuses), then runs real CLI processes against one collection under a
+temporary SEMSEARCH_HOME: `index` of the folder (some with --exclude of subfolders), `add` (new ids and replacements, with
 metadata; resends of a text an id may hold, with its --meta or other: some on an id another
 command of the round is writing), `delete`, `search`, `info`, `rm`, the reads `get`,
 `documents --text` (some a page: --after, --limit) and `similar`, and `backup` into a folder
@@ -31,6 +32,9 @@ After each round, with nothing running, it checks that:
     only matching ones, and leaves out none that was there all round; `get` and `similar`
     say an id is missing (exit 3, HTTP 404) only if it may have been; `similar` leaves the
     asked id out and ranks by score;
+  - an `index` that exited 0 reused (its line's "N reused") exactly the files whose text
+    and type another document held, where that is certain (reusable, check_reuse); a moved
+    file's document is under its new id, the old id gone, by the ledger above;
   - after one more write (a sentinel `add`), no temporary file is left.
 
 With --serve, a real `semsearch serve` of the collection takes part: HTTP clients add,
@@ -196,7 +200,8 @@ def semsearch_warnings():
 
 def index_out_of_step(coll, ids: list[int], vectors: list[bytes]) -> list[str]:
     """What is wrong between ``coll``'s index and its store's chunks (``ids``, ``vectors``,
-    read in one snapshot): the counts, and every chunk found first by its own vector."""
+    read in one snapshot): the counts, and every chunk found first by its own vector (or by
+    one of the same vector: a copied file's)."""
     import numpy as np
     found, info = [], coll.info()
     if not info["index"]["vectors"] == info["chunks"] == len(ids):
@@ -204,7 +209,8 @@ def index_out_of_step(coll, ids: list[int], vectors: list[bytes]) -> list[str]:
     if ids:
         first = [hits[0].chunk_id if hits else None
                  for hits in coll.search_vectors(np.stack([np.frombuffer(v, np.float32) for v in vectors]), k=1)]
-        wrong = [i for i, f in zip(ids, first) if f != i]
+        vector = dict(zip(ids, vectors))
+        wrong = [i for i, f in zip(ids, first) if f != i and vector.get(f) != vector[i]]
         if wrong:
             found.append(f"{len(wrong)} chunks are not found by their own vector (e.g. {wrong[:3]})")
     return found
@@ -368,24 +374,87 @@ class Torture:
 
     # -- the folder `index` reads -------------------------------------------------------------
     def mutate_folder(self) -> None:
+        """Change, delete and write files (some .md with front matter, some in subfolders),
+        then at times move or rename one, rename a whole subfolder, copy one (os.rename,
+        copyfile): what `index` then reuses (Writer.reused)."""
         rng = self.rng
-        names = sorted(p.name for p in self.docs.iterdir())
-        for name in rng.sample(names, min(len(names), rng.randint(0, 3))):
-            path = self.docs / name
+        files = sorted(p for p in self.docs.rglob("*") if p.is_file())
+        for path in rng.sample(files, min(len(files), rng.randint(0, 3))):
             if rng.random() < 0.4:
                 path.unlink()
                 self.files.pop(str(path.resolve()), None)
             else:
                 self.write_file(path)
-        for _ in range(rng.randint(0 if names else 2, 3)):
-            self.write_file(self.docs / f"f{nonce(rng)}.txt")
+        for _ in range(rng.randint(0 if files else 2, 3)):
+            self.write_file(self.folder() / f"f{nonce(rng)}{'.md' if rng.random() < 0.3 else '.txt'}")
+        files = sorted(p for p in self.docs.rglob("*") if p.is_file())
+        dirs = sorted(p for p in self.docs.iterdir() if p.is_dir())
+        if files and rng.random() < 0.4:  # move or rename a file, into any folder
+            src = rng.choice(files)
+            self.moved(src, self.folder() / f"f{nonce(rng)}{src.suffix}", os.rename)
+        if dirs and rng.random() < 0.2:  # rename a subfolder, all its files with it
+            self.moved(rng.choice(dirs), self.docs / f"d{nonce(rng)}", os.rename)
+        if files and rng.random() < 0.3:  # a copy: two documents of one text
+            src = rng.choice(sorted(p for p in self.docs.rglob("*") if p.is_file()))
+            self.moved(src, src.parent / f"f{nonce(rng)}{src.suffix}", shutil.copyfile)
+
+    def folder(self) -> Path:
+        """Where a new file goes: the top, a subfolder, or a new one (d<nonce>, top level)."""
+        dirs = sorted(p for p in self.docs.iterdir() if p.is_dir())
+        if self.rng.random() < 0.5:
+            return self.docs
+        if dirs and self.rng.random() < 0.7:
+            return self.rng.choice(dirs)
+        (path := self.docs / f"d{nonce(self.rng)}").mkdir()
+        return path
+
+    def moved(self, src: Path, dst: Path, how) -> None:
+        """``how(src, dst)`` (a rename or copy; src a file or a folder) and the files' versions
+        after it: the same texts and metadata under the new paths (a copy keeps the old ones)."""
+        old, new = str(src.resolve()), str(dst.resolve())
+        how(src, dst)
+        self.ran["renamed" if how is os.rename else "copied"] += 1
+        for key in [k for k in self.files if k == old or k.startswith(old + os.sep)]:
+            v = self.files.pop(key) if how is os.rename else self.files[key]
+            key = new + key[len(old):]
+            self.files[key] = version(v[0], {**meta_of(v), "path": key})
+            self.history[key].add(self.files[key])
 
     def write_file(self, path: Path) -> None:
-        text = make_text(self.rng, long=self.rng.random() < 0.3)
-        path.write_text(text)
-        key = str(path.resolve())
-        self.files[key] = version(text, {"path": key, "type": "txt"})  # what `index` gives a .txt file
+        """A new text in ``path``; a .md file's front matter (title, tide, year) is metadata
+        and its text the title, a line break, then the body (loaders._body_segments)."""
+        body, key = make_text(self.rng, long=self.rng.random() < 0.3), str(path.resolve())
+        meta = {"path": key, "type": path.suffix[1:]}  # what `index` gives a file
+        if path.suffix == ".md":
+            fields = {"title": f"{nonce(self.rng)} {self.rng.choice(WORDS)}", "tide": self.rng.choice(TIDES),
+                      "year": self.rng.randint(*YEARS)}
+            path.write_text("---\n" + "".join(f"{k}: {x}\n" for k, x in fields.items()) + "---\n" + body)
+            self.files[key] = version(f"{fields['title']}\n{body}", {**fields, **meta})
+        else:
+            path.write_text(body)
+            self.files[key] = version(body, meta)
         self.history[key].add(self.files[key])
+
+    def reusable(self, keys: list[str]) -> int | None:
+        """How many of the files ``keys`` an `index` run that lists them (and no other writer of
+        files) must reuse: those the collection does not hold as they are, whose text (and
+        type: their metadata less path) another document holds at the round's start. None
+        where that is not certain: a file's document may or may not hold it as it is, a holder
+        may or may not hold it, or a holder is a file the run updates (written before or after
+        the copy is read)."""
+        def kind(v):
+            return v[0], json.dumps({**meta_of(v), "path": None}, sort_keys=True)
+        sure, maybe = defaultdict(set), defaultdict(set)  # kind -> documents that hold it; may
+        for k, s in self.state.items():
+            for v in s - {ABSENT} if k.startswith("/") else ():
+                (sure if len(s) == 1 else maybe)[kind(v)].add(k)
+        if any(self.files[k] in self.state.get(k, {ABSENT}) and len(self.state[k]) > 1 for k in keys):
+            return None
+        new = [k for k in keys if self.state.get(k) != {self.files[k]}]
+        holders = [sure[kind(self.files[k])] - {k} for k in new]
+        if any((m := maybe[kind(self.files[k])] - {k}) and not h or (h | m) & set(new) for k, h in zip(new, holders)):
+            return None
+        return sum(bool(h) for h in holders)
 
     # -- one round ----------------------------------------------------------------------------
     def plan(self) -> list[Op]:
@@ -432,9 +501,16 @@ class Torture:
             elif kind == "delete":
                 key = rng.choice(held)
                 op = Op(kind, ["delete", NAME, "--id", key], {key: ABSENT})
-            elif kind in ("index", "rayindex"):
+            elif kind in ("index", "rayindex"):  # some leave subfolders out: neither added nor removed
+                dirs = sorted(p.name for p in self.docs.iterdir() if p.is_dir())
+                out = rng.sample(dirs, min(len(dirs), rng.choice((0, 0, 1, 2)))) if kind == "index" else []
+                top = str(self.docs.resolve()) + os.sep
+                keys = [k for k in self.history if k.startswith(top) and k[len(top):].split(os.sep)[0] not in out]
                 op = Op(kind, ["index", str(self.docs), "--name", NAME] + ["--ray"] * (kind == "rayindex"),
-                        {k: self.files.get(k, ABSENT) for k in self.history if k.startswith("/")})
+                        {k: self.files.get(k, ABSENT) for k in keys},
+                        ask={"reuse": self.reusable([k for k in keys if k in self.files])})
+                op.args += [a for d in out for a in ("--exclude", rng.choice((d, f"{d}/", f"/{d}")))]
+                self.ran["excluded"] += bool(out)
             elif kind == "search":
                 where, strings = random_filter(rng)
                 op = Op(kind, ["search", NAME, " ".join(rng.sample(WORDS, 3)), "--json", "-k", "20",
@@ -666,6 +742,8 @@ class Torture:
             self.ran["filtered"] += bool(op.ask.get("where"))
             if op.kind == "backup":
                 found += self.check_backup(op, ops)
+            if op.kind == "index" and op.rc == 0 and not op.killed:
+                found += self.check_reuse(op, ops)
             if op.killed:
                 continue
             if "Traceback" in op.err or (op.rc != 0 and not self.refused(op, ops)):
@@ -683,6 +761,19 @@ class Torture:
         for key in set(self.history) | set(self.state):
             self.state[key] = self.settle(key, ops)
         return found
+
+    def check_reuse(self, op: Op, ops: list[Op]) -> list[str]:
+        """An `index` that exited 0 reused (its line's "N reused") what it must (reusable),
+        where that is certain: no other command of the round may have written files' documents
+        or removed the collection."""
+        got = int(m.group(1)) if (m := re.search(r"(\d+) reused", op.out)) else 0
+        self.ran["reused"] += got
+        if op.ask["reuse"] is None or any(o is not op and o.kind in ("index", "rayindex", "rm") and self.may_commit(o)
+                                          for o in ops):
+            return []
+        self.ran["reuse_checked"] += 1
+        self.ran["reuse_expected"] += op.ask["reuse"]
+        return [] if got == op.ask["reuse"] else [f"index reused {got} documents, {op.ask['reuse']} expected: {op.out.strip()[-300:]}"]
 
     def check_hits(self, op: Op, hits: list) -> list[str]:
         """Each hit of a search or similar is a slice of a text its document had, with the
@@ -914,7 +1005,7 @@ class Torture:
                         for key, d, lx in zip(part, dense, lexical):
                             if key not in [h.id for h in d]:
                                 found.append(f"{key} is not found by dense search for its own text")
-                            if [h.id for h in lx][:1] != [key]:
+                            if [texts.get(h.id) for h in lx][:1] != [texts[key]]:  # or a copy's
                                 found.append(f"{key} is not found first by lexical search for its nonce word")
             except Exception as exc:  # noqa: BLE001 - any failure to open is what we look for
                 found.append(f"opening the collection failed: {type(exc).__name__}: {exc}")
@@ -952,7 +1043,8 @@ class Torture:
                 lexical = self.server.post("search", {"queries": [texts[k].split()[0] for k in part],
                                                       "mode": "lexical", "k": 3})
                 found += [f"the server does not find {key} first by its nonce word"
-                          for key, r in zip(part, lexical["results"]) if [h["id"] for h in r["data"]][:1] != [key]]
+                          for key, r in zip(part, lexical["results"])
+                          if [texts.get(h["id"]) for h in r["data"]][:1] != [texts[key]]]  # or a copy's
             for i in range(0, len(touched), 100):
                 part = touched[i:i + 100]
                 dense = self.server.post("search", {"queries": [texts[k] for k in part], "mode": "dense",
@@ -1019,6 +1111,9 @@ def main() -> int:
           f"by HTTP ({t.ran['resend_racing']} racing another write of the id); commands with a where: "
           f"{t.ran['filtered']}; backups checked: {t.ran['backup_checked']} ({t.ran['backup_again']} made again "
           "into a killed one's folder)", flush=True)
+    print(f"folder: {t.ran['renamed']} renames (files or subfolders), {t.ran['copied']} copies, {t.ran['excluded']} "
+          f"index runs with --exclude; reused {t.ran['reused']} documents in all (index exits 0), "
+          f"{t.ran['reuse_expected']} of them in {t.ran['reuse_checked']} runs checked exactly", flush=True)
     serving = (f", server killed {t.server_kills} times, started {t.server.starts}, served on through "
                f"{t.server_follows} rounds' rm" if t.server else "")
     print(f"done: {t.rounds} rounds, {t.commands} commands, {t.kills} killed{serving}, {len(t.defects)} defects "
