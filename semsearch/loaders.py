@@ -427,8 +427,8 @@ def _load_plain(path: str, ext: str) -> Document | Skipped:
         skip, fields = _front_matter(path, encoding)
         for key, value in fields.items():
             meta.setdefault(key, value)  # the loader's path and type stay
-        title = fields.get("title")
-        title = " ".join(title.split()) if isinstance(title, str) else None  # as an HTML <title>
+        if isinstance(fields.get("title"), str):  # one line, in the metadata and first in the text
+            title = titled(meta, fields["title"], "") or None
     doc = Document(path, path, meta, digest, lambda: iter(()))
     doc.segments = lambda: _body_segments(path, encoding, doc, skip, title)
     return doc

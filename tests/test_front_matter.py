@@ -80,6 +80,7 @@ def test_dots_end_the_block_and_an_empty_block_is_no_fields(tmp_path):
     assert doc.metadata["team"] == "ops" and text_of(doc) == ""
     doc = one(note(tmp_path, "---\ntitle: |\n  A title\n  on two lines\n---\n", "title.md"))
     assert list(doc.segments()) == ["A title on two lines\n"]
+    assert doc.metadata["title"] == "A title on two lines"  # as an HTML or .docx title: loaders.titled
 
 
 @pytest.mark.parametrize("content", [
