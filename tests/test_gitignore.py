@@ -5,7 +5,6 @@ import json
 import os
 import random
 import subprocess
-import threading
 
 import pytest
 from click.testing import CliRunner
@@ -14,6 +13,8 @@ from semsearch.cli import cli
 from semsearch.collection import Collection
 from semsearch.loaders import Selection, Skipped, file_stamps, iter_documents
 from semsearch.watch import watch_files
+
+from test_watch import Script  # the watch scripted between two polls: no sleeps
 
 FILES = {
     "notes.md": "The launch plan: rockets, fuel and a countdown.",
@@ -175,22 +176,6 @@ def test_a_watch_takes_an_edited_gitignore_at_its_next_poll(home, tmp_path, embe
         got = {os.path.basename(d.source): d.text for d in coll.documents()}
     assert got == {"a.md": "Cats purr and sleep most of the day.", "b.md": "Dogs bark at the mail.",
                    "server.log.txt": "GET /index 200 in 3 ms"}
-
-
-class Script(threading.Event):
-    """As test_watch.Script: each wait of the watch, between two polls, runs the test's next
-    step; once the steps are done, it stops the watch. No sleeps."""
-
-    def __init__(self, *steps):
-        super().__init__()
-        self.steps = list(steps)
-
-    def wait(self, timeout=None):
-        if not self.steps:
-            self.set()
-            return True
-        self.steps.pop(0)()
-        return False
 
 
 def test_the_cli_flag_leaves_out_what_git_ignores(home, tmp_path):
