@@ -31,7 +31,7 @@ from .validation import path_list
 
 log = logging.getLogger("semsearch")
 
-OFFICE = {".docx", ".pptx", ".odt", ".epub"}  # zip archives of XML (office.py)
+OFFICE = {".docx", ".pptx", ".odt", ".odp", ".epub"}  # zip archives of XML (office.py)
 SUPPORTED = {".txt", ".md", ".rst", ".html", ".htm", ".json", ".jsonl", ".csv", ".tsv", ".pdf", *OFFICE}
 PLAIN = {".txt", ".md", ".rst"}
 TEXT_FIELDS = ("text", "content", "body")

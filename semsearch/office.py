@@ -1,4 +1,4 @@
-"""Text of Word (.docx), PowerPoint (.pptx), OpenDocument (.odt) and EPUB files.
+"""Text of Word (.docx), PowerPoint (.pptx), OpenDocument (.odt, .odp) and EPUB files.
 
 All four are zip archives of XML parts, read here with the standard library only
 (zipfile + expat): no extra to install for the documents people have most. The
@@ -44,7 +44,7 @@ class _Bad(Exception):
 
 
 def load_office(path: str, ext: str) -> Document | Skipped:
-    """The Document of a .docx/.pptx/.odt/.epub file, or why it is skipped. Its text is
+    """The Document of a .docx/.pptx/.odt/.odp/.epub file, or why it is skipped. Its text is
     read here, whole, like a PDF's: a broken part skips the file now, not mid-embedding."""
     with open(path, "rb") as f:
         head = f.read(len(OLE_MAGIC))
@@ -252,12 +252,14 @@ def _pptx(parts: _Parts) -> tuple[str, str, dict]:
     return parts.title("docProps/core.xml"), "\n\n".join(t for t in text if t), {"slides": len(slides)}
 
 
-def _odt(parts: _Parts) -> tuple[str, str, dict]:
-    """text:p and text:h are paragraphs; their text is at any depth (spans, links)."""
+def _odf(parts: _Parts) -> tuple[str, str, dict]:
+    """An OpenDocument text (.odt) or presentation (.odp): text:p and text:h are paragraphs,
+    their text at any depth (spans, links, a slide's frames); a slide (draw:page) ends with
+    a blank line, as a .pptx's do; its speaker notes are left out, as a .pptx's are."""
     if parts.has("META-INF/manifest.xml") and b"encryption-data" in parts.read("META-INF/manifest.xml"):
         raise _Bad(ENCRYPTED)
-    odf = _Text(text={"p", "h"}, marks={"s": " ", "tab": "\t", "line-break": "\n"}, lines={"p", "h"},
-                skip={"note-citation", "tracked-changes", "annotation"}, collapse=True)
+    odf = _Text(text={"p", "h"}, marks={"s": " ", "tab": "\t", "line-break": "\n"}, lines={"p", "h", "page"},
+                skip={"note-citation", "tracked-changes", "annotation", "notes"}, collapse=True)
     return parts.title("meta.xml"), odf.read(parts, "content.xml"), {}
 
 
@@ -309,4 +311,4 @@ class _Done(Exception):
 
 
 _READERS: dict[str, Callable[[_Parts], tuple[str, str, dict]]] = {
-    ".docx": _docx, ".pptx": _pptx, ".odt": _odt, ".epub": _epub}
+    ".docx": _docx, ".pptx": _pptx, ".odt": _odf, ".odp": _odf, ".epub": _epub}

@@ -239,3 +239,41 @@ def test_index_a_folder_of_them_search_by_meaning_reindex_skips_unchanged(home, 
     assert "added 0, updated 1, unchanged 3, removed 0" in result.stdout, result.output
     with Collection.open(home / "office") as coll:
         assert coll.search("cutting back rose bushes", k=1)[0].source == str(folder / "garden.docx")
+
+
+def test_odp_slides_in_order_without_speaker_notes(tmp_path):
+    """An Impress deck, written by odfpy: its slides' text in document order, a blank line
+    after each slide, the speaker notes left out (as a .pptx's), the title from meta.xml."""
+    from odf import dc, draw, presentation
+    from odf.opendocument import OpenDocumentPresentation
+    from odf.style import MasterPage, PageLayout
+    from odf.text import P
+
+    deck = OpenDocumentPresentation()
+    deck.meta.addElement(dc.Title(text="Launch  Review"))
+    layout = PageLayout(name="layout")
+    deck.automaticstyles.addElement(layout)
+    master = MasterPage(name="master", pagelayoutname=layout)
+    deck.masterstyles.addElement(master)
+    for i in range(1, 12):
+        page = draw.Page(name=f"page{i}", masterpagename=master)
+        frame = draw.Frame(width="20cm", height="3cm", x="1cm", y="1cm")
+        box = draw.TextBox()
+        box.addElement(P(text=f"Slide {i}"))
+        box.addElement(P(text=ROCKET if i == 1 else f"point {i}"))
+        frame.addElement(box)
+        page.addElement(frame)
+        notes = presentation.Notes()
+        notes_frame = draw.Frame(width="20cm", height="3cm", x="1cm", y="1cm")
+        notes_box = draw.TextBox()
+        notes_box.addElement(P(text=f"say hello {i}"))
+        notes_frame.addElement(notes_box)
+        notes.addElement(notes_frame)
+        page.addElement(notes)
+        deck.presentation.addElement(page)
+    deck.save(str(tmp_path / "launch.odp"))
+    doc = one_doc(tmp_path / "launch.odp")
+    assert doc.metadata == {"path": str(tmp_path / "launch.odp"), "type": "odp", "title": "Launch Review"}
+    title, slides = text_of(doc).split("\n", 1)
+    assert title == "Launch Review"
+    assert slides.strip().split("\n\n") == [f"Slide 1\n{ROCKET}"] + [f"Slide {i}\npoint {i}" for i in range(2, 12)]
