@@ -168,22 +168,26 @@ class Selection:
             chain = self.gitignore.top(here) if self.gitignore is not None else ()
             for depth in range(1, len(parts)):  # the folders between
                 here = os.path.join(here, parts[depth - 1])
-                if self.excludes and self.excluded(os.path.join(root, *parts[:depth]), root, True) or \
-                        chain and ignore.ignored(chain, here, True):
+                if self.leaves_out(here, root, True, chain):
                     return False
                 if self.gitignore is not None:
                     chain = self.gitignore.below(chain, here)
-            if self.excluded(path, root, False) or \
-                    chain and ignore.ignored(chain, os.path.join(here, parts[-1]), False):
+            if self.leaves_out(path, root, False, chain):
                 return False
         return self.globbed(path, root)
+
+    def leaves_out(self, path: str, root: str, is_dir: bool, chain) -> bool:
+        """Whether this file or folder itself (not the folders above it) is left out: an
+        exclude matches it, or git ignores it by ``chain``, the .gitignore rules that apply
+        where it lies (ignore.py; empty without --gitignore)."""
+        return bool(self.excludes) and self.excluded(path, root, is_dir) or \
+            bool(chain) and ignore.ignored(chain, os.path.abspath(path), is_dir)
 
     def globbed(self, path: str, root: str) -> bool:
         if not self.globs:
             return True
         rel, name = os.path.relpath(path, root), os.path.basename(path)
-        return any(fnmatch.fnmatch(rel, p) or fnmatch.fnmatch(name, p)
-                   for glob in self.globs for p in ([glob, glob[3:]] if glob.startswith("**/") else [glob]))
+        return any(fnmatch.fnmatch(name, glob) or _path_matches(rel, glob) for glob in self.globs)
 
     def excluded(self, path: str, root: str, is_dir: bool) -> bool:
         """Whether an exclude matches this file or folder itself (not the folders above it)."""
@@ -198,11 +202,15 @@ class Selection:
                 if pattern.startswith("/"):  # the absolute path, or (as in .gitignore) anchored at the folder
                     hit = fnmatch.fnmatch(os.path.abspath(path), pattern) or fnmatch.fnmatch(rel, pattern[1:])
                 else:
-                    hit = any(fnmatch.fnmatch(rel, p)
-                              for p in ([pattern, pattern[3:]] if pattern.startswith("**/") else [pattern]))
+                    hit = _path_matches(rel, pattern)
             if hit:
                 return True
         return False
+
+
+def _path_matches(rel: str, pattern: str) -> bool:
+    """A path under a folder against a pattern; a leading ``**/`` also matches at the top."""
+    return fnmatch.fnmatch(rel, pattern) or pattern.startswith("**/") and fnmatch.fnmatch(rel, pattern[3:])
 
 
 def _walk(root: str, folder: str | Path, select: Selection, walked: set | None = None,
@@ -235,9 +243,7 @@ def _walk(root: str, folder: str | Path, select: Selection, walked: set | None =
         except OSError as err:  # e.g. a symlink to itself
             yield Skipped(_printable(p), _os_reason(err), transient=True)
             continue
-        if select.excludes and select.excluded(p, root, is_dir):
-            continue
-        if git is not None and chain and ignore.ignored(chain, os.path.join(here, e.name), is_dir):
+        if select.leaves_out(p, root, is_dir, chain):
             continue
         if not is_dir and (not (is_file or os.path.exists(p))  # a dangling link: a vanished file
                            or not select.globbed(p, root)):
