@@ -5,6 +5,7 @@ import errno
 import json
 import logging
 import os
+import shlex
 import sys
 from collections import Counter
 
@@ -307,14 +308,66 @@ def index(ctx, paths, name, glob, exclude, gitignore, model, variant, index_spec
     again at the next poll after it changes. A PATH that disappears pauses the syncing until
     it is back (its documents stay). Other writers (`semsearch serve`, `add`) write to the
     collection while it watches. Ctrl-C or SIGTERM between passes stops it (exit 0); during
-    a pass they stop it as they stop `index` (what it stored stays; exit 130)."""
+    a pass they stop it as they stop `index` (what it stored stays; exit 130).
+
+    Without PATHS it indexes again what the collection was indexed from, each path with
+    the --glob, --exclude and --gitignore it was last indexed with (`info` lists them):
+    `semsearch index --name notes` is the whole re-sync, for a scheduled job too."""
+    if not paths and ray_address and os.path.exists(ray_address):  # `index --ray docs --name x`
+        raise click.UsageError(f"Missing argument 'PATHS...' (--ray took {ray_address!r} as its address: "
+                               "put --ray after the paths).")
+    if not paths and (glob or exclude or gitignore):
+        raise click.UsageError("--glob, --exclude and --gitignore choose files under PATHS; without PATHS each "
+                               f"source is read with the selection it was last indexed with (`semsearch info {name}`)")
+    runs = [{"paths": paths, "glob": glob, "exclude": exclude, "gitignore": gitignore}] if paths else \
+        index_sources(ctx, name)
+    if len(runs) > 1 and watch:
+        raise click.UsageError(f"{name}'s sources were indexed with {len(runs)} different selections and "
+                               "--watch takes one: give its PATHS and options")
+    for run in runs:
+        if not paths:
+            click.echo(f"{name}: indexing {source_line(run)}", err=True)
+        index_run(ctx, name, **run, model=model, variant=variant, index_spec=index_spec,
+                  chunk_tokens=chunk_tokens, overlap=overlap, keep_missing=keep_missing,
+                  ray_address=ray_address, watch=watch, every=every, dry_run=dry_run)
+
+
+def index_sources(ctx, name) -> list[dict]:
+    """`index --name NAME` without PATHS: the collection's sources, as runs (source_runs)."""
+    from .collection import source_runs
+    from .errors import NoSuchCollection
+
+    try:
+        runs = source_runs(name, ctx.obj["home"])
+    except NoSuchCollection:
+        raise click.UsageError("Missing argument 'PATHS...': the files and folders to index (without PATHS, "
+                               "an existing collection's sources are indexed again)") from None
+    gone = [p for run in runs for p in run["paths"] if not os.path.lexists(p)]
+    if len(gone) == sum(len(run["paths"]) for run in runs):
+        raise NotFound(f"every source of {name} is gone ({', '.join(map(printable, gone))}): give the PATHS to index")
+    for path in gone:  # an unmounted share: said, its documents kept, the rest synced
+        click.echo(f"warning: source {printable(path)} is gone, its documents kept (back up, or "
+                   f"`semsearch delete {name} --path {shlex.quote(printable(path))}` forgets it)", err=True)
+    runs = [{**run, "paths": [p for p in run["paths"] if p not in gone]} for run in runs]
+    return [run for run in runs if run["paths"]]
+
+
+def source_line(source: dict) -> str:
+    """A source (or a run of them) as the command line would give it: paths, then options."""
+    paths = source["paths"] if "paths" in source else [source["path"]]
+    words = [*map(shlex.quote, map(printable, paths)),
+             *(f"--glob {shlex.quote(g)}" for g in source["glob"]),
+             *(f"--exclude {shlex.quote(e)}" for e in source["exclude"]),
+             *(["--gitignore"] if source["gitignore"] else [])]
+    return " ".join(words)
+
+
+def index_run(ctx, name, paths, glob, exclude, gitignore, model, variant, index_spec, chunk_tokens, overlap,
+              keep_missing, ray_address, watch, every, dry_run) -> None:
+    """One `index` run over PATHS with one selection (a dry run, a watch, or on Ray)."""
     from .collection import index_files
     from .distributed.cluster import terminate_as_interrupt
 
-    if not paths:  # `index --ray docs --name x`: --ray took the path for its address
-        hint = f" (--ray took {ray_address!r} as its address: put --ray after the paths)" \
-            if ray_address and os.path.exists(ray_address) else ""
-        raise click.UsageError(f"Missing argument 'PATHS...'{hint}.")
     if every is not None and not watch:
         raise click.UsageError("--every is the time between --watch's polls: give --watch too")
     if watch and ray_address is not None:
@@ -755,6 +808,8 @@ def info(ctx, name, as_json):
     click.echo(f"  metadata:  {', '.join(printable(k) for k in data['metadata_keys']) or '(none)'}"
                f"   (--where KEY…; also source, id)")
     click.echo(f"  size:      {data['size_bytes'] / 1e6:.1f} MB")
+    for n, source in enumerate(data["sources"]):  # what `index --name NAME` alone reads again
+        click.echo(f"  {'sources:' if n == 0 else '':10} {source_line(source)}")
     if data.get("notice"):
         click.echo(f"note: {data['notice']}")
 

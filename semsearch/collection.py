@@ -66,6 +66,7 @@ LOCK_WAIT = 10.0  # seconds a create or a write waits for another process's writ
 # opener replays costs about what loading the file does (benchmarks/small_writes.py).
 SAVE_FLOOR, SAVE_SHARE = 1_000, 0.01
 DOCUMENT_PAGE = 256  # documents() reads this many a snapshot
+SOURCES = "sources"  # meta key: the paths `index` read, each with its selection (Collection.sources)
 CHECK_SAMPLE, CHECK_K = 1_000, 10  # check(): chunks that must find themselves, in their top CHECK_K
 RESTORE = ("not repairable here: restore a backup (`semsearch backup` made one?) or re-index "
            "into a new collection")
@@ -708,10 +709,44 @@ class Collection:
 
     def delete_path(self, path: str | os.PathLike | Iterable[str | os.PathLike]) -> int:
         """Delete every document read from ``path`` (a file, or a folder's files; or a list
-        of them, in one write)."""
+        of them, in one write); a source (see sources) at or under it is forgotten."""
         roots = [validation.source_path(p, "path") for p in validation.path_list(path, "path")]
         with self.writer() as w:
-            return w.delete(sorted({key for root in roots for key, _ in self.store.documents_under(root)}))
+            deleted = w.delete(sorted({key for root in roots for key, _ in self.store.documents_under(root)}))
+        self._change_sources(lambda old: [o for o in old if not any(_within(o["path"], root) for root in roots)])
+        return deleted
+
+    # -- sources ---------------------------------------------------------------------------
+    @property
+    def sources(self) -> list[dict]:
+        """The files and folders `index` read into this collection, in the order first
+        indexed, each with the selection it was last read with: {"path", "glob", "exclude",
+        "gitignore"}. `semsearch index --name NAME` without PATHS reads them again, so a
+        scheduled re-sync needs no options repeated (and cannot forget an --exclude)."""
+        with self._snapshot():
+            return self.store.get_meta(SOURCES, [])
+
+    def remember_sources(self, paths, glob=None, exclude=None, gitignore: bool = False) -> None:
+        """Record ``paths`` as sources read with this selection (index_files calls it before
+        it reads them: a run killed half-way is re-run by the same re-sync). A path already
+        a source keeps its place and takes the new selection."""
+        entries = [{"path": validation.source_path(p), "glob": list(validation.patterns(glob, "glob")),
+                    "exclude": list(validation.patterns(exclude, "exclude")),
+                    "gitignore": validation.flag(gitignore, "gitignore")} for p in validation.path_list(paths)]
+        self._change_sources(lambda old: [next((e for e in entries if e["path"] == o["path"]), o) for o in old]
+                             + [e for e in entries if e["path"] not in {o["path"] for o in old}])
+
+    def _change_sources(self, change) -> None:
+        """Rewrite the sources by ``change`` (old list -> new), under the writer lock; nothing
+        written where nothing changes (a re-sync)."""
+        if self.sources == change(self.sources):
+            return
+        with self.writer():
+            old = self.store.get_meta(SOURCES, [])
+            new = change(old)
+            if new != old:
+                with self.store.write():
+                    self.store.set_meta(SOURCES, new)
 
     def delete_missing(self, path: str | os.PathLike | Iterable[str | os.PathLike] | None = None) -> int:
         """Delete the documents read from files that are gone (moved, renamed or deleted),
@@ -893,6 +928,7 @@ class Collection:
             docs, chunks = self.store.counts()
             generation = self.store.generation()
             keys = self.store.metadata_keys()
+            sources = self.store.get_meta(SOURCES, [])
             index = {"kind": getattr(self._index, "kind", "memory"),
                      "requested": self.config["index"], "spec": self._index.spec,
                      "params": self._index.params, "vectors": self._index.ntotal}
@@ -906,6 +942,7 @@ class Collection:
             "chunk_tokens": self.config["chunk_tokens"], "overlap": self.config["overlap"],
             "documents": docs, "chunks": chunks, "generation": generation,
             "metadata_keys": keys,  # what a where filter may name, besides source and id
+            "sources": sources,  # what `index` read into it (see sources)
             "size_bytes": sum(p.stat().st_size for p in self.path.iterdir() if p.is_file()),
             "notice": self.notice(),
         }
@@ -1086,10 +1123,36 @@ def index_files(name_or_path, paths: Iterable[str | os.PathLike], glob=None,
     validation.flag(remove_missing, "remove_missing")  # as the rest: before a collection is made
     list_files(paths, Selection.of(glob, exclude, gitignore))  # NotFound now, not after an empty collection is made
     with Collection.open_or_create(name_or_path, **settings) as coll:
+        coll.remember_sources(paths, glob, exclude, gitignore)
         ingest = ingest or Collection.add_files
         report = ingest(coll, paths, glob=glob, exclude=exclude, gitignore=gitignore,
                         remove_missing=remove_missing, progress=progress)
         return {"name": coll.name, "documents": coll.count(), "notice": coll.notice()}, report
+
+
+def _within(path: str, root: str) -> bool:
+    """Whether ``path`` is ``root`` or lies under it (Store.documents_under's test, in Python)."""
+    return path == root or path.startswith(root.rstrip("/") + "/")
+
+
+def source_runs(name_or_path, home=None) -> list[dict]:
+    """A collection's sources (Collection.sources) as runs of index_files: consecutive
+    sources of one selection go in one run, {"paths", "glob", "exclude", "gitignore"}; no
+    model is loaded. InvalidInput where the collection has none (made by `add`, or before
+    sources were kept): then the paths must be given."""
+    with Collection.open(collection_path(name_or_path, home)) as coll:
+        sources, name = coll.sources, coll.name
+    if not sources:
+        raise InvalidInput(f"collection {name} has no sources to index again (none was indexed from files "
+                           "since it kept them): give the PATHS to index")
+    runs: list[dict] = []
+    for s in sources:
+        selection = {"glob": s["glob"], "exclude": s["exclude"], "gitignore": s["gitignore"]}
+        if runs and {k: runs[-1][k] for k in selection} == selection:
+            runs[-1]["paths"].append(s["path"])
+        else:
+            runs.append({"paths": [s["path"]], **selection})
+    return runs
 
 
 def plan_files(name_or_path, paths: Iterable[str | os.PathLike], glob=None, exclude=None,
