@@ -378,7 +378,7 @@ def index_run(ctx, name, paths, glob, exclude, gitignore, model, variant, index_
     if dry_run:
         from .collection import plan_files
         plan = plan_files(name, paths, glob=glob, exclude=exclude, gitignore=gitignore,
-                          remove_missing=not keep_missing, reuse=ray_address is None, model=model,
+                          remove_missing=not keep_missing, model=model,
                           variant=variant, index=index_spec, chunk_tokens=chunk_tokens, overlap=overlap,
                           home=ctx.obj["home"])
         echo_index_plan(name, plan)

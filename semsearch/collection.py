@@ -1156,16 +1156,15 @@ def source_runs(name_or_path, home=None) -> list[dict]:
 
 
 def plan_files(name_or_path, paths: Iterable[str | os.PathLike], glob=None, exclude=None,
-               gitignore: bool = False, remove_missing: bool = True, reuse: bool = True, home=None,
+               gitignore: bool = False, remove_missing: bool = True, home=None,
                model: str | None = None, **settings) -> IndexPlan:
     """What index_files would do with these arguments, none of it done (`index --dry-run`):
     the files are walked and read (hashed) as a run reads them, and compared with what the
     collection holds, but no model is loaded, nothing is written and no collection is made.
-    An existing collection's settings are checked as a run checks them. ``reuse``: whether
-    the run copies moved files' vectors (`index --ray` does not)."""
+    An existing collection's settings are checked as a run checks them."""
     from .loaders import Selection, list_files
 
-    remove_missing, reuse = validation.flag(remove_missing, "remove_missing"), validation.flag(reuse, "reuse")
+    remove_missing = validation.flag(remove_missing, "remove_missing")
     roots = [validation.source_path(p) for p in validation.path_list(paths)]
     select = Selection.of(glob, exclude, gitignore)
     files = list_files(roots, select)  # NotFound for a missing path
@@ -1182,7 +1181,7 @@ def plan_files(name_or_path, paths: Iterable[str | os.PathLike], glob=None, excl
         holders = {digest: key for key, digest in known.items() if digest is not None}
         for doc in changed_documents(files, known, report, seen):
             (plan.changed if doc.key in known else plan.new).append(doc.key)
-            if reuse and doc.content_hash in holders:
+            if doc.content_hash in holders:
                 with coll.store.snapshot():
                     if reusable(coll.store, info_of(doc), holders[doc.content_hash]):
                         plan.reused.append(doc.key)

@@ -239,3 +239,23 @@ def test_delete_missing_from_the_command_line(home, tmp_path, base):
     for bad in (["--missing", "--id", "x"], ["--missing", "--where", "year=2020"]):
         result = run("delete", "notes", *bad)
         assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+
+
+def test_index_on_ray_reuses_moved_files_and_embeds_on_the_driver_what_it_cannot_copy(coll, base, ray_local):
+    """The actors send a document whose hash the collection holds back unembedded; the
+    driver copies the holder's rows, or embeds it itself (the driver's model is the one
+    counted here) where the holder has the same bytes read as another type."""
+    from semsearch.distributed import index_paths
+    coll.add_files([base])
+    before = {key: rows(coll, key) for key in keys_of(base / "notes")}
+    embedded(coll)
+    os.rename(base / "notes", base / "moved")
+    shutil.copyfile(base / "moved" / "rockets.md", base / "moved" / "rockets.txt")  # its front matter is text
+    report = index_paths(coll, [base], actors=1)
+    assert (report.added, report.reused, report.updated, report.unchanged, report.removed) == (6, 5, 0, 0, 5)
+    assert any("title: Launch day" in p for p in embedded(coll))  # rockets.txt, on the driver; nothing else
+    assert embedded(coll) == []
+    for key, was in before.items():
+        assert same_rows(rows(coll, key.replace(str(base / "notes"), str(base / "moved"))), was)
+    assert "tags:" in coll.get(str(base / "moved" / "rockets.txt")).text
+    assert report.chunks == sum(map(len, before.values())) + len(rows(coll, str(base / "moved" / "rockets.txt")))

@@ -11,6 +11,13 @@ they stream back, in file order, and commits each document in its own transactio
 get in between), so a killed driver loses nothing committed and a re-run skips it
 by content hash before any embedding. Ray retries a killed worker's task; a document
 that came back twice would replace itself by key, never duplicate.
+
+A moved, renamed or copied file is not embedded again, as on the local path: every actor
+gets the first 8 bytes of each content hash the collection holds (``held_prefixes``, put
+once: 8 bytes a document), and a document whose hash is among them comes back unembedded,
+with its text; the driver copies the holder's chunks and vectors (``Writer.reuser``) and
+embeds it there only where that fails (the holder changed meanwhile, or holds the same bytes
+read as another type).
 """
 from __future__ import annotations
 
@@ -21,6 +28,8 @@ import os
 import pickle
 import time
 import warnings
+
+import numpy as np
 from collections import deque
 from contextlib import closing
 from itertools import chain
@@ -47,8 +56,9 @@ class PrepareFiles:
     per-document records out (see _records)."""
 
     def __init__(self, pin: dict, device: str, threads: int | None, chunk_tokens: int, overlap: int,
-                 cpus: int = 1):
+                 cpus: int = 1, held=None):
         self.pin, self.device, self.threads, self.cpus = pin, device, threads, cpus
+        self._held = held  # held_prefixes (or its object ref): what the collection holds, for reuse
         self.chunk_tokens, self.overlap = chunk_tokens, overlap
         self._embedder = None
         self._shared = (None, {})  # the known hashes of the file last loaded in parts, and their ref
@@ -88,24 +98,33 @@ class PrepareFiles:
             self._shared = (known, json.loads(ray.get(known)))
         return self._shared[1]
 
+    @property
+    def held(self) -> np.ndarray:
+        if self._held is not None and not isinstance(self._held, np.ndarray):
+            import ray
+            self._held = ray.get(self._held)
+        return self._held
+
     def _records(self, paths, part, files: int, known: dict) -> Iterator[list[tuple]]:
         """Lists of records, one per embedded batch (~ingest.FLUSH_CHUNKS chunks), in file order:
         ("skipped", source, reason, transient) for unreadable files, ("unchanged", key, where)
-        for documents whose hash is known, ("doc", key, PreparedDocument | None, skip, replaced
-        characters, where) for the rest (None: embedding left it out; ``skip``: (source,
-        reason, transient) where embedding skipped it, else None), and last ("done", files).
+        for documents whose hash is known, ("reuse", key, DocumentInfo, text, replaced
+        characters, where) for those whose hash the collection holds under another key,
+        ("doc", key, PreparedDocument | None, skip, replaced characters, where) for the rest
+        (None: embedding left it out; ``skip``: (source, reason, transient) where embedding
+        skipped it, else None), and last ("done", files).
         A document's skip and undecodable bytes come with it: the driver may find it a
         duplicate (see _apply), and then counts neither, as `index` never reads it.
         ``where``: a record's path:line when ``part`` (loaders.Part) is loaded, else None. A
         semsearch error comes back as the one record ("error", exception) (see __call__)."""
         from ..collection import _Counted
-        from ..ingest import IndexReport, embed_documents, info_of
+        from ..ingest import IndexReport, TooLarge, embed_documents, info_of, read_text, text_kind
         from ..loaders import Part, Skipped, load_file
 
         report = IndexReport()  # embedding's: a skip for each document it leaves out or finds without text, in order
         said = 0  # of report.skipped, those sent with their document
         loose: deque = deque()  # records of documents not embedded (appended by a reading thread on GPUs)
-        fed: deque = deque()  # (key, where, _Counted) of the documents sent to be embedded, in order
+        fed: deque = deque()  # (key, where, _Counted or a "reuse" record) of the documents read, in order
 
         part = part and Part(*part)
 
@@ -116,14 +135,35 @@ class PrepareFiles:
                         loose.append(("skipped", doc.source, doc.reason, doc.transient))
                     elif known.get(doc.key) == doc.content_hash:
                         loose.append(("unchanged", doc.key, part and doc.where))
+                    elif held_by_another(doc) and (text := whole(doc)) is not None:
+                        # not embedded: the driver copies it, in order as it was fed
+                        fed.append((doc.key, part and doc.where, ("reuse", doc.key, info_of(doc), text,
+                                                                doc.replaced_chars, part and doc.where)))
                     else:
                         counted = _Counted(doc, IndexReport())  # its own count of undecodable bytes
                         fed.append((doc.key, part and doc.where, counted))
                         yield info_of(doc), counted
 
+        def held_by_another(doc) -> bool:
+            if self.held is None or text_kind(doc.key, doc.source, doc.metadata) is None:
+                return False
+            prefix = np.uint64(int(doc.content_hash[:16], 16))
+            at = int(np.searchsorted(self.held, prefix))
+            return at < len(self.held) and self.held[at] == prefix
+
+        def whole(doc) -> list[str] | None:
+            """The document's text, for the driver to embed if it cannot copy it; None where it
+            cannot be read whole (embedding reads it again and says why)."""
+            try:
+                return read_text(doc.segments())
+            except (TooLarge, OSError):
+                return None
+
         def sent(key, where, counted, doc=None) -> tuple:
             """A fed document's record, with its skip (left out: it may read fine next time)."""
             nonlocal said
+            if isinstance(counted, tuple):  # a "reuse" record
+                return counted
             skip = None
             if doc is None or not doc.chunks:
                 skip = (*report.skipped[said], doc is None)
@@ -133,7 +173,7 @@ class PrepareFiles:
         def taken(upto=None) -> list[tuple]:
             """What is loose, and the documents fed before ``upto`` that embedding left out."""
             out = [loose.popleft() for _ in range(len(loose))]
-            while fed and fed[0][0] != upto:
+            while fed and (isinstance(fed[0][2], tuple) or fed[0][0] != upto):  # a reuse, or left out
                 out.append(sent(*fed.popleft()))
             return out
 
@@ -221,7 +261,20 @@ def part_size(path: str, actors: int) -> int:
     return min(PART_BYTES, max(PART_FLOOR, size // (4 * actors)))
 
 
-def prepared_stream(ray, rows: list[dict], files: list[str], coll, shape: dict) -> Iterable[list[tuple]]:
+def held_prefixes(known: dict[str, str]) -> np.ndarray | None:
+    """The first 8 bytes of every content hash the collection holds, sorted: what an actor
+    needs to tell that a document may be a moved file's (see module). None: nothing held."""
+    prefixes = set()
+    for digest in known.values():
+        try:
+            prefixes.add(int(digest[:16], 16))
+        except (TypeError, ValueError):  # a text added directly: no file's hash
+            pass
+    return np.array(sorted(prefixes), np.uint64) if prefixes else None
+
+
+def prepared_stream(ray, rows: list[dict], files: list[str], coll, shape: dict,
+                    held: np.ndarray | None = None) -> Iterable[list[tuple]]:
     """Lists of records, one per actor call, in file order, as they finish."""
     if not files:
         return
@@ -240,7 +293,7 @@ def prepared_stream(ray, rows: list[dict], files: list[str], coll, shape: dict) 
             num_cpus=shape["num_cpus"], num_gpus=shape["num_gpus"],
             fn_constructor_kwargs=dict(pin=coll.pinned, device=shape["device"], threads=shape["threads"],
                                        chunk_tokens=coll.config["chunk_tokens"], overlap=coll.config["overlap"],
-                                       cpus=shape["num_cpus"]))
+                                       cpus=shape["num_cpus"], held=None if held is None else ray.put(held)))
     log.info("ray: %d actor(s), %s CPU(s)%s each", shape["actors"], shape["num_cpus"],
              " and 1 GPU" if shape["num_gpus"] else "")
     done = 0
@@ -296,17 +349,19 @@ def index_paths(coll, paths: Iterable, address: str | None = None, glob=None,
         # closed here, while Ray is up, whatever stops the loop (a full disk): else the
         # failure's traceback kept it until after Ray shut down, and closing it then printed
         # Ray Data's own traceback ("Exception ignored in ... _iter_batches") below our one line
-        stream = prepared_stream(ray, rows, files, coll, shape)
+        stream = prepared_stream(ray, rows, files, coll, shape, held_prefixes(known))
+        reuse = _reuse(coll, w.reuser(known), report)
         with closing(stream), bar(stream, progress, unit="file", total=len(files), weight=_files_done) as batches:
             for records in batches:
                 with w.locked():
                     for record in records:
-                        _apply(record, w, known, seen, report, on_commit, split)
+                        _apply(record, w, known, seen, report, on_commit, split, reuse)
                 w.flush()
                 docs = report.added + report.updated + report.unchanged
                 batches.note(f"{docs} docs, {report.chunks / batches.elapsed():.0f} chunks/s")
         if remove_missing:
             report.removed = w.remove_missing(roots, seen, select, report.unread, files)
+        report.left_behind = w.left_behind()
     report.seconds = time.time() - started
     return report
 
@@ -315,14 +370,34 @@ def _files_done(records: list[tuple]) -> int:
     return sum(r[1] for r in records if r[0] == "done")
 
 
-def _apply(record: tuple, w, known: dict, seen: set, report, on_commit, split: dict) -> None:
+def _reuse(coll, reuser, report):
+    """A "reuse" record's document, prepared: the holder's chunks and vectors copied
+    (reuser: Writer.reuser), or, where it no longer holds that text, embedded here on the
+    driver's model; None where embedding leaves it out (its skip reported)."""
+    from ..ingest import IndexReport, embed_documents
+
+    def reuse(info, text):
+        doc = reuser(info)
+        if doc is not None:
+            report.reused += 1
+            return doc
+        left = IndexReport()
+        done = [d for batch in embed_documents([(info, text)], coll.embedder, coll.config["chunk_tokens"],
+                                               coll.config["overlap"], left) for d in batch]
+        for skip in left.skipped:
+            report.skip(*skip)
+        return done[0] if done else None
+    return reuse
+
+
+def _apply(record: tuple, w, known: dict, seen: set, report, on_commit, split: dict, reuse) -> None:
     """One record from an actor, written or counted as add_files would. Of a file loaded in
     parts (``split``: {file: parts yet to say "no records"; None once the file's own skip is
     said}): a key an earlier part had is a duplicate, and only that (`index` never reads
     it); the file's own skip (unreadable, gone or changed since the cut: every part may say
     it) is said once; "no records" only if every part says so."""
     kind = record[0]
-    if kind in ("unchanged", "doc") and record[-1] is not None and record[1] in seen:
+    if kind in ("unchanged", "doc", "reuse") and record[-1] is not None and record[1] in seen:
         dup = duplicate(record[-1], record[1])
         report.skip(dup.source, dup.reason)
     elif kind == "skipped" and record[1] in split:
@@ -337,12 +412,16 @@ def _apply(record: tuple, w, known: dict, seen: set, report, on_commit, split: d
     elif kind == "unchanged":
         seen.add(record[1])
         report.unchanged += 1
-    elif kind == "doc":
-        _, key, doc, skip, replaced, _ = record
+    elif kind in ("doc", "reuse"):
+        key, replaced = record[1], record[4]
         seen.add(key)
         report.replaced_chars += replaced
-        if skip is not None:
-            report.skip(*skip)
+        if kind == "reuse":
+            doc = reuse(record[2], record[3])  # from its DocumentInfo and text
+        else:
+            doc, skip = record[2], record[3]
+            if skip is not None:
+                report.skip(*skip)
         if doc is None:  # left out while embedding (too large): counted as add_files does
             return
         if key in known:
