@@ -1,0 +1,274 @@
+"""Text of e-mail: one message per .eml file, every message of an .mbox mailbox.
+
+Standard library only (email, no extra to install). A message's text is its subject
+(the one title rule, loaders.titled) and its readable body: the text/plain part of a
+multipart/alternative, else its HTML through the HTML loader's parser, and a forwarded
+message (message/rfc822) with its sender, date and subject. Attachments are listed by
+file name, never decoded. Mail is untrusted: a message that cannot be read is one
+Skipped (an mbox's names its line) and the run goes on; an mbox is read message by
+message, each at most MAX_MESSAGE bytes, so a mailbox of many GB never sits in memory.
+
+An mbox's messages are records (loaders._records_to_docs: its id and duplicate rules):
+id PATH#MESSAGE-ID (without the angle brackets), or the message's number in the file
+(from 1) where it has none or an earlier message had it; the content hash is of what is
+read from the message, not of its place, so appending to a mailbox embeds the new
+messages only, and a message moved to another mailbox is reused.
+"""
+from __future__ import annotations
+
+import datetime
+import email.policy
+import email.utils
+import hashlib
+import re
+from email.message import EmailMessage
+from email.parser import BytesParser
+from typing import Iterator
+
+from .loaders import SEGMENT_BYTES, Document, Skipped, _HTMLText, _records_to_docs, decode_text, split_text, titled
+
+MAX_MESSAGE = 32 << 20  # bytes read of one message: its text comes first, attachments past it are passed over
+MAX_LINE = 1 << 20  # an mbox is read a line at a time, a line this long at most at once
+MAX_DEPTH = 20  # parts nested deeper (a crafted message) are not read
+ADDRESS_FIELDS = ("from", "to", "cc")
+MAIL_HEADERS = ("from", "to", "cc", "subject", "date", "message-id")  # one at least, or it is no mail
+NOT_MAIL = "not a mail message (no From, To, Subject, Date or Message-ID header)"
+NOT_MBOX = "not an mbox mailbox (its first line is no 'From ' line)"
+EMPTY = "empty message"
+_PARSER = BytesParser(policy=email.policy.default)
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_ESCAPED_FROM = re.compile(rb">+From ")  # mboxrd: a body line "From ..." is written ">From ..."
+
+
+def load_mail(path: str, ext: str) -> Iterator[Document | Skipped]:
+    """The Document of an .eml file, or one for each message of an .mbox; Skipped for what
+    cannot be read. Never raises for bad mail (load_file catches what the file system does)."""
+    if ext == ".eml":
+        yield _load_eml(path)
+    else:
+        yield from _load_mbox(path)
+
+
+def _load_eml(path: str) -> Document | Skipped:
+    """One message, its id the path and its hash the file's bytes', as any file's."""
+    with open(path, "rb") as f:
+        data = f.read(MAX_MESSAGE)
+        h = hashlib.sha256(data)
+        while block := f.read(SEGMENT_BYTES):
+            h.update(block)
+    if not data.strip():
+        return Skipped(path, "empty file")
+    try:
+        message = _Message(data)
+    except Exception as e:  # the email package raises on some malformed headers
+        return Skipped(path, _unreadable(e))
+    if message.error:
+        return Skipped(path, message.error)
+    meta = {"path": path, "type": "eml", **message.meta}
+    return Document(path, path, meta, h.hexdigest(), lambda: split_text(message.text), message.replaced)
+
+
+def _load_mbox(path: str) -> Iterator[Document | Skipped]:
+    with open(path, "rb") as f:
+        first = f.readline(MAX_LINE)
+        while first in (b"\n", b"\r\n"):
+            first = f.readline(MAX_LINE)
+        if not first.strip():
+            yield Skipped(path, "empty file")
+            return
+        if not first.startswith(b"From "):
+            yield Skipped(path, NOT_MBOX)
+            return
+        f.seek(0)
+        for doc in _records_to_docs(path, _mbox_records(f)):
+            if isinstance(doc, Document):  # the record's "mail" field is its metadata
+                doc.metadata = {"path": path, "type": "mbox", **doc.metadata["mail"]}
+            yield doc
+
+
+def _mbox_records(f) -> Iterator[tuple[str, int, object, str | None, int]]:
+    """The items _records_to_docs takes, one per message: (its "From " line's number, its
+    number, {"text", "id", "mail": metadata} or None, why it is no record, U+FFFD put in)."""
+    ids: set[str] = set()
+    for n, (line, data) in enumerate(_mbox_messages(f), 1):
+        try:
+            message = _Message(data)
+        except Exception as e:
+            yield str(line), n, None, _unreadable(e), 0
+            continue
+        if message.error:
+            yield str(line), n, None, message.error, 0
+            continue
+        mid = message.meta.get("message_id")
+        if mid in ids:  # the same id again: this one goes by its number
+            mid = None
+        elif mid is not None:
+            ids.add(mid)
+        yield str(line), n, {"text": message.text, "id": mid, "mail": message.meta}, None, message.replaced
+
+
+def _mbox_messages(f) -> Iterator[tuple[int, bytes]]:
+    """(line number of its "From " line, its bytes) for each message of an mbox file, read
+    a line at a time. A message starts at a "From " line at the top or after a blank
+    line; its ">From " lines lose one ">" (mboxrd, and mboxo as near as it can be read).
+    Bytes of a message beyond MAX_MESSAGE are passed over."""
+    lineno, start, parts, size = 0, 0, [], 0
+    whole_line = blank = True  # the piece read starts a line; the line before was blank
+    while piece := f.readline(MAX_LINE):
+        if whole_line:
+            lineno += 1
+            if blank and piece.startswith(b"From "):
+                if start:
+                    yield start, b"".join(parts)
+                start, parts, size = lineno, [], 0
+                whole_line = piece.endswith(b"\n")
+                blank = False
+                continue
+            blank = piece in (b"\n", b"\r\n")
+            if _ESCAPED_FROM.match(piece):
+                piece = piece[1:]
+        else:
+            blank = False
+        whole_line = piece.endswith(b"\n")
+        if size < MAX_MESSAGE:
+            parts.append(piece[:MAX_MESSAGE - size])
+            size += len(parts[-1])
+    if start:
+        yield start, b"".join(parts)
+
+
+class _Message:
+    """What is read of one message: ``text`` (subject, then body), ``meta`` (its metadata,
+    without the loader's path and type), ``replaced`` (U+FFFD put in for bytes not in
+    their charset), or ``error``: why it is not mail."""
+
+    def __init__(self, data: bytes):
+        self.replaced = 0
+        self.attachments: list[str] = []
+        self.error = None
+        msg = _PARSER.parsebytes(data)
+        if not any(name.lower() in MAIL_HEADERS for name in msg.keys()):
+            self.error = NOT_MAIL
+            return
+        self.meta = self._headers(msg)
+        body = "\n\n".join(self._body(msg, 0)).strip()
+        if self.attachments:
+            self.meta["attachments"] = self.attachments
+        self.text = titled(self.meta, self.meta.get("subject", ""), body)
+        if not self.text:
+            self.error = EMPTY
+
+    def _headers(self, msg: EmailMessage) -> dict:
+        meta = {}
+        for name in ADDRESS_FIELDS:
+            addresses = [self._clean(a) for a in _addresses(msg, name)]
+            if addresses:
+                meta[name] = addresses
+        subject = " ".join(self._clean(str(msg.get("subject", ""))).split())
+        if subject:
+            meta["subject"] = subject
+        date = _iso_date(msg.get("date"))
+        if date:
+            meta["date"] = date
+        for name, header in (("message_id", "message-id"), ("in_reply_to", "in-reply-to")):
+            value = _msg_id(self._clean(str(msg.get(header, ""))))
+            if value:
+                meta[name] = value
+        return meta
+
+    def _body(self, part: EmailMessage, depth: int) -> Iterator[str]:
+        """The readable text of a part, a piece per text part; attachments' names noted."""
+        if depth > MAX_DEPTH:
+            return
+        kind = part.get_content_type()
+        if kind == "message/rfc822":  # forwarded (inline or as an attachment): read as text too
+            for inner in part.get_payload() if isinstance(part.get_payload(), list) else ():
+                yield self._forwarded(inner, depth + 1)
+            return
+        name = part.get_filename()
+        if part.is_attachment() or name is not None:
+            self.attachments.append(self._clean(name) if name else kind)
+            return
+        if part.is_multipart():
+            subparts = part.get_payload()
+            if kind == "multipart/alternative":  # one text in several forms: the plain one, else HTML, else the richest
+                plain = [p for p in subparts if p.get_content_type() == "text/plain"]
+                subparts = plain[:1] or [p for p in subparts if p.get_content_type() == "text/html"][:1] or subparts[-1:]
+            for sub in subparts:
+                yield from self._body(sub, depth + 1)
+        elif kind == "text/plain":
+            yield self._decoded(part)
+        elif kind == "text/html":
+            html = _HTMLText()
+            html.feed(self._decoded(part))
+            html.close()
+            yield "".join(html.parts).strip()
+
+    def _forwarded(self, inner: EmailMessage, depth: int) -> str:
+        """A forwarded message as text: its sender, date and subject, then its body."""
+        lines = ["Forwarded message"]
+        for label, name in (("From", "from"), ("Date", "date"), ("Subject", "subject")):
+            value = " ".join(self._clean(str(inner.get(name, ""))).split())
+            if value:
+                lines.append(f"{label}: {value}")
+        body = "\n\n".join(self._body(inner, depth)).strip()
+        return "\n".join(lines) + (f"\n\n{body}" if body else "")
+
+    def _decoded(self, part: EmailMessage) -> str:
+        """A text part's body, its transfer encoding undone, in its charset; one unknown,
+        or that its bytes are not in, reads by the file rule (UTF-8, else Windows-1252)."""
+        data = part.get_payload(decode=True) or b""
+        charset = part.get_content_charset()
+        if charset:
+            try:
+                return data.decode(charset)
+            except (LookupError, ValueError):  # ValueError: UnicodeDecodeError, a NUL in the name
+                pass
+        text, replaced = decode_text(data)
+        self.replaced += replaced
+        return text
+
+    def _clean(self, text: str) -> str:
+        """A header's text without the lone surrogates the parser leaves for raw 8-bit
+        bytes: those bytes read by the file rule (JSON, and the store, refuse surrogates)."""
+        if not _SURROGATE.search(text):
+            return text
+        text, replaced = decode_text(text.encode("utf-8", "surrogateescape"))
+        self.replaced += replaced
+        return text
+
+
+def _addresses(msg: EmailMessage, name: str) -> list[str]:
+    """The addresses (user@host) of a header, every one of that name."""
+    out = []
+    for header in msg.get_all(name) or ():
+        for address in getattr(header, "addresses", ()):
+            if address.addr_spec and address.addr_spec != "<>":
+                out.append(address.addr_spec)
+    return out
+
+
+def _iso_date(header) -> str | None:
+    """A Date header in UTC as ISO 8601 ("2024-03-05T09:30:00+00:00"), so that dates
+    compare in character order whatever the sender's offset; None for no valid date. A
+    date without an offset ("-0000") is taken as UTC."""
+    when = getattr(header, "datetime", None)
+    if when is None:
+        return None
+    try:
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=datetime.timezone.utc)
+        return when.astimezone(datetime.timezone.utc).isoformat()
+    except (OverflowError, ValueError):  # a year at the edge of the range
+        return None
+
+
+def _msg_id(value: str) -> str | None:
+    """The first <id> of a Message-ID or In-Reply-To header, without its brackets (the
+    whole value where it has none)."""
+    match = re.search(r"<([^<>\s]+)>", value)
+    return match.group(1) if match else value.strip() or None
+
+
+def _unreadable(e: Exception) -> str:
+    return " ".join(f"unreadable message: {type(e).__name__}: {e}".split())
