@@ -110,26 +110,24 @@ def _mbox_records(f) -> Iterator[tuple[str, int, object, str | None, int]]:
 
 def _mbox_messages(f) -> Iterator[tuple[int, bytes]]:
     """(line number of its "From " line, its bytes) for each message of an mbox file, read
-    a line at a time. A message starts at a "From " line at the top or after a blank
-    line; its ">From " lines lose one ">" (mboxrd, and mboxo as near as it can be read).
-    Bytes of a message beyond MAX_MESSAGE are passed over."""
+    a line at a time. Every line that starts with "From " starts a message, as Python's
+    mailbox reads an mbox: writers write such a line of a body as ">From " (a message whose
+    writer did not is cut there, and what follows, no mail, skipped); a ">From " line loses
+    one ">" (mboxrd, and mboxo as near as it can be read). Bytes of a message beyond
+    MAX_MESSAGE are passed over."""
     lineno, start, parts, size = 0, 0, [], 0
-    whole_line = blank = True  # the piece read starts a line; the line before was blank
+    whole_line = True  # the piece read starts a line
     while piece := f.readline(MAX_LINE):
         if whole_line:
             lineno += 1
-            if blank and piece.startswith(b"From "):
+            if piece.startswith(b"From "):
                 if start:
                     yield start, b"".join(parts)
                 start, parts, size = lineno, [], 0
                 whole_line = piece.endswith(b"\n")
-                blank = False
                 continue
-            blank = piece in (b"\n", b"\r\n")
             if _ESCAPED_FROM.match(piece):
                 piece = piece[1:]
-        else:
-            blank = False
         whole_line = piece.endswith(b"\n")
         if size < MAX_MESSAGE:
             parts.append(piece[:MAX_MESSAGE - size])

@@ -166,6 +166,19 @@ def test_an_mbox_is_a_document_per_message_by_message_id_else_by_number(tmp_path
         "subject": "Three", "title": "Three", "date": "2024-03-01T08:30:00+00:00", "message_id": "m1@example.org"}
 
 
+def test_every_from_line_starts_a_message_as_pythons_mailbox_reads_it(tmp_path):
+    """A "From " line of a body its writer did not escape cuts the message there (what
+    follows, no mail, is skipped by its line); a blank line before one is not needed."""
+    path = tmp_path / "raw.mbox"
+    path.write_bytes(b"From a@x Mon Apr  1 10:00:00 2024\nSubject: First\nMessage-ID: <1@x>\n\nHello.\n"
+                     b"From here on it is a body line.\nStill the body.\n"
+                     b"From b@x Mon Apr  1 11:00:00 2024\nSubject: Second\n\nBye.\n")
+    path = str(path)
+    assert [(d.key, text(d)) if isinstance(d, Document) else d for d in load(path)] == [
+        (f"{path}#1@x", "First\nHello."), Skipped(f"{path}:6", mail.NOT_MAIL), (f"{path}#3", "Second\nBye.")]
+    assert [m.get("subject") for m in mailbox.mbox(path)] == ["First", None, "Second"]  # the same three
+
+
 def test_a_message_hashes_the_same_wherever_it_is_in_a_mailbox(tmp_path):
     a, b = message("One", "First.", "<m1@x>"), message("Two", "Second.", "<m2@x>")
     docs = [d for d in load(mbox(tmp_path / "ab.mbox", a, b)) + load(mbox(tmp_path / "ba.mbox", b, a))]
