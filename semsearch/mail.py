@@ -26,6 +26,7 @@ from email.message import Message
 from email.parser import BytesParser
 from typing import Iterator
 
+from .validation import MAX_ID_CHARS
 from .loaders import SEGMENT_BYTES, Document, Skipped, _HTMLText, _records_to_docs, decode_text, split_text, titled
 
 MAX_MESSAGE = 32 << 20  # bytes read of one message: its text comes first, attachments past it are passed over
@@ -38,6 +39,8 @@ NOT_MBOX = "not an mbox mailbox (its first line is no 'From ' line)"
 EMPTY = "empty message"
 _PARSER = BytesParser()  # compat32: headers are read here (see _raw_headers)
 _SURROGATE = re.compile("[\ud800-\udfff]")
+_ID = r"([^<>\s\x00-\x1f\x7f]+)"  # a message id: one word, no control character
+_ID_IN_BRACKETS = f"<{_ID}>"
 _ESCAPED_FROM = re.compile(rb">+From ")  # mboxrd: a body line "From ..." is written ">From ..."
 
 
@@ -280,9 +283,11 @@ def _iso_date(value: str) -> str | None:
 
 def _msg_id(value: str) -> str | None:
     """The first <id> of a Message-ID or In-Reply-To header, without its brackets (the
-    whole value where it has none)."""
-    match = re.search(r"<([^<>\s]+)>", value)
-    return match.group(1) if match else value.strip() or None
+    whole value where it has none); None where that is no one word of printable characters
+    up to MAX_ID_CHARS (a message's id is then its number)."""
+    match = re.search(_ID_IN_BRACKETS, value) or re.fullmatch(_ID, value.strip())
+    word = match and match.group(1)
+    return word if word and len(word) <= MAX_ID_CHARS else None
 
 
 def _unreadable(e: Exception) -> str:

@@ -140,18 +140,19 @@ def test_a_forwarded_message_is_read_as_text_too(tmp_path):
 
 
 def test_an_mbox_is_a_document_per_message_by_message_id_else_by_number(tmp_path):
-    """A missing Message-ID, or one an earlier message had: by the message's number (from 1),
-    as a record without an id goes by its line; a message that is no mail is skipped by its
-    line, and the messages after it are read."""
+    """A missing Message-ID, one an earlier message had, or one that is no one word: by the
+    message's number (from 1), as a record without an id goes by its line; a message that
+    is no mail is skipped by its line, and the messages after it are read."""
     path = mbox(tmp_path / "box.mbox",
                 message("One", "From the first message.", "<m1@example.org>"),  # a body line written ">From"
                 message("Two", "The second has no id."),
                 message("Three", "The third repeats the first's id.", "<m1@example.org>"),
                 b"no headers here, just words\n\nand more words\n",
                 message("Five", "The fifth is fine.", "<m5@example.org>"),
-                message("Six", "The sixth says 2.", "<2>"))  # the id the second message got: a duplicate
+                message("Six", "The sixth says 2.", "<2>"),  # the id the second message got: a duplicate
+                message("Seven", "No id is two words.", "<two words@example.org>"))
     lines = from_lines(path)
-    assert len(lines) == 6
+    assert len(lines) == 7
     got = load(path)
     assert [(d.key, d.where, text(d)) if isinstance(d, Document) else d for d in got] == [
         (f"{path}#m1@example.org", f"{path}:{lines[0]}", "One\nFrom the first message."),
@@ -160,6 +161,7 @@ def test_an_mbox_is_a_document_per_message_by_message_id_else_by_number(tmp_path
         Skipped(f"{path}:{lines[3]}", mail.NOT_MAIL),
         (f"{path}#m5@example.org", f"{path}:{lines[4]}", "Five\nThe fifth is fine."),
         Skipped(f"{path}:{lines[5]}", "duplicate id 2"),
+        (f"{path}#7", f"{path}:{lines[6]}", "Seven\nNo id is two words."),
     ]
     assert got[2].metadata == {
         "path": path, "type": "mbox", "from": ["ann@example.org"], "to": ["bob@example.com", "carol@example.net"],
