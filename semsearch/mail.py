@@ -10,9 +10,9 @@ message, each at most MAX_MESSAGE bytes, so a mailbox of many GB never sits in m
 
 An mbox's messages are records (loaders._records_to_docs: its id and duplicate rules):
 id PATH#MESSAGE-ID (without the angle brackets), or the message's number in the file
-(from 1) where it has none or an earlier message had it; the content hash is of what is
-read from the message, not of its place, so appending to a mailbox embeds the new
-messages only, and a message moved to another mailbox is reused.
+(from 1) where it has none, none that is one word, or one an earlier message had; the
+content hash is of what is read from the message, not of its place, so appending to a
+mailbox embeds the new messages only, and a message moved to another mailbox is reused.
 """
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ MAX_MESSAGE = 32 << 20  # bytes read of one message: its text comes first, attac
 MAX_LINE = 1 << 20  # an mbox is read a line at a time, a line this long at most at once
 MAX_DEPTH = 20  # parts nested deeper (a crafted message) are not read
 ADDRESS_FIELDS = ("from", "to", "cc")
-MAIL_HEADERS = ("from", "to", "cc", "subject", "date", "message-id")  # one at least, or it is no mail
+MAIL_HEADERS = frozenset({"from", "to", "cc", "subject", "date", "message-id"})  # one at least, or it is no mail
 NOT_MAIL = "not a mail message (no From, To, Subject, Date or Message-ID header)"
 NOT_MBOX = "not an mbox mailbox (its first line is no 'From ' line)"
 EMPTY = "empty message"
@@ -75,9 +75,9 @@ def _load_eml(path: str) -> Document | Skipped:
 def _load_mbox(path: str) -> Iterator[Document | Skipped]:
     with open(path, "rb") as f:
         first = f.readline(MAX_LINE)
-        while first in (b"\n", b"\r\n"):
+        while first and not first.strip():
             first = f.readline(MAX_LINE)
-        if not first.strip():
+        if not first:
             yield Skipped(path, "empty file")
             return
         if not first.startswith(b"From "):
@@ -150,7 +150,7 @@ class _Message:
         self.error = None
         msg = _PARSER.parsebytes(data)
         headers = _raw_headers(msg)
-        if not headers.keys() & set(MAIL_HEADERS):
+        if not headers.keys() & MAIL_HEADERS:
             self.error = NOT_MAIL
             return
         self.meta = self._headers(headers)
