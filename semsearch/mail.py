@@ -231,8 +231,10 @@ class _Message:
         return "\n".join(lines) + (f"\n\n{body}" if body else "")
 
     def _decoded(self, part: Message) -> str:
-        """A text part's body, its transfer encoding (quoted-printable, base64) undone."""
-        return self._text(part.get_payload(decode=True) or b"", part.get_content_charset())
+        """A text part's body, its transfer encoding (quoted-printable, base64) undone, its
+        lines ended by \\n (mail's own CRLF, kept in some mailboxes: one text either way)."""
+        text = self._text(part.get_payload(decode=True) or b"", part.get_content_charset())
+        return text.replace("\r\n", "\n")
 
     def _text(self, data: bytes, charset: str | None) -> str:
         """Bytes of a body or header in their charset; one unknown, or that they are not in,

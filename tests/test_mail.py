@@ -181,9 +181,13 @@ def test_every_from_line_starts_a_message_as_pythons_mailbox_reads_it(tmp_path):
     assert [m.get("subject") for m in mailbox.mbox(path)] == ["First", None, "Second"]  # the same three
 
 
-def test_a_message_hashes_the_same_wherever_it_is_in_a_mailbox(tmp_path):
-    a, b = message("One", "First.", "<m1@x>"), message("Two", "Second.", "<m2@x>")
-    docs = [d for d in load(mbox(tmp_path / "ab.mbox", a, b)) + load(mbox(tmp_path / "ba.mbox", b, a))]
+def test_a_message_hashes_the_same_wherever_it_is_in_a_mailbox_and_with_crlf_lines(tmp_path):
+    a, b = message("One", "First line.\nSecond line.", "<m1@x>"), message("Two", "Second.", "<m2@x>")
+    ab = mbox(tmp_path / "ab.mbox", a, b)
+    crlf = tmp_path / "crlf.mbox"  # mail's own line ends, as some exporters keep them
+    crlf.write_bytes(open(ab, "rb").read().replace(b"\n", b"\r\n"))
+    docs = load(ab) + load(mbox(tmp_path / "ba.mbox", b, a)) + load(crlf)
+    assert text(docs[-2]) == "One\nFirst line.\nSecond line."
     hashes = {d.key.rsplit("#", 1)[1]: set() for d in docs}
     for d in docs:
         hashes[d.key.rsplit("#", 1)[1]].add(d.content_hash)
