@@ -32,7 +32,8 @@ from .validation import path_list
 log = logging.getLogger("semsearch")
 
 OFFICE = {".docx", ".pptx", ".odt", ".odp", ".epub"}  # zip archives of XML (office.py)
-SUPPORTED = {".txt", ".md", ".rst", ".html", ".htm", ".json", ".jsonl", ".csv", ".tsv", ".pdf", *OFFICE}
+MAIL = {".eml", ".mbox"}  # e-mail (mail.py)
+SUPPORTED = {".txt", ".md", ".rst", ".html", ".htm", ".json", ".jsonl", ".csv", ".tsv", ".pdf", *OFFICE, *MAIL}
 PLAIN = {".txt", ".md", ".rst"}
 TEXT_FIELDS = ("text", "content", "body")
 ID_FIELDS = ("id", "_id")
@@ -287,6 +288,10 @@ def load_file(path: str, part: Part | None = None) -> Iterator[Document | Skippe
         if ext in OFFICE:
             from .office import load_office
             yield load_office(path, ext)
+            return
+        if ext in MAIL:
+            from .mail import load_mail
+            yield from load_mail(path, ext)
             return
         if part is not None:  # of a file found JSONL text when it was cut; read only if it still is that file
             yield from _load_jsonl(path, part)
