@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator, NamedTuple
 
 from .errors import InvalidInput, NotFound
-from . import ignore, validation
+from . import ignore, markup, validation
 from .ignore import GitIgnore
 from .validation import path_list
 
@@ -33,8 +33,11 @@ log = logging.getLogger("semsearch")
 
 OFFICE = {".docx", ".pptx", ".odt", ".odp", ".epub"}  # zip archives of XML (office.py)
 MAIL = {".eml", ".mbox"}  # e-mail (mail.py)
-SUPPORTED = {".txt", ".md", ".rst", ".html", ".htm", ".json", ".jsonl", ".csv", ".tsv", ".pdf", *OFFICE, *MAIL}
-PLAIN = {".txt", ".md", ".rst"}
+# text whose header is its metadata (_HEADERS): Markdown's front matter, Org's and AsciiDoc's header
+MARKDOWN = {".md", ".markdown", ".mdown", ".mkd"}
+MARKUP = {*MARKDOWN, ".org", ".adoc", ".asciidoc"}
+SUPPORTED = {".txt", ".rst", *MARKUP, ".html", ".htm", ".json", ".jsonl", ".csv", ".tsv", ".pdf", *OFFICE, *MAIL}
+PLAIN = {".txt", ".rst", *MARKUP}
 TEXT_FIELDS = ("text", "content", "body")
 ID_FIELDS = ("id", "_id")
 SEGMENT_BYTES = 1 << 20  # size of the text pieces handed to the chunker
@@ -434,8 +437,8 @@ def _load_plain(path: str, ext: str) -> Document | Skipped:
         return Skipped(path, "empty file")
     meta = {"path": path, "type": ext[1:]}
     skip, title = 0, None
-    if ext == ".md":
-        skip, fields = _front_matter(path, encoding)
+    if ext in _HEADERS:
+        skip, fields = _front_matter(path, encoding, _HEADERS[ext])
         for key, value in fields.items():
             meta.setdefault(key, value)  # the loader's path and type stay
         if isinstance(fields.get("title"), str):  # one line, in the metadata and first in the text
@@ -450,33 +453,58 @@ MAX_FRONT_MATTER = 64 * 1024  # bytes of a file's head searched for its front ma
 _FRONT_MATTER = re.compile(r"---[ \t]*\r?\n(.*?)^(?:---|\.\.\.)[ \t]*(?:\r?\n|\Z)", re.DOTALL | re.MULTILINE)
 
 
-def _front_matter(path: str, encoding: str) -> tuple[int, dict]:
-    """(characters of text the front matter takes, its fields as metadata) of a Markdown
-    file; (0, {}) where it has none, or one that cannot be metadata, which stays in the
-    text (a warning says why). Only the file's head is read: a big file stays streamed."""
+def _front_matter(path: str, encoding: str, reader: Callable) -> tuple[int, dict]:
+    """(characters of text the front matter takes, its fields as metadata) of a file, its
+    header found by ``reader`` (see markup); (0, {}) where it has none, or one that cannot
+    be metadata, which stays in the text (a warning says why). Only the file's head is
+    read: a big file stays streamed."""
     with open(path, "rb") as f:
         data = f.read(MAX_FRONT_MATTER + 1)
     whole = len(data) <= MAX_FRONT_MATTER
     head, _ = _unmark(codecs.getincrementaldecoder(encoding)(errors=UNDECODABLE).decode(data[:MAX_FRONT_MATTER], whole))
+    try:
+        found = reader(head if whole else head[:head.rfind("\n") + 1], whole)  # no line cut short
+        if found is None:
+            return 0, {}
+        end, data = found
+        fields = validation.json_value(_fields(data, [MAX_FRONT_MATTER]), "front matter")
+    except markup.NoEnd:
+        log.warning("%s: no end of front matter in its first %d KB; indexed as plain text",
+                    path, MAX_FRONT_MATTER // 1024)
+        return 0, {}
+    except (InvalidInput, ValueError, RecursionError) as e:
+        log.warning("%s: front matter not read, indexed as plain text: %s", path, " ".join(str(e).split()))
+        return 0, {}
+    return end, fields
+
+
+def _yaml_header(head: str, whole: bool) -> tuple[int, dict] | None:
+    """A YAML mapping from a ``---`` first line to a ``---`` or ``...`` line."""
     if not re.match(r"---[ \t]*\r?\n", head):
-        return 0, {}
-    match = _FRONT_MATTER.match(head if whole else head[:head.rfind("\n") + 1])  # no line cut short
+        return None
+    match = _FRONT_MATTER.match(head)
     if match is None:
-        if not whole:
-            log.warning("%s: no end of front matter in its first %d KB; indexed as plain text",
-                        path, MAX_FRONT_MATTER // 1024)
-        return 0, {}
+        if whole:
+            return None
+        raise markup.NoEnd
     import yaml  # here, not at the top: `import semsearch` stays light
 
     try:
         data = yaml.load(match.group(1), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
-        if data is not None and not isinstance(data, dict):
-            return 0, {}  # a list or a string: no front matter, but a --- rule around text
-        fields = validation.json_value(_fields(data or {}, [MAX_FRONT_MATTER]), "front matter")
-    except (InvalidInput, yaml.YAMLError, ValueError, RecursionError) as e:
-        log.warning("%s: front matter not read, indexed as plain text: %s", path, " ".join(str(e).split()))
-        return 0, {}
-    return match.end(), fields
+    except yaml.YAMLError as e:
+        raise ValueError(str(e)) from e
+    if data is not None and not isinstance(data, dict):
+        return None  # a list or a string: no front matter, but a --- rule around text
+    return match.end(), data or {}
+
+
+def _markdown_header(head: str, whole: bool) -> tuple[int, dict] | None:
+    """YAML front matter (---) or Hugo's TOML (+++)."""
+    return _yaml_header(head, whole) or markup.toml_header(head, whole)
+
+
+_HEADERS = {**dict.fromkeys(MARKDOWN, _markdown_header),
+            ".org": markup.org_header, ".adoc": markup.adoc_header, ".asciidoc": markup.adoc_header}
 
 
 def _fields(mapping: dict, budget: list[int], prefix: str = "", depth: int = 0) -> dict:
@@ -499,7 +527,7 @@ def _fields(mapping: dict, budget: list[int], prefix: str = "", depth: int = 0) 
 def _value(value, budget: list[int]):
     """A front-matter value as JSON holds it (json_value checks the rest: no NaN, no bytes)."""
     _spend(budget)
-    if isinstance(value, datetime.date):  # and datetime, its subclass
+    if isinstance(value, (datetime.date, datetime.time)):  # and datetime, date's subclass; TOML has times
         return value.isoformat()
     if isinstance(value, list):
         return [v for v in (_value(item, budget) for item in value) if v is not None]
