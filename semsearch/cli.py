@@ -293,9 +293,10 @@ def index(ctx, paths, name, glob, exclude, gitignore, model, variant, index_spec
           keep_missing, ray_address, watch, every, dry_run):
     """Index files and folders into collection NAME, created if needed.
 
-    Folders are walked recursively (hidden files skipped); .txt .md (its YAML front matter
-    as metadata) .rst .html .json .jsonl .csv .tsv .docx .pptx .odt .odp .epub, and .pdf with the
-    pdf extra; text not in UTF-8 (or UTF-16 with its mark) is read as Windows-1252 when it
+    Folders are walked recursively (hidden files skipped); .txt .md .markdown (YAML or TOML
+    front matter as metadata) .org .adoc (their header as metadata) .rst .html .json .jsonl
+    .csv .tsv .docx .pptx .odt .odp .epub, e-mail (.eml, and .mbox: a document per message),
+    and .pdf with the pdf extra; text not in UTF-8 (or UTF-16 with its mark) is read as Windows-1252 when it
     looks like it. Run it again to embed only new or changed files and
     remove documents whose files are gone. An existing collection keeps its settings:
     giving different ones is an error.
