@@ -752,7 +752,8 @@ def _records_to_docs(path: str, items: Iterable[tuple[str, int, object, str | No
 def duplicate(where: str, key: str) -> Skipped:
     """THE skip of a record whose key an earlier record of its file has (`index --ray` asks
     it of the records of a file it loaded in parts, across the parts)."""
-    return Skipped(where, f"duplicate id {key.rsplit('#', 1)[1]}")
+    path = where.rsplit(":", 1)[0]  # where: the file's path, ":", the record's line or [index]
+    return Skipped(where, f"duplicate id {key[len(path) + 1:] if key.startswith(path + '#') else key}")
 
 
 def _finite(text: str) -> float:

@@ -171,6 +171,10 @@ def test_jsonl_duplicate_id_is_skipped(tmp_path):
     p.write_text('{"id": 1, "text": "one"}\n{"id": 1, "text": "again"}\n')
     out = load(p)
     assert isinstance(out[0], Document) and out[1] == Skipped(f"{p}:2", "duplicate id 1")
+    p = tmp_path / "a#b" / "dup.jsonl"  # a '#' in the id or the path: the id named whole
+    p.parent.mkdir()
+    p.write_text('{"id": "x#1", "text": "one"}\n{"id": "x#1", "text": "again"}\n')
+    assert load(p)[1] == Skipped(f"{p}:2", "duplicate id x#1")
 
 
 def test_read_records_raises_with_line_number(tmp_path):
