@@ -58,7 +58,10 @@ class PrepareFiles:
     def __init__(self, pin: dict, device: str, threads: int | None, chunk_tokens: int, overlap: int,
                  cpus: int = 1, held=None):
         self.pin, self.device, self.threads, self.cpus = pin, device, threads, cpus
-        self._held = held  # held_prefixes (or its object ref): what the collection holds, for reuse
+        # [object ref] of held_prefixes, what the collection holds (for reuse): in a list, so the
+        # constructor's arguments are not in the object store (Ray warns on each actor's start
+        # that a restart could not find them) and the actor gets it itself, on first use
+        self._held = held
         self.chunk_tokens, self.overlap = chunk_tokens, overlap
         self._embedder = None
         self._shared = (None, {})  # the known hashes of the file last loaded in parts, and their ref
@@ -99,10 +102,10 @@ class PrepareFiles:
         return self._shared[1]
 
     @property
-    def held(self) -> np.ndarray:
-        if self._held is not None and not isinstance(self._held, np.ndarray):
+    def held(self) -> np.ndarray | None:
+        if isinstance(self._held, list):
             import ray
-            self._held = ray.get(self._held)
+            self._held = ray.get(self._held[0])
         return self._held
 
     def _records(self, paths, part, files: int, known: dict) -> Iterator[list[tuple]]:
@@ -293,7 +296,7 @@ def prepared_stream(ray, rows: list[dict], files: list[str], coll, shape: dict,
             num_cpus=shape["num_cpus"], num_gpus=shape["num_gpus"],
             fn_constructor_kwargs=dict(pin=coll.pinned, device=shape["device"], threads=shape["threads"],
                                        chunk_tokens=coll.config["chunk_tokens"], overlap=coll.config["overlap"],
-                                       cpus=shape["num_cpus"], held=None if held is None else ray.put(held)))
+                                       cpus=shape["num_cpus"], held=None if held is None else [ray.put(held)]))
     log.info("ray: %d actor(s), %s CPU(s)%s each", shape["actors"], shape["num_cpus"],
              " and 1 GPU" if shape["num_gpus"] else "")
     done = 0
