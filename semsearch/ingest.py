@@ -129,7 +129,7 @@ def changed_documents(files: Iterable, known: dict[str, str], report: IndexRepor
     embeds; skips are reported and unchanged ones counted, and every key read goes into
     ``seen`` (what remove_missing keeps)."""
     for file in files:
-        for doc in load_file(file) if isinstance(file, str) else [file]:
+        for doc in load_file(file, as_text=True) if isinstance(file, str) else [file]:
             if not hasattr(doc, "key"):  # Skipped
                 report.skip(doc.source, doc.reason, doc.transient)
                 continue
