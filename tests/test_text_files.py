@@ -160,3 +160,33 @@ def test_index_on_ray_reads_what_a_glob_asks_for_as_text(tmp_path, home, ray_loc
         assert (r_ray.added, r_ray.skipped) == (r_local.added, r_local.skipped) == \
             (2, [(str(root / "src/compiled.py"), "binary file")])
     assert types("onray", root) == types("local", root) == {"src/invoice.py": "py", "src/weather.py": "py"}
+
+
+CODE = "\n\n".join(f'def step_{i}(rows, limit={i}):\n    """Keep the rows of batch {i} under the limit and add them up."""\n'
+                   f"    kept = [row for row in rows if row.amount < limit]\n    return sum(row.amount for row in kept)\n"
+                   for i in range(12))
+
+
+def test_code_is_cut_into_chunks_at_line_breaks_and_prose_as_before(home, tmp_path, embedder):
+    """Chunks of code ended wherever the token budget ran out, mid-statement; now a file read
+    as text ends its chunks at a line start (after a blank line first). The same text as a
+    .txt is prose: its chunks are what they were (chunking's default)."""
+    from semsearch.chunking import chunk_documents, iter_chunks
+    (tmp_path / "steps.py").write_text(CODE)
+    (tmp_path / "steps.txt").write_text(CODE)
+    with Collection.create("code", embedder=embedder, chunk_tokens=64, overlap=8) as coll:
+        coll.add_files([tmp_path], glob=["*.py", "*.txt"])
+        as_code = coll.store.chunks_of(str(tmp_path / "steps.py"))
+        as_prose = coll.store.chunks_of(str(tmp_path / "steps.txt"))
+    assert len(as_code) > 5 and all(CODE[start:end] == text for start, end, text, _ in as_code)
+    assert all(CODE[end:].startswith("\n") for _, end, _, _ in as_code[:-1])
+    tok = embedder.tokenizer
+    assert any(CODE[end:end + 2] == "\n\n" for _, end, _, _ in as_code)
+    for _, end, text, _ in as_code[:-1]:  # a blank line in its last half, if any, is where it ends
+        if CODE[end:end + 2] != "\n\n":
+            assert "\n\n" not in text[tok.encode(text, add_special_tokens=False).offsets[32][1]:]
+    assert [c[:3] for c in as_prose] == [(c.start, c.end, c.text) for c in iter_chunks([CODE], tok, 64, 8)]
+    assert any(not CODE[end:].startswith("\n") for _, end, _, _ in as_prose[:-1])  # mid-line: as before
+    docs = [[CODE[:700], CODE[700:]], [CODE]]
+    assert chunk_documents(docs, tok, 64, 8, [True, False]) == \
+        [list(iter_chunks(docs[0], tok, 64, 8, lines=True)), list(iter_chunks(docs[1], tok, 64, 8))]
