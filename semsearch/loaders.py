@@ -104,13 +104,14 @@ def list_files(paths: Iterable[str | Path], select: Selection | None = None) -> 
             raise InvalidInput(f"{p} is a semsearch collection, not documents to index")
     out: list[str | Skipped] = []
     seen: set[str] = set()
+    named = {os.path.abspath(p) for p in roots if not p.is_dir()}
     for root in roots:
         for f in _walk(str(root), root, select) if root.is_dir() else [root]:
             if isinstance(f, Skipped):
                 out.append(f)
             elif (path := os.path.abspath(f)) not in seen:
                 seen.add(path)
-                out.append(path)
+                out.append(path if path in named or select.typed(path) else Skipped(path, unsupported(path)))
     return out
 
 
@@ -264,7 +265,7 @@ def _walk(root: str, folder: str | Path, select: Selection, walked: set | None =
         elif is_dir:
             yield from _walk(root, p, select, walked, chain)
         else:
-            yield p if select.typed(p) else Skipped(p, unsupported(p))
+            yield p
 
 
 def is_collection(folder: str | Path) -> bool:

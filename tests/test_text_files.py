@@ -9,6 +9,7 @@ from click.testing import CliRunner
 
 from semsearch.cli import cli
 from semsearch.collection import Collection, plan_files
+from semsearch.loaders import Skipped, list_files
 from semsearch.watch import watch_files
 
 from test_cli import assert_one_line_error
@@ -93,6 +94,8 @@ def test_files_named_are_read_as_text_and_a_binary_one_is_skipped(home, tmp_path
         hit, = coll.search("no space left for the database", k=1, mode="dense")
         assert hit.source == str(root / "logs/server.log") and hit.metadata["type"] == "log"
     assert types("named", root) == {"logs/server.log": "log", "Makefile": "text", "web/app.js": "js"}
+    listed = list_files([root / "src", root / "src/invoice.py"])  # named too, after its folder: taken
+    assert str(root / "src/invoice.py") in listed and Skipped(str(root / "src/weather.py"), "unsupported type .py") in listed
 
 
 def test_a_collection_named_as_a_path_to_index_is_a_one_line_error(home, tmp_path):
