@@ -58,7 +58,8 @@ def types(name, root):
 def test_a_walk_without_glob_takes_the_known_types_says_how_to_read_the_rest_and_not_the_collections(home, tmp_path):
     """`index . --name t` with the collections home in `.`: the store, its -wal and -shm,
     the lock and the index file were listed as skipped, every run."""
-    root = tree(tmp_path)  # home is tmp_path/indexes: inside the folder indexed
+    root = tree(tmp_path)
+    assert home.parent == root  # the collections' home is inside the folder indexed
     for _ in range(2):  # the second run walks past the collection the first one made
         out = ok(run("index", root, "--name", "t")).stdout.splitlines()
     assert "added 0, updated 0, unchanged 1, removed 0, skipped 7;" in out[0]
