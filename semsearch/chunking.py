@@ -6,7 +6,7 @@ without truncation (which would silently drop text from the index).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, Sequence
 
 from tokenizers import Tokenizer
 
@@ -48,45 +48,50 @@ def count_tokens(text: str, tokenizer: Tokenizer) -> int:
 
 
 def iter_chunks(
-    segments: Iterable[str], tokenizer: Tokenizer, max_tokens: int, overlap: int
+    segments: Iterable[str], tokenizer: Tokenizer, max_tokens: int, overlap: int, lines: bool = False
 ) -> Iterator[Chunk]:
     """Yield chunks of at most ``max_tokens`` tokens (special tokens excluded).
 
     ``segments`` are consecutive pieces of one document; chunks never span two
     segments, and consecutive chunks within a segment share about ``overlap``
-    tokens. Arguments are checked now, not on first ``next()``.
+    tokens. A chunk ends at a word start; with ``lines`` (source code, logs: text
+    whose units are lines, not sentences), at a line start where its last half has one,
+    after a blank line first (see _first_cut). Arguments are checked now, not on first
+    ``next()``.
     """
     _check(max_tokens, overlap)
-    return _iter_chunks(segments, _plain_tokenizer(tokenizer), max_tokens, overlap)
+    return _iter_chunks(segments, _plain_tokenizer(tokenizer), max_tokens, overlap, lines)
 
 
 def chunk_documents(documents: list[list[str]], tokenizer: Tokenizer, max_tokens: int,
-                    overlap: int) -> list[list[Chunk]]:
+                    overlap: int, lines: Sequence[bool] | None = None) -> list[list[Chunk]]:
     """``iter_chunks`` of many documents (each a list of segments) at once: the same
     chunks, with every segment tokenised in one ``encode_batch`` and every chunk's
     re-count in another, so the tokeniser spreads them over the cores (one document at a
     time ran on one core: on a GPU host, ingest was bound by it, not by the GPU). A
     segment whose chunk needs a second count (re-tokenising its slice came out longer)
-    is chunked again one chunk at a time."""
+    is chunked again one chunk at a time. ``lines``: for each document, iter_chunks's."""
     _check(max_tokens, overlap)
     tok = _plain_tokenizer(tokenizer)
+    lines = [False] * len(documents) if lines is None else lines
     segments = [(d, base, seg) for d, doc in enumerate(documents)
                 for base, seg in zip(_bases(doc), doc) if seg and not seg.isspace()]
     cut = [_pieces(seg) for _, _, seg in segments]
     encodings = iter(tok.encode_batch([p for pieces, _ in cut for p in pieces], add_special_tokens=False))
     tokens, plans = [], []
-    for (_, _, seg), (pieces, starts) in zip(segments, cut):
+    for (d, _, seg), (pieces, starts) in zip(segments, cut):
         offs, words = _offsets(starts, [next(encodings) for _ in pieces])
-        tokens.append((offs, words))
-        plans.append(list(_spans(offs, words, max_tokens, overlap)))
-    texts = [seg[offs[i][0]:offs[j - 1][1]] for (_, _, seg), (offs, _), plan in zip(segments, tokens, plans)
+        breaks = _breaks(seg, offs) if lines[d] else None
+        tokens.append((offs, words, breaks))
+        plans.append(list(_spans(offs, words, max_tokens, overlap, breaks)))
+    texts = [seg[offs[i][0]:offs[j - 1][1]] for (_, _, seg), (offs, _, _), plan in zip(segments, tokens, plans)
              for i, j in plan]
     counted = iter(zip(texts, (len(e.ids) for e in tok.encode_batch(texts, add_special_tokens=False))))
     out: list[list[Chunk]] = [[] for _ in documents]
-    for (d, base, seg), (offs, words), plan in zip(segments, tokens, plans):
+    for (d, base, seg), (offs, words, breaks), plan in zip(segments, tokens, plans):
         for (i, j), (text, count) in zip(plan, [next(counted) for _ in plan]):
             if count > max_tokens and j - i > 1:  # from here on, one chunk at a time
-                out[d] += _chunks_from(seg, base, tok, max_tokens, overlap, offs, words, i)
+                out[d] += _chunks_from(seg, base, tok, max_tokens, overlap, offs, words, i, breaks)
                 break
             out[d].append(Chunk(text, base + offs[i][0], base + offs[j - 1][1], count))
     return out
@@ -108,11 +113,11 @@ def _bases(segments: list[str]) -> list[int]:
     return bases
 
 
-def _iter_chunks(segments, tok, max_tokens, overlap):
+def _iter_chunks(segments, tok, max_tokens, overlap, lines=False):
     base = 0
     for seg in segments:
         if seg and not seg.isspace():
-            yield from _chunk_segment(seg, base, tok, max_tokens, overlap)
+            yield from _chunk_segment(seg, base, tok, max_tokens, overlap, lines)
         base += len(seg)
 
 
@@ -164,35 +169,54 @@ def _encode(seg: str, tok: Tokenizer) -> tuple[list, list]:
     return _offsets(starts, tok.encode_batch(pieces, add_special_tokens=False))
 
 
-def _spans(offs: list, words: list, max_tokens: int, overlap: int) -> Iterator[tuple[int, int]]:
+def _spans(offs: list, words: list, max_tokens: int, overlap: int,
+           breaks: list | None = None) -> Iterator[tuple[int, int]]:
     """The token spans (i, j) of a segment's chunks when every chunk's first cut fits."""
     n, i = len(offs), 0
     while i < n:
-        j = _first_cut(words, i, n, max_tokens)
+        j = _first_cut(words, i, n, max_tokens, breaks)
         yield i, j
         if j >= n:
             return
         i = _word_start(words, i, max(i + 1, j - overlap))
 
 
-def _first_cut(words: list, i: int, n: int, max_tokens: int) -> int:
+def _first_cut(words: list, i: int, n: int, max_tokens: int, breaks: list | None = None) -> int:
     """Where a chunk starting at token ``i`` ends first: ``max_tokens`` on, moved back
-    to a word start unless that would halve the chunk."""
+    to a word start unless that would halve the chunk. With ``breaks`` (_breaks: code,
+    logs), moved back to the last line start of the chunk's last half, the last one after
+    a blank line if there is one: a chunk of code cut mid-line split a statement."""
     j = min(i + max_tokens, n)
-    return _word_start(words, i + max_tokens // 2, j) if j < n else j
+    if j >= n:
+        return j
+    lo = i + max_tokens // 2
+    if breaks is not None:
+        for level in (2, 1):
+            k = next((k for k in range(j, lo, -1) if breaks[k] >= level), None)
+            if k is not None:
+                return k
+    return _word_start(words, lo, j)
 
 
-def _chunk_segment(seg: str, base: int, tok: Tokenizer, max_tokens: int, overlap: int):
+def _breaks(seg: str, offs: list) -> list[int]:
+    """For each token of a segment, the line breaks before it, since the token before: 0,
+    1, or 2 for a blank line (or more)."""
+    ends = [0] + [b for _, b in offs[:-1]]
+    return [min(seg.count("\n", end, a), 2) for end, (a, _) in zip(ends, offs)]
+
+
+def _chunk_segment(seg: str, base: int, tok: Tokenizer, max_tokens: int, overlap: int, lines: bool = False):
     offs, words = _encode(seg, tok)
-    yield from _chunks_from(seg, base, tok, max_tokens, overlap, offs, words, 0)
+    breaks = _breaks(seg, offs) if lines else None
+    yield from _chunks_from(seg, base, tok, max_tokens, overlap, offs, words, 0, breaks)
 
 
 def _chunks_from(seg: str, base: int, tok: Tokenizer, max_tokens: int, overlap: int,
-                 offs: list, words: list, i: int) -> Iterator[Chunk]:
+                 offs: list, words: list, i: int, breaks: list | None = None) -> Iterator[Chunk]:
     """A segment's chunks from token ``i`` on, each counted (and cut shorter) as it goes."""
     n = len(offs)
     while i < n:
-        j = _first_cut(words, i, n, max_tokens)
+        j = _first_cut(words, i, n, max_tokens, breaks)
         while True:
             start, end = offs[i][0], offs[j - 1][1]
             text = seg[start:end]

@@ -249,7 +249,8 @@ def record_of(rec: dict, file_, number: int):
 @click.option("--name", required=True, help="Collection name (under --home) or path.")
 @click.option("--glob", multiple=True, metavar="PATTERN",
               help="Only files in folders matching this pattern (its path under the folder, or its "
-                   "name), e.g. '*.md'; repeat it for several (a file matching any is taken).")
+                   "name), e.g. '*.md'; repeat it for several (a file matching any is taken). A file "
+                   "of a type with no reader that it matches ('*.py', '*.log') is read as plain text.")
 @click.option("--exclude", multiple=True, metavar="PATTERN",
               help="Leave out files and folders matching this pattern (not walked into): a name "
                    "('node_modules', '*.log'), a path under the folder ('drafts/*.md'; '/build': "
@@ -296,8 +297,11 @@ def index(ctx, paths, name, glob, exclude, gitignore, model, variant, index_spec
     Folders are walked recursively (hidden files skipped); .txt .md .markdown (YAML or TOML
     front matter as metadata) .org .adoc (their header as metadata) .rst .html .json .jsonl
     .csv .tsv .docx .pptx .odt .odp .epub, e-mail (.eml, and .mbox: a document per message),
-    and .pdf with the pdf extra; text not in UTF-8 (or UTF-16 with its mark) is read as Windows-1252 when it
-    looks like it. Run it again to embed only new or changed files and
+    and .pdf with the pdf extra; text not in UTF-8 (or UTF-16 with its mark) is read as
+    Windows-1252 when it looks like it. A file of any other type (source code, logs,
+    configs) is read as plain text when named in PATHS or matched by a --glob (its type: its
+    extension, or "text"); a walk without --glob skips them. Collections (folders holding a
+    store.sqlite) are not walked into. Run it again to embed only new or changed files and
     remove documents whose files are gone. An existing collection keeps its settings:
     giving different ones is an error.
 
@@ -421,19 +425,22 @@ def reused(report) -> str:
 
 
 def echo_index_report(coll: dict, report) -> None:
-    """What an `index` run did: counts, then the skipped files by reason, a few named."""
-    skipped = Counter(reason for _, reason in report.skipped)
+    """What an `index` run did: counts, then the skipped files by reason, a few named (not
+    those of a type the walk does not take: their line says how many of which)."""
+    from .loaders import UNSUPPORTED
+
     click.echo(
         f"{coll['name']}: added {report.added}, updated {report.updated}, unchanged {report.unchanged}, "
         f"removed {report.removed}, skipped {len(report.skipped)};{reused(report)} {report.chunks} chunks in "
         f"{report.seconds:.1f}s ({coll['documents']} documents in the collection)")
-    for reason, count in skipped.most_common():
-        click.echo(f"  skipped {count}: {reason}")
-    shown = sorted(report.skipped)[:5]  # which files, a few: sorted (Ray reports them in any order)
+    for reason, count in skip_counts(report.skipped):
+        click.echo(f"  skipped {count}: {printable(reason)}")
+    named = sorted(s for s in report.skipped if not s[1].startswith(f"{UNSUPPORTED} "))
+    shown = named[:5]  # which files, a few: sorted (Ray reports them in any order)
     for source, reason in shown:
         click.echo(f"    {printable(source)}: {printable(reason)}")
-    if len(report.skipped) > len(shown):
-        click.echo(f"    and {len(report.skipped) - len(shown)} more")
+    if len(named) > len(shown):
+        click.echo(f"    and {len(named) - len(shown)} more")
     if report.replaced_chars:
         click.echo(f"  {report.replaced_chars} undecodable byte(s) replaced with U+FFFD")
     if report.left_behind:
@@ -442,6 +449,27 @@ def echo_index_report(coll: dict, report) -> None:
                    f"`semsearch delete {coll['name']} --missing` removes those whose files are gone")
     if coll.get("notice"):
         click.echo(f"note: {coll['notice']}")
+
+
+def skip_counts(skipped: list) -> list[tuple[str, int]]:
+    """(reason, files) of a run's skips, most first; the files of types a walk takes only
+    with a --glob in one, by type, saying how to read them (as text)."""
+    from .loaders import UNSUPPORTED
+
+    counts: Counter = Counter()
+    types: Counter = Counter()
+    for _, reason in skipped:
+        if reason.startswith(f"{UNSUPPORTED} "):
+            types[reason[len(UNSUPPORTED) + 1:]] += 1
+            reason = UNSUPPORTED
+        counts[reason] += 1
+    if not types:
+        return counts.most_common()
+    ranked = sorted(types.items(), key=lambda tn: (-tn[1], tn[0]))  # (Ray reports in any order)
+    listed = ", ".join(f"{t} {n}" for t, n in ranked[:6]) + (f", {len(ranked) - 6} more types" if len(ranked) > 6 else "")
+    example = next((f"*{t}" for t, _ in ranked if t.startswith(".")), "NAME")
+    hint = f"{UNSUPPORTED} ({listed}): --glob '{example}' reads them as text (a --glob takes only what it matches)"
+    return [(hint if reason == UNSUPPORTED else reason, n) for reason, n in counts.most_common()]
 
 
 def watch_index(ctx, paths, name, keep_missing, every, **settings) -> None:

@@ -18,7 +18,7 @@ import numpy as np
 from .chunking import Chunk, chunk_documents
 from .embedder import background
 from .errors import InvalidInput, OutOfSpace, TooLarge
-from .loaders import Document, Selection, canonical_json, load_file
+from .loaders import SUPPORTED, Document, Selection, canonical_json, load_file
 from .validation import MAX_DOCUMENT_CHARS, vectors as checked_vectors
 
 FLUSH_CHUNKS = 1024  # chunks embedded together: length-sorting 1024 is within 2 % of sorting all
@@ -129,7 +129,7 @@ def changed_documents(files: Iterable, known: dict[str, str], report: IndexRepor
     embeds; skips are reported and unchanged ones counted, and every key read goes into
     ``seen`` (what remove_missing keeps)."""
     for file in files:
-        for doc in load_file(file) if isinstance(file, str) else [file]:
+        for doc in load_file(file, as_text=True) if isinstance(file, str) else [file]:
             if not hasattr(doc, "key"):  # Skipped
                 report.skip(doc.source, doc.reason, doc.transient)
                 continue
@@ -176,6 +176,13 @@ def text_kind(key: str, source: str | None, metadata: dict) -> tuple | None:
     return ("file", metadata.get("type")) if key == source else ("record",)
 
 
+def by_lines(info: DocumentInfo) -> bool:
+    """Whether a document is cut into chunks at line breaks (chunking.iter_chunks's lines):
+    a whole file of a type with no reader, read as text (source code, logs, configs), whose
+    units are lines. Prose and records are cut as they were."""
+    return info.source is not None and info.key == info.source and f".{info.metadata.get('type')}" not in SUPPORTED
+
+
 Reuse = Callable[[DocumentInfo], "PreparedDocument | None"]
 
 
@@ -197,8 +204,9 @@ def _prepared(docs, embedder, chunk_tokens: int, overlap: int, report: IndexRepo
     batch: list[PreparedDocument] = []
     pending = 0
     for group in _read_groups(docs, report, reuse):
-        chunked = iter(chunk_documents([text for _, text in group if text is not None],
-                                       embedder.tokenizer, chunk_tokens, overlap))
+        read = [(info, text) for info, text in group if text is not None]
+        chunked = iter(chunk_documents([text for _, text in read], embedder.tokenizer, chunk_tokens, overlap,
+                                       [by_lines(info) for info, _ in read]))
         for info, text in group:
             if text is None:  # reused: its chunks and vectors are the store's
                 doc = info

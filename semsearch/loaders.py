@@ -38,6 +38,8 @@ MARKDOWN = {".md", ".markdown", ".mdown", ".mkd"}
 MARKUP = {*MARKDOWN, ".org", ".adoc", ".asciidoc"}
 SUPPORTED = {".txt", ".rst", *MARKUP, ".html", ".htm", ".json", ".jsonl", ".csv", ".tsv", ".pdf", *OFFICE, *MAIL}
 PLAIN = {".txt", ".rst", *MARKUP}
+UNSUPPORTED = "unsupported type"  # the skip of a file a walk without --glob finds, of a type not in SUPPORTED
+NO_EXTENSION = ".text"  # read as text, a file with no extension gets the type "text"
 TEXT_FIELDS = ("text", "content", "body")
 ID_FIELDS = ("id", "_id")
 SEGMENT_BYTES = 1 << 20  # size of the text pieces handed to the chunker
@@ -82,16 +84,18 @@ def iter_documents(paths: Iterable[str | Path], glob=None, exclude=None,
                    gitignore: bool = False) -> Iterator[Document | Skipped]:
     """Yield a Document or Skipped for every file under ``paths`` (see list_files, Selection)."""
     files = list_files(paths, Selection.of(glob, exclude, gitignore))
-    return (doc for f in files for doc in (load_file(f) if isinstance(f, str) else [f]))
+    return (doc for f in files for doc in (load_file(f, as_text=True) if isinstance(f, str) else [f]))
 
 
 def list_files(paths: Iterable[str | Path], select: Selection | None = None) -> list[str | Skipped]:
-    """Absolute paths of the files under ``paths``, once each, or Skipped for unreadable folders.
+    """Absolute paths of the files under ``paths``, once each, or Skipped for unreadable
+    folders and files of a type a walk does not take (Selection.typed).
 
-    Folders are walked recursively in sorted order, skipping hidden entries and what
-    ``select`` leaves out (Selection). Files named explicitly are always taken.
-    The walk is done up front, so progress can show an ETA; missing paths
-    raise NotFound before anything is read.
+    Folders are walked recursively in sorted order, skipping hidden entries, semsearch
+    collections and what ``select`` leaves out (Selection). Files named explicitly are
+    always taken. Every path it gives is one the user asked for: load_file(as_text=True)
+    reads it. The walk is done up front, so progress can show an ETA; missing paths
+    raise NotFound before anything is read, a collection named raises InvalidInput.
     """
     roots = [Path(p) for p in path_list(paths)]
     select = Selection() if select is None else select
@@ -100,15 +104,18 @@ def list_files(paths: Iterable[str | Path], select: Selection | None = None) -> 
             raise InvalidInput(f"{_printable(p)}: {NOT_UTF8}")
         if not p.exists():
             raise NotFound(f"no such file or directory: {p}")
+        if is_collection(p):
+            raise InvalidInput(f"{p} is a semsearch collection, not documents to index")
     out: list[str | Skipped] = []
     seen: set[str] = set()
+    named = {os.path.abspath(p) for p in roots if not p.is_dir()}
     for root in roots:
         for f in _walk(str(root), root, select) if root.is_dir() else [root]:
             if isinstance(f, Skipped):
                 out.append(f)
             elif (path := os.path.abspath(f)) not in seen:
                 seen.add(path)
-                out.append(path)
+                out.append(path if path in named or select.typed(path) else Skipped(path, unsupported(path)))
     return out
 
 
@@ -117,15 +124,12 @@ def file_stamps(paths: Iterable[str | Path], select: Selection | None = None) ->
     reason) for a folder it could not read or a file gone since the walk: what a watch
     compares between polls (watch.py). Only stats, no file opened; the change time also
     moves when a copy keeps an old mtime (cp -p) or the file's mode changes. A file of a
-    type never read is there or not, (path,): a log growing beside the notes (or a
-    collection's own store inside a watched folder) changes nothing that is indexed."""
+    type a walk does not take is there or not, (path,): a log growing beside the notes
+    changes nothing that is indexed."""
     stamps: list[tuple] = []
     for f in list_files(paths, select):
         if isinstance(f, Skipped):
-            stamps.append((f.source, f.reason))
-            continue
-        if os.path.splitext(f)[1].lower() not in SUPPORTED:
-            stamps.append((f,))
+            stamps.append((f.source,) if f.reason == unsupported(f.source) else (f.source, f.reason))
             continue
         try:
             st = os.stat(f)
@@ -151,7 +155,9 @@ class Selection:
     its top); a trailing ``/`` matches folders only (``build/``). The walk does not descend
     into an excluded folder.
     ``gitignore`` (--gitignore): also what git ignores (semsearch/ignore.py), read as the
-    walk goes; the folder walked itself is taken, as a file named is."""
+    walk goes; the folder walked itself is taken, as a file named is.
+    Of the files left, a walk takes those of the types with a loader (SUPPORTED) or, with
+    a glob, every one (a type without a loader read as text): see typed."""
     globs: tuple[str, ...] = ()
     excludes: tuple[str, ...] = ()
     gitignore: GitIgnore | None = None  # the run's parsed .gitignore files; None: not asked
@@ -178,7 +184,13 @@ class Selection:
                     chain = self.gitignore.below(chain, here)
             if self.leaves_out(path, root, False, chain):
                 return False
-        return self.globbed(path, root)
+        return self.globbed(path, root) and self.typed(path)
+
+    def typed(self, path: str) -> bool:
+        """Whether a walk reads this file it found, by its type: one with a loader always; any
+        other, as text, only when a glob asked for it (`index ~` must not embed every source
+        file and log; `--glob '*.py'` names what it wants)."""
+        return bool(self.globs) or os.path.splitext(path)[1].lower() in SUPPORTED
 
     def leaves_out(self, path: str, root: str, is_dir: bool, chain) -> bool:
         """Whether this file or folder itself (not the folders above it) is left out: an
@@ -247,7 +259,7 @@ def _walk(root: str, folder: str | Path, select: Selection, walked: set | None =
         except OSError as err:  # e.g. a symlink to itself
             yield Skipped(_printable(p), _os_reason(err), transient=True)
             continue
-        if select.leaves_out(p, root, is_dir, chain):
+        if select.leaves_out(p, root, is_dir, chain) or is_dir and is_collection(p):
             continue
         if not is_dir and (not (is_file or os.path.exists(p))  # a dangling link: a vanished file
                            or not select.globbed(p, root)):
@@ -258,6 +270,19 @@ def _walk(root: str, folder: str | Path, select: Selection, walked: set | None =
             yield from _walk(root, p, select, walked, chain)
         else:
             yield p
+
+
+def is_collection(folder: str | Path) -> bool:
+    """Whether ``folder`` is a semsearch collection (collection.py's test: it holds the
+    store), which a walk does not enter: its own files are no documents."""
+    from .collection import STORE_FILE  # here: collection imports this module
+    return os.path.isfile(os.path.join(folder, STORE_FILE))
+
+
+def unsupported(path: str) -> str:
+    """THE skip reason of a file of a type with no loader that no one asked to read as text."""
+    ext = os.path.splitext(path)[1].lower()
+    return f"{UNSUPPORTED} {ext or '(no extension)'}"
 
 
 def _printable(path: str | Path) -> str:
@@ -274,12 +299,14 @@ def _os_reason(e: OSError) -> str:
 # ---------------------------------------------------------------- one file
 
 
-def load_file(path: str, part: Part | None = None) -> Iterator[Document | Skipped]:
+def load_file(path: str, part: Part | None = None, as_text: bool = False) -> Iterator[Document | Skipped]:
     """Documents of one file (several for jsonl/json/csv); never raises for a bad file.
-    ``part`` (of a JSONL file, see jsonl_parts): only the records of its lines."""
+    ``part`` (of a JSONL file, see jsonl_parts): only the records of its lines.
+    ``as_text``: a file of a type with no loader is read as a .txt is (the user asked for
+    it: list_files's files), its type its extension; else it is skipped."""
     ext = os.path.splitext(path)[1].lower()
-    if ext not in SUPPORTED:
-        yield Skipped(path, f"unsupported type {ext or '(no extension)'}")
+    if ext not in SUPPORTED and not as_text:
+        yield Skipped(path, unsupported(path))
         return
     try:
         if not stat.S_ISREG(os.stat(path).st_mode):  # opening a FIFO would wait forever
@@ -305,6 +332,8 @@ def load_file(path: str, part: Part | None = None) -> Iterator[Document | Skippe
             yield Skipped(path, "binary file")
         elif ext in PLAIN:
             yield _load_plain(path, ext)
+        elif ext not in SUPPORTED:  # asked for by name or --glob: as text
+            yield _load_plain(path, ext if len(ext) > 1 else NO_EXTENSION)
         elif ext in (".html", ".htm"):
             yield _load_html(path, ext)
         elif ext == ".jsonl":

@@ -88,7 +88,7 @@ def watch_files(name_or_path, paths, every: float = DEFAULT_EVERY, stop: threadi
     SIGTERM end the watch, which returns between passes; during a pass they raise
     KeyboardInterrupt as they stop `index` (saying what it stored)."""
     from .collection import index_files
-    from .loaders import Selection, file_stamps
+    from .loaders import Selection, file_stamps, unsupported
 
     every = validation.finite(every, "every (seconds)", MIN_EVERY, MAX_EVERY)
     stop = threading.Event() if stop is None else stop
@@ -99,9 +99,10 @@ def watch_files(name_or_path, paths, every: float = DEFAULT_EVERY, stop: threadi
         select = Selection.of(glob, exclude, gitignore)  # one for the watch: .gitignores parsed once
         skipped: dict = {}  # source -> why, as the passes so far left it
 
-        def sync(files, gone: list, progress: bool) -> None:
+        def sync(files, gone: list, progress: bool, untaken: list = ()) -> None:
             """One pass: ``files`` read (None: all under roots, as `index`), the documents of the
-            files ``gone`` removed."""
+            files ``gone`` removed; ``untaken``, new files of a type the walk does not take,
+            said as skipped, not read (named to add_files, a file is read as text)."""
             busy[0] = True
             try:
                 report = coll.add_files(roots if files is None else files, glob=glob, exclude=exclude,
@@ -111,6 +112,8 @@ def watch_files(name_or_path, paths, every: float = DEFAULT_EVERY, stop: threadi
                     report.removed += coll.delete_path(gone)
             finally:
                 busy[0] = False
+            for path in untaken:
+                report.skip(path, unsupported(path))
             if files is None:
                 skipped.clear()
             for source in [*(files or ()), *gone]:  # re-read or gone: what they said before is void
@@ -140,12 +143,13 @@ def watch_files(name_or_path, paths, every: float = DEFAULT_EVERY, stop: threadi
                 missing = None
             if now != seen and not stop.is_set():
                 changed = [path for path, stamp in now.items() if seen.get(path) != stamp]
+                untaken = [path for path in changed if now[path] == ()]
                 # gone: no longer walked and not there; one still there is left out now (a
                 # .gitignore edited under --gitignore): its documents stay, as a run keeps them
                 gone = [path for path, stamp in seen.items()
                         if path not in now and len(stamp) == 3 and not os.path.exists(path)]
                 try:
-                    sync(changed, gone, False)
+                    sync([p for p in changed if now[p] != ()], gone, False, untaken)
                 except CollectionBusy as exc:  # another writer held the lock past its wait: not fatal
                     log.warning("%s; syncing again at the next poll", exc)
                     continue
@@ -156,7 +160,7 @@ def watch_files(name_or_path, paths, every: float = DEFAULT_EVERY, stop: threadi
 
     def stamps(roots, select) -> dict:
         """path -> (size, mtime_ns, ctime_ns) of a file read, (why,) of one skipped, () of
-        one of a type never read (loaders.file_stamps)."""
+        one of a type the walk does not take (loaders.file_stamps)."""
         return {entry[0]: entry[1:] for entry in file_stamps(roots, select)}
 
     def stopping(signum, frame):

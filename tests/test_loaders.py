@@ -340,7 +340,8 @@ def test_a_file_emptied_or_turned_binary_loses_its_text_one_unreadable_keeps_it(
 def test_unsupported_type_is_skipped(tmp_path):
     p = tmp_path / "tool.exe"
     p.write_bytes(b"MZ")
-    assert load(p) == [Skipped(str(p), "unsupported type .exe")]
+    assert load(tmp_path) == [Skipped(str(p), "unsupported type .exe")]  # found by a walk without --glob
+    assert [d.metadata["type"] for d in load(p)] == ["exe"]  # named: read as text (binary ones are skipped)
 
 
 @pytest.mark.skipif(os.name != "posix", reason="POSIX permissions")

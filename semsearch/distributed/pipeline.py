@@ -133,7 +133,7 @@ class PrepareFiles:
 
         def todo():
             for path in paths:
-                for doc in load_file(path, part):
+                for doc in load_file(path, part, as_text=True):  # list_files took it
                     if isinstance(doc, Skipped):
                         loose.append(("skipped", doc.source, doc.reason, doc.transient))
                     elif known.get(doc.key) == doc.content_hash:
