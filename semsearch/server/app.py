@@ -31,7 +31,7 @@ from .batcher import MicroBatcher, Unbatched
 from .errors import HANDLERS, ClientGone, Unexpected
 from .metrics import CONTENT_TYPE_LATEST, Metrics, RequestMetrics
 from .schemas import AddRequest, DeleteRequest, DocumentsQuery, EmbeddingsRequest, SearchRequest, SimilarRequest
-from .security import BEARER, BodyLimit, KeyedRoute
+from .security import BEARER, BodyLimit, ReadRoute, WriteRoute
 from .served import ModelMismatch, Served
 from .settings import Settings
 
@@ -73,7 +73,11 @@ def create_app(embedder, served: Served, settings: Settings = Settings()) -> Fas
     app = FastAPI(title="semsearch", version=__version__, lifespan=lifespan,
                   exception_handlers=HANDLERS, docs_url=None)
     app.state.settings, app.state.metrics, app.state.ready = settings, metrics, False
-    api = APIRouter(route_class=KeyedRoute, dependencies=[Security(BEARER)])  # every route on it needs the key
+    # every route on these needs a key; which of the two a route is on is the one place that says
+    # whether it writes (a read-only key gets 403 there); a route added on neither is open to all
+    read_api = APIRouter(route_class=ReadRoute, dependencies=[Security(BEARER)])
+    write_api = APIRouter(route_class=WriteRoute, dependencies=[Security(BEARER)],
+                          responses={403: {"description": "The API key is read-only"}})
 
     async def embed(request: Request, texts: list[str], kind: str | None):
         """The batcher's vectors for ``texts``, unless the client hangs up first: then its
@@ -110,14 +114,14 @@ def create_app(embedder, served: Served, settings: Settings = Settings()) -> Fas
                                    swagger_favicon_url="/docs-assets/favicon-32x32.png")
 
     # -- protected --------------------------------------------------------------------------
-    @api.get("/readyz")
+    @read_api.get("/readyz")
     async def readyz():
         ready = app.state.ready and batcher.alive
         body = {"status": "ready" if ready else "not ready", "model": model_id,
                 "collections": served.serving()}
         return JSONResponse(body, status_code=200 if ready else 503)
 
-    @api.get("/metrics")
+    @read_api.get("/metrics")  # counts and latencies, no document or key: a scraper may hold a read-only key
     def metrics_text():
         return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
@@ -127,15 +131,15 @@ def create_app(embedder, served: Served, settings: Settings = Settings()) -> Fas
             raise NotFound(f"model {name!r} is not served here; this server serves {model_id}")
         return {"id": model_id, "object": "model", "created": 0, "owned_by": "semsearch", "dimensions": embedder.dim}
 
-    @api.get("/v1/models")
+    @read_api.get("/v1/models")
     async def list_models():
         return {"object": "list", "data": [served_model(model_id)]}
 
-    @api.get("/v1/models/{name:path}")  # OpenAI's client: models.retrieve(name)
+    @read_api.get("/v1/models/{name:path}")  # OpenAI's client: models.retrieve(name)
     async def get_model(name: str):
         return served_model(name)
 
-    @api.post("/v1/embeddings")
+    @read_api.post("/v1/embeddings")  # computes vectors, stores nothing (model time, as a search's query takes)
     async def embeddings(body: EmbeddingsRequest, request: Request):
         served_model(body.model)
         if body.dimensions is not None and body.dimensions != embedder.dim:
@@ -152,7 +156,7 @@ def create_app(embedder, served: Served, settings: Settings = Settings()) -> Fas
                                       for i, row in enumerate(rows)],
                              "usage": {"prompt_tokens": used, "total_tokens": used}})
 
-    @api.get("/v1/collections")
+    @read_api.get("/v1/collections")
     async def list_collections():
         """Every served collection that can be read: one removed (`semsearch rm`), broken
         or of another model is left out (its own route says why), not a 500 for all of them."""
@@ -167,12 +171,12 @@ def create_app(embedder, served: Served, settings: Settings = Settings()) -> Fas
                 log.warning("collection %s left out of the list: %s", name, exc.one_line())
         return {"object": "list", "data": infos}
 
-    @api.get("/v1/collections/{name}")
+    @read_api.get("/v1/collections/{name}")
     async def collection_info(name: str):
         async with served.use(name) as target:
             return await run_in_threadpool(target.info)
 
-    @api.post("/v1/collections/{name}/search")
+    @read_api.post("/v1/collections/{name}/search")
     async def search(name: str, body: SearchRequest, request: Request):
         async with served.use(name) as target:
             if (body.query is None) == (body.queries is None):
@@ -192,7 +196,7 @@ def create_app(embedder, served: Served, settings: Settings = Settings()) -> Fas
                 return FastJSON({"object": "list", "data": [h.to_dict() for h in found]})
             return FastJSON({"object": "list", "results": [{"data": [h.to_dict() for h in hits]} for hits in found]})
 
-    @api.post("/v1/collections/{name}/similar")
+    @read_api.post("/v1/collections/{name}/similar")
     async def similar(name: str, body: SimilarRequest):
         """The documents (``docs``: false, the chunks) most like the stored document ``id``,
         it left out, as a search answers them: nothing to embed, its vectors are stored."""
@@ -209,7 +213,7 @@ def create_app(embedder, served: Served, settings: Settings = Settings()) -> Fas
         threadpool they held every thread, stalling searches, info and /metrics."""
         return await anyio.to_thread.run_sync(functools.partial(method, *args, **kwargs), limiter=writing)
 
-    @api.post("/v1/collections/{name}/documents")
+    @write_api.post("/v1/collections/{name}/documents")
     async def add_documents(name: str, body: AddRequest):
         async with served.use(name) as target:
             validation.positive_int(len(body.documents), "the number of documents", settings.max_inputs)
@@ -220,7 +224,7 @@ def create_app(embedder, served: Served, settings: Settings = Settings()) -> Fas
         return {"object": "list", "ids": done.ids, "added": done.added, "replaced": done.replaced,
                 "metadata_updated": done.metadata_updated, "unchanged": done.unchanged}
 
-    @api.post("/v1/collections/{name}/documents/delete")
+    @write_api.post("/v1/collections/{name}/documents/delete")
     async def delete_documents(name: str, body: DeleteRequest):
         """Delete by ``ids`` (none: 0, as the library's) or by ``where`` (Collection.delete):
         how many existed, 0 too."""
@@ -230,7 +234,7 @@ def create_app(embedder, served: Served, settings: Settings = Settings()) -> Fas
             deleted = await write(target.delete, body.ids, where=body.where_filter())
         return {"deleted": deleted}
 
-    @api.get("/v1/collections/{name}/documents")
+    @read_api.get("/v1/collections/{name}/documents")
     async def list_documents(name: str, query: Annotated[DocumentsQuery, Query()]):
         """A page of the stored documents, in id order, in OpenAI's list shape: the next
         page is `after=` this one's `last_id`, while `has_more`."""
@@ -245,21 +249,22 @@ def create_app(embedder, served: Served, settings: Settings = Settings()) -> Fas
         return FastJSON({"object": "list", "data": data, "first_id": data[0]["id"] if data else None,
                          "last_id": data[-1]["id"] if data else None, "has_more": len(docs) > limit})
 
-    @api.get("/v1/collections/{name}/documents/{doc_id:path}")  # ids may hold '/' (sent as %2F or not)
+    @read_api.get("/v1/collections/{name}/documents/{doc_id:path}")  # ids may hold '/' (sent as %2F or not)
     async def get_document(name: str, doc_id: str):
         """One stored document: its text (rebuilt from its chunks, so a hit's start and end
         index into it), source, metadata, number of chunks and when it was added."""
         async with served.use(name) as target:
             return FastJSON(document_object(await run_in_threadpool(target.get, doc_id)))
 
-    @api.delete("/v1/collections/{name}/documents/{doc_id:path}")  # ids may hold '/' (sent as %2F or not)
+    @write_api.delete("/v1/collections/{name}/documents/{doc_id:path}")  # ids may hold '/' (sent as %2F or not)
     async def delete_document(name: str, doc_id: str):
         async with served.use(name) as target:
             if not await write(target.delete, [doc_id]):
                 raise NoSuchDocument.of(target.name, [doc_id])  # as GET of it words it
         return {"id": doc_id, "deleted": True}
 
-    app.include_router(api)
+    app.include_router(read_api)
+    app.include_router(write_api)
     app.add_middleware(Unexpected)  # innermost of these: the metrics see its 500s
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes, timeout=settings.body_timeout)
     app.add_middleware(RequestMetrics, metrics=metrics)

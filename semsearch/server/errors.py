@@ -48,6 +48,13 @@ class Unauthorized(SemsearchError):
     error_type = "authentication_error"
 
 
+class ReadOnlyKey(SemsearchError):
+    """A valid key that may not write, on a route that writes (security.WriteRoute)."""
+
+    http_status = 403
+    error_type = "permission_error"
+
+
 def counted(handler):
     """Every error response is counted by its type in semsearch_errors_total."""
     def handle(request, exc):

@@ -1,7 +1,8 @@
 """Bearer keys and the limits on a request's body: its size and the time it takes to arrive.
 
 Keys are compared with ``hmac.compare_digest`` against every configured key (no early
-exit), and never echoed: a wrong key and a missing key get the same message.
+exit), and never echoed: a wrong key and a missing key get the same message. A read-only
+key (``KEY read`` in the key file) is refused with 403 on the routes that write (WriteRoute).
 """
 from __future__ import annotations
 
@@ -13,41 +14,67 @@ from fastapi.routing import APIRoute
 from fastapi.security import HTTPBearer
 from starlette.exceptions import HTTPException
 
-from .errors import Unauthorized
+from .errors import ReadOnlyKey, Unauthorized
 
 
 # what the API description says of the key (no check: KeyedRoute does that), so that /docs
 # has an Authorize button and its "Try it out" requests carry the key
 BEARER = HTTPBearer(auto_error=False, scheme_name="API key",
-                    description="One of the server's API keys, when it has any (SEMSEARCH_API_KEY, --api-key-file)")
+                    description="One of the server's API keys, when it has any (SEMSEARCH_API_KEY, --api-key-file); "
+                                "a read-only one may call every route but those that add or delete (403)")
 
 
 class KeyedRoute(APIRoute):
     """A route that needs the key, checked before its body is read: a FastAPI dependency
     runs after, so a client without a key had the server read and parse up to
-    max-body-bytes, and a malformed body got a 400 instead of its 401."""
+    max-body-bytes, and a malformed body got a 400 instead of its 401. Only its two kinds
+    are made: ReadRoute and WriteRoute, so every keyed route says whether it writes."""
+
+    writes: bool | None = None
+
+    def __init__(self, *args, **kwargs):
+        if self.writes is None:
+            raise TypeError("a keyed route is a ReadRoute or a WriteRoute (does it write?)")
+        super().__init__(*args, **kwargs)
 
     def get_route_handler(self):
         handler = super().get_route_handler()
 
         async def keyed(request: Request):
-            require_key(request)
+            require_key(request, self.writes)
             return await handler(request)
         return keyed
 
 
-def require_key(request: Request) -> None:
-    """Unauthorized unless the request holds one of the keys; a no-op when no key is set."""
+class ReadRoute(KeyedRoute):
+    """Writes nothing a later request could see: any key may call it, a read-only one too."""
+    writes = False
+
+
+class WriteRoute(KeyedRoute):
+    """Adds, changes or deletes something: a full key only (403 for a read-only one)."""
+    writes = True
+
+
+def require_key(request: Request, writes: bool) -> None:
+    """Unauthorized unless the request holds one of the keys, ReadOnlyKey if ``writes`` and it
+    holds a read-only one; a no-op when no key is set. Every key is compared (no early exit),
+    and the matching key's scope is taken in the same loop."""
     keys = request.app.state.settings.api_keys
     if not keys:
         return
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
     token = token.strip().encode()
-    match = False
-    for key in keys:
-        match |= hmac.compare_digest(token, key)
+    match = may_write = False
+    for key, full in keys:
+        same = hmac.compare_digest(token, key)
+        match |= same
+        may_write |= same & full
     if scheme.lower() != "bearer" or not match:
         raise Unauthorized("missing or invalid API key (send 'Authorization: Bearer <key>')")
+    if writes and not may_write:
+        raise ReadOnlyKey("this API key is read-only: it may search and read, not add or delete "
+                          "(use a full key)")
 
 
 class BodyLimit:

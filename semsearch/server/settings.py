@@ -14,6 +14,9 @@ from .. import validation
 from ..errors import InvalidInput
 
 KEY_ENV = "SEMSEARCH_API_KEY"
+FULL, READ = True, False  # what a key may do: everything, or only what writes nothing (app.py's reads)
+SCOPES = {"read": READ, "full": FULL}  # the word after a key in --api-key-file (none: full)
+MIN_KEY = 16  # characters
 MAX_WAIT_MS = 10_000  # a wait for company longer than this is a mistake, and past ~1e12 threads cannot wait
 TIMEOUTS = (0.1, 3_600)  # seconds a request's head or body may take to arrive: the range allowed
 
@@ -41,8 +44,8 @@ class Settings:
                                     # (503 + close); 0: no cap (behind a proxy). A quarter of max_connections, and
                                     # above the pools of httpx and aiohttp (100); not scaled with max_connections:
                                     # a real client's pool does not shrink with the server's limit
-    # bearer keys; repr=False keeps them out of logs and tracebacks
-    api_keys: tuple[bytes, ...] = field(default=(), repr=False)
+    # bearer keys, each (key, may it write: FULL or READ); repr=False keeps them out of logs and tracebacks
+    api_keys: tuple[tuple[bytes, bool], ...] = field(default=(), repr=False)
 
     def __post_init__(self):
         for name in ("max_batch_tokens", "max_batch_size", "workers", "max_queue", "max_body_bytes",
@@ -59,22 +62,44 @@ class Settings:
             raise InvalidInput("max-inputs must not exceed max-queue (one request must fit the queue)")
 
 
-def read_keys(key_file: str | os.PathLike | None) -> tuple[bytes, ...]:
-    """Keys from SEMSEARCH_API_KEY and from a file (one per line, '#' comments), so a key
-    can be rotated by listing the old and the new one for a while."""
-    keys = [os.environ.get(KEY_ENV, "").strip()]
+def read_keys(key_file: str | os.PathLike | None) -> tuple[tuple[bytes, bool], ...]:
+    """(key, FULL or READ) from SEMSEARCH_API_KEY (a full key) and from a file: one key per
+    line, ``KEY`` (full) or ``KEY read`` (may search and read, not write), blank lines and
+    '#' comments, so a key can be rotated by listing the old and the new one for a while.
+    A bad line is named by its number, never by its text: it may hold a key."""
+    keys: dict[str, tuple[bool, str]] = {}  # key -> (scope, where it was given)
+
+    def take(key: str, scope: bool, where: str) -> None:
+        if len(key) < MIN_KEY:
+            raise InvalidInput(f"{where}: an API key must be at least {MIN_KEY} characters, without spaces")
+        if keys.get(key, (scope,))[0] != scope:
+            raise InvalidInput(f"{where}: the same key as {keys[key][1]}, with another scope")
+        keys.setdefault(key, (scope, where))
+
+    env = os.environ.get(KEY_ENV, "")
+    if env.strip():
+        if len(env.split()) > 1:
+            raise InvalidInput(f"{KEY_ENV}: an API key must be at least {MIN_KEY} characters, without spaces")
+        take(env.strip(), FULL, KEY_ENV)
     if key_file is not None:
         try:
             lines = Path(key_file).read_text(encoding="utf-8").splitlines()
         except (OSError, UnicodeDecodeError) as exc:
             raise InvalidInput(f"cannot read the API key file {key_file}: {exc.__class__.__name__}") from None
-        keys += [line.strip() for line in lines if not line.lstrip().startswith("#")]
-        if not any(k for k in keys[1:]):
+        given = 0
+        for number, line in enumerate(lines, 1):
+            words = line.split()
+            if not words or words[0].startswith("#"):
+                continue
+            given += 1
+            where = f"the API key file {key_file}, line {number}"
+            if len(words) > 2 or (len(words) == 2 and words[1] not in SCOPES):
+                raise InvalidInput(f"{where}: expected KEY or KEY read (a key without spaces; "
+                                   f"scopes: {', '.join(SCOPES)}); the line is not shown, it may hold a key")
+            take(words[0], SCOPES[words[1]] if len(words) == 2 else FULL, where)
+        if not given:
             raise InvalidInput(f"the API key file {key_file} holds no key")
-    keys = [k for k in keys if k]
-    if any(len(k) < 16 or any(c.isspace() for c in k) for k in keys):
-        raise InvalidInput("API keys must be at least 16 characters, without spaces")
-    return tuple(dict.fromkeys(k.encode() for k in keys))
+    return tuple((key.encode(), scope) for key, (scope, _) in keys.items())
 
 
 def is_loopback(host: str) -> bool:
