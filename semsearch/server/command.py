@@ -31,7 +31,8 @@ def _default(name):
               help="ONNX Runtime threads each model run uses [default: on a CPU 1, or cores / --workers "
                    "when --workers is given; on a GPU 1, as only shape arithmetic runs on the CPU].")
 @click.option("--api-key-file", type=click.Path(dir_okay=False),
-              help="File with API keys, one per line ('#' comments); SEMSEARCH_API_KEY adds one "
+              help="File with API keys, one per line: KEY (may do everything) or KEY read (may search "
+                   "and read, not add or delete: 403); '#' comments. SEMSEARCH_API_KEY adds a full one "
                    "[default: no key on loopback].")
 @click.option("--insecure", is_flag=True, help="Allow a non-loopback address without an API key.")
 @click.option("--batching/--no-batching", default=True, show_default=True,
