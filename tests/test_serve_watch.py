@@ -255,3 +255,50 @@ def test_a_pass_that_crashes_is_said_once_and_the_watch_goes_on(home, tmp_path, 
     assert not watch.thread.is_alive()
     failed = [r.getMessage() for r in caplog.records if "watch of notes failed" in r.getMessage()]
     assert len(failed) == 1 and "closed" in failed[0], caplog.text
+
+
+def test_sigterm_during_a_pass_ends_it_at_its_next_write_with_what_it_wrote_committed(env, tmp_path):
+    """Shutdown closes a watch's Collection while it embeds: the write in progress commits,
+    the pass stops at its next one, and the server's drain and exit go on as without --watch."""
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "a.txt").write_text("Cats purr and sleep most of the day.")
+    cli(env, "index", notes, "--name", "notes", "--chunk-tokens", "16", "--overlap", "4")
+    server = Server(env, "--watch", "--every", 0.5)
+    try:
+        batch = tmp_path / "batch"  # made outside, then moved in whole: one pass sees all of it
+        batch.mkdir()
+        for i in range(120):  # a pass of ~3,600 chunks: a commit every 1,024 (ingest.FLUSH_CHUNKS)
+            (batch / f"n{i:03d}.txt").write_text(" ".join([f"Note {i} is about ships, harbours and the sea."] * 30))
+        batch.rename(notes / "batch")
+        wait_for(lambda: len(ids(server)) > 1, "the big pass's first commit")
+        code = server.stop()
+    finally:
+        server.kill()
+    err = "\n".join(server.lines)
+    assert code in (0, -signal.SIGTERM) and "Traceback" not in err and "did not stop" not in err, err
+    with Collection.open(tmp_path / "indexes" / "notes") as coll:
+        stored = coll.count() - 1
+        assert 0 < stored < 120, stored  # stopped mid-pass, its commits kept
+        assert coll.check()["ok"], coll.check()
+
+
+def test_a_collection_removed_while_watched_is_not_made_again(env, tmp_path):
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "a.txt").write_text("Cats purr and sleep most of the day.")
+    cli(env, "index", notes, "--name", "notes")
+    server = Server(env, "--watch", "--every", 0.5)
+    try:
+        wait_for(lambda: server.get("/v1/collections/notes").json().get("watching", {}).get("passes"),
+                 "the first pass")
+        cli(env, "rm", "notes", "--yes")
+        (notes / "b.txt").write_text("The rocket carried a satellite into orbit.")
+        wait_for(lambda: "notes was removed; not watching it any more" in server.lines, "the watch's end")
+        assert not (tmp_path / "indexes" / "notes").exists()
+        assert server.get("/v1/collections/notes").status_code == 404
+        assert server.get("/healthz").status_code == 200
+        code = server.stop()
+    finally:
+        server.kill()
+    assert code in (0, -signal.SIGTERM) and "Traceback" not in "\n".join(server.lines), server.lines

@@ -112,7 +112,7 @@ class Watches:
 
     def about(self, name: str) -> dict | None:
         """What GET /v1/collections/NAME says of its watch: None where it is not watched."""
-        mine = [w for w in self.all if w.name == name]
+        mine = [w for w in self.all if w.name == name and w.thread.is_alive()]  # not one ended by an rm
         if not mine:
             return None
         last = [w.last_pass for w in mine if w.last_pass is not None]
