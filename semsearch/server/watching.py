@@ -6,9 +6,10 @@ index run of them (collection.source_runs: a run per selection), each watch.watc
 a thread of its own, on the server's loaded model (``embedder=``: no second model). A thread
 a watch, not one for all: watch_files is a blocking poll loop, and an idle poll is a stat a
 file, so idle threads cost next to nothing. Embedder.embed is thread-safe (ONNX Runtime's
-run is; nothing is mutated), so a pass embeds on the calling thread beside the batcher's
-runs: on a CPU one core, as a batcher worker's run takes. Collections made after the start,
-or without sources (`add` only), are served and not watched.
+run is; nothing is mutated), so a pass embeds on its own thread beside the batcher's runs:
+on a CPU one core at the default --threads 1, as a batcher worker's run; passes of several
+watches at once take a core each. Collections made after the start, or without sources
+(`add` only), are served and not watched.
 
 A watch writes through a Collection of its own on the same folder (watch_files opens it):
 it and the server's requests exclude each other by the writer lock file, as two processes
@@ -16,9 +17,10 @@ do (tests/test_serve_watch.py), and a search sees a pass's writes from the store
 Collection holds its own copy of the in-memory index.
 
 A pass that fails (busy past the lock's wait and a file gone mid-pass are retried by
-watch_files itself) is said in one line and the watch starts again after a wait that doubles
-up to MAX_BACKOFF, with a full pass (what index does: unchanged files are not embedded); a
-collection removed (`semsearch rm`) ends its watches.
+watch_files itself) is said in one line, and the watch starts again after a wait that
+doubles up to MAX_BACKOFF (a source missing at the start is retried so too), with a full
+pass (as `index`: unchanged files are not embedded). A collection removed (`semsearch rm`)
+ends its watches.
 """
 from __future__ import annotations
 
@@ -33,7 +35,7 @@ from ..errors import NoSuchCollection, SemsearchError
 from ..watch import watch_files
 
 log = logging.getLogger("semsearch.server")
-MAX_BACKOFF = 300.0  # seconds between tries of a watch whose passes keep failing
+MAX_BACKOFF = 60.0  # seconds between tries of a watch whose passes keep failing (each a full pass)
 STOP_WAIT = 30.0  # seconds shutdown waits for a pass to reach its next write
 
 
@@ -53,6 +55,7 @@ class Watch:
             if not (self.path / STORE_FILE).is_file():  # removed: a watch must not make it anew
                 say(f"{self.name} was removed; not watching it any more")
                 return
+            before = self.passes
             try:
                 watch_files(self.path, self.run["paths"], every=self.every, stop=self.stop, on_pass=self._passed,
                             on_open=self._opened, glob=self.run["glob"], exclude=self.run["exclude"],
@@ -65,6 +68,8 @@ class Watch:
             except Exception as exc:  # noqa: BLE001 - a failed pass must not end the watch, nor the server
                 if self.stop.is_set():  # closed under it at shutdown
                     return
+                if self.passes > before:  # it had been passing: the backoff begins again
+                    wait = self.every
                 line = exc.one_line() if isinstance(exc, SemsearchError) else f"{type(exc).__name__}: {exc}"
                 if line != self.error:
                     log.warning("watch of %s failed: %s; trying again in %gs", self.name, line, wait)
