@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from . import validation
-from .errors import CollectionBusy, NotFound
+from .errors import CollectionBusy, NoSuchCollection, NotFound
 from .ingest import IndexReport
 
 __all__ = ["watch_files", "Pass", "WatchReport"]
@@ -61,7 +61,7 @@ class WatchReport:
 def watch_files(name_or_path, paths, every: float = DEFAULT_EVERY, stop: threading.Event | None = None,
                 on_pass: Callable[[Pass], None] | None = None, glob=None, exclude=None,
                 gitignore: bool = False, remove_missing: bool = True, progress: bool = False, signals: bool = False,
-                **settings) -> WatchReport:
+                on_open: Callable | None = None, **settings) -> WatchReport:
     """Index ``paths`` into a collection as index_files does (created if needed, the same
     ``settings``), then poll every ``every`` seconds and sync again whenever a file was
     added, changed or removed, until ``stop`` (a threading.Event) is set.
@@ -76,6 +76,9 @@ def watch_files(name_or_path, paths, every: float = DEFAULT_EVERY, stop: threadi
     A pass that finds the collection busy (another writer held its lock for longer than a
     write waits) is said and run again at the next poll; what it wrote before stays.
 
+    A collection removed while watched (`semsearch rm`) ends the watch with its
+    NoSuchCollection: no later pass could write it.
+
     A path that disappears (an unmounted share, a folder renamed) stops the passes until it
     is back, said once: a pass would fail as `index` does on a missing path, and never
     removes the documents of a whole folder because it could not be seen.
@@ -84,7 +87,8 @@ def watch_files(name_or_path, paths, every: float = DEFAULT_EVERY, stop: threadi
     a .gitignore edited while it watches takes effect at the next poll (the walk reads it
     again), and a file it comes to leave out keeps its documents.
 
-    ``on_pass`` is called after each pass. ``signals`` (main thread only): Ctrl-C and
+    ``on_pass`` is called after each pass; ``on_open`` with the open Collection before the
+    first (a server closes it at shutdown: a pass then ends at its next write). ``signals`` (main thread only): Ctrl-C and
     SIGTERM end the watch, which returns between passes; during a pass they raise
     KeyboardInterrupt as they stop `index` (saying what it stored)."""
     from .collection import index_files
@@ -97,6 +101,8 @@ def watch_files(name_or_path, paths, every: float = DEFAULT_EVERY, stop: threadi
 
     def watch(coll, roots, glob, exclude, gitignore, remove_missing, progress):
         select = Selection.of(glob, exclude, gitignore)  # one for the watch: .gitignores parsed once
+        if on_open is not None:
+            on_open(coll)
         skipped: dict = {}  # source -> why, as the passes so far left it
 
         def sync(files, gone: list, progress: bool, untaken: list = ()) -> None:
@@ -153,6 +159,8 @@ def watch_files(name_or_path, paths, every: float = DEFAULT_EVERY, stop: threadi
                 except CollectionBusy as exc:  # another writer held the lock past its wait: not fatal
                     log.warning("%s; syncing again at the next poll", exc)
                     continue
+                except NoSuchCollection:  # removed (`semsearch rm`): no pass can write it again
+                    raise
                 except NotFound as exc:  # a changed file gone before the pass read it: next poll
                     log.info("%s; syncing again at the next poll", exc)
                     continue

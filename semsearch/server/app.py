@@ -33,6 +33,7 @@ from .metrics import CONTENT_TYPE_LATEST, Metrics, RequestMetrics
 from .schemas import AddRequest, DeleteRequest, DocumentsQuery, EmbeddingsRequest, SearchRequest, SimilarRequest
 from .security import BEARER, BodyLimit, ReadRoute, WriteRoute
 from .served import ModelMismatch, Served
+from .watching import Watches
 from .settings import Settings
 
 STATIC = Path(__file__).parent / "static"  # package data (pyproject.toml)
@@ -52,21 +53,27 @@ class FastJSON(JSONResponse):
         return orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
-def create_app(embedder, served: Served, settings: Settings = Settings()) -> FastAPI:
+def create_app(embedder, served: Served, settings: Settings = Settings(), watch: float | None = None) -> FastAPI:
     """An app serving ``embedder`` and the ``served`` collections (which share it).
-    The app starts the batcher and, on shutdown, drains it and closes the collections."""
+    The app starts the batcher and, on shutdown, drains it and closes the collections.
+    ``watch``: seconds between polls of the served collections' sources (watching.py)."""
     metrics = Metrics()
     batcher = (MicroBatcher if settings.batching else Unbatched)(embedder, settings, metrics)
     model_id = embedder.manifest["name"]
+    watches = None if watch is None else Watches(served, watch, metrics)
 
     @asynccontextmanager
     async def lifespan(app):
         batcher.start()
+        if watches is not None:
+            watches.start()
         app.state.ready = True
         try:
             yield
         finally:
             app.state.ready = False
+            if watches is not None:  # before the collections close
+                await run_in_threadpool(watches.close)
             await run_in_threadpool(batcher.close)
             await run_in_threadpool(served.close)
 
@@ -164,17 +171,22 @@ def create_app(embedder, served: Served, settings: Settings = Settings()) -> Fas
         for name in await run_in_threadpool(served.names):
             try:
                 async with served.use(name) as c:
-                    infos.append(await run_in_threadpool(c.info))
+                    infos.append(await info_of(c))
             except ModelMismatch:
                 pass
             except CollectionError as exc:
                 log.warning("collection %s left out of the list: %s", name, exc.one_line())
         return {"object": "list", "data": infos}
 
+    async def info_of(coll) -> dict:
+        info = await run_in_threadpool(coll.info)
+        watching = None if watches is None else watches.about(coll.name)
+        return info if watching is None else {**info, "watching": watching}
+
     @read_api.get("/v1/collections/{name}")
     async def collection_info(name: str):
         async with served.use(name) as target:
-            return await run_in_threadpool(target.info)
+            return await info_of(target)
 
     @read_api.post("/v1/collections/{name}/search")
     async def search(name: str, body: SearchRequest, request: Request):

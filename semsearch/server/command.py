@@ -71,13 +71,22 @@ def _default(name):
                    "refused at once (503, closed). 0: no cap, for a server behind a proxy (every client has "
                    "the proxy's address: cap clients there).")
 @click.option("--access-log", is_flag=True, help="Log every request (method, path, status; never headers).")
+@click.option("--watch", is_flag=True,
+              help="Keep each collection served at start that was indexed from files in sync with them, "
+                   "as `index --watch` does (a line for each pass that changed something); collections "
+                   "without sources, or made later, are served, not watched.")
+@click.option("--every", type=float, default=None, metavar="SECONDS",
+              help="With --watch: seconds between polls, each a stat of every file [default: 2].")
 @click.pass_context
 def serve(ctx, collections, home, host, port, model, variant, device, threads, api_key_file, insecure,
           batching, max_batch_tokens, max_batch_size, workers, max_wait_ms, max_queue, max_inputs, max_chars,
           max_k, max_page, max_body_bytes, header_timeout, body_timeout, max_connections, max_client_connections,
-          access_log):
+          access_log, watch, every):
     """Serve embeddings (OpenAI-compatible) and COLLECTIONS (default: all) over HTTP."""
     from .run import serve as run_server
+
+    if every is not None and not watch:
+        raise click.UsageError("--every is the time between --watch's polls: give --watch too")
 
     settings = Settings(batching=batching, max_batch_tokens=max_batch_tokens, max_batch_size=max_batch_size,
                         workers=workers, max_wait_ms=max_wait_ms, max_queue=max_queue, max_inputs=max_inputs,
@@ -86,4 +95,5 @@ def serve(ctx, collections, home, host, port, model, variant, device, threads, a
                         max_client_connections=max_client_connections, api_keys=read_keys(api_key_file))
     home = home or (ctx.obj or {}).get("home")
     run_server(collections, home=home, host=host, port=port, model=model, variant=variant, device=device,
-               threads=threads, settings=settings, insecure=insecure, access_log=access_log)
+               threads=threads, settings=settings, insecure=insecure, access_log=access_log,
+               watch=watch, every=every)

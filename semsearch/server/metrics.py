@@ -29,6 +29,11 @@ class Metrics:
         self.closed = Counter("semsearch_connections_closed_total", "Connections the server closed before "
                               "a request was read: head_timeout (--header-timeout), client_cap "
                               "(--max-client-connections)", ["reason"], registry=r)
+        self.watch_passes = Counter("semsearch_watch_passes_total", "Sync passes of serve --watch, by collection",
+                                    ["collection"], registry=r)
+        self.watch_documents = Counter("semsearch_watch_documents_total", "Documents serve --watch's passes "
+                                       "added, updated or removed, by collection", ["collection", "change"],
+                                       registry=r)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
@@ -40,6 +45,11 @@ class Metrics:
 
     def closed_early(self, reason: str) -> None:
         self.closed.labels(reason).inc()
+
+    def watched(self, collection: str, report) -> None:
+        self.watch_passes.labels(collection).inc()
+        for change in ("added", "updated", "removed"):
+            self.watch_documents.labels(collection, change).inc(getattr(report, change))
 
     def ran(self, texts: int, padded_tokens: int) -> None:
         self.batch_texts.observe(texts)

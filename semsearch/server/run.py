@@ -12,6 +12,7 @@ import errno
 import socket
 import sys
 
+from .. import validation
 from ..errors import Conflict, InvalidInput, SemsearchError
 from .settings import Settings, check_exposure
 
@@ -78,9 +79,13 @@ def bind_error(exc: OSError, host: str, port: int) -> SemsearchError:
 def serve(collections=(), home=None, host: str = "127.0.0.1", port: int = 8000, model=None,
           variant: str = "fp32", device: str = "auto", threads: int | None = None,
           settings: Settings = Settings(), insecure: bool = False, access_log: bool = False,
-          drain_seconds: float = 30.0) -> None:
-    """Serve ``collections`` (names or paths; none: every collection under ``home``, now and later)."""
+          drain_seconds: float = 30.0, watch: bool = False, every: float | None = None) -> None:
+    """Serve ``collections`` (names or paths; none: every collection under ``home``, now and later);
+    ``watch``: keep those with sources in sync with them, polling every ``every`` seconds (watching.py)."""
     check_exposure(host, settings.api_keys, insecure)  # before anything slow
+    if watch:
+        from ..watch import DEFAULT_EVERY, MAX_EVERY, MIN_EVERY
+        every = validation.finite(DEFAULT_EVERY if every is None else every, "every (seconds)", MIN_EVERY, MAX_EVERY)
     socks = listen(host, port)
     port = socks[0].getsockname()[1]
     import uvicorn
@@ -96,7 +101,7 @@ def serve(collections=(), home=None, host: str = "127.0.0.1", port: int = 8000, 
         settings = dataclasses.replace(settings, workers=workers)
         embedder = Embedder.load(model, variant=variant, device=device, threads=threads)
         served = Served(embedder, collections, home=home, device=device)
-        app = create_app(embedder, served, settings)
+        app = create_app(embedder, served, settings, watch=every if watch else None)
     except BaseException:
         if served is not None:
             served.close()
