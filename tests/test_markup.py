@@ -9,10 +9,10 @@ import subprocess
 import sys
 
 import pytest
-from click.testing import CliRunner
 
-from semsearch.cli import cli
 from semsearch.loaders import MAX_FRONT_MATTER, Document, load_file
+
+from test_front_matter import found, run
 
 
 def one(path) -> Document:
@@ -305,18 +305,6 @@ NOTES = {
     "april.markdown": "---\ntags: [incident]\ndate: 2024-04-11\nteam: support\n---\nA printer caught fire.\n",
     "plain.txt": '+++\ntags = ["auth"]\n+++\nA text file: its block is text.\n',
 }
-
-
-def run(*args):
-    result = CliRunner().invoke(cli, [str(a) for a in args])
-    assert result.exit_code == 0, (result.output, result.exception)
-    return result.output
-
-
-def found(*args) -> list[str]:
-    out = run(*args, "--json")
-    items = json.loads(out) if args[0] == "search" else [json.loads(line) for line in out.splitlines()]
-    return sorted(item["id"].rsplit("/", 1)[1] for item in items)
 
 
 def test_index_then_filter_on_org_asciidoc_and_toml_headers(home, tmp_path):
