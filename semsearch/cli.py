@@ -539,19 +539,47 @@ def file_document_ids(coll, ids: list[str]) -> dict[str, str]:
 
 
 def echo_hits(hits: list, as_json: bool, mode: str) -> None:
-    """Ranked hits: indented JSON, or a line each with a preview of its passage."""
+    """Ranked hits: indented JSON, or a line each with a preview of its passage, the query's
+    words in it in bold on a terminal (not with NO_COLOR set, nor into a pipe or file)."""
     if as_json:
         click.echo(json.dumps([h.to_dict() for h in hits], ensure_ascii=False, indent=2))
         return
     if not hits:
         click.echo("no results")
+    bold = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
     for rank, hit in enumerate(hits, 1):
         sides = ", ".join(f"{name} {value:.4f}" for name, value in (("cosine", hit.cosine), ("bm25", hit.bm25))
                           if value is not None and mode == "hybrid")
         click.echo(f"{rank:2d}. {hit.score:.4f}  {printable(hit.id)}  (chunk {hit.chunk}"
                    + (f"; {sides})" if sides else ")"))
-        preview = printable(" ".join(hit.text.split()))
-        click.echo(f"    {preview[:200]}{'…' if len(preview) > 200 else ''}")
+        click.echo("    " + preview(hit.text, hit.highlights if bold else []))
+
+
+BOLD, NORMAL = "\033[1m", "\033[22m"
+
+
+def preview(text: str, spans: list, width: int = 200) -> str:
+    """The start of a passage on one line: whitespace runs as one space, printable(), cut at
+    ``width`` characters with '…'; the characters of ``spans`` (sorted [start, end) of
+    ``text``) in bold."""
+    out, shown, span, gap, bolded = [], 0, 0, False, False
+    for i, char in enumerate(text):
+        if char.isspace():
+            gap = shown > 0
+            continue
+        while span < len(spans) and spans[span][1] <= i:
+            span += 1
+        marked = span < len(spans) and spans[span][0] <= i
+        for piece, bold in ([(" ", False)] if gap else []) + [(printable(char), marked)]:
+            if bold != bolded:
+                out.append(BOLD if bold else NORMAL)
+                bolded = bold
+            if shown + len(piece) > width:
+                return "".join(out) + piece[:width - shown] + (NORMAL if bolded else "") + "…"
+            out.append(piece)
+            shown += len(piece)
+        gap = False
+    return "".join(out) + (NORMAL if bolded else "")
 
 
 def printable(text: str) -> str:
