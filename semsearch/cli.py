@@ -491,7 +491,8 @@ def search(ctx, name, query, k, mode, where, docs, min_score, queries_file, rrf_
         raise click.UsageError(f"--weights expects two numbers like 1,0.5, got {weights!r}") from None
     with Collection.open(name, home=ctx.obj["home"]) as coll:
         options = dict(k=k, where=filters, mode=mode, docs=docs, min_score=min_score,
-                       rrf_k=rrf_k, weights=(dense_w, lexical_w), feedback_weight=feedback)
+                       rrf_k=rrf_k, weights=(dense_w, lexical_w), feedback_weight=feedback,
+                       highlight=bool(as_json or queries_file) or bold())  # plain text shows none
         if queries_file:
             queries = read_texts(queries_file)
             for start in range(0, len(queries), MAX_QUERIES):  # a file may hold more than one call takes
@@ -546,16 +547,22 @@ def echo_hits(hits: list, as_json: bool, mode: str) -> None:
         return
     if not hits:
         click.echo("no results")
-    bold = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
+    marked = bold()
     for rank, hit in enumerate(hits, 1):
         sides = ", ".join(f"{name} {value:.4f}" for name, value in (("cosine", hit.cosine), ("bm25", hit.bm25))
                           if value is not None and mode == "hybrid")
         click.echo(f"{rank:2d}. {hit.score:.4f}  {printable(hit.id)}  (chunk {hit.chunk}"
                    + (f"; {sides})" if sides else ")"))
-        click.echo("    " + preview(hit.text, hit.highlights if bold else []))
+        click.echo("    " + preview(hit.text, hit.highlights if marked else []))
 
 
 BOLD, NORMAL = "\033[1m", "\033[22m"
+
+
+def bold() -> bool:
+    """Whether printed hits show the query's words in bold: on a terminal, unless NO_COLOR
+    is set (no-color.org)."""
+    return sys.stdout.isatty() and not os.environ.get("NO_COLOR")
 
 
 def preview(text: str, spans: list, width: int = 200) -> str:
