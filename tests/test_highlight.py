@@ -124,6 +124,22 @@ def test_a_word_in_two_overlapping_chunks_is_marked_in_each(collection_of):
             assert text[h.start:h.end] == h.text
 
 
+def test_many_hits_mixed_scripts_are_all_marked(collection_of):
+    """Past MATCH_SEEKS hits the chunks are matched in one pass, not one by one; texts with
+    CJK go through the temp table in the same call: every hit gets its words either way."""
+    from semsearch.store import MATCH_SEEKS
+
+    docs = {f"d{i}": f"Note {i}: the pump was fixed on day {i}." for i in range(MATCH_SEEKS + 6)}
+    docs |= {f"zh{i}": f"水泵 pump 已修好 {i}" for i in range(3)}
+    coll = collection_of(docs)
+    for k in (5, len(docs)):
+        hits = coll.search("fixing pumps", k=k, mode="dense")
+        assert len(hits) == k
+        for h in hits:
+            assert h.highlights == spans_of(h.text, "pump", "fixed") if h.id.startswith("d") else \
+                spans_of(h.text, "pump"), h.id
+
+
 def test_cjk_positions_map_back_to_the_stored_text():
     from semsearch.lang import fts_text
     from semsearch.store import _fts_positions
