@@ -620,8 +620,8 @@ class Store:
         in code points; a chunk it does not match gets none. FTS5's own highlight() marks
         the words, so stemming, folded diacritics and quoting are the index's. chunks_fts
         holds the stored text; a text with CJK is read as lang.fts_text writes it (its runs
-        as bigrams, which chunks_fts does not hold) in a temp table. One statement for all
-        the chunks (and three more when some hold CJK), whatever their number."""
+        as bigrams, which chunks_fts does not hold): _cjk_spans. One statement for all the
+        chunks (three more when some hold CJK), whatever their number."""
         if not match or not chunks:
             return {}
         opening, closing_ = _markers(chunks.values())
@@ -635,21 +635,25 @@ class Store:
                                    f"MATCH ? AND {rowid} IN ({{}})", plain, first=(opening, closing_, match)))
             spans = {c: _marked_spans(text, opening, closing_) for c, text in marked.items()}
             if cjk:
-                maps = {c: _fts_positions(t) for c, t in cjk.items()}
-                self.db.execute(f"CREATE VIRTUAL TABLE IF NOT EXISTS temp.match_spans USING fts5(text, tokenize='{TOKENIZE}')")
-                self.db.execute("INSERT INTO temp.match_spans(rowid, text) SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') "
-                                "FROM json_each(?)", (json.dumps([[c, fts] for c, (fts, _) in maps.items()]),))
-                try:
-                    for c, text in self.db.execute("SELECT rowid, highlight(match_spans, 0, ?, ?) FROM temp.match_spans "
-                                                   "WHERE match_spans MATCH ?", (opening, closing_, match)).fetchall():
-                        where = maps[c][1]
-                        spans[c] = _merged([[where[a][0], where[b - 1][1]]
-                                            for a, b in _marked_spans(text, opening, closing_)])
-                finally:
-                    self.db.execute("DELETE FROM temp.match_spans")
+                spans.update(self._cjk_spans(match, cjk, opening, closing_))
         except sqlite3.OperationalError as exc:
             raise CollectionError(f"lexical query failed: {exc}") from None
         return {c: s for c, s in spans.items() if s}
+
+    def _cjk_spans(self, match: str, texts: dict[int, str], opening: str, closing_: str) -> dict[int, list[list[int]]]:
+        """match_spans of texts with CJK: each as lang.fts_text writes it in a temp FTS5 table
+        (emptied again), the marks found there mapped back to the text's own positions."""
+        positions = {c: _fts_positions(text) for c, text in texts.items()}
+        self.db.execute(f"CREATE VIRTUAL TABLE IF NOT EXISTS temp.match_spans USING fts5(text, tokenize='{TOKENIZE}')")
+        self.db.execute("INSERT INTO temp.match_spans(rowid, text) SELECT CAST(key AS INTEGER), value FROM json_each(?)",
+                        (json.dumps({c: fts for c, (fts, _) in positions.items()}),))
+        try:
+            rows = self.db.execute("SELECT rowid, highlight(match_spans, 0, ?, ?) FROM temp.match_spans WHERE "
+                                   "match_spans MATCH ?", (opening, closing_, match)).fetchall()
+        finally:
+            self.db.execute("DELETE FROM temp.match_spans")
+        return {c: _merged([[positions[c][1][a][0], positions[c][1][b - 1][1]]
+                            for a, b in _marked_spans(text, opening, closing_)]) for c, text in rows}
 
     # -- the lexical index ------------------------------------------------------------------
     def _index_text(self, doc_id: int, spans: list[tuple[int, int, str]]) -> None:

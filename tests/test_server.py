@@ -1128,8 +1128,8 @@ class TestPagesInChromium:
                 page.fill("#key", server.key)
                 page.click("#key-form button")
                 passage = page.wait_for_selector("#hits li.hit .text")
-                hit_text = http.post("/v1/collections/scratch/search", json={
-                    "query": "lighthouse img onerror", "k": 1, "mode": "lexical", "where": ["id=h4/marks"]}).json()["data"][0]
+                body = {"query": "lighthouse img onerror", "k": 1, "mode": "lexical", "where": ["id=h4/marks"]}
+                hit_text = http.post("/v1/collections/scratch/search", json=body).json()["data"][0]
                 assert passage.text_content() == hit_text["text"] and hit_text["text"] in text
                 marks = [m.text_content() for m in passage.query_selector_all("mark")]
                 assert marks == [hit_text["text"][a:b] for a, b in hit_text["highlights"]]
