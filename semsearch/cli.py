@@ -573,7 +573,8 @@ def search(ctx, name, query, k, mode, where, docs, min_score, queries_file, rrf_
         raise click.UsageError(f"--weights expects two numbers like 1,0.5, got {weights!r}") from None
     with Collection.open(name, home=ctx.obj["home"]) as coll:
         options = dict(k=k, where=filters, mode=mode, docs=docs, min_score=min_score,
-                       rrf_k=rrf_k, weights=(dense_w, lexical_w), feedback_weight=feedback)
+                       rrf_k=rrf_k, weights=(dense_w, lexical_w), feedback_weight=feedback,
+                       highlight=bool(as_json or queries_file) or bold())  # plain text shows none
         if queries_file:
             queries = read_texts(queries_file)
             for start in range(0, len(queries), MAX_QUERIES):  # a file may hold more than one call takes
@@ -621,19 +622,53 @@ def file_document_ids(coll, ids: list[str]) -> dict[str, str]:
 
 
 def echo_hits(hits: list, as_json: bool, mode: str) -> None:
-    """Ranked hits: indented JSON, or a line each with a preview of its passage."""
+    """Ranked hits: indented JSON, or a line each with a preview of its passage, the query's
+    words in it in bold on a terminal (not with NO_COLOR set, nor into a pipe or file)."""
     if as_json:
         click.echo(json.dumps([h.to_dict() for h in hits], ensure_ascii=False, indent=2))
         return
     if not hits:
         click.echo("no results")
+    marked = bold()
     for rank, hit in enumerate(hits, 1):
         sides = ", ".join(f"{name} {value:.4f}" for name, value in (("cosine", hit.cosine), ("bm25", hit.bm25))
                           if value is not None and mode == "hybrid")
         click.echo(f"{rank:2d}. {hit.score:.4f}  {printable(hit.id)}  (chunk {hit.chunk}"
                    + (f"; {sides})" if sides else ")"))
-        preview = printable(" ".join(hit.text.split()))
-        click.echo(f"    {preview[:200]}{'…' if len(preview) > 200 else ''}")
+        click.echo("    " + preview(hit.text, hit.highlights if marked else []))
+
+
+BOLD, NORMAL = "\033[1m", "\033[22m"
+
+
+def bold() -> bool:
+    """Whether printed hits show the query's words in bold: on a terminal, unless NO_COLOR
+    is set (no-color.org)."""
+    return sys.stdout.isatty() and not os.environ.get("NO_COLOR")
+
+
+def preview(text: str, spans: list, width: int = 200) -> str:
+    """The start of a passage on one line: whitespace runs as one space, printable(), cut at
+    ``width`` characters with '…'; the characters of ``spans`` (sorted [start, end) of
+    ``text``) in bold."""
+    out, shown, span, gap, bolded = [], 0, 0, False, False
+    for i, char in enumerate(text):
+        if char.isspace():
+            gap = shown > 0
+            continue
+        while span < len(spans) and spans[span][1] <= i:
+            span += 1
+        marked = span < len(spans) and spans[span][0] <= i
+        for piece, bold in ([(" ", False)] if gap else []) + [(printable(char), marked)]:
+            if bold != bolded:
+                out.append(BOLD if bold else NORMAL)
+                bolded = bold
+            if shown + len(piece) > width:
+                return "".join(out) + piece[:width - shown] + (NORMAL if bolded else "") + "…"
+            out.append(piece)
+            shown += len(piece)
+        gap = False
+    return "".join(out) + (NORMAL if bolded else "")
 
 
 def printable(text: str) -> str:

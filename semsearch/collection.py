@@ -817,7 +817,7 @@ class Collection:
                mode: str = "hybrid", docs: bool = False, min_score: float | None = None,
                rrf_k: int = 60, weights: tuple[float, float] = (1.0, 1.0),
                feedback_docs: int = FEEDBACK_DOCS, feedback_weight: float = FEEDBACK_WEIGHT,
-               query_vectors=None):
+               query_vectors=None, highlight: bool = True):
         """Ranked hits for one query (a list) or for several (a list of lists).
 
         ``mode``: dense (vectors; chunks), lexical (FTS5 BM25 over whole documents) or
@@ -830,12 +830,15 @@ class Collection:
         $gte, $lt, $lte, $in, $nin, $exists; validation.where_filter); a list value matches
         by any item. What each mode's score means: search.Hit.
         ``query_vectors``: the queries already embedded (one row each, with the pinned model
-        and its query prompt), e.g. by a server's batcher.
+        and its query prompt), e.g. by a server's batcher. ``highlight``: mark in each hit
+        where its text holds the query's words (Hit.highlights; False leaves them empty and
+        saves the work, which grows with k).
         """
         queries, single = validation.queries(query)
         k = validation.check_k(k)
         validation.choice(mode, "mode", validation.MODES)
         docs = validation.flag(docs, "docs")
+        highlight = validation.flag(highlight, "highlight")
         where = validation.where_filter(where)
         fusion = _fusion(rrf_k, weights, feedback_docs, feedback_weight)
         if min_score is not None:
@@ -853,7 +856,7 @@ class Collection:
         with self._snapshot(dense=mode != "lexical"):
             allowed = self._allowed_by(where)
             results = Ranker(self.store, self._dense, allowed).search(queries, vectors, k, mode, docs,
-                                                                      min_score, fusion)
+                                                                      min_score, fusion, highlight)
         return results[0] if single else results
 
     def search_vectors(self, vectors: np.ndarray, k: int = validation.DEFAULT_K, where: dict | None = None) -> list[list[Hit]]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import functools
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Callable, Sequence
 
 import numpy as np
@@ -51,6 +51,10 @@ class Hit:
     chunk_id: int
     cosine: float | None = None  # this chunk's cosine similarity to the query (dense, hybrid)
     bm25: float | None = None  # the document's BM25 for the query (lexical, hybrid; None: no word matched)
+    # where text holds the query's words as lexical search reads them (stemmed, accents folded,
+    # CJK inside longer words), in any mode: sorted, disjoint [start, end) in code points
+    # (Python's str indices); empty when none is in it, for similar, or with highlight=False
+    highlights: list[list[int]] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -120,15 +124,26 @@ class Ranker:
         self.store, self.dense, self.allowed = store, dense, allowed
 
     def search(self, queries: list[str], vectors, k: int, mode: str, docs: bool,
-               min_score: float | None, fusion: Fusion) -> list[list[Hit]]:
+               min_score: float | None, fusion: Fusion, highlight: bool = True) -> list[list[Hit]]:
         depth = max(k, HYBRID_DEPTH if mode == "hybrid" else k)
         if mode == "lexical":
             vectors = first_dense = [None] * len(queries)
         else:
             first_dense = self.dense(vectors, depth, self.allowed)  # one FAISS call for all queries
-        return [self._hits(text, vector, self.rank(text, vector, mode, depth, fusion, dense, docs), k,
-                           docs or mode == "lexical", min_score, mode)
-                for text, vector, dense in zip(queries, vectors, first_dense)]
+        results = [self._hits(text, vector, self.rank(text, vector, mode, depth, fusion, dense, docs), k,
+                              docs or mode == "lexical", min_score, mode)
+                   for text, vector, dense in zip(queries, vectors, first_dense)]
+        if highlight:
+            for text, hits in zip(queries, results):
+                self.highlight(text, hits)
+        return results
+
+    def highlight(self, query: str, hits: list[Hit]) -> None:
+        """Set each hit's highlights: the words of ``query`` as lexical search asks for them
+        (fts_query), found by the lexical index's own tokenizer (Store.match_spans)."""
+        found = self.store.match_spans(fts_query(query), {h.chunk_id: h.text for h in hits})
+        for hit in hits:
+            hit.highlights = found.get(hit.chunk_id, [])
 
     def rank(self, text: str, vector, mode: str, depth: int, fusion: Fusion,
              dense: Ranking | None = None, docs: bool = False) -> list[_Ranked]:

@@ -23,7 +23,7 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from .errors import CollectionError, InvalidInput, NoSuchCollection, OutOfSpace
-from .lang import fts_text
+from .lang import CJK_RUN, bigrams, fts_text
 from .validation import INT64, RANGE_OPERATORS
 
 TOKENIZE = "porter unicode61 remove_diacritics 2"  # both lexical tables, and check's word test
@@ -76,6 +76,9 @@ log = logging.getLogger("semsearch")
 # rebuilt from the chunks by document_text(), the same way on insert and on delete. A store
 # whose table is missing or of another LEXICAL_VERSION gets it (re)built when opened.
 LEXICAL_VERSION = 1
+# match_spans looks up at most this many chunks one by one, more in one pass over the query's
+# matches: at 1M chunks, 64 lookups took ~11 ms, a pass over 600k matches ~55 ms (/tmp/s17/h4_bench.md)
+MATCH_SEEKS = 64
 LEXICAL_SCHEMA = f"""
 CREATE VIRTUAL TABLE documents_fts USING fts5(
     text, content='', tokenize='{TOKENIZE}'
@@ -611,6 +614,47 @@ class Store:
                         "AND rowid IN ({})", chunk_ids, first=(match,))
         return dict(rows)
 
+    def match_spans(self, match: str, chunks: dict[int, str]) -> dict[int, list[list[int]]]:
+        """Chunk id -> where in its text (``chunks``: id -> text, as stored) the FTS5 query
+        ``match`` matches, as the lexical index reads it: sorted, disjoint [start, end) spans
+        in code points; a chunk it does not match gets none. FTS5's own highlight() marks
+        the words, so stemming, folded diacritics and quoting are the index's. chunks_fts
+        holds the stored text; a text with CJK is read as lang.fts_text writes it (its runs
+        as bigrams, which chunks_fts does not hold): _cjk_spans. One statement for all the
+        chunks (three more when some hold CJK), whatever their number."""
+        if not match or not chunks:
+            return {}
+        opening, closing_ = _markers(chunks.values())
+        cjk = {c: t for c, t in chunks.items() if CJK_RUN.search(t)}
+        plain = [c for c in chunks if c not in cjk]
+        # FTS5 answers "rowid IN" by running the query once per id (0.2 ms each); "+rowid"
+        # hides the ids from it, so it runs the query once over the whole index
+        rowid = "rowid" if len(plain) <= MATCH_SEEKS else "+rowid"
+        try:
+            marked = dict(self._in(f"SELECT rowid, highlight(chunks_fts, 0, ?, ?) FROM chunks_fts WHERE chunks_fts "
+                                   f"MATCH ? AND {rowid} IN ({{}})", plain, first=(opening, closing_, match)))
+            spans = {c: _marked_spans(text, opening, closing_) for c, text in marked.items()}
+            if cjk:
+                spans.update(self._cjk_spans(match, cjk, opening, closing_))
+        except sqlite3.OperationalError as exc:
+            raise CollectionError(f"lexical query failed: {exc}") from None
+        return {c: s for c, s in spans.items() if s}
+
+    def _cjk_spans(self, match: str, texts: dict[int, str], opening: str, closing_: str) -> dict[int, list[list[int]]]:
+        """match_spans of texts with CJK: each as lang.fts_text writes it in a temp FTS5 table
+        (emptied again), the marks found there mapped back to the text's own positions."""
+        positions = {c: _fts_positions(text) for c, text in texts.items()}
+        self.db.execute(f"CREATE VIRTUAL TABLE IF NOT EXISTS temp.match_spans USING fts5(text, tokenize='{TOKENIZE}')")
+        self.db.execute("INSERT INTO temp.match_spans(rowid, text) SELECT CAST(key AS INTEGER), value FROM json_each(?)",
+                        (json.dumps({c: fts for c, (fts, _) in positions.items()}),))
+        try:
+            rows = self.db.execute("SELECT rowid, highlight(match_spans, 0, ?, ?) FROM temp.match_spans WHERE "
+                                   "match_spans MATCH ?", (opening, closing_, match)).fetchall()
+        finally:
+            self.db.execute("DELETE FROM temp.match_spans")
+        return {c: _merged([[positions[c][1][a][0], positions[c][1][b - 1][1]]
+                            for a, b in _marked_spans(text, opening, closing_)]) for c, text in rows}
+
     # -- the lexical index ------------------------------------------------------------------
     def _index_text(self, doc_id: int, spans: list[tuple[int, int, str]]) -> None:
         """Add a document to documents_fts from its chunks' (start, end, text) in order."""
@@ -712,6 +756,58 @@ def _pieces(spans: Iterable[tuple[int, int, str]]) -> Iterator[tuple[int, str]]:
     for start, end, text in spans:
         yield max(0, start - reached), text[max(0, reached - start):]
         reached = max(reached, end)
+
+
+def _markers(texts: Iterable[str]) -> tuple[str, str]:
+    """Two characters that none of ``texts`` holds, to mark matches with: private-use ones
+    first (a text holding all million characters past them is too big to be a hit's)."""
+    joined = "\0".join(texts)
+    free = (chr(c) for c in range(0xE000, 0x110000) if chr(c) not in joined)
+    return next(free), next(free)
+
+
+def _marked_spans(marked: str, opening: str, closing_: str) -> list[list[int]]:
+    """The [start, end) spans that highlight() put between the markers, in the unmarked text."""
+    spans, removed, at = [], 0, marked.find(opening)
+    while at >= 0:
+        end = marked.index(closing_, at)
+        spans.append([at - removed, end - removed - 1])
+        removed += 2
+        at = marked.find(opening, end)
+    return _merged(spans)
+
+
+def _merged(spans: list[list[int]]) -> list[list[int]]:
+    """Sorted spans, overlapping or touching ones joined (CJK bigrams of two query words overlap)."""
+    out: list[list[int]] = []
+    for start, end in sorted(spans):
+        if out and start <= out[-1][1]:
+            out[-1][1] = max(out[-1][1], end)
+        else:
+            out.append([start, end])
+    return out
+
+
+def _fts_positions(text: str) -> tuple[str, list[tuple[int, int]]]:
+    """lang.fts_text(text) and, for each of its characters, the [start, end) of ``text`` it
+    stands for (an added space: none, at the run's edge), so that a match in the one is
+    found in the other."""
+    out: list[str] = []
+    where: list[tuple[int, int]] = []
+    at = 0
+    for run in CJK_RUN.finditer(text):
+        out.append(text[at:run.start()])
+        where += [(i, i + 1) for i in range(at, run.start())]
+        pieces = bigrams(run.group())
+        out.append(" " + " ".join(pieces) + " ")
+        where.append((run.start(), run.start()))
+        for i, piece in enumerate(pieces):
+            where += [(run.start() + i + j, run.start() + i + j + 1) for j in range(len(piece))]
+            where.append((run.start() + i + len(piece), run.start() + i + len(piece)))  # the space after it
+        at = run.end()
+    out.append(text[at:])
+    where += [(i, i + 1) for i in range(at, len(text))]
+    return "".join(out), where
 
 
 STORE_CHECKS = ("sqlite", "lexical", "documents", "positions", "vectors")  # check_store's, in its order

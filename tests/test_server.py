@@ -455,6 +455,24 @@ def test_search_several_queries_with_a_filter_and_docs(http):
     assert [[h["id"] for h in r["data"]] for r in results] == [["tides"], ["tides"]]
 
 
+def test_search_hits_carry_the_querys_words_as_highlights(http):
+    """search --json's field: [start, end) code points of the words lexical search reads
+    (stemmed), in every mode and for each of several queries; similar has no query: none."""
+    text = DOCS["bicycle"][0]
+    for mode in ("hybrid", "dense", "lexical"):
+        hit = http.post("/v1/collections/docs/search", json={"query": "fixing punctured tyres", "k": 1,
+                                                              "mode": mode}).json()["data"][0]
+        assert hit["id"] == "bicycle" and [text[a:b] for a, b in hit["highlights"]] == ["Fix", "tyre", "puncture"], mode
+    body = {"queries": ["fixing punctured tyres", "lava"], "k": 6, "mode": "dense"}
+    results = http.post("/v1/collections/docs/search", json=body).json()["results"]
+    marked = [{h["id"]: h["highlights"] for h in r["data"] if h["highlights"]} for r in results]
+    at = {word: text.index(word) for word in ("Fix", "tyre", "puncture")}
+    lava = DOCS["volcano"][0].index("lava")
+    assert marked == [{"bicycle": [[at[w], at[w] + len(w)] for w in ("Fix", "tyre", "puncture")]},
+                      {"volcano": [[lava, lava + 4]]}]
+    assert all(h["highlights"] == [] for h in http.post(SIMILAR, json={"id": "volcano"}).json()["data"])
+
+
 @pytest.mark.parametrize("body, status, words", [
     ({"query": "x", "k": 51}, 413, "k must be at most 50"),
     ({"query": "x", "k": 0}, 400, "k must be at least 1"),
@@ -1092,6 +1110,33 @@ class TestPagesInChromium:
                 assert not page.query_selector("#status.error")
         finally:
             http.delete("/v1/collections/scratch/documents/h4%2Fpage")
+
+
+    def test_search_page_marks_the_querys_words_as_text_never_html(self, browser, server, http):
+        """The hit's highlights in <mark>s, cut by code points (𝔠𝔞𝔱 is six UTF-16 units), the
+        words inside markup marked as text: no element, no script from the document."""
+        from urllib.parse import urlencode
+
+        text = "𝔠𝔞𝔱 <b>lighthouse</b> keeper <img src=x onerror=alert(1)> polished the brass lamp"
+        http.post("/v1/collections/scratch/documents", json={"documents": [{"id": "h4/marks", "text": text}]})
+        address = {"collection": "scratch", "query": "lighthouse img onerror", "mode": "lexical", "k": "1",
+                   "where": "id=h4/marks"}
+        try:
+            with chromium_page(browser, server, "/?" + urlencode(address)) as page:
+                dialogs = []
+                page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+                page.fill("#key", server.key)
+                page.click("#key-form button")
+                passage = page.wait_for_selector("#hits li.hit .text")
+                body = {"query": "lighthouse img onerror", "k": 1, "mode": "lexical", "where": ["id=h4/marks"]}
+                hit_text = http.post("/v1/collections/scratch/search", json=body).json()["data"][0]
+                assert passage.text_content() == hit_text["text"] and hit_text["text"] in text
+                marks = [m.text_content() for m in passage.query_selector_all("mark")]
+                assert marks == [hit_text["text"][a:b] for a, b in hit_text["highlights"]]
+                assert hit_text["text"].startswith("𝔠𝔞𝔱") and marks[0] == "lighthouse"  # past the 𝔠𝔞𝔱
+                assert passage.query_selector("b, img") is None and not dialogs
+        finally:
+            http.delete("/v1/collections/scratch/documents/h4%2Fmarks")
 
 
     def test_search_page_lists_the_documents_like_a_hit_at_an_address_of_their_own(self, browser, server, http):

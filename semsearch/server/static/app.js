@@ -48,13 +48,29 @@ function show(hits, name) {
     const item = template.content.firstElementChild.cloneNode(true);
     item.querySelector(".source").textContent = hit.source || hit.id;
     item.querySelector(".score").textContent = hit.score.toFixed(4);
-    item.querySelector(".text").textContent = hit.text;
+    item.querySelector(".text").replaceChildren(...marked(hit.text, hit.highlights || []));
     const meta = Object.entries(hit.metadata || {}).map(([k, v]) => `${k}: ${JSON.stringify(v)}`);
     item.querySelector(".meta").textContent = [`id ${hit.id}`, `chunk ${hit.chunk}`, ...meta].join(" · ");
     item.querySelector(".whole").addEventListener("click", () => showDocument(item, name, hit));
     item.querySelector(".like").addEventListener("click", () => go(likeParams(name, hit.id)));
     return item;
   }));
+}
+
+// A passage as text nodes with the query's words (a hit's highlights) in <mark>s; the
+// spans count code points, as Python's str does, so the text is cut as Array.from's.
+function marked(text, spans) {
+  const chars = Array.from(text);
+  const nodes = [];
+  let at = 0;
+  for (const [start, end] of spans) {
+    const mark = document.createElement("mark");
+    mark.textContent = chars.slice(start, end).join("");
+    nodes.push(chars.slice(at, start).join(""), mark);
+    at = end;
+  }
+  nodes.push(chars.slice(at).join(""));
+  return nodes;  // strings become text nodes: never parsed as HTML
 }
 
 // The hit's whole document under it (a second click hides it), its passage marked and
