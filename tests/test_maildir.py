@@ -147,3 +147,22 @@ def test_a_watch_takes_a_delivered_message_and_follows_one_read(home, tmp_path, 
                 embedder=embedder)
     assert set(texts("mail")) == {os.path.basename(p) for p in keys(inbox) + keys(sent)} | {"notes.md"}
     assert os.path.basename(new[1]) in texts("mail")
+
+
+def test_index_on_ray_reads_a_maildir_as_one_process_does(home, tmp_path, ray_local):
+    from semsearch.collection import Collection
+    from semsearch.distributed import index_paths
+    from test_notebook import ANALYSIS, write
+
+    folder, inbox, _ = mail_folder(tmp_path)
+    write(folder / "sales.ipynb", ANALYSIS)
+    with Collection.create("local") as local, Collection.create("onray") as onray:
+        def both():
+            r_local, r_ray = local.add_files([folder]), index_paths(onray, [folder])
+            assert (r_ray.added, r_ray.removed, r_ray.skipped) == (r_local.added, r_local.removed, r_local.skipped)
+            assert sorted(d.id for d in onray.documents()) == sorted(d.id for d in local.documents())
+            return r_ray.added, r_ray.removed
+
+        assert both() == (5, 0)
+        read(inbox, inbox.keys()[0])  # a message read in mutt: renamed into cur/
+        assert both() == (1, 1)
