@@ -110,6 +110,7 @@ def list_files(paths: Iterable[str | Path], select: Selection | None = None) -> 
             raise InvalidInput(f"{p} is a semsearch collection, not documents to index")
     out: list[str | Skipped] = []
     seen: set[str] = set()
+    maildirs: dict[str, bool] = {}  # folder -> is_maildir, asked once a run, not once a message
     named = {os.path.abspath(p) for p in roots if not p.is_dir()}
     for root in roots:
         for f in _walk(str(root), root, select) if root.is_dir() else [root]:
@@ -117,7 +118,7 @@ def list_files(paths: Iterable[str | Path], select: Selection | None = None) -> 
                 out.append(f)
             elif (path := os.path.abspath(f)) not in seen:
                 seen.add(path)
-                out.append(path if path in named or select.typed(path) else Skipped(path, unsupported(path)))
+                out.append(path if path in named or select.typed(path, maildirs) else Skipped(path, unsupported(path)))
     return out
 
 
@@ -188,11 +189,13 @@ class Selection:
                 return False
         return self.globbed(path, root) and self.typed(path)
 
-    def typed(self, path: str) -> bool:
+    def typed(self, path: str, maildirs: dict | None = None) -> bool:
         """Whether a walk reads this file it found, by its type: one with a loader always; any
         other, as text, only when a glob asked for it (`index ~` must not embed every source
-        file and log; `--glob '*.py'` names what it wants)."""
-        return bool(self.globs) or os.path.splitext(path)[1].lower() in SUPPORTED or maildir_message(path, True)
+        file and log; `--glob '*.py'` names what it wants); and a Maildir's message
+        (maildir_message; ``maildirs``: its memo)."""
+        return bool(self.globs) or os.path.splitext(path)[1].lower() in SUPPORTED or \
+            maildir_message(path, True, maildirs)
 
     def leaves_out(self, path: str, root: str, is_dir: bool, chain) -> bool:
         """Whether this file or folder itself (not the folders above it) is left out: an
@@ -252,7 +255,7 @@ def _walk(root: str, folder: str | Path, select: Selection, walked: set | None =
     if git is not None:
         here = os.path.abspath(folder)
         chain = git.top(here) if chain is None else git.below(chain, here)
-    maildir = is_maildir(folder)
+    maildir = {*MAILDIR} <= {e.name for e in entries} and is_maildir(folder)  # by name first: no stat for most folders
     for e in entries:
         if not _maildir_entry(e) if maildir else e.name.startswith("."):
             continue
@@ -289,15 +292,21 @@ def _maildir_entry(e: os.DirEntry) -> bool:
     return e.name in MAILDIR[:2] or is_maildir(e.path)
 
 
-def maildir_message(path: str, gone: bool = False) -> bool:
+def maildir_message(path: str, gone: bool = False, maildirs: dict | None = None) -> bool:
     """Whether ``path`` is a message of a Maildir: a file in its cur/ or new/, read as
     e-mail whatever its name (`1700000000.M1P2.host:2,S`). ``gone``: also a file of a
     cur/ or new/ folder no longer there (the Selection's answer for what a run removes:
-    a Maildir deleted takes its messages with it)."""
-    folder = os.path.dirname(os.path.abspath(path))
-    if os.path.basename(folder) not in MAILDIR[:2]:
+    a Maildir deleted takes its messages with it). ``maildirs``: what is_maildir said of
+    the folders asked about so far, kept by the caller (a walk: once a Maildir, not once
+    for each of its thousands of messages)."""
+    folder = os.path.dirname(path if os.path.isabs(path) else os.path.abspath(path))
+    box, _, name = folder.rpartition(os.sep)  # string work: a walk asks it of every file
+    if name not in MAILDIR[:2]:
         return False
-    return is_maildir(os.path.dirname(folder)) or gone and not os.path.isdir(folder)
+    box, maildirs = box or os.sep, {} if maildirs is None else maildirs
+    if box not in maildirs:
+        maildirs[box] = is_maildir(box)
+    return maildirs[box] or gone and not os.path.isdir(folder)
 
 
 def is_collection(folder: str | Path) -> bool:
