@@ -1,4 +1,5 @@
-"""Text of e-mail: one message per .eml file, every message of an .mbox mailbox.
+"""Text of e-mail: one message per .eml file or Maildir message file (loaders.maildir_message),
+every message of an .mbox mailbox.
 
 Standard library only (email, no extra to install). A message's text is its subject
 (the one title rule, loaders.titled) and its readable body: the text/plain part of a
