@@ -60,7 +60,7 @@ def load_notebook(path: str) -> Document | Skipped:
         if kind == "markdown" and not title and (match := _HEADING.search(source)):
             title = match.group(2)
         if kind == "code":
-            parts.append(f"```{language}\n{source.strip(chr(10))}\n```")
+            parts.append(f"```{language}\n" + source.strip("\n") + "\n```")
         elif kind in ("markdown", "raw"):
             parts.append(source.strip())
     meta = {"type": "ipynb", **({"language": language} if language else {}), "cells": len(cells)}
