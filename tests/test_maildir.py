@@ -69,6 +69,9 @@ def test_the_walk_takes_cur_and_new_of_each_maildir_never_tmp(tmp_path):
     assert sorted(s[0] for s in file_stamps([folder])) == expected  # what a watch compares
     assert sorted(list_files([folder], Selection.of(exclude=".Sent"))) == sorted(keys(inbox) + [str(folder / "notes.md")])
     assert list_files([folder], Selection.of(glob="*.md")) == [str(folder / "notes.md")]
+    (folder / ".gitignore").write_text(".Sent/\n")
+    assert sorted(list_files([folder], Selection.of(gitignore=True))) == sorted(keys(inbox) + [str(folder / "notes.md")])
+    (folder / ".gitignore").unlink()
     work = maildir(folder / "Maildir" / "Work", message("Plan", "The plan for the quarter."))  # mbsync's Verbatim
     assert sorted(list_files([folder])) == sorted(expected + keys(work))
 
