@@ -32,11 +32,13 @@ from .validation import path_list
 log = logging.getLogger("semsearch")
 
 OFFICE = {".docx", ".pptx", ".odt", ".odp", ".epub"}  # zip archives of XML (office.py)
-MAIL = {".eml", ".mbox"}  # e-mail (mail.py)
+MAIL = {".eml", ".mbox"}  # e-mail (mail.py); and a Maildir's messages (maildir_message)
+NOTEBOOK = ".ipynb"  # Jupyter (notebook.py)
+MAILDIR = ("cur", "new", "tmp")  # the folders that make a folder a Maildir (is_maildir)
 # text whose header is its metadata (_HEADERS): Markdown's front matter, Org's and AsciiDoc's header
 MARKDOWN = {".md", ".markdown", ".mdown", ".mkd"}
 MARKUP = {*MARKDOWN, ".org", ".adoc", ".asciidoc"}
-SUPPORTED = {".txt", ".rst", *MARKUP, ".html", ".htm", ".json", ".jsonl", ".csv", ".tsv", ".pdf", *OFFICE, *MAIL}
+SUPPORTED = {".txt", ".rst", *MARKUP, ".html", ".htm", ".json", ".jsonl", ".csv", ".tsv", ".pdf", *OFFICE, *MAIL, NOTEBOOK}
 PLAIN = {".txt", ".rst", *MARKUP}
 UNSUPPORTED = "unsupported type"  # the skip of a file a walk without --glob finds, of a type not in SUPPORTED
 NO_EXTENSION = ".text"  # read as text, a file with no extension gets the type "text"
@@ -108,6 +110,7 @@ def list_files(paths: Iterable[str | Path], select: Selection | None = None) -> 
             raise InvalidInput(f"{p} is a semsearch collection, not documents to index")
     out: list[str | Skipped] = []
     seen: set[str] = set()
+    maildirs: dict[str, bool] = {}  # folder -> is_maildir, asked once a run, not once a message
     named = {os.path.abspath(p) for p in roots if not p.is_dir()}
     for root in roots:
         for f in _walk(str(root), root, select) if root.is_dir() else [root]:
@@ -115,7 +118,7 @@ def list_files(paths: Iterable[str | Path], select: Selection | None = None) -> 
                 out.append(f)
             elif (path := os.path.abspath(f)) not in seen:
                 seen.add(path)
-                out.append(path if path in named or select.typed(path) else Skipped(path, unsupported(path)))
+                out.append(path if path in named or select.typed(path, maildirs) else Skipped(path, unsupported(path)))
     return out
 
 
@@ -186,11 +189,13 @@ class Selection:
                 return False
         return self.globbed(path, root) and self.typed(path)
 
-    def typed(self, path: str) -> bool:
+    def typed(self, path: str, maildirs: dict | None = None) -> bool:
         """Whether a walk reads this file it found, by its type: one with a loader always; any
         other, as text, only when a glob asked for it (`index ~` must not embed every source
-        file and log; `--glob '*.py'` names what it wants)."""
-        return bool(self.globs) or os.path.splitext(path)[1].lower() in SUPPORTED
+        file and log; `--glob '*.py'` names what it wants); and a Maildir's message
+        (maildir_message; ``maildirs``: its memo)."""
+        return bool(self.globs) or os.path.splitext(path)[1].lower() in SUPPORTED or \
+            maildir_message(path, True, maildirs)
 
     def leaves_out(self, path: str, root: str, is_dir: bool, chain) -> bool:
         """Whether this file or folder itself (not the folders above it) is left out: an
@@ -250,8 +255,9 @@ def _walk(root: str, folder: str | Path, select: Selection, walked: set | None =
     if git is not None:
         here = os.path.abspath(folder)
         chain = git.top(here) if chain is None else git.below(chain, here)
+    maildir = {*MAILDIR} <= {e.name for e in entries} and is_maildir(folder)  # by name first: no stat for most folders
     for e in entries:
-        if e.name.startswith("."):
+        if not _maildir_entry(e) if maildir else e.name.startswith("."):
             continue
         p = e.path
         try:
@@ -270,6 +276,37 @@ def _walk(root: str, folder: str | Path, select: Selection, walked: set | None =
             yield from _walk(root, p, select, walked, chain)
         else:
             yield p
+
+
+def is_maildir(folder: str | Path) -> bool:
+    """Whether ``folder`` is a Maildir (mutt, mbsync, offlineimap, notmuch, Dovecot): it
+    holds the folders cur/, new/ and tmp/, one message a file in the first two."""
+    return all(os.path.isdir(os.path.join(folder, name)) for name in MAILDIR)
+
+
+def _maildir_entry(e: os.DirEntry) -> bool:
+    """What a walk of a Maildir enters: cur/ and new/, never tmp/ (messages being
+    delivered), and the Maildirs inside it: Maildir++'s folders (.Sent, .Archive.2024),
+    hidden but what a user wants read, or those of a tree like mbsync's. Not the mail
+    program's own files there (dovecot-uidlist, dovecot.index...)."""
+    return e.name in MAILDIR[:2] or is_maildir(e.path)
+
+
+def maildir_message(path: str, gone: bool = False, maildirs: dict | None = None) -> bool:
+    """Whether ``path`` is a message of a Maildir: a file in its cur/ or new/, read as
+    e-mail whatever its name (`1700000000.M1P2.host:2,S`). ``gone``: also a file of a
+    cur/ or new/ folder no longer there (the Selection's answer for what a run removes:
+    a Maildir deleted takes its messages with it). ``maildirs``: what is_maildir said of
+    the folders asked about so far, kept by the caller (a walk: once a Maildir, not once
+    for each of its thousands of messages)."""
+    folder = os.path.dirname(path if os.path.isabs(path) else os.path.abspath(path))
+    box, _, name = folder.rpartition(os.sep)  # string work: a walk asks it of every file
+    if name not in MAILDIR[:2]:
+        return False
+    box, maildirs = box or os.sep, {} if maildirs is None else maildirs
+    if box not in maildirs:
+        maildirs[box] = is_maildir(box)
+    return maildirs[box] or gone and not os.path.isdir(folder)
 
 
 def is_collection(folder: str | Path) -> bool:
@@ -305,7 +342,9 @@ def load_file(path: str, part: Part | None = None, as_text: bool = False) -> Ite
     ``as_text``: a file of a type with no loader is read as a .txt is (the user asked for
     it: list_files's files), its type its extension; else it is skipped."""
     ext = os.path.splitext(path)[1].lower()
-    if ext not in SUPPORTED and not as_text:
+    if maildir_message(path):
+        ext = "maildir"
+    elif ext not in SUPPORTED and not as_text:
         yield Skipped(path, unsupported(path))
         return
     try:
@@ -319,7 +358,11 @@ def load_file(path: str, part: Part | None = None, as_text: bool = False) -> Ite
             from .office import load_office
             yield load_office(path, ext)
             return
-        if ext in MAIL:
+        if ext == NOTEBOOK:
+            from .notebook import load_notebook
+            yield load_notebook(path)
+            return
+        if ext in MAIL or ext == "maildir":
             from .mail import load_mail
             yield from load_mail(path, ext)
             return

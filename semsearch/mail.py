@@ -1,4 +1,5 @@
-"""Text of e-mail: one message per .eml file, every message of an .mbox mailbox.
+"""Text of e-mail: one message per .eml file or Maildir message file (loaders.maildir_message),
+every message of an .mbox mailbox.
 
 Standard library only (email, no extra to install). A message's text is its subject
 (the one title rule, loaders.titled) and its readable body: the text/plain part of a
@@ -45,16 +46,19 @@ _ESCAPED_FROM = re.compile(rb">+From ")  # mboxrd: a body line "From ..." is wri
 
 
 def load_mail(path: str, ext: str) -> Iterator[Document | Skipped]:
-    """The Document of an .eml file, or one for each message of an .mbox; Skipped for what
-    cannot be read. Never raises for bad mail (load_file catches what the file system does)."""
-    if ext == ".eml":
+    """The Document of an .eml file (or of a Maildir's message: ``ext`` "maildir"), or one
+    for each message of an .mbox; Skipped for what cannot be read. Never raises for bad mail (load_file catches what the file system does)."""
+    if ext == ".eml" or ext == "maildir":
         yield _load_eml(path)
     else:
         yield from _load_mbox(path)
 
 
 def _load_eml(path: str) -> Document | Skipped:
-    """One message, its id the path and its hash the file's bytes', as any file's."""
+    """One message, its id the path and its hash the file's bytes', as any file's: an .eml
+    file, or a message of a Maildir (loaders.maildir_message: a file in its cur/ or new/,
+    named without extension), which is one too (type eml): moved from new/ to cur/, or
+    renamed as its flags change, it is the same bytes, reused, not embedded again."""
     with open(path, "rb") as f:
         data = f.read(MAX_MESSAGE)
         h = hashlib.sha256(data)
