@@ -650,8 +650,13 @@ def bold() -> bool:
 def preview(text: str, spans: list, width: int = 200) -> str:
     """The start of a passage on one line: whitespace runs as one space, printable(), cut at
     ``width`` characters with '…'; the characters of ``spans`` (sorted [start, end) of
-    ``text``) in bold."""
-    out, shown, span, gap, bolded = [], 0, 0, False, False
+    ``text``) in bold. Where the first span lies past half the width, the line starts at a
+    word a quarter of the width before it, after a '…': the match is what the reader wants."""
+    lead = ""
+    if spans and spans[0][0] > width // 2:
+        cut = text.rfind(" ", 0, spans[0][0] - width // 4) + 1
+        text, spans, lead = text[cut:], [[a - cut, b - cut] for a, b in spans], "…"
+    out, shown, span, gap, bolded = [lead], len(lead), 0, False, False
     for i, char in enumerate(text):
         if char.isspace():
             gap = shown > 0

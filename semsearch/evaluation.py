@@ -58,7 +58,7 @@ def evaluate(dataset: str | Path, mode: str = "hybrid", model: str | None = None
             for at in range(0, len(asked), MAX_QUERIES):
                 part = asked[at:at + MAX_QUERIES]
                 results = coll.search([data.queries[q][:MAX_QUERY_CHARS] for q in part], k=depth, mode=mode,
-                                      docs=True, **search_options)
+                                      docs=True, highlight=False, **search_options)  # ids are scored, not shown
                 for q, hits in zip(part, results):
                     kept = [hit for hit in hits if not (ignore_identical_ids and hit.id == q)]
                     run[q] = {hit.id: hit.score for hit in kept[:k]}
@@ -78,7 +78,7 @@ def _check_options(coll, k: int, search_options: dict) -> None:
     corpus may be about to add)."""
     options = dict(search_options)
     where_filter(options.pop("where", None))
-    coll.search("probe", k=k, mode="lexical", docs=True, **options)
+    coll.search("probe", k=k, mode="lexical", docs=True, highlight=False, **options)
 
 
 def _fill(coll, corpus: dict, dataset) -> None:

@@ -28,11 +28,38 @@ def bigrams(run: str) -> list[str]:
     return [run] if len(run) == 1 else [run[i:i + 2] for i in range(len(run) - 1)]
 
 
+def _written(run: str) -> str:
+    """A CJK run as the lexical index reads it: its bigrams, spaced apart and from the text
+    around it (fts_positions maps each character back)."""
+    return " " + " ".join(bigrams(run)) + " "
+
+
 def fts_text(text: str) -> str:
     """Text as the lexical index reads it: every CJK run written as its bigrams."""
     if not CJK_RUN.search(text):
         return text
-    return CJK_RUN.sub(lambda m: " " + " ".join(bigrams(m.group())) + " ", text)
+    return CJK_RUN.sub(lambda m: _written(m.group()), text)
+
+
+def fts_positions(text: str) -> tuple[str, list[tuple[int, int]]]:
+    """fts_text(text) and, for each of its characters, the [start, end) of ``text`` it
+    stands for (a space _written adds: none, at its place), so that a match found in the
+    one is found in the other (Store.match_spans)."""
+    out: list[str] = []
+    where: list[tuple[int, int]] = []
+    at = 0
+    for run in CJK_RUN.finditer(text):
+        out.append(text[at:run.start()])
+        where += [(i, i + 1) for i in range(at, run.start())]
+        out.append(_written(run.group()))
+        where.append((run.start(), run.start()))  # the space before the bigrams
+        for i, piece in enumerate(bigrams(run.group())):  # each bigram, then a space
+            where += [(run.start() + i + j, run.start() + i + j + 1) for j in range(len(piece))]
+            where.append((run.start() + i + len(piece), run.start() + i + len(piece)))
+        at = run.end()
+    out.append(text[at:])
+    where += [(i, i + 1) for i in range(at, len(text))]
+    return "".join(out), where
 
 
 def fts_terms(text: str) -> list[str]:

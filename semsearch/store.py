@@ -23,7 +23,7 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from .errors import CollectionError, InvalidInput, NoSuchCollection, OutOfSpace
-from .lang import CJK_RUN, bigrams, fts_text
+from .lang import CJK_RUN, fts_positions, fts_text
 from .validation import INT64, RANGE_OPERATORS
 
 TOKENIZE = "porter unicode61 remove_diacritics 2"  # both lexical tables, and check's word test
@@ -76,7 +76,7 @@ log = logging.getLogger("semsearch")
 # rebuilt from the chunks by document_text(), the same way on insert and on delete. A store
 # whose table is missing or of another LEXICAL_VERSION gets it (re)built when opened.
 LEXICAL_VERSION = 1
-# match_spans looks up at most this many chunks one by one, more in one pass over the query's
+# a chunks_fts MATCH looks up at most this many chunks one by one, more in one pass over the query's
 # matches: at 1M chunks, 64 lookups took ~11 ms, a pass over 600k matches ~55 ms (/tmp/s17/h4_bench.md)
 MATCH_SEEKS = 64
 LEXICAL_SCHEMA = f"""
@@ -610,8 +610,9 @@ class Store:
 
     def best_lexical_chunks(self, match: str, chunk_ids: Iterable[int]) -> dict[int, float]:
         """Chunk-level BM25 of the given chunks that match: which part of a document matched."""
+        chunk_ids = list(chunk_ids)
         rows = self._in("SELECT rowid, -bm25(chunks_fts) FROM chunks_fts WHERE chunks_fts MATCH ? "
-                        "AND rowid IN ({})", chunk_ids, first=(match,))
+                        f"AND {_rowid_in(len(chunk_ids))} IN ({{}})", chunk_ids, first=(match,))
         return dict(rows)
 
     def match_spans(self, match: str, chunks: dict[int, str]) -> dict[int, list[list[int]]]:
@@ -627,12 +628,10 @@ class Store:
         opening, closing_ = _markers(chunks.values())
         cjk = {c: t for c, t in chunks.items() if CJK_RUN.search(t)}
         plain = [c for c in chunks if c not in cjk]
-        # FTS5 answers "rowid IN" by running the query once per id (0.2 ms each); "+rowid"
-        # hides the ids from it, so it runs the query once over the whole index
-        rowid = "rowid" if len(plain) <= MATCH_SEEKS else "+rowid"
         try:
             marked = dict(self._in(f"SELECT rowid, highlight(chunks_fts, 0, ?, ?) FROM chunks_fts WHERE chunks_fts "
-                                   f"MATCH ? AND {rowid} IN ({{}})", plain, first=(opening, closing_, match)))
+                                   f"MATCH ? AND {_rowid_in(len(plain))} IN ({{}})", plain,
+                                   first=(opening, closing_, match)))
             spans = {c: _marked_spans(text, opening, closing_) for c, text in marked.items()}
             if cjk:
                 spans.update(self._cjk_spans(match, cjk, opening, closing_))
@@ -643,7 +642,7 @@ class Store:
     def _cjk_spans(self, match: str, texts: dict[int, str], opening: str, closing_: str) -> dict[int, list[list[int]]]:
         """match_spans of texts with CJK: each as lang.fts_text writes it in a temp FTS5 table
         (emptied again), the marks found there mapped back to the text's own positions."""
-        positions = {c: _fts_positions(text) for c, text in texts.items()}
+        positions = {c: fts_positions(text) for c, text in texts.items()}
         self.db.execute(f"CREATE VIRTUAL TABLE IF NOT EXISTS temp.match_spans USING fts5(text, tokenize='{TOKENIZE}')")
         self.db.execute("INSERT INTO temp.match_spans(rowid, text) SELECT CAST(key AS INTEGER), value FROM json_each(?)",
                         (json.dumps({c: fts for c, (fts, _) in positions.items()}),))
@@ -743,6 +742,13 @@ class Store:
         return self.db.execute(sql.format("SELECT value FROM json_each(?)"), (*first, json.dumps(ids))).fetchall()
 
 
+def _rowid_in(ids: int) -> str:
+    """How a MATCH on chunks_fts is limited to ``ids`` chunks: FTS5 answers "rowid IN" by
+    running the query once per id (0.2 ms each); "+rowid" hides the ids from it, so the
+    query runs once over the whole index, cheaper past MATCH_SEEKS ids."""
+    return "rowid" if ids <= MATCH_SEEKS else "+rowid"
+
+
 def document_text(spans: Iterable[tuple[int, int, str]]) -> str:
     """A document's text as documents_fts indexes it, from its chunks' (start, end, text) in
     order: each chunk less what it shares with the one before, CJK as lang.fts_text writes it."""
@@ -786,28 +792,6 @@ def _merged(spans: list[list[int]]) -> list[list[int]]:
         else:
             out.append([start, end])
     return out
-
-
-def _fts_positions(text: str) -> tuple[str, list[tuple[int, int]]]:
-    """lang.fts_text(text) and, for each of its characters, the [start, end) of ``text`` it
-    stands for (an added space: none, at the run's edge), so that a match in the one is
-    found in the other."""
-    out: list[str] = []
-    where: list[tuple[int, int]] = []
-    at = 0
-    for run in CJK_RUN.finditer(text):
-        out.append(text[at:run.start()])
-        where += [(i, i + 1) for i in range(at, run.start())]
-        pieces = bigrams(run.group())
-        out.append(" " + " ".join(pieces) + " ")
-        where.append((run.start(), run.start()))
-        for i, piece in enumerate(pieces):
-            where += [(run.start() + i + j, run.start() + i + j + 1) for j in range(len(piece))]
-            where.append((run.start() + i + len(piece), run.start() + i + len(piece)))  # the space after it
-        at = run.end()
-    out.append(text[at:])
-    where += [(i, i + 1) for i in range(at, len(text))]
-    return "".join(out), where
 
 
 STORE_CHECKS = ("sqlite", "lexical", "documents", "positions", "vectors")  # check_store's, in its order

@@ -143,10 +143,10 @@ def test_many_hits_mixed_scripts_are_all_marked(collection_of):
 
 def test_cjk_positions_map_back_to_the_stored_text():
     from semsearch.lang import fts_text
-    from semsearch.store import _fts_positions
+    from semsearch.lang import fts_positions
 
     for text in ["", "plain", "中", "임베딩은 ok 中文 x", "a中b", "中文信息检索系统很快。"]:
-        fts, where = _fts_positions(text)
+        fts, where = fts_positions(text)
         assert fts == fts_text(text) and len(where) == len(fts)
         assert all(text[a:b] == fts[i] for i, (a, b) in enumerate(where) if b > a)
 
@@ -205,6 +205,18 @@ def test_search_in_a_terminal_shows_the_words_in_bold(notes):
     out = run_in_terminal(["search", "notes", "fixing the login bug", "--mode", "lexical", "-k", "1"])
     assert (f"We {BOLD}fixed{NORMAL} the {BOLD}login{NORMAL} {BOLD}bug{NORMAL} yesterday; more "
             f"{BOLD}fixes{NORMAL} ship today.") in out
+
+
+def test_a_terminal_line_starts_shortly_before_a_match_deep_in_the_passage():
+    from semsearch.cli import preview
+
+    text = "lorem ipsum " * 40 + "the pump failed" + " dolor" * 10  # the match at character 484
+    start = text.index("pump")
+    line = preview(text, [[start, start + 4]], width=80)
+    assert line.startswith("…") and f"{BOLD}pump{NORMAL} failed" in line and len(line) < 100
+    assert line[1:].startswith("ipsum ") or line[1:].startswith("lorem ")  # at a word
+    assert preview(text, [], width=80).startswith("lorem ipsum")  # no match shown: the passage's start
+    assert preview("a short pump note", [[8, 12]]) == f"a short {BOLD}pump{NORMAL} note"  # near the start: as before
 
 
 def test_no_bold_with_no_color_or_through_a_pipe_or_for_similar(notes):
