@@ -296,8 +296,9 @@ def index(ctx, paths, name, glob, exclude, gitignore, model, variant, index_spec
 
     Folders are walked recursively (hidden files skipped); .txt .md .markdown (YAML or TOML
     front matter as metadata) .org .adoc (their header as metadata) .rst .html .json .jsonl
-    .csv .tsv .docx .pptx .odt .odp .epub, e-mail (.eml, and .mbox: a document per message),
-    and .pdf with the pdf extra; text not in UTF-8 (or UTF-16 with its mark) is read as
+    .csv .tsv .docx .pptx .odt .odp .epub, Jupyter notebooks (.ipynb: the cells, not the
+    outputs), e-mail (.eml; .mbox and Maildir folders: a document per message), and .pdf
+    with the pdf extra; text not in UTF-8 (or UTF-16 with its mark) is read as
     Windows-1252 when it looks like it. A file of any other type (source code, logs,
     configs) is read as plain text when named in PATHS or matched by a --glob (its type: its
     extension, or "text"); a walk without --glob skips them. Collections (folders holding a
