@@ -18,6 +18,17 @@ from .validation import DEFAULT_K, MAX_QUERIES, MODES as MODE_NAMES, doc_id, key
 
 VARIANTS = click.Choice(list(VARIANT_FILES))
 DEVICES = click.Choice(["auto", "cpu", "cuda"])
+
+
+def complete_collections(ctx, param, incomplete: str) -> list[str]:
+    """Shell completion of a collection NAME: those under --home (or SEMSEARCH_HOME), as
+    `semsearch list` gives them (`eval "$(_SEMSEARCH_COMPLETE=bash_source semsearch)"`)."""
+    from .collection import list_collections
+
+    try:
+        return [n for n in list_collections(ctx.find_root().params.get("home")) if n.startswith(incomplete)]
+    except (OSError, SemsearchError):  # an unreadable or invalid home: nothing to offer
+        return []
 MODES = click.Choice(list(MODE_NAMES))
 
 
@@ -246,7 +257,8 @@ def record_of(rec: dict, file_, number: int):
 # -- collections ------------------------------------------------------------------------------
 @cli.command()
 @click.argument("paths", nargs=-1, type=click.Path())
-@click.option("--name", required=True, help="Collection name (under --home) or path.")
+@click.option("--name", required=True, shell_complete=complete_collections,
+              help="Collection name (under --home) or path.")
 @click.option("--glob", multiple=True, metavar="PATTERN",
               help="Only files in folders matching this pattern (its path under the folder, or its "
                    "name), e.g. '*.md'; repeat it for several (a file matching any is taken). A file "
@@ -501,7 +513,7 @@ def watch_index(ctx, paths, name, keep_missing, every, **settings) -> None:
 
 
 @cli.command()
-@click.argument("name")
+@click.argument("name", shell_complete=complete_collections)
 @click.option("--shards", type=click.Path(file_okay=False), default=None,
               help="Folder for the Parquet shards (on a cluster, one every node can read); they "
                    "may be deleted after the build [default: the collection's shards/ folder].")
@@ -541,7 +553,7 @@ def where_option(what: str = "Only documents that match"):
 
 
 @cli.command()
-@click.argument("name")
+@click.argument("name", shell_complete=complete_collections)
 @click.argument("query", required=False)
 @click.option("-k", "k", type=int, default=DEFAULT_K, show_default=True, help="Hits per query (1 to 10,000).")
 @click.option("--mode", type=MODES, default="hybrid", show_default=True,
@@ -590,7 +602,7 @@ def search(ctx, name, query, k, mode, where, docs, min_score, queries_file, rrf_
 
 
 @cli.command()
-@click.argument("name")
+@click.argument("name", shell_complete=complete_collections)
 @click.argument("doc", metavar="ID")
 @click.option("-k", "k", type=int, default=DEFAULT_K, show_default=True, help="Hits (1 to 10,000).")
 @where_option()
@@ -690,7 +702,7 @@ IDS_ARE = ("Ids are what `search --json` shows as id: a file's absolute path (a 
 
 
 @cli.command()
-@click.argument("name")
+@click.argument("name", shell_complete=complete_collections)
 @click.argument("ids", nargs=-1, required=True, metavar="ID...")
 @click.option("--json", "as_json", is_flag=True,
               help="One JSON object a line: id, text, source (null: added as text), metadata, "
@@ -721,7 +733,7 @@ def get(ctx, name, ids, as_json):
 
 
 @cli.command()
-@click.argument("name")
+@click.argument("name", shell_complete=complete_collections)
 @where_option()
 @click.option("--after", default=None, metavar="ID",
               help="Only ids after this one in id order: the last id of a page already printed.")
@@ -772,7 +784,7 @@ def echo_document(doc, as_json: bool) -> None:
 
 
 @cli.command()
-@click.argument("name")
+@click.argument("name", shell_complete=complete_collections)
 @click.option("--text", "texts", multiple=True, help="Text to add (repeatable).")
 @click.option("--id", "ids", multiple=True, help="Id for each --text (default: generated).")
 @click.option("--meta", multiple=True, help="key=value metadata for the added texts (repeatable).")
@@ -808,7 +820,7 @@ def add(ctx, name, texts, ids, meta, jsonl, model):
 
 
 @cli.command()
-@click.argument("name")
+@click.argument("name", shell_complete=complete_collections)
 @click.option("--id", "ids", multiple=True, help="Document id to delete (repeatable).")
 @click.option("--path", "paths", multiple=True, type=click.Path(), help="Delete documents read from this file or folder.")
 @click.option("--missing", is_flag=True,
@@ -849,7 +861,7 @@ def delete(ctx, name, ids, paths, missing, where):
 
 
 @cli.command()
-@click.argument("name")
+@click.argument("name", shell_complete=complete_collections)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
 def info(ctx, name, as_json):
@@ -901,7 +913,7 @@ def list_(ctx, as_json):
 
 
 @cli.command()
-@click.argument("name")
+@click.argument("name", shell_complete=complete_collections)
 @click.option("--yes", is_flag=True, help="Do not ask.")
 @click.pass_context
 def rm(ctx, name, yes):
@@ -922,7 +934,7 @@ def rm(ctx, name, yes):
 
 
 @cli.command()
-@click.argument("name")
+@click.argument("name", shell_complete=complete_collections)
 @click.argument("dest")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
@@ -948,7 +960,7 @@ def backup(ctx, name, dest, as_json):
 
 
 @cli.command()
-@click.argument("name")
+@click.argument("name", shell_complete=complete_collections)
 @click.option("--repair", is_flag=True, help="Fix what can be rebuilt (under the writer lock: safe beside a server).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.pass_context

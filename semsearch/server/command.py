@@ -10,8 +10,14 @@ def _default(name):
     return Settings.__dataclass_fields__[name].default
 
 
+def _collections(ctx, param, incomplete):
+    """Shell completion of COLLECTIONS: cli's (imported when asked: cli imports this module)."""
+    from ..cli import complete_collections
+    return complete_collections(ctx, param, incomplete)
+
+
 @click.command()
-@click.argument("collections", nargs=-1)
+@click.argument("collections", nargs=-1, shell_complete=_collections)
 @click.option("--home", default=None,
               help="Folder that holds the collections to serve [env: SEMSEARCH_HOME; default: ./indexes, "
                    "relative to the current folder]; `semsearch --home D serve` works too.")
