@@ -10,19 +10,9 @@ import sys
 
 import pytest
 
-from semsearch.loaders import MAX_FRONT_MATTER, Document, load_file
+from semsearch.loaders import MAX_FRONT_MATTER, Document
 
-from test_front_matter import found, run
-
-
-def one(path) -> Document:
-    (doc,) = load_file(str(path))
-    assert isinstance(doc, Document), doc
-    return doc
-
-
-def text_of(doc: Document) -> str:
-    return "".join(doc.segments())
+from test_front_matter import found, one, run, text_of
 
 
 def note(tmp_path, name, content, encoding="utf-8"):
