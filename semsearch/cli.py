@@ -477,12 +477,18 @@ def skip_counts(skipped: list) -> list[tuple[str, int]]:
             reason = UNSUPPORTED
         counts[reason] += 1
     if not types:
-        return counts.most_common()
-    ranked = sorted(types.items(), key=lambda tn: (-tn[1], tn[0]))  # (Ray reports in any order)
+        return most_first(counts)
+    ranked = most_first(types)
     listed = ", ".join(f"{t} {n}" for t, n in ranked[:6]) + (f", {len(ranked) - 6} more types" if len(ranked) > 6 else "")
     example = next((f"*{t}" for t, _ in ranked if t.startswith(".")), "NAME")
     hint = f"{UNSUPPORTED} ({listed}): --glob '{example}' reads them as text (a --glob takes only what it matches)"
-    return [(hint if reason == UNSUPPORTED else reason, n) for reason, n in counts.most_common()]
+    return [(hint if reason == UNSUPPORTED else reason, n) for reason, n in most_first(counts)]
+
+
+def most_first(counts: Counter) -> list[tuple[str, int]]:
+    """Counts, most first, ties by name: the same lines whatever order the skips came in
+    (a walk's skips come first on Ray, in file order here)."""
+    return sorted(counts.items(), key=lambda item: (-item[1], item[0]))
 
 
 def watch_index(ctx, paths, name, keep_missing, every, **settings) -> None:
