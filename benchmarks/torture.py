@@ -837,7 +837,7 @@ class Torture:
             return [forget(op.ask["path"])]
         if op.kind == "resync":
             entries = [[(p, g, e) for paths, g, e in runs for p in paths] for runs in map(runs_of, op.ask["lists"])]
-            return [remember(each[:n]) for each in entries for n in range(1, len(each) + 1)]
+            return [remember(each[:n]) for each in entries for n in range(1, len(each) + 1)] or [lambda now: now]
         return []
 
     def resendable(self, used: set, ops: list[Op]) -> list[tuple[str, tuple]]:
@@ -1049,6 +1049,9 @@ class Torture:
                 found += self.check_backup(op, ops)
             if op.kind in ("index", "rayindex", "resync") and op.rc == 0 and not op.killed:
                 found += self.check_reuse(op, ops)
+            if op.kind == "resync" and op.rc == 0 and not op.killed and not any(map(runs_of, op.ask["lists"])):
+                found.append(f"index --name alone exited 0, and no list of sources it may have read has a path: "
+                             f"{sorted(op.ask['lists'])[:2]}")
             if op.killed:
                 continue
             if "Traceback" in op.err or (op.rc != 0 and not self.refused(op, ops)):
