@@ -1,14 +1,22 @@
 """A randomized kill -9 soak of one collection: real `semsearch` processes, several at once.
 
 Not part of the test suite (it runs for as long as it is allowed). Each round changes a
-folder of text files (.txt, and .md with front matter; subfolders; moved, renamed, copied:
-what `index` reuses), then runs real CLI processes against one collection under a
-temporary SEMSEARCH_HOME: `index` of the folder (some with --exclude of subfolders), `add` (new ids and replacements, with
+folder of files (.txt; .md with YAML or TOML front matter; .org and .adoc with their
+headers; mail: .eml, and .mbox mailboxes that later rounds append messages to, some without
+a Message-ID; .py and .log, read only when a --glob takes them; subfolders; moved,
+renamed, copied: what `index` reuses; beside them a collection's folder, which no walk
+enters), then runs real CLI processes against one collection under a temporary
+SEMSEARCH_HOME: `index` of the folder (some with --exclude of subfolders or *.log, some
+with a --glob set), of a subfolder or a file (a source of its own), `index --name NAME`
+alone (a resync of the remembered sources: what it reads is modelled from the sources
+the ledger holds and those the round's other commands may make, plan_resync),
+`delete --path` (its documents, and the sources under it), `add` (new ids and replacements, with
 metadata; resends of a text an id may hold, with its --meta or other: some on an id another
 command of the round is writing), `delete`, `search`, `info`, `rm`, the reads `get`,
 `documents --text` (some a page: --after, --limit) and `similar`, and `backup` into a folder
 of its own (check_backup: the copy is checked as a collection); searches and reads take
-a --where at times (tide=V, year>=V, year<V with tide!=V, a JSON object with $in), and with --ray
+a --where at times (tide=V, year>=V, year<V with tide!=V, a JSON object with $in; from=ADDRESS,
+tags=T, date>=D, date<D with tags!=T: the fields of mail and notes), and with --ray
 `build` and `index --ray`, a few at a time, and SIGKILLs some of them: a quarter early (start-up, creation), the rest late in their run, where they
 commit and save the index (the delay learnt from earlier runs of the same command).
 
@@ -32,9 +40,14 @@ After each round, with nothing running, it checks that:
     only matching ones, and leaves out none that was there all round; `get` and `similar`
     say an id is missing (exit 3, HTTP 404) only if it may have been; `similar` leaves the
     asked id out and ranks by score;
-  - an `index` that exited 0 reused (its line's "N reused") exactly the files whose text
-    and type another document held, where that is certain (reusable, check_reuse); a moved
-    file's document is under its new id, the old id gone, by the ledger above;
+  - an `index` (or `index --ray`, or a resync of one run) that exited 0 reused (its line's
+    "N reused") exactly the files whose text and type another document held, and added,
+    updated, left unchanged and removed exactly what it must (a mailbox appended to: its new
+    messages alone embedded), where that is certain (reusable, expect_counts, check_reuse);
+    a moved file's document is under its new id, the old id gone, by the ledger above;
+  - the collection's sources (Collection.sources) are a list of well-formed entries, and one
+    of the lists its commands may have left: a killed `index` or `delete --path` leaves
+    them old or new, never corrupt (settle_sources, check_sources);
   - after one more write (a sentinel `add`), no temporary file is left.
 
 With --serve, a real `semsearch serve` of the collection takes part: HTTP clients add,
