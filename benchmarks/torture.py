@@ -1,14 +1,22 @@
 """A randomized kill -9 soak of one collection: real `semsearch` processes, several at once.
 
 Not part of the test suite (it runs for as long as it is allowed). Each round changes a
-folder of text files (.txt, and .md with front matter; subfolders; moved, renamed, copied:
-what `index` reuses), then runs real CLI processes against one collection under a
-temporary SEMSEARCH_HOME: `index` of the folder (some with --exclude of subfolders), `add` (new ids and replacements, with
+folder of files (.txt; .md with YAML or TOML front matter; .org and .adoc with their
+headers; mail: .eml, and .mbox mailboxes that later rounds append messages to, some without
+a Message-ID; .py and .log, read only when a --glob takes them; subfolders; moved,
+renamed, copied: what `index` reuses; beside them a collection's folder, which no walk
+enters), then runs real CLI processes against one collection under a temporary
+SEMSEARCH_HOME: `index` of the folder (some with --exclude of subfolders or *.log, some
+with a --glob set), of a subfolder or a file (a source of its own), `index --name NAME`
+alone (a resync of the remembered sources: what it reads is modelled from the sources
+the ledger holds and those the round's other commands may make, plan_resync),
+`delete --path` (its documents, and the sources under it), `add` (new ids and replacements, with
 metadata; resends of a text an id may hold, with its --meta or other: some on an id another
 command of the round is writing), `delete`, `search`, `info`, `rm`, the reads `get`,
 `documents --text` (some a page: --after, --limit) and `similar`, and `backup` into a folder
 of its own (check_backup: the copy is checked as a collection); searches and reads take
-a --where at times (tide=V, year>=V, year<V with tide!=V, a JSON object with $in), and with --ray
+a --where at times (tide=V, year>=V, year<V with tide!=V, a JSON object with $in; from=ADDRESS,
+tags=T, date>=D, date<D with tags!=T: the fields of mail and notes), and with --ray
 `build` and `index --ray`, a few at a time, and SIGKILLs some of them: a quarter early (start-up, creation), the rest late in their run, where they
 commit and save the index (the delay learnt from earlier runs of the same command).
 
@@ -32,9 +40,14 @@ After each round, with nothing running, it checks that:
     only matching ones, and leaves out none that was there all round; `get` and `similar`
     say an id is missing (exit 3, HTTP 404) only if it may have been; `similar` leaves the
     asked id out and ranks by score;
-  - an `index` that exited 0 reused (its line's "N reused") exactly the files whose text
-    and type another document held, where that is certain (reusable, check_reuse); a moved
-    file's document is under its new id, the old id gone, by the ledger above;
+  - an `index` (or `index --ray`, or a resync of one run) that exited 0 reused (its line's
+    "N reused") exactly the files whose text and type another document held, and added,
+    updated, left unchanged and removed exactly what it must (a mailbox appended to: its new
+    messages alone embedded), where that is certain (reusable, expect_counts, check_reuse);
+    a moved file's document is under its new id, the old id gone, by the ledger above;
+  - the collection's sources (Collection.sources) are a list of well-formed entries, and one
+    of the lists its commands may have left: a killed `index` or `delete --path` leaves
+    them old or new, never corrupt (settle_sources, check_sources);
   - after one more write (a sentinel `add`), no temporary file is left.
 
 With --serve, a real `semsearch serve` of the collection takes part: HTTP clients add,
@@ -59,7 +72,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import datetime
+import email.utils
 import fcntl
+import fnmatch
 import http.client
 import json
 import logging
@@ -89,15 +105,24 @@ WORDS = ("harbour tide ferry boat master weather log dawn lantern rope anchor gu
 TEMP_PATTERNS = (".index.faiss.*.tmp", ".store.sqlite.*.new*", ".ondisk-changes.npz.*.tmp")
 BENIGN = {"add": {3, 75}, "replace": {3, 75}, "resend": {3, 75}, "delete": {3, 75}, "index": {3, 75}, "search": {3},
           "info": {3}, "rm": {3, 75}, "build": {2, 3, 75}, "rayindex": {3, 75},
-          "get": {3, 75}, "documents": {3, 75}, "similar": {3, 75}, "backup": {3}}  # one-line refusals
+          "get": {3, 75}, "documents": {3, 75}, "similar": {3, 75}, "backup": {3},
+          "resync": {75}, "delpath": {75}}  # one-line refusals (resync's 2/3, delpath's 3: see refused)
 WEIGHTS = {"add": 30, "replace": 10, "resend": 10, "delete": 12, "index": 14, "search": 14, "info": 4, "rm": 5, "build": 3,
-           "rayindex": 3, "get": 5, "documents": 5, "similar": 4, "backup": 4}
+           "rayindex": 3, "get": 5, "documents": 5, "similar": 4, "backup": 4, "resync": 7, "delpath": 3}
+SOURCES_CHANGED = ("index", "rayindex", "resync", "delpath", "rm")  # what may change the collection's sources
+FILE_WRITERS = ("index", "rayindex", "resync", "delpath", "rm")  # what writes or removes files' documents
 RAY = ("build", "rayindex")  # run only with --ray: each starts a local Ray (seconds)
 HTTP_WEIGHTS = {"hadd": 20, "hreplace": 8, "hdelete": 8, "hsearch": 12,
                 "hget": 4, "hdocuments": 4, "hsimilar": 4}  # with --serve
 READS = ("get", "documents", "similar", "hget", "hdocuments", "hsimilar")  # what they print is checked (check_read)
 TIDES = ("high", "low")  # the metadata keys writes set (tide=..., year=..., a batch nonce) and reads filter on
 YEARS = (2000, 2030)
+TAGS = ("sea", "port", "mid")  # notes' tags (Org FILETAGS, AsciiDoc :tags:, TOML tags); HTTP adds write "mid" too
+ADDRESSES = ("ann@sea.example", "bob@port.example", "cy@ship.example")  # mail's From and To
+KINDS = {"txt": 30, "md": 12, "toml": 6, "org": 8, "adoc": 8, "eml": 10, "mbox": 8, "py": 9, "log": 9}  # new files
+SUFFIX = {"toml": ".md"}  # a kind's file suffix where it is not ".KIND"
+WALKED = {".txt", ".md", ".org", ".adoc", ".eml", ".mbox"}  # the suffixes written that a walk takes without --glob
+GLOBS = (("*.py", "*.txt"), ("*.md", "*.org", "*.adoc"), ("*.eml", "*.mbox", "*.log"), ("*.py", "*.log", "*.mbox"))
 DOWN, NO_ANSWER = -1, -2  # an HTTP op's rc: the server was not up (refused); it hung up unasked
 HTTP_BENIGN = {404, 409, 503, DOWN}  # the collection removed (or the document), the writer lock busy, overloaded
 BENIGN.update(dict.fromkeys(HTTP_WEIGHTS, HTTP_BENIGN))
@@ -112,6 +137,12 @@ def version(text: str, meta: dict) -> tuple[str, str]:
 
 def meta_of(v: tuple[str, str]) -> dict:
     return json.loads(v[1])
+
+
+def source_of(key: str) -> str | None:
+    """The file a document id the soak uses was read from: the id itself, or an mbox's
+    path before "#MESSAGE-ID"; None for a text added by id (no soak path holds a "#")."""
+    return key.split("#", 1)[0] if key.startswith("/") else None
 
 
 def _number(value):
@@ -137,8 +168,9 @@ SIGNS = {"$gt": lambda a, b: a > b, "$gte": lambda a, b: a >= b, "$lt": lambda a
 def matches(meta: dict, where: dict | None) -> bool:
     """design.md's rule for the metadata the soaks write (texts, numbers and texts that spell
     one, lists of texts): a value means $eq, a list matches by any item, $ne/$nin are the
-    complements (a document without the key included), ranges compare numbers (one item must
-    meet all of a key's bounds), $exists asks for the key. threads_soak.py checks with it too."""
+    complements (a document without the key included), ranges compare numbers and texts that
+    spell one as numbers, other texts by character (ISO dates; one item must meet all of a
+    key's bounds), $exists asks for the key. threads_soak.py checks with it too."""
     for key, condition in (where or {}).items():
         ops = condition if isinstance(condition, dict) else {"$eq": condition}
         items = [] if key not in meta else meta[key] if isinstance(meta[key], list) else [meta[key]]
@@ -149,18 +181,43 @@ def matches(meta: dict, where: dict | None) -> bool:
                 return False
             if op in ("$in", "$nin") and any(_equal(i, v) for i in items for v in operand) != (op == "$in"):
                 return False
-        bounds = [(SIGNS[op], _number(b)) for op, b in ops.items() if op in SIGNS]
-        if bounds and not any(_number(i) is not None and all(sign(_number(i), b) for sign, b in bounds)
-                              for i in items):
+        bounds = [(SIGNS[op], b) for op, b in ops.items() if op in SIGNS]
+        if bounds and not any(all(_within(i, sign, b) for sign, b in bounds) for i in items):
             return False
     return True
 
 
+def _within(item, sign, bound) -> bool:
+    """One stored value on ``sign``'s side of a bound (store._compares): a number, or a text
+    that spells one in JSON, as a number with a bound that is or spells one; another text
+    by character with the bound as written; anything else never."""
+    if isinstance(item, bool) or not isinstance(item, (int, float, str)):
+        return False
+    if isinstance(item, str):
+        try:
+            spelled = json.loads(item)
+        except ValueError:
+            spelled = None
+        if not isinstance(spelled, (int, float)) or isinstance(spelled, bool):
+            return sign(item, str(bound))
+        item = spelled
+    return _number(bound) is not None and sign(item, _number(bound))
+
+
 def random_filter(rng: random.Random) -> tuple[dict, list[str]]:
     """A filter as the library reads it and as --where strings (a URL's where= too): none, a
-    tide, ranges over year (KEY>=V, KEY<V with KEY!=V), or a JSON object with $in."""
+    tide, ranges over year (KEY>=V, KEY<V with KEY!=V), or a JSON object with $in; or on the
+    fields of notes and mail: a sender (from=, a list), a tag (tags=), a range of dates
+    (date>=D: ISO texts, compared by character)."""
     year = rng.randint(*YEARS)
+    day = f"{year}-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}"
     return rng.choice((
+        lambda: ({"from": (a := rng.choice(ADDRESSES))}, [f"from={a}"]),
+        lambda: ({"tags": (t := rng.choice(TAGS))}, [f"tags={t}"]),
+        lambda: ({"date": {"$gte": day}}, [f"date>={day}"]),
+        lambda: ({"date": {"$lt": day}, "tags": {"$ne": (t := rng.choice(TAGS))}}, [f"date<{day}", f"tags!={t}"]),
+        lambda: ({"tags": {"$in": (ts := rng.sample(TAGS, 2))}, "date": {"$lte": day}},
+                 [json.dumps({"tags": {"$in": ts}, "date": {"$lte": day}})]),
         lambda: ({}, []),
         lambda: ({}, []),
         lambda: ({"tide": (t := rng.choice(TIDES))}, [f"tide={t}"]),
@@ -244,6 +301,49 @@ def nonce(rng: random.Random) -> str:
     return "q" + "".join(rng.choice("bcdfghjklmnpstvwxz") for _ in range(9))
 
 
+def within(path: str, root: str) -> bool:
+    """Whether ``path`` is ``root`` or lies under it (collection._within)."""
+    return path == root or path.startswith(root.rstrip("/") + "/")
+
+
+def remember(runs: list[tuple]):
+    """Collection.remember_sources of ``runs`` (path, globs, excludes), as a function of the
+    sources: a path already one takes the new selection in its place, a new one goes last."""
+    def change(now: tuple) -> tuple:
+        now = list(now)
+        for path, globs, excludes in runs:
+            entry = (path, tuple(globs), tuple(excludes), False)
+            i = next((i for i, o in enumerate(now) if o[0] == path), None)
+            if i is None:
+                now.append(entry)
+            else:
+                now[i] = entry
+        return tuple(now)
+    return change
+
+
+def forget(root: str):
+    """`delete --path ROOT`'s change of the sources: those at or under it go."""
+    return lambda now: tuple(o for o in now if not within(o[0], root))
+
+
+def runs_of(sources: tuple) -> list[tuple]:
+    """cli.index_sources's runs of a sources list: consecutive sources of one selection in
+    one run (paths, globs, excludes), the paths gone left out, runs left empty dropped."""
+    runs = []
+    for path, globs, excludes, _ in sources:
+        if runs and runs[-1][1:] == (globs, excludes):
+            runs[-1][0].append(path)
+        else:
+            runs.append(([path], globs, excludes))
+    runs = [([p for p in paths if os.path.lexists(p)], g, e) for paths, g, e in runs]
+    return [run for run in runs if run[0]]
+
+
+def random_day(rng: random.Random) -> datetime.date:
+    return datetime.date(rng.randint(*YEARS), rng.randint(1, 12), rng.randint(1, 28))
+
+
 def make_text(rng: random.Random, long: bool = False) -> str:
     """A unique text: a nonce word (what lexical search finds it by) and sea words."""
     words = [rng.choice(WORDS) for _ in range(rng.randint(300, 500) if long else rng.randint(8, 40))]
@@ -255,6 +355,7 @@ class Op:
     kind: str
     args: list
     effects: dict = field(default_factory=dict)  # key -> text (or ABSENT) it writes if it commits
+    maybe: set = field(default_factory=set)  # keys of effects it may leave alone, even when it exits 0
     ask: dict = field(default_factory=dict)  # a read's question: ids or id, where (and its --where strings), after, limit, k, docs, page
     kill_at: float | None = None
     start: float = 0.0
@@ -371,36 +472,58 @@ class Torture:
         self.there = False  # whether the collection was there at the round's start
         self.reads, self.checked = Counter(), Counter()  # read kind -> how many ran; were checked
         self.ran = Counter()  # resends (racing: on an id another write of the round sends to), filtered ops
+        self.mailboxes: dict[str, int] = {}  # an .mbox file's path -> how many messages it holds
+        self.inner = self.docs / "zinner"  # a collection inside the folder: no walk enters it
+        # the collection's sources (Collection.sources) it may hold: each a tuple of (path,
+        # globs, excludes, gitignore); after each round's check, the one it holds
+        self.sources: set[tuple] = {()}
+        self.sources_after: set[tuple] = {()}  # those it may hold after the round (settle_sources)
 
     # -- the folder `index` reads -------------------------------------------------------------
     def mutate_folder(self) -> None:
-        """Change, delete and write files (some .md with front matter, some in subfolders),
-        then at times move or rename one, rename a whole subfolder, copy one (os.rename,
-        copyfile): what `index` then reuses (Writer.reused)."""
+        """Change, delete and write files (.txt; .md with YAML or TOML front matter; .org and
+        .adoc with their headers; .eml and .mbox mail; .py and .log, read only when a --glob
+        takes them; some in subfolders; messages appended to a mailbox), then at times move or
+        rename one, rename a whole subfolder, copy one (os.rename, copyfile): what `index` then
+        reuses (Writer.reused)."""
         rng = self.rng
-        files = sorted(p for p in self.docs.rglob("*") if p.is_file())
+        if not self.inner.exists():  # a collection, with files a walk would read if it went in
+            subprocess.run(CLI + ["add", str(self.inner), "--text", "not the soak's", "--id", "x"], env=self.env,
+                           capture_output=True, check=True)
+            (self.inner / "notes.txt").write_text("qinnerxxxx a collection's folder is not walked into.")
+            (self.inner / "notes.py").write_text("qinnerxxxx = 1\n")
+        files = self.tree()
         for path in rng.sample(files, min(len(files), rng.randint(0, 3))):
             if rng.random() < 0.4:
                 path.unlink()
-                self.files.pop(str(path.resolve()), None)
+                self.drop(str(path.resolve()))
+            elif path.suffix == ".mbox" and rng.random() < 0.7:
+                self.append_mail(path, rng.randint(1, 3))
             else:
                 self.write_file(path)
         for _ in range(rng.randint(0 if files else 2, 3)):
-            self.write_file(self.folder() / f"f{nonce(rng)}{'.md' if rng.random() < 0.3 else '.txt'}")
-        files = sorted(p for p in self.docs.rglob("*") if p.is_file())
-        dirs = sorted(p for p in self.docs.iterdir() if p.is_dir())
+            kind = rng.choices(list(KINDS), list(KINDS.values()))[0]
+            self.write_file(self.folder() / f"f{nonce(rng)}{SUFFIX.get(kind, '.' + kind)}", kind)
+        files, dirs = self.tree(), self.dirs()
         if files and rng.random() < 0.4:  # move or rename a file, into any folder
             src = rng.choice(files)
             self.moved(src, self.folder() / f"f{nonce(rng)}{src.suffix}", os.rename)
         if dirs and rng.random() < 0.2:  # rename a subfolder, all its files with it
             self.moved(rng.choice(dirs), self.docs / f"d{nonce(rng)}", os.rename)
         if files and rng.random() < 0.3:  # a copy: two documents of one text
-            src = rng.choice(sorted(p for p in self.docs.rglob("*") if p.is_file()))
+            src = rng.choice(self.tree())
             self.moved(src, src.parent / f"f{nonce(rng)}{src.suffix}", shutil.copyfile)
+
+    def tree(self) -> list[Path]:
+        """The soak's files in the folder (not the inner collection's)."""
+        return sorted(p for p in self.docs.rglob("*") if p.is_file() and self.inner not in p.parents)
+
+    def dirs(self) -> list[Path]:
+        return sorted(p for p in self.docs.iterdir() if p.is_dir() and p != self.inner)
 
     def folder(self) -> Path:
         """Where a new file goes: the top, a subfolder, or a new one (d<nonce>, top level)."""
-        dirs = sorted(p for p in self.docs.iterdir() if p.is_dir())
+        dirs = self.dirs()
         if self.rng.random() < 0.5:
             return self.docs
         if dirs and self.rng.random() < 0.7:
@@ -410,30 +533,115 @@ class Torture:
 
     def moved(self, src: Path, dst: Path, how) -> None:
         """``how(src, dst)`` (a rename or copy; src a file or a folder) and the files' versions
-        after it: the same texts and metadata under the new paths (a copy keeps the old ones)."""
+        after it: the same texts and metadata under the new paths (a copy keeps the old ones);
+        a mailbox's messages go with it."""
         old, new = str(src.resolve()), str(dst.resolve())
         how(src, dst)
         self.ran["renamed" if how is os.rename else "copied"] += 1
-        for key in [k for k in self.files if k == old or k.startswith(old + os.sep)]:
+        for key in [k for k in self.files if source_of(k) == old or k.startswith(old + os.sep)]:
             v = self.files.pop(key) if how is os.rename else self.files[key]
             key = new + key[len(old):]
-            self.files[key] = version(v[0], {**meta_of(v), "path": key})
+            self.files[key] = version(v[0], {**meta_of(v), "path": source_of(key)})
             self.history[key].add(self.files[key])
+        for box in [b for b in self.mailboxes if b == old or b.startswith(old + os.sep)]:
+            self.mailboxes[new + box[len(old):]] = self.mailboxes.pop(box) if how is os.rename else self.mailboxes[box]
 
-    def write_file(self, path: Path) -> None:
-        """A new text in ``path``; a .md file's front matter (title, tide, year) is metadata
-        and its text the title, a line break, then the body (loaders._body_segments)."""
-        body, key = make_text(self.rng, long=self.rng.random() < 0.3), str(path.resolve())
+    def drop(self, path: str) -> None:
+        """Forget the documents file ``path`` held (deleted, or about to be written anew)."""
+        for key in [k for k in self.files if source_of(k) == path]:
+            del self.files[key]
+        self.mailboxes.pop(path, None)
+
+    def write_file(self, path: Path, kind: str | None = None) -> None:
+        """A new text in ``path`` of ``kind`` (by default its suffix's; a .md's front matter
+        YAML or TOML): its documents' versions as the loaders read them. A header's fields are
+        metadata and its title the text's first line (loaders._body_segments); a .txt,
+        .py or .log is its text as it is; mail is mail.py's (write_mail)."""
+        rng, key = self.rng, str(path.resolve())
+        kind = kind or (rng.choice(("md", "md", "toml")) if path.suffix == ".md" else path.suffix[1:])
+        self.drop(key)
+        if kind in ("eml", "mbox"):
+            if kind == "mbox":
+                path.write_text("")
+                self.mailboxes[key] = 0
+                return self.append_mail(path, rng.randint(1, 4))
+            raw, text, meta = self.message(key, "eml", nonce(rng) + "@sea.example" if rng.random() < 0.7 else None)
+            path.write_text(raw)
+            return self.wrote(key, text, meta)
+        body = make_text(rng, long=rng.random() < 0.3)
         meta = {"path": key, "type": path.suffix[1:]}  # what `index` gives a file
-        if path.suffix == ".md":
-            fields = {"title": f"{nonce(self.rng)} {self.rng.choice(WORDS)}", "tide": self.rng.choice(TIDES),
-                      "year": self.rng.randint(*YEARS)}
+        title, day, tide = f"{nonce(rng)} {rng.choice(WORDS)}", random_day(rng), rng.choice(TIDES)
+        tags = rng.sample(TAGS, rng.randint(1, 2))
+        if kind == "md":
+            fields = {"title": title, "tide": tide, "year": rng.randint(*YEARS)}
             path.write_text("---\n" + "".join(f"{k}: {x}\n" for k, x in fields.items()) + "---\n" + body)
-            self.files[key] = version(f"{fields['title']}\n{body}", {**fields, **meta})
+            text = f"{title}\n{body}"
+        elif kind == "toml":  # Hugo's front matter: a TOML date is a date, written as ISO text
+            fields = {"title": title, "tags": tags, "date": day.isoformat(), "tide": tide, "year": rng.randint(*YEARS)}
+            path.write_text(f'+++\ntitle = "{title}"\ntags = {json.dumps(tags)}\ndate = {day.isoformat()}\n'
+                            f'tide = "{tide}"\nyear = {fields["year"]}\n+++\n{body}')
+            text = f"{title}\n{body}"
+        elif kind == "org":  # FILETAGS :a:b: are tags, a timestamp a date
+            fields = {"title": title, "tags": tags, "date": day.isoformat(), "tide": tide}
+            path.write_text(f"#+TITLE: {title}\n#+FILETAGS: :{':'.join(tags)}:\n"
+                            f"#+DATE: <{day.isoformat()} {day.strftime('%a')}>\n#+TIDE: {tide}\n{body}")
+            text = f"{title}\n{body}"
+        elif kind == "adoc":  # the header ends at the blank line, which stays in the text
+            fields = {"title": title, "tags": tags, "date": day.isoformat(), "tide": tide}
+            path.write_text(f"= {title}\n:tags: {', '.join(tags)}\n:date: {day.isoformat()}\n:tide: {tide}\n\n{body}")
+            text = f"{title}\n\n{body}"
+        elif kind in ("py", "log"):  # read as text only when a glob takes it; chunked at line breaks
+            fields, text = {}, self.code(kind, long=rng.random() < 0.3)
+            path.write_text(text)
+            text = text.rstrip()  # a document's text runs from its first word to its last (chunking)
         else:
+            fields, text = {}, body
             path.write_text(body)
-            self.files[key] = version(body, meta)
+        self.wrote(key, text, {**fields, **meta})
+
+    def wrote(self, key: str, text: str, meta: dict) -> None:
+        self.files[key] = version(text, meta)
         self.history[key].add(self.files[key])
+
+    def code(self, kind: str, long: bool) -> str:
+        """Lines of source code or of a log, the first led by a nonce word (lexical search's)."""
+        rng = self.rng
+        lines = [f"{nonce(rng)} = {rng.randint(0, 999)}" if kind == "py" else f"{nonce(rng)} started"]
+        for i in range(rng.randint(60, 120) if long else rng.randint(3, 12)):
+            words = " ".join(rng.choice(WORDS) for _ in range(rng.randint(2, 8)))
+            if kind == "py":
+                lines.append(f"def {rng.choice(WORDS)}_{i}(x):\n    return x + {i}  # {words}")
+            else:
+                lines.append(f"2024-03-05T09:{i % 60:02d}:00 {rng.choice(('INFO', 'WARN'))} {words}")
+        return "\n".join(lines) + "\n"
+
+    def append_mail(self, path: Path, n: int) -> None:
+        """``n`` messages appended to a mailbox (some without a Message-ID: id their number
+        in the file): its earlier messages' documents stay as they are."""
+        key = str(path.resolve())
+        with open(path, "a") as f:
+            for _ in range(n):
+                self.mailboxes[key] += 1
+                mid = nonce(self.rng) + "@sea.example" if self.rng.random() < 0.7 else None
+                raw, text, meta = self.message(key, "mbox", mid)
+                f.write(f"From {meta['from'][0]} Tue Mar  5 09:30:00 2024\n{raw}\n")
+                self.wrote(f"{key}#{mid or self.mailboxes[key]}", text, meta)
+        self.ran["mail_appended"] += n
+
+    def message(self, path: str, kind: str, mid: str | None) -> tuple[str, str, dict]:
+        """A message (its raw text), its document's text (subject, then body) and metadata as
+        mail.py reads them: addresses as lists, the date in UTC ISO 8601, the subject the title."""
+        rng = self.rng
+        subject, body = f"{nonce(rng)} {rng.choice(WORDS)}", make_text(rng, long=rng.random() < 0.2)
+        sender, to = rng.choice(ADDRESSES), rng.sample(ADDRESSES, rng.randint(1, 2))
+        when = datetime.datetime.combine(random_day(rng), datetime.time(rng.randint(0, 23), rng.randint(0, 59)),
+                                         datetime.timezone(datetime.timedelta(hours=rng.randint(-8, 9))))
+        raw = (f"From: Sailor <{sender}>\nTo: {', '.join(to)}\nSubject: {subject}\n"
+               f"Date: {email.utils.format_datetime(when)}\n" + (f"Message-ID: <{mid}>\n" if mid else "")
+               + f"\n{body}\n")
+        meta = {"path": path, "type": kind, "from": [sender], "to": to, "subject": subject, "title": subject,
+                "date": when.astimezone(datetime.timezone.utc).isoformat(), **({"message_id": mid} if mid else {})}
+        return raw, f"{subject}\n{body}", meta
 
     def reusable(self, keys: list[str]) -> int | None:
         """How many of the files ``keys`` an `index` run that lists them (and no other writer of
@@ -501,16 +709,12 @@ class Torture:
             elif kind == "delete":
                 key = rng.choice(held)
                 op = Op(kind, ["delete", NAME, "--id", key], {key: ABSENT})
-            elif kind in ("index", "rayindex"):  # some leave subfolders out: neither added nor removed
-                dirs = sorted(p.name for p in self.docs.iterdir() if p.is_dir())
-                out = rng.sample(dirs, min(len(dirs), rng.choice((0, 0, 1, 2)))) if kind == "index" else []
-                top = str(self.docs.resolve()) + os.sep
-                keys = [k for k in self.history if k.startswith(top) and k[len(top):].split(os.sep)[0] not in out]
-                op = Op(kind, ["index", str(self.docs), "--name", NAME] + ["--ray"] * (kind == "rayindex"),
-                        {k: self.files.get(k, ABSENT) for k in keys},
-                        ask={"reuse": self.reusable([k for k in keys if k in self.files])})
-                op.args += [a for d in out for a in ("--exclude", rng.choice((d, f"{d}/", f"/{d}")))]
-                self.ran["excluded"] += bool(out)
+            elif kind in ("index", "rayindex"):
+                op = self.plan_index(kind)
+            elif kind == "resync":  # `index --name NAME` alone: what it reads once the round is planned (plan_resync)
+                op = Op(kind, ["index", "--name", NAME])
+            elif kind == "delpath":
+                op = self.plan_delpath()
             elif kind == "search":
                 where, strings = random_filter(rng)
                 op = Op(kind, ["search", NAME, " ".join(rng.sample(WORDS, 3)), "--json", "-k", "20",
@@ -527,7 +731,7 @@ class Torture:
                 op = Op(kind, ["build", NAME])
             if kind in ("add", "replace"):
                 op.args += [a for k, x in meta.items() for a in ("--meta", f"{k}={x}")]
-            used |= set(op.effects) if kind not in ("index", "rayindex") else set()
+            used |= set(op.effects) if kind not in FILE_WRITERS else set()
             for key, v in op.effects.items():
                 if v is not ABSENT:
                     self.history[key].add(v)
@@ -535,7 +739,119 @@ class Torture:
                 early = rng.random() < 0.25
                 op.kill_at = rng.uniform(0, 0.4) if early else self.took[kind] * rng.uniform(0.5, 1.1)
             ops.append(op)
+        for op in ops:
+            if op.kind == "resync":
+                self.plan_resync(op, ops)
         return ops
+
+    def plan_index(self, kind: str) -> Op:
+        """`index` of the folder (some with --exclude of subfolders or of *.log: neither added
+        nor removed), at times of a subfolder or a file (a source of its own), some with a
+        --glob set (a .py or .log read as text only then)."""
+        rng, docs = self.rng, str(self.docs.resolve())
+        root, out, globs = docs, [], ()
+        if kind == "index" and rng.random() < 0.25 and (paths := self.dirs() + self.tree()):
+            root = str(rng.choice(paths).resolve())
+        elif kind == "index":
+            dirs = [p.name for p in self.dirs()]
+            out = [rng.choice((d, f"{d}/", f"/{d}")) for d in rng.sample(dirs, min(len(dirs), rng.choice((0, 0, 1, 2))))]
+            out += ["*.log"] * (rng.random() < 0.15)
+        if rng.random() < (0.35 if kind == "index" else 0.2):
+            globs = rng.choice(GLOBS)
+        runs = [(root, tuple(globs), tuple(out))]
+        keys = self.selected(runs)
+        op = Op(kind, ["index", root, "--name", NAME] + [a for g in globs for a in ("--glob", g)]
+                + [a for e in out for a in ("--exclude", e)] + ["--ray"] * (kind == "rayindex"),
+                {k: self.files.get(k, ABSENT) for k in keys}, ask={"runs": runs})
+        self.expect_counts(op, keys)
+        self.ran["excluded"] += bool(out)
+        self.ran["globbed"] += bool(globs)
+        self.ran["own_source"] += root != docs
+        return op
+
+    def plan_resync(self, op: Op, ops: list[Op]) -> None:
+        """A resync reads the sources as they are when it starts: those at the round's start,
+        or any list the round's other commands may make of them (remember, forget, rm, in
+        any order). It writes what every such list selects (its effects), and may write what
+        some do (``maybe``); refusable where one has no source left, or none whose path exists."""
+        others = [f for o in ops if o is not op and o.kind in SOURCES_CHANGED and o.kind != "resync"
+                  for f in self.source_changes(o)]
+        lists, todo = set(self.sources), list(self.sources)
+        while todo and len(lists) < 2000:
+            now = todo.pop()
+            for change in others:
+                if (after := change(now)) not in lists:
+                    lists.add(after)
+                    todo.append(after)
+        op.ask["lists"] = lists
+        runnable = [runs for runs in map(runs_of, lists) if runs]
+        op.ask["refusable"] = len(runnable) < len(lists)
+        selected = [self.selected([(p, g, e) for paths, g, e in runs for p in paths]) for runs in runnable]
+        sure, every = set.intersection(*selected) if selected else set(), set().union(*selected)
+        op.effects, op.maybe = {k: self.files.get(k, ABSENT) for k in every}, every - sure
+        if len(runnable) == len(lists) == 1 and len(runnable[0]) == 1:  # one run: its line's counts are certain
+            self.expect_counts(op, every)
+        self.ran["resync_certain"] += not op.maybe and not op.ask["refusable"]
+
+    def plan_delpath(self) -> Op:
+        """`delete --path` of a file, a subfolder or (rarely) the folder: its documents go, and
+        the sources at or under it are forgotten."""
+        rng, docs = self.rng, str(self.docs.resolve())
+        paths = self.dirs() + self.tree()
+        path = docs if rng.random() < 0.1 or not paths else str(rng.choice(paths).resolve())
+        keys = [k for k in set(self.history) | set(self.state) if (s := source_of(k)) and within(s, path)]
+        return Op("delpath", ["delete", NAME, "--path", path], dict.fromkeys(keys, ABSENT), ask={"path": path})
+
+    def selected(self, runs: list[tuple]) -> set[str]:
+        """The ids of file documents an `index` of ``runs`` (path, globs, excludes) reads or
+        removes: those of the files under a path that its selection takes."""
+        return {k for k in set(self.history) | set(self.state)
+                if (s := source_of(k)) and any(self.takes(s, *run) for run in runs)}
+
+    def takes(self, path: str, root: str, globs: tuple, excludes: tuple) -> bool:
+        """loaders.Selection's rule, for the patterns this soak gives: a file named is taken;
+        under a folder, not in the inner collection, not in an excluded top subfolder or
+        named by an excluded *.SUFFIX; one a glob matches by name, or without globs, one of
+        the types a walk reads (WALKED)."""
+        if path == root:
+            return True
+        if not path.startswith(root + os.sep) or within(path, str(self.inner.resolve())):
+            return False
+        parts = path[len(root) + 1:].split(os.sep)
+        if any(fnmatch.fnmatch(parts[-1], e) if e.startswith("*") else e.strip("/") in parts[:-1][:1]
+               for e in excludes):
+            return False
+        return any(fnmatch.fnmatch(parts[-1], g) for g in globs) if globs else os.path.splitext(path)[1] in WALKED
+
+    def expect_counts(self, op: Op, keys) -> None:
+        """What an `index` of ``keys`` must say it did, where the collection's state of each is
+        certain: "N reused" (reusable) and its added, updated, unchanged and removed."""
+        op.ask["reuse"] = self.reusable([k for k in keys if k in self.files])
+        counts = Counter()
+        for k in keys:
+            state, now = self.state.get(k, {ABSENT}), self.files.get(k, ABSENT)
+            if len(state) != 1:
+                return
+            (was,) = state
+            if now is ABSENT:
+                counts["removed"] += was is not ABSENT
+            else:
+                counts["unchanged" if now == was else "added" if was is ABSENT else "updated"] += 1
+        op.ask["counts"] = tuple(counts[c] for c in ("added", "updated", "unchanged", "removed"))
+
+    def source_changes(self, op: Op) -> list:
+        """How ``op`` may change the sources: functions from one list to another (a resync's
+        one for each list it may have read, each for every prefix of its runs: killed part-way)."""
+        if op.kind == "rm":
+            return [lambda now: ()]
+        if op.kind in ("index", "rayindex"):
+            return [remember(op.ask["runs"])]
+        if op.kind == "delpath":
+            return [forget(op.ask["path"])]
+        if op.kind == "resync":
+            entries = [[(p, g, e) for paths, g, e in runs for p in paths] for runs in map(runs_of, op.ask["lists"])]
+            return [remember(each[:n]) for each in entries for n in range(1, len(each) + 1)] or [lambda now: now]
+        return []
 
     def resendable(self, used: set, ops: list[Op]) -> list[tuple[str, tuple]]:
         """(id, version) pairs to send again: a text an id added as text may hold now; at times
@@ -697,6 +1013,8 @@ class Torture:
         logs.mkdir(parents=True)
         self.mutate_folder()
         self.there = (self.coll / "store.sqlite").is_file()  # the collection, at the round's start
+        if not self.there:
+            self.sources = {()}  # (disk_soak.py's reset removes it between rounds)
         ops = self.plan()
         queue, lock = list(enumerate(ops)), threading.Lock()
 
@@ -738,12 +1056,15 @@ class Torture:
         document may hold now."""
         found = []
         for op in ops:
-            self.reads[op.kind] += op.kind in READS
+            self.reads[op.kind] += op.kind in (*READS, "resync", "delpath")
             self.ran["filtered"] += bool(op.ask.get("where"))
             if op.kind == "backup":
                 found += self.check_backup(op, ops)
-            if op.kind == "index" and op.rc == 0 and not op.killed:
+            if op.kind in ("index", "rayindex", "resync") and op.rc == 0 and not op.killed:
                 found += self.check_reuse(op, ops)
+            if op.kind == "resync" and op.rc == 0 and not op.killed and not any(map(runs_of, op.ask["lists"])):
+                found.append(f"index --name alone exited 0, and no list of sources it may have read has a path: "
+                             f"{sorted(op.ask['lists'])[:2]}")
             if op.killed:
                 continue
             if "Traceback" in op.err or (op.rc != 0 and not self.refused(op, ops)):
@@ -760,20 +1081,55 @@ class Torture:
                     found.append(f"{op.kind} printed what the soak cannot read ({exc!r}): {op.out[:300]}")
         for key in set(self.history) | set(self.state):
             self.state[key] = self.settle(key, ops)
+        self.sources_after = self.settle_sources(ops)
         return found
 
+    def settle_sources(self, ops: list[Op]) -> set[tuple]:
+        """The source lists the collection may hold after the round: the commands that change
+        them applied in time order, those overlapping in either order, those not known to have
+        finished (killed, refused) perhaps not at all; a resync by any list it may have read."""
+        events = sorted(((op.start, op.end, self.source_changes(op), op.rc == 0 and not op.killed) for op in ops
+                         if op.kind in SOURCES_CHANGED and (op.killed or op.rc is not None)), key=lambda e: e[:2])
+        states, i = set(self.sources), 0
+        while i < len(events):
+            group, reach = [events[i]], events[i][1]
+            while i + len(group) < len(events) and events[i + len(group)][0] < reach:
+                group.append(events[i + len(group)])
+                reach = max(reach, group[-1][1])
+            i += len(group)
+            seen = {(now, frozenset()) for now in states}
+            frontier = set(seen)
+            while frontier:
+                ahead = {(change(now), done | {j}) for now, done in frontier
+                         for j, e in enumerate(group) if j not in done for change in e[2]} - seen
+                seen |= ahead
+                frontier = ahead
+            must = {j for j, e in enumerate(group) if e[3]}
+            states = {now for now, done in seen if must <= done}
+        return states
+
     def check_reuse(self, op: Op, ops: list[Op]) -> list[str]:
-        """An `index` that exited 0 reused (its line's "N reused") what it must (reusable),
-        where that is certain: no other command of the round may have written files' documents
-        or removed the collection."""
+        """An `index` that exited 0 reused (its line's "N reused") what it must (reusable), and
+        added, updated, left unchanged and removed what it must (expect_counts: a mailbox with
+        messages appended embeds those alone), where that is certain: no other command of the
+        round may have written files' documents or removed the collection."""
         got = int(m.group(1)) if (m := re.search(r"(\d+) reused", op.out)) else 0
         self.ran["reused"] += got
-        if op.ask["reuse"] is None or any(o is not op and o.kind in ("index", "rayindex", "rm") and self.may_commit(o)
-                                          for o in ops):
+        if any(o is not op and o.kind in FILE_WRITERS and self.may_commit(o) for o in ops):
             return []
-        self.ran["reuse_checked"] += 1
-        self.ran["reuse_expected"] += op.ask["reuse"]
-        return [] if got == op.ask["reuse"] else [f"index reused {got} documents, {op.ask['reuse']} expected: {op.out.strip()[-300:]}"]
+        found = []
+        if op.ask.get("reuse") is not None:
+            self.ran["reuse_checked"] += 1
+            self.ran["reuse_expected"] += op.ask["reuse"]
+            if got != op.ask["reuse"]:
+                found.append(f"{op.kind} reused {got} documents, {op.ask['reuse']} expected: {op.out.strip()[-300:]}")
+        said = re.search(r"added (\d+), updated (\d+), unchanged (\d+), removed (\d+)", op.out)
+        if op.ask.get("counts") is not None:
+            self.ran["counts_checked"] += 1
+            if said is None or tuple(map(int, said.groups())) != op.ask["counts"]:
+                found.append(f"{op.kind} said {said and said.group(0)!r}; added, updated, unchanged, removed "
+                             f"{op.ask['counts']} expected: {op.out.strip()[-300:]}")
+        return found
 
     def check_hits(self, op: Op, hits: list) -> list[str]:
         """Each hit of a search or similar is a slice of a text its document had, with the
@@ -827,7 +1183,7 @@ class Torture:
             if text not in [v[0] for v in may]:
                 kind = "an older text" if text in [v[0] for v in self.history.get(key, ())] else "a text no command wrote"
                 found.append(f"{op.kind} printed {key} with {kind}: {str(text)[:200]!r}")
-            elif version(text, d["metadata"]) not in may or d["source"] != (key if key.startswith("/") else None):
+            elif version(text, d["metadata"]) not in may or d["source"] != source_of(key):
                 found.append(f"{op.kind} printed {key} with metadata {d['metadata']} and source {d['source']}, "
                              f"its text's may be {[meta_of(v) for v in may if v[0] == text]}")
             if not (isinstance(d["chunks"], int) and d["chunks"] >= 1):
@@ -856,8 +1212,13 @@ class Torture:
         """Whether ``op``'s exit is a refusal, no defect: one of its kind's benign exits, or a
         where on tide or year in a collection made anew this round (one knows no key before
         an add of one commits; so the sentinel writes both)."""
+        if op.kind == "resync" and op.rc in (2, 3):  # no sources, or all gone: only if some list it may read is so
+            return bool(op.ask.get("refusable")) or self.made_anew(ops)
+        if op.kind == "delpath" and op.rc == 3:  # "no document with a path under": only if none may have been there
+            return all(ABSENT in self.during(key, ops) for key in op.effects)
         return op.rc in self.benign[op.kind] or (bool(op.ask.get("where")) and op.rc in (2, 400) and self.made_anew(ops)
-                                                 and re.search(r"unknown metadata key '(tide|year)'", op.err) is not None)
+                                                 and re.search(r"unknown metadata key '(tide|year|from|tags|date)'",
+                                                               op.err) is not None)
 
     def made_anew(self, ops: list[Op]) -> bool:
         """Whether the collection may have been missing, or made anew, during the round."""
@@ -866,7 +1227,10 @@ class Torture:
     def may_commit(self, op: Op) -> bool:
         """Whether ``op`` may have committed its writes: it exited 0, was killed, or failed
         in a way that is no refusal."""
-        return op.killed or op.rc == 0 or op.rc not in self.benign[op.kind]
+        if op.kind == "resync" and op.rc in (2, 3) and not op.killed:
+            return False  # refused before reading anything (refused says when that is no defect)
+        return op.killed or op.rc == 0 or op.rc not in self.benign[op.kind] or \
+            op.kind in ("resync", "delpath") and op.rc in (74, 75)  # stopped after a run, or the documents' write
 
     def during(self, key: str, ops: list[Op]) -> set:
         """The values ``key`` may have held at some moment of the round: what it held at the
@@ -890,7 +1254,7 @@ class Torture:
             else:
                 continue
             if self.may_commit(op):
-                events.append((op.start, op.end, effect, op.rc == 0 and not op.killed))
+                events.append((op.start, op.end, effect, op.rc == 0 and not op.killed and key not in op.maybe))
         now = set(self.state.get(key, {ABSENT}))
         events.sort()
         i = 0
@@ -925,6 +1289,7 @@ class Torture:
             if missing:
                 found.append(f"the collection is gone, with {len(missing)} documents written and not removed "
                              f"(e.g. {missing[0]})")
+        found += self.check_sources()
         found += self.write_sentinel()
         leaked = [p.name for pattern in TEMP_PATTERNS for p in self.coll.glob(pattern)]
         if leaked:
@@ -950,6 +1315,34 @@ class Torture:
         for key, may in state.items():
             if ABSENT not in may and key not in docs:
                 found.append(f"{key} was written by a command that exited 0, and is missing")
+        return found
+
+    def check_sources(self) -> list[str]:
+        """The collection's sources (Collection.sources) are a list of well-formed entries, one
+        of the lists the round's commands may have left (settle_sources): a killed `index` or
+        `delete --path` leaves them old or new, never corrupt. The ledger then holds that one."""
+        from semsearch.collection import Collection
+
+        sources = []
+        if (self.coll / "store.sqlite").is_file():
+            try:
+                with Collection.open(self.coll, embedder=self.embedder) as coll:
+                    sources = coll.sources
+            except Exception as exc:  # noqa: BLE001 - any failure to read them is what we look for
+                return [f"reading the sources failed: {type(exc).__name__}: {exc}"]
+        if not isinstance(sources, list) or not all(
+                isinstance(s, dict) and set(s) == {"path", "glob", "exclude", "gitignore"} and isinstance(s["path"], str)
+                and s["path"].startswith("/") and s["gitignore"] is False
+                and all(isinstance(x, list) and all(isinstance(p, str) and p for p in x) for x in (s["glob"], s["exclude"]))
+                for s in sources) or len({s["path"] for s in sources}) != len(sources):
+            return [f"the collection's sources are not well-formed: {sources!r:.600}"]
+        held = tuple((s["path"], tuple(s["glob"]), tuple(s["exclude"]), s["gitignore"]) for s in sources)
+        self.ran["sources_checked"] += 1
+        self.ran["sources_uncertain"] += len(self.sources_after) > 1
+        found = [] if held in self.sources_after else [
+            f"the collection's sources are {held}, none of the {len(self.sources_after)} lists the round may "
+            f"leave (e.g. {sorted(self.sources_after)[:2]})"]
+        self.sources = {held}
         return found
 
     def check_backup(self, op: Op, ops: list[Op]) -> list[str]:
@@ -1062,13 +1455,14 @@ class Torture:
         no temporary file."""
         self.sentinel += 1
         key, text = f"sentinel{self.sentinel}", f"{nonce(self.rng)} sentinel {self.sentinel} of the harbour."
-        # tide and year: so a collection the sentinel made knows the keys reads filter on
-        done = subprocess.run(CLI + ["add", NAME, "--text", text, "--id", key, "--meta", "tide=high",
-                                     "--meta", "year=2015"], env=self.env,
+        # tide, year, from, tags, date: so a collection the sentinel made knows the keys reads filter on
+        meta = {"tide": "high", "year": "2015", "from": "sentinel@sea.example", "tags": "sentinel", "date": "2015-06-01"}
+        done = subprocess.run(CLI + ["add", NAME, "--text", text, "--id", key]
+                              + [a for k, v in meta.items() for a in ("--meta", f"{k}={v}")], env=self.env,
                               capture_output=True, text=True, timeout=self.args.hang)
         if done.returncode != 0:
             return [f"the sentinel add exited {done.returncode}: {done.stderr.strip()[-400:]}"]
-        self.state[key] = {version(text, {"tide": "high", "year": "2015"})}
+        self.state[key] = {version(text, meta)}
         self.history[key] |= self.state[key]
         return []
 
@@ -1114,6 +1508,11 @@ def main() -> int:
     print(f"folder: {t.ran['renamed']} renames (files or subfolders), {t.ran['copied']} copies, {t.ran['excluded']} "
           f"index runs with --exclude; reused {t.ran['reused']} documents in all (index exits 0), "
           f"{t.ran['reuse_expected']} of them in {t.ran['reuse_checked']} runs checked exactly", flush=True)
+    print(f"files: {t.ran['globbed']} index runs with --glob, {t.ran['own_source']} of a subfolder or file, "
+          f"{t.ran['mail_appended']} messages appended; {t.ran['counts_checked']} runs' added/updated/unchanged/"
+          f"removed checked exactly; resyncs {t.reads['resync']} ({t.ran['resync_certain']} of certain sources), "
+          f"delete --path {t.reads['delpath']}; sources checked {t.ran['sources_checked']} times "
+          f"({t.ran['sources_uncertain']} of several possible lists)", flush=True)
     serving = (f", server killed {t.server_kills} times, started {t.server.starts}, served on through "
                f"{t.server_follows} rounds' rm" if t.server else "")
     print(f"done: {t.rounds} rounds, {t.commands} commands, {t.kills} killed{serving}, {len(t.defects)} defects "
