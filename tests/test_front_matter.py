@@ -190,14 +190,21 @@ def found(*args) -> list[str]:
     return sorted(item["id"].rsplit("/", 1)[1] for item in items)
 
 
-def test_index_then_filter_on_front_matter(home, tmp_path):
-    folder = tmp_path / "notes"
+def index_notes(folder, notes: dict) -> subprocess.CompletedProcess:
+    """``notes`` (file name -> text) written into ``folder`` and indexed as collection notes
+    by a real `semsearch index` process, which must exit 0."""
     folder.mkdir()
-    for name, text in NOTES.items():
+    for name, text in notes.items():
         (folder / name).write_text(text)
     indexed = subprocess.run([sys.executable, "-m", "semsearch", "index", str(folder), "--name", "notes"],
                              capture_output=True, text=True)
     assert indexed.returncode == 0, indexed.stderr
+    return indexed
+
+
+def test_index_then_filter_on_front_matter(home, tmp_path):
+    folder = tmp_path / "notes"
+    indexed = index_notes(folder, NOTES)
     assert "added 6" in indexed.stdout
     assert f"warning: {folder / 'broken.md'}: front matter not read, indexed as plain text" in indexed.stderr
 

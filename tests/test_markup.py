@@ -5,14 +5,12 @@ lines and file-level property drawer, AsciiDoc's document header; Markdown saved
 import hashlib
 import json
 import logging
-import subprocess
-import sys
 
 import pytest
 
 from semsearch.loaders import MAX_FRONT_MATTER, Document
 
-from test_front_matter import found, one, run, text_of
+from test_front_matter import found, index_notes, one, run, text_of
 
 
 def note(tmp_path, name, content, encoding="utf-8"):
@@ -299,12 +297,7 @@ NOTES = {
 
 def test_index_then_filter_on_org_asciidoc_and_toml_headers(home, tmp_path):
     folder = tmp_path / "notes"
-    folder.mkdir()
-    for name, text in NOTES.items():
-        (folder / name).write_text(text)
-    indexed = subprocess.run([sys.executable, "-m", "semsearch", "index", str(folder), "--name", "notes"],
-                             capture_output=True, text=True)
-    assert indexed.returncode == 0, indexed.stderr
+    indexed = index_notes(folder, NOTES)
     assert "added 5" in indexed.stdout and "warning" not in indexed.stderr
 
     assert found("search", "notes", "login problems", "--docs", "--where", "tags=auth") == ["login.org", "sso.md"]
