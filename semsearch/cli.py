@@ -432,10 +432,6 @@ def echo_index_plan(name: str, plan) -> None:
         click.echo(f"  skipped {printable(source)}: {printable(reason)}")
 
 
-def reused(report) -> str:
-    """The index line's count of documents written without embedding, where there are any."""
-    return f" {report.reused} reused (moved or copied: not embedded);" if report.reused else ""
-
 
 def echo_index_report(coll: dict, report) -> None:
     """What an `index` run did: counts, then the skipped files by reason, a few named (not
@@ -444,7 +440,7 @@ def echo_index_report(coll: dict, report) -> None:
 
     click.echo(
         f"{coll['name']}: added {report.added}, updated {report.updated}, unchanged {report.unchanged}, "
-        f"removed {report.removed}, skipped {len(report.skipped)};{reused(report)} {report.chunks} chunks in "
+        f"removed {report.removed}, skipped {len(report.skipped)};{report.reused_note()} {report.chunks} chunks in "
         f"{report.seconds:.1f}s ({coll['documents']} documents in the collection)")
     for reason, count in skip_counts(report.skipped):
         click.echo(f"  skipped {count}: {printable(reason)}")
@@ -494,7 +490,6 @@ def most_first(counts: Counter) -> list[tuple[str, int]]:
 def watch_index(ctx, paths, name, keep_missing, every, **settings) -> None:
     """`index --watch`: the first pass reported as `index` reports, each later pass that
     changed something in one line (its new skips named below it), and a line when stopped."""
-    from datetime import datetime
 
     from .watch import DEFAULT_EVERY, watch_files
 
@@ -504,10 +499,7 @@ def watch_index(ctx, paths, name, keep_missing, every, **settings) -> None:
             echo_index_report({"name": coll.name, "documents": coll.count(), "notice": coll.notice()}, report)
             click.echo(f"watching for changes every {every or DEFAULT_EVERY:g}s; Ctrl-C stops", err=True)
         elif done.changed:
-            now = datetime.now().astimezone().strftime("%Y-%m-%d %H:%M:%S")
-            click.echo(f"{now} {coll.name}: added {report.added}, updated {report.updated}, "
-                       f"removed {report.removed}, skipped {len(done.new_skips)};{reused(report)} "
-                       f"{coll.count()} documents in the collection")
+            click.echo(done.line())
             for source, reason in sorted(done.new_skips):
                 click.echo(f"    {printable(source)}: {printable(reason)}")
 

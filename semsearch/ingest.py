@@ -41,6 +41,10 @@ class IndexReport:
     skipped: list = field(default_factory=list)  # (source, reason)
     unread: set = field(default_factory=set)  # skipped sources whose indexed documents stay
 
+    def reused_note(self) -> str:
+        """A report line's count of documents written without embedding, where there are any."""
+        return f" {self.reused} reused (moved or copied: not embedded);" if self.reused else ""
+
     def skip(self, source: str, reason: str, transient: bool = False) -> None:
         """Report a file or document left out. ``transient``: it may read fine next time
         (see loaders.Skipped), so a re-index keeps what was indexed from it."""

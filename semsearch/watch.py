@@ -48,6 +48,13 @@ class Pass:
         r = self.report
         return bool(r.added or r.updated or r.removed or self.new_skips)
 
+    def line(self) -> str:
+        """The line `index --watch` and `serve --watch` print for a pass that changed something."""
+        from datetime import datetime
+        now, r = datetime.now().astimezone().strftime("%Y-%m-%d %H:%M:%S"), self.report
+        return (f"{now} {self.collection.name}: added {r.added}, updated {r.updated}, removed {r.removed}, "
+                f"skipped {len(self.new_skips)};{r.reused_note()} {self.collection.count()} documents in the collection")
+
 
 @dataclass
 class WatchReport:

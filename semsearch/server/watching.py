@@ -28,7 +28,6 @@ import logging
 import sys
 import threading
 import time
-from datetime import datetime
 
 from ..collection import STORE_FILE, source_runs
 from ..errors import NoSuchCollection, SemsearchError
@@ -87,9 +86,7 @@ class Watch:
         self.passes, self.last_pass, self.error = self.passes + 1, time.time(), None
         self.metrics.watched(self.name, report)
         if done.changed:
-            now = datetime.now().astimezone().strftime("%Y-%m-%d %H:%M:%S")
-            say(f"{now} {self.name}: added {report.added}, updated {report.updated}, removed {report.removed}, "
-                f"skipped {len(done.new_skips)}; {done.collection.count()} documents in the collection")
+            say(done.line())
 
 
 class Watches:
